@@ -1,0 +1,408 @@
+//! RecordBatch v2 ("magic 2"), the unit the log stores byte for byte.
+//!
+//! The log only needs a batch's header: where it ends, which offsets and timestamps
+//! it covers, and whether its CRC holds. Records are encoded and decoded with the
+//! `kafka-protocol` crate's codec, so stored bytes are exactly what a Kafka client
+//! sends and expects.
+//!
+//! Layout (big-endian), from the Kafka protocol:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..8 | base offset (assigned by the log; not covered by the CRC) |
+//! | 8..12 | batch length: bytes after this field |
+//! | 12..16 | partition leader epoch |
+//! | 16 | magic, always 2 |
+//! | 17..21 | CRC-32C of bytes 21.. |
+//! | 21..23 | attributes |
+//! | 23..27 | last offset delta |
+//! | 27..35 | first timestamp |
+//! | 35..43 | max timestamp |
+//! | 43..61 | producer id, producer epoch, base sequence |
+//! | 57..61 | record count |
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tidings_types::{Offset, TimestampMs};
+
+use crate::limits::{BATCH_BYTES_MAX, BATCH_HEADER_BYTES, BATCH_RECORDS_MAX};
+
+/// Bytes before the batch-length field ends: base offset and the length itself.
+pub(crate) const LOG_OVERHEAD_BYTES: usize = 12;
+const MAGIC_POSITION: usize = 16;
+const CRC_POSITION: usize = 17;
+const CRC_COVERED_FROM: usize = 21;
+const LEADER_EPOCH_POSITION: usize = 12;
+
+/// The partition leader epoch the log writes into every stored batch, as a Kafka
+/// broker does on append. A single node has one leader epoch forever.
+pub(crate) const STORED_LEADER_EPOCH: i32 = 0;
+
+/// What a valid batch header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchHeader {
+    pub(crate) base_offset: i64,
+    /// Whole batch size in bytes, including the base offset and length fields.
+    pub(crate) bytes: usize,
+    pub(crate) last_offset_delta: u32,
+    pub(crate) max_timestamp: i64,
+    pub(crate) first_timestamp: i64,
+}
+
+impl BatchHeader {
+    /// Number of offsets the batch covers.
+    pub(crate) fn offset_count(&self) -> u64 {
+        u64::from(self.last_offset_delta) + 1
+    }
+}
+
+/// Why bytes are not a valid batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchFault {
+    /// Fewer bytes remain than the header, or than the length the header declares.
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes available.
+        available: usize,
+    },
+    /// The magic byte is not 2.
+    Magic(i8),
+    /// The declared length is below the header size or above the batch limit.
+    Length(i32),
+    /// The record count disagrees with the last offset delta, or is outside
+    /// 1..=[`BATCH_RECORDS_MAX`].
+    RecordCount {
+        /// Records declared.
+        count: i32,
+        /// Last offset delta declared.
+        last_offset_delta: i32,
+    },
+    /// The CRC-32C stored in the header does not match the bytes.
+    Crc {
+        /// The CRC the header carries.
+        stored: u32,
+        /// The CRC of the bytes.
+        computed: u32,
+    },
+    /// A stored batch carries a partition leader epoch other than the one the log
+    /// writes. The epoch lies outside the CRC, so this check covers its bytes.
+    LeaderEpoch(i32),
+    /// The base offset is not the one the log expected here.
+    BaseOffset {
+        /// The offset the log expected.
+        expected: i64,
+        /// The offset the batch carries.
+        found: i64,
+    },
+}
+
+impl fmt::Display for BatchFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            BatchFault::Truncated { needed, available } => {
+                write!(f, "batch needs {needed} bytes but only {available} remain")
+            }
+            BatchFault::Magic(m) => write!(f, "magic byte is {m}, expected 2"),
+            BatchFault::Length(l) => write!(
+                f,
+                "batch length {l} is outside {}..={}",
+                BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES,
+                BATCH_BYTES_MAX - LOG_OVERHEAD_BYTES
+            ),
+            BatchFault::RecordCount {
+                count,
+                last_offset_delta,
+            } => write!(
+                f,
+                "record count {count} does not match last offset delta {last_offset_delta}"
+            ),
+            BatchFault::Crc { stored, computed } => {
+                write!(
+                    f,
+                    "CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}"
+                )
+            }
+            BatchFault::LeaderEpoch(e) => {
+                write!(
+                    f,
+                    "partition leader epoch {e}, expected {STORED_LEADER_EPOCH}"
+                )
+            }
+            BatchFault::BaseOffset { expected, found } => {
+                write!(f, "base offset {found}, expected {expected}")
+            }
+        }
+    }
+}
+
+fn be_i32(buf: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn be_i64(buf: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Parses and sanity-checks the header at the start of `buf`, without the CRC.
+///
+/// `buf` may hold less than the whole batch; the result says how many bytes the
+/// batch needs.
+pub(crate) fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchFault> {
+    if buf.len() < BATCH_HEADER_BYTES {
+        return Err(BatchFault::Truncated {
+            needed: BATCH_HEADER_BYTES,
+            available: buf.len(),
+        });
+    }
+    let magic = buf[MAGIC_POSITION] as i8;
+    if magic != 2 {
+        return Err(BatchFault::Magic(magic));
+    }
+    let length = be_i32(buf, 8);
+    let length_ok = usize::try_from(length).is_ok_and(|l| {
+        (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES..=BATCH_BYTES_MAX - LOG_OVERHEAD_BYTES)
+            .contains(&l)
+    });
+    if !length_ok {
+        return Err(BatchFault::Length(length));
+    }
+    let last_offset_delta = be_i32(buf, 23);
+    let count = be_i32(buf, 57);
+    let count_ok = usize::try_from(count).is_ok_and(|c| (1..=BATCH_RECORDS_MAX).contains(&c));
+    if !count_ok || last_offset_delta != count - 1 {
+        return Err(BatchFault::RecordCount {
+            count,
+            last_offset_delta,
+        });
+    }
+    Ok(BatchHeader {
+        base_offset: be_i64(buf, 0),
+        bytes: LOG_OVERHEAD_BYTES + length as usize,
+        last_offset_delta: last_offset_delta as u32,
+        first_timestamp: be_i64(buf, 27),
+        max_timestamp: be_i64(buf, 35),
+    })
+}
+
+/// Checks the whole batch at the start of `buf`: header, length and CRC.
+pub(crate) fn check_batch(buf: &[u8]) -> Result<BatchHeader, BatchFault> {
+    let header = parse_header(buf)?;
+    if buf.len() < header.bytes {
+        return Err(BatchFault::Truncated {
+            needed: header.bytes,
+            available: buf.len(),
+        });
+    }
+    let stored = u32::from_be_bytes(buf[CRC_POSITION..CRC_COVERED_FROM].try_into().expect("4"));
+    let computed = crc32c::crc32c(&buf[CRC_COVERED_FROM..header.bytes]);
+    if stored != computed {
+        return Err(BatchFault::Crc { stored, computed });
+    }
+    Ok(header)
+}
+
+/// Checks a batch as the log stored it: everything [`check_batch`] checks, plus the
+/// two fields outside the CRC, which the log itself wrote.
+pub(crate) fn check_stored(buf: &[u8], expected: Offset) -> Result<BatchHeader, BatchFault> {
+    let header = check_batch(buf)?;
+    let epoch = be_i32(buf, LEADER_EPOCH_POSITION);
+    if epoch != STORED_LEADER_EPOCH {
+        return Err(BatchFault::LeaderEpoch(epoch));
+    }
+    let expected = i64::try_from(expected.0).expect("offsets stay below i64::MAX");
+    if header.base_offset != expected {
+        return Err(BatchFault::BaseOffset {
+            expected,
+            found: header.base_offset,
+        });
+    }
+    Ok(header)
+}
+
+/// Stamps the batch at the start of `buf` with its base offset and the stored leader
+/// epoch. Both lie outside the CRC, so the batch stays valid.
+pub(crate) fn stamp(buf: &mut [u8], offset: Offset) {
+    let offset = i64::try_from(offset.0).expect("offsets stay below i64::MAX");
+    buf[..8].copy_from_slice(&offset.to_be_bytes());
+    buf[LEADER_EPOCH_POSITION..LEADER_EPOCH_POSITION + 4]
+        .copy_from_slice(&STORED_LEADER_EPOCH.to_be_bytes());
+}
+
+/// One record header: a string key and an optional value. Kafka allows a key to
+/// repeat; the typed API refuses repeats because the codec keeps only the last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Header key.
+    pub key: String,
+    /// Header value; `None` is Kafka's null header value.
+    pub value: Option<Bytes>,
+}
+
+/// A record to append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Partitioning key, if any.
+    pub key: Option<Bytes>,
+    /// Payload; `None` is Kafka's null value (a tombstone).
+    pub value: Option<Bytes>,
+    /// Headers, in order.
+    pub headers: Vec<Header>,
+    /// Creation time of the record.
+    pub timestamp: TimestampMs,
+}
+
+impl Record {
+    /// A record with only a value, stamped with `timestamp`.
+    pub fn from_value(value: impl Into<Bytes>, timestamp: TimestampMs) -> Record {
+        Record {
+            key: None,
+            value: Some(value.into()),
+            headers: Vec::new(),
+            timestamp,
+        }
+    }
+
+    /// Bytes of payload the record carries: key, value, header keys and values.
+    pub fn payload_bytes(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len)
+            + self.value.as_ref().map_or(0, Bytes::len)
+            + self
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
+                .sum::<usize>()
+    }
+}
+
+/// A record read back from the log, with the offset the log gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The record's offset in its partition.
+    pub offset: Offset,
+    /// The record's key, value, headers and timestamp.
+    pub record: Record,
+}
+
+/// Encodes `records` as one uncompressed RecordBatch v2 with base offset 0.
+///
+/// The caller has checked counts and sizes against the limits.
+pub(crate) fn encode(records: &[Record]) -> Result<BytesMut, String> {
+    let mut kafka_records = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        let mut headers = IndexMap::with_capacity(r.headers.len());
+        for h in &r.headers {
+            if headers
+                .insert(StrBytes::from_string(h.key.clone()), h.value.clone())
+                .is_some()
+            {
+                return Err(format!("record {i} repeats header key {:?}", h.key));
+            }
+        }
+        let i = i64::try_from(i).expect("record count is bounded");
+        kafka_records.push(kafka_protocol::records::Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: kafka_protocol::records::NO_PRODUCER_ID,
+            producer_epoch: kafka_protocol::records::NO_PRODUCER_EPOCH,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            // Offset minus sequence must stay constant for the codec to keep the
+            // records in one batch; this yields base sequence -1 (no idempotence).
+            sequence: i32::try_from(i).expect("bounded") - 1,
+            timestamp: r.timestamp.0,
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers,
+        });
+    }
+    let estimate = records
+        .iter()
+        .map(|r| r.payload_bytes() + 32)
+        .sum::<usize>();
+    let mut buf = BytesMut::with_capacity(BATCH_HEADER_BYTES + estimate);
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &kafka_records, &options).map_err(|e| e.to_string())?;
+    Ok(buf)
+}
+
+/// Decodes every record of the batches in `bytes`.
+pub(crate) fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, String> {
+    let mut buf = bytes;
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
+        for r in set.records {
+            let offset = u64::try_from(r.offset).map_err(|_| "negative record offset")?;
+            out.push(StoredRecord {
+                offset: Offset(offset),
+                record: Record {
+                    key: r.key,
+                    value: r.value,
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|(k, v)| Header {
+                            key: k.to_string(),
+                            value: v,
+                        })
+                        .collect(),
+                    timestamp: TimestampMs(r.timestamp),
+                },
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_batch_passes_its_own_checks_and_keeps_crc_after_offset_rewrite() {
+        let records: Vec<Record> = (0..3)
+            .map(|i| Record::from_value(format!("v{i}"), TimestampMs(1_000 + i)))
+            .collect();
+        let mut buf = encode(&records).unwrap();
+        let header = check_batch(&buf).unwrap();
+        assert_eq!(header.bytes, buf.len());
+        assert_eq!(header.last_offset_delta, 2);
+        assert_eq!(header.max_timestamp, 1_002);
+        stamp(&mut buf, Offset(77));
+        assert_eq!(check_stored(&buf, Offset(77)).unwrap().base_offset, 77);
+        let decoded = decode(buf.freeze()).unwrap();
+        assert_eq!(
+            decoded.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+            [77, 78, 79]
+        );
+        assert_eq!(decoded[1].record, records[1]);
+    }
+
+    #[test]
+    fn any_flipped_bit_in_a_stored_batch_is_detected() {
+        let mut buf = encode(&[Record::from_value("hello", TimestampMs(5))]).unwrap();
+        stamp(&mut buf, Offset(9));
+        for byte in 0..buf.len() {
+            for bit in 0..8 {
+                let mut damaged = buf.to_vec();
+                damaged[byte] ^= 1 << bit;
+                assert!(
+                    check_stored(&damaged, Offset(9)).is_err(),
+                    "byte {byte} bit {bit}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Per-topic configuration and the clock the log reads time from.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings_types::TimestampMs;
+
+use crate::limits::{
+    INDEX_INTERVAL_BYTES_MAX, INDEX_INTERVAL_BYTES_MIN, PARTITIONS_MAX, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN,
+};
+
+/// When the log makes appended data durable with `fdatasync`, and so when it
+/// acknowledges an append and when readers may see it.
+///
+/// | policy | append acknowledged | readers see data | lost on power failure |
+/// |---|---|---|---|
+/// | `always` | after `fdatasync` | after `fdatasync` | nothing acknowledged |
+/// | `interval:<ms>` | after the write | after the next sync (≤ ms later) | up to `ms` of acknowledged appends |
+/// | `never` | after the write | after the write | anything not yet written back by the OS |
+///
+/// A killed process loses nothing acknowledged under any policy: written data sits in
+/// the page cache. Every policy syncs a segment before sealing it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Acknowledge an append only once it is on disk. Concurrent appends share one sync.
+    #[default]
+    Always,
+    /// Sync at most this often; acknowledge on write.
+    Interval(Duration),
+    /// Leave write-back to the operating system. Lossy on power failure.
+    Never,
+}
+
+impl fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FsyncPolicy::Always => f.write_str("always"),
+            FsyncPolicy::Interval(d) => write!(f, "interval:{}", d.as_millis()),
+            FsyncPolicy::Never => f.write_str("never"),
+        }
+    }
+}
+
+/// A string that is not `always`, `never` or `interval:<ms>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fsync policy {0:?} is not one of 'always', 'never' or 'interval:<milliseconds>' (1 ms or more)")]
+pub struct FsyncPolicyParseError(String);
+
+impl FromStr for FsyncPolicy {
+    type Err = FsyncPolicyParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            _ => s
+                .strip_prefix("interval:")
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .filter(|&ms| ms > 0)
+                .map(|ms| FsyncPolicy::Interval(Duration::from_millis(ms)))
+                .ok_or_else(|| FsyncPolicyParseError(s.to_owned())),
+        }
+    }
+}
+
+/// How a topic stores its partitions. Chosen at creation; kept in the topic's
+/// metadata file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// Number of partitions, 1..=[`PARTITIONS_MAX`].
+    pub partitions: u32,
+    /// When appends become durable.
+    pub fsync: FsyncPolicy,
+    /// A segment is sealed and a new one started once it would grow past this size.
+    pub segment_bytes: u64,
+    /// A non-empty segment older than this is sealed on the next append.
+    pub segment_age: Option<Duration>,
+    /// Sealed segments whose newest record is older than this are deleted.
+    pub retention_age: Option<Duration>,
+    /// Oldest sealed segments are deleted while the partition stays above this size.
+    pub retention_bytes: Option<u64>,
+    /// Bytes of log between two entries of the sparse indexes.
+    pub index_interval_bytes: u32,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            partitions: 1,
+            fsync: FsyncPolicy::Always,
+            segment_bytes: 128 * 1024 * 1024,
+            segment_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            retention_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            retention_bytes: None,
+            index_interval_bytes: 4096,
+        }
+    }
+}
+
+/// A topic configuration outside the limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Partition count out of range.
+    #[error("partitions is {0}; it must be 1..={PARTITIONS_MAX}")]
+    Partitions(u32),
+    /// Segment size out of range.
+    #[error("segment_bytes is {0}; it must be {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}")]
+    SegmentBytes(u64),
+    /// Index interval out of range.
+    #[error("index_interval_bytes is {0}; it must be {INDEX_INTERVAL_BYTES_MIN}..={INDEX_INTERVAL_BYTES_MAX}")]
+    IndexInterval(u32),
+    /// A duration of zero where zero makes no sense.
+    #[error("{0} must be at least 1 ms")]
+    ZeroDuration(&'static str),
+}
+
+impl TopicConfig {
+    /// Checks every field against the limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=PARTITIONS_MAX).contains(&self.partitions) {
+            return Err(ConfigError::Partitions(self.partitions));
+        }
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
+            return Err(ConfigError::SegmentBytes(self.segment_bytes));
+        }
+        if !(INDEX_INTERVAL_BYTES_MIN..=INDEX_INTERVAL_BYTES_MAX)
+            .contains(&self.index_interval_bytes)
+        {
+            return Err(ConfigError::IndexInterval(self.index_interval_bytes));
+        }
+        let zero = |d: Option<Duration>| d.is_some_and(|d| d.as_millis() == 0);
+        if zero(self.segment_age) {
+            return Err(ConfigError::ZeroDuration("segment_age"));
+        }
+        if zero(self.retention_age) {
+            return Err(ConfigError::ZeroDuration("retention_age"));
+        }
+        if let FsyncPolicy::Interval(d) = self.fsync {
+            if d.as_millis() == 0 {
+                return Err(ConfigError::ZeroDuration("fsync interval"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Wall-clock time as the log sees it: record timestamps, segment age and retention.
+///
+/// Tests replace it to age segments without sleeping.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
+    fn now(&self) -> TimestampMs;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> TimestampMs {
+        TimestampMs::now()
+    }
+}
+
+/// Options for a whole [`Log`](crate::Log).
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    /// Source of wall-clock time.
+    pub clock: Arc<dyn Clock>,
+    /// How often each partition's writer checks retention when idle.
+    pub retention_check_interval: Duration,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            clock: Arc::new(SystemClock),
+            retention_check_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_policy_round_trips_through_its_text_form() {
+        for text in ["always", "never", "interval:250"] {
+            let policy: FsyncPolicy = text.parse().unwrap();
+            assert_eq!(policy.to_string(), text);
+        }
+        for bad in [
+            "",
+            "Always",
+            "interval:",
+            "interval:0",
+            "interval:-5",
+            "interval:x",
+        ] {
+            assert!(bad.parse::<FsyncPolicy>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn default_config_is_valid_and_limits_are_enforced() {
+        assert_eq!(TopicConfig::default().validate(), Ok(()));
+        let bad = TopicConfig {
+            partitions: 0,
+            ..TopicConfig::default()
+        };
+        assert_eq!(bad.validate(), Err(ConfigError::Partitions(0)));
+        let bad = TopicConfig {
+            segment_bytes: SEGMENT_BYTES_MAX + 1,
+            ..TopicConfig::default()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err(ConfigError::SegmentBytes(SEGMENT_BYTES_MAX + 1))
+        );
+    }
+}

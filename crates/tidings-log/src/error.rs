@@ -1,0 +1,224 @@
+//! Typed errors, one enum per family of operations. Each message names what failed
+//! and with which input (file, byte position, topic, partition, offset).
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tidings_types::{Offset, PartitionId, TopicName, TopicNameError};
+
+use crate::batch::BatchFault;
+use crate::config::ConfigError;
+
+/// Opening a data directory failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A filesystem operation failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Another process holds the data directory.
+    #[error("data directory {path} is locked by another process")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// A topic's metadata file is missing or damaged.
+    #[error("topic metadata {path} cannot be read: {reason}")]
+    TopicMeta {
+        /// The metadata file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A partition could not be recovered and is refused until an operator acts.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// An invalid batch is followed by valid ones: this is not a torn write, and
+    /// truncating would throw away acknowledged data.
+    #[error("corrupt segment {file}: invalid batch at byte {position} ({fault}) is followed by valid batches; refusing the partition rather than dropping data")]
+    Corrupt {
+        /// The segment file.
+        file: PathBuf,
+        /// Byte position of the invalid batch.
+        position: u64,
+        /// What is wrong with it.
+        fault: BatchFault,
+    },
+    /// A filesystem operation failed during recovery.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+/// Creating, finding or deleting a topic or partition failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// The name cannot be a topic name.
+    #[error(transparent)]
+    InvalidName(#[from] TopicNameError),
+    /// The configuration is outside the limits.
+    #[error("invalid configuration for topic: {0}")]
+    InvalidConfig(#[from] ConfigError),
+    /// A topic of that name exists.
+    #[error("topic {0} already exists")]
+    Exists(TopicName),
+    /// No topic of that name exists.
+    #[error("topic {0} does not exist")]
+    NotFound(String),
+    /// The topic has fewer partitions.
+    #[error("topic {topic} has {count} partitions; partition {partition} does not exist")]
+    NoSuchPartition {
+        /// The topic.
+        topic: TopicName,
+        /// The partition asked for.
+        partition: PartitionId,
+        /// How many partitions the topic has.
+        count: u32,
+    },
+    /// The partition failed recovery and is not served.
+    #[error("partition {topic}/{partition} is refused: {error}")]
+    Refused {
+        /// The topic.
+        topic: TopicName,
+        /// The partition.
+        partition: PartitionId,
+        /// Why recovery refused it.
+        error: Arc<RecoveryError>,
+    },
+    /// A filesystem operation failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+/// An append was refused; nothing of it was written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    /// No records were given.
+    #[error("an append needs at least one record")]
+    Empty,
+    /// More records than one append may carry.
+    #[error("{count} records in one append; the limit is {max}", max = crate::limits::BATCH_RECORDS_MAX)]
+    TooManyRecords {
+        /// Records given.
+        count: usize,
+    },
+    /// One record is larger than the record limit.
+    #[error("record {index} carries {bytes} bytes; the limit is {max}", max = crate::limits::RECORD_BYTES_MAX)]
+    RecordTooLarge {
+        /// Position of the record in the append.
+        index: usize,
+        /// Its key, value and header bytes.
+        bytes: usize,
+    },
+    /// The append is larger than the batch limit.
+    #[error("append of {bytes} bytes exceeds the limit of {max}", max = crate::limits::BATCH_BYTES_MAX)]
+    BatchTooLarge {
+        /// Size of the append.
+        bytes: usize,
+    },
+    /// A raw batch from a client is malformed.
+    #[error("invalid record batch at byte {position} of the request: {fault}")]
+    InvalidBatch {
+        /// Position of the batch within the appended bytes.
+        position: usize,
+        /// What is wrong with it.
+        fault: BatchFault,
+    },
+    /// The records cannot be encoded.
+    #[error("cannot encode records: {0}")]
+    Encode(String),
+    /// A write or sync failed earlier; the partition accepts no appends until the
+    /// process restarts and recovers it.
+    #[error("partition {topic}/{partition} stopped after a storage failure: {reason}")]
+    Failed {
+        /// The topic.
+        topic: TopicName,
+        /// The partition.
+        partition: PartitionId,
+        /// The failure.
+        reason: Arc<str>,
+    },
+    /// The log is closed or the topic deleted.
+    #[error("partition {topic}/{partition} is closed")]
+    Closed {
+        /// The topic.
+        topic: TopicName,
+        /// The partition.
+        partition: PartitionId,
+    },
+}
+
+/// A read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The offset lies before the log start or beyond the high-watermark.
+    #[error("offset {requested} is out of range: the partition holds offsets {log_start}..{high_watermark}")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        requested: Offset,
+        /// The first offset still stored.
+        log_start: Offset,
+        /// One past the last readable offset.
+        high_watermark: Offset,
+    },
+    /// Stored bytes fail their checks.
+    #[error("corrupt batch in {file} at byte {position}: {fault}")]
+    Corrupt {
+        /// The segment file.
+        file: PathBuf,
+        /// Byte position of the batch.
+        position: u64,
+        /// What is wrong with it.
+        fault: BatchFault,
+    },
+    /// A stored batch cannot be decoded into records.
+    #[error("cannot decode records in {file}: {reason}")]
+    Decode {
+        /// The segment file.
+        file: PathBuf,
+        /// The codec's reason.
+        reason: String,
+    },
+    /// A filesystem operation failed.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+/// Closing the log could not finish cleanly; recovery will run on the next open.
+#[derive(Debug, thiserror::Error)]
+#[error("closing partition {topic}/{partition}: {source}")]
+pub struct CloseError {
+    /// The topic.
+    pub topic: TopicName,
+    /// The partition.
+    pub partition: PartitionId,
+    /// The underlying error.
+    pub source: io::Error,
+}

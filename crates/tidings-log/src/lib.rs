@@ -1,0 +1,294 @@
+//! Tidings' storage engine: durable, partitioned logs of Kafka RecordBatch v2
+//! batches.
+//!
+//! A [`Log`] owns a data directory. It holds topics; a topic holds partitions; a
+//! partition is a sequence of segment files, each with a sparse offset index and a
+//! time index beside it:
+//!
+//! ```text
+//! <data dir>/LOCK
+//! <data dir>/topics/<topic>/topic.meta
+//! <data dir>/topics/<topic>/<partition>/<base offset:020>.log
+//!                                      /<base offset:020>.index
+//!                                      /<base offset:020>.timeindex
+//! ```
+//!
+//! Segments hold batches byte for byte as the Kafka protocol defines them, so a
+//! Kafka consumer can be served stored bytes as they are. Each partition has one
+//! writer thread that gathers concurrent appends into one write and one
+//! `fdatasync` (group commit). Readers read segment files directly and never see
+//! data above the durable high-watermark.
+//!
+//! The log never opens a socket and knows nothing of consumer groups or HTTP.
+//! Appends are `async` (they wait for the writer), with blocking variants for code
+//! outside a runtime; reads are short positional reads from the page cache.
+//!
+//! ```
+//! use tidings_log::{Log, LogOptions, Record, TopicConfig};
+//! use tidings_types::{Offset, PartitionId, TimestampMs};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let log = Log::open(dir.path(), LogOptions::default())?;
+//! let topic = log.create_topic("orders", TopicConfig { partitions: 3, ..Default::default() })?;
+//! let partition = topic.partition(PartitionId(0))?;
+//!
+//! let appended = partition.append_blocking(&[
+//!     Record::from_value("order 1 placed", TimestampMs(1_700_000_000_000)),
+//!     Record::from_value("order 2 placed", TimestampMs(1_700_000_000_001)),
+//! ])?;
+//! assert_eq!(appended.base_offset, Offset(0));
+//!
+//! let records = partition.read_records(Offset(1), 64 * 1024)?;
+//! assert_eq!(records[0].offset, Offset(1));
+//! assert_eq!(records[0].record.value.as_deref(), Some(&b"order 2 placed"[..]));
+//! log.close()?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use tidings_types::{PartitionId, TopicName};
+
+mod batch;
+mod config;
+mod error;
+mod format;
+mod index;
+pub mod limits;
+mod partition;
+mod recovery;
+mod segment;
+mod topic;
+
+pub use batch::{BatchFault, Header, Record, StoredRecord};
+pub use config::{
+    Clock, ConfigError, FsyncPolicy, FsyncPolicyParseError, LogOptions, SystemClock, TopicConfig,
+};
+pub use error::{AppendError, CloseError, OpenError, ReadError, RecoveryError, TopicError};
+pub use format::FormatError;
+pub use partition::{Appended, Batches, Partition, RetentionOutcome};
+pub use topic::Topic;
+
+/// A data directory of topics. Open one per directory; a lock file keeps other
+/// processes out.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    options: LogOptions,
+    topics: RwLock<BTreeMap<TopicName, Arc<Topic>>>,
+    _lock: File,
+}
+
+fn open_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> OpenError {
+    let path = path.to_owned();
+    move |source| OpenError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+fn topic_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TopicError {
+    let path = path.to_owned();
+    move |source| TopicError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+impl Log {
+    /// Opens (creating if needed) the data directory at `dir` and recovers every
+    /// partition in it. A partition that fails recovery is refused, not fatal: see
+    /// [`Topic::refused`].
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log, OpenError> {
+        let dir = dir.as_ref().to_owned();
+        for sub in ["topics", "staging", "trash"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(open_err("create", &path))?;
+        }
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(open_err("create", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(OpenError::Locked { path: lock_path }),
+            Err(TryLockError::Error(e)) => return Err(open_err("lock", &lock_path)(e)),
+        }
+        // Unfinished topic creations and deletions from an earlier run.
+        for sub in ["staging", "trash"] {
+            let path = dir.join(sub);
+            for entry in fs::read_dir(&path).map_err(open_err("list", &path))? {
+                let entry = entry.map_err(open_err("list", &path))?;
+                fs::remove_dir_all(entry.path()).map_err(open_err("remove", &entry.path()))?;
+            }
+        }
+
+        let mut topics = BTreeMap::new();
+        let topics_dir = dir.join("topics");
+        for entry in fs::read_dir(&topics_dir).map_err(open_err("list", &topics_dir))? {
+            let entry = entry.map_err(open_err("list", &topics_dir))?;
+            let Some(name) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| TopicName::new(n).ok())
+            else {
+                tracing::warn!(path = %entry.path().display(), "ignoring a directory that is not a valid topic name");
+                continue;
+            };
+            let meta_path = entry.path().join(topic::TOPIC_META_FILE);
+            let bytes = fs::read(&meta_path).map_err(open_err("read", &meta_path))?;
+            let config = topic::decode_meta(&bytes).map_err(|reason| OpenError::TopicMeta {
+                path: meta_path.clone(),
+                reason,
+            })?;
+            let topic = open_topic(name.clone(), entry.path(), config, &options);
+            topics.insert(name, Arc::new(topic));
+        }
+        Ok(Log {
+            dir,
+            options,
+            topics: RwLock::new(topics),
+            _lock: lock,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates a topic. The topic appears whole or not at all, even across a crash.
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>, TopicError> {
+        let name = TopicName::new(name)?;
+        config.validate()?;
+        let mut topics = self.topics.write().expect("topics lock");
+        if topics.contains_key(&name) {
+            return Err(TopicError::Exists(name));
+        }
+        let staging = self.dir.join("staging").join(name.as_str());
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(topic_err("remove", &staging))?;
+        }
+        fs::create_dir(&staging).map_err(topic_err("create", &staging))?;
+        let meta_path = staging.join(topic::TOPIC_META_FILE);
+        format::create_durably(&meta_path, &topic::encode_meta(&config))
+            .map_err(topic_err("write", &meta_path))?;
+        for p in 0..config.partitions {
+            let path = Topic::partition_dir(&staging, PartitionId(p));
+            fs::create_dir(&path).map_err(topic_err("create", &path))?;
+        }
+        format::sync_dir(&staging).map_err(topic_err("sync", &staging))?;
+        let final_dir = self.dir.join("topics").join(name.as_str());
+        fs::rename(&staging, &final_dir).map_err(topic_err("rename into place", &final_dir))?;
+        let topics_dir = self.dir.join("topics");
+        format::sync_dir(&topics_dir).map_err(topic_err("sync", &topics_dir))?;
+
+        let topic = Arc::new(open_topic(name.clone(), final_dir, config, &self.options));
+        if let Some((id, error)) = topic.refused().into_iter().next() {
+            return Err(TopicError::Refused {
+                topic: name,
+                partition: id,
+                error,
+            });
+        }
+        topics.insert(name, Arc::clone(&topic));
+        Ok(topic)
+    }
+
+    /// A topic by name.
+    pub fn topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        self.topics
+            .read()
+            .expect("topics lock")
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, t)| Arc::clone(t))
+            .ok_or_else(|| TopicError::NotFound(name.to_owned()))
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .expect("topics lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Deletes a topic and all its data. Its partitions stop taking appends first.
+    pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        let topic = {
+            let mut topics = self.topics.write().expect("topics lock");
+            let key = topics
+                .keys()
+                .find(|n| n.as_str() == name)
+                .cloned()
+                .ok_or_else(|| TopicError::NotFound(name.to_owned()))?;
+            topics.remove(&key).expect("present")
+        };
+        for p in topic.partitions.iter().flatten() {
+            if let Err(e) = p.close() {
+                tracing::warn!(error = %e, "closing a partition of a deleted topic");
+            }
+        }
+        let trash = self.dir.join("trash").join(name);
+        fs::rename(&topic.dir, &trash).map_err(topic_err("move to trash", &topic.dir))?;
+        let topics_dir = self.dir.join("topics");
+        format::sync_dir(&topics_dir).map_err(topic_err("sync", &topics_dir))?;
+        fs::remove_dir_all(&trash).map_err(topic_err("remove", &trash))
+    }
+
+    /// Finishes queued appends, syncs every partition and leaves clean-shutdown
+    /// markers. Returns the first failure; every partition is closed regardless.
+    /// Dropping the log does the same and logs failures.
+    pub fn close(&self) -> Result<(), CloseError> {
+        let mut first = Ok(());
+        for topic in self.topics.read().expect("topics lock").values() {
+            for p in topic.partitions.iter().flatten() {
+                if let Err(e) = p.close() {
+                    tracing::error!(error = %e, "partition did not close cleanly");
+                    if first.is_ok() {
+                        first = Err(e);
+                    }
+                }
+            }
+        }
+        first
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+fn open_topic(name: TopicName, dir: PathBuf, config: TopicConfig, options: &LogOptions) -> Topic {
+    let partitions = (0..config.partitions)
+        .map(|p| {
+            let id = PartitionId(p);
+            let path = Topic::partition_dir(&dir, id);
+            Partition::open(name.clone(), id, &path, config.clone(), options.clone()).map_err(|e| {
+                tracing::error!(topic = %name, partition = p, error = %e, "partition refused");
+                Arc::new(e)
+            })
+        })
+        .collect();
+    Topic {
+        name,
+        config,
+        dir,
+        partitions,
+    }
+}

@@ -1,0 +1,995 @@
+//! A partition: segments in offset order, one writer thread, any number of readers.
+//!
+//! Appends travel over a bounded channel to the partition's writer thread, which
+//! gathers everything queued (group commit), assigns offsets, writes the batches with
+//! one positional write and makes them durable with one `fdatasync`. Readers never
+//! wait for the writer: they read the segment files directly, up to the durable
+//! high-watermark the writer publishes after each sync.
+
+use std::fs::File;
+use std::io;
+use std::ops::ControlFlow;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use bytes::{Bytes, BytesMut};
+use tidings_types::{Offset, PartitionId, TimestampMs, TopicName};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::Instant;
+
+use crate::batch::{self, BatchHeader, Record, StoredRecord};
+use crate::config::{FsyncPolicy, LogOptions, TopicConfig};
+use crate::error::{AppendError, CloseError, ReadError, RecoveryError};
+use crate::format;
+use crate::index::{self, IndexBuilder, IndexFiles, OffsetEntry, TimeEntry};
+use crate::limits::{
+    APPEND_QUEUE_DEPTH, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, GROUP_COMMIT_BYTES_MAX,
+    RECORD_BYTES_MAX,
+};
+use crate::recovery;
+use crate::segment::{self, Segment};
+
+/// Where an append landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first appended record.
+    pub base_offset: Offset,
+    /// Offset of the last appended record.
+    pub last_offset: Offset,
+}
+
+/// What a retention pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    /// Sealed segments deleted.
+    pub segments_deleted: usize,
+    /// Bytes of segment data deleted.
+    pub bytes_deleted: u64,
+    /// The log-start offset afterwards.
+    pub log_start: Offset,
+}
+
+/// Whole batches read from a partition, as they are stored.
+#[derive(Clone, Debug)]
+pub struct Batches {
+    /// The batches, byte for byte; ready to serve to a Kafka consumer.
+    pub bytes: Bytes,
+    /// Base offset of the first batch. It can lie before the offset asked for, when
+    /// the read started inside a batch.
+    pub first_offset: Offset,
+    /// The offset after the last batch: where the next read continues.
+    pub next_offset: Offset,
+    /// The partition's high-watermark when the read was made.
+    pub high_watermark: Offset,
+    /// The partition's log-start offset when the read was made.
+    pub log_start: Offset,
+    file: PathBuf,
+}
+
+impl Batches {
+    /// Whether no batch was read (the read was at the high-watermark).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Decodes every record of the batches, including any before the offset the read
+    /// asked for.
+    pub fn records(&self) -> Result<Vec<StoredRecord>, ReadError> {
+        batch::decode(self.bytes.clone()).map_err(|reason| ReadError::Decode {
+            file: self.file.clone(),
+            reason,
+        })
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, AppendError>>;
+
+/// Validated batches on their way to the writer.
+struct Prepared {
+    bytes: BytesMut,
+    headers: Vec<BatchHeader>,
+}
+
+enum Command {
+    Append {
+        prepared: Prepared,
+        reply: Reply<Appended>,
+    },
+    Roll {
+        reply: Reply<()>,
+    },
+    Retention {
+        reply: Reply<RetentionOutcome>,
+    },
+}
+
+/// One partition of a topic. Shared by `Arc`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Partition {
+    topic: TopicName,
+    id: PartitionId,
+    dir: PathBuf,
+    config: TopicConfig,
+    options: LogOptions,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    log_start: AtomicU64,
+    high_watermark: AtomicU64,
+    hwm_tx: watch::Sender<Offset>,
+    tx: mpsc::Sender<Command>,
+    failure: Mutex<Option<Arc<str>>>,
+    shutdown: Notify,
+    writer: Mutex<Option<JoinHandle<io::Result<()>>>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Append { .. } => "Append",
+            Command::Roll { .. } => "Roll",
+            Command::Retention { .. } => "Retention",
+        })
+    }
+}
+
+impl Partition {
+    /// Recovers the partition stored in `dir` and starts its writer thread.
+    pub(crate) fn open(
+        topic: TopicName,
+        id: PartitionId,
+        dir: &Path,
+        config: TopicConfig,
+        options: LogOptions,
+    ) -> Result<Arc<Partition>, RecoveryError> {
+        let recovered = recovery::recover(dir, &config)?;
+        let (tx, rx) = mpsc::channel(APPEND_QUEUE_DEPTH);
+        let (hwm_tx, _) = watch::channel(recovered.next);
+        let log_start = recovered
+            .sealed
+            .first()
+            .map_or(recovered.active_base, |s| s.base);
+        let active = Arc::new(Segment::active(
+            dir,
+            recovered.active_base,
+            Arc::clone(&recovered.file),
+            recovered.len,
+            recovered.index,
+        ));
+        let mut segments = recovered.sealed;
+        segments.push(Arc::clone(&active));
+        let partition = Arc::new(Partition {
+            topic,
+            id,
+            dir: dir.to_owned(),
+            config,
+            options,
+            segments: RwLock::new(segments),
+            log_start: AtomicU64::new(log_start.0),
+            high_watermark: AtomicU64::new(recovered.next.0),
+            hwm_tx,
+            tx,
+            failure: Mutex::new(None),
+            shutdown: Notify::new(),
+            writer: Mutex::new(None),
+        });
+        let writer = Writer {
+            builder: recovered.builder,
+            segment_started: (recovered.len > 0).then(|| partition.options.clock.now()),
+            p: Arc::clone(&partition),
+            active,
+            file: recovered.file,
+            len: recovered.len,
+            next: recovered.next,
+            index_files: recovered.index_files,
+            buf: Vec::new(),
+            entries: Vec::new(),
+            replies: Vec::new(),
+            sync_due: None,
+            last_sync: Instant::now(),
+            failed: None,
+        };
+        let name = format!("tidings-log-{}-{}", partition.topic, partition.id);
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || writer.run(rx))
+            .map_err(|source| RecoveryError::Io {
+                action: "start the writer thread for",
+                path: dir.to_owned(),
+                source,
+            })?;
+        *partition.writer.lock().expect("writer handle lock") = Some(handle);
+        Ok(partition)
+    }
+
+    /// The topic this partition belongs to.
+    pub fn topic(&self) -> &TopicName {
+        &self.topic
+    }
+
+    /// This partition's number.
+    pub fn id(&self) -> PartitionId {
+        self.id
+    }
+
+    /// The first offset still stored.
+    pub fn log_start_offset(&self) -> Offset {
+        Offset(self.log_start.load(Ordering::Acquire))
+    }
+
+    /// One past the last offset readers may see: everything below it is durable
+    /// under the topic's fsync policy.
+    pub fn high_watermark(&self) -> Offset {
+        Offset(self.high_watermark.load(Ordering::Acquire))
+    }
+
+    /// A receiver that changes whenever the high-watermark moves, for long-polling
+    /// readers.
+    pub fn watch_high_watermark(&self) -> watch::Receiver<Offset> {
+        self.hwm_tx.subscribe()
+    }
+
+    /// Number of segments, sealed and active.
+    pub fn segment_count(&self) -> usize {
+        self.segments.read().expect("segments lock").len()
+    }
+
+    /// Bytes of readable segment data.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments
+            .read()
+            .expect("segments lock")
+            .iter()
+            .map(|s| s.readable_len())
+            .sum()
+    }
+
+    /// Appends `records` as one batch and returns their offsets once the topic's
+    /// fsync policy allows.
+    pub async fn append(&self, records: &[Record]) -> Result<Appended, AppendError> {
+        let prepared = prepare_records(records)?;
+        self.submit(prepared).await
+    }
+
+    /// [`append`](Self::append) for callers outside an async runtime.
+    ///
+    /// # Panics
+    /// When called from inside an async runtime.
+    pub fn append_blocking(&self, records: &[Record]) -> Result<Appended, AppendError> {
+        let prepared = prepare_records(records)?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .blocking_send(Command::Append { prepared, reply })
+            .map_err(|_| self.closed())?;
+        rx.blocking_recv().map_err(|_| self.closed())?
+    }
+
+    /// Appends RecordBatch v2 batches exactly as a Kafka producer sent them; the log
+    /// only stamps base offsets and the leader epoch, which the CRC does not cover.
+    pub async fn append_batches(&self, bytes: BytesMut) -> Result<Appended, AppendError> {
+        let prepared = prepare_batches(bytes)?;
+        self.submit(prepared).await
+    }
+
+    async fn submit(&self, prepared: Prepared) -> Result<Appended, AppendError> {
+        if let Some(reason) = self.failure.lock().expect("failure lock").clone() {
+            return Err(self.failed(reason));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Append { prepared, reply })
+            .await
+            .map_err(|_| self.closed())?;
+        rx.await.map_err(|_| self.closed())?
+    }
+
+    /// Seals the active segment now (if it holds anything) and starts a new one.
+    pub async fn roll(&self) -> Result<(), AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Roll { reply })
+            .await
+            .map_err(|_| self.closed())?;
+        rx.await.map_err(|_| self.closed())?
+    }
+
+    /// Applies the retention rules now rather than at the next periodic check.
+    pub async fn enforce_retention(&self) -> Result<RetentionOutcome, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Retention { reply })
+            .await
+            .map_err(|_| self.closed())?;
+        rx.await.map_err(|_| self.closed())?
+    }
+
+    fn closed(&self) -> AppendError {
+        AppendError::Closed {
+            topic: self.topic.clone(),
+            partition: self.id,
+        }
+    }
+
+    fn failed(&self, reason: Arc<str>) -> AppendError {
+        AppendError::Failed {
+            topic: self.topic.clone(),
+            partition: self.id,
+            reason,
+        }
+    }
+
+    /// The segment holding `offset` and the offset its data ends at.
+    fn segment_for(&self, offset: Offset) -> Option<(Arc<Segment>, Offset)> {
+        let segments = self.segments.read().expect("segments lock");
+        let i = segments
+            .partition_point(|s| s.base <= offset)
+            .checked_sub(1)?;
+        let end = segments
+            .get(i + 1)
+            .map_or_else(|| self.high_watermark(), |s| s.base);
+        Some((Arc::clone(&segments[i]), end))
+    }
+
+    fn out_of_range(&self, requested: Offset) -> ReadError {
+        ReadError::OffsetOutOfRange {
+            requested,
+            log_start: self.log_start_offset(),
+            high_watermark: self.high_watermark(),
+        }
+    }
+
+    /// Reads whole batches from `from` on, up to about `max_bytes`. The first batch is
+    /// returned whole even when larger, so a reader always makes progress. A read at
+    /// the high-watermark returns no batches; beyond it, or before the log start, it
+    /// is an error.
+    pub fn read(&self, from: Offset, max_bytes: usize) -> Result<Batches, ReadError> {
+        let high_watermark = self.high_watermark();
+        let log_start = self.log_start_offset();
+        if from < log_start || from > high_watermark {
+            return Err(self.out_of_range(from));
+        }
+        let mut out = Batches {
+            bytes: Bytes::new(),
+            first_offset: from,
+            next_offset: from,
+            high_watermark,
+            log_start,
+            file: PathBuf::new(),
+        };
+        if from == high_watermark {
+            return Ok(out);
+        }
+        let (seg, end) = self
+            .segment_for(from)
+            .ok_or_else(|| self.out_of_range(from))?;
+        out.file.clone_from(&seg.path);
+        let start = self.floor(&seg, end, from)?;
+        let file = self.open_segment(&seg, from)?;
+        let mut bytes = BytesMut::new();
+        let mut first = None;
+        let mut next = from;
+        let limit = seg.readable_len();
+        let scanned = segment::scan(&file, start.0, start.1, limit, |_, h, whole| {
+            let batch_next =
+                Offset(u64::try_from(h.base_offset).expect("checked") + h.offset_count());
+            if batch_next <= from {
+                return ControlFlow::Continue(());
+            }
+            if !bytes.is_empty() && bytes.len() + whole.len() > max_bytes {
+                return ControlFlow::Break(());
+            }
+            first.get_or_insert(Offset(u64::try_from(h.base_offset).expect("checked")));
+            bytes.extend_from_slice(whole);
+            next = batch_next;
+            ControlFlow::Continue(())
+        })
+        .map_err(|source| ReadError::Io {
+            path: seg.path.clone(),
+            source,
+        })?;
+        if let Some((position, fault)) = scanned.fault {
+            return Err(ReadError::Corrupt {
+                file: seg.path.clone(),
+                position,
+                fault,
+            });
+        }
+        out.bytes = bytes.freeze();
+        out.first_offset = first.unwrap_or(from);
+        out.next_offset = next;
+        Ok(out)
+    }
+
+    /// Reads and decodes records from `from` on, up to about `max_bytes` of batches,
+    /// dropping records before `from` that share its batch.
+    pub fn read_records(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, ReadError> {
+        let mut records = self.read(from, max_bytes)?.records()?;
+        records.retain(|r| r.offset >= from);
+        Ok(records)
+    }
+
+    /// The first offset whose record has a timestamp at or after `ts`, as Kafka's
+    /// ListOffsets answers; `None` when every readable record is older.
+    pub fn offset_for_timestamp(&self, ts: TimestampMs) -> Result<Option<Offset>, ReadError> {
+        let hwm = self.high_watermark();
+        let segments: Vec<(Arc<Segment>, Offset)> = {
+            let segments = self.segments.read().expect("segments lock");
+            segments
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (Arc::clone(s), segments.get(i + 1).map_or(hwm, |n| n.base)))
+                .collect()
+        };
+        let interval = self.config.index_interval_bytes;
+        for (seg, end) in segments {
+            if seg.is_sealed() {
+                let newest = seg.with_index(end, interval, |ix| ix.sealed_max_timestamp())?;
+                if newest.is_none_or(|newest| newest < ts.0) {
+                    continue;
+                }
+            }
+            let entry = seg.with_index(end, interval, |ix| ix.floor(ix.time_floor(ts.0)))?;
+            let file = self.open_segment(&seg, seg.base)?;
+            let mut found = None;
+            let start = (u64::from(entry.pos), seg.base.plus(u64::from(entry.rel)));
+            let scanned = segment::scan(
+                &file,
+                start.0,
+                start.1,
+                seg.readable_len(),
+                |_, h, whole| {
+                    if h.max_timestamp < ts.0 {
+                        return ControlFlow::Continue(());
+                    }
+                    found = Some(batch::decode(Bytes::copy_from_slice(whole)).map(|records| {
+                        records
+                            .into_iter()
+                            .find(|r| r.record.timestamp >= ts)
+                            .map(|r| r.offset)
+                    }));
+                    ControlFlow::Break(())
+                },
+            )
+            .map_err(|source| ReadError::Io {
+                path: seg.path.clone(),
+                source,
+            })?;
+            match found {
+                Some(Ok(Some(offset))) => return Ok(Some(offset)),
+                Some(Ok(None)) => {}
+                Some(Err(reason)) => {
+                    return Err(ReadError::Decode {
+                        file: seg.path.clone(),
+                        reason,
+                    })
+                }
+                None => {
+                    if let Some((position, fault)) = scanned.fault {
+                        return Err(ReadError::Corrupt {
+                            file: seg.path.clone(),
+                            position,
+                            fault,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Byte position and offset of the index entry at or before `offset`.
+    fn floor(
+        &self,
+        seg: &Segment,
+        end: Offset,
+        offset: Offset,
+    ) -> Result<(u64, Offset), ReadError> {
+        let rel = u32::try_from(offset.0 - seg.base.0).expect("a segment spans < 2^32 offsets");
+        let entry: OffsetEntry =
+            seg.with_index(end, self.config.index_interval_bytes, |ix| ix.floor(rel))?;
+        Ok((u64::from(entry.pos), seg.base.plus(u64::from(entry.rel))))
+    }
+
+    fn open_segment(&self, seg: &Segment, requested: Offset) -> Result<Arc<File>, ReadError> {
+        match seg.open_file() {
+            // Retention deleted the segment between lookup and open.
+            Err(ReadError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Err(self.out_of_range(requested))
+            }
+            other => other,
+        }
+    }
+
+    /// Stops the writer after it finishes queued work, syncs, and leaves a
+    /// clean-shutdown marker. Appends afterwards fail with [`AppendError::Closed`].
+    pub(crate) fn close(&self) -> Result<(), CloseError> {
+        self.shutdown.notify_one();
+        let handle = self.writer.lock().expect("writer handle lock").take();
+        let result = match handle {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the partition writer thread panicked"))),
+            None => Ok(()),
+        };
+        result.map_err(|source| CloseError {
+            topic: self.topic.clone(),
+            partition: self.id,
+            source,
+        })
+    }
+}
+
+fn prepare_records(records: &[Record]) -> Result<Prepared, AppendError> {
+    if records.is_empty() {
+        return Err(AppendError::Empty);
+    }
+    if records.len() > BATCH_RECORDS_MAX {
+        return Err(AppendError::TooManyRecords {
+            count: records.len(),
+        });
+    }
+    let mut total = 0usize;
+    for (index, r) in records.iter().enumerate() {
+        let bytes = r.payload_bytes();
+        if bytes > RECORD_BYTES_MAX {
+            return Err(AppendError::RecordTooLarge { index, bytes });
+        }
+        total += bytes;
+        if total > BATCH_BYTES_MAX {
+            return Err(AppendError::BatchTooLarge { bytes: total });
+        }
+    }
+    let bytes = batch::encode(records).map_err(AppendError::Encode)?;
+    if bytes.len() > BATCH_BYTES_MAX {
+        return Err(AppendError::BatchTooLarge { bytes: bytes.len() });
+    }
+    let header = batch::check_batch(&bytes)
+        .map_err(|fault| AppendError::InvalidBatch { position: 0, fault })?;
+    Ok(Prepared {
+        bytes,
+        headers: vec![header],
+    })
+}
+
+fn prepare_batches(bytes: BytesMut) -> Result<Prepared, AppendError> {
+    if bytes.is_empty() {
+        return Err(AppendError::Empty);
+    }
+    if bytes.len() > BATCH_BYTES_MAX {
+        return Err(AppendError::BatchTooLarge { bytes: bytes.len() });
+    }
+    let mut headers = Vec::new();
+    let mut records = 0usize;
+    let mut position = 0;
+    while position < bytes.len() {
+        let header = batch::check_batch(&bytes[position..])
+            .map_err(|fault| AppendError::InvalidBatch { position, fault })?;
+        records += usize::try_from(header.offset_count()).expect("bounded by the header check");
+        if records > BATCH_RECORDS_MAX {
+            return Err(AppendError::TooManyRecords { count: records });
+        }
+        position += header.bytes;
+        headers.push(header);
+    }
+    Ok(Prepared { bytes, headers })
+}
+
+/// The partition's single writer. Owns the active segment's file and index files.
+struct Writer {
+    p: Arc<Partition>,
+    active: Arc<Segment>,
+    file: Arc<File>,
+    /// Bytes written to the active segment.
+    len: u64,
+    /// Next offset to assign.
+    next: Offset,
+    builder: IndexBuilder,
+    index_files: IndexFiles,
+    /// Batches of the current group, not yet written.
+    buf: Vec<u8>,
+    /// Index entries for the batches in `buf`.
+    entries: Vec<(Option<OffsetEntry>, Option<TimeEntry>)>,
+    /// Appends of the current group, answered once the group is durable.
+    replies: Vec<(Reply<Appended>, Appended)>,
+    /// Wall-clock time the active segment took its first batch, for rolling by age.
+    /// A segment recovered at startup counts from the startup.
+    segment_started: Option<TimestampMs>,
+    /// When an `interval` policy next owes a sync.
+    sync_due: Option<Instant>,
+    last_sync: Instant,
+    failed: Option<Arc<str>>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) -> io::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        let p = Arc::clone(&self.p);
+        rt.block_on(async {
+            let mut retention = tokio::time::interval(p.options.retention_check_interval);
+            retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            retention.tick().await;
+            loop {
+                let sync_due = self.sync_due;
+                tokio::select! {
+                    biased;
+                    () = p.shutdown.notified() => break,
+                    cmd = rx.recv() => {
+                        let Some(cmd) = cmd else { break };
+                        let mut group = vec![cmd];
+                        let mut bytes = 0;
+                        while bytes < GROUP_COMMIT_BYTES_MAX {
+                            let Ok(cmd) = rx.try_recv() else { break };
+                            if let Command::Append { prepared, .. } = &cmd {
+                                bytes += prepared.bytes.len();
+                            }
+                            group.push(cmd);
+                        }
+                        self.run_group(group);
+                    }
+                    () = sleep_until(sync_due) => self.sync_interval(),
+                    _ = retention.tick() => {
+                        if let Err(e) = self.retention() {
+                            tracing::warn!(topic = %p.topic, partition = %p.id, error = %e, "retention check failed");
+                        }
+                    }
+                }
+            }
+        });
+        rx.close();
+        while let Ok(cmd) = rx.try_recv() {
+            // Dropping the reply tells the caller the partition is closed.
+            drop(cmd);
+        }
+        self.close()
+    }
+
+    fn run_group(&mut self, group: Vec<Command>) {
+        for cmd in group {
+            match cmd {
+                Command::Append { prepared, reply } => self.stage(prepared, reply),
+                // Roll and retention see the log in queue order: the appends queued
+                // before them are committed first.
+                cmd => {
+                    self.commit();
+                    self.run_command(cmd);
+                }
+            }
+        }
+        self.commit();
+    }
+
+    fn run_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Append { .. } => unreachable!("appends are staged"),
+            Command::Roll { reply } => {
+                let result = self
+                    .check_failed()
+                    .and_then(|()| self.roll().map_err(|e| self.fail("seal the segment", &e)));
+                let _ = reply.send(result);
+            }
+            Command::Retention { reply } => {
+                let result = self.check_failed().and_then(|()| {
+                    self.retention()
+                        .map_err(|e| self.fail("apply retention", &e))
+                });
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn check_failed(&self) -> Result<(), AppendError> {
+        match &self.failed {
+            Some(reason) => Err(self.p.failed(Arc::clone(reason))),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds an append to the current group: rolls first if the segment is full,
+    /// assigns offsets and computes index entries.
+    fn stage(&mut self, mut prepared: Prepared, reply: Reply<Appended>) {
+        if let Err(e) = self.check_failed() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let count: u64 = prepared.headers.iter().map(BatchHeader::offset_count).sum();
+        if self.next.0 + count > Offset::MAX.0 {
+            let _ = reply.send(Err(self
+                .p
+                .failed("the partition has used up its offsets".into())));
+            return;
+        }
+        if self.needs_roll(prepared.bytes.len() as u64, count) {
+            self.write_buf();
+            if let Err(e) = self.roll() {
+                let err = self.fail("seal the segment", &e);
+                let _ = reply.send(Err(err));
+                return;
+            }
+        }
+        if self.len == 0 && self.buf.is_empty() {
+            self.segment_started = Some(self.p.options.clock.now());
+        }
+        let base_offset = self.next;
+        let mut at = 0;
+        for header in &prepared.headers {
+            batch::stamp(&mut prepared.bytes[at..], self.next);
+            let pos = self.len + (self.buf.len() + at) as u64;
+            let pos = u32::try_from(pos).expect("segments stay below 4 GiB");
+            let rel =
+                u32::try_from(self.next.0 - self.active.base.0).expect("checked by needs_roll");
+            self.entries.push(self.builder.on_batch(rel, pos, header));
+            self.next = self.next.plus(header.offset_count());
+            at += header.bytes;
+        }
+        self.buf.extend_from_slice(&prepared.bytes);
+        let last_offset = Offset(self.next.0 - 1);
+        self.replies.push((
+            reply,
+            Appended {
+                base_offset,
+                last_offset,
+            },
+        ));
+    }
+
+    fn needs_roll(&self, bytes: u64, count: u64) -> bool {
+        let len = self.len + self.buf.len() as u64;
+        if len == 0 {
+            return false;
+        }
+        let full = len + bytes > self.p.config.segment_bytes;
+        let offsets_full = self.next.0 + count - self.active.base.0 > u64::from(u32::MAX);
+        let old = self
+            .p
+            .config
+            .segment_age
+            .zip(self.segment_started)
+            .is_some_and(|(age, t)| {
+                let now = self.p.options.clock.now().0;
+                now.saturating_sub(t.0) >= i64::try_from(age.as_millis()).unwrap_or(i64::MAX)
+            });
+        full || offsets_full || old
+    }
+
+    /// Writes the staged batches and their index entries; returns false on failure.
+    fn write_buf(&mut self) -> bool {
+        if self.buf.is_empty() || self.failed.is_some() {
+            return self.failed.is_none();
+        }
+        if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
+            self.fail("write the segment", &e);
+            return false;
+        }
+        self.len += self.buf.len() as u64;
+        self.buf.clear();
+        for (offset, time) in self.entries.drain(..) {
+            if offset.is_none() && time.is_none() {
+                continue;
+            }
+            self.active.push_index(offset, time);
+            // Index files are derived data: a failed entry write only costs a rebuild.
+            let written = offset
+                .map_or(Ok(()), |e| self.index_files.push_offset(e))
+                .and_then(|()| time.map_or(Ok(()), |e| self.index_files.push_time(e)));
+            if let Err(e) = written {
+                tracing::warn!(segment = %self.active.path.display(), error = %e, "cannot append to the index file; it will be rebuilt on recovery");
+            }
+        }
+        true
+    }
+
+    /// Writes the group, makes it durable as the policy says, and answers it.
+    fn commit(&mut self) {
+        if !self.write_buf() {
+            return self.answer();
+        }
+        match self.p.config.fsync {
+            FsyncPolicy::Always => {
+                if self.len > self.active.readable_len() {
+                    if let Err(e) = self.file.sync_data() {
+                        self.fail("fdatasync the segment", &e);
+                        return self.answer();
+                    }
+                    self.last_sync = Instant::now();
+                    self.publish();
+                }
+            }
+            FsyncPolicy::Interval(every) => {
+                if self.len > self.active.readable_len() && self.sync_due.is_none() {
+                    self.sync_due = Some((self.last_sync + every).max(Instant::now()));
+                }
+            }
+            FsyncPolicy::Never => self.publish(),
+        }
+        self.answer();
+    }
+
+    fn sync_interval(&mut self) {
+        self.sync_due = None;
+        if self.failed.is_some() {
+            return;
+        }
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.last_sync = Instant::now();
+                self.publish();
+            }
+            Err(e) => {
+                self.fail("fdatasync the segment", &e);
+            }
+        }
+    }
+
+    /// Makes everything written so far visible to readers.
+    fn publish(&self) {
+        self.active.readable_len.store(self.len, Ordering::Release);
+        self.p.high_watermark.store(self.next.0, Ordering::Release);
+        self.p.hwm_tx.send_replace(self.next);
+    }
+
+    fn answer(&mut self) {
+        for (reply, appended) in self.replies.drain(..) {
+            let result = match &self.failed {
+                Some(reason) => Err(self.p.failed(Arc::clone(reason))),
+                None => Ok(appended),
+            };
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Fail-stop: after a write or sync error the partition takes no more appends
+    /// until recovery on restart. The sync is never retried, because a failed
+    /// `fdatasync` may already have dropped the dirty pages it was asked to write.
+    fn fail(&mut self, action: &str, e: &io::Error) -> AppendError {
+        let reason: Arc<str> =
+            format!("cannot {action} {}: {e}", self.active.path.display()).into();
+        tracing::error!(topic = %self.p.topic, partition = %self.p.id, %reason, "partition stopped");
+        *self.p.failure.lock().expect("failure lock") = Some(Arc::clone(&reason));
+        self.failed = Some(Arc::clone(&reason));
+        self.buf.clear();
+        self.entries.clear();
+        self.p.failed(reason)
+    }
+
+    /// Seals the active segment and starts a new one at the next offset.
+    fn roll(&mut self) -> io::Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        self.file.sync_data()?;
+        let end_rel = u32::try_from(self.next.0 - self.active.base.0).expect("bounded");
+        let last = self.builder.final_entry(end_rel);
+        self.index_files.push_time(last)?;
+        self.index_files.sync()?;
+        self.active.push_index(None, Some(last));
+
+        let dir = &self.p.dir;
+        let base = self.next;
+        let file = Arc::new(format::create_durably(&index::log_path(dir, base), &[])?);
+        let index_files = IndexFiles::create(dir, base)?;
+        let new = Arc::new(Segment::active(
+            dir,
+            base,
+            Arc::clone(&file),
+            0,
+            Default::default(),
+        ));
+        self.active.seal(self.len);
+        self.p
+            .segments
+            .write()
+            .expect("segments lock")
+            .push(Arc::clone(&new));
+        self.p.high_watermark.store(self.next.0, Ordering::Release);
+        self.p.hwm_tx.send_replace(self.next);
+
+        self.active = new;
+        self.file = file;
+        self.index_files = index_files;
+        self.len = 0;
+        self.builder = IndexBuilder::new(self.p.config.index_interval_bytes);
+        self.segment_started = None;
+        self.sync_due = None;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Deletes the oldest sealed segments that retention by size or age allows.
+    fn retention(&mut self) -> io::Result<RetentionOutcome> {
+        let config = &self.p.config;
+        let segments: Vec<Arc<Segment>> = self.p.segments.read().expect("segments lock").clone();
+        let sealed = &segments[..segments.len() - 1];
+        let mut delete = 0;
+        if let Some(limit) = config.retention_bytes {
+            let total: u64 = sealed.iter().map(|s| s.readable_len()).sum::<u64>() + self.len;
+            let mut excess = total.saturating_sub(limit);
+            while delete < sealed.len() && excess >= sealed[delete].readable_len() {
+                excess -= sealed[delete].readable_len();
+                delete += 1;
+            }
+        }
+        if let Some(age) = config.retention_age {
+            let cutoff = self
+                .p
+                .options
+                .clock
+                .now()
+                .0
+                .saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+            let mut expired = 0;
+            while expired < sealed.len() {
+                let end = segments[expired + 1].base;
+                let newest = sealed[expired]
+                    .with_index(end, config.index_interval_bytes, |ix| {
+                        ix.sealed_max_timestamp()
+                    })
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                if newest.is_some_and(|ts| ts >= cutoff) {
+                    break;
+                }
+                expired += 1;
+            }
+            delete = delete.max(expired);
+        }
+        let mut outcome = RetentionOutcome {
+            log_start: segments[delete].base,
+            ..Default::default()
+        };
+        if delete == 0 {
+            return Ok(outcome);
+        }
+        let removed: Vec<Arc<Segment>> = self
+            .p
+            .segments
+            .write()
+            .expect("segments lock")
+            .drain(..delete)
+            .collect();
+        self.p
+            .log_start
+            .store(outcome.log_start.0, Ordering::Release);
+        for seg in removed {
+            outcome.segments_deleted += 1;
+            outcome.bytes_deleted += seg.readable_len();
+            for path in [
+                index::log_path(&self.p.dir, seg.base),
+                index::offset_index_path(&self.p.dir, seg.base),
+                index::time_index_path(&self.p.dir, seg.base),
+            ] {
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        tracing::info!(topic = %self.p.topic, partition = %self.p.id, segments = outcome.segments_deleted, bytes = outcome.bytes_deleted, log_start = %outcome.log_start, "retention deleted segments");
+        Ok(outcome)
+    }
+
+    /// Final sync and the clean-shutdown marker. A failed partition leaves no
+    /// marker, so the next open runs a full recovery.
+    fn close(mut self) -> io::Result<()> {
+        self.commit();
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        self.file.sync_data()?;
+        self.publish();
+        self.index_files.sync()?;
+        recovery::write_clean_marker(&self.p.dir, self.active.base, self.len, self.next)
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
