@@ -1,0 +1,269 @@
+//! Bad input of every kind gets a typed error and writes nothing.
+
+use bytes::{Bytes, BytesMut};
+use tidings_log::limits::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX, RECORD_BYTES_MAX};
+use tidings_log::{
+    AppendError, BatchFault, ConfigError, Log, LogOptions, ReadError, Record, TopicConfig,
+    TopicError,
+};
+use tidings_types::{Offset, PartitionId, TimestampMs, TopicNameError};
+
+use crate::support::{record, segment_files, Fixture};
+
+/// Runs `append` against a partition holding one record and checks that it fails
+/// as `expected` says and leaves the partition as it was.
+fn check_refused(
+    append: impl FnOnce(&tidings_log::Partition) -> AppendError,
+    expected: impl Fn(&AppendError) -> bool,
+) {
+    let fx = Fixture::new(TopicConfig::default());
+    let p = fx.partition();
+    p.append_blocking(&[record(1, 10, 0)]).unwrap();
+    let sizes = || -> Vec<u64> {
+        segment_files(&fx.partition_dir())
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .collect()
+    };
+    let before = sizes();
+    let err = append(&p);
+    assert!(expected(&err), "unexpected error: {err}");
+    assert!(!err.to_string().is_empty());
+    assert_eq!(p.high_watermark(), Offset(1));
+    assert_eq!(sizes(), before, "nothing was written");
+    assert_eq!(
+        p.append_blocking(&[record(2, 10, 0)]).unwrap().base_offset,
+        Offset(1)
+    );
+}
+
+fn raw_append(p: &tidings_log::Partition, bytes: &[u8]) -> AppendError {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(p.append_batches(BytesMut::from(bytes)))
+        .unwrap_err()
+}
+
+/// A valid raw batch as a Kafka producer would send it.
+fn kafka_batch() -> Vec<u8> {
+    let fx = Fixture::new(TopicConfig::default());
+    let p = fx.partition();
+    p.append_blocking(&[record(5, 30, 0), record(6, 30, 0)])
+        .unwrap();
+    p.read(Offset(0), 1 << 20).unwrap().bytes.to_vec()
+}
+
+#[test]
+fn invalid_topic_names_are_refused_before_touching_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let long = "x".repeat(250);
+    for name in ["../x", "", &long, "a/b", "a b", "..", ".", "tøpic", "a\\b"] {
+        let err = log.create_topic(name, TopicConfig::default()).unwrap_err();
+        assert!(matches!(err, TopicError::InvalidName(_)), "{name:?}: {err}");
+    }
+    assert!(matches!(
+        log.create_topic("", TopicConfig::default()),
+        Err(TopicError::InvalidName(TopicNameError::Empty))
+    ));
+    let topics = std::fs::read_dir(dir.path().join("topics"))
+        .unwrap()
+        .count();
+    assert_eq!(topics, 0);
+    assert!(!dir.path().parent().unwrap().join("x").exists());
+    assert!(matches!(log.topic("../x"), Err(TopicError::NotFound(_))));
+}
+
+#[test]
+fn invalid_configurations_and_duplicate_topics_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let bad = TopicConfig {
+        partitions: 0,
+        ..TopicConfig::default()
+    };
+    assert!(matches!(
+        log.create_topic("t", bad),
+        Err(TopicError::InvalidConfig(ConfigError::Partitions(0)))
+    ));
+    let bad = TopicConfig {
+        segment_bytes: 10,
+        ..TopicConfig::default()
+    };
+    assert!(matches!(
+        log.create_topic("t", bad),
+        Err(TopicError::InvalidConfig(_))
+    ));
+    log.create_topic("t", TopicConfig::default()).unwrap();
+    assert!(matches!(
+        log.create_topic("t", TopicConfig::default()),
+        Err(TopicError::Exists(_))
+    ));
+    let topic = log.topic("t").unwrap();
+    assert!(matches!(
+        topic.partition(PartitionId(1)),
+        Err(TopicError::NoSuchPartition { count: 1, .. })
+    ));
+}
+
+#[test]
+fn oversized_records_and_batches_are_refused() {
+    check_refused(
+        |p| {
+            p.append_blocking(&[record(1, RECORD_BYTES_MAX + 1, 0)])
+                .unwrap_err()
+        },
+        |e| matches!(e, AppendError::RecordTooLarge { index: 0, .. }),
+    );
+    let big: Vec<Record> = (0..5)
+        .map(|i| record(i, RECORD_BYTES_MAX - 100, 0))
+        .collect();
+    check_refused(
+        |p| p.append_blocking(&big).unwrap_err(),
+        |e| matches!(e, AppendError::BatchTooLarge { .. }),
+    );
+    let many: Vec<Record> = (0..=BATCH_RECORDS_MAX as u64)
+        .map(|i| record(i, 0, 0))
+        .collect();
+    check_refused(
+        |p| p.append_blocking(&many).unwrap_err(),
+        |e| matches!(e, AppendError::TooManyRecords { .. }),
+    );
+    check_refused(
+        |p| p.append_blocking(&[]).unwrap_err(),
+        |e| matches!(e, AppendError::Empty),
+    );
+    check_refused(
+        |p| raw_append(p, &vec![0u8; BATCH_BYTES_MAX + 1]),
+        |e| matches!(e, AppendError::BatchTooLarge { .. }),
+    );
+}
+
+#[test]
+fn repeated_header_keys_are_refused() {
+    let mut r = Record::from_value("v", TimestampMs(0));
+    r.headers = vec![
+        tidings_log::Header {
+            key: "k".into(),
+            value: None,
+        },
+        tidings_log::Header {
+            key: "k".into(),
+            value: Some(Bytes::from_static(b"x")),
+        },
+    ];
+    check_refused(
+        |p| p.append_blocking(&[r]).unwrap_err(),
+        |e| matches!(e, AppendError::Encode(_)),
+    );
+}
+
+#[test]
+fn malformed_raw_batches_are_refused_with_their_position() {
+    let good = kafka_batch();
+    check_refused(
+        |p| raw_append(p, &good[..good.len() - 1]),
+        |e| {
+            matches!(
+                e,
+                AppendError::InvalidBatch {
+                    position: 0,
+                    fault: BatchFault::Truncated { .. }
+                }
+            )
+        },
+    );
+    let mut bad_crc = good.clone();
+    *bad_crc.last_mut().unwrap() ^= 1;
+    check_refused(
+        |p| raw_append(p, &bad_crc),
+        |e| {
+            matches!(
+                e,
+                AppendError::InvalidBatch {
+                    fault: BatchFault::Crc { .. },
+                    ..
+                }
+            )
+        },
+    );
+    let mut bad_magic = good.clone();
+    bad_magic[16] = 1;
+    check_refused(
+        |p| raw_append(p, &bad_magic),
+        |e| {
+            matches!(
+                e,
+                AppendError::InvalidBatch {
+                    fault: BatchFault::Magic(1),
+                    ..
+                }
+            )
+        },
+    );
+    let mut bad_len = good.clone();
+    bad_len[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+    check_refused(
+        |p| raw_append(p, &bad_len),
+        |e| {
+            matches!(
+                e,
+                AppendError::InvalidBatch {
+                    fault: BatchFault::Length(-5),
+                    ..
+                }
+            )
+        },
+    );
+    // A good batch followed by a bad one: the whole append is refused.
+    let mut two = good.clone();
+    two.extend_from_slice(&bad_crc);
+    let at = good.len();
+    check_refused(
+        |p| raw_append(p, &two),
+        |e| matches!(e, AppendError::InvalidBatch { position, .. } if *position == at),
+    );
+    check_refused(
+        |p| raw_append(p, b"not a batch"),
+        |e| matches!(e, AppendError::InvalidBatch { .. }),
+    );
+}
+
+#[test]
+fn reads_outside_the_log_are_typed_errors() {
+    let fx = Fixture::new(TopicConfig::default());
+    let p = fx.partition();
+    p.append_blocking(&[record(1, 10, 0), record(2, 10, 0)])
+        .unwrap();
+    assert!(
+        p.read(Offset(2), 100).unwrap().is_empty(),
+        "a read at the high-watermark is empty"
+    );
+    for offset in [3, 1_000, i64::MAX as u64, u64::MAX] {
+        match p.read(Offset(offset), 100) {
+            Err(ReadError::OffsetOutOfRange {
+                requested,
+                log_start,
+                high_watermark,
+            }) => {
+                assert_eq!(
+                    (requested, log_start, high_watermark),
+                    (Offset(offset), Offset(0), Offset(2))
+                );
+            }
+            other => panic!("offset {offset}: {other:?}"),
+        }
+    }
+    assert_eq!(p.high_watermark(), Offset(2));
+}
+
+#[test]
+fn a_second_process_cannot_open_the_same_data_dir() {
+    let fx = Fixture::new(TopicConfig::default());
+    let err = Log::open(fx.dir.path(), LogOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, tidings_log::OpenError::Locked { .. }),
+        "{err}"
+    );
+}

@@ -1,0 +1,321 @@
+//! Behaviour a user of the log relies on: offsets, group commit, fsync policies,
+//! segment rolls, retention, timestamps and the topic lifecycle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tidings_log::{FsyncPolicy, Log, LogOptions, TopicConfig, TopicError};
+use tidings_types::{Offset, PartitionId, TimestampMs};
+
+use crate::support::{record, segment_files, Fixture, TOPIC};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn concurrent_appends_get_contiguous_offsets_and_all_land() {
+    let fx = Fixture::new(TopicConfig {
+        fsync: FsyncPolicy::Always,
+        ..TopicConfig::default()
+    });
+    let p = fx.partition();
+    let rt = runtime();
+    let mut results = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for producer in 0..16u64 {
+            let p = Arc::clone(&p);
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::new();
+                for i in 0..50u64 {
+                    let seed = producer * 1000 + i;
+                    let batch = [record(seed, 50, 0), record(seed + 500, 50, 0)];
+                    out.push((p.append(&batch).await.unwrap(), seed));
+                }
+                out
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    results.sort_by_key(|(a, _)| a.base_offset);
+    for (i, (appended, seed)) in results.iter().enumerate() {
+        assert_eq!(appended.base_offset, Offset(i as u64 * 2));
+        assert_eq!(appended.last_offset, Offset(i as u64 * 2 + 1));
+        let read = p.read_records(appended.base_offset, 1).unwrap();
+        assert_eq!(read[0].record, record(*seed, 50, 0));
+    }
+    assert_eq!(p.high_watermark(), Offset(16 * 50 * 2));
+}
+
+#[test]
+fn raw_kafka_batches_are_stored_byte_for_byte_with_offsets_assigned() {
+    let source = Fixture::new(TopicConfig::default());
+    let sp = source.partition();
+    sp.append_blocking(&[record(1, 40, 7), record(2, 40, 8), record(3, 40, 9)])
+        .unwrap();
+    let batch = sp.read(Offset(0), 1 << 20).unwrap().bytes;
+
+    let fx = Fixture::new(TopicConfig::default());
+    let p = fx.partition();
+    p.append_blocking(&[record(9, 5, 0)]).unwrap();
+    let rt = runtime();
+    let mut two = BytesMut::from(&batch[..]);
+    two.extend_from_slice(&batch);
+    let appended = rt.block_on(p.append_batches(two)).unwrap();
+    assert_eq!(
+        (appended.base_offset, appended.last_offset),
+        (Offset(1), Offset(6))
+    );
+    let stored = p.read(Offset(1), 1 << 20).unwrap();
+    assert_eq!(stored.bytes.len(), batch.len() * 2);
+    // Everything but the base offset is the producer's bytes.
+    assert_eq!(stored.bytes[8..batch.len()], batch[8..]);
+    let offsets: Vec<u64> = stored
+        .records()
+        .unwrap()
+        .iter()
+        .map(|r| r.offset.0)
+        .collect();
+    assert_eq!(offsets, [1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn a_read_inside_a_batch_returns_the_whole_batch_and_respects_the_byte_budget() {
+    let fx = Fixture::new(TopicConfig::default());
+    let p = fx.partition();
+    for b in 0..10u64 {
+        p.append_blocking(
+            &(0..5)
+                .map(|i| record(b * 5 + i, 100, 0))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    }
+    let one = p.read(Offset(7), 1).unwrap();
+    assert_eq!((one.first_offset, one.next_offset), (Offset(5), Offset(10)));
+    let size = |at| p.read(Offset(at), 1).unwrap().bytes.len();
+    let three = size(5) + size(10) + size(15);
+    let read = p.read(Offset(7), three).unwrap();
+    assert_eq!((read.bytes.len(), read.next_offset), (three, Offset(20)));
+    let read = p.read(Offset(7), three - 1).unwrap();
+    assert_eq!(
+        read.next_offset,
+        Offset(15),
+        "a batch that does not fit the budget waits"
+    );
+    let records = p.read_records(Offset(7), 1).unwrap();
+    assert_eq!(records.first().unwrap().offset, Offset(7));
+}
+
+#[test]
+fn interval_policy_acknowledges_on_write_and_shows_data_after_the_sync() {
+    let fx = Fixture::new(TopicConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_millis(50)),
+        ..TopicConfig::default()
+    });
+    let p = fx.partition();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut watch = p.watch_high_watermark();
+        let appended = p.append(&[record(1, 10, 0)]).await.unwrap();
+        assert_eq!(appended.base_offset, Offset(0));
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            watch.wait_for(|hwm| *hwm == Offset(1)),
+        )
+        .await
+        .expect("the interval sync publishes the append")
+        .unwrap();
+    });
+    assert_eq!(p.read_records(Offset(0), 100).unwrap().len(), 1);
+}
+
+#[test]
+fn never_policy_shows_data_right_after_the_write() {
+    let fx = Fixture::new(TopicConfig {
+        fsync: FsyncPolicy::Never,
+        ..TopicConfig::default()
+    });
+    let p = fx.partition();
+    p.append_blocking(&[record(1, 10, 0)]).unwrap();
+    assert_eq!(p.high_watermark(), Offset(1));
+}
+
+#[test]
+fn segments_roll_by_size_and_by_age() {
+    let mut fx = Fixture::new(TopicConfig {
+        segment_bytes: 4096,
+        segment_age: Some(Duration::from_secs(60)),
+        ..TopicConfig::default()
+    });
+    let p = fx.partition();
+    for i in 0..20 {
+        p.append_blocking(&[record(i, 1000, 0)]).unwrap();
+    }
+    let by_size = p.segment_count();
+    assert!(by_size >= 5, "{by_size} segments for 20 KB at 4 KB each");
+    for f in segment_files(&fx.partition_dir()) {
+        assert!(std::fs::metadata(&f).unwrap().len() <= 4096 + 1200);
+    }
+    p.append_blocking(&[record(100, 10, 0)]).unwrap();
+    let before = p.segment_count();
+    fx.clock.advance(Duration::from_secs(61));
+    p.append_blocking(&[record(101, 10, 0)]).unwrap();
+    assert_eq!(
+        p.segment_count(),
+        before + 1,
+        "an old segment is sealed on the next append"
+    );
+    drop(p);
+    fx.reopen();
+    let p = fx.partition();
+    assert_eq!(p.segment_count(), before + 1);
+    assert_eq!(p.high_watermark(), Offset(22));
+}
+
+#[test]
+fn retention_by_bytes_keeps_at_least_the_limit_and_never_touches_the_active_segment() {
+    let fx = Fixture::new(TopicConfig {
+        segment_bytes: 4096,
+        retention_bytes: Some(10_000),
+        retention_age: None,
+        ..TopicConfig::default()
+    });
+    let p = fx.partition();
+    for i in 0..40 {
+        p.append_blocking(&[record(i, 1000, 0)]).unwrap();
+    }
+    let rt = runtime();
+    let outcome = rt.block_on(p.enforce_retention()).unwrap();
+    assert!(outcome.segments_deleted > 0);
+    assert!(p.size_bytes() >= 10_000);
+    assert!(
+        p.size_bytes() < 10_000 + 4096 + 1200,
+        "{} bytes kept",
+        p.size_bytes()
+    );
+    assert_eq!(p.log_start_offset(), outcome.log_start);
+    let first = p.read_records(outcome.log_start, 1).unwrap();
+    assert_eq!(first[0].record, record(outcome.log_start.0, 1000, 0));
+    assert_eq!(segment_files(&fx.partition_dir()).len(), p.segment_count());
+}
+
+#[test]
+fn retention_by_age_deletes_segments_whose_newest_record_is_too_old() {
+    let mut fx = Fixture::new(TopicConfig {
+        segment_bytes: 4096,
+        retention_age: Some(Duration::from_secs(3600)),
+        ..TopicConfig::default()
+    });
+    let p = fx.partition();
+    let t0 = fx.clock.now_ms();
+    for i in 0..10 {
+        p.append_blocking(&[record(i, 1000, t0)]).unwrap();
+    }
+    let old_segments = p.segment_count() - 1;
+    fx.clock.advance(Duration::from_secs(1800));
+    let t1 = fx.clock.now_ms();
+    for i in 10..20 {
+        p.append_blocking(&[record(i, 1000, t1)]).unwrap();
+    }
+    let rt = runtime();
+    assert_eq!(
+        rt.block_on(p.enforce_retention()).unwrap().segments_deleted,
+        0
+    );
+    fx.clock.advance(Duration::from_secs(1801));
+    let outcome = rt.block_on(p.enforce_retention()).unwrap();
+    assert!(outcome.segments_deleted >= old_segments - 1, "{outcome:?}");
+    let kept = p.read_records(p.log_start_offset(), 1).unwrap();
+    assert!(kept[0].offset.0 <= 10, "segments holding new records stay");
+    drop(p);
+    fx.reopen();
+    assert_eq!(fx.partition().log_start_offset(), outcome.log_start);
+}
+
+#[test]
+fn offset_for_timestamp_finds_the_first_record_at_or_after() {
+    let fx = Fixture::new(TopicConfig {
+        segment_bytes: 2048,
+        index_interval_bytes: 128,
+        ..TopicConfig::default()
+    });
+    let p = fx.partition();
+    for i in 0..100i64 {
+        p.append_blocking(&[record(i as u64, 50, i * 10)]).unwrap();
+    }
+    assert_eq!(
+        p.offset_for_timestamp(TimestampMs(0)).unwrap(),
+        Some(Offset(0))
+    );
+    assert_eq!(
+        p.offset_for_timestamp(TimestampMs(455)).unwrap(),
+        Some(Offset(46))
+    );
+    assert_eq!(
+        p.offset_for_timestamp(TimestampMs(990)).unwrap(),
+        Some(Offset(99))
+    );
+    assert_eq!(p.offset_for_timestamp(TimestampMs(991)).unwrap(), None);
+}
+
+#[test]
+fn topics_survive_reopen_and_deletion_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        let config = TopicConfig {
+            partitions: 3,
+            fsync: FsyncPolicy::Never,
+            ..TopicConfig::default()
+        };
+        let topic = log.create_topic("orders", config).unwrap();
+        for id in 0..3 {
+            topic
+                .partition(PartitionId(id))
+                .unwrap()
+                .append_blocking(&[record(id.into(), 10, 0)])
+                .unwrap();
+        }
+        log.create_topic("gone", TopicConfig::default()).unwrap();
+        log.delete_topic("gone").unwrap();
+        assert!(matches!(
+            log.delete_topic("gone"),
+            Err(TopicError::NotFound(_))
+        ));
+    }
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let names: Vec<String> = log.topics().iter().map(|t| t.name().to_string()).collect();
+    assert_eq!(names, ["orders"]);
+    let topic = log.topic("orders").unwrap();
+    assert_eq!(topic.config().fsync, FsyncPolicy::Never);
+    for id in 0..3 {
+        let p = topic.partition(PartitionId(id)).unwrap();
+        assert_eq!(
+            p.read_records(Offset(0), 100).unwrap()[0].record,
+            record(id.into(), 10, 0)
+        );
+    }
+    assert!(!dir.path().join("topics").join("gone").exists());
+    let _ = TOPIC;
+}
+
+#[test]
+fn appends_after_close_are_refused() {
+    let mut fx = Fixture::new(TopicConfig::default());
+    let p = fx.partition();
+    fx.close();
+    assert!(matches!(
+        p.append_blocking(&[record(1, 1, 0)]),
+        Err(tidings_log::AppendError::Closed { .. })
+    ));
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the storage engine, through its public API only.
+
+#![allow(unreachable_pub)]
+
+mod bad_input;
+mod behaviour;
+mod crash_images;
+mod kill9;
+mod model;
+mod support;

@@ -1,0 +1,128 @@
+//! Shared helpers: a manual clock, deterministic records, and a fixture that opens
+//! and reopens a log in a temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tidings_log::{Clock, Header, Log, LogOptions, Partition, Record, TopicConfig};
+use tidings_types::{PartitionId, TimestampMs};
+
+/// A clock tests move by hand.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(start_ms: i64) -> Arc<ManualClock> {
+        Arc::new(ManualClock(AtomicI64::new(start_ms)))
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.0
+            .fetch_add(i64::try_from(by.as_millis()).unwrap(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> TimestampMs {
+        TimestampMs(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// A record whose bytes are a pure function of `seed`, so a reader can check it.
+pub fn record(seed: u64, value_bytes: usize, ts: i64) -> Record {
+    let value: Vec<u8> = (0..value_bytes)
+        .map(|i| (seed as usize * 31 + i * 7) as u8)
+        .collect();
+    Record {
+        key: (seed % 3 != 0).then(|| Bytes::from(format!("key-{seed}"))),
+        value: Some(Bytes::from(value)),
+        headers: if seed % 2 == 0 {
+            vec![Header {
+                key: "seed".into(),
+                value: Some(Bytes::from(seed.to_string())),
+            }]
+        } else {
+            Vec::new()
+        },
+        timestamp: TimestampMs(ts),
+    }
+}
+
+/// A log in a temporary directory, with one topic, that can be closed and reopened.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub clock: Arc<ManualClock>,
+    pub log: Option<Log>,
+}
+
+pub const TOPIC: &str = "t";
+
+impl Fixture {
+    pub fn new(config: TopicConfig) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_700_000_000_000);
+        let log = Log::open(dir.path(), options(&clock)).unwrap();
+        log.create_topic(TOPIC, config).unwrap();
+        Fixture {
+            dir,
+            clock,
+            log: Some(log),
+        }
+    }
+
+    pub fn log(&self) -> &Log {
+        self.log.as_ref().unwrap()
+    }
+
+    pub fn partition(&self) -> Arc<Partition> {
+        self.log()
+            .topic(TOPIC)
+            .unwrap()
+            .partition(PartitionId(0))
+            .unwrap()
+    }
+
+    pub fn partition_dir(&self) -> PathBuf {
+        partition_dir(self.dir.path())
+    }
+
+    pub fn close(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.close().unwrap();
+        }
+    }
+
+    pub fn reopen(&mut self) {
+        self.close();
+        self.log = Some(Log::open(self.dir.path(), options(&self.clock)).unwrap());
+    }
+}
+
+pub fn options(clock: &Arc<ManualClock>) -> LogOptions {
+    LogOptions {
+        clock: clock.clone(),
+        ..LogOptions::default()
+    }
+}
+
+pub fn partition_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("topics").join(TOPIC).join("0")
+}
+
+/// Paths of the segment files in a partition directory, oldest first.
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
