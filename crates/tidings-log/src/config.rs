@@ -1,6 +1,8 @@
 //! Per-topic configuration and the clock the log reads time from.
 
 use std::fmt;
+use std::fs::File;
+use std::io;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,11 +167,32 @@ impl Clock for SystemClock {
     }
 }
 
+/// How the log makes a segment's written data durable.
+///
+/// Tests replace it to inject `fdatasync` failures; everything else uses
+/// [`OsFileSync`].
+pub trait FileSync: Send + Sync + fmt::Debug {
+    /// Makes the data written to `file` durable.
+    fn sync_data(&self, file: &File) -> io::Result<()>;
+}
+
+/// `fdatasync(2)` through the operating system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsFileSync;
+
+impl FileSync for OsFileSync {
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        file.sync_data()
+    }
+}
+
 /// Options for a whole [`Log`](crate::Log).
 #[derive(Clone, Debug)]
 pub struct LogOptions {
     /// Source of wall-clock time.
     pub clock: Arc<dyn Clock>,
+    /// How segment data is made durable.
+    pub file_sync: Arc<dyn FileSync>,
     /// How often each partition's writer checks retention when idle.
     pub retention_check_interval: Duration,
 }
@@ -178,6 +201,7 @@ impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
             clock: Arc::new(SystemClock),
+            file_sync: Arc::new(OsFileSync),
             retention_check_interval: Duration::from_secs(60),
         }
     }

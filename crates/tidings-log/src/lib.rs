@@ -67,7 +67,8 @@ mod topic;
 
 pub use batch::{BatchFault, Header, Record, StoredRecord};
 pub use config::{
-    Clock, ConfigError, FsyncPolicy, FsyncPolicyParseError, LogOptions, SystemClock, TopicConfig,
+    Clock, ConfigError, FileSync, FsyncPolicy, FsyncPolicyParseError, LogOptions, OsFileSync,
+    SystemClock, TopicConfig,
 };
 pub use error::{AppendError, CloseError, OpenError, ReadError, RecoveryError, TopicError};
 pub use format::FormatError;

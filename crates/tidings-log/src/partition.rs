@@ -793,7 +793,7 @@ impl Writer {
         match self.p.config.fsync {
             FsyncPolicy::Always => {
                 if self.len > self.active.readable_len() {
-                    if let Err(e) = self.file.sync_data() {
+                    if let Err(e) = self.p.options.file_sync.sync_data(&self.file) {
                         self.fail("fdatasync the segment", &e);
                         return self.answer();
                     }
@@ -816,7 +816,7 @@ impl Writer {
         if self.failed.is_some() {
             return;
         }
-        match self.file.sync_data() {
+        match self.p.options.file_sync.sync_data(&self.file) {
             Ok(()) => {
                 self.last_sync = Instant::now();
                 self.publish();
@@ -863,7 +863,7 @@ impl Writer {
         if self.len == 0 {
             return Ok(());
         }
-        self.file.sync_data()?;
+        self.p.options.file_sync.sync_data(&self.file)?;
         let end_rel = u32::try_from(self.next.0 - self.active.base.0).expect("bounded");
         let last = self.builder.final_entry(end_rel);
         self.index_files.push_time(last)?;
@@ -980,7 +980,7 @@ impl Writer {
         if self.failed.is_some() {
             return Ok(());
         }
-        self.file.sync_data()?;
+        self.p.options.file_sync.sync_data(&self.file)?;
         self.publish();
         self.index_files.sync()?;
         recovery::write_clean_marker(&self.p.dir, self.active.base, self.len, self.next)

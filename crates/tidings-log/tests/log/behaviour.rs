@@ -319,3 +319,87 @@ fn appends_after_close_are_refused() {
         Err(tidings_log::AppendError::Closed { .. })
     ));
 }
+
+/// Fails every `fdatasync` once `fail` is set.
+#[derive(Debug, Default)]
+struct FailingSync {
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl tidings_log::FileSync for FailingSync {
+    fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected fdatasync failure"));
+        }
+        file.sync_data()
+    }
+}
+
+#[test]
+fn an_fsync_failure_stops_the_partition_until_it_is_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let sync = Arc::new(FailingSync::default());
+    let options = LogOptions {
+        file_sync: sync.clone(),
+        ..LogOptions::default()
+    };
+    let log = Log::open(dir.path(), options).unwrap();
+    let topic = log
+        .create_topic(
+            "t",
+            TopicConfig {
+                partitions: 2,
+                ..TopicConfig::default()
+            },
+        )
+        .unwrap();
+    let (p0, p1) = (
+        topic.partition(PartitionId(0)).unwrap(),
+        topic.partition(PartitionId(1)).unwrap(),
+    );
+    p0.append_blocking(&[record(1, 10, 0)]).unwrap();
+
+    sync.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = p0.append_blocking(&[record(2, 10, 0)]).unwrap_err();
+    assert!(
+        matches!(&err, tidings_log::AppendError::Failed { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("injected fdatasync failure"),
+        "{err}"
+    );
+    assert_eq!(
+        p0.high_watermark(),
+        Offset(1),
+        "the unsynced append is not visible"
+    );
+
+    // The sync is not retried: appends stay refused even once syncing would work.
+    sync.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        p0.append_blocking(&[record(3, 10, 0)]),
+        Err(tidings_log::AppendError::Failed { .. })
+    ));
+    assert_eq!(
+        p0.read_records(Offset(0), 100).unwrap().len(),
+        1,
+        "durable data stays readable"
+    );
+    // Other partitions are unaffected.
+    p1.append_blocking(&[record(4, 10, 0)]).unwrap();
+
+    drop((p0, p1, topic));
+    drop(log);
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let p0 = log.topic("t").unwrap().partition(PartitionId(0)).unwrap();
+    let next = p0.append_blocking(&[record(5, 10, 0)]).unwrap();
+    assert!(
+        next.base_offset >= Offset(1),
+        "recovery keeps every acknowledged record"
+    );
+    assert_eq!(
+        p0.read_records(Offset(0), 100).unwrap()[0].record,
+        record(1, 10, 0)
+    );
+}

@@ -41,9 +41,9 @@ pub fn record(seed: u64, value_bytes: usize, ts: i64) -> Record {
         .map(|i| (seed as usize * 31 + i * 7) as u8)
         .collect();
     Record {
-        key: (seed % 3 != 0).then(|| Bytes::from(format!("key-{seed}"))),
+        key: (!seed.is_multiple_of(3)).then(|| Bytes::from(format!("key-{seed}"))),
         value: Some(Bytes::from(value)),
-        headers: if seed % 2 == 0 {
+        headers: if seed.is_multiple_of(2) {
             vec![Header {
                 key: "seed".into(),
                 value: Some(Bytes::from(seed.to_string())),

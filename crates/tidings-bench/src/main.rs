@@ -1,0 +1,219 @@
+//! `tidings-bench`: the project's benchmark harness.
+//!
+//! `tidings-bench log` measures the storage engine on its own: appends of 100 B and
+//! 1 KB records from 1, 4 and 16 concurrent producers, in single-record and
+//! 100-record batches, under `fsync = always` and `never`; then the time to reopen a
+//! log after a clean and after an unclean shutdown, for a small and a large log.
+//! It prints Markdown tables. Timing lives here, never in `cargo test`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use tidings_log::{FsyncPolicy, Log, LogOptions, Record, TopicConfig};
+use tidings_types::{PartitionId, TimestampMs};
+
+#[derive(Debug, Parser)]
+#[command(name = "tidings-bench", about = "Tidings' benchmark harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Append throughput and latency of the storage engine, and reopen time.
+    Log {
+        /// Short runs that check the harness works; the figures mean little.
+        #[arg(long)]
+        quick: bool,
+        /// Directory for the throwaway data directories (default: the system's).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Size of the large log for the reopen measurement, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        reopen_mib: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Log {
+            quick,
+            dir,
+            reopen_mib,
+        } => {
+            let dir = dir.unwrap_or_else(std::env::temp_dir);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(log_bench(&dir, quick, if quick { 32 } else { reopen_mib }))
+        }
+    }
+}
+
+struct AppendCase {
+    record_bytes: usize,
+    producers: usize,
+    batch: usize,
+    fsync: FsyncPolicy,
+}
+
+struct AppendResult {
+    events: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+async fn log_bench(dir: &Path, quick: bool, reopen_mib: u64) -> Result<()> {
+    let duration = if quick {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(3)
+    };
+    println!(
+        "## Appends (tidings-log, one partition, {} s per case)\n",
+        duration.as_secs_f64()
+    );
+    println!("| record | producers | batch | fsync | events/s | MB/s | p50 ms | p99 ms |");
+    println!("|---:|---:|---:|---|---:|---:|---:|---:|");
+    for fsync in [FsyncPolicy::Always, FsyncPolicy::Never] {
+        for record_bytes in [100, 1024] {
+            for batch in [1, 100] {
+                for producers in [1, 4, 16] {
+                    let case = AppendCase {
+                        record_bytes,
+                        producers,
+                        batch,
+                        fsync,
+                    };
+                    let mut r = run_append(dir, &case, duration).await?;
+                    r.latencies_us.sort_unstable();
+                    let secs = r.elapsed.as_secs_f64();
+                    println!(
+                        "| {record_bytes} B | {producers} | {batch} | {fsync} | {:.0} | {:.1} | {:.3} | {:.3} |",
+                        r.events as f64 / secs,
+                        (r.events as f64 * record_bytes as f64) / secs / 1e6,
+                        percentile(&r.latencies_us, 0.50),
+                        percentile(&r.latencies_us, 0.99),
+                    );
+                }
+            }
+        }
+    }
+    println!("\n## Reopen time\n");
+    println!("| log size | shutdown | segments | reopen ms |");
+    println!("|---:|---|---:|---:|");
+    for mib in [reopen_mib / 16, reopen_mib] {
+        reopen(dir, mib).await?;
+    }
+    Ok(())
+}
+
+async fn run_append(dir: &Path, case: &AppendCase, duration: Duration) -> Result<AppendResult> {
+    let data = tempfile::tempdir_in(dir).context("creating a throwaway data directory")?;
+    let log = Log::open(data.path(), LogOptions::default())?;
+    let config = TopicConfig {
+        fsync: case.fsync,
+        ..TopicConfig::default()
+    };
+    let p = log
+        .create_topic("bench", config)?
+        .partition(PartitionId(0))?;
+    let value = Bytes::from(vec![b'x'; case.record_bytes]);
+    let records: Arc<Vec<Record>> = Arc::new(
+        (0..case.batch)
+            .map(|_| Record::from_value(value.clone(), TimestampMs::now()))
+            .collect(),
+    );
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..case.producers {
+        let p = Arc::clone(&p);
+        let records = Arc::clone(&records);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut events = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                p.append(&records).await?;
+                latencies.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                events += records.len() as u64;
+            }
+            anyhow::Ok((events, latencies))
+        }));
+    }
+    let mut result = AppendResult {
+        events: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+    };
+    for t in tasks {
+        let (events, latencies) = t.await??;
+        result.events += events;
+        result.latencies_us.extend(latencies);
+    }
+    result.elapsed = start.elapsed();
+    drop(p);
+    log.close()?;
+    Ok(result)
+}
+
+/// Writes a log of `mib` MiB, then times reopening it after a clean shutdown and
+/// after a simulated crash (clean-shutdown marker removed).
+async fn reopen(dir: &Path, mib: u64) -> Result<()> {
+    let data = tempfile::tempdir_in(dir).context("creating a throwaway data directory")?;
+    let config = TopicConfig {
+        fsync: FsyncPolicy::Never,
+        segment_bytes: 128 * 1024 * 1024,
+        ..TopicConfig::default()
+    };
+    {
+        let log = Log::open(data.path(), LogOptions::default())?;
+        let p = log
+            .create_topic("bench", config)?
+            .partition(PartitionId(0))?;
+        let value = Bytes::from(vec![b'y'; 1024]);
+        let batch: Vec<Record> = (0..100)
+            .map(|_| Record::from_value(value.clone(), TimestampMs::now()))
+            .collect();
+        while p.size_bytes() < mib * 1024 * 1024 {
+            p.append(&batch).await?;
+        }
+        drop(p);
+        log.close()?;
+    }
+    let segments = {
+        let log = Log::open(data.path(), LogOptions::default())?;
+        let n = log
+            .topic("bench")?
+            .partition(PartitionId(0))?
+            .segment_count();
+        log.close()?;
+        n
+    };
+    for clean in [true, false] {
+        if !clean {
+            std::fs::remove_file(data.path().join("topics/bench/0/clean-shutdown"))?;
+        }
+        let t = Instant::now();
+        let log = Log::open(data.path(), LogOptions::default())?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        log.close()?;
+        let shutdown = if clean { "clean" } else { "crash" };
+        println!("| {mib} MiB | {shutdown} | {segments} | {ms:.1} |");
+    }
+    Ok(())
+}
