@@ -53,6 +53,14 @@ pub enum RecoveryError {
         /// What is wrong with it.
         fault: BatchFault,
     },
+    /// A segment file is larger than any the log writes.
+    #[error("segment {file} is {len} bytes, more than the {max} bytes the log ever writes to one segment", max = crate::limits::SEGMENT_FILE_BYTES_MAX)]
+    Oversized {
+        /// The segment file.
+        file: PathBuf,
+        /// Its size.
+        len: u64,
+    },
     /// A filesystem operation failed during recovery.
     #[error("cannot {action} {path}: {source}")]
     Io {

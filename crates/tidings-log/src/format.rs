@@ -121,6 +121,23 @@ impl Fields<'_> {
     }
 }
 
+/// Reads a metadata file that holds a record with a body of `body_len` bytes,
+/// refusing (before allocating) a file of any other size.
+pub(crate) fn read_record_file(path: &Path, body_len: usize) -> io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let expected = record_len(body_len);
+    if len != expected as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is {len} bytes; expected {expected}", path.display()),
+        ));
+    }
+    let mut bytes = vec![0u8; expected];
+    io::Read::read_exact(&mut file, &mut bytes)?;
+    Ok(bytes)
+}
+
 /// Makes a directory's entries (new, renamed or removed files) durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

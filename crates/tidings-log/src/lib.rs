@@ -147,7 +147,11 @@ impl Log {
                 continue;
             };
             let meta_path = entry.path().join(topic::TOPIC_META_FILE);
-            let bytes = fs::read(&meta_path).map_err(open_err("read", &meta_path))?;
+            let bytes = format::read_record_file(&meta_path, topic::TOPIC_META_BODY_BYTES)
+                .map_err(|e| OpenError::TopicMeta {
+                    path: meta_path.clone(),
+                    reason: e.to_string(),
+                })?;
             let config = topic::decode_meta(&bytes).map_err(|reason| OpenError::TopicMeta {
                 path: meta_path.clone(),
                 reason,

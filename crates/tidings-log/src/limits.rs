@@ -30,9 +30,14 @@ pub const APPEND_QUEUE_DEPTH: usize = 1024;
 /// Bytes one group commit gathers before it writes and syncs.
 pub const GROUP_COMMIT_BYTES_MAX: usize = 16 * 1024 * 1024;
 
-/// Segments a partition keeps open at once: the active one. Sealed segments are
-/// opened for the length of one read, so a long log never exhausts file handles.
+/// Segment files a partition keeps open between reads: the active one. Sealed
+/// segments are opened for the length of one read, so a long log never exhausts
+/// file handles.
 pub const OPEN_SEGMENTS_PER_PARTITION_MAX: usize = 1;
+
+/// Largest segment file the log can write: a segment rolls before it passes
+/// `segment_bytes`, except that one append always fits in an empty segment.
+pub const SEGMENT_FILE_BYTES_MAX: u64 = SEGMENT_BYTES_MAX + BATCH_BYTES_MAX as u64;
 
 /// Size of a RecordBatch v2 header, up to and including the record count.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -40,4 +45,5 @@ pub const BATCH_HEADER_BYTES: usize = 61;
 const _: () = assert!(RECORD_BYTES_MAX + BATCH_HEADER_BYTES <= BATCH_BYTES_MAX);
 const _: () = assert!(BATCH_BYTES_MAX <= GROUP_COMMIT_BYTES_MAX);
 const _: () = assert!((BATCH_BYTES_MAX as u64) < SEGMENT_BYTES_MAX);
-const _: () = assert!(SEGMENT_BYTES_MAX + (BATCH_BYTES_MAX as u64) < u32::MAX as u64);
+// Positions inside a segment are stored as u32 in the index.
+const _: () = assert!(SEGMENT_FILE_BYTES_MAX < u32::MAX as u64);

@@ -27,7 +27,7 @@ use crate::format;
 use crate::index::{self, IndexBuilder, IndexFiles, OffsetEntry, TimeEntry};
 use crate::limits::{
     APPEND_QUEUE_DEPTH, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, GROUP_COMMIT_BYTES_MAX,
-    RECORD_BYTES_MAX,
+    OPEN_SEGMENTS_PER_PARTITION_MAX, RECORD_BYTES_MAX,
 };
 use crate::recovery;
 use crate::segment::{self, Segment};
@@ -882,11 +882,14 @@ impl Writer {
             Default::default(),
         ));
         self.active.seal(self.len);
-        self.p
-            .segments
-            .write()
-            .expect("segments lock")
-            .push(Arc::clone(&new));
+        {
+            let mut segments = self.p.segments.write().expect("segments lock");
+            segments.push(Arc::clone(&new));
+            debug_assert!(
+                segments.iter().filter(|s| s.holds_open_file()).count()
+                    <= OPEN_SEGMENTS_PER_PARTITION_MAX
+            );
+        }
         self.p.high_watermark.store(self.next.0, Ordering::Release);
         self.p.hwm_tx.send_replace(self.next);
 

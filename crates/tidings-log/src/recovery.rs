@@ -26,7 +26,7 @@ use crate::config::TopicConfig;
 use crate::error::RecoveryError;
 use crate::format::{self, Fields};
 use crate::index::{self, IndexBuilder, IndexFiles, OffsetEntry, SegmentIndex};
-use crate::limits::BATCH_HEADER_BYTES;
+use crate::limits::{BATCH_HEADER_BYTES, SEGMENT_FILE_BYTES_MAX};
 use crate::segment::{self, Segment};
 
 const CLEAN_MARKER_FILE: &str = "clean-shutdown";
@@ -72,7 +72,14 @@ pub(crate) fn write_clean_marker(
 
 fn read_clean_marker(dir: &Path) -> Option<CleanMarker> {
     let path = dir.join(CLEAN_MARKER_FILE);
-    let bytes = fs::read(&path).ok()?;
+    let bytes = match format::read_record_file(&path, CLEAN_MARKER_BODY_BYTES) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(marker = %path.display(), error = %e, "ignoring an unreadable clean-shutdown marker");
+            return None;
+        }
+    };
     match format::decode_record(&bytes, CLEAN_MARKER_MAGIC, CLEAN_MARKER_BODY_BYTES) {
         Ok(body) => {
             let mut f = Fields(body);
@@ -141,6 +148,7 @@ pub(crate) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered, Rec
     for &base in &bases[..bases.len() - 1] {
         let path = index::log_path(dir, base);
         let len = fs::metadata(&path).map_err(io_err("stat", &path))?.len();
+        check_segment_len(&path, len)?;
         sealed.push(Arc::new(Segment::sealed(dir, base, len)));
     }
 
@@ -151,6 +159,7 @@ pub(crate) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered, Rec
         .open(&path)
         .map_err(io_err("open", &path))?;
     let file_len = file.metadata().map_err(io_err("stat", &path))?.len();
+    check_segment_len(&path, file_len)?;
     let marker = read_clean_marker(dir);
 
     let interval = config.index_interval_bytes;
@@ -212,6 +221,17 @@ pub(crate) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered, Rec
         builder,
         index_files,
     })
+}
+
+/// No segment the log writes exceeds this; a larger file was not written by it.
+fn check_segment_len(path: &Path, len: u64) -> Result<(), RecoveryError> {
+    if len > SEGMENT_FILE_BYTES_MAX {
+        return Err(RecoveryError::Oversized {
+            file: path.to_owned(),
+            len,
+        });
+    }
+    Ok(())
 }
 
 fn rel(base: Offset, offset: i64) -> u32 {

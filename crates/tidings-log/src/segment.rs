@@ -101,6 +101,11 @@ impl Segment {
         index.times.extend(time);
     }
 
+    /// Whether the segment holds an open file handle between reads.
+    pub(crate) fn holds_open_file(&self) -> bool {
+        self.file.lock().expect("segment file lock").is_some()
+    }
+
     pub(crate) fn open_file(&self) -> Result<Arc<File>, ReadError> {
         if let Some(f) = self.file.lock().expect("segment file lock").as_ref() {
             return Ok(Arc::clone(f));

@@ -13,7 +13,7 @@ use crate::partition::Partition;
 
 pub(crate) const TOPIC_META_FILE: &str = "topic.meta";
 const TOPIC_META_MAGIC: [u8; 4] = *b"TDTP";
-const TOPIC_META_BODY_BYTES: usize = 56;
+pub(crate) const TOPIC_META_BODY_BYTES: usize = 56;
 
 /// A topic and its partitions. Partitions that failed recovery stay listed as
 /// refused, so the others keep serving.

@@ -296,3 +296,30 @@ fn damaged_or_missing_indexes_are_rebuilt() {
         );
     }
 }
+
+#[test]
+fn a_segment_larger_than_the_log_ever_writes_is_refused() {
+    let image = build(3, 1 << 20);
+    image.crash(false, |_| {});
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&image.active)
+        .unwrap();
+    file.set_len(tidings_log::limits::SEGMENT_FILE_BYTES_MAX + 1)
+        .unwrap();
+    let log = image.open();
+    let err = log
+        .topic(TOPIC)
+        .unwrap()
+        .partition(PartitionId(0))
+        .unwrap_err();
+    match err {
+        TopicError::Refused { error, .. } => {
+            assert!(
+                matches!(&*error, RecoveryError::Oversized { .. }),
+                "{error}"
+            )
+        }
+        other => panic!("expected a refused partition, got {other}"),
+    }
+}
