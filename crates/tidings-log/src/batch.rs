@@ -31,7 +31,7 @@ use kafka_protocol::records::{
 };
 use tidings_types::{Offset, TimestampMs};
 
-use crate::limits::{BATCH_BYTES_MAX, BATCH_HEADER_BYTES, BATCH_RECORDS_MAX};
+use crate::limits::{BATCH_BYTES_MAX, BATCH_HEADER_BYTES, BATCH_RECORDS_MAX, RECORD_BYTES_MAX};
 
 /// Bytes before the batch-length field ends: base offset and the length itself.
 pub(crate) const LOG_OVERHEAD_BYTES: usize = 12;
@@ -94,6 +94,23 @@ pub enum BatchFault {
     /// A stored batch carries a partition leader epoch other than the one the log
     /// writes. The epoch lies outside the CRC, so this check covers its bytes.
     LeaderEpoch(i32),
+    /// The batch would make its segment span more offsets than the index can hold.
+    OffsetSpan {
+        /// The segment's base offset.
+        base: u64,
+        /// The offset after the batch.
+        end: u64,
+    },
+    /// The batch is compressed; this build stores only batches it can check record
+    /// by record, which compressed ones are not yet.
+    Compressed(u8),
+    /// A record inside the batch is malformed.
+    Record {
+        /// Index of the record within the batch.
+        index: u32,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The base offset is not the one the log expected here.
     BaseOffset {
         /// The offset the log expected.
@@ -135,6 +152,17 @@ impl fmt::Display for BatchFault {
                     "partition leader epoch {e}, expected {STORED_LEADER_EPOCH}"
                 )
             }
+            BatchFault::OffsetSpan { base, end } => {
+                write!(
+                    f,
+                    "segment at offset {base} would end at {end}, past 2^32 offsets"
+                )
+            }
+            BatchFault::Compressed(codec) => write!(
+                f,
+                "compression codec {codec} is not accepted yet; send uncompressed batches"
+            ),
+            BatchFault::Record { index, reason } => write!(f, "record {index}: {reason}"),
             BatchFault::BaseOffset { expected, found } => {
                 write!(f, "base offset {found}, expected {expected}")
             }
@@ -206,6 +234,115 @@ pub(crate) fn check_batch(buf: &[u8]) -> Result<BatchHeader, BatchFault> {
         return Err(BatchFault::Crc { stored, computed });
     }
     Ok(header)
+}
+
+/// Checks every record of a producer's batch, the way a Kafka broker validates
+/// what it is about to store, so that nothing stored can fail to decode later or
+/// make a decoder allocate what the bytes do not hold.
+///
+/// Compressed batches are refused for now: checking them means decompressing them
+/// under a size cap, which arrives with the Kafka front end.
+pub(crate) fn check_records(buf: &[u8], header: &BatchHeader) -> Result<(), BatchFault> {
+    let attributes = u16::from_be_bytes(buf[21..23].try_into().expect("2 bytes"));
+    let codec = (attributes & 0x7) as u8;
+    if codec != 0 {
+        return Err(BatchFault::Compressed(codec));
+    }
+    let mut r = VarReader {
+        buf: &buf[BATCH_HEADER_BYTES..header.bytes],
+    };
+    let count = u32::try_from(header.offset_count()).expect("bounded by BATCH_RECORDS_MAX");
+    for index in 0..count {
+        let fault = |reason| BatchFault::Record { index, reason };
+        let len = r
+            .length()
+            .ok_or(fault("bad record length"))?
+            .ok_or(fault("null record"))?;
+        if len > RECORD_BYTES_MAX + BATCH_HEADER_BYTES {
+            return Err(fault("record larger than the record limit"));
+        }
+        let mut body = VarReader {
+            buf: r.take(len).ok_or(fault("record runs past the batch"))?,
+        };
+        body.take(1).ok_or(fault("missing attributes"))?;
+        body.varlong().ok_or(fault("bad timestamp delta"))?;
+        if body.varlong() != Some(i64::from(index)) {
+            return Err(fault("offset delta does not match the record's position"));
+        }
+        for what in ["key", "value"] {
+            let len = body.length().ok_or(fault("bad key or value length"))?;
+            if let Some(len) = len {
+                body.take(len).ok_or(fault(if what == "key" {
+                    "key runs past the record"
+                } else {
+                    "value runs past the record"
+                }))?;
+            }
+        }
+        let headers = body.varlong().ok_or(fault("bad header count"))?;
+        // Each header takes at least two bytes, so the count is bounded by what remains.
+        if headers < 0 || headers as usize > body.buf.len() / 2 {
+            return Err(fault("header count does not fit the record"));
+        }
+        for _ in 0..headers {
+            let key_len = body.length().ok_or(fault("bad header key length"))?;
+            let key_len = key_len.ok_or(fault("null header key"))?;
+            let key = body
+                .take(key_len)
+                .ok_or(fault("header key runs past the record"))?;
+            std::str::from_utf8(key).map_err(|_| fault("header key is not UTF-8"))?;
+            if let Some(len) = body.length().ok_or(fault("bad header value length"))? {
+                body.take(len)
+                    .ok_or(fault("header value runs past the record"))?;
+            }
+        }
+        if !body.buf.is_empty() {
+            return Err(fault("bytes left over after the record's fields"));
+        }
+    }
+    if !r.buf.is_empty() {
+        return Err(BatchFault::Record {
+            index: count,
+            reason: "bytes left over after the last record",
+        });
+    }
+    Ok(())
+}
+
+/// Reads Kafka's zigzag varints from a byte slice, never past its end.
+struct VarReader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> VarReader<'a> {
+    fn varlong(&mut self) -> Option<i64> {
+        let mut value = 0u64;
+        for (i, &b) in self.buf.iter().enumerate().take(10) {
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                self.buf = &self.buf[i + 1..];
+                return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+            }
+        }
+        None
+    }
+
+    /// A length field: `None` for a malformed one, `Some(None)` for -1 (null).
+    fn length(&mut self) -> Option<Option<usize>> {
+        match self.varlong()? {
+            -1 => Some(None),
+            n => usize::try_from(n).ok().map(Some),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.buf.len() {
+            return None;
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Some(head)
+    }
 }
 
 /// Checks a batch as the log stored it: everything [`check_batch`] checks, plus the
@@ -388,6 +525,20 @@ mod tests {
             [77, 78, 79]
         );
         assert_eq!(decoded[1].record, records[1]);
+    }
+
+    #[test]
+    fn records_of_encoded_batches_pass_the_record_checks() {
+        let mut r = Record::from_value("v", TimestampMs(3));
+        r.key = Some(Bytes::from_static(b"k"));
+        r.headers = vec![Header {
+            key: "h".into(),
+            value: None,
+        }];
+        let records = vec![r, Record::from_value(Bytes::new(), TimestampMs(4))];
+        let buf = encode(&records).unwrap();
+        let header = check_batch(&buf).unwrap();
+        assert_eq!(check_records(&buf, &header), Ok(()));
     }
 
     #[test]

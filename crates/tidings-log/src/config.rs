@@ -10,8 +10,8 @@ use std::time::Duration;
 use tidings_types::TimestampMs;
 
 use crate::limits::{
-    INDEX_INTERVAL_BYTES_MAX, INDEX_INTERVAL_BYTES_MIN, PARTITIONS_MAX, SEGMENT_BYTES_MAX,
-    SEGMENT_BYTES_MIN,
+    FSYNC_INTERVAL_MAX, INDEX_INTERVAL_BYTES_MAX, INDEX_INTERVAL_BYTES_MIN, PARTITIONS_MAX,
+    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 
 /// When the log makes appended data durable with `fdatasync`, and so when it
@@ -114,6 +114,9 @@ pub enum ConfigError {
     /// Index interval out of range.
     #[error("index_interval_bytes is {0}; it must be {INDEX_INTERVAL_BYTES_MIN}..={INDEX_INTERVAL_BYTES_MAX}")]
     IndexInterval(u32),
+    /// An fsync interval longer than [`FSYNC_INTERVAL_MAX`].
+    #[error("fsync interval {0:?} is longer than the limit of {FSYNC_INTERVAL_MAX:?}")]
+    FsyncInterval(Duration),
     /// A duration of zero where zero makes no sense.
     #[error("{0} must be at least 1 ms")]
     ZeroDuration(&'static str),
@@ -143,6 +146,9 @@ impl TopicConfig {
         if let FsyncPolicy::Interval(d) = self.fsync {
             if d.as_millis() == 0 {
                 return Err(ConfigError::ZeroDuration("fsync interval"));
+            }
+            if d > FSYNC_INTERVAL_MAX {
+                return Err(ConfigError::FsyncInterval(d));
             }
         }
         Ok(())

@@ -23,6 +23,9 @@ pub enum OpenError {
         /// The underlying error.
         source: io::Error,
     },
+    /// The options cannot work.
+    #[error("invalid log options: {0}")]
+    Options(&'static str),
     /// Another process holds the data directory.
     #[error("data directory {path} is locked by another process")]
     Locked {
@@ -60,6 +63,16 @@ pub enum RecoveryError {
         file: PathBuf,
         /// Its size.
         len: u64,
+    },
+    /// Two consecutive segments lie further apart than one segment may span.
+    #[error("segment {file} starts at offset {base} and the next at {next}: more than 2^32 offsets apart, which the log never writes")]
+    SegmentSpan {
+        /// The first segment file.
+        file: PathBuf,
+        /// Its base offset.
+        base: Offset,
+        /// The next segment's base offset.
+        next: Offset,
     },
     /// A filesystem operation failed during recovery.
     #[error("cannot {action} {path}: {source}")]
@@ -166,6 +179,16 @@ pub enum AppendError {
         /// The partition.
         partition: PartitionId,
         /// The failure.
+        reason: Arc<str>,
+    },
+    /// A roll or retention pass could not finish; appends are not affected.
+    #[error("maintenance of partition {topic}/{partition} failed: {reason}")]
+    Maintenance {
+        /// The topic.
+        topic: TopicName,
+        /// The partition.
+        partition: PartitionId,
+        /// What failed.
         reason: Arc<str>,
     },
     /// The log is closed or the topic deleted.

@@ -160,7 +160,9 @@ pub(crate) fn create_durably(path: &Path, contents: &[u8]) -> io::Result<File> {
 /// Replaces `path` with `contents` atomically: write a temporary file, sync it,
 /// rename it over `path`, sync the directory.
 pub(crate) fn replace_durably(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)

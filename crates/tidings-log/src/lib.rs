@@ -109,6 +109,11 @@ impl Log {
     /// [`Topic::refused`].
     pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log, OpenError> {
         let dir = dir.as_ref().to_owned();
+        if options.retention_check_interval.is_zero() {
+            return Err(OpenError::Options(
+                "retention_check_interval must be longer than zero",
+            ));
+        }
         for sub in ["topics", "staging", "trash"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(open_err("create", &path))?;

@@ -24,6 +24,10 @@ pub const INDEX_INTERVAL_BYTES_MIN: u32 = 64;
 /// See [`INDEX_INTERVAL_BYTES_MIN`].
 pub const INDEX_INTERVAL_BYTES_MAX: u32 = 1024 * 1024;
 
+/// Longest interval an `interval:<ms>` fsync policy may have. Beyond an hour the
+/// policy is `never` in all but name.
+pub const FSYNC_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Append requests queued for one partition's writer before producers wait.
 pub const APPEND_QUEUE_DEPTH: usize = 1024;
 

@@ -182,6 +182,7 @@ impl Partition {
             file: recovered.file,
             len: recovered.len,
             next: recovered.next,
+            written_next: recovered.next,
             index_files: recovered.index_files,
             buf: Vec::new(),
             entries: Vec::new(),
@@ -370,7 +371,7 @@ impl Partition {
         let mut first = None;
         let mut next = from;
         let limit = seg.readable_len();
-        let scanned = segment::scan(&file, start.0, start.1, limit, |_, h, whole| {
+        let scanned = segment::scan(&file, seg.base, start.0, start.1, limit, |_, h, whole| {
             let batch_next =
                 Offset(u64::try_from(h.base_offset).expect("checked") + h.offset_count());
             if batch_next <= from {
@@ -439,6 +440,7 @@ impl Partition {
             let start = (u64::from(entry.pos), seg.base.plus(u64::from(entry.rel)));
             let scanned = segment::scan(
                 &file,
+                seg.base,
                 start.0,
                 start.1,
                 seg.readable_len(),
@@ -568,6 +570,7 @@ fn prepare_batches(bytes: BytesMut) -> Result<Prepared, AppendError> {
     let mut position = 0;
     while position < bytes.len() {
         let header = batch::check_batch(&bytes[position..])
+            .and_then(|h| batch::check_records(&bytes[position..], &h).map(|()| h))
             .map_err(|fault| AppendError::InvalidBatch { position, fault })?;
         records += usize::try_from(header.offset_count()).expect("bounded by the header check");
         if records > BATCH_RECORDS_MAX {
@@ -588,6 +591,8 @@ struct Writer {
     len: u64,
     /// Next offset to assign.
     next: Offset,
+    /// Offset after the last batch written to the file.
+    written_next: Offset,
     builder: IndexBuilder,
     index_files: IndexFiles,
     /// Batches of the current group, not yet written.
@@ -620,37 +625,31 @@ impl Writer {
                 tokio::select! {
                     biased;
                     () = p.shutdown.notified() => break,
-                    cmd = rx.recv() => {
-                        let Some(cmd) = cmd else { break };
-                        let mut group = vec![cmd];
-                        let mut bytes = 0;
-                        while bytes < GROUP_COMMIT_BYTES_MAX {
-                            let Ok(cmd) = rx.try_recv() else { break };
-                            if let Command::Append { prepared, .. } = &cmd {
-                                bytes += prepared.bytes.len();
-                            }
-                            group.push(cmd);
-                        }
-                        self.run_group(group);
-                    }
+                    // Syncs and retention come before new appends so that a queue
+                    // that never empties cannot starve them.
                     () = sleep_until(sync_due) => self.sync_interval(),
                     _ = retention.tick() => {
                         if let Err(e) = self.retention() {
                             tracing::warn!(topic = %p.topic, partition = %p.id, error = %e, "retention check failed");
                         }
                     }
+                    cmd = rx.recv() => {
+                        let Some(cmd) = cmd else { break };
+                        self.run_group(gather(cmd, &mut rx));
+                    }
                 }
             }
         });
+        // Appends queued before the close still go in; later ones are refused.
         rx.close();
         while let Ok(cmd) = rx.try_recv() {
-            // Dropping the reply tells the caller the partition is closed.
-            drop(cmd);
+            self.run_group(gather(cmd, &mut rx));
         }
         self.close()
     }
 
     fn run_group(&mut self, group: Vec<Command>) {
+        debug_assert!(self.buf.is_empty() && self.replies.is_empty());
         for cmd in group {
             match cmd {
                 Command::Append { prepared, reply } => self.stage(prepared, reply),
@@ -675,9 +674,14 @@ impl Writer {
                 let _ = reply.send(result);
             }
             Command::Retention { reply } => {
+                // A failed retention pass leaves data in place; it does not stop
+                // appends.
                 let result = self.check_failed().and_then(|()| {
-                    self.retention()
-                        .map_err(|e| self.fail("apply retention", &e))
+                    self.retention().map_err(|e| AppendError::Maintenance {
+                        topic: self.p.topic.clone(),
+                        partition: self.p.id,
+                        reason: format!("retention: {e}").into(),
+                    })
                 });
                 let _ = reply.send(result);
             }
@@ -706,7 +710,14 @@ impl Writer {
             return;
         }
         if self.needs_roll(prepared.bytes.len() as u64, count) {
-            self.write_buf();
+            // The staged batches must be written before the segment is sealed; if
+            // that fails the partition has stopped and this append is refused too.
+            if !self.write_buf() {
+                let _ = reply.send(Err(self
+                    .p
+                    .failed(Arc::clone(self.failed.as_ref().expect("set by write_buf")))));
+                return;
+            }
             if let Err(e) = self.roll() {
                 let err = self.fail("seal the segment", &e);
                 let _ = reply.send(Err(err));
@@ -768,6 +779,7 @@ impl Writer {
             return false;
         }
         self.len += self.buf.len() as u64;
+        self.written_next = self.next;
         self.buf.clear();
         for (offset, time) in self.entries.drain(..) {
             if offset.is_none() && time.is_none() {
@@ -853,6 +865,8 @@ impl Writer {
         tracing::error!(topic = %self.p.topic, partition = %self.p.id, %reason, "partition stopped");
         *self.p.failure.lock().expect("failure lock") = Some(Arc::clone(&reason));
         self.failed = Some(Arc::clone(&reason));
+        // Offsets of staged batches that never reached the file are not used.
+        self.next = self.written_next;
         self.buf.clear();
         self.entries.clear();
         self.p.failed(reason)
@@ -860,6 +874,7 @@ impl Writer {
 
     /// Seals the active segment and starts a new one at the next offset.
     fn roll(&mut self) -> io::Result<()> {
+        debug_assert!(self.buf.is_empty() && self.failed.is_none());
         if self.len == 0 {
             return Ok(());
         }
@@ -988,6 +1003,20 @@ impl Writer {
         self.index_files.sync()?;
         recovery::write_clean_marker(&self.p.dir, self.active.base, self.len, self.next)
     }
+}
+
+/// `first` and whatever else is queued, up to one group commit's worth of bytes.
+fn gather(first: Command, rx: &mut mpsc::Receiver<Command>) -> Vec<Command> {
+    let mut group = vec![first];
+    let mut bytes = 0;
+    while bytes < GROUP_COMMIT_BYTES_MAX {
+        let Ok(cmd) = rx.try_recv() else { break };
+        if let Command::Append { prepared, .. } = &cmd {
+            bytes += prepared.bytes.len();
+        }
+        group.push(cmd);
+    }
+    group
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -101,6 +101,8 @@ fn parse_base(name: &str, suffix: &str) -> Option<Offset> {
     (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
         .then(|| stem.parse().ok().map(Offset))
         .flatten()
+        // The log never names a segment past the largest offset; such a file is not ours.
+        .filter(|&base| base <= Offset::MAX)
 }
 
 pub(crate) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered, RecoveryError> {
@@ -143,6 +145,16 @@ pub(crate) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered, Rec
         bases.push(Offset(0));
     }
 
+    for pair in bases.windows(2) {
+        if pair[1].0 - pair[0].0 > u64::from(u32::MAX) {
+            let file = index::log_path(dir, pair[0]);
+            return Err(RecoveryError::SegmentSpan {
+                file,
+                base: pair[0],
+                next: pair[1],
+            });
+        }
+    }
     let active_base = *bases.last().expect("at least one segment");
     let mut sealed = Vec::with_capacity(bases.len() - 1);
     for &base in &bases[..bases.len() - 1] {
@@ -177,7 +189,7 @@ pub(crate) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered, Rec
             }
             let mut index = SegmentIndex::default();
             let mut builder = IndexBuilder::new(interval);
-            let end = segment::scan(&file, 0, active_base, file_len, |pos, h, _| {
+            let end = segment::scan(&file, active_base, 0, active_base, file_len, |pos, h, _| {
                 let rel = rel(active_base, h.base_offset);
                 let (o, t) = builder.on_batch(rel, u32::try_from(pos).expect("bounded"), h);
                 index.offsets.extend(o);
@@ -202,6 +214,9 @@ pub(crate) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered, Rec
             (index, builder, end.pos, end.next)
         }
     };
+    // Bytes a killed process wrote but never synced are still in the page cache and
+    // pass every check; they become readable now, so they must be durable first.
+    file.sync_data().map_err(io_err("sync", &path))?;
 
     let index_files = IndexFiles::rewrite(dir, active_base, &index)
         .map_err(io_err("rewrite the index of", &path))?;
@@ -254,7 +269,11 @@ fn scan_after_clean_shutdown(
     if marker.len != file_len {
         return Ok(None);
     }
-    let mut index = index::load(dir, base, file_len)?.index;
+    let loaded = index::load(dir, base, file_len)?;
+    if !loaded.intact {
+        return Ok(None);
+    }
+    let mut index = loaded.index;
     let mut header = [0u8; BATCH_HEADER_BYTES];
     let start = loop {
         let Some(&entry) = index.offsets.last() else {
@@ -274,6 +293,7 @@ fn scan_after_clean_shutdown(
     let mut builder = IndexBuilder::resume(interval, &index);
     let end = segment::scan(
         file,
+        base,
         u64::from(start.pos),
         base.plus(u64::from(start.rel)),
         file_len,

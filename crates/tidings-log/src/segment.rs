@@ -150,7 +150,7 @@ impl Segment {
         let file = self.open_file()?;
         let mut builder = IndexBuilder::new(interval);
         let mut rebuilt = SegmentIndex::default();
-        let scan = scan(&file, 0, self.base, len, |pos, h, _| {
+        let scan = scan(&file, self.base, 0, self.base, len, |pos, h, _| {
             let (o, t) = builder.on_batch(self.rel(h), u32::try_from(pos).expect("bounded"), h);
             rebuilt.offsets.extend(o);
             rebuilt.times.extend(t);
@@ -222,6 +222,7 @@ pub(crate) struct ScanEnd {
 /// invalid batch, or before the batch for which `on_batch` breaks.
 pub(crate) fn scan(
     file: &File,
+    segment_base: Offset,
     mut pos: u64,
     mut next: Offset,
     end: u64,
@@ -241,7 +242,19 @@ pub(crate) fn scan(
             }
         };
         let whole = window.get(pos, header.bytes)?;
-        let header = match batch::check_stored(whole, next) {
+        let stored = batch::check_stored(whole, next).and_then(|h| {
+            // The index keeps offsets relative to the segment base in 32 bits, and
+            // the writer rolls before a segment would span more.
+            let end = next.0 - segment_base.0 + h.offset_count();
+            if end > u64::from(u32::MAX) {
+                return Err(BatchFault::OffsetSpan {
+                    base: segment_base.0,
+                    end: next.0 + h.offset_count(),
+                });
+            }
+            Ok(h)
+        });
+        let header = match stored {
             Ok(h) => h,
             Err(fault) => {
                 return Ok(ScanEnd {

@@ -78,6 +78,18 @@ impl Topic {
     }
 }
 
+/// The last handle on a topic stops its partitions' writers: they hold the
+/// partitions, so nothing else would.
+impl Drop for Topic {
+    fn drop(&mut self) {
+        for p in self.partitions.iter().flatten() {
+            if let Err(e) = p.close() {
+                tracing::error!(error = %e, "partition did not close cleanly");
+            }
+        }
+    }
+}
+
 fn millis(d: Option<Duration>) -> u64 {
     d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -267,3 +267,80 @@ fn a_second_process_cannot_open_the_same_data_dir() {
         "{err}"
     );
 }
+
+/// Rewrites a batch's CRC after the test edited covered bytes, so that only the
+/// record checks can catch the edit.
+fn with_crc(mut batch: Vec<u8>) -> Vec<u8> {
+    let crc = crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// CRC-32C (Castagnoli), bit by bit: the test's own, independent of the engine.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn raw_batches_whose_records_do_not_match_the_header_are_refused() {
+    let good = kafka_batch();
+    let fault = |e: &AppendError| match e {
+        AppendError::InvalidBatch {
+            fault: BatchFault::Record { reason, .. },
+            ..
+        } => reason.to_string(),
+        other => panic!("expected a record fault, got {other}"),
+    };
+    // A batch that claims 100 records but carries 2.
+    let mut lying = good.clone();
+    lying[23..27].copy_from_slice(&99i32.to_be_bytes());
+    lying[57..61].copy_from_slice(&100i32.to_be_bytes());
+    check_refused(
+        |p| raw_append(p, &with_crc(lying)),
+        |e| !fault(e).is_empty(),
+    );
+    // The first record's header count made huge (zigzag varint of 2^30).
+    let mut headers = good.clone();
+    let first_record_end = 61 + 1 + usize::from(good[61] >> 1);
+    headers[first_record_end - 1] = 0x7f;
+    check_refused(
+        |p| raw_append(p, &with_crc(headers)),
+        |e| !fault(e).is_empty(),
+    );
+    // Compressed batches are not accepted until they can be checked.
+    let mut compressed = good.clone();
+    compressed[22] |= 1;
+    check_refused(
+        |p| raw_append(p, &with_crc(compressed)),
+        |e| {
+            matches!(
+                e,
+                AppendError::InvalidBatch {
+                    fault: BatchFault::Compressed(1),
+                    ..
+                }
+            )
+        },
+    );
+    // The unedited batch, CRC recomputed by the test's own CRC, goes in.
+    let fx = Fixture::new(TopicConfig::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(
+        fx.partition()
+            .append_batches(BytesMut::from(&with_crc(good)[..])),
+    )
+    .unwrap();
+}

@@ -403,3 +403,38 @@ fn an_fsync_failure_stops_the_partition_until_it_is_reopened() {
         record(1, 10, 0)
     );
 }
+
+#[test]
+fn interval_policy_publishes_while_appends_keep_coming() {
+    let fx = Fixture::new(TopicConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_millis(5)),
+        ..TopicConfig::default()
+    });
+    let p = fx.partition();
+    let rt = runtime();
+    rt.block_on(async {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut producers = Vec::new();
+        for i in 0..16 {
+            let (p, stop) = (Arc::clone(&p), Arc::clone(&stop));
+            producers.push(tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    p.append(&[record(i, 10, 0)]).await.unwrap();
+                }
+            }));
+        }
+        // While producers keep the queue busy, the high-watermark must still move.
+        let mut watch = p.watch_high_watermark();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            watch.wait_for(|hwm| hwm.0 >= 1_000),
+        )
+        .await
+        .expect("interval syncs are not starved by a busy queue")
+        .unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in producers {
+            t.await.unwrap();
+        }
+    });
+}
