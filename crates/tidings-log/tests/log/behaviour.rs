@@ -438,3 +438,86 @@ fn interval_policy_publishes_while_appends_keep_coming() {
         }
     });
 }
+
+/// Counts syncs, and holds each one until the gate is open.
+#[derive(Debug, Default)]
+struct GatedSync {
+    syncs: std::sync::atomic::AtomicUsize,
+    gate: std::sync::Mutex<()>,
+}
+
+impl tidings_log::FileSync for GatedSync {
+    fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+        let _open = self.gate.lock().unwrap();
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        file.sync_data()
+    }
+}
+
+fn gated_log(sync: &Arc<GatedSync>) -> (tempfile::TempDir, Log, Arc<tidings_log::Partition>) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        file_sync: sync.clone(),
+        ..LogOptions::default()
+    };
+    let log = Log::open(dir.path(), options).unwrap();
+    let p = log
+        .create_topic("t", TopicConfig::default())
+        .unwrap()
+        .partition(PartitionId(0))
+        .unwrap();
+    (dir, log, p)
+}
+
+#[test]
+fn readers_see_nothing_that_is_written_but_not_yet_synced() {
+    let sync = Arc::new(GatedSync::default());
+    let (dir, _log, p) = gated_log(&sync);
+    let segment = dir.path().join("topics/t/0/00000000000000000000.log");
+    let gate = sync.gate.lock().unwrap();
+    let writer = {
+        let p = Arc::clone(&p);
+        std::thread::spawn(move || p.append_blocking(&[record(1, 100, 0)]).unwrap())
+    };
+    // Wait until the batch is in the file; its sync is held at the gate.
+    while std::fs::metadata(&segment).unwrap().len() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(p.high_watermark(), Offset(0));
+    assert!(p.read(Offset(0), 1 << 20).unwrap().is_empty());
+    assert_eq!(p.offset_for_timestamp(TimestampMs(0)).unwrap(), None);
+    drop(gate);
+    assert_eq!(writer.join().unwrap().base_offset, Offset(0));
+    assert_eq!(p.high_watermark(), Offset(1));
+    assert_eq!(p.read_records(Offset(0), 1 << 20).unwrap().len(), 1);
+}
+
+#[test]
+fn concurrent_appends_share_fsyncs() {
+    let sync = Arc::new(GatedSync::default());
+    let (_dir, _log, p) = gated_log(&sync);
+    let appends = 16 * 20;
+    // Hold the first sync so that every producer's next append queues behind it.
+    let gate = sync.gate.lock().unwrap();
+    let producers: Vec<_> = (0..16u64)
+        .map(|i| {
+            let p = Arc::clone(&p);
+            std::thread::spawn(move || {
+                for j in 0..20 {
+                    p.append_blocking(&[record(i * 100 + j, 10, 0)]).unwrap();
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    drop(gate);
+    for t in producers {
+        t.join().unwrap();
+    }
+    let syncs = sync.syncs.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(p.high_watermark(), Offset(appends));
+    assert!(
+        syncs < appends as usize / 2,
+        "{syncs} fsyncs for {appends} appends"
+    );
+}
