@@ -1,5 +1,5 @@
-//! The vocabulary every Tidings layer shares: offsets, partition ids, timestamps,
-//! validated topic names, and the limits that bound them.
+//! The vocabulary every Tidings layer shares: the CloudEvents envelope, offsets,
+//! partition ids, timestamps, validated topic names, and the limits that bound them.
 //!
 //! This crate does no IO of any kind. It holds small value types so that an offset
 //! is never confused with a byte position or a partition number across crate
@@ -16,8 +16,16 @@
 
 use std::fmt;
 
+mod event;
 mod topic;
 
+pub use event::json::{JSON_BATCH_MEDIA_TYPE, JSON_FORMAT_MEDIA_TYPE};
+pub use event::{
+    check_extension_name, CloudEvent, EventError, ExtensionValue, KafkaMessage,
+    ATTRIBUTE_BYTES_MAX, EVENT_DATA_BYTES_MAX, EXTENSIONS_MAX, EXTENSION_NAME_BYTES_MAX,
+    SPEC_VERSION,
+};
+pub use time::OffsetDateTime;
 pub use topic::{TopicName, TopicNameError, TOPIC_NAME_BYTES_MAX};
 
 /// The position of a record in one partition of a topic.

@@ -1,0 +1,169 @@
+//! The CloudEvents Kafka protocol binding.
+//!
+//! Binary mode: every attribute but `data` becomes a `ce_<name>` header holding its
+//! string form, `datacontenttype` becomes the `content-type` header, the data is the
+//! message value, and the message key is the `partitionkey` extension (which also
+//! stays in its header, as the binding requires); reading, a UTF-8 key becomes the
+//! `partitionkey` of an event without one. A message whose `content-type`
+//! starts with `application/cloudevents` is in structured mode instead.
+
+use bytes::Bytes;
+
+use super::json::JSON_FORMAT_MEDIA_TYPE;
+use super::{
+    check_extension_name, format_time, parse_time, CloudEvent, EventError, ExtensionValue,
+    SPEC_VERSION,
+};
+
+/// The parts of a Kafka record that carry an event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KafkaMessage {
+    /// The record key.
+    pub key: Option<Bytes>,
+    /// The record value.
+    pub value: Option<Bytes>,
+    /// The record headers, in order.
+    pub headers: Vec<(String, Bytes)>,
+}
+
+const PREFIX: &str = "ce_";
+const CONTENT_TYPE: &str = "content-type";
+
+impl CloudEvent {
+    /// The event as a Kafka message in binary content mode.
+    pub fn to_kafka(&self) -> Result<KafkaMessage, EventError> {
+        self.validate()?;
+        let mut headers = Vec::with_capacity(8 + self.extensions.len());
+        let mut put = |name: &str, value: String| {
+            headers.push((format!("{PREFIX}{name}"), Bytes::from(value)));
+        };
+        put("specversion", SPEC_VERSION.to_owned());
+        put("id", self.id.clone());
+        put("source", self.source.clone());
+        put("type", self.ty.clone());
+        if let Some(t) = self.time {
+            put("time", format_time(t));
+        }
+        if let Some(v) = &self.dataschema {
+            put("dataschema", v.clone());
+        }
+        if let Some(v) = &self.subject {
+            put("subject", v.clone());
+        }
+        for (name, value) in &self.extensions {
+            put(name, value.to_canonical_string());
+        }
+        // Data with no declared type is JSON by the JSON format's rule; say so
+        // explicitly when the type would otherwise be lost.
+        let content_type = self
+            .datacontenttype
+            .clone()
+            .or_else(|| self.data.is_some().then(|| "application/json".to_owned()));
+        if let Some(ct) = content_type {
+            headers.push((CONTENT_TYPE.to_owned(), Bytes::from(ct)));
+        }
+        Ok(KafkaMessage {
+            key: self
+                .partitionkey()
+                .map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            value: self.data.clone(),
+            headers,
+        })
+    }
+
+    /// Reads an event from a Kafka message in binary or structured content mode.
+    ///
+    /// A message without CloudEvents headers is not an event; callers show such
+    /// records as raw bytes.
+    pub fn from_kafka(msg: &KafkaMessage) -> Result<CloudEvent, EventError> {
+        let header = |name: &str| -> Result<Option<String>, EventError> {
+            match msg.headers.iter().rev().find(|(k, _)| k == name) {
+                None => Ok(None),
+                Some((_, v)) => String::from_utf8(v.to_vec()).map(Some).map_err(|_| {
+                    EventError::InvalidAttribute {
+                        name: name.to_owned(),
+                        reason: "header value is not UTF-8".into(),
+                    }
+                }),
+            }
+        };
+        let content_type = header(CONTENT_TYPE)?;
+        if let Some(ct) = &content_type {
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if essence.starts_with("application/cloudevents") {
+                if essence != JSON_FORMAT_MEDIA_TYPE {
+                    return Err(EventError::NotAnEvent(format!(
+                        "structured mode with format {essence} is not supported"
+                    )));
+                }
+                let event = CloudEvent::from_json(msg.value.as_deref().unwrap_or_default())?;
+                return Ok(key_as_partitionkey(event, msg));
+            }
+        }
+        match header("ce_specversion")? {
+            None => return Err(EventError::NotAnEvent("no ce_specversion header".into())),
+            Some(v) if v != SPEC_VERSION => return Err(EventError::SpecVersion(v)),
+            Some(_) => {}
+        }
+        let required = |name: &'static str| -> Result<String, EventError> {
+            match header(&format!("{PREFIX}{name}"))? {
+                None => Err(EventError::MissingAttribute(name)),
+                Some(v) if v.is_empty() => Err(EventError::EmptyAttribute(name)),
+                Some(v) => Ok(v),
+            }
+        };
+        let mut event = CloudEvent {
+            id: required("id")?,
+            source: required("source")?,
+            ty: required("type")?,
+            time: header("ce_time")?.map(|t| parse_time(&t)).transpose()?,
+            datacontenttype: content_type,
+            dataschema: header("ce_dataschema")?,
+            subject: header("ce_subject")?,
+            extensions: Default::default(),
+            data: msg.value.clone(),
+        };
+        const CORE: [&str; 7] = [
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "time",
+            "dataschema",
+            "subject",
+        ];
+        for (key, _) in &msg.headers {
+            let Some(name) = key.strip_prefix(PREFIX) else {
+                continue;
+            };
+            if CORE.contains(&name) {
+                continue;
+            }
+            check_extension_name(name)?;
+            let value = header(key)?.expect("the header is present");
+            event
+                .extensions
+                .insert(name.to_owned(), ExtensionValue::String(value));
+        }
+        let event = key_as_partitionkey(event, msg);
+        event.validate()?;
+        Ok(event)
+    }
+}
+
+/// The reverse of the key mapping: a record key becomes the `partitionkey` of an
+/// event that does not carry one, so events read back keep their key.
+fn key_as_partitionkey(event: CloudEvent, msg: &KafkaMessage) -> CloudEvent {
+    match (&msg.key, event.partitionkey()) {
+        (Some(key), None) if !key.is_empty() => match std::str::from_utf8(key) {
+            Ok(key) => event.with_partitionkey(key),
+            Err(_) => event,
+        },
+        _ => event,
+    }
+}
