@@ -1,0 +1,563 @@
+//! One behavioural test per promise of the bus.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_core::Stream;
+use tidings_bus::{
+    AwaitMode, Bus, BusConfig, EmitError, Event, HandlerErrorKind, Overflow, StreamConfig,
+    SubscribeError,
+};
+use tidings_types::CloudEvent;
+
+#[derive(Debug, Clone, PartialEq)]
+struct OrderPlaced {
+    id: u32,
+}
+
+impl Event for OrderPlaced {
+    fn event_type(&self) -> &str {
+        "order.placed"
+    }
+}
+
+#[derive(Debug)]
+struct PaymentFailed;
+
+impl Event for PaymentFailed {
+    fn event_type(&self) -> &str {
+        "payment.failed"
+    }
+}
+
+/// A shared log of what handlers saw.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+impl Seen {
+    fn push(&self, s: impl Into<String>) {
+        self.0.lock().unwrap().push(s.into());
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
+}
+
+#[test]
+fn sync_handlers_run_in_registration_order_across_typed_and_pattern_subscriptions() {
+    let bus = Bus::new();
+    let seen = Seen::default();
+    let (a, b, c) = (seen.clone(), seen.clone(), seen.clone());
+    let _typed_1 = bus.on(move |e: &OrderPlaced| a.push(format!("typed-1 {}", e.id)));
+    let _pattern = bus
+        .on_pattern("order.*", move |e: &dyn Event| {
+            b.push(format!("pattern {}", e.event_type()))
+        })
+        .unwrap();
+    let _typed_2 = bus.on(move |e: &OrderPlaced| c.push(format!("typed-2 {}", e.id)));
+    bus.emit(OrderPlaced { id: 1 }).unwrap();
+    assert_eq!(
+        seen.take(),
+        ["typed-1 1", "pattern order.placed", "typed-2 1"]
+    );
+    bus.emit(PaymentFailed).unwrap();
+    assert!(
+        seen.take().is_empty(),
+        "neither the type nor the pattern matches"
+    );
+}
+
+#[test]
+fn cloud_events_reach_pattern_subscribers_by_their_type() {
+    let bus = Bus::new();
+    let seen = Seen::default();
+    let (s1, s2) = (seen.clone(), seen.clone());
+    let _all = bus
+        .on_pattern("*", move |e: &dyn Event| {
+            s1.push(format!("* {}", e.event_type()))
+        })
+        .unwrap();
+    let _orders = bus
+        .on_pattern("order.*", move |e: &dyn Event| {
+            let any: &dyn std::any::Any = e;
+            let ce = any.downcast_ref::<CloudEvent>().unwrap();
+            s2.push(format!("order.* {}", ce.source()));
+        })
+        .unwrap();
+    bus.emit(CloudEvent::new("/shop", "order.placed")).unwrap();
+    bus.emit(CloudEvent::new("/pay", "payment.failed")).unwrap();
+    assert_eq!(
+        seen.take(),
+        ["* order.placed", "order.* /shop", "* payment.failed"]
+    );
+    assert!(matches!(
+        bus.on_pattern("", |_: &dyn Event| ()),
+        Err(SubscribeError::Pattern(_))
+    ));
+}
+
+#[test]
+fn the_handler_list_is_fixed_when_an_emit_starts() {
+    let bus = Bus::new();
+    let seen = Seen::default();
+    let late: Arc<Mutex<Option<tidings_bus::Subscription>>> = Arc::default();
+    let victim: Arc<Mutex<Option<tidings_bus::Subscription>>> = Arc::default();
+    let (bus2, s1, late2, victim2) = (bus.clone(), seen.clone(), late.clone(), victim.clone());
+    let _first = bus.on(move |_: &OrderPlaced| {
+        s1.push("first");
+        // Subscribing during an emit: the new handler misses this emit.
+        let s = s1.clone();
+        *late2.lock().unwrap() = Some(bus2.on(move |_: &OrderPlaced| s.push("late")));
+        // Unsubscribing during an emit: the removed handler still gets this emit.
+        drop(victim2.lock().unwrap().take());
+    });
+    let s2 = seen.clone();
+    *victim.lock().unwrap() = Some(bus.on(move |_: &OrderPlaced| s2.push("victim")));
+    bus.emit(OrderPlaced { id: 1 }).unwrap();
+    assert_eq!(seen.take(), ["first", "victim"]);
+    bus.emit(OrderPlaced { id: 2 }).unwrap();
+    assert_eq!(seen.take(), ["first", "late"]);
+}
+
+#[test]
+fn a_failing_or_panicking_handler_reaches_the_error_handler_and_harms_no_one() {
+    let bus = Bus::new();
+    let errors = Seen::default();
+    let e2 = errors.clone();
+    bus.on_error(move |err| {
+        let what = match &err.kind {
+            HandlerErrorKind::Failed(e) => format!("failed: {e}"),
+            HandlerErrorKind::Panicked(m) => format!("panicked: {m}"),
+        };
+        e2.push(format!("{} {what}", err.event_type));
+    });
+    let seen = Seen::default();
+    let s = seen.clone();
+    let _bad = bus.on(|_: &OrderPlaced| -> Result<(), std::io::Error> {
+        Err(std::io::Error::other("card declined"))
+    });
+    let _panics = bus.on(|e: &OrderPlaced| {
+        if e.id == 1 {
+            panic!("handler bug");
+        }
+    });
+    let _good = bus.on(move |e: &OrderPlaced| s.push(format!("good {}", e.id)));
+    bus.emit(OrderPlaced { id: 1 }).unwrap();
+    bus.emit(OrderPlaced { id: 2 }).unwrap();
+    assert_eq!(seen.take(), ["good 1", "good 2"]);
+    assert_eq!(
+        errors.take(),
+        [
+            "order.placed failed: card declined",
+            "order.placed panicked: handler bug",
+            "order.placed failed: card declined"
+        ]
+    );
+    let stats = bus.stats();
+    assert_eq!(
+        (
+            stats.handler_failures,
+            stats.handler_panics,
+            stats.errors_logged
+        ),
+        (2, 1, 0)
+    );
+}
+
+/// Collects what `tracing` writes.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn with_no_error_handler_errors_are_logged_at_error_level_and_counted() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::ERROR)
+        .finish();
+    let bus = Bus::new();
+    let _bad = bus.on(|_: &CloudEvent| -> Result<(), std::io::Error> {
+        Err(std::io::Error::other("inventory down"))
+    });
+    let event = CloudEvent::new("/shop", "order.placed");
+    tracing::subscriber::with_default(subscriber, || bus.emit(event.clone()).unwrap());
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("ERROR"), "{text}");
+    assert!(text.contains("inventory down"), "{text}");
+    assert!(text.contains(event.id()), "the log names the event: {text}");
+    assert_eq!(bus.stats().errors_logged, 1);
+    // A panicking error handler does not lose the error either.
+    bus.on_error(|_| panic!("error handler bug"));
+    bus.emit(event).unwrap();
+    assert_eq!(bus.stats().errors_logged, 2);
+}
+
+#[test]
+fn dropping_a_subscription_unsubscribes_and_once_runs_once() {
+    let bus = Bus::new();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let sub = bus.on(move |_: &OrderPlaced| {
+        c.fetch_add(1, Ordering::SeqCst);
+    });
+    bus.emit(OrderPlaced { id: 1 }).unwrap();
+    drop(sub);
+    bus.emit(OrderPlaced { id: 2 }).unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+
+    let c = count.clone();
+    let sub = bus.on(move |_: &OrderPlaced| {
+        c.fetch_add(10, Ordering::SeqCst);
+    });
+    sub.unsubscribe();
+    bus.emit(OrderPlaced { id: 3 }).unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+
+    let c = count.clone();
+    let _once = bus.once(move |_: &OrderPlaced| {
+        c.fetch_add(100, Ordering::SeqCst);
+    });
+    for id in 0..3 {
+        bus.emit(OrderPlaced { id }).unwrap();
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 101);
+    assert_eq!(bus.listener_count::<OrderPlaced>("order.placed"), 0);
+
+    let c = count.clone();
+    bus.on(move |_: &OrderPlaced| {
+        c.fetch_add(1000, Ordering::SeqCst);
+    })
+    .detach();
+    bus.emit(OrderPlaced { id: 9 }).unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 1101);
+}
+
+#[test]
+fn the_listener_warning_fires_once_per_type() {
+    let bus = Bus::with_config(BusConfig {
+        max_listeners: 3,
+        ..BusConfig::default()
+    });
+    let mut subs: Vec<_> = (0..3).map(|_| bus.on(|_: &OrderPlaced| ())).collect();
+    assert_eq!(bus.stats().listener_warnings, 0);
+    subs.push(bus.on(|_: &OrderPlaced| ()));
+    assert_eq!(bus.stats().listener_warnings, 1);
+    subs.push(bus.on(|_: &OrderPlaced| ()));
+    subs.truncate(2);
+    subs.extend((0..4).map(|_| bus.on(|_: &OrderPlaced| ())));
+    assert_eq!(bus.stats().listener_warnings, 1, "once per type");
+    let _p: Vec<_> = (0..4).map(|_| bus.on(|_: &PaymentFailed| ())).collect();
+    assert_eq!(
+        bus.stats().listener_warnings,
+        2,
+        "another type warns on its own"
+    );
+    let quiet = Bus::with_config(BusConfig {
+        max_listeners: 0,
+        ..BusConfig::default()
+    });
+    let _many: Vec<_> = (0..50).map(|_| quiet.on(|_: &OrderPlaced| ())).collect();
+    assert_eq!(quiet.stats().listener_warnings, 0);
+}
+
+#[test]
+fn plain_emit_hands_over_to_async_handlers_without_waiting_for_them() {
+    let rt = runtime();
+    rt.block_on(async {
+        let bus = Bus::new();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let seen = Seen::default();
+        let (g, s) = (gate.clone(), seen.clone());
+        let _h = bus
+            .on_async(move |e: Arc<OrderPlaced>| {
+                let (g, s) = (g.clone(), s.clone());
+                async move {
+                    let _permit = g.acquire().await.unwrap();
+                    s.push(format!("handled {}", e.id));
+                }
+            })
+            .unwrap();
+        bus.emit(OrderPlaced { id: 1 }).unwrap();
+        bus.publish(OrderPlaced { id: 2 }).await.unwrap();
+        assert!(
+            seen.take().is_empty(),
+            "both emits returned while the handler was blocked"
+        );
+        gate.add_permits(1);
+        // One handler takes its events in order, so once 3 is handled, all are.
+        let handled = bus.publish_and_wait(OrderPlaced { id: 3 }).await.unwrap();
+        assert_eq!((handled.handlers, handled.failed), (1, 0));
+        assert_eq!(
+            seen.take(),
+            ["handled 1", "handled 2", "handled 3"],
+            "one handler sees events in order"
+        );
+    });
+}
+
+/// Two async handlers that record when they start and finish, and wait on a
+/// shared barrier only in the concurrent case.
+fn check_await_mode(mode: AwaitMode) -> Vec<String> {
+    let rt = runtime();
+    rt.block_on(async {
+        let bus = Bus::with_config(BusConfig {
+            await_mode: mode,
+            ..BusConfig::default()
+        });
+        let seen = Seen::default();
+        let mut subs = Vec::new();
+        for name in ["a", "b"] {
+            let s = seen.clone();
+            subs.push(
+                bus.on_async(move |_: Arc<OrderPlaced>| {
+                    let s = s.clone();
+                    async move {
+                        s.push(format!("{name} start"));
+                        tokio::task::yield_now().await;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        s.push(format!("{name} end"));
+                        if name == "b" {
+                            return Err(std::io::Error::other("b fails"));
+                        }
+                        Ok(())
+                    }
+                })
+                .unwrap(),
+            );
+        }
+        let handled = bus.publish_and_wait(OrderPlaced { id: 1 }).await.unwrap();
+        assert_eq!((handled.handlers, handled.failed), (2, 1));
+        seen.take()
+    })
+}
+
+#[test]
+fn publish_and_wait_runs_async_handlers_one_after_another_when_configured() {
+    assert_eq!(
+        check_await_mode(AwaitMode::Sequential),
+        ["a start", "a end", "b start", "b end"]
+    );
+}
+
+#[test]
+fn publish_and_wait_runs_async_handlers_concurrently_by_default() {
+    let seen = check_await_mode(AwaitMode::Concurrent);
+    assert_eq!(seen.len(), 4);
+    let ends_before_both_started = seen.iter().position(|s| s.ends_with("end")).unwrap() < 2;
+    assert!(
+        !ends_before_both_started,
+        "both started before either ended: {seen:?}"
+    );
+}
+
+#[test]
+fn async_handler_panics_and_errors_reach_the_error_handler() {
+    let rt = runtime();
+    rt.block_on(async {
+        let bus = Bus::new();
+        let errors = Seen::default();
+        let e2 = errors.clone();
+        bus.on_error(move |err| e2.push(err.to_string()));
+        let _p = bus
+            .on_async(|e: Arc<OrderPlaced>| async move {
+                if e.id == 1 {
+                    panic!("async bug");
+                }
+            })
+            .unwrap();
+        let handled = bus.publish_and_wait(OrderPlaced { id: 1 }).await.unwrap();
+        assert_eq!(handled.failed, 1);
+        let handled = bus.publish_and_wait(OrderPlaced { id: 2 }).await.unwrap();
+        assert_eq!(handled.failed, 0, "the handler task survived its panic");
+        let errors = errors.take();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].contains("panicked on order.placed: async bug"),
+            "{errors:?}"
+        );
+    });
+    assert_eq!(
+        Bus::new()
+            .on_async(|_: Arc<OrderPlaced>| async {})
+            .unwrap_err(),
+        SubscribeError::NoRuntime
+    );
+}
+
+#[test]
+fn a_full_stream_makes_async_emitters_wait() {
+    let rt = runtime();
+    rt.block_on(async {
+        let bus = Bus::new();
+        let mut stream = bus.stream::<OrderPlaced>(StreamConfig { capacity: 2, overflow: Overflow::Wait });
+        bus.publish(OrderPlaced { id: 1 }).await.unwrap();
+        bus.publish(OrderPlaced { id: 2 }).await.unwrap();
+        let bus2 = bus.clone();
+        let third = tokio::spawn(async move { bus2.publish(OrderPlaced { id: 3 }).await });
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!third.is_finished(), "the publisher waits for room");
+        // A sync emitter cannot wait: it gets the overflow as an error.
+        let refused = bus.emit(OrderPlaced { id: 4 }).unwrap_err();
+        assert!(matches!(refused, EmitError::Overflow { ref subscriptions, .. } if subscriptions.len() == 1));
+        assert_eq!(next(&mut stream).await.unwrap().id, 1);
+        third.await.unwrap().unwrap();
+        assert_eq!(next(&mut stream).await.unwrap().id, 2);
+        assert_eq!(next(&mut stream).await.unwrap().id, 3);
+        assert_eq!(bus.stats().overflow_refused, 1);
+    });
+}
+
+#[test]
+fn a_drop_oldest_stream_keeps_the_newest_and_counts_the_rest() {
+    let rt = runtime();
+    rt.block_on(async {
+        let bus = Bus::new();
+        let mut stream = bus.stream::<OrderPlaced>(StreamConfig {
+            capacity: 3,
+            overflow: Overflow::DropOldest,
+        });
+        for id in 0..10 {
+            bus.emit(OrderPlaced { id }).unwrap();
+        }
+        assert_eq!(stream.dropped(), 7);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(next(&mut stream).await.unwrap().id);
+        }
+        assert_eq!(got, [7, 8, 9]);
+    });
+}
+
+#[test]
+fn an_error_stream_refuses_when_full_and_the_emit_says_so() {
+    let rt = runtime();
+    rt.block_on(async {
+        let bus = Bus::new();
+        let seen = Seen::default();
+        let s = seen.clone();
+        let _sync = bus.on(move |e: &OrderPlaced| s.push(e.id.to_string()));
+        let mut stream = bus.stream::<OrderPlaced>(StreamConfig {
+            capacity: 1,
+            overflow: Overflow::Error,
+        });
+        bus.emit(OrderPlaced { id: 1 }).unwrap();
+        let err = bus.emit(OrderPlaced { id: 2 }).unwrap_err();
+        let EmitError::Overflow {
+            event_type,
+            subscriptions,
+        } = err;
+        assert_eq!(
+            (event_type.as_str(), subscriptions.len()),
+            ("order.placed", 1)
+        );
+        assert_eq!(
+            seen.take(),
+            ["1", "2"],
+            "other subscribers still got the event"
+        );
+        assert_eq!(next(&mut stream).await.unwrap().id, 1);
+        drop(stream);
+        bus.emit(OrderPlaced { id: 3 }).unwrap();
+    });
+}
+
+#[test]
+fn pattern_streams_carry_any_event_type() {
+    let rt = runtime();
+    rt.block_on(async {
+        let bus = Bus::new();
+        let mut stream = bus
+            .stream_pattern("payment.*", StreamConfig::default())
+            .unwrap();
+        bus.emit(OrderPlaced { id: 1 }).unwrap();
+        bus.emit(PaymentFailed).unwrap();
+        bus.emit(CloudEvent::new("/pay", "payment.completed"))
+            .unwrap();
+        assert_eq!(
+            next(&mut stream).await.unwrap().event_type(),
+            "payment.failed"
+        );
+        assert_eq!(
+            next(&mut stream).await.unwrap().event_type(),
+            "payment.completed"
+        );
+    });
+}
+
+#[test]
+fn the_recorder_captures_what_was_emitted_by_type() {
+    let bus = Bus::new();
+    let recorder = bus.recorder();
+    bus.emit(OrderPlaced { id: 1 }).unwrap();
+    bus.emit(PaymentFailed).unwrap();
+    bus.emit(OrderPlaced { id: 2 }).unwrap();
+    assert_eq!(
+        recorder.types(),
+        ["order.placed", "payment.failed", "order.placed"]
+    );
+    assert_eq!(recorder.count("order.placed"), 2);
+    let orders: Vec<u32> = recorder.of::<OrderPlaced>().iter().map(|o| o.id).collect();
+    assert_eq!(orders, [1, 2]);
+    recorder.clear();
+    assert!(recorder.all().is_empty());
+    drop(recorder);
+    bus.emit(PaymentFailed).unwrap();
+}
+
+#[test]
+fn the_bus_is_shared_by_many_tasks_at_once() {
+    fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync::<Bus>();
+    let rt = runtime();
+    let total = rt.block_on(async {
+        let bus = Bus::new();
+        let sum = Arc::new(AtomicUsize::new(0));
+        let s = sum.clone();
+        let _h = bus.on(move |e: &OrderPlaced| {
+            s.fetch_add(e.id as usize, Ordering::Relaxed);
+        });
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let bus = bus.clone();
+                tokio::spawn(async move {
+                    for id in 0..1000 {
+                        bus.publish(OrderPlaced { id }).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        sum.load(Ordering::Relaxed)
+    });
+    assert_eq!(total, 8 * (0..1000).sum::<usize>());
+}
