@@ -1,10 +1,15 @@
 //! `tidings-bench`: the project's benchmark harness.
 //!
+//! `tidings-bench bus` runs the in-process bus and Node's EventEmitter on the same
+//! workloads in one invocation and prints each pair with its ratio.
+//!
 //! `tidings-bench log` measures the storage engine on its own: appends of 100 B and
 //! 1 KB records from 1, 4 and 16 concurrent producers, in single-record and
 //! 100-record batches, under `fsync = always` and `never`; then the time to reopen a
 //! log after a clean and after an unclean shutdown, for a small and a large log.
 //! It prints Markdown tables. Timing lives here, never in `cargo test`.
+
+mod bus;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,6 +30,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The in-process bus against Node's EventEmitter (needs `node` on PATH).
+    Bus {
+        /// Short runs that check the harness works; the figures mean little.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Append throughput and latency of the storage engine, and reopen time.
     Log {
         /// Short runs that check the harness works; the figures mean little.
@@ -41,6 +52,7 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Bus { quick } => bus::run(quick),
         Command::Log {
             quick,
             dir,

@@ -561,3 +561,142 @@ fn the_bus_is_shared_by_many_tasks_at_once() {
     });
     assert_eq!(total, 8 * (0..1000).sum::<usize>());
 }
+
+#[derive(Debug, serde::Serialize)]
+struct Shipped {
+    order: u32,
+}
+
+impl Event for Shipped {
+    fn event_type(&self) -> &str {
+        "order.shipped"
+    }
+}
+
+#[test]
+fn envelopes_carry_an_id_and_time_and_become_cloud_events() {
+    let bus = Bus::new();
+    let recorder = bus.recorder();
+    let envelope = tidings_bus::Envelope::new(Shipped { order: 4 });
+    let id = envelope.id().to_owned();
+    bus.emit(envelope).unwrap();
+    let recorded = recorder.of::<tidings_bus::Envelope<Shipped>>();
+    assert_eq!(recorded[0].event_type(), "order.shipped");
+    let ce = recorded[0].to_cloud_event("/shipping").unwrap();
+    assert_eq!(
+        (ce.id(), ce.ty(), ce.source()),
+        (id.as_str(), "order.shipped", "/shipping")
+    );
+    assert_eq!(ce.json::<serde_json::Value>().unwrap()["order"], 4);
+    let second = tidings_bus::Envelope::new(Shipped { order: 5 });
+    assert!(second.id() > id.as_str(), "UUIDv7 ids sort by creation");
+}
+
+#[test]
+fn handlers_may_emit_and_subscribe_on_the_bus_that_called_them() {
+    let bus = Bus::new();
+    let seen = Seen::default();
+    let keep: Arc<Mutex<Vec<tidings_bus::Subscription>>> = Arc::default();
+    let (b, s, k) = (bus.clone(), seen.clone(), keep.clone());
+    let _outer = bus.on(move |e: &OrderPlaced| {
+        s.push(format!("outer {}", e.id));
+        if e.id == 1 {
+            // The registry changes in the middle of an emit; the nested emit sees it.
+            let s2 = s.clone();
+            k.lock()
+                .unwrap()
+                .push(b.on(move |_: &PaymentFailed| s2.push("nested")));
+            b.emit(PaymentFailed).unwrap();
+            b.emit(OrderPlaced { id: 2 }).unwrap();
+        }
+    });
+    bus.emit(OrderPlaced { id: 1 }).unwrap();
+    assert_eq!(seen.take(), ["outer 1", "nested", "outer 2"]);
+}
+
+#[test]
+fn buses_on_one_thread_keep_to_their_own_subscribers() {
+    let (one, two) = (Bus::new(), Bus::new());
+    let seen = Seen::default();
+    let (s1, s2) = (seen.clone(), seen.clone());
+    let _a = one.on(move |e: &OrderPlaced| s1.push(format!("one {}", e.id)));
+    let _b = two.on(move |e: &OrderPlaced| s2.push(format!("two {}", e.id)));
+    for id in 0..3 {
+        one.emit(OrderPlaced { id }).unwrap();
+        two.emit(OrderPlaced { id }).unwrap();
+    }
+    assert_eq!(
+        seen.take(),
+        ["one 0", "two 0", "one 1", "two 1", "one 2", "two 2"]
+    );
+    drop(_a);
+    one.emit(OrderPlaced { id: 9 }).unwrap();
+    assert!(seen.take().is_empty());
+}
+
+#[test]
+fn an_emitter_handle_behaves_exactly_like_emit() {
+    let bus = Bus::new();
+    let orders = bus.emitter::<OrderPlaced>();
+    let seen = Seen::default();
+    orders.emit(OrderPlaced { id: 0 }).unwrap();
+    let s = seen.clone();
+    let first = bus.on(move |e: &OrderPlaced| s.push(format!("first {}", e.id)));
+    orders.emit(OrderPlaced { id: 1 }).unwrap();
+    assert_eq!(
+        seen.take(),
+        ["first 1"],
+        "a new subscription is seen at once"
+    );
+    let s = seen.clone();
+    let _once = bus.once(move |e: &OrderPlaced| s.push(format!("once {}", e.id)));
+    orders.emit(OrderPlaced { id: 2 }).unwrap();
+    orders.emit(OrderPlaced { id: 3 }).unwrap();
+    assert_eq!(seen.take(), ["first 2", "once 2", "first 3"]);
+    drop(first);
+    orders.emit(OrderPlaced { id: 4 }).unwrap();
+    assert!(
+        seen.take().is_empty(),
+        "an unsubscribed handler is not called"
+    );
+    // Pattern subscribers and errors work through the handle too.
+    let s = seen.clone();
+    let _p = bus
+        .on_pattern("order.*", move |e: &dyn Event| {
+            s.push(e.event_type().to_owned())
+        })
+        .unwrap();
+    let _bad =
+        bus.on(|_: &OrderPlaced| -> Result<(), std::io::Error> { Err(std::io::Error::other("x")) });
+    orders.emit(OrderPlaced { id: 5 }).unwrap();
+    assert_eq!(seen.take(), ["order.placed"]);
+    assert_eq!(bus.stats().handler_failures, 1);
+}
+
+#[test]
+fn a_handler_may_emit_through_the_emitter_that_called_it() {
+    // An emitter is not Sync, so a handler reaches its own through a thread-local.
+    thread_local!(static ORDERS: std::cell::RefCell<Option<tidings_bus::Emitter<OrderPlaced>>> =
+        const { std::cell::RefCell::new(None) });
+    let bus = Bus::new();
+    let seen = Seen::default();
+    let s = seen.clone();
+    let _h = bus.on(move |e: &OrderPlaced| {
+        s.push(e.id.to_string());
+        if e.id < 3 {
+            ORDERS
+                .with(|o| {
+                    o.borrow()
+                        .as_ref()
+                        .unwrap()
+                        .emit(OrderPlaced { id: e.id + 1 })
+                })
+                .unwrap();
+        }
+    });
+    ORDERS.with(|o| *o.borrow_mut() = Some(bus.emitter()));
+    ORDERS
+        .with(|o| o.borrow().as_ref().unwrap().emit(OrderPlaced { id: 1 }))
+        .unwrap();
+    assert_eq!(seen.take(), ["1", "2", "3"]);
+}
