@@ -1,6 +1,8 @@
-//! The log's own small files: topic metadata, the clean-shutdown marker and index
-//! headers. All are fixed-width little-endian with a magic, a version and a CRC-32C,
-//! and all are created or replaced by the durable steps of DESIGN §3.
+//! Small files of our own, and the durable steps for writing them: the log's topic
+//! metadata, clean-shutdown marker and index headers, and the state files of the
+//! layers above (the broker's group offsets, for one). All are fixed-width
+//! little-endian with a magic, a version and a CRC-32C, and all are created or
+//! replaced by the steps of DESIGN §3.
 //!
 //! A metadata record is laid out as:
 //!
@@ -17,7 +19,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 /// Version written into every file of ours; readers refuse other versions.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 1;
 const META_OVERHEAD_BYTES: usize = 12;
 
 /// Why a metadata record could not be read.
@@ -48,7 +50,7 @@ pub enum FormatError {
 }
 
 /// Builds a metadata record around `body`.
-pub(crate) fn encode_record(magic: [u8; 4], body: &[u8]) -> Vec<u8> {
+pub fn encode_record(magic: [u8; 4], body: &[u8]) -> Vec<u8> {
     let body_len = u16::try_from(body.len()).expect("metadata bodies are small");
     let mut out = Vec::with_capacity(META_OVERHEAD_BYTES + body.len());
     out.extend_from_slice(&magic);
@@ -61,16 +63,12 @@ pub(crate) fn encode_record(magic: [u8; 4], body: &[u8]) -> Vec<u8> {
 }
 
 /// Size of a record whose body is `body_len` bytes.
-pub(crate) const fn record_len(body_len: usize) -> usize {
+pub const fn record_len(body_len: usize) -> usize {
     META_OVERHEAD_BYTES + body_len
 }
 
 /// Checks a metadata record and returns its body, which must be `body_len` bytes.
-pub(crate) fn decode_record(
-    bytes: &[u8],
-    magic: [u8; 4],
-    body_len: usize,
-) -> Result<&[u8], FormatError> {
+pub fn decode_record(bytes: &[u8], magic: [u8; 4], body_len: usize) -> Result<&[u8], FormatError> {
     let expected = record_len(body_len);
     if bytes.len() != expected {
         return Err(FormatError::Length {
@@ -104,17 +102,19 @@ pub(crate) fn decode_record(
     Ok(&bytes[8..crc_at])
 }
 
-/// Little-endian field reader over a checked body.
-pub(crate) struct Fields<'a>(pub(crate) &'a [u8]);
+/// Reads little-endian fields, in order, from a checked record body.
+pub struct Fields<'a>(pub &'a [u8]);
 
 impl Fields<'_> {
-    pub(crate) fn u32(&mut self) -> u32 {
+    /// The next little-endian `u32`.
+    pub fn u32(&mut self) -> u32 {
         let (head, rest) = self.0.split_at(4);
         self.0 = rest;
         u32::from_le_bytes(head.try_into().expect("4 bytes"))
     }
 
-    pub(crate) fn u64(&mut self) -> u64 {
+    /// The next little-endian `u64`.
+    pub fn u64(&mut self) -> u64 {
         let (head, rest) = self.0.split_at(8);
         self.0 = rest;
         u64::from_le_bytes(head.try_into().expect("8 bytes"))
@@ -123,7 +123,7 @@ impl Fields<'_> {
 
 /// Reads a metadata file that holds a record with a body of `body_len` bytes,
 /// refusing (before allocating) a file of any other size.
-pub(crate) fn read_record_file(path: &Path, body_len: usize) -> io::Result<Vec<u8>> {
+pub fn read_record_file(path: &Path, body_len: usize) -> io::Result<Vec<u8>> {
     let mut file = File::open(path)?;
     let len = file.metadata()?.len();
     let expected = record_len(body_len);
@@ -139,13 +139,13 @@ pub(crate) fn read_record_file(path: &Path, body_len: usize) -> io::Result<Vec<u
 }
 
 /// Makes a directory's entries (new, renamed or removed files) durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Creates `path`, which must not exist, writes `contents`, and makes both the file
 /// and its directory entry durable.
-pub(crate) fn create_durably(path: &Path, contents: &[u8]) -> io::Result<File> {
+pub fn create_durably(path: &Path, contents: &[u8]) -> io::Result<File> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -159,7 +159,7 @@ pub(crate) fn create_durably(path: &Path, contents: &[u8]) -> io::Result<File> {
 
 /// Replaces `path` with `contents` atomically: write a temporary file, sync it,
 /// rename it over `path`, sync the directory.
-pub(crate) fn replace_durably(path: &Path, contents: &[u8]) -> io::Result<()> {
+pub fn replace_durably(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);

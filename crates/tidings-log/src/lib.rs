@@ -57,7 +57,7 @@ use tidings_types::{PartitionId, TopicName};
 mod batch;
 mod config;
 mod error;
-mod format;
+pub mod format;
 mod index;
 pub mod limits;
 mod partition;

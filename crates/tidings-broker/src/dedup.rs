@@ -1,0 +1,172 @@
+//! Producer dedup: an event whose id was appended to the same topic within the
+//! dedup window is not appended again; the publish answers the original offset.
+//!
+//! The index is rebuilt on open from the log itself (the `ce_id` header of every
+//! record appended within the window), so it holds only what is durable and
+//! survives any restart without a file of its own.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use tidings_types::{Offset, PartitionId};
+use tokio::sync::watch;
+
+/// Most ids remembered per topic. Past it the oldest are forgotten early (and
+/// counted), which shortens the window rather than letting memory grow unbounded.
+pub const DEDUP_ENTRIES_MAX: usize = 1_000_000;
+
+/// Where an event with a given id was appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub(crate) partition: PartitionId,
+    pub(crate) offset: Offset,
+}
+
+#[derive(Default)]
+struct State {
+    done: HashMap<String, (Placement, i64)>,
+    /// Ids in the order they were recorded, with their time, for expiry.
+    order: VecDeque<(i64, String)>,
+    /// Ids whose append is under way. The claimant holds the sender; dropping it
+    /// (when the claim ends, however it ends) wakes every waiter, even one that
+    /// starts waiting afterwards.
+    pending: HashMap<String, watch::Receiver<()>>,
+    evicted: u64,
+}
+
+pub(crate) struct Dedup {
+    window_ms: Option<i64>,
+    state: Mutex<State>,
+}
+
+/// The outcome of trying to claim a set of ids for appending.
+pub(crate) enum Claim {
+    /// The ids are claimed; the `Option`s say which were already appended (and
+    /// where) and need no append.
+    Claimed(ClaimGuard, Vec<Option<Placement>>),
+    /// Another publish is appending one of the ids: once this returns, try again.
+    Wait(watch::Receiver<()>),
+}
+
+/// Claims on ids being appended. [`finish`](Self::finish) records where they
+/// went; dropped unfinished (the publish failed or was cancelled), it releases
+/// them so that a waiting publish can claim them instead.
+pub(crate) struct ClaimGuard {
+    dedup: Arc<Dedup>,
+    ids: Vec<String>,
+    _done: watch::Sender<()>,
+}
+
+impl ClaimGuard {
+    /// Records `placements` (in claim order; `None` for ids not appended).
+    pub(crate) fn finish(mut self, placements: &[(&str, Placement)], now: i64) {
+        let mut state = self.dedup.state.lock().expect("dedup lock");
+        for id in self.ids.drain(..) {
+            state.pending.remove(&id);
+        }
+        if self.dedup.window_ms.is_some() {
+            for (id, p) in placements {
+                state.done.insert((*id).to_owned(), (*p, now));
+                state.order.push_back((now, (*id).to_owned()));
+            }
+        }
+        self.dedup.expire(&mut state, now);
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if !self.ids.is_empty() {
+            let mut state = self.dedup.state.lock().expect("dedup lock");
+            for id in self.ids.drain(..) {
+                state.pending.remove(&id);
+            }
+        }
+    }
+}
+
+impl Dedup {
+    pub(crate) fn new(window_ms: Option<i64>) -> Arc<Dedup> {
+        Arc::new(Dedup {
+            window_ms,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// Whether this topic deduplicates at all.
+    pub(crate) fn enabled(&self) -> bool {
+        self.window_ms.is_some()
+    }
+
+    /// Ids forgotten early because of [`DEDUP_ENTRIES_MAX`].
+    pub(crate) fn evicted(&self) -> u64 {
+        self.state.lock().expect("dedup lock").evicted
+    }
+
+    fn expire(&self, state: &mut State, now: i64) {
+        let Some(window) = self.window_ms else { return };
+        let horizon = now.saturating_sub(window);
+        while let Some((ts, _)) = state.order.front() {
+            if *ts >= horizon && state.done.len() <= DEDUP_ENTRIES_MAX {
+                break;
+            }
+            let (ts, id) = state.order.pop_front().expect("peeked");
+            if state.done.get(&id).is_some_and(|(_, t)| *t == ts) {
+                state.done.remove(&id);
+                if ts >= horizon {
+                    state.evicted += 1;
+                }
+            }
+        }
+    }
+
+    /// Records an append that is already durable (used when rebuilding).
+    pub(crate) fn record(&self, id: &str, placement: Placement, ts: i64) {
+        if self.window_ms.is_none() {
+            return;
+        }
+        let mut state = self.state.lock().expect("dedup lock");
+        state.done.insert(id.to_owned(), (placement, ts));
+        state.order.push_back((ts, id.to_owned()));
+        self.expire(&mut state, ts);
+    }
+
+    /// Claims `ids` for appending, all or none: holding some claims while waiting
+    /// for another publish's could deadlock two batches with ids in common.
+    pub(crate) fn claim(self: &Arc<Self>, ids: &[&str], now: i64) -> Claim {
+        let mut state = self.state.lock().expect("dedup lock");
+        self.expire(&mut state, now);
+        if let Some(rx) = ids.iter().find_map(|id| state.pending.get(*id)) {
+            return Claim::Wait(rx.clone());
+        }
+        let (tx, rx) = watch::channel(());
+        let mut claimed = Vec::new();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match state.done.get(*id) {
+                Some((placement, _)) if self.window_ms.is_some() => out.push(Some(*placement)),
+                _ => {
+                    // A repeat within the same batch is answered by the first.
+                    if !state.pending.contains_key(*id) {
+                        state.pending.insert((*id).to_owned(), rx.clone());
+                        claimed.push((*id).to_owned());
+                    }
+                    out.push(None);
+                }
+            }
+        }
+        let guard = ClaimGuard {
+            dedup: Arc::clone(self),
+            ids: claimed,
+            _done: tx,
+        };
+        Claim::Claimed(guard, out)
+    }
+}
+
+/// Waits until the claim behind `rx` ends.
+pub(crate) async fn wait(mut rx: watch::Receiver<()>) {
+    // The sender is only ever dropped, never used to send: `changed` returns
+    // when it is gone, at once if it already is.
+    while rx.changed().await.is_ok() {}
+}

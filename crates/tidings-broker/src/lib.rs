@@ -1,0 +1,655 @@
+//! Tidings' broker: what turns the log into what the guides reach for Kafka,
+//! RabbitMQ, Redis Streams and NATS for, embeddable in a Rust process.
+//!
+//! This part of the broker manages topics and publishes CloudEvents: keyed events
+//! go to the partition Kafka's default partitioner picks for their
+//! `partitionkey` (see [`partitioner`]), unkeyed ones are spread round-robin, and
+//! producer dedup answers a repeated event id with the original offset for the
+//! topic's dedup window, across restarts.
+//!
+//! The broker knows nothing of any wire protocol; the HTTP and Kafka front ends
+//! call it.
+//!
+//! ```
+//! use tidings_broker::{Broker, BrokerOptions, TopicSpec};
+//! use tidings_types::CloudEvent;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let broker = Broker::open(dir.path(), BrokerOptions::default())?;
+//! broker.create_topic("orders", TopicSpec { partitions: 3, ..TopicSpec::default() })?;
+//!
+//! let placed = CloudEvent::new("/shop", "order.placed").with_partitionkey("order-17");
+//! let first = broker.publish("orders", placed.clone()).await?;
+//! let again = broker.publish("orders", placed).await?;
+//! assert!(again.duplicate);
+//! assert_eq!((again.partition, again.offset), (first.partition, first.offset));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tidings_log::{
+    AppendError, Clock, FsyncPolicy, Header, Log, LogOptions, Partition, Record, TopicConfig,
+    TopicError,
+};
+use tidings_types::{
+    CloudEvent, EventError, KafkaMessage, Offset, PartitionId, TimestampMs, TopicName,
+};
+
+mod dedup;
+pub mod partitioner;
+mod settings;
+
+pub use dedup::DEDUP_ENTRIES_MAX;
+use dedup::{Claim, Dedup, Placement};
+pub use settings::DEDUP_WINDOW_MAX;
+
+/// How a topic is created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Number of partitions.
+    pub partitions: u32,
+    /// When appends are durable; see [`FsyncPolicy`].
+    pub fsync: FsyncPolicy,
+    /// Size at which a segment is sealed.
+    pub segment_bytes: u64,
+    /// Sealed segments older than this are deleted.
+    pub retention_age: Option<Duration>,
+    /// Oldest sealed segments are deleted while the partition stays above this.
+    pub retention_bytes: Option<u64>,
+    /// How long a published event id is remembered for dedup; `None` turns
+    /// dedup off.
+    pub dedup_window: Option<Duration>,
+}
+
+impl Default for TopicSpec {
+    fn default() -> Self {
+        let log = TopicConfig::default();
+        TopicSpec {
+            partitions: 1,
+            fsync: FsyncPolicy::Always,
+            segment_bytes: log.segment_bytes,
+            retention_age: log.retention_age,
+            retention_bytes: log.retention_bytes,
+            dedup_window: Some(Duration::from_secs(120)),
+        }
+    }
+}
+
+impl TopicSpec {
+    fn log_config(&self) -> TopicConfig {
+        TopicConfig {
+            partitions: self.partitions,
+            fsync: self.fsync,
+            segment_bytes: self.segment_bytes,
+            retention_age: self.retention_age,
+            retention_bytes: self.retention_bytes,
+            ..TopicConfig::default()
+        }
+    }
+}
+
+/// Options for [`Broker::open`].
+#[derive(Clone, Debug, Default)]
+pub struct BrokerOptions {
+    /// Options of the underlying log, including the clock the broker reads.
+    pub log: LogOptions,
+}
+
+/// Where a published event is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The topic.
+    pub topic: TopicName,
+    /// The partition.
+    pub partition: PartitionId,
+    /// The event's offset in the partition.
+    pub offset: Offset,
+    /// The event id was already published within the dedup window; nothing was
+    /// appended and the answer is the original's place.
+    pub duplicate: bool,
+}
+
+/// One partition as [`Broker::describe_topic`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// The partition.
+    pub partition: PartitionId,
+    /// First offset still stored.
+    pub log_start: Offset,
+    /// One past the last readable offset.
+    pub high_watermark: Offset,
+    /// Bytes stored.
+    pub size_bytes: u64,
+}
+
+/// A topic's configuration and state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicDescription {
+    /// The topic.
+    pub name: TopicName,
+    /// Its configuration.
+    pub spec: TopicSpec,
+    /// Its partitions, in order.
+    pub partitions: Vec<PartitionInfo>,
+    /// Ids forgotten before their window ended because the dedup index was full.
+    pub dedup_evicted: u64,
+}
+
+/// Opening the broker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The log could not be opened.
+    #[error(transparent)]
+    Log(#[from] tidings_log::OpenError),
+    /// A topic's broker settings could not be read.
+    #[error("cannot read broker settings {path}: {reason}")]
+    Settings {
+        /// The settings file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Rebuilding a topic's dedup index from its log failed.
+    #[error("cannot rebuild the dedup index of topic {topic}: {reason}")]
+    Dedup {
+        /// The topic.
+        topic: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Creating, describing or deleting a topic failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No such topic.
+    #[error("topic {0} does not exist")]
+    UnknownTopic(String),
+    /// The spec is invalid.
+    #[error("invalid topic configuration: {0}")]
+    InvalidSpec(String),
+    /// The log refused.
+    #[error(transparent)]
+    Log(#[from] TopicError),
+    /// The broker's settings file could not be written.
+    #[error("cannot write broker settings {path}: {source}")]
+    Io {
+        /// The settings file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// A publish failed. A batch that fails part-way may have appended some events;
+/// publishing it again is safe while dedup is on, as those answer their original
+/// offsets.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No such topic.
+    #[error("topic {0} does not exist")]
+    UnknownTopic(String),
+    /// An event is not a valid CloudEvent.
+    #[error("event {index} is invalid: {error}")]
+    InvalidEvent {
+        /// Its position in the batch.
+        index: usize,
+        /// Why.
+        error: EventError,
+    },
+    /// A partition cannot be written.
+    #[error(transparent)]
+    Partition(#[from] TopicError),
+    /// The log refused the append.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+}
+
+/// Reading a partition failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// No such topic.
+    #[error("topic {0} does not exist")]
+    UnknownTopic(String),
+    /// No such partition, or it is refused.
+    #[error(transparent)]
+    Partition(#[from] TopicError),
+    /// The log refused the read (offset out of range, corruption).
+    #[error(transparent)]
+    Log(#[from] tidings_log::ReadError),
+}
+
+/// What a stored record holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// A CloudEvent (binary or structured mode).
+    Event(CloudEvent),
+    /// A record without CloudEvents headers, as a plain Kafka client wrote it.
+    Raw(Record),
+}
+
+/// One stored record, read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its partition.
+    pub partition: PartitionId,
+    /// Its offset.
+    pub offset: Offset,
+    /// When the broker appended it.
+    pub timestamp: TimestampMs,
+    /// Its content.
+    pub payload: Payload,
+}
+
+struct BrokerTopic {
+    name: TopicName,
+    spec: TopicSpec,
+    log: Arc<tidings_log::Topic>,
+    dedup: Arc<Dedup>,
+    next_unkeyed: AtomicU32,
+}
+
+/// The broker over one data directory.
+pub struct Broker {
+    log: Log,
+    dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    topics: RwLock<BTreeMap<TopicName, Arc<BrokerTopic>>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("dir", &self.dir).finish()
+    }
+}
+
+fn window_ms(spec: &TopicSpec) -> Option<i64> {
+    spec.dedup_window
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Broker {
+    /// Opens the broker on a data directory (the log's, plus `broker/` for the
+    /// broker's own settings) and rebuilds each topic's dedup index from the
+    /// events appended within its window.
+    pub fn open(dir: impl AsRef<Path>, options: BrokerOptions) -> Result<Broker, OpenError> {
+        let dir = dir.as_ref().to_owned();
+        let clock = Arc::clone(&options.log.clock);
+        let log = Log::open(&dir, options.log)?;
+        let mut topics = BTreeMap::new();
+        for topic in log.topics() {
+            let name = topic.name().clone();
+            let dedup_window =
+                settings::read(&dir, &name).map_err(|reason| OpenError::Settings {
+                    path: settings::path(&dir, &name),
+                    reason,
+                })?;
+            let config = topic.config();
+            let spec = TopicSpec {
+                partitions: config.partitions,
+                fsync: config.fsync,
+                segment_bytes: config.segment_bytes,
+                retention_age: config.retention_age,
+                retention_bytes: config.retention_bytes,
+                dedup_window,
+            };
+            let dedup = Dedup::new(window_ms(&spec));
+            rebuild_dedup(&topic, &dedup, clock.now().0, window_ms(&spec)).map_err(|reason| {
+                OpenError::Dedup {
+                    topic: name.to_string(),
+                    reason,
+                }
+            })?;
+            let bt = BrokerTopic {
+                name: name.clone(),
+                spec,
+                log: topic,
+                dedup,
+                next_unkeyed: AtomicU32::new(0),
+            };
+            topics.insert(name, Arc::new(bt));
+        }
+        Ok(Broker {
+            log,
+            dir,
+            clock,
+            topics: RwLock::new(topics),
+        })
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        spec: TopicSpec,
+    ) -> Result<TopicDescription, AdminError> {
+        let name = TopicName::new(name).map_err(TopicError::from)?;
+        if let Some(w) = spec.dedup_window {
+            if w.is_zero() || w > DEDUP_WINDOW_MAX {
+                return Err(AdminError::InvalidSpec(format!(
+                    "dedup_window is {w:?}; it must be 1 ms..={DEDUP_WINDOW_MAX:?}, or absent to turn dedup off"
+                )));
+            }
+        }
+        spec.log_config()
+            .validate()
+            .map_err(|e| AdminError::InvalidSpec(e.to_string()))?;
+        // The settings go first: a crash before the topic exists leaves a file
+        // that the next create overwrites; a topic never exists without them.
+        settings::write(&self.dir, &name, spec.dedup_window).map_err(|source| AdminError::Io {
+            path: settings::path(&self.dir, &name),
+            source,
+        })?;
+        let topic = self.log.create_topic(name.as_str(), spec.log_config())?;
+        let bt = Arc::new(BrokerTopic {
+            name: name.clone(),
+            dedup: Dedup::new(window_ms(&spec)),
+            spec,
+            log: topic,
+            next_unkeyed: AtomicU32::new(0),
+        });
+        self.topics
+            .write()
+            .expect("topics lock")
+            .insert(name, Arc::clone(&bt));
+        Ok(describe(&bt))
+    }
+
+    fn topic(&self, name: &str) -> Option<Arc<BrokerTopic>> {
+        let topics = self.topics.read().expect("topics lock");
+        topics
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, t)| Arc::clone(t))
+    }
+
+    /// A topic's configuration and partitions.
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, AdminError> {
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| AdminError::UnknownTopic(name.to_owned()))?;
+        Ok(describe(&topic))
+    }
+
+    /// Every topic, by name.
+    pub fn list_topics(&self) -> Vec<TopicDescription> {
+        self.topics
+            .read()
+            .expect("topics lock")
+            .values()
+            .map(|t| describe(t))
+            .collect()
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
+        let topic = {
+            let mut topics = self.topics.write().expect("topics lock");
+            let key = topics
+                .keys()
+                .find(|n| n.as_str() == name)
+                .cloned()
+                .ok_or_else(|| AdminError::UnknownTopic(name.to_owned()))?;
+            topics.remove(&key).expect("present")
+        };
+        self.log.delete_topic(topic.name.as_str())?;
+        settings::remove(&self.dir, &topic.name).map_err(|source| AdminError::Io {
+            path: settings::path(&self.dir, &topic.name),
+            source,
+        })
+    }
+
+    /// Publishes one event. See [`publish_batch`](Self::publish_batch).
+    pub async fn publish(&self, topic: &str, event: CloudEvent) -> Result<Published, PublishError> {
+        let mut out = self.publish_batch(topic, vec![event]).await?;
+        Ok(out.pop().expect("one event in, one answer out"))
+    }
+
+    /// Publishes events to `topic`, each to the partition its `partitionkey`
+    /// hashes to (or round-robin without one), and answers where each one is, in
+    /// order. Events whose id the topic saw within its dedup window are not
+    /// appended again; their answer is the original's place, marked `duplicate`.
+    pub async fn publish_batch(
+        &self,
+        topic: &str,
+        events: Vec<CloudEvent>,
+    ) -> Result<Vec<Published>, PublishError> {
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| PublishError::UnknownTopic(topic.to_owned()))?;
+        let mut messages = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            messages.push(
+                event
+                    .to_kafka()
+                    .map_err(|error| PublishError::InvalidEvent { index, error })?,
+            );
+        }
+        let ids: Vec<&str> = events.iter().map(CloudEvent::id).collect();
+        let (guard, known) = loop {
+            if !t.dedup.enabled() {
+                break (None, vec![None; ids.len()]);
+            }
+            match t.dedup.claim(&ids, self.clock.now().0) {
+                Claim::Claimed(guard, known) => break (Some(guard), known),
+                Claim::Wait(rx) => dedup::wait(rx).await,
+            }
+        };
+
+        // Which events go where: new ones, grouped by partition, in order. A repeat
+        // of an id earlier in the same batch follows its first occurrence.
+        let partitions = t.spec.partitions;
+        let now = self.clock.now();
+        let mut first_of: std::collections::HashMap<&str, usize> = Default::default();
+        let mut plan: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        let mut follows = vec![None; events.len()];
+        for (i, msg) in messages.iter().enumerate() {
+            if known[i].is_some() {
+                continue;
+            }
+            if t.dedup.enabled() {
+                if let Some(&first) = first_of.get(ids[i]) {
+                    follows[i] = Some(first);
+                    continue;
+                }
+                first_of.insert(ids[i], i);
+            }
+            let p = match &msg.key {
+                Some(key) => partitioner::partition_for_key(key, partitions),
+                None => t.next_unkeyed.fetch_add(1, Ordering::Relaxed) % partitions,
+            };
+            plan.entry(p).or_default().push(i);
+        }
+
+        let mut appends = tokio::task::JoinSet::new();
+        for (p, indexes) in &plan {
+            let partition = t.log.partition(PartitionId(*p))?;
+            let records: Vec<Record> = indexes
+                .iter()
+                .map(|&i| to_record(&messages[i], now))
+                .collect();
+            let (p, indexes) = (*p, indexes.clone());
+            appends.spawn(async move { (p, indexes, partition.append(&records).await) });
+        }
+        let mut placed: Vec<Option<Placement>> = vec![None; events.len()];
+        let mut failure = None;
+        while let Some(joined) = appends.join_next().await {
+            let (p, indexes, result) = joined.expect("append tasks do not panic");
+            match result {
+                Ok(appended) => {
+                    for (n, &i) in indexes.iter().enumerate() {
+                        let offset = appended.base_offset.plus(n as u64);
+                        placed[i] = Some(Placement {
+                            partition: PartitionId(p),
+                            offset,
+                        });
+                    }
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        if let Some(guard) = guard {
+            let fresh: Vec<(&str, Placement)> = plan
+                .values()
+                .flatten()
+                .filter_map(|&i| placed[i].map(|p| (ids[i], p)))
+                .collect();
+            guard.finish(&fresh, self.clock.now().0);
+        }
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        Ok((0..events.len())
+            .map(|i| {
+                let (p, duplicate) = match (known[i], follows[i]) {
+                    (Some(p), _) => (p, true),
+                    (None, Some(first)) => (placed[first].expect("appended"), true),
+                    (None, None) => (placed[i].expect("appended when no append failed"), false),
+                };
+                Published {
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                    offset: p.offset,
+                    duplicate,
+                }
+            })
+            .collect())
+    }
+
+    /// Reads the entries of one partition from `from` on, up to about `max_bytes`
+    /// (at least one batch), without a consumer group. Records written by plain
+    /// Kafka clients, without CloudEvents headers, come back raw.
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, ReadError> {
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| ReadError::UnknownTopic(topic.to_owned()))?;
+        let p = t.log.partition(partition)?;
+        let records = p.read_records(from, max_bytes)?;
+        Ok(records
+            .into_iter()
+            .map(|r| {
+                let message = KafkaMessage {
+                    key: r.record.key.clone(),
+                    value: r.record.value.clone(),
+                    headers: r
+                        .record
+                        .headers
+                        .iter()
+                        .map(|h| (h.key.clone(), h.value.clone().unwrap_or_default()))
+                        .collect(),
+                };
+                let payload = match CloudEvent::from_kafka(&message) {
+                    Ok(event) => Payload::Event(event),
+                    Err(_) => Payload::Raw(r.record.clone()),
+                };
+                Entry {
+                    partition,
+                    offset: r.offset,
+                    timestamp: r.record.timestamp,
+                    payload,
+                }
+            })
+            .collect())
+    }
+
+    /// Finishes queued appends and syncs every partition.
+    pub fn close(&self) -> Result<(), tidings_log::CloseError> {
+        self.log.close()
+    }
+}
+
+fn describe(t: &BrokerTopic) -> TopicDescription {
+    let partitions = (0..t.spec.partitions)
+        .filter_map(|p| t.log.partition(PartitionId(p)).ok())
+        .map(|p| PartitionInfo {
+            partition: p.id(),
+            log_start: p.log_start_offset(),
+            high_watermark: p.high_watermark(),
+            size_bytes: p.size_bytes(),
+        })
+        .collect();
+    TopicDescription {
+        name: t.name.clone(),
+        spec: t.spec.clone(),
+        partitions,
+        dedup_evicted: t.dedup.evicted(),
+    }
+}
+
+fn to_record(msg: &KafkaMessage, now: TimestampMs) -> Record {
+    Record {
+        key: msg.key.clone(),
+        value: msg.value.clone(),
+        headers: msg
+            .headers
+            .iter()
+            .map(|(k, v)| Header {
+                key: k.clone(),
+                value: Some(v.clone()),
+            })
+            .collect(),
+        // The broker's append time: dedup windows and time lookups use it; the
+        // event's own time travels in `ce_time`.
+        timestamp: now,
+    }
+}
+
+/// Refills `dedup` from the `ce_id` headers of records appended within the window.
+fn rebuild_dedup(
+    topic: &tidings_log::Topic,
+    dedup: &Dedup,
+    now: i64,
+    window_ms: Option<i64>,
+) -> Result<(), String> {
+    let Some(window) = window_ms else {
+        return Ok(());
+    };
+    for p in 0..topic.partition_count() {
+        let partition: Arc<Partition> =
+            topic.partition(PartitionId(p)).map_err(|e| e.to_string())?;
+        let since = TimestampMs(now.saturating_sub(window));
+        let Some(mut at) = partition
+            .offset_for_timestamp(since)
+            .map_err(|e| e.to_string())?
+        else {
+            continue;
+        };
+        while at < partition.high_watermark() {
+            let records = partition
+                .read_records(at, 1024 * 1024)
+                .map_err(|e| e.to_string())?;
+            let Some(last) = records.last() else { break };
+            at = last.offset.next();
+            for r in records {
+                let id = r
+                    .record
+                    .headers
+                    .iter()
+                    .find(|h| h.key == "ce_id")
+                    .and_then(|h| h.value.clone());
+                if let Some(id) = id.as_deref().and_then(|b| std::str::from_utf8(b).ok()) {
+                    let placement = Placement {
+                        partition: PartitionId(p),
+                        offset: r.offset,
+                    };
+                    dedup.record(id, placement, r.record.timestamp.0);
+                }
+            }
+        }
+    }
+    Ok(())
+}
