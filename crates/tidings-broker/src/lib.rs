@@ -1,7 +1,8 @@
 //! Tidings' broker: what turns the log into what the guides reach for Kafka,
 //! RabbitMQ, Redis Streams and NATS for, embeddable in a Rust process.
 //!
-//! This part of the broker manages topics and publishes CloudEvents: keyed events
+//! The broker manages topics, publishes CloudEvents and runs stream-mode consumer
+//! groups (see [`Broker::join_group`]). Keyed events
 //! go to the partition Kafka's default partitioner picks for their
 //! `partitionkey` (see [`partitioner`]), unkeyed ones are spread round-robin, and
 //! producer dedup answers a repeated event id with the original offset for the
@@ -44,11 +45,16 @@ use tidings_types::{
 };
 
 mod dedup;
+mod groups;
 pub mod partitioner;
 mod settings;
 
 pub use dedup::DEDUP_ENTRIES_MAX;
 use dedup::{Claim, Dedup, Placement};
+pub use groups::{
+    GroupDescription, GroupError, JoinOptions, MemberDescription, PartitionLag, Polled,
+    StartPosition, SESSION_TIMEOUT_MAX,
+};
 pub use settings::DEDUP_WINDOW_MAX;
 
 /// How a topic is created.
@@ -149,7 +155,7 @@ pub enum OpenError {
     /// The log could not be opened.
     #[error(transparent)]
     Log(#[from] tidings_log::OpenError),
-    /// A topic's broker settings could not be read.
+    /// A topic's broker settings or a group's offsets could not be read.
     #[error("cannot read broker settings {path}: {reason}")]
     Settings {
         /// The settings file.
@@ -263,6 +269,10 @@ pub struct Broker {
     dir: PathBuf,
     clock: Arc<dyn Clock>,
     topics: RwLock<BTreeMap<TopicName, Arc<BrokerTopic>>>,
+    groups: groups::Groups,
+    /// When this broker started; part of member ids, so an id from before a
+    /// restart is never handed out again.
+    started_ms: i64,
 }
 
 impl std::fmt::Debug for Broker {
@@ -317,11 +327,16 @@ impl Broker {
             };
             topics.insert(name, Arc::new(bt));
         }
+        let groups = groups::Groups::load(&dir)
+            .map_err(|(path, reason)| OpenError::Settings { path, reason })?;
+        let started_ms = clock.now().0;
         Ok(Broker {
             log,
             dir,
             clock,
             topics: RwLock::new(topics),
+            groups,
+            started_ms,
         })
     }
 

@@ -1,0 +1,416 @@
+//! Stream-mode consumer groups: assignment and rebalancing, durable commits,
+//! start positions, replay, fencing and long polls.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings_broker::{
+    Broker, BrokerOptions, GroupError, JoinOptions, Payload, StartPosition, TopicSpec,
+};
+use tidings_log::{Clock, LogOptions};
+use tidings_types::{CloudEvent, Offset, PartitionId, TimestampMs};
+
+#[derive(Debug)]
+struct ManualClock(AtomicI64);
+
+impl Clock for ManualClock {
+    fn now(&self) -> TimestampMs {
+        TimestampMs(self.0.load(Ordering::SeqCst))
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    broker: Option<Broker>,
+}
+
+impl Fixture {
+    fn new(partitions: u32) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+        let broker = Broker::open(dir.path(), options(&clock)).unwrap();
+        broker
+            .create_topic(
+                "orders",
+                TopicSpec {
+                    partitions,
+                    ..TopicSpec::default()
+                },
+            )
+            .unwrap();
+        Fixture {
+            dir,
+            clock,
+            broker: Some(broker),
+        }
+    }
+
+    fn b(&self) -> &Broker {
+        self.broker.as_ref().unwrap()
+    }
+
+    fn reopen(&mut self) {
+        self.broker.take().unwrap().close().unwrap();
+        self.broker = Some(Broker::open(self.dir.path(), options(&self.clock)).unwrap());
+    }
+
+    fn advance(&self, d: Duration) {
+        self.clock
+            .0
+            .fetch_add(i64::try_from(d.as_millis()).unwrap(), Ordering::SeqCst);
+    }
+
+    fn publish(&self, n: usize) {
+        let events = (0..n)
+            .map(|i| CloudEvent::new("/shop", "order.placed").with_partitionkey(format!("k{i}")));
+        rt().block_on(self.b().publish_batch("orders", events.collect()))
+            .unwrap();
+    }
+
+    fn poll(&self, member: &str) -> tidings_broker::Polled {
+        rt().block_on(self.b().poll("g", member, 1 << 20, Duration::ZERO))
+            .unwrap()
+    }
+
+    fn assignment(&self, member: &str) -> BTreeSet<u32> {
+        self.poll(member).assignment.iter().map(|p| p.0).collect()
+    }
+}
+
+fn options(clock: &Arc<ManualClock>) -> BrokerOptions {
+    BrokerOptions {
+        log: LogOptions {
+            clock: clock.clone(),
+            ..LogOptions::default()
+        },
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn ids(entries: &[tidings_broker::Entry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| match &e.payload {
+            Payload::Event(ev) => ev.id().to_owned(),
+            Payload::Raw(_) => panic!("raw record"),
+        })
+        .collect()
+}
+
+#[test]
+fn partitions_are_shared_out_and_rebalanced_on_join_leave_and_timeout() {
+    let fx = Fixture::new(6);
+    let short = JoinOptions {
+        session_timeout: Duration::from_secs(10),
+        ..JoinOptions::default()
+    };
+    let a = fx.b().join_group("g", "orders", short).unwrap();
+    assert_eq!(fx.assignment(&a), (0..6).collect());
+    let b = fx.b().join_group("g", "orders", short).unwrap();
+    let c = fx.b().join_group("g", "orders", short).unwrap();
+    let sets = [fx.assignment(&a), fx.assignment(&b), fx.assignment(&c)];
+    assert!(sets.iter().all(|s| s.len() == 2));
+    let all: BTreeSet<u32> = sets.iter().flatten().copied().collect();
+    assert_eq!(
+        all,
+        (0..6).collect(),
+        "every partition has exactly one owner"
+    );
+    let generation = fx.b().describe_group("g").unwrap().generation;
+
+    fx.b().leave_group("g", &b).unwrap();
+    let (sa, sc) = (fx.assignment(&a), fx.assignment(&c));
+    assert_eq!(sa.len() + sc.len(), 6);
+    assert!(sa.is_disjoint(&sc));
+    assert!(fx.b().describe_group("g").unwrap().generation > generation);
+
+    // c stops heartbeating; a keeps polling through the session timeout.
+    fx.advance(Duration::from_secs(6));
+    fx.poll(&a);
+    fx.advance(Duration::from_secs(6));
+    assert_eq!(
+        fx.assignment(&a),
+        (0..6).collect(),
+        "a took over c's partitions"
+    );
+    let err = rt()
+        .block_on(fx.b().poll("g", &c, 1024, Duration::ZERO))
+        .unwrap_err();
+    assert!(matches!(err, GroupError::UnknownMember { .. }), "{err}");
+}
+
+#[test]
+fn members_together_read_every_event_once() {
+    let fx = Fixture::new(4);
+    fx.publish(100);
+    let members: Vec<String> = (0..3)
+        .map(|_| {
+            fx.b()
+                .join_group("g", "orders", JoinOptions::default())
+                .unwrap()
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for m in &members {
+        seen.extend(ids(&fx.poll(m).entries));
+        assert!(fx.poll(m).entries.is_empty(), "positions advanced");
+    }
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (100, 100));
+}
+
+#[test]
+fn committed_offsets_survive_a_restart_and_give_the_lag() {
+    let mut fx = Fixture::new(2);
+    fx.publish(20);
+    let m = fx
+        .b()
+        .join_group("g", "orders", JoinOptions::default())
+        .unwrap();
+    let polled = fx.poll(&m);
+    assert_eq!(polled.entries.len(), 20);
+    // Commit half of each partition.
+    let d = fx.b().describe_topic("orders").unwrap();
+    let half: Vec<(PartitionId, Offset)> = d
+        .partitions
+        .iter()
+        .map(|p| (p.partition, Offset(p.high_watermark.0 / 2)))
+        .collect();
+    fx.b().commit("g", &m, &half).unwrap();
+    let lag: u64 = fx
+        .b()
+        .describe_group("g")
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.lag)
+        .sum();
+    let expected: u64 = d
+        .partitions
+        .iter()
+        .map(|p| p.high_watermark.0 - p.high_watermark.0 / 2)
+        .sum();
+    assert_eq!(lag, expected);
+
+    fx.reopen();
+    let described = fx.b().describe_group("g").unwrap();
+    assert!(
+        described.members.is_empty(),
+        "membership does not survive a restart"
+    );
+    assert_eq!(
+        described.partitions.iter().map(|p| p.lag).sum::<u64>(),
+        expected
+    );
+    let again = fx
+        .b()
+        .join_group("g", "orders", JoinOptions::default())
+        .unwrap();
+    assert_eq!(
+        fx.poll(&again).entries.len() as u64,
+        expected,
+        "it resumes at the committed offsets"
+    );
+}
+
+#[test]
+fn new_groups_start_where_asked() {
+    let fx = Fixture::new(1);
+    fx.publish(5);
+    fx.advance(Duration::from_secs(10));
+    let since = fx.clock.now();
+    fx.publish(3);
+    let start = |group: &str, start: StartPosition| {
+        let m = fx
+            .b()
+            .join_group(
+                group,
+                "orders",
+                JoinOptions {
+                    start,
+                    ..JoinOptions::default()
+                },
+            )
+            .unwrap();
+        let polled = rt()
+            .block_on(fx.b().poll(group, &m, 1 << 20, Duration::ZERO))
+            .unwrap();
+        polled
+            .entries
+            .iter()
+            .map(|e| e.offset.0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        start("earliest", StartPosition::Earliest),
+        (0..8).collect::<Vec<_>>()
+    );
+    assert!(start("latest", StartPosition::Latest).is_empty());
+    assert_eq!(start("offset", StartPosition::Offset(Offset(6))), [6, 7]);
+    assert_eq!(
+        start("clamped", StartPosition::Offset(Offset(999))),
+        Vec::<u64>::new()
+    );
+    assert_eq!(start("time", StartPosition::Timestamp(since)), [5, 6, 7]);
+}
+
+#[test]
+fn a_group_replays_after_its_offsets_are_reset() {
+    let fx = Fixture::new(2);
+    fx.publish(10);
+    let m = fx
+        .b()
+        .join_group("g", "orders", JoinOptions::default())
+        .unwrap();
+    let first = fx.poll(&m).entries.len();
+    let d = fx.b().describe_topic("orders").unwrap();
+    let end: Vec<_> = d
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.high_watermark))
+        .collect();
+    fx.b().commit("g", &m, &end).unwrap();
+    assert!(matches!(
+        fx.b().reset_offsets("g", StartPosition::Earliest),
+        Err(GroupError::Active { members: 1, .. })
+    ));
+    fx.b().leave_group("g", &m).unwrap();
+    fx.b().reset_offsets("g", StartPosition::Earliest).unwrap();
+    let m = fx
+        .b()
+        .join_group("g", "orders", JoinOptions::default())
+        .unwrap();
+    assert_eq!((first, fx.poll(&m).entries.len()), (10, 10));
+}
+
+#[test]
+fn stale_members_and_bad_requests_get_typed_errors() {
+    let fx = Fixture::new(2);
+    fx.publish(4);
+    let a = fx
+        .b()
+        .join_group("g", "orders", JoinOptions::default())
+        .unwrap();
+    let b = fx
+        .b()
+        .join_group("g", "orders", JoinOptions::default())
+        .unwrap();
+    let theirs = fx.assignment(&b).into_iter().next().unwrap();
+    let err = fx
+        .b()
+        .commit("g", &a, &[(PartitionId(theirs), Offset(0))])
+        .unwrap_err();
+    assert!(matches!(err, GroupError::NotAssigned { .. }), "{err}");
+    let mine = fx.assignment(&a).into_iter().next().unwrap();
+    let err = fx
+        .b()
+        .commit("g", &a, &[(PartitionId(mine), Offset(1000))])
+        .unwrap_err();
+    assert!(matches!(err, GroupError::OffsetBeyondEnd { .. }), "{err}");
+    assert!(fx
+        .b()
+        .describe_group("g")
+        .unwrap()
+        .partitions
+        .iter()
+        .all(|p| p.committed.is_none()));
+
+    assert!(matches!(
+        fx.b().commit("nope", &a, &[]),
+        Err(GroupError::UnknownGroup(_))
+    ));
+    assert!(matches!(
+        fx.b().heartbeat("g", "ghost"),
+        Err(GroupError::UnknownMember { .. })
+    ));
+    assert!(matches!(
+        fx.b().join_group("g", "nope", JoinOptions::default()),
+        Err(GroupError::UnknownTopic(_))
+    ));
+    assert!(matches!(
+        fx.b().join_group("../g", "orders", JoinOptions::default()),
+        Err(GroupError::InvalidName(_))
+    ));
+    let zero = JoinOptions {
+        session_timeout: Duration::ZERO,
+        ..JoinOptions::default()
+    };
+    assert!(matches!(
+        fx.b().join_group("g", "orders", zero),
+        Err(GroupError::InvalidOptions(_))
+    ));
+    fx.b().create_topic("other", TopicSpec::default()).unwrap();
+    assert!(matches!(
+        fx.b().join_group("g", "other", JoinOptions::default()),
+        Err(GroupError::WrongTopic { .. })
+    ));
+    assert_eq!(
+        fx.b().describe_group("g").unwrap().members.len(),
+        2,
+        "failed joins add no member"
+    );
+}
+
+#[test]
+fn a_long_poll_returns_as_soon_as_an_event_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Arc::new(Broker::open(dir.path(), BrokerOptions::default()).unwrap());
+    broker.create_topic("orders", TopicSpec::default()).unwrap();
+    let m = broker
+        .join_group("g", "orders", JoinOptions::default())
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let polled = rt.block_on(async {
+        let b = Arc::clone(&broker);
+        let publisher = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            b.publish("orders", CloudEvent::new("/shop", "order.placed"))
+                .await
+                .unwrap();
+        });
+        let polled = broker
+            .poll("g", &m, 1 << 20, Duration::from_secs(30))
+            .await
+            .unwrap();
+        publisher.await.unwrap();
+        polled
+    });
+    assert_eq!(polled.entries.len(), 1);
+}
+
+#[test]
+fn a_damaged_group_offsets_file_is_refused_with_its_path() {
+    let mut fx = Fixture::new(1);
+    fx.publish(2);
+    let m = fx
+        .b()
+        .join_group("g", "orders", JoinOptions::default())
+        .unwrap();
+    fx.poll(&m);
+    fx.b()
+        .commit("g", &m, &[(PartitionId(0), Offset(2))])
+        .unwrap();
+    fx.reopen();
+    fx.broker.take().unwrap().close().unwrap();
+    let path = fx.dir.path().join("broker/groups/g.offsets");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 6;
+    bytes[last] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Broker::open(fx.dir.path(), options(&fx.clock)).unwrap_err();
+    assert!(err.to_string().contains("g.offsets"), "{err}");
+    assert!(err.to_string().contains("checksum"), "{err}");
+}
