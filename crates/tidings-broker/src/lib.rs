@@ -47,6 +47,7 @@ use tidings_types::{
 mod dedup;
 mod groups;
 pub mod partitioner;
+mod queue;
 mod settings;
 
 pub use dedup::DEDUP_ENTRIES_MAX;
@@ -54,6 +55,10 @@ use dedup::{Claim, Dedup, Placement};
 pub use groups::{
     GroupDescription, GroupError, JoinOptions, MemberDescription, PartitionLag, Polled,
     StartPosition, SESSION_TIMEOUT_MAX,
+};
+pub use queue::{
+    Backoff, DeadLetter, Delivery, QueueConfig, QueueError, ACK_TIMEOUT_MAX, ERROR_TEXT_BYTES_MAX,
+    MAX_DELIVERIES_MAX, QUEUE_WINDOW_MAX,
 };
 pub use settings::DEDUP_WINDOW_MAX;
 
@@ -270,6 +275,7 @@ pub struct Broker {
     clock: Arc<dyn Clock>,
     topics: RwLock<BTreeMap<TopicName, Arc<BrokerTopic>>>,
     groups: groups::Groups,
+    queues: queue::Queues,
     /// When this broker started; part of member ids, so an id from before a
     /// restart is never handed out again.
     started_ms: i64,
@@ -329,6 +335,8 @@ impl Broker {
         }
         let groups = groups::Groups::load(&dir)
             .map_err(|(path, reason)| OpenError::Settings { path, reason })?;
+        let queues = queue::Queues::load(&dir)
+            .map_err(|(path, reason)| OpenError::Settings { path, reason })?;
         let started_ms = clock.now().0;
         Ok(Broker {
             log,
@@ -336,6 +344,7 @@ impl Broker {
             clock,
             topics: RwLock::new(topics),
             groups,
+            queues,
             started_ms,
         })
     }

@@ -1,0 +1,939 @@
+//! Queue-mode groups: members share every partition; each delivered event is
+//! leased for an ack timeout and answered `ack`, `nack` (retry, optionally after a
+//! delay) or `reject` (dead-letter now). A lease that expires is a failed attempt.
+//! Failed attempts back off exponentially with jitter; after `max_deliveries`
+//! attempts the event goes to the group's dead-letter topic, with headers naming
+//! where it came from and why it failed.
+//!
+//! Per partition the group keeps its *ack floor* (every offset below it is acked
+//! or dead-lettered), the offsets above the floor already resolved, and the
+//! unresolved offsets it has read (with their attempts and retry times). So every
+//! appended event is, for the group, acked, dead-lettered or still pending — none
+//! is silently dropped. With key ordering, an event is only delivered once every
+//! earlier event with the same key in its partition is resolved: order holds per
+//! key while other keys proceed.
+//!
+//! All of it except the leases is durable: the state file is replaced atomically
+//! before an ack, nack, reject or dead-letter answers. After a restart, leases are
+//! void and their events are delivered again (at least once); an event whose ack
+//! was answered is never delivered again. The span between the floor and the read
+//! position is bounded by [`QUEUE_WINDOW_MAX`], which also bounds the state file.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tidings_log::{format, FsyncPolicy, Header, Record};
+use tidings_types::{Offset, PartitionId, TopicName};
+
+use crate::{Broker, Entry, Payload, ReadError, TopicSpec};
+
+/// Most offsets a queue group may hold unresolved beyond its ack floor, per
+/// partition. A consumer that never acks holds back its group at this distance.
+pub const QUEUE_WINDOW_MAX: u64 = 10_000;
+/// Longest ack timeout.
+pub const ACK_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+/// Most delivery attempts a group may allow.
+pub const MAX_DELIVERIES_MAX: u32 = 1000;
+/// Longest error text kept for a dead letter.
+pub const ERROR_TEXT_BYTES_MAX: usize = 1024;
+
+const STATE_MAGIC: [u8; 4] = *b"TDQS";
+
+/// Exponential backoff between attempts, with jitter: the n-th retry waits
+/// between half and all of `min(initial × factor^(n-1), max)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the first retry.
+    pub initial: Duration,
+    /// Growth per attempt, 1 to 10.
+    pub factor: u32,
+    /// Longest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_secs(1),
+            factor: 2,
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay bound before retry number `retry` (1-based), before jitter.
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        let grown = (1..retry).try_fold(self.initial, |d, _| d.checked_mul(self.factor));
+        grown.map_or(self.max, |d| d.min(self.max))
+    }
+}
+
+/// How a queue-mode group delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// How long a delivery is leased before it counts as failed.
+    pub ack_timeout: Duration,
+    /// Attempts before an event is dead-lettered.
+    pub max_deliveries: u32,
+    /// Delay between attempts.
+    pub backoff: Backoff,
+    /// At most one event per key in flight, so events of one key are handled in
+    /// order while other keys proceed.
+    pub key_ordering: bool,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            ack_timeout: Duration::from_secs(30),
+            max_deliveries: 5,
+            backoff: Backoff::default(),
+            key_ordering: false,
+        }
+    }
+}
+
+impl QueueConfig {
+    fn validate(&self) -> Result<(), QueueError> {
+        let bad = |m: String| Err(QueueError::InvalidConfig(m));
+        if self.ack_timeout.is_zero() || self.ack_timeout > ACK_TIMEOUT_MAX {
+            return bad(format!(
+                "ack_timeout is {:?}; it must be 1 ms..={ACK_TIMEOUT_MAX:?}",
+                self.ack_timeout
+            ));
+        }
+        if !(1..=MAX_DELIVERIES_MAX).contains(&self.max_deliveries) {
+            return bad(format!(
+                "max_deliveries is {}; it must be 1..={MAX_DELIVERIES_MAX}",
+                self.max_deliveries
+            ));
+        }
+        let b = self.backoff;
+        if b.initial.is_zero() || b.initial > b.max || b.max > ACK_TIMEOUT_MAX * 24 {
+            return bad(format!(
+                "backoff initial {:?} and max {:?} must satisfy 1 ms <= initial <= max <= 24 h",
+                b.initial, b.max
+            ));
+        }
+        if !(1..=10).contains(&b.factor) {
+            return bad(format!("backoff factor is {}; it must be 1..=10", b.factor));
+        }
+        Ok(())
+    }
+}
+
+/// An event handed to a consumer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Answer with this lease.
+    pub lease: String,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// The event.
+    pub entry: Entry,
+}
+
+/// A dead letter, as [`Broker::dead_letters`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its offset in the dead-letter topic.
+    pub offset: Offset,
+    /// Where it came from.
+    pub source_partition: PartitionId,
+    /// Its offset there.
+    pub source_offset: Offset,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error.
+    pub error: String,
+    /// The event itself (with the dead-letter headers).
+    pub entry: Entry,
+}
+
+/// A queue-mode operation failed; no state changed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The group name is invalid.
+    #[error("invalid group name: {0}")]
+    InvalidName(#[from] tidings_types::TopicNameError),
+    /// No such topic.
+    #[error("topic {0} does not exist")]
+    UnknownTopic(String),
+    /// No such queue group.
+    #[error("queue group {0} does not exist")]
+    UnknownGroup(String),
+    /// The group exists.
+    #[error("group {0} already exists")]
+    Exists(String),
+    /// The configuration is out of range.
+    #[error("invalid queue configuration: {0}")]
+    InvalidConfig(String),
+    /// The lease is not one this group handed out.
+    #[error("lease {0:?} is unknown to this group")]
+    UnknownLease(String),
+    /// The lease ran out (or the broker restarted) and its event was, or will be,
+    /// delivered again.
+    #[error("lease {0:?} has expired; the event goes to another attempt")]
+    LeaseExpired(String),
+    /// Reading or appending failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Dead-lettering failed; the event stays pending.
+    #[error("cannot dead-letter: {0}")]
+    DeadLetter(String),
+    /// The state file could not be written or read.
+    #[error("queue state file {path}: {reason}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Pending {
+    key: Option<Bytes>,
+    attempts: u32,
+    eligible_at: i64,
+    first_failure: Option<i64>,
+    last_failure: Option<i64>,
+    last_error: String,
+    /// `(lease id, deadline)` while delivered. Not persisted.
+    lease: Option<(u64, i64)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct PartitionQueue {
+    floor: u64,
+    cursor: u64,
+    resolved: BTreeSet<u64>,
+    pending: BTreeMap<u64, Pending>,
+}
+
+impl PartitionQueue {
+    fn resolve(&mut self, offset: u64) {
+        self.pending.remove(&offset);
+        self.resolved.insert(offset);
+        while self.resolved.remove(&self.floor) {
+            self.floor += 1;
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct QueueGroup {
+    name: String,
+    topic: TopicName,
+    dead_letters: TopicName,
+    config: QueueConfig,
+    partitions: Vec<PartitionQueue>,
+    next_lease: u64,
+    rng: u64,
+}
+
+fn state_path(dir: &Path, group: &str) -> PathBuf {
+    dir.join("broker")
+        .join("queues")
+        .join(format!("{group}.state"))
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Little-endian writer for the state file body.
+struct Out(Vec<u8>);
+
+impl Out {
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(u32::try_from(b.len()).expect("bounded"));
+        self.0.extend_from_slice(b);
+    }
+}
+
+/// Bounds-checked reader for the state file body.
+struct In<'a>(&'a [u8]);
+
+impl<'a> In<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if n > self.0.len() {
+            return Err(format!("needs {n} more bytes, {} remain", self.0.len()));
+        }
+        let (h, t) = self.0.split_at(n);
+        self.0 = t;
+        Ok(h)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn count(&mut self, bound: u64) -> Result<usize, String> {
+        let n = u64::from(self.u32()?);
+        if n > bound {
+            return Err(format!("count {n} exceeds {bound}"));
+        }
+        Ok(usize::try_from(n).expect("bounded"))
+    }
+}
+
+fn opt(v: Option<i64>) -> i64 {
+    v.unwrap_or(i64::MIN)
+}
+
+fn unopt(v: i64) -> Option<i64> {
+    (v != i64::MIN).then_some(v)
+}
+
+fn encode(g: &QueueGroup) -> Vec<u8> {
+    let mut o = Out(Vec::new());
+    o.bytes(g.topic.as_str().as_bytes());
+    o.bytes(g.dead_letters.as_str().as_bytes());
+    let c = &g.config;
+    o.i64(ms(c.ack_timeout));
+    o.u32(c.max_deliveries);
+    o.i64(ms(c.backoff.initial));
+    o.u32(c.backoff.factor);
+    o.i64(ms(c.backoff.max));
+    o.u32(u32::from(c.key_ordering));
+    o.u32(u32::try_from(g.partitions.len()).expect("bounded"));
+    for p in &g.partitions {
+        o.u64(p.floor);
+        o.u64(p.cursor);
+        o.u32(u32::try_from(p.resolved.len()).expect("bounded by the window"));
+        for r in &p.resolved {
+            o.u64(*r);
+        }
+        o.u32(u32::try_from(p.pending.len()).expect("bounded by the window"));
+        for (off, pe) in &p.pending {
+            o.u64(*off);
+            o.u32(pe.attempts);
+            o.i64(pe.eligible_at);
+            o.i64(opt(pe.first_failure));
+            o.i64(opt(pe.last_failure));
+            o.bytes(pe.last_error.as_bytes());
+            match &pe.key {
+                Some(k) => {
+                    o.u32(1);
+                    o.bytes(k);
+                }
+                None => o.u32(0),
+            }
+        }
+    }
+    let body = o.0;
+    let mut out = Vec::with_capacity(body.len() + 16);
+    out.extend_from_slice(&STATE_MAGIC);
+    out.extend_from_slice(&format::FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&u32::try_from(body.len()).expect("bounded").to_le_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn decode(name: &str, bytes: &[u8]) -> Result<QueueGroup, String> {
+    if bytes.len() < 16 {
+        return Err("too short".into());
+    }
+    let (head, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32c::crc32c(head) != u32::from_le_bytes(crc.try_into().expect("4")) {
+        return Err("checksum mismatch".into());
+    }
+    if head[0..4] != STATE_MAGIC {
+        return Err("not a queue state file".into());
+    }
+    let version = u16::from_le_bytes(head[4..6].try_into().expect("2"));
+    if version != format::FORMAT_VERSION {
+        return Err(format!("format version {version} is not supported"));
+    }
+    let len = u32::from_le_bytes(head[8..12].try_into().expect("4")) as usize;
+    if head.len() - 12 != len {
+        return Err("body length does not match the file".into());
+    }
+    let mut i = In(&head[12..]);
+    let name_of = |b: &[u8]| -> Result<TopicName, String> {
+        TopicName::new(std::str::from_utf8(b).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())
+    };
+    let topic = name_of(i.bytes()?)?;
+    let dead_letters = name_of(i.bytes()?)?;
+    let dur = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+    let config = QueueConfig {
+        ack_timeout: dur(i.i64()?),
+        max_deliveries: i.u32()?,
+        backoff: Backoff {
+            initial: dur(i.i64()?),
+            factor: i.u32()?,
+            max: dur(i.i64()?),
+        },
+        key_ordering: i.u32()? != 0,
+    };
+    config.validate().map_err(|e| e.to_string())?;
+    let count = i.count(u64::from(tidings_log::limits::PARTITIONS_MAX))?;
+    let mut partitions = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut p = PartitionQueue {
+            floor: i.u64()?,
+            cursor: i.u64()?,
+            ..Default::default()
+        };
+        for _ in 0..i.count(QUEUE_WINDOW_MAX)? {
+            p.resolved.insert(i.u64()?);
+        }
+        for _ in 0..i.count(QUEUE_WINDOW_MAX)? {
+            let off = i.u64()?;
+            let pe = Pending {
+                attempts: i.u32()?,
+                eligible_at: i.i64()?,
+                first_failure: unopt(i.i64()?),
+                last_failure: unopt(i.i64()?),
+                last_error: String::from_utf8_lossy(i.bytes()?).into_owned(),
+                key: match i.u32()? {
+                    0 => None,
+                    _ => Some(Bytes::copy_from_slice(i.bytes()?)),
+                },
+                lease: None,
+            };
+            p.pending.insert(off, pe);
+        }
+        partitions.push(p);
+    }
+    Ok(QueueGroup {
+        name: name.to_owned(),
+        topic,
+        dead_letters,
+        config,
+        partitions,
+        next_lease: 1,
+        rng: 0x9e37_79b9,
+    })
+}
+
+/// The queue groups of a broker.
+#[derive(Default)]
+pub(crate) struct Queues {
+    groups: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<QueueGroup>>>,
+    >,
+}
+
+impl Queues {
+    pub(crate) fn load(dir: &Path) -> Result<Queues, (PathBuf, String)> {
+        let queues = Queues::default();
+        let qdir = dir.join("broker").join("queues");
+        let entries = match std::fs::read_dir(&qdir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(queues),
+            Err(e) => return Err((qdir, e.to_string())),
+        };
+        for entry in entries {
+            let path = entry.map_err(|e| (qdir.clone(), e.to_string()))?.path();
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".state"))
+            else {
+                continue;
+            };
+            let bytes = std::fs::read(&path).map_err(|e| (path.clone(), e.to_string()))?;
+            let mut group = decode(name, &bytes).map_err(|e| (path.clone(), e))?;
+            group.rng ^= bytes.len() as u64;
+            let arc = std::sync::Arc::new(tokio::sync::Mutex::new(group));
+            queues
+                .groups
+                .lock()
+                .expect("queues lock")
+                .insert(name.to_owned(), arc);
+        }
+        Ok(queues)
+    }
+
+    fn get(
+        &self,
+        name: &str,
+    ) -> Result<std::sync::Arc<tokio::sync::Mutex<QueueGroup>>, QueueError> {
+        self.groups
+            .lock()
+            .expect("queues lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| QueueError::UnknownGroup(name.to_owned()))
+    }
+}
+
+fn parse_lease(lease: &str) -> Option<(u32, u64, u64)> {
+    let mut it = lease.split('.');
+    let p = it.next()?.parse().ok()?;
+    let o = it.next()?.parse().ok()?;
+    let id = it.next()?.parse().ok()?;
+    it.next().is_none().then_some((p, o, id))
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > ERROR_TEXT_BYTES_MAX {
+        let mut cut = ERROR_TEXT_BYTES_MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// How an attempt failed.
+enum Failure {
+    /// Retry after the backoff, or after this delay.
+    Retry(Option<Duration>, String),
+    /// Dead-letter now.
+    Reject(String),
+}
+
+impl Broker {
+    /// Creates a queue-mode group on `topic`. Its dead letters go to the topic
+    /// `<topic>.<group>.dlq`, created here.
+    pub fn create_queue_group(
+        &self,
+        group: &str,
+        topic: &str,
+        config: QueueConfig,
+    ) -> Result<(), QueueError> {
+        TopicName::new(group)?;
+        config.validate()?;
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| QueueError::UnknownTopic(topic.to_owned()))?;
+        if self
+            .queues
+            .groups
+            .lock()
+            .expect("queues lock")
+            .contains_key(group)
+        {
+            return Err(QueueError::Exists(group.to_owned()));
+        }
+        let dlq = format!("{topic}.{group}.dlq");
+        let dead_letters = TopicName::new(&dlq)?;
+        if self.topic(&dlq).is_none() {
+            let spec = TopicSpec {
+                partitions: 1,
+                fsync: FsyncPolicy::Always,
+                dedup_window: None,
+                ..t.spec.clone()
+            };
+            self.create_topic(&dlq, spec)
+                .map_err(|e| QueueError::DeadLetter(e.to_string()))?;
+        }
+        let mut partitions = Vec::new();
+        for p in 0..t.spec.partitions {
+            let start = t
+                .log
+                .partition(PartitionId(p))
+                .map_err(ReadError::from)?
+                .log_start_offset()
+                .0;
+            partitions.push(PartitionQueue {
+                floor: start,
+                cursor: start,
+                ..Default::default()
+            });
+        }
+        let g = QueueGroup {
+            name: group.to_owned(),
+            topic: t.name.clone(),
+            dead_letters,
+            config,
+            partitions,
+            next_lease: 1,
+            rng: u64::try_from(self.clock.now().0).unwrap_or(1) | 1,
+        };
+        self.persist_queue(&g)?;
+        let arc = std::sync::Arc::new(tokio::sync::Mutex::new(g));
+        self.queues
+            .groups
+            .lock()
+            .expect("queues lock")
+            .insert(group.to_owned(), arc);
+        Ok(())
+    }
+
+    fn persist_queue(&self, g: &QueueGroup) -> Result<(), QueueError> {
+        let path = state_path(&self.dir, &g.name);
+        let write = || -> io::Result<()> {
+            std::fs::create_dir_all(path.parent().expect("a directory"))?;
+            format::replace_durably(&path, &encode(g))
+        };
+        write().map_err(|e| QueueError::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn backoff_delay(g: &mut QueueGroup, retry: u32) -> i64 {
+        let ceiling = ms(g.config.backoff.ceiling(retry)).max(1);
+        g.rng ^= g.rng << 13;
+        g.rng ^= g.rng >> 7;
+        g.rng ^= g.rng << 17;
+        let half = ceiling / 2;
+        half + i64::try_from(g.rng % u64::try_from(ceiling - half + 1).unwrap_or(1)).unwrap_or(0)
+    }
+
+    /// Records a failed attempt of `offset` that happened at `now`: schedules the
+    /// retry or dead-letters.
+    async fn fail(
+        &self,
+        g: &mut QueueGroup,
+        p: usize,
+        offset: u64,
+        now: i64,
+        failure: Failure,
+    ) -> Result<(), QueueError> {
+        let (retry, error) = match failure {
+            Failure::Retry(delay, e) => (Some(delay), e),
+            Failure::Reject(e) => (None, e),
+        };
+        let error = truncate(error);
+        let pe = g.partitions[p].pending.get_mut(&offset).expect("pending");
+        pe.lease = None;
+        pe.first_failure.get_or_insert(now);
+        pe.last_failure = Some(now);
+        pe.last_error = error;
+        let attempts = pe.attempts;
+        match retry {
+            Some(delay) if attempts < g.config.max_deliveries => {
+                let wait = delay.map_or_else(|| Self::backoff_delay(g, attempts), ms);
+                g.partitions[p]
+                    .pending
+                    .get_mut(&offset)
+                    .expect("pending")
+                    .eligible_at = now.saturating_add(wait);
+                Ok(())
+            }
+            _ => self.dead_letter(g, p, offset).await,
+        }
+    }
+
+    /// Appends the event to the dead-letter topic, then resolves it.
+    async fn dead_letter(
+        &self,
+        g: &mut QueueGroup,
+        p: usize,
+        offset: u64,
+    ) -> Result<(), QueueError> {
+        let pe = g.partitions[p]
+            .pending
+            .get(&offset)
+            .expect("pending")
+            .clone();
+        let partition = self
+            .topic(g.topic.as_str())
+            .ok_or_else(|| QueueError::UnknownTopic(g.topic.to_string()))?
+            .log
+            .partition(PartitionId(u32::try_from(p).expect("bounded")))
+            .map_err(ReadError::from)?;
+        let stored = partition
+            .read_records(Offset(offset), 1)
+            .map_err(ReadError::from)?
+            .into_iter()
+            .find(|r| r.offset.0 == offset)
+            .ok_or_else(|| {
+                QueueError::DeadLetter(format!("offset {offset} of partition {p} is gone"))
+            })?;
+        let mut record: Record = stored.record;
+        let mut add = |k: &str, v: String| {
+            record.headers.push(Header {
+                key: k.to_owned(),
+                value: Some(Bytes::from(v)),
+            })
+        };
+        add("ce_dlqtopic", g.topic.to_string());
+        add("ce_dlqpartition", p.to_string());
+        add("ce_dlqoffset", offset.to_string());
+        add("ce_dlqattempts", pe.attempts.to_string());
+        add("ce_dlqerror", pe.last_error.clone());
+        add("ce_dlqfirstfailure", opt(pe.first_failure).to_string());
+        add("ce_dlqlastfailure", opt(pe.last_failure).to_string());
+        record.timestamp = self.clock.now();
+        let dlq = self.topic(g.dead_letters.as_str()).ok_or_else(|| {
+            QueueError::DeadLetter(format!("dead-letter topic {} is gone", g.dead_letters))
+        })?;
+        let dlq_partition = dlq.log.partition(PartitionId(0)).map_err(ReadError::from)?;
+        dlq_partition
+            .append(&[record])
+            .await
+            .map_err(|e| QueueError::DeadLetter(e.to_string()))?;
+        g.partitions[p].resolve(offset);
+        Ok(())
+    }
+
+    /// Expires leases past their deadline as failed attempts.
+    async fn expire_leases(&self, g: &mut QueueGroup) -> Result<bool, QueueError> {
+        let now = self.clock.now().0;
+        let mut expired = Vec::new();
+        for (p, pq) in g.partitions.iter().enumerate() {
+            for (off, pe) in &pq.pending {
+                if let Some((_, deadline)) = pe.lease.filter(|(_, deadline)| *deadline <= now) {
+                    expired.push((p, *off, deadline));
+                }
+            }
+        }
+        // The attempt failed when the lease ran out, not when this noticed it.
+        for &(p, off, deadline) in &expired {
+            self.fail(
+                g,
+                p,
+                off,
+                deadline,
+                Failure::Retry(None, "lease expired".into()),
+            )
+            .await?;
+        }
+        Ok(!expired.is_empty())
+    }
+
+    /// Leases up to `max` events that are due, oldest first per partition. With
+    /// key ordering, an event waits while an earlier event of its key in the same
+    /// partition is unresolved.
+    pub async fn receive(&self, group: &str, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        let g = self.queues.get(group)?;
+        let mut g = g.lock().await;
+        let mut changed = self.expire_leases(&mut g).await?;
+        let now = self.clock.now().0;
+        let t = self
+            .topic(g.topic.as_str())
+            .ok_or_else(|| QueueError::UnknownTopic(g.topic.to_string()))?;
+        let mut chosen: Vec<(usize, u64)> = Vec::new();
+        let key_ordering = g.config.key_ordering;
+        let partitions = g.partitions.len();
+        let start = usize::try_from(g.next_lease).unwrap_or(0) % partitions.max(1);
+        for k in 0..partitions {
+            if chosen.len() >= max {
+                break;
+            }
+            let p = (start + k) % partitions;
+            // Read new events into the pending set, within the window.
+            let part = t
+                .log
+                .partition(PartitionId(u32::try_from(p).expect("bounded")))
+                .map_err(ReadError::from)?;
+            let pq = &mut g.partitions[p];
+            if pq.cursor < part.log_start_offset().0 {
+                // Retention deleted events the group never read: nothing to deliver.
+                let low = part.log_start_offset().0;
+                pq.pending.retain(|o, _| *o >= low);
+                pq.resolved.retain(|o| *o >= low);
+                pq.floor = pq.floor.max(low);
+                pq.cursor = low;
+                changed = true;
+            }
+            while pq.cursor < part.high_watermark().0
+                && pq.cursor - pq.floor < QUEUE_WINDOW_MAX
+                && pq.pending.len() < max.max(64) * 4
+            {
+                let records = part
+                    .read_records(Offset(pq.cursor), 256 * 1024)
+                    .map_err(ReadError::from)?;
+                if records.is_empty() {
+                    break;
+                }
+                for r in records {
+                    if r.offset.0 < pq.cursor || r.offset.0 - pq.floor >= QUEUE_WINDOW_MAX {
+                        continue;
+                    }
+                    pq.pending.insert(
+                        r.offset.0,
+                        Pending {
+                            key: r.record.key.clone(),
+                            attempts: 0,
+                            eligible_at: i64::MIN,
+                            first_failure: None,
+                            last_failure: None,
+                            last_error: String::new(),
+                            lease: None,
+                        },
+                    );
+                    pq.cursor = r.offset.0 + 1;
+                    changed = true;
+                }
+            }
+            let mut keys_ahead: HashSet<Bytes> = HashSet::new();
+            for (off, pe) in &pq.pending {
+                if chosen.len() >= max {
+                    break;
+                }
+                let blocked = key_ordering
+                    && pe
+                        .key
+                        .as_ref()
+                        .is_some_and(|k| !keys_ahead.insert(k.clone()));
+                if !blocked && pe.lease.is_none() && pe.eligible_at <= now {
+                    chosen.push((p, *off));
+                }
+            }
+        }
+        let deadline = now.saturating_add(ms(g.config.ack_timeout));
+        let mut out = Vec::with_capacity(chosen.len());
+        for (p, off) in chosen {
+            let id = g.next_lease;
+            g.next_lease += 1;
+            let pe = g.partitions[p]
+                .pending
+                .get_mut(&off)
+                .expect("chosen from pending");
+            pe.attempts += 1;
+            pe.lease = Some((id, deadline));
+            let attempt = pe.attempts;
+            let partition = PartitionId(u32::try_from(p).expect("bounded"));
+            let entry = self
+                .read(g.topic.as_str(), partition, Offset(off), 1)?
+                .into_iter()
+                .find(|e| e.offset.0 == off)
+                .ok_or_else(|| {
+                    QueueError::DeadLetter(format!("offset {off} of partition {p} is gone"))
+                })?;
+            out.push(Delivery {
+                lease: format!("{p}.{off}.{id}"),
+                attempt,
+                entry,
+            });
+            changed = true;
+        }
+        if changed {
+            // Attempt counts are durable before anyone sees the delivery.
+            self.persist_queue(&g)?;
+        }
+        Ok(out)
+    }
+
+    async fn answer(
+        &self,
+        group: &str,
+        lease: &str,
+        failure: Option<Failure>,
+    ) -> Result<(), QueueError> {
+        let g = self.queues.get(group)?;
+        let mut g = g.lock().await;
+        self.expire_leases(&mut g).await?;
+        let unknown = || QueueError::UnknownLease(lease.to_owned());
+        let (p, off, id) = parse_lease(lease).ok_or_else(unknown)?;
+        let p = usize::try_from(p).map_err(|_| unknown())?;
+        if p >= g.partitions.len() || id >= g.next_lease {
+            return Err(unknown());
+        }
+        match g.partitions[p].pending.get(&off).map(|pe| pe.lease) {
+            Some(Some((held, _))) if held == id => {}
+            // Still pending under another lease, or waiting for a retry.
+            Some(_) => return Err(QueueError::LeaseExpired(lease.to_owned())),
+            // Acked or dead-lettered already, or never read.
+            None => return Err(unknown()),
+        }
+        let before = (g.partitions[p].clone(), g.next_lease);
+        let result = match failure {
+            None => {
+                g.partitions[p].resolve(off);
+                Ok(())
+            }
+            Some(f) => {
+                let now = self.clock.now().0;
+                self.fail(&mut g, p, off, now, f).await
+            }
+        };
+        let result = result.and_then(|()| self.persist_queue(&g));
+        if result.is_err() {
+            g.partitions[p] = before.0;
+        }
+        result
+    }
+
+    /// Acknowledges a delivery: the event is done for this group, durably, and
+    /// will not be delivered again.
+    pub async fn ack(&self, group: &str, lease: &str) -> Result<(), QueueError> {
+        self.answer(group, lease, None).await
+    }
+
+    /// Fails a delivery: the event is retried after `delay`, or after the group's
+    /// backoff, or dead-lettered once it has had `max_deliveries` attempts.
+    pub async fn nack(
+        &self,
+        group: &str,
+        lease: &str,
+        delay: Option<Duration>,
+        error: &str,
+    ) -> Result<(), QueueError> {
+        self.answer(group, lease, Some(Failure::Retry(delay, error.to_owned())))
+            .await
+    }
+
+    /// Dead-letters a delivery now, without further attempts.
+    pub async fn reject(&self, group: &str, lease: &str, reason: &str) -> Result<(), QueueError> {
+        self.answer(group, lease, Some(Failure::Reject(reason.to_owned())))
+            .await
+    }
+
+    /// The events in the group's dead-letter topic, from `from` on.
+    pub async fn dead_letters(
+        &self,
+        group: &str,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        let dlq = self.queues.get(group)?.lock().await.dead_letters.clone();
+        let entries = match self.read(dlq.as_str(), PartitionId(0), from, max_bytes) {
+            Err(ReadError::Log(tidings_log::ReadError::OffsetOutOfRange {
+                requested,
+                high_watermark,
+                ..
+            })) if requested == high_watermark => Vec::new(),
+            other => other?,
+        };
+        Ok(entries.into_iter().filter_map(dead_letter_of).collect())
+    }
+}
+
+fn dead_letter_of(entry: Entry) -> Option<DeadLetter> {
+    let header = |name: &str| -> Option<String> {
+        match &entry.payload {
+            Payload::Event(e) => e.extension(name).map(|v| v.to_canonical_string()),
+            Payload::Raw(r) => r
+                .headers
+                .iter()
+                .find(|h| h.key == format!("ce_{name}"))
+                .and_then(|h| {
+                    h.value
+                        .as_deref()
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                }),
+        }
+    };
+    Some(DeadLetter {
+        offset: entry.offset,
+        source_partition: PartitionId(header("dlqpartition")?.parse().ok()?),
+        source_offset: Offset(header("dlqoffset")?.parse().ok()?),
+        attempts: header("dlqattempts")?.parse().ok()?,
+        error: header("dlqerror").unwrap_or_default(),
+        entry,
+    })
+}

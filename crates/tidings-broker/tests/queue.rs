@@ -1,0 +1,512 @@
+//! Queue-mode groups: leases, acks, retries with backoff, dead letters, key
+//! ordering, restarts — and the delivery invariant under a randomized workload.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings_broker::{
+    Backoff, Broker, BrokerOptions, Delivery, QueueConfig, QueueError, TopicSpec,
+};
+use tidings_log::{Clock, LogOptions};
+use tidings_types::{CloudEvent, Offset, PartitionId, TimestampMs};
+
+#[derive(Debug)]
+struct ManualClock(AtomicI64);
+
+impl Clock for ManualClock {
+    fn now(&self) -> TimestampMs {
+        TimestampMs(self.0.load(Ordering::SeqCst))
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    broker: Option<Broker>,
+    rt: tokio::runtime::Runtime,
+}
+
+fn options(clock: &Arc<ManualClock>) -> BrokerOptions {
+    BrokerOptions {
+        log: LogOptions {
+            clock: clock.clone(),
+            ..LogOptions::default()
+        },
+    }
+}
+
+impl Fixture {
+    fn new(partitions: u32, config: QueueConfig) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+        let broker = Broker::open(dir.path(), options(&clock)).unwrap();
+        let spec = TopicSpec {
+            partitions,
+            dedup_window: None,
+            ..TopicSpec::default()
+        };
+        broker.create_topic("jobs", spec).unwrap();
+        broker
+            .create_queue_group("workers", "jobs", config)
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Fixture {
+            dir,
+            clock,
+            broker: Some(broker),
+            rt,
+        }
+    }
+
+    fn b(&self) -> &Broker {
+        self.broker.as_ref().unwrap()
+    }
+
+    fn reopen(&mut self) {
+        self.broker.take().unwrap().close().unwrap();
+        self.broker = Some(Broker::open(self.dir.path(), options(&self.clock)).unwrap());
+    }
+
+    fn advance(&self, d: Duration) {
+        self.clock
+            .0
+            .fetch_add(i64::try_from(d.as_millis()).unwrap(), Ordering::SeqCst);
+    }
+
+    fn publish(&self, key: Option<&str>) -> (PartitionId, Offset) {
+        let mut e = CloudEvent::new("/jobs", "job.created");
+        if let Some(k) = key {
+            e = e.with_partitionkey(k);
+        }
+        let p = self.rt.block_on(self.b().publish("jobs", e)).unwrap();
+        (p.partition, p.offset)
+    }
+
+    fn receive(&self, max: usize) -> Vec<Delivery> {
+        self.rt.block_on(self.b().receive("workers", max)).unwrap()
+    }
+
+    fn ack(&self, d: &Delivery) -> Result<(), QueueError> {
+        self.rt.block_on(self.b().ack("workers", &d.lease))
+    }
+
+    fn nack(&self, d: &Delivery, delay: Option<Duration>) -> Result<(), QueueError> {
+        self.rt
+            .block_on(self.b().nack("workers", &d.lease, delay, "handler failed"))
+    }
+
+    fn dead(&self) -> Vec<tidings_broker::DeadLetter> {
+        self.rt
+            .block_on(self.b().dead_letters("workers", Offset(0), 1 << 20))
+            .unwrap()
+    }
+}
+
+fn place(d: &Delivery) -> (PartitionId, Offset) {
+    (d.entry.partition, d.entry.offset)
+}
+
+#[test]
+fn an_acked_event_is_never_delivered_again_even_after_a_restart() {
+    let mut fx = Fixture::new(2, QueueConfig::default());
+    let a = fx.publish(Some("a"));
+    let b = fx.publish(Some("b"));
+    let got = fx.receive(10);
+    assert_eq!(
+        got.iter().map(place).collect::<BTreeSet<_>>(),
+        [a, b].into_iter().collect()
+    );
+    assert!(
+        fx.receive(10).is_empty(),
+        "leased events are not handed out twice"
+    );
+    let acked = got.iter().find(|d| place(d) == a).unwrap();
+    fx.ack(acked).unwrap();
+    fx.reopen();
+    // The other lease died with the restart: that event comes back, the acked one not.
+    let again = fx.receive(10);
+    assert_eq!(again.iter().map(place).collect::<Vec<_>>(), [b]);
+    assert_eq!(again[0].attempt, 2, "attempts are durable");
+    assert!(matches!(fx.ack(acked), Err(QueueError::UnknownLease(_))));
+}
+
+#[test]
+fn a_nack_with_a_delay_redelivers_after_the_delay() {
+    let fx = Fixture::new(1, QueueConfig::default());
+    fx.publish(None);
+    let first = fx.receive(1).remove(0);
+    fx.nack(&first, Some(Duration::from_secs(10))).unwrap();
+    fx.advance(Duration::from_millis(9_999));
+    assert!(fx.receive(1).is_empty());
+    fx.advance(Duration::from_millis(1));
+    let second = fx.receive(1).remove(0);
+    assert_eq!((place(&second), second.attempt), (place(&first), 2));
+    assert!(matches!(fx.ack(&first), Err(QueueError::LeaseExpired(_))));
+    fx.ack(&second).unwrap();
+}
+
+#[test]
+fn retries_back_off_exponentially_with_jitter() {
+    let backoff = Backoff {
+        initial: Duration::from_millis(100),
+        factor: 3,
+        max: Duration::from_secs(2),
+    };
+    let config = QueueConfig {
+        backoff,
+        max_deliveries: 10,
+        ..QueueConfig::default()
+    };
+    let fx = Fixture::new(1, config);
+    fx.publish(None);
+    let mut d = fx.receive(1).remove(0);
+    for retry in 1..=5u32 {
+        let ceiling = backoff.ceiling(retry);
+        assert_eq!(
+            ceiling,
+            Duration::from_millis(100 * 3u64.pow(retry - 1)).min(Duration::from_secs(2))
+        );
+        fx.nack(&d, None).unwrap();
+        // Never before half the ceiling ...
+        fx.advance(ceiling / 2 - Duration::from_millis(1));
+        assert!(
+            fx.receive(1).is_empty(),
+            "retry {retry} came before half its backoff"
+        );
+        // ... always by the ceiling.
+        fx.advance(ceiling - ceiling / 2 + Duration::from_millis(1));
+        d = fx
+            .receive(1)
+            .pop()
+            .unwrap_or_else(|| panic!("retry {retry} not due by its ceiling"));
+        assert_eq!(d.attempt, retry + 1);
+    }
+}
+
+#[test]
+fn an_expired_lease_is_a_failed_attempt() {
+    let config = QueueConfig {
+        ack_timeout: Duration::from_secs(5),
+        ..QueueConfig::default()
+    };
+    let fx = Fixture::new(1, config);
+    fx.publish(None);
+    let first = fx.receive(1).remove(0);
+    fx.advance(Duration::from_secs(5));
+    // The retry is due one backoff after the lease ran out.
+    fx.advance(QueueConfig::default().backoff.ceiling(1));
+    let second = fx.receive(1).remove(0);
+    assert_eq!(second.attempt, 2);
+    assert!(matches!(fx.ack(&first), Err(QueueError::LeaseExpired(_))));
+}
+
+#[test]
+fn after_max_deliveries_the_event_is_dead_lettered_with_its_history() {
+    let config = QueueConfig {
+        max_deliveries: 3,
+        ..QueueConfig::default()
+    };
+    let fx = Fixture::new(2, config);
+    let origin = fx.publish(Some("k"));
+    for attempt in 1..=3 {
+        let d = fx.receive(1).remove(0);
+        assert_eq!(d.attempt, attempt);
+        fx.nack(&d, Some(Duration::ZERO)).unwrap();
+    }
+    assert!(fx.receive(1).is_empty(), "nothing left to deliver");
+    let dead = fx.dead();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].source_partition, dead[0].source_offset), origin);
+    assert_eq!(
+        (dead[0].attempts, dead[0].error.as_str()),
+        (3, "handler failed")
+    );
+}
+
+#[test]
+fn a_rejected_event_is_dead_lettered_at_once() {
+    let fx = Fixture::new(1, QueueConfig::default());
+    fx.publish(None);
+    let d = fx.receive(1).remove(0);
+    fx.rt
+        .block_on(fx.b().reject("workers", &d.lease, "poison message"))
+        .unwrap();
+    let dead = fx.dead();
+    assert_eq!(
+        (dead.len(), dead[0].attempts, dead[0].error.as_str()),
+        (1, 1, "poison message")
+    );
+    assert!(fx.receive(1).is_empty());
+}
+
+#[test]
+fn with_key_ordering_one_event_per_key_is_in_flight_and_a_failing_key_blocks_no_other() {
+    let config = QueueConfig {
+        key_ordering: true,
+        ..QueueConfig::default()
+    };
+    let fx = Fixture::new(1, config);
+    let a1 = fx.publish(Some("a"));
+    let a2 = fx.publish(Some("a"));
+    let b1 = fx.publish(Some("b"));
+    let first = fx.receive(10);
+    assert_eq!(
+        first.iter().map(place).collect::<Vec<_>>(),
+        [a1, b1],
+        "a2 waits behind a1"
+    );
+    let (da1, db1) = (&first[0], &first[1]);
+    fx.ack(db1).unwrap();
+    let b2 = fx.publish(Some("b"));
+    // a1 keeps failing; b proceeds regardless.
+    fx.nack(da1, Some(Duration::from_secs(60))).unwrap();
+    let next = fx.receive(10);
+    assert_eq!(next.iter().map(place).collect::<Vec<_>>(), [b2]);
+    fx.ack(&next[0]).unwrap();
+    fx.advance(Duration::from_secs(60));
+    let retry = fx.receive(10);
+    assert_eq!(
+        retry.iter().map(place).collect::<Vec<_>>(),
+        [a1],
+        "still a1 before a2"
+    );
+    fx.ack(&retry[0]).unwrap();
+    assert_eq!(fx.receive(10).iter().map(place).collect::<Vec<_>>(), [a2]);
+}
+
+#[test]
+fn bad_requests_get_typed_errors_and_change_nothing() {
+    let fx = Fixture::new(1, QueueConfig::default());
+    let b = fx.b();
+    for config in [
+        QueueConfig {
+            max_deliveries: 0,
+            ..QueueConfig::default()
+        },
+        QueueConfig {
+            ack_timeout: Duration::ZERO,
+            ..QueueConfig::default()
+        },
+        QueueConfig {
+            backoff: Backoff {
+                factor: 0,
+                ..Backoff::default()
+            },
+            ..QueueConfig::default()
+        },
+        QueueConfig {
+            backoff: Backoff {
+                initial: Duration::from_secs(10),
+                max: Duration::from_secs(1),
+                factor: 2,
+            },
+            ..QueueConfig::default()
+        },
+    ] {
+        assert!(matches!(
+            b.create_queue_group("g2", "jobs", config),
+            Err(QueueError::InvalidConfig(_))
+        ));
+    }
+    assert!(matches!(
+        b.create_queue_group("g2", "nope", QueueConfig::default()),
+        Err(QueueError::UnknownTopic(_))
+    ));
+    assert!(matches!(
+        b.create_queue_group("workers", "jobs", QueueConfig::default()),
+        Err(QueueError::Exists(_))
+    ));
+    assert!(matches!(
+        b.create_queue_group("../g", "jobs", QueueConfig::default()),
+        Err(QueueError::InvalidName(_))
+    ));
+    assert!(matches!(
+        fx.rt.block_on(b.receive("nope", 1)),
+        Err(QueueError::UnknownGroup(_))
+    ));
+    for lease in ["", "garbage", "0.0", "9.0.1", "0.0.999", "0.0.1.2"] {
+        let err = fx.rt.block_on(b.ack("workers", lease)).unwrap_err();
+        assert!(
+            matches!(err, QueueError::UnknownLease(_)),
+            "{lease:?}: {err}"
+        );
+    }
+    fx.publish(None);
+    let d = fx.receive(1).remove(0);
+    fx.ack(&d).unwrap();
+    assert!(
+        matches!(fx.ack(&d), Err(QueueError::UnknownLease(_))),
+        "a second ack is refused"
+    );
+    assert!(fx.dead().is_empty());
+}
+
+/// The invariant of DESIGN §4 under random failures: every event ends acked or
+/// dead-lettered, none is lost, none acked is delivered again, and with key
+/// ordering no key has two events in flight or runs out of order.
+#[test]
+fn every_event_ends_acked_or_dead_lettered_under_random_failures() {
+    for seed in 1..=4u64 {
+        run_invariant(seed);
+    }
+}
+
+fn run_invariant(seed: u64) {
+    let config = QueueConfig {
+        ack_timeout: Duration::from_secs(5),
+        max_deliveries: 4,
+        backoff: Backoff {
+            initial: Duration::from_millis(100),
+            factor: 2,
+            max: Duration::from_secs(2),
+        },
+        key_ordering: true,
+    };
+    let mut fx = Fixture::new(3, config);
+    let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut published: BTreeMap<(PartitionId, Offset), String> = BTreeMap::new();
+    let mut acked: BTreeSet<(PartitionId, Offset)> = BTreeSet::new();
+    let mut rejected: BTreeSet<(PartitionId, Offset)> = BTreeSet::new();
+    // Leases the simulated consumers hold: place -> (delivery, when delivered).
+    let mut held: HashMap<(PartitionId, Offset), (Delivery, i64)> = HashMap::new();
+    for step in 0..400 {
+        // Leases past the ack timeout are gone, whether or not the consumer knows.
+        let now = fx.clock.now().0;
+        held.retain(|_, (_, at)| now - *at < 5_000);
+        match next() % 10 {
+            0..=2 => {
+                let key = format!("k{}", next() % 7);
+                let place = fx.publish(Some(&key));
+                published.insert(place, key);
+            }
+            3..=5 => {
+                for d in fx.receive(1 + (next() % 4) as usize) {
+                    let place = place(&d);
+                    assert!(
+                        !acked.contains(&place),
+                        "seed {seed} step {step}: {place:?} delivered after its ack"
+                    );
+                    let key = &published[&place];
+                    let same_key_in_flight =
+                        held.keys().any(|p| p != &place && published[p] == *key);
+                    assert!(
+                        !same_key_in_flight,
+                        "seed {seed} step {step}: two events of key {key} in flight"
+                    );
+                    let earlier_open = published.iter().any(|(p, k)| {
+                        k == key
+                            && p.0 == place.0
+                            && p.1 < place.1
+                            && !acked.contains(p)
+                            && !rejected.contains(p)
+                    });
+                    // An earlier event of the key may only be open if it was dead-lettered.
+                    if earlier_open {
+                        let dead: BTreeSet<_> = fx
+                            .dead()
+                            .iter()
+                            .map(|d| (d.source_partition, d.source_offset))
+                            .collect();
+                        let all_dead = published.iter().all(|(p, k)| {
+                            !(k == key && p.0 == place.0 && p.1 < place.1)
+                                || acked.contains(p)
+                                || dead.contains(p)
+                        });
+                        assert!(all_dead, "seed {seed} step {step}: {place:?} delivered before an earlier event of key {key}");
+                    }
+                    held.insert(place, (d, fx.clock.now().0));
+                }
+            }
+            6 => {
+                // Answer a random held lease.
+                if let Some(place) = held
+                    .keys()
+                    .nth((next() as usize) % held.len().max(1))
+                    .copied()
+                {
+                    let (d, _) = held.remove(&place).unwrap();
+                    let answer = match next() % 10 {
+                        0..=5 => fx.ack(&d).map(|()| {
+                            acked.insert(place);
+                        }),
+                        6..=8 => fx.nack(&d, None),
+                        _ => fx
+                            .rt
+                            .block_on(fx.b().reject("workers", &d.lease, "bad"))
+                            .map(|()| {
+                                rejected.insert(place);
+                            }),
+                    };
+                    // A lease may have run out meanwhile; that is the only allowed error.
+                    if let Err(e) = answer {
+                        assert!(matches!(e, QueueError::LeaseExpired(_)), "seed {seed}: {e}");
+                    }
+                }
+            }
+            7 => {
+                // A consumer crashes: its leases are forgotten and run out.
+                held.clear();
+                fx.advance(Duration::from_secs(6));
+            }
+            8 => fx.advance(Duration::from_millis(next() % 3_000)),
+            _ => {
+                if next() % 4 == 0 {
+                    held.clear();
+                    fx.reopen();
+                }
+            }
+        }
+    }
+    // Drain: keep acking until nothing is pending.
+    held.clear();
+    for _ in 0..200 {
+        fx.advance(Duration::from_secs(6));
+        let got = fx.receive(100);
+        for d in got {
+            let place = place(&d);
+            assert!(!acked.contains(&place));
+            fx.ack(&d).unwrap();
+            acked.insert(place);
+        }
+    }
+    let dead: Vec<(PartitionId, Offset)> = fx
+        .dead()
+        .iter()
+        .map(|d| (d.source_partition, d.source_offset))
+        .collect();
+    let dead_set: BTreeSet<_> = dead.iter().copied().collect();
+    assert_eq!(
+        dead.len(),
+        dead_set.len(),
+        "seed {seed}: an event was dead-lettered twice"
+    );
+    assert!(
+        acked.is_disjoint(&dead_set),
+        "seed {seed}: an event was both acked and dead-lettered"
+    );
+    assert!(
+        rejected.is_subset(&dead_set),
+        "seed {seed}: a rejected event is missing from the dead letters"
+    );
+    let ended: BTreeSet<_> = acked.union(&dead_set).copied().collect();
+    let all: BTreeSet<_> = published.keys().copied().collect();
+    assert_eq!(
+        ended, all,
+        "seed {seed}: every published event is acked or dead-lettered, none lost"
+    );
+    assert!(
+        !published.is_empty() && !dead.is_empty() && !acked.is_empty(),
+        "seed {seed}: the workload exercised every outcome"
+    );
+}
