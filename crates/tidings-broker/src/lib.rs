@@ -32,7 +32,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -57,8 +57,8 @@ pub use groups::{
     StartPosition, SESSION_TIMEOUT_MAX,
 };
 pub use queue::{
-    Backoff, DeadLetter, Delivery, QueueConfig, QueueError, ACK_TIMEOUT_MAX, ERROR_TEXT_BYTES_MAX,
-    MAX_DELIVERIES_MAX, QUEUE_WINDOW_MAX,
+    Backoff, DeadLetter, Delivery, QueueConfig, QueueCounters, QueueError, QueuePartitionStats,
+    QueueStats, ACK_TIMEOUT_MAX, ERROR_TEXT_BYTES_MAX, MAX_DELIVERIES_MAX, QUEUE_WINDOW_MAX,
 };
 pub use settings::DEDUP_WINDOW_MAX;
 
@@ -152,6 +152,10 @@ pub struct TopicDescription {
     pub partitions: Vec<PartitionInfo>,
     /// Ids forgotten before their window ended because the dedup index was full.
     pub dedup_evicted: u64,
+    /// Events appended by publishes since the broker started (duplicates excluded).
+    pub published: u64,
+    /// Bytes of event data those carried.
+    pub published_bytes: u64,
 }
 
 /// Opening the broker failed.
@@ -266,6 +270,10 @@ struct BrokerTopic {
     log: Arc<tidings_log::Topic>,
     dedup: Arc<Dedup>,
     next_unkeyed: AtomicU32,
+    /// Events appended by publishes since the broker started.
+    published: AtomicU64,
+    /// Bytes of event data appended by publishes since the broker started.
+    published_bytes: AtomicU64,
 }
 
 /// The broker over one data directory.
@@ -330,6 +338,8 @@ impl Broker {
                 log: topic,
                 dedup,
                 next_unkeyed: AtomicU32::new(0),
+                published: AtomicU64::new(0),
+                published_bytes: AtomicU64::new(0),
             };
             topics.insert(name, Arc::new(bt));
         }
@@ -379,6 +389,8 @@ impl Broker {
             spec,
             log: topic,
             next_unkeyed: AtomicU32::new(0),
+            published: AtomicU64::new(0),
+            published_bytes: AtomicU64::new(0),
         });
         self.topics
             .write()
@@ -509,6 +521,13 @@ impl Broker {
             let (p, indexes, result) = joined.expect("append tasks do not panic");
             match result {
                 Ok(appended) => {
+                    let bytes: usize = indexes
+                        .iter()
+                        .map(|&i| messages[i].value.as_ref().map_or(0, |v| v.len()))
+                        .sum();
+                    t.published
+                        .fetch_add(indexes.len() as u64, Ordering::Relaxed);
+                    t.published_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
                     for (n, &i) in indexes.iter().enumerate() {
                         let offset = appended.base_offset.plus(n as u64);
                         placed[i] = Some(Placement {
@@ -590,6 +609,26 @@ impl Broker {
             .collect())
     }
 
+    /// Shuts down gracefully: hands out no more leases, waits up to `deadline`
+    /// for the consumers to answer the leases they hold, then syncs and closes
+    /// the log. Group state is already durable at every answer and commit; leases
+    /// still held when the deadline passes are delivered again after a restart.
+    /// Returns how many leases were still held.
+    pub async fn shutdown(&self, deadline: Duration) -> Result<usize, tidings_log::CloseError> {
+        self.queues.closing.store(true, Ordering::Release);
+        let left = self
+            .drain_leases(tokio::time::Instant::now() + deadline)
+            .await;
+        if left > 0 {
+            tracing::warn!(
+                leases = left,
+                "shutting down with leases still held; their events will be delivered again"
+            );
+        }
+        self.log.close()?;
+        Ok(left)
+    }
+
     /// Finishes queued appends and syncs every partition.
     pub fn close(&self) -> Result<(), tidings_log::CloseError> {
         self.log.close()
@@ -611,6 +650,8 @@ fn describe(t: &BrokerTopic) -> TopicDescription {
         spec: t.spec.clone(),
         partitions,
         dedup_evicted: t.dedup.evicted(),
+        published: t.published.load(Ordering::Relaxed),
+        published_bytes: t.published_bytes.load(Ordering::Relaxed),
     }
 }
 

@@ -185,6 +185,9 @@ pub enum QueueError {
     /// Dead-lettering failed; the event stays pending.
     #[error("cannot dead-letter: {0}")]
     DeadLetter(String),
+    /// The broker is shutting down and hands out no more leases.
+    #[error("the broker is shutting down")]
+    ShuttingDown,
     /// The state file could not be written or read.
     #[error("queue state file {path}: {reason}")]
     State {
@@ -232,8 +235,57 @@ pub(crate) struct QueueGroup {
     dead_letters: TopicName,
     config: QueueConfig,
     partitions: Vec<PartitionQueue>,
+    /// Dead letters below this offset were redriven or purged.
+    dlq_floor: u64,
     next_lease: u64,
     rng: u64,
+    counters: QueueCounters,
+}
+
+/// What a queue group has done since the broker started, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounters {
+    /// Deliveries, first attempts and retries.
+    pub delivered: u64,
+    /// Deliveries that were retries.
+    pub redelivered: u64,
+    /// Acks.
+    pub acked: u64,
+    /// Nacks.
+    pub nacked: u64,
+    /// Leases that ran out.
+    pub expired: u64,
+    /// Events dead-lettered (after max deliveries or by reject).
+    pub dead_lettered: u64,
+}
+
+/// One partition of a queue group, as [`Broker::queue_stats`] shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueuePartitionStats {
+    /// The partition.
+    pub partition: PartitionId,
+    /// Every offset below it is acked or dead-lettered.
+    pub ack_floor: Offset,
+    /// The partition's high-watermark.
+    pub high_watermark: Offset,
+    /// Events not yet acked or dead-lettered: high-watermark minus the floor,
+    /// less those resolved above the floor.
+    pub lag: u64,
+    /// Events leased right now.
+    pub in_flight: u64,
+    /// Events waiting for a retry.
+    pub retrying: u64,
+}
+
+/// A queue group's progress and counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Per partition.
+    pub partitions: Vec<QueuePartitionStats>,
+    /// Dead letters not yet redriven or purged.
+    pub dead_letters: u64,
+    /// Since the broker started.
+    pub counters: QueueCounters,
 }
 
 fn state_path(dir: &Path, group: &str) -> PathBuf {
@@ -318,6 +370,7 @@ fn encode(g: &QueueGroup) -> Vec<u8> {
     o.u32(c.backoff.factor);
     o.i64(ms(c.backoff.max));
     o.u32(u32::from(c.key_ordering));
+    o.u64(g.dlq_floor);
     o.u32(u32::try_from(g.partitions.len()).expect("bounded"));
     for p in &g.partitions {
         o.u64(p.floor);
@@ -393,6 +446,7 @@ fn decode(name: &str, bytes: &[u8]) -> Result<QueueGroup, String> {
         key_ordering: i.u32()? != 0,
     };
     config.validate().map_err(|e| e.to_string())?;
+    let dlq_floor = i.u64()?;
     let count = i.count(u64::from(tidings_log::limits::PARTITIONS_MAX))?;
     let mut partitions = Vec::with_capacity(count);
     for _ in 0..count {
@@ -428,14 +482,20 @@ fn decode(name: &str, bytes: &[u8]) -> Result<QueueGroup, String> {
         dead_letters,
         config,
         partitions,
+        dlq_floor,
         next_lease: 1,
         rng: 0x9e37_79b9,
+        counters: QueueCounters::default(),
     })
 }
 
 /// The queue groups of a broker.
 #[derive(Default)]
 pub(crate) struct Queues {
+    /// Signalled after every answer, for a shutdown waiting on leases.
+    answered: tokio::sync::Notify,
+    /// Set by a shutdown: no more leases are handed out.
+    pub(crate) closing: std::sync::atomic::AtomicBool,
     groups: std::sync::Mutex<
         std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<QueueGroup>>>,
     >,
@@ -567,8 +627,10 @@ impl Broker {
             dead_letters,
             config,
             partitions,
+            dlq_floor: 0,
             next_lease: 1,
             rng: u64::try_from(self.clock.now().0).unwrap_or(1) | 1,
+            counters: QueueCounters::default(),
         };
         self.persist_queue(&g)?;
         let arc = std::sync::Arc::new(tokio::sync::Mutex::new(g));
@@ -686,6 +748,7 @@ impl Broker {
             .await
             .map_err(|e| QueueError::DeadLetter(e.to_string()))?;
         g.partitions[p].resolve(offset);
+        g.counters.dead_lettered += 1;
         Ok(())
     }
 
@@ -700,6 +763,7 @@ impl Broker {
                 }
             }
         }
+        g.counters.expired += expired.len() as u64;
         // The attempt failed when the lease ran out, not when this noticed it.
         for &(p, off, deadline) in &expired {
             self.fail(
@@ -718,6 +782,13 @@ impl Broker {
     /// key ordering, an event waits while an earlier event of its key in the same
     /// partition is unresolved.
     pub async fn receive(&self, group: &str, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        if self
+            .queues
+            .closing
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(QueueError::ShuttingDown);
+        }
         let g = self.queues.get(group)?;
         let mut g = g.lock().await;
         let mut changed = self.expire_leases(&mut g).await?;
@@ -806,6 +877,10 @@ impl Broker {
             pe.attempts += 1;
             pe.lease = Some((id, deadline));
             let attempt = pe.attempts;
+            g.counters.delivered += 1;
+            if attempt > 1 {
+                g.counters.redelivered += 1;
+            }
             let partition = PartitionId(u32::try_from(p).expect("bounded"));
             let entry = self
                 .read(g.topic.as_str(), partition, Offset(off), 1)?
@@ -854,14 +929,19 @@ impl Broker {
         let result = match failure {
             None => {
                 g.partitions[p].resolve(off);
+                g.counters.acked += 1;
                 Ok(())
             }
             Some(f) => {
+                if matches!(f, Failure::Retry(..)) {
+                    g.counters.nacked += 1;
+                }
                 let now = self.clock.now().0;
                 self.fail(&mut g, p, off, now, f).await
             }
         };
         let result = result.and_then(|()| self.persist_queue(&g));
+        self.queues.answered.notify_waiters();
         if result.is_err() {
             g.partitions[p] = before.0;
         }
@@ -900,7 +980,12 @@ impl Broker {
         from: Offset,
         max_bytes: usize,
     ) -> Result<Vec<DeadLetter>, QueueError> {
-        let dlq = self.queues.get(group)?.lock().await.dead_letters.clone();
+        let (dlq, floor) = {
+            let g = self.queues.get(group)?;
+            let g = g.lock().await;
+            (g.dead_letters.clone(), g.dlq_floor)
+        };
+        let from = from.max(Offset(floor));
         let entries = match self.read(dlq.as_str(), PartitionId(0), from, max_bytes) {
             Err(ReadError::Log(tidings_log::ReadError::OffsetOutOfRange {
                 requested,
@@ -910,6 +995,180 @@ impl Broker {
             other => other?,
         };
         Ok(entries.into_iter().filter_map(dead_letter_of).collect())
+    }
+}
+
+impl Broker {
+    /// Publishes the group's dead letters again — to the topic they came from, or
+    /// to `to` — without their dead-letter headers and bypassing dedup (a redrive
+    /// is meant to repeat), then marks them handled. Returns how many.
+    pub async fn redrive_dead_letters(
+        &self,
+        group: &str,
+        to: Option<&str>,
+        max: usize,
+    ) -> Result<usize, QueueError> {
+        let g = self.queues.get(group)?;
+        let mut g = g.lock().await;
+        let target = to.unwrap_or(g.topic.as_str()).to_owned();
+        let t = self
+            .topic(&target)
+            .ok_or_else(|| QueueError::UnknownTopic(target.clone()))?;
+        let dlq = self.topic(g.dead_letters.as_str()).ok_or_else(|| {
+            QueueError::DeadLetter(format!("dead-letter topic {} is gone", g.dead_letters))
+        })?;
+        let dlq = dlq.log.partition(PartitionId(0)).map_err(ReadError::from)?;
+        let mut moved = 0;
+        let mut floor = g.dlq_floor.max(dlq.log_start_offset().0);
+        while moved < max && floor < dlq.high_watermark().0 {
+            let records = dlq
+                .read_records(Offset(floor), 1024 * 1024)
+                .map_err(ReadError::from)?;
+            let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+            let mut last = floor;
+            for r in records
+                .into_iter()
+                .filter(|r| r.offset.0 >= floor)
+                .take(max - moved)
+            {
+                let mut record = r.record;
+                record.headers.retain(|h| !h.key.starts_with("ce_dlq"));
+                record.timestamp = self.clock.now();
+                let p = match &record.key {
+                    Some(k) => crate::partitioner::partition_for_key(k, t.spec.partitions),
+                    None => {
+                        u32::try_from(r.offset.0 % u64::from(t.spec.partitions)).expect("bounded")
+                    }
+                };
+                by_partition.entry(p).or_default().push(record);
+                last = r.offset.0 + 1;
+                moved += 1;
+            }
+            for (p, records) in by_partition {
+                let partition = t.log.partition(PartitionId(p)).map_err(ReadError::from)?;
+                partition
+                    .append(&records)
+                    .await
+                    .map_err(|e| QueueError::DeadLetter(e.to_string()))?;
+            }
+            floor = last;
+            // Each chunk is marked handled once its events are durable at the target.
+            g.dlq_floor = floor;
+            self.persist_queue(&g)?;
+        }
+        Ok(moved)
+    }
+
+    /// Marks every dead letter of the group handled, without publishing them.
+    /// Returns how many.
+    pub async fn purge_dead_letters(&self, group: &str) -> Result<u64, QueueError> {
+        let g = self.queues.get(group)?;
+        let mut g = g.lock().await;
+        let dlq = self.topic(g.dead_letters.as_str()).ok_or_else(|| {
+            QueueError::DeadLetter(format!("dead-letter topic {} is gone", g.dead_letters))
+        })?;
+        let end = dlq
+            .log
+            .partition(PartitionId(0))
+            .map_err(ReadError::from)?
+            .high_watermark()
+            .0;
+        let before = g.dlq_floor;
+        g.dlq_floor = end.max(before);
+        if let Err(e) = self.persist_queue(&g) {
+            g.dlq_floor = before;
+            return Err(e);
+        }
+        Ok(end.saturating_sub(before))
+    }
+
+    /// The group's lag, leases and counters.
+    pub async fn queue_stats(&self, group: &str) -> Result<QueueStats, QueueError> {
+        let g = self.queues.get(group)?;
+        let g = g.lock().await;
+        let t = self
+            .topic(g.topic.as_str())
+            .ok_or_else(|| QueueError::UnknownTopic(g.topic.to_string()))?;
+        let mut partitions = Vec::new();
+        for (p, pq) in g.partitions.iter().enumerate() {
+            let id = PartitionId(u32::try_from(p).expect("bounded"));
+            let hwm = t
+                .log
+                .partition(id)
+                .map_err(ReadError::from)?
+                .high_watermark();
+            let in_flight = pq.pending.values().filter(|pe| pe.lease.is_some()).count() as u64;
+            let retrying = pq
+                .pending
+                .values()
+                .filter(|pe| pe.lease.is_none() && pe.attempts > 0)
+                .count() as u64;
+            partitions.push(QueuePartitionStats {
+                partition: id,
+                ack_floor: Offset(pq.floor),
+                high_watermark: hwm,
+                lag: hwm
+                    .0
+                    .saturating_sub(pq.floor)
+                    .saturating_sub(pq.resolved.len() as u64),
+                in_flight,
+                retrying,
+            });
+        }
+        let dead_letters = match self.topic(g.dead_letters.as_str()) {
+            Some(d) => d
+                .log
+                .partition(PartitionId(0))
+                .map_err(ReadError::from)?
+                .high_watermark()
+                .0
+                .saturating_sub(g.dlq_floor),
+            None => 0,
+        };
+        Ok(QueueStats {
+            partitions,
+            dead_letters,
+            counters: g.counters,
+        })
+    }
+
+    /// Leases held right now, over every queue group.
+    pub(crate) async fn leases_in_flight(&self) -> usize {
+        let groups: Vec<_> = self
+            .queues
+            .groups
+            .lock()
+            .expect("queues lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut n = 0;
+        for g in groups {
+            let g = g.lock().await;
+            n += g
+                .partitions
+                .iter()
+                .flat_map(|p| p.pending.values())
+                .filter(|pe| pe.lease.is_some())
+                .count();
+        }
+        n
+    }
+
+    /// Waits until no lease is held or `deadline` passes; returns how many remain.
+    pub(crate) async fn drain_leases(&self, deadline: tokio::time::Instant) -> usize {
+        loop {
+            let answered = self.queues.answered.notified();
+            let mut answered = std::pin::pin!(answered);
+            answered.as_mut().enable();
+            let left = self.leases_in_flight().await;
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            // Leases also end by running out; look again at least every 100 ms.
+            let step = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+            let _ = tokio::time::timeout_at(step, answered).await;
+        }
     }
 }
 

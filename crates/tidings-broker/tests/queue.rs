@@ -510,3 +510,152 @@ fn run_invariant(seed: u64) {
         "seed {seed}: the workload exercised every outcome"
     );
 }
+
+#[test]
+fn dead_letters_redrive_to_their_topic_and_are_consumed_again() {
+    let config = QueueConfig {
+        max_deliveries: 1,
+        ..QueueConfig::default()
+    };
+    let fx = Fixture::new(2, config);
+    let origin: BTreeSet<_> = (0..3).map(|i| fx.publish(Some(&format!("k{i}")))).collect();
+    for d in fx.receive(10) {
+        fx.nack(&d, None).unwrap();
+    }
+    assert_eq!(fx.dead().len(), 3);
+    let moved = fx
+        .rt
+        .block_on(fx.b().redrive_dead_letters("workers", None, 100))
+        .unwrap();
+    assert_eq!(moved, 3);
+    assert!(fx.dead().is_empty(), "redriven dead letters are handled");
+    let again = fx.receive(10);
+    assert_eq!(again.len(), 3);
+    for d in &again {
+        assert_eq!(d.attempt, 1, "a redriven event starts over");
+        assert!(
+            !origin.contains(&place(d)),
+            "it is a new event in the topic"
+        );
+        let tidings_broker::Payload::Event(e) = &d.entry.payload else {
+            panic!("raw")
+        };
+        assert!(
+            e.extension("dlqoffset").is_none(),
+            "the dead-letter headers are gone"
+        );
+        fx.ack(d).unwrap();
+    }
+    let stats = fx.rt.block_on(fx.b().queue_stats("workers")).unwrap();
+    assert_eq!(stats.dead_letters, 0);
+    assert_eq!(stats.partitions.iter().map(|p| p.lag).sum::<u64>(), 0);
+}
+
+#[test]
+fn purged_dead_letters_are_no_longer_listed() {
+    let config = QueueConfig {
+        max_deliveries: 1,
+        ..QueueConfig::default()
+    };
+    let fx = Fixture::new(1, config);
+    fx.publish(None);
+    fx.publish(None);
+    for d in fx.receive(10) {
+        fx.rt
+            .block_on(fx.b().reject("workers", &d.lease, "bad"))
+            .unwrap();
+    }
+    assert_eq!(
+        fx.rt
+            .block_on(fx.b().purge_dead_letters("workers"))
+            .unwrap(),
+        2
+    );
+    assert!(fx.dead().is_empty());
+    assert_eq!(
+        fx.rt
+            .block_on(fx.b().queue_stats("workers"))
+            .unwrap()
+            .dead_letters,
+        0
+    );
+}
+
+#[test]
+fn stats_show_lag_leases_retries_and_counters() {
+    let fx = Fixture::new(1, QueueConfig::default());
+    for _ in 0..5 {
+        fx.publish(None);
+    }
+    let got = fx.receive(3);
+    fx.ack(&got[0]).unwrap();
+    fx.nack(&got[1], Some(Duration::from_secs(60))).unwrap();
+    let stats = fx.rt.block_on(fx.b().queue_stats("workers")).unwrap();
+    let p = stats.partitions[0];
+    assert_eq!(
+        (
+            p.ack_floor,
+            p.high_watermark,
+            p.lag,
+            p.in_flight,
+            p.retrying
+        ),
+        (Offset(1), Offset(5), 4, 1, 1)
+    );
+    let c = stats.counters;
+    assert_eq!(
+        (
+            c.delivered,
+            c.redelivered,
+            c.acked,
+            c.nacked,
+            c.dead_lettered
+        ),
+        (3, 0, 1, 1, 0)
+    );
+    assert_eq!(fx.b().describe_topic("jobs").unwrap().published, 5);
+}
+
+#[test]
+fn shutdown_stops_leasing_and_waits_for_held_leases() {
+    let fx = Fixture::new(1, QueueConfig::default());
+    fx.publish(None);
+    fx.publish(None);
+    let got = fx.receive(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let left = rt.block_on(async {
+        let b = fx.b();
+        let shutdown = b.shutdown(Duration::from_secs(30));
+        let answer = async {
+            // The consumer finishes its work while the broker waits for it.
+            tokio::task::yield_now().await;
+            assert!(matches!(
+                b.receive("workers", 1).await,
+                Err(QueueError::ShuttingDown)
+            ));
+            b.ack("workers", &got[0].lease).await.unwrap();
+        };
+        let (left, ()) = tokio::join!(shutdown, answer);
+        left.unwrap()
+    });
+    assert_eq!(
+        left, 0,
+        "the held lease was answered before the broker closed"
+    );
+}
+
+#[test]
+fn shutdown_gives_up_on_leases_at_its_deadline() {
+    let fx = Fixture::new(1, QueueConfig::default());
+    fx.publish(None);
+    let _held = fx.receive(1);
+    let left = fx
+        .rt
+        .block_on(fx.b().shutdown(Duration::from_millis(50)))
+        .unwrap();
+    assert_eq!(left, 1);
+}
