@@ -333,15 +333,18 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl Broker {
+    fn group_topic(&self, name: &str) -> Result<std::sync::Arc<crate::BrokerTopic>, GroupError> {
+        self.topic(name)
+            .ok_or_else(|| GroupError::UnknownTopic(name.to_owned()))
+    }
+
     fn resolve(
         &self,
         topic: &TopicName,
         partition: u32,
         start: StartPosition,
     ) -> Result<Offset, GroupError> {
-        let t = self
-            .topic(topic.as_str())
-            .ok_or_else(|| GroupError::UnknownTopic(topic.to_string()))?;
+        let t = self.group_topic(topic.as_str())?;
         let p = t
             .log
             .partition(PartitionId(partition))
@@ -369,11 +372,7 @@ impl Broker {
             return Ok(());
         }
         g.generation += 1;
-        let partitions = self
-            .topic(g.topic.as_str())
-            .ok_or_else(|| GroupError::UnknownTopic(g.topic.to_string()))?
-            .spec
-            .partitions;
+        let partitions = self.group_topic(g.topic.as_str())?.spec.partitions;
         let count = g.members.len();
         let ids: Vec<String> = g.members.keys().cloned().collect();
         for (i, id) in ids.iter().enumerate() {
@@ -445,9 +444,7 @@ impl Broker {
                 options.session_timeout
             )));
         }
-        let t = self
-            .topic(topic)
-            .ok_or_else(|| GroupError::UnknownTopic(topic.to_owned()))?;
+        let t = self.group_topic(topic)?;
         let g = {
             let mut groups = self.groups.groups.lock().expect("groups lock");
             Arc::clone(groups.entry(group.to_owned()).or_insert_with(|| {
@@ -534,9 +531,7 @@ impl Broker {
             // Each partition gets an equal share of the budget (at least one batch).
             let share = (max_bytes / positions.len().max(1)).max(1);
             for &(p, pos) in &positions {
-                let t = self
-                    .topic(topic.as_str())
-                    .ok_or_else(|| GroupError::UnknownTopic(topic.to_string()))?;
+                let t = self.group_topic(topic.as_str())?;
                 let part = t.log.partition(PartitionId(p)).map_err(ReadError::from)?;
                 let pos = pos.max(part.log_start_offset());
                 watchers.push(part.watch_high_watermark());
@@ -585,9 +580,7 @@ impl Broker {
     ) -> Result<(), GroupError> {
         let g = self.member_group(group, member)?;
         let mut g = g.lock().expect("group lock");
-        let t = self
-            .topic(g.topic.as_str())
-            .ok_or_else(|| GroupError::UnknownTopic(g.topic.to_string()))?;
+        let t = self.group_topic(g.topic.as_str())?;
         let m = &g.members[member];
         for &(partition, offset) in offsets {
             if !m.partitions.contains(&partition.0) {
@@ -636,9 +629,7 @@ impl Broker {
                 members: g.members.len(),
             });
         }
-        let t = self
-            .topic(g.topic.as_str())
-            .ok_or_else(|| GroupError::UnknownTopic(g.topic.to_string()))?;
+        let t = self.group_topic(g.topic.as_str())?;
         let mut committed = BTreeMap::new();
         for p in 0..t.spec.partitions {
             committed.insert(p, self.resolve(&g.topic, p, to)?);
@@ -659,9 +650,7 @@ impl Broker {
             .ok_or_else(|| GroupError::UnknownGroup(group.to_owned()))?;
         let mut g = g.lock().expect("group lock");
         self.settle(&mut g, false)?;
-        let t = self
-            .topic(g.topic.as_str())
-            .ok_or_else(|| GroupError::UnknownTopic(g.topic.to_string()))?;
+        let t = self.group_topic(g.topic.as_str())?;
         let mut partitions = Vec::new();
         for p in 0..t.spec.partitions {
             let part = t.log.partition(PartitionId(p)).map_err(ReadError::from)?;

@@ -1,25 +1,14 @@
 //! Queue-mode groups: leases, acks, retries with backoff, dead letters, key
 //! ordering, restarts — and the delivery invariant under a randomized workload.
 
+use crate::support::{options, ManualClock};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_broker::{
-    Backoff, Broker, BrokerOptions, Delivery, QueueConfig, QueueError, TopicSpec,
-};
-use tidings_log::{Clock, LogOptions};
-use tidings_types::{CloudEvent, Offset, PartitionId, TimestampMs};
-
-#[derive(Debug)]
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now(&self) -> TimestampMs {
-        TimestampMs(self.0.load(Ordering::SeqCst))
-    }
-}
+use tidings_broker::{Backoff, Broker, Delivery, QueueConfig, QueueError, TopicSpec};
+use tidings_log::Clock;
+use tidings_types::{CloudEvent, Offset, PartitionId};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -28,19 +17,10 @@ struct Fixture {
     rt: tokio::runtime::Runtime,
 }
 
-fn options(clock: &Arc<ManualClock>) -> BrokerOptions {
-    BrokerOptions {
-        log: LogOptions {
-            clock: clock.clone(),
-            ..LogOptions::default()
-        },
-    }
-}
-
 impl Fixture {
     fn new(partitions: u32, config: QueueConfig) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+        let clock = ManualClock::new();
         let broker = Broker::open(dir.path(), options(&clock)).unwrap();
         let spec = TopicSpec {
             partitions,
@@ -73,9 +53,7 @@ impl Fixture {
     }
 
     fn advance(&self, d: Duration) {
-        self.clock
-            .0
-            .fetch_add(i64::try_from(d.as_millis()).unwrap(), Ordering::SeqCst);
+        self.clock.advance(d);
     }
 
     fn publish(&self, key: Option<&str>) -> (PartitionId, Offset) {

@@ -1,6 +1,6 @@
 //! The broker's topics, publishing and producer dedup, through its public API.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use crate::support::{options, ManualClock};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,17 +8,7 @@ use tidings_broker::partitioner::partition_for_key;
 use tidings_broker::{
     AdminError, Broker, BrokerOptions, Payload, PublishError, ReadError, TopicSpec,
 };
-use tidings_log::{Clock, LogOptions};
-use tidings_types::{CloudEvent, Offset, PartitionId, TimestampMs};
-
-#[derive(Debug)]
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now(&self) -> TimestampMs {
-        TimestampMs(self.0.load(Ordering::SeqCst))
-    }
-}
+use tidings_types::{CloudEvent, Offset, PartitionId};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -29,7 +19,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+        let clock = ManualClock::new();
         let broker = Broker::open(dir.path(), options(&clock)).unwrap();
         Fixture {
             dir,
@@ -48,23 +38,12 @@ impl Fixture {
     }
 
     fn advance(&self, d: Duration) {
-        self.clock
-            .0
-            .fetch_add(i64::try_from(d.as_millis()).unwrap(), Ordering::SeqCst);
+        self.clock.advance(d);
     }
 
     fn high_watermarks(&self, topic: &str) -> Vec<u64> {
         let d = self.broker().describe_topic(topic).unwrap();
         d.partitions.iter().map(|p| p.high_watermark.0).collect()
-    }
-}
-
-fn options(clock: &Arc<ManualClock>) -> BrokerOptions {
-    BrokerOptions {
-        log: LogOptions {
-            clock: clock.clone(),
-            ..LogOptions::default()
-        },
     }
 }
 

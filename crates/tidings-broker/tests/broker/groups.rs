@@ -1,25 +1,16 @@
 //! Stream-mode consumer groups: assignment and rebalancing, durable commits,
 //! start positions, replay, fencing and long polls.
 
+use crate::support::{options, ManualClock};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_broker::{
     Broker, BrokerOptions, GroupError, JoinOptions, Payload, StartPosition, TopicSpec,
 };
-use tidings_log::{Clock, LogOptions};
-use tidings_types::{CloudEvent, Offset, PartitionId, TimestampMs};
-
-#[derive(Debug)]
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now(&self) -> TimestampMs {
-        TimestampMs(self.0.load(Ordering::SeqCst))
-    }
-}
+use tidings_log::Clock;
+use tidings_types::{CloudEvent, Offset, PartitionId};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -30,7 +21,7 @@ struct Fixture {
 impl Fixture {
     fn new(partitions: u32) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+        let clock = ManualClock::new();
         let broker = Broker::open(dir.path(), options(&clock)).unwrap();
         broker
             .create_topic(
@@ -58,9 +49,7 @@ impl Fixture {
     }
 
     fn advance(&self, d: Duration) {
-        self.clock
-            .0
-            .fetch_add(i64::try_from(d.as_millis()).unwrap(), Ordering::SeqCst);
+        self.clock.advance(d);
     }
 
     fn publish(&self, n: usize) {
@@ -77,15 +66,6 @@ impl Fixture {
 
     fn assignment(&self, member: &str) -> BTreeSet<u32> {
         self.poll(member).assignment.iter().map(|p| p.0).collect()
-    }
-}
-
-fn options(clock: &Arc<ManualClock>) -> BrokerOptions {
-    BrokerOptions {
-        log: LogOptions {
-            clock: clock.clone(),
-            ..LogOptions::default()
-        },
     }
 }
 
