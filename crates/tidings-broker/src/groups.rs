@@ -333,6 +333,12 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl Broker {
+    fn group(&self, name: &str) -> Result<Arc<Mutex<Group>>, GroupError> {
+        self.groups
+            .get(name)
+            .ok_or_else(|| GroupError::UnknownGroup(name.to_owned()))
+    }
+
     fn group_topic(&self, name: &str) -> Result<std::sync::Arc<crate::BrokerTopic>, GroupError> {
         self.topic(name)
             .ok_or_else(|| GroupError::UnknownTopic(name.to_owned()))
@@ -412,10 +418,7 @@ impl Broker {
     }
 
     fn member_group(&self, group: &str, member: &str) -> Result<Arc<Mutex<Group>>, GroupError> {
-        let g = self
-            .groups
-            .get(group)
-            .ok_or_else(|| GroupError::UnknownGroup(group.to_owned()))?;
+        let g = self.group(group)?;
         {
             let mut locked = g.lock().expect("group lock");
             self.settle(&mut locked, false)?;
@@ -617,10 +620,7 @@ impl Broker {
     /// Moves the group's committed offsets (for replay or to skip ahead). Only
     /// while the group has no members, as in Kafka.
     pub fn reset_offsets(&self, group: &str, to: StartPosition) -> Result<(), GroupError> {
-        let g = self
-            .groups
-            .get(group)
-            .ok_or_else(|| GroupError::UnknownGroup(group.to_owned()))?;
+        let g = self.group(group)?;
         let mut g = g.lock().expect("group lock");
         self.settle(&mut g, false)?;
         if !g.members.is_empty() {
@@ -644,10 +644,7 @@ impl Broker {
 
     /// A group's members, assignment and lag.
     pub fn describe_group(&self, group: &str) -> Result<GroupDescription, GroupError> {
-        let g = self
-            .groups
-            .get(group)
-            .ok_or_else(|| GroupError::UnknownGroup(group.to_owned()))?;
+        let g = self.group(group)?;
         let mut g = g.lock().expect("group lock");
         self.settle(&mut g, false)?;
         let t = self.group_topic(g.topic.as_str())?;

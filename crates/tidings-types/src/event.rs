@@ -487,17 +487,22 @@ fn parse_time(s: &str) -> Result<OffsetDateTime, EventError> {
     })
 }
 
-/// Whether a media type declares JSON data: `*/json` or `*/*+json`, parameters
-/// ignored.
-fn is_json_media_type(content_type: Option<&str>) -> bool {
-    let Some(ct) = content_type else { return true };
-    let essence = ct
+/// A media type without its parameters, lower-cased: `Text/Plain; charset=x` is
+/// `text/plain`.
+fn media_essence(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
-    essence
+        .to_ascii_lowercase()
+}
+
+/// Whether a media type declares JSON data: `*/json` or `*/*+json`, parameters
+/// ignored.
+fn is_json_media_type(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return true };
+    media_essence(ct)
         .split_once('/')
         .is_some_and(|(_, sub)| sub == "json" || sub.ends_with("+json"))
 }

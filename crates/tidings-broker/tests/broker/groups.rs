@@ -1,7 +1,7 @@
 //! Stream-mode consumer groups: assignment and rebalancing, durable commits,
 //! start positions, replay, fencing and long polls.
 
-use crate::support::{options, ManualClock};
+use crate::support::{options, Harness};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,44 +12,30 @@ use tidings_broker::{
 use tidings_log::Clock;
 use tidings_types::{CloudEvent, Offset, PartitionId};
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    clock: Arc<ManualClock>,
-    broker: Option<Broker>,
+struct Fixture(Harness);
+
+impl std::ops::Deref for Fixture {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Fixture {
+    fn deref_mut(&mut self) -> &mut Harness {
+        &mut self.0
+    }
 }
 
 impl Fixture {
     fn new(partitions: u32) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new();
-        let broker = Broker::open(dir.path(), options(&clock)).unwrap();
-        broker
-            .create_topic(
-                "orders",
-                TopicSpec {
-                    partitions,
-                    ..TopicSpec::default()
-                },
-            )
-            .unwrap();
-        Fixture {
-            dir,
-            clock,
-            broker: Some(broker),
-        }
-    }
-
-    fn b(&self) -> &Broker {
-        self.broker.as_ref().unwrap()
-    }
-
-    fn reopen(&mut self) {
-        self.broker.take().unwrap().close().unwrap();
-        self.broker = Some(Broker::open(self.dir.path(), options(&self.clock)).unwrap());
-    }
-
-    fn advance(&self, d: Duration) {
-        self.clock.advance(d);
+        let h = Harness::new();
+        let spec = TopicSpec {
+            partitions,
+            ..TopicSpec::default()
+        };
+        h.b().create_topic("orders", spec).unwrap();
+        Fixture(h)
     }
 
     fn publish(&self, n: usize) {

@@ -1,6 +1,6 @@
 //! The broker's topics, publishing and producer dedup, through its public API.
 
-use crate::support::{options, ManualClock};
+use crate::support::Harness;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,42 +10,8 @@ use tidings_broker::{
 };
 use tidings_types::{CloudEvent, Offset, PartitionId};
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    clock: Arc<ManualClock>,
-    broker: Option<Broker>,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new();
-        let broker = Broker::open(dir.path(), options(&clock)).unwrap();
-        Fixture {
-            dir,
-            clock,
-            broker: Some(broker),
-        }
-    }
-
-    fn broker(&self) -> &Broker {
-        self.broker.as_ref().unwrap()
-    }
-
-    fn reopen(&mut self) {
-        self.broker.take().unwrap().close().unwrap();
-        self.broker = Some(Broker::open(self.dir.path(), options(&self.clock)).unwrap());
-    }
-
-    fn advance(&self, d: Duration) {
-        self.clock.advance(d);
-    }
-
-    fn high_watermarks(&self, topic: &str) -> Vec<u64> {
-        let d = self.broker().describe_topic(topic).unwrap();
-        d.partitions.iter().map(|p| p.high_watermark.0).collect()
-    }
-}
+/// The publish tests need nothing beyond the shared harness.
+type Fixture = Harness;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -65,20 +31,20 @@ fn spec(partitions: u32) -> TopicSpec {
 #[test]
 fn keyed_events_land_where_kafkas_partitioner_puts_them_and_read_back_as_events() {
     let fx = Fixture::new();
-    fx.broker().create_topic("orders", spec(6)).unwrap();
+    fx.b().create_topic("orders", spec(6)).unwrap();
     rt().block_on(async {
         for key in ["order-1", "order-2", "customer-77", "x"] {
             let event = CloudEvent::new("/shop", "order.placed")
                 .with_partitionkey(key)
                 .with_data("text/plain", key.to_owned());
-            let published = fx.broker().publish("orders", event.clone()).await.unwrap();
+            let published = fx.b().publish("orders", event.clone()).await.unwrap();
             assert_eq!(
                 published.partition,
                 PartitionId(partition_for_key(key.as_bytes(), 6))
             );
             assert!(!published.duplicate);
             let entries = fx
-                .broker()
+                .b()
                 .read("orders", published.partition, published.offset, 1)
                 .unwrap();
             assert_eq!(entries[0].offset, published.offset);
@@ -86,13 +52,13 @@ fn keyed_events_land_where_kafkas_partitioner_puts_them_and_read_back_as_events(
         }
     });
     assert!(matches!(
-        fx.broker().read("orders", PartitionId(0), Offset(99), 1),
+        fx.b().read("orders", PartitionId(0), Offset(99), 1),
         Err(ReadError::Log(
             tidings_log::ReadError::OffsetOutOfRange { .. }
         ))
     ));
     assert!(matches!(
-        fx.broker().read("nope", PartitionId(0), Offset(0), 1),
+        fx.b().read("nope", PartitionId(0), Offset(0), 1),
         Err(ReadError::UnknownTopic(_))
     ));
 }
@@ -100,12 +66,12 @@ fn keyed_events_land_where_kafkas_partitioner_puts_them_and_read_back_as_events(
 #[test]
 fn unkeyed_events_are_spread_over_the_partitions() {
     let fx = Fixture::new();
-    fx.broker().create_topic("logs", spec(4)).unwrap();
+    fx.b().create_topic("logs", spec(4)).unwrap();
     rt().block_on(async {
         let batch: Vec<CloudEvent> = (0..40)
             .map(|_| CloudEvent::new("/svc", "log.line"))
             .collect();
-        fx.broker().publish_batch("logs", batch).await.unwrap();
+        fx.b().publish_batch("logs", batch).await.unwrap();
     });
     assert_eq!(fx.high_watermarks("logs"), [10, 10, 10, 10]);
 }
@@ -113,24 +79,16 @@ fn unkeyed_events_are_spread_over_the_partitions() {
 #[test]
 fn a_repeated_event_id_answers_the_original_offset() {
     let fx = Fixture::new();
-    fx.broker().create_topic("payments", spec(3)).unwrap();
+    fx.b().create_topic("payments", spec(3)).unwrap();
     rt().block_on(async {
         let event = CloudEvent::new("/pay", "payment.completed").with_partitionkey("p-1");
-        let first = fx
-            .broker()
-            .publish("payments", event.clone())
-            .await
-            .unwrap();
+        let first = fx.b().publish("payments", event.clone()).await.unwrap();
         let other = fx
-            .broker()
+            .b()
             .publish("payments", CloudEvent::new("/pay", "payment.completed"))
             .await
             .unwrap();
-        let again = fx
-            .broker()
-            .publish("payments", event.clone())
-            .await
-            .unwrap();
+        let again = fx.b().publish("payments", event.clone()).await.unwrap();
         assert!(!first.duplicate && !other.duplicate && again.duplicate);
         assert_eq!(
             (again.partition, again.offset),
@@ -139,7 +97,7 @@ fn a_repeated_event_id_answers_the_original_offset() {
         // Repeats inside one batch, and of an earlier event, are appended once.
         let fresh = CloudEvent::new("/pay", "payment.failed");
         let answers = fx
-            .broker()
+            .b()
             .publish_batch(
                 "payments",
                 vec![fresh.clone(), event.clone(), fresh.clone()],
@@ -157,7 +115,7 @@ fn a_repeated_event_id_answers_the_original_offset() {
 fn dedup_survives_a_restart_and_ends_with_the_window() {
     let mut fx = Fixture::new();
     let window = Duration::from_secs(60);
-    fx.broker()
+    fx.b()
         .create_topic(
             "orders",
             TopicSpec {
@@ -168,18 +126,18 @@ fn dedup_survives_a_restart_and_ends_with_the_window() {
         .unwrap();
     let event = CloudEvent::new("/shop", "order.placed").with_partitionkey("o-9");
     let first = rt()
-        .block_on(fx.broker().publish("orders", event.clone()))
+        .block_on(fx.b().publish("orders", event.clone()))
         .unwrap();
     fx.reopen();
     fx.advance(Duration::from_secs(30));
     let again = rt()
-        .block_on(fx.broker().publish("orders", event.clone()))
+        .block_on(fx.b().publish("orders", event.clone()))
         .unwrap();
     assert!(again.duplicate, "the window outlives the restart");
     assert_eq!(again.offset, first.offset);
     fx.advance(Duration::from_secs(31));
     fx.reopen();
-    let late = rt().block_on(fx.broker().publish("orders", event)).unwrap();
+    let late = rt().block_on(fx.b().publish("orders", event)).unwrap();
     assert!(!late.duplicate, "after the window the id is new again");
     assert_eq!(late.offset, first.offset.next());
 }
@@ -231,7 +189,7 @@ fn concurrent_publishes_of_one_id_append_it_once() {
 #[test]
 fn with_dedup_off_every_publish_is_appended() {
     let fx = Fixture::new();
-    fx.broker()
+    fx.b()
         .create_topic(
             "raw",
             TopicSpec {
@@ -244,7 +202,7 @@ fn with_dedup_off_every_publish_is_appended() {
     rt().block_on(async {
         for _ in 0..3 {
             assert!(
-                !fx.broker()
+                !fx.b()
                     .publish("raw", event.clone())
                     .await
                     .unwrap()
@@ -258,7 +216,7 @@ fn with_dedup_off_every_publish_is_appended() {
 #[test]
 fn bad_input_gets_typed_errors_and_changes_nothing() {
     let fx = Fixture::new();
-    let b = fx.broker();
+    let b = fx.b();
     for bad in [
         TopicSpec {
             dedup_window: Some(Duration::ZERO),

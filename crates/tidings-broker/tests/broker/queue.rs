@@ -1,59 +1,47 @@
 //! Queue-mode groups: leases, acks, retries with backoff, dead letters, key
 //! ordering, restarts — and the delivery invariant under a randomized workload.
 
-use crate::support::{options, ManualClock};
+use crate::support::Harness;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_broker::{Backoff, Broker, Delivery, QueueConfig, QueueError, TopicSpec};
+use tidings_broker::{Backoff, Delivery, QueueConfig, QueueError, TopicSpec};
 use tidings_log::Clock;
 use tidings_types::{CloudEvent, Offset, PartitionId};
 
 struct Fixture {
-    dir: tempfile::TempDir,
-    clock: Arc<ManualClock>,
-    broker: Option<Broker>,
+    h: Harness,
     rt: tokio::runtime::Runtime,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.h
+    }
+}
+
+impl std::ops::DerefMut for Fixture {
+    fn deref_mut(&mut self) -> &mut Harness {
+        &mut self.h
+    }
 }
 
 impl Fixture {
     fn new(partitions: u32, config: QueueConfig) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new();
-        let broker = Broker::open(dir.path(), options(&clock)).unwrap();
+        let h = Harness::new();
         let spec = TopicSpec {
             partitions,
             dedup_window: None,
             ..TopicSpec::default()
         };
-        broker.create_topic("jobs", spec).unwrap();
-        broker
-            .create_queue_group("workers", "jobs", config)
-            .unwrap();
+        h.b().create_topic("jobs", spec).unwrap();
+        h.b().create_queue_group("workers", "jobs", config).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        Fixture {
-            dir,
-            clock,
-            broker: Some(broker),
-            rt,
-        }
-    }
-
-    fn b(&self) -> &Broker {
-        self.broker.as_ref().unwrap()
-    }
-
-    fn reopen(&mut self) {
-        self.broker.take().unwrap().close().unwrap();
-        self.broker = Some(Broker::open(self.dir.path(), options(&self.clock)).unwrap());
-    }
-
-    fn advance(&self, d: Duration) {
-        self.clock.advance(d);
+        Fixture { h, rt }
     }
 
     fn publish(&self, key: Option<&str>) -> (PartitionId, Offset) {

@@ -37,3 +37,44 @@ pub fn options(clock: &Arc<ManualClock>) -> BrokerOptions {
         },
     }
 }
+
+/// A broker on a throwaway data directory and a manual clock, that tests can
+/// close and reopen. Each test module wraps it with its own topics.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub clock: Arc<ManualClock>,
+    pub broker: Option<tidings_broker::Broker>,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
+        let broker = tidings_broker::Broker::open(dir.path(), options(&clock)).unwrap();
+        Harness {
+            dir,
+            clock,
+            broker: Some(broker),
+        }
+    }
+
+    pub fn b(&self) -> &tidings_broker::Broker {
+        self.broker.as_ref().unwrap()
+    }
+
+    pub fn reopen(&mut self) {
+        self.broker.take().unwrap().close().unwrap();
+        let broker = tidings_broker::Broker::open(self.dir.path(), options(&self.clock)).unwrap();
+        self.broker = Some(broker);
+    }
+
+    pub fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+    }
+
+    /// The high-watermark of every partition of `topic`.
+    pub fn high_watermarks(&self, topic: &str) -> Vec<u64> {
+        let d = self.b().describe_topic(topic).unwrap();
+        d.partitions.iter().map(|p| p.high_watermark.0).collect()
+    }
+}

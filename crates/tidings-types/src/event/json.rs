@@ -6,8 +6,8 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use super::{
-    check_extension_name, format_time, is_json_media_type, parse_time, CloudEvent, EventError,
-    ExtensionValue, EVENT_DATA_BYTES_MAX, SPEC_VERSION,
+    check_extension_name, format_time, is_json_media_type, media_essence, parse_time, CloudEvent,
+    EventError, ExtensionValue, EVENT_DATA_BYTES_MAX, SPEC_VERSION,
 };
 
 /// Media type of one event in the JSON format.
@@ -187,12 +187,7 @@ impl CloudEvent {
 
 fn is_text_media_type(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else { return false };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = media_essence(ct);
     essence.starts_with("text/") || essence.ends_with("/xml") || essence.ends_with("+xml")
 }
 

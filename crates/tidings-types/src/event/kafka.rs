@@ -11,8 +11,8 @@ use bytes::Bytes;
 
 use super::json::JSON_FORMAT_MEDIA_TYPE;
 use super::{
-    check_extension_name, format_time, parse_time, CloudEvent, EventError, ExtensionValue,
-    SPEC_VERSION,
+    check_extension_name, format_time, media_essence, parse_time, CloudEvent, EventError,
+    ExtensionValue, SPEC_VERSION,
 };
 
 /// The parts of a Kafka record that carry an event.
@@ -89,12 +89,7 @@ impl CloudEvent {
         };
         let content_type = header(CONTENT_TYPE)?;
         if let Some(ct) = &content_type {
-            let essence = ct
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
+            let essence = media_essence(ct);
             if essence.starts_with("application/cloudevents") {
                 if essence != JSON_FORMAT_MEDIA_TYPE {
                     return Err(EventError::NotAnEvent(format!(
