@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tidings_types::{Offset, PartitionId};
 use tokio::sync::watch;
@@ -24,6 +25,8 @@ pub(crate) struct Placement {
 
 #[derive(Default)]
 struct State {
+    /// How long ids are remembered; `None`: dedup is off.
+    window_ms: Option<i64>,
     done: HashMap<String, (Placement, i64)>,
     /// Ids in the order they were recorded, with their time, for expiry.
     order: VecDeque<(i64, String)>,
@@ -35,8 +38,11 @@ struct State {
 }
 
 pub(crate) struct Dedup {
-    window_ms: Option<i64>,
     state: Mutex<State>,
+}
+
+fn millis(window: Option<Duration>) -> Option<i64> {
+    window.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The outcome of trying to claim a set of ids for appending.
@@ -64,13 +70,13 @@ impl ClaimGuard {
         for id in self.ids.drain(..) {
             state.pending.remove(&id);
         }
-        if self.dedup.window_ms.is_some() {
+        if state.window_ms.is_some() {
             for (id, p) in placements {
                 state.done.insert((*id).to_owned(), (*p, now));
                 state.order.push_back((now, (*id).to_owned()));
             }
         }
-        self.dedup.expire(&mut state, now);
+        Dedup::expire(&mut state, now);
     }
 }
 
@@ -86,16 +92,45 @@ impl Drop for ClaimGuard {
 }
 
 impl Dedup {
-    pub(crate) fn new(window_ms: Option<i64>) -> Arc<Dedup> {
+    pub(crate) fn new(window: Option<Duration>) -> Arc<Dedup> {
         Arc::new(Dedup {
-            window_ms,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                window_ms: millis(window),
+                ..State::default()
+            }),
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("dedup lock")
     }
 
     /// Whether this topic deduplicates at all.
     pub(crate) fn enabled(&self) -> bool {
-        self.window_ms.is_some()
+        self.lock().window_ms.is_some()
+    }
+
+    /// The window, in milliseconds.
+    pub(crate) fn window_ms(&self) -> Option<i64> {
+        self.lock().window_ms
+    }
+
+    /// The window.
+    pub(crate) fn window(&self) -> Option<Duration> {
+        self.window_ms()
+            .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+    }
+
+    /// Changes the window. Turned off, the ids remembered are forgotten; a
+    /// shorter window forgets the older ones at the next publish. Turned on, the
+    /// index starts empty: the caller refills it from the log.
+    pub(crate) fn set_window(&self, window: Option<Duration>) {
+        let mut state = self.lock();
+        state.window_ms = millis(window);
+        if state.window_ms.is_none() {
+            state.done.clear();
+            state.order.clear();
+        }
     }
 
     /// Ids forgotten early because of [`DEDUP_ENTRIES_MAX`].
@@ -103,8 +138,10 @@ impl Dedup {
         self.state.lock().expect("dedup lock").evicted
     }
 
-    fn expire(&self, state: &mut State, now: i64) {
-        let Some(window) = self.window_ms else { return };
+    fn expire(state: &mut State, now: i64) {
+        let Some(window) = state.window_ms else {
+            return;
+        };
         let horizon = now.saturating_sub(window);
         while let Some((ts, _)) = state.order.front() {
             if *ts >= horizon && state.done.len() <= DEDUP_ENTRIES_MAX {
@@ -122,20 +159,20 @@ impl Dedup {
 
     /// Records an append that is already durable (used when rebuilding).
     pub(crate) fn record(&self, id: &str, placement: Placement, ts: i64) {
-        if self.window_ms.is_none() {
+        let mut state = self.lock();
+        if state.window_ms.is_none() {
             return;
         }
-        let mut state = self.state.lock().expect("dedup lock");
         state.done.insert(id.to_owned(), (placement, ts));
         state.order.push_back((ts, id.to_owned()));
-        self.expire(&mut state, ts);
+        Dedup::expire(&mut state, ts);
     }
 
     /// Claims `ids` for appending, all or none: holding some claims while waiting
     /// for another publish's could deadlock two batches with ids in common.
     pub(crate) fn claim(self: &Arc<Self>, ids: &[&str], now: i64) -> Claim {
-        let mut state = self.state.lock().expect("dedup lock");
-        self.expire(&mut state, now);
+        let mut state = self.lock();
+        Dedup::expire(&mut state, now);
         if let Some(rx) = ids.iter().find_map(|id| state.pending.get(*id)) {
             return Claim::Wait(rx.clone());
         }
@@ -144,7 +181,7 @@ impl Dedup {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             match state.done.get(*id) {
-                Some((placement, _)) if self.window_ms.is_some() => out.push(Some(*placement)),
+                Some((placement, _)) if state.window_ms.is_some() => out.push(Some(*placement)),
                 _ => {
                     // A repeat within the same batch is answered by the first.
                     if !state.pending.contains_key(*id) {

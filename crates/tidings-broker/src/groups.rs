@@ -198,6 +198,9 @@ pub(crate) struct Group {
     generation: u64,
     members: BTreeMap<String, Member>,
     committed: BTreeMap<u32, Offset>,
+    /// The topic's partition count at the last assignment; a topic that gained
+    /// partitions since is rebalanced.
+    assigned: u32,
 }
 
 /// Every group, by name.
@@ -313,6 +316,7 @@ impl Groups {
                 generation: 0,
                 members: BTreeMap::new(),
                 committed,
+                assigned: 0,
             };
             groups
                 .groups
@@ -374,11 +378,16 @@ impl Broker {
         let before = g.members.len();
         g.members
             .retain(|_, m| now.saturating_sub(m.last_seen) <= m.session_ms);
-        if g.members.len() == before && !force {
+        let partitions = self.group_topic(g.topic.as_str())?.partitions();
+        if g.members.len() == before && !force && partitions == g.assigned {
             return Ok(());
         }
         g.generation += 1;
-        let partitions = self.group_topic(g.topic.as_str())?.spec.partitions;
+        // Partitions added while the group was assigned hold only events
+        // published after it existed: they start at their beginning.
+        let added = g.assigned..partitions;
+        let grew = g.assigned > 0;
+        g.assigned = partitions;
         let count = g.members.len();
         let ids: Vec<String> = g.members.keys().cloned().collect();
         for (i, id) in ids.iter().enumerate() {
@@ -391,6 +400,11 @@ impl Broker {
                 (m.start, m.positions.clone())
             };
             for &p in &owned {
+                let start = if grew && added.contains(&p) {
+                    StartPosition::Earliest
+                } else {
+                    start
+                };
                 let pos = match (old_positions.get(&p), g.committed.get(&p)) {
                     (Some(pos), _) => *pos,
                     (None, Some(committed)) => *committed,
@@ -457,6 +471,7 @@ impl Broker {
                     generation: 0,
                     members: BTreeMap::new(),
                     committed: BTreeMap::new(),
+                    assigned: 0,
                 }))
             }))
         };
@@ -631,7 +646,7 @@ impl Broker {
         }
         let t = self.group_topic(g.topic.as_str())?;
         let mut committed = BTreeMap::new();
-        for p in 0..t.spec.partitions {
+        for p in 0..t.partitions() {
             committed.insert(p, self.resolve(&g.topic, p, to)?);
         }
         let before = std::mem::replace(&mut g.committed, committed);
@@ -649,7 +664,7 @@ impl Broker {
         self.settle(&mut g, false)?;
         let t = self.group_topic(g.topic.as_str())?;
         let mut partitions = Vec::new();
-        for p in 0..t.spec.partitions {
+        for p in 0..t.partitions() {
             let part = t.log.partition(PartitionId(p)).map_err(ReadError::from)?;
             let committed = g.committed.get(&p).copied();
             let high_watermark = part.high_watermark();

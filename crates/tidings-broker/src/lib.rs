@@ -107,6 +107,24 @@ impl TopicSpec {
     }
 }
 
+/// What [`Broker::alter_topic`] changes; `None` leaves a setting as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicChanges {
+    /// More partitions (never fewer). Keys hash over the new count from then on,
+    /// so a key's later events may go to another partition, as in Kafka.
+    pub partitions: Option<u32>,
+    /// The fsync policy for appends from now on.
+    pub fsync: Option<FsyncPolicy>,
+    /// The size at which segments are sealed.
+    pub segment_bytes: Option<u64>,
+    /// Retention by age; `Some(None)` keeps sealed segments regardless of age.
+    pub retention_age: Option<Option<Duration>>,
+    /// Retention by size; `Some(None)` removes the limit.
+    pub retention_bytes: Option<Option<u64>>,
+    /// The dedup window; `Some(None)` turns dedup off.
+    pub dedup_window: Option<Option<Duration>>,
+}
+
 /// Options for [`Broker::open`].
 #[derive(Clone, Debug, Default)]
 pub struct BrokerOptions {
@@ -194,6 +212,14 @@ pub enum AdminError {
     /// The log refused.
     #[error(transparent)]
     Log(#[from] TopicError),
+    /// The dedup index could not be refilled from the log.
+    #[error("cannot refill the dedup index of topic {topic} from its log: {reason}")]
+    Dedup {
+        /// The topic.
+        topic: String,
+        /// What failed.
+        reason: String,
+    },
     /// The broker's settings file could not be written.
     #[error("cannot write broker settings {path}: {source}")]
     Io {
@@ -266,7 +292,6 @@ pub struct Entry {
 
 struct BrokerTopic {
     name: TopicName,
-    spec: TopicSpec,
     log: Arc<tidings_log::Topic>,
     dedup: Arc<Dedup>,
     next_unkeyed: AtomicU32,
@@ -274,6 +299,25 @@ struct BrokerTopic {
     published: AtomicU64,
     /// Bytes of event data appended by publishes since the broker started.
     published_bytes: AtomicU64,
+}
+
+impl BrokerTopic {
+    /// The topic's configuration now: the log's, plus the dedup window.
+    fn spec(&self) -> TopicSpec {
+        let c = self.log.config();
+        TopicSpec {
+            partitions: c.partitions,
+            fsync: c.fsync,
+            segment_bytes: c.segment_bytes,
+            retention_age: c.retention_age,
+            retention_bytes: c.retention_bytes,
+            dedup_window: self.dedup.window(),
+        }
+    }
+
+    fn partitions(&self) -> u32 {
+        self.log.partition_count()
+    }
 }
 
 /// The broker over one data directory.
@@ -284,6 +328,8 @@ pub struct Broker {
     topics: RwLock<BTreeMap<TopicName, Arc<BrokerTopic>>>,
     groups: groups::Groups,
     queues: queue::Queues,
+    /// Serializes topic alterations, which read, change and write a topic's settings.
+    altering: std::sync::Mutex<()>,
     /// When this broker started; part of member ids, so an id from before a
     /// restart is never handed out again.
     started_ms: i64,
@@ -293,11 +339,6 @@ impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker").field("dir", &self.dir).finish()
     }
-}
-
-fn window_ms(spec: &TopicSpec) -> Option<i64> {
-    spec.dedup_window
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Broker {
@@ -316,25 +357,13 @@ impl Broker {
                     path: settings::path(&dir, &name),
                     reason,
                 })?;
-            let config = topic.config();
-            let spec = TopicSpec {
-                partitions: config.partitions,
-                fsync: config.fsync,
-                segment_bytes: config.segment_bytes,
-                retention_age: config.retention_age,
-                retention_bytes: config.retention_bytes,
-                dedup_window,
-            };
-            let dedup = Dedup::new(window_ms(&spec));
-            rebuild_dedup(&topic, &dedup, clock.now().0, window_ms(&spec)).map_err(|reason| {
-                OpenError::Dedup {
-                    topic: name.to_string(),
-                    reason,
-                }
+            let dedup = Dedup::new(dedup_window);
+            rebuild_dedup(&topic, &dedup, clock.now().0).map_err(|reason| OpenError::Dedup {
+                topic: name.to_string(),
+                reason,
             })?;
             let bt = BrokerTopic {
                 name: name.clone(),
-                spec,
                 log: topic,
                 dedup,
                 next_unkeyed: AtomicU32::new(0),
@@ -355,6 +384,7 @@ impl Broker {
             topics: RwLock::new(topics),
             groups,
             queues,
+            altering: std::sync::Mutex::new(()),
             started_ms,
         })
     }
@@ -366,13 +396,7 @@ impl Broker {
         spec: TopicSpec,
     ) -> Result<TopicDescription, AdminError> {
         let name = TopicName::new(name).map_err(TopicError::from)?;
-        if let Some(w) = spec.dedup_window {
-            if w.is_zero() || w > DEDUP_WINDOW_MAX {
-                return Err(AdminError::InvalidSpec(format!(
-                    "dedup_window is {w:?}; it must be 1 ms..={DEDUP_WINDOW_MAX:?}, or absent to turn dedup off"
-                )));
-            }
-        }
+        check_dedup_window(spec.dedup_window)?;
         spec.log_config()
             .validate()
             .map_err(|e| AdminError::InvalidSpec(e.to_string()))?;
@@ -385,8 +409,7 @@ impl Broker {
         let topic = self.log.create_topic(name.as_str(), spec.log_config())?;
         let bt = Arc::new(BrokerTopic {
             name: name.clone(),
-            dedup: Dedup::new(window_ms(&spec)),
-            spec,
+            dedup: Dedup::new(spec.dedup_window),
             log: topic,
             next_unkeyed: AtomicU32::new(0),
             published: AtomicU64::new(0),
@@ -423,6 +446,74 @@ impl Broker {
             .values()
             .map(|t| describe(t))
             .collect()
+    }
+
+    /// Changes a topic's settings and answers its new description. Every change
+    /// is checked before any is made. The log's settings are written first, the
+    /// dedup window second; each write is atomic and durable, so after a crash
+    /// the topic has its old settings, its new ones, or (if the crash fell between
+    /// the two writes) the new log settings with the old window.
+    ///
+    /// New partitions join stream groups at their next poll or heartbeat (a
+    /// rebalance) and queue groups at their next receive, from their first event.
+    /// A window turned on is filled from the events already in the log within it.
+    pub fn alter_topic(
+        &self,
+        name: &str,
+        changes: TopicChanges,
+    ) -> Result<TopicDescription, AdminError> {
+        let _altering = self.altering.lock().expect("alter lock");
+        let t = self
+            .topic(name)
+            .ok_or_else(|| AdminError::UnknownTopic(name.to_owned()))?;
+        let mut config = t.log.config();
+        if let Some(partitions) = changes.partitions {
+            config.partitions = partitions;
+        }
+        if let Some(fsync) = changes.fsync {
+            config.fsync = fsync;
+        }
+        if let Some(bytes) = changes.segment_bytes {
+            config.segment_bytes = bytes;
+        }
+        if let Some(age) = changes.retention_age {
+            config.retention_age = age;
+        }
+        if let Some(bytes) = changes.retention_bytes {
+            config.retention_bytes = bytes;
+        }
+        let window = changes.dedup_window.unwrap_or_else(|| t.dedup.window());
+        check_dedup_window(window)?;
+        config
+            .validate()
+            .map_err(|e| AdminError::InvalidSpec(e.to_string()))?;
+        let current = t.log.config();
+        if config.partitions < current.partitions {
+            return Err(AdminError::InvalidSpec(format!(
+                "a topic's partitions can be added but not removed: {name} has {}, asked for {}",
+                current.partitions, config.partitions
+            )));
+        }
+        if config != current {
+            self.log.alter_topic(name, config)?;
+        }
+        if window != t.dedup.window() {
+            settings::write(&self.dir, &t.name, window).map_err(|source| AdminError::Io {
+                path: settings::path(&self.dir, &t.name),
+                source,
+            })?;
+            let was_on = t.dedup.enabled();
+            t.dedup.set_window(window);
+            if !was_on {
+                rebuild_dedup(&t.log, &t.dedup, self.clock.now().0).map_err(|reason| {
+                    AdminError::Dedup {
+                        topic: t.name.to_string(),
+                        reason,
+                    }
+                })?;
+            }
+        }
+        Ok(describe(&t))
     }
 
     /// Deletes a topic and its data.
@@ -482,7 +573,7 @@ impl Broker {
 
         // Which events go where: new ones, grouped by partition, in order. A repeat
         // of an id earlier in the same batch follows its first occurrence.
-        let partitions = t.spec.partitions;
+        let partitions = t.partitions();
         let now = self.clock.now();
         let mut first_of: std::collections::HashMap<&str, usize> = Default::default();
         let mut plan: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
@@ -491,7 +582,7 @@ impl Broker {
             if known[i].is_some() {
                 continue;
             }
-            if t.dedup.enabled() {
+            if guard.is_some() {
                 if let Some(&first) = first_of.get(ids[i]) {
                     follows[i] = Some(first);
                     continue;
@@ -636,7 +727,7 @@ impl Broker {
 }
 
 fn describe(t: &BrokerTopic) -> TopicDescription {
-    let partitions = (0..t.spec.partitions)
+    let partitions = (0..t.partitions())
         .filter_map(|p| t.log.partition(PartitionId(p)).ok())
         .map(|p| PartitionInfo {
             partition: p.id(),
@@ -647,7 +738,7 @@ fn describe(t: &BrokerTopic) -> TopicDescription {
         .collect();
     TopicDescription {
         name: t.name.clone(),
-        spec: t.spec.clone(),
+        spec: t.spec(),
         partitions,
         dedup_evicted: t.dedup.evicted(),
         published: t.published.load(Ordering::Relaxed),
@@ -673,14 +764,18 @@ fn to_record(msg: &KafkaMessage, now: TimestampMs) -> Record {
     }
 }
 
-/// Refills `dedup` from the `ce_id` headers of records appended within the window.
-fn rebuild_dedup(
-    topic: &tidings_log::Topic,
-    dedup: &Dedup,
-    now: i64,
-    window_ms: Option<i64>,
-) -> Result<(), String> {
-    let Some(window) = window_ms else {
+fn check_dedup_window(window: Option<Duration>) -> Result<(), AdminError> {
+    match window {
+        Some(w) if w.is_zero() || w > DEDUP_WINDOW_MAX => Err(AdminError::InvalidSpec(format!(
+            "dedup_window is {w:?}; it must be 1 ms..={DEDUP_WINDOW_MAX:?}, or absent to turn dedup off"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Refills `dedup` from the `ce_id` headers of records appended within its window.
+fn rebuild_dedup(topic: &tidings_log::Topic, dedup: &Dedup, now: i64) -> Result<(), String> {
+    let Some(window) = dedup.window_ms() else {
         return Ok(());
     };
     for p in 0..topic.partition_count() {

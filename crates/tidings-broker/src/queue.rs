@@ -218,6 +218,18 @@ struct PartitionQueue {
     pending: BTreeMap<u64, Pending>,
 }
 
+/// Extends the group to partitions the topic gained since; they are read from
+/// their first event, as everything in them came after the group existed.
+/// Returns whether it did.
+fn follow_partitions(g: &mut QueueGroup, t: &crate::BrokerTopic) -> bool {
+    let count = t.partitions() as usize;
+    if g.partitions.len() >= count {
+        return false;
+    }
+    g.partitions.resize_with(count, PartitionQueue::default);
+    true
+}
+
 impl PartitionQueue {
     fn resolve(&mut self, offset: u64) {
         self.pending.remove(&offset);
@@ -602,13 +614,13 @@ impl Broker {
                 partitions: 1,
                 fsync: FsyncPolicy::Always,
                 dedup_window: None,
-                ..t.spec.clone()
+                ..t.spec()
             };
             self.create_topic(&dlq, spec)
                 .map_err(|e| QueueError::DeadLetter(e.to_string()))?;
         }
         let mut partitions = Vec::new();
-        for p in 0..t.spec.partitions {
+        for p in 0..t.partitions() {
             let start = t
                 .log
                 .partition(PartitionId(p))
@@ -796,6 +808,7 @@ impl Broker {
         let t = self
             .topic(g.topic.as_str())
             .ok_or_else(|| QueueError::UnknownTopic(g.topic.to_string()))?;
+        changed |= follow_partitions(&mut g, &t);
         let mut chosen: Vec<(usize, u64)> = Vec::new();
         let key_ordering = g.config.key_ordering;
         let partitions = g.partitions.len();
@@ -1035,10 +1048,8 @@ impl Broker {
                 record.headers.retain(|h| !h.key.starts_with("ce_dlq"));
                 record.timestamp = self.clock.now();
                 let p = match &record.key {
-                    Some(k) => crate::partitioner::partition_for_key(k, t.spec.partitions),
-                    None => {
-                        u32::try_from(r.offset.0 % u64::from(t.spec.partitions)).expect("bounded")
-                    }
+                    Some(k) => crate::partitioner::partition_for_key(k, t.partitions()),
+                    None => u32::try_from(r.offset.0 % u64::from(t.partitions())).expect("bounded"),
                 };
                 by_partition.entry(p).or_default().push(record);
                 last = r.offset.0 + 1;
@@ -1085,10 +1096,13 @@ impl Broker {
     /// The group's lag, leases and counters.
     pub async fn queue_stats(&self, group: &str) -> Result<QueueStats, QueueError> {
         let g = self.queues.get(group)?;
-        let g = g.lock().await;
+        let mut g = g.lock().await;
         let t = self
             .topic(g.topic.as_str())
             .ok_or_else(|| QueueError::UnknownTopic(g.topic.to_string()))?;
+        // Not persisted here: the next receive does that, and a reload would
+        // extend the group the same way.
+        follow_partitions(&mut g, &t);
         let mut partitions = Vec::new();
         for (p, pq) in g.partitions.iter().enumerate() {
             let id = PartitionId(u32::try_from(p).expect("bounded"));

@@ -68,8 +68,8 @@ impl FromStr for FsyncPolicy {
     }
 }
 
-/// How a topic stores its partitions. Chosen at creation; kept in the topic's
-/// metadata file.
+/// How a topic stores its partitions. Chosen at creation, changed by
+/// [`Log::alter_topic`](crate::Log::alter_topic); kept in the topic's metadata file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicConfig {
     /// Number of partitions, 1..=[`PARTITIONS_MAX`].
@@ -120,6 +120,14 @@ pub enum ConfigError {
     /// A duration of zero where zero makes no sense.
     #[error("{0} must be at least 1 ms")]
     ZeroDuration(&'static str),
+    /// An alteration that would take partitions away.
+    #[error("a topic's partitions can be added but not removed: it has {from}, asked for {to}")]
+    PartitionsDecrease {
+        /// Partitions now.
+        from: u32,
+        /// Partitions asked for.
+        to: u32,
+    },
 }
 
 impl TopicConfig {

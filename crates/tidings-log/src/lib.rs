@@ -236,6 +236,77 @@ impl Log {
             .collect()
     }
 
+    /// Changes a topic's configuration: the fsync policy, retention and segment
+    /// settings take effect with the next append or retention pass of each
+    /// partition; partitions can be added, never removed. Appends acknowledged
+    /// before the change keep the durability they were acknowledged with.
+    ///
+    /// New partitions' directories are made durable before the metadata names
+    /// them, and the metadata is replaced atomically, so a crash leaves the topic
+    /// as it was or as asked, never in between.
+    pub fn alter_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>, TopicError> {
+        config.validate()?;
+        // Serializes with create and delete, and with other alterations.
+        let topics = self.topics.write().expect("topics lock");
+        let topic = topics
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, t)| Arc::clone(t))
+            .ok_or_else(|| TopicError::NotFound(name.to_owned()))?;
+        let old = topic.config();
+        if config.partitions < old.partitions {
+            return Err(ConfigError::PartitionsDecrease {
+                from: old.partitions,
+                to: config.partitions,
+            }
+            .into());
+        }
+        for p in old.partitions..config.partitions {
+            // A directory left by an alteration that crashed before its metadata
+            // was written was never served: it holds nothing acknowledged.
+            let path = Topic::partition_dir(&topic.dir, PartitionId(p));
+            if path.exists() {
+                fs::remove_dir_all(&path).map_err(topic_err("remove", &path))?;
+            }
+            fs::create_dir(&path).map_err(topic_err("create", &path))?;
+        }
+        if config.partitions > old.partitions {
+            format::sync_dir(&topic.dir).map_err(topic_err("sync", &topic.dir))?;
+        }
+        let meta_path = topic.dir.join(topic::TOPIC_META_FILE);
+        format::replace_durably(&meta_path, &topic::encode_meta(&config))
+            .map_err(topic_err("write", &meta_path))?;
+
+        let mut partitions = topic.partitions.write().expect("partitions lock");
+        for p in partitions.iter().flatten() {
+            p.set_config(config.clone());
+        }
+        let mut refused = None;
+        for p in old.partitions..config.partitions {
+            let slot = open_partition(
+                &topic.name,
+                &topic.dir,
+                PartitionId(p),
+                &config,
+                &self.options,
+            );
+            if let Err(e) = &slot {
+                refused.get_or_insert((PartitionId(p), Arc::clone(e)));
+            }
+            partitions.push(slot);
+        }
+        *topic.config.write().expect("config lock") = config;
+        drop(partitions);
+        match refused {
+            Some((partition, error)) => Err(TopicError::Refused {
+                topic: topic.name.clone(),
+                partition,
+                error,
+            }),
+            None => Ok(topic),
+        }
+    }
+
     /// Deletes a topic and all its data. Its partitions stop taking appends first.
     pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         let topic = {
@@ -247,7 +318,7 @@ impl Log {
                 .ok_or_else(|| TopicError::NotFound(name.to_owned()))?;
             topics.remove(&key).expect("present")
         };
-        for p in topic.partitions.iter().flatten() {
+        for p in topic.open_partitions() {
             if let Err(e) = p.close() {
                 tracing::warn!(error = %e, "closing a partition of a deleted topic");
             }
@@ -265,7 +336,7 @@ impl Log {
     pub fn close(&self) -> Result<(), CloseError> {
         let mut first = Ok(());
         for topic in self.topics.read().expect("topics lock").values() {
-            for p in topic.partitions.iter().flatten() {
+            for p in topic.open_partitions() {
                 if let Err(e) = p.close() {
                     tracing::error!(error = %e, "partition did not close cleanly");
                     if first.is_ok() {
@@ -286,19 +357,26 @@ impl Drop for Log {
 
 fn open_topic(name: TopicName, dir: PathBuf, config: TopicConfig, options: &LogOptions) -> Topic {
     let partitions = (0..config.partitions)
-        .map(|p| {
-            let id = PartitionId(p);
-            let path = Topic::partition_dir(&dir, id);
-            Partition::open(name.clone(), id, &path, config.clone(), options.clone()).map_err(|e| {
-                tracing::error!(topic = %name, partition = p, error = %e, "partition refused");
-                Arc::new(e)
-            })
-        })
+        .map(|p| open_partition(&name, &dir, PartitionId(p), &config, options))
         .collect();
     Topic {
         name,
-        config,
+        config: RwLock::new(config),
         dir,
-        partitions,
+        partitions: RwLock::new(partitions),
     }
+}
+
+fn open_partition(
+    name: &TopicName,
+    dir: &Path,
+    id: PartitionId,
+    config: &TopicConfig,
+    options: &LogOptions,
+) -> Result<Arc<Partition>, Arc<RecoveryError>> {
+    let path = Topic::partition_dir(dir, id);
+    Partition::open(name.clone(), id, &path, config.clone(), options.clone()).map_err(|e| {
+        tracing::error!(topic = %name, partition = id.0, error = %e, "partition refused");
+        Arc::new(e)
+    })
 }

@@ -112,7 +112,9 @@ pub struct Partition {
     topic: TopicName,
     id: PartitionId,
     dir: PathBuf,
-    config: TopicConfig,
+    /// Altered in place by [`Log::alter_topic`](crate::Log::alter_topic); the
+    /// writer reads it for every group it commits.
+    config: RwLock<TopicConfig>,
     options: LogOptions,
     segments: RwLock<Vec<Arc<Segment>>>,
     log_start: AtomicU64,
@@ -163,7 +165,7 @@ impl Partition {
             topic,
             id,
             dir: dir.to_owned(),
-            config,
+            config: RwLock::new(config),
             options,
             segments: RwLock::new(segments),
             log_start: AtomicU64::new(log_start.0),
@@ -212,6 +214,16 @@ impl Partition {
     /// This partition's number.
     pub fn id(&self) -> PartitionId {
         self.id
+    }
+
+    /// The topic configuration this partition follows now.
+    pub fn config(&self) -> TopicConfig {
+        self.config.read().expect("config lock").clone()
+    }
+
+    /// Takes a new configuration; the next group the writer commits follows it.
+    pub(crate) fn set_config(&self, config: TopicConfig) {
+        *self.config.write().expect("config lock") = config;
     }
 
     /// The first offset still stored.
@@ -426,7 +438,7 @@ impl Partition {
                 .map(|(i, s)| (Arc::clone(s), segments.get(i + 1).map_or(hwm, |n| n.base)))
                 .collect()
         };
-        let interval = self.config.index_interval_bytes;
+        let interval = self.config().index_interval_bytes;
         for (seg, end) in segments {
             if seg.is_sealed() {
                 let newest = seg.with_index(end, interval, |ix| ix.sealed_max_timestamp())?;
@@ -493,7 +505,7 @@ impl Partition {
     ) -> Result<(u64, Offset), ReadError> {
         let rel = u32::try_from(offset.0 - seg.base.0).expect("a segment spans < 2^32 offsets");
         let entry: OffsetEntry =
-            seg.with_index(end, self.config.index_interval_bytes, |ix| ix.floor(rel))?;
+            seg.with_index(end, self.config().index_interval_bytes, |ix| ix.floor(rel))?;
         Ok((u64::from(entry.pos), seg.base.plus(u64::from(entry.rel))))
     }
 
@@ -755,11 +767,10 @@ impl Writer {
         if len == 0 {
             return false;
         }
-        let full = len + bytes > self.p.config.segment_bytes;
+        let config = self.p.config();
+        let full = len + bytes > config.segment_bytes;
         let offsets_full = self.next.0 + count - self.active.base.0 > u64::from(u32::MAX);
-        let old = self
-            .p
-            .config
+        let old = config
             .segment_age
             .zip(self.segment_started)
             .is_some_and(|(age, t)| {
@@ -802,7 +813,7 @@ impl Writer {
         if !self.write_buf() {
             return self.answer();
         }
-        match self.p.config.fsync {
+        match self.p.config().fsync {
             FsyncPolicy::Always => {
                 if self.len > self.active.readable_len() {
                     if let Err(e) = self.p.options.file_sync.sync_data(&self.file) {
@@ -912,7 +923,7 @@ impl Writer {
         self.file = file;
         self.index_files = index_files;
         self.len = 0;
-        self.builder = IndexBuilder::new(self.p.config.index_interval_bytes);
+        self.builder = IndexBuilder::new(self.p.config().index_interval_bytes);
         self.segment_started = None;
         self.sync_due = None;
         self.last_sync = Instant::now();
@@ -921,7 +932,7 @@ impl Writer {
 
     /// Deletes the oldest sealed segments that retention by size or age allows.
     fn retention(&mut self) -> io::Result<RetentionOutcome> {
-        let config = &self.p.config;
+        let config = self.p.config();
         let segments: Vec<Arc<Segment>> = self.p.segments.read().expect("segments lock").clone();
         let sealed = &segments[..segments.len() - 1];
         let mut delete = 0;

@@ -1,7 +1,7 @@
 //! Topics: a name, a configuration kept in `topic.meta`, and N partitions.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tidings_types::{PartitionId, TopicName};
@@ -15,14 +15,17 @@ pub(crate) const TOPIC_META_FILE: &str = "topic.meta";
 const TOPIC_META_MAGIC: [u8; 4] = *b"TDTP";
 pub(crate) const TOPIC_META_BODY_BYTES: usize = 56;
 
+type Slot = Result<Arc<Partition>, Arc<RecoveryError>>;
+
 /// A topic and its partitions. Partitions that failed recovery stay listed as
-/// refused, so the others keep serving.
+/// refused, so the others keep serving. [`Log::alter_topic`](crate::Log::alter_topic)
+/// changes the configuration and adds partitions in place.
 #[derive(Debug)]
 pub struct Topic {
     pub(crate) name: TopicName,
-    pub(crate) config: TopicConfig,
+    pub(crate) config: RwLock<TopicConfig>,
     pub(crate) dir: PathBuf,
-    pub(crate) partitions: Vec<Result<Arc<Partition>, Arc<RecoveryError>>>,
+    pub(crate) partitions: RwLock<Vec<Slot>>,
 }
 
 impl Topic {
@@ -32,25 +35,24 @@ impl Topic {
     }
 
     /// The topic's configuration.
-    pub fn config(&self) -> &TopicConfig {
-        &self.config
+    pub fn config(&self) -> TopicConfig {
+        self.config.read().expect("config lock").clone()
     }
 
     /// Number of partitions.
     pub fn partition_count(&self) -> u32 {
-        self.config.partitions
+        self.config.read().expect("config lock").partitions
     }
 
     /// One partition, or why it cannot be had.
     pub fn partition(&self, id: PartitionId) -> Result<Arc<Partition>, TopicError> {
-        let slot = usize::try_from(id.0)
-            .ok()
-            .and_then(|i| self.partitions.get(i));
+        let partitions = self.partitions.read().expect("partitions lock");
+        let slot = usize::try_from(id.0).ok().and_then(|i| partitions.get(i));
         match slot {
             None => Err(TopicError::NoSuchPartition {
                 topic: self.name.clone(),
                 partition: id,
-                count: self.config.partitions,
+                count: u32::try_from(partitions.len()).expect("bounded by PARTITIONS_MAX"),
             }),
             Some(Ok(p)) => Ok(Arc::clone(p)),
             Some(Err(error)) => Err(TopicError::Refused {
@@ -64,6 +66,8 @@ impl Topic {
     /// Partitions that recovery refused, with the reason.
     pub fn refused(&self) -> Vec<(PartitionId, Arc<RecoveryError>)> {
         self.partitions
+            .read()
+            .expect("partitions lock")
             .iter()
             .enumerate()
             .filter_map(|(i, p)| {
@@ -76,13 +80,20 @@ impl Topic {
     pub(crate) fn partition_dir(dir: &Path, id: PartitionId) -> PathBuf {
         dir.join(id.0.to_string())
     }
+
+    /// The partitions that are open (not refused).
+    pub(crate) fn open_partitions(&self) -> Vec<Arc<Partition>> {
+        let partitions = self.partitions.read().expect("partitions lock");
+        partitions.iter().flatten().cloned().collect()
+    }
 }
 
 /// The last handle on a topic stops its partitions' writers: they hold the
 /// partitions, so nothing else would.
 impl Drop for Topic {
     fn drop(&mut self) {
-        for p in self.partitions.iter().flatten() {
+        let partitions = self.partitions.get_mut().expect("partitions lock");
+        for p in partitions.iter().flatten() {
             if let Err(e) = p.close() {
                 tracing::error!(error = %e, "partition did not close cleanly");
             }

@@ -2,6 +2,7 @@
 
 #![allow(unreachable_pub)]
 
+mod alter;
 mod groups;
 mod publish;
 mod queue;

@@ -521,3 +521,134 @@ fn concurrent_appends_share_fsyncs() {
         "{syncs} fsyncs for {appends} appends"
     );
 }
+
+/// Counts the syncs the log asks for.
+#[derive(Debug, Default)]
+struct CountingSync(std::sync::atomic::AtomicU64);
+
+impl tidings_log::FileSync for CountingSync {
+    fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        file.sync_data()
+    }
+}
+
+#[test]
+fn altering_a_topic_changes_its_policy_in_place_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let syncs = Arc::new(CountingSync::default());
+    let options = LogOptions {
+        file_sync: Arc::clone(&syncs) as Arc<dyn tidings_log::FileSync>,
+        ..LogOptions::default()
+    };
+    let never = TopicConfig {
+        fsync: FsyncPolicy::Never,
+        ..TopicConfig::default()
+    };
+    {
+        let log = Log::open(dir.path(), options.clone()).unwrap();
+        let topic = log.create_topic("orders", never.clone()).unwrap();
+        let p = topic.partition(PartitionId(0)).unwrap();
+        p.append_blocking(&[record(1, 10, 0)]).unwrap();
+        let count = |s: &CountingSync| s.0.load(std::sync::atomic::Ordering::SeqCst);
+        let before = count(&syncs);
+
+        let always = TopicConfig {
+            fsync: FsyncPolicy::Always,
+            retention_age: Some(Duration::from_secs(3600)),
+            retention_bytes: Some(1 << 30),
+            ..never.clone()
+        };
+        let altered = log.alter_topic("orders", always.clone()).unwrap();
+        assert_eq!(altered.config(), always);
+        // The partition handle taken before the change follows it.
+        assert_eq!(p.config(), always);
+        p.append_blocking(&[record(2, 10, 0)]).unwrap();
+        assert!(
+            count(&syncs) > before,
+            "an append after switching to `always` is synced"
+        );
+    }
+    let log = Log::open(dir.path(), options).unwrap();
+    let topic = log.topic("orders").unwrap();
+    assert_eq!(topic.config().fsync, FsyncPolicy::Always);
+    assert_eq!(topic.config().retention_bytes, Some(1 << 30));
+    let records = topic
+        .partition(PartitionId(0))
+        .unwrap()
+        .read_records(Offset(0), 1 << 20)
+        .unwrap();
+    assert_eq!(records.len(), 2);
+}
+
+#[test]
+fn partitions_can_be_added_not_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = TopicConfig {
+        partitions: 2,
+        ..TopicConfig::default()
+    };
+    {
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        let topic = log.create_topic("orders", two.clone()).unwrap();
+        topic
+            .partition(PartitionId(1))
+            .unwrap()
+            .append_blocking(&[record(1, 10, 0)])
+            .unwrap();
+        // A directory left by an alteration that crashed before writing the
+        // metadata: it was never served, so it is replaced.
+        let stray = dir.path().join("topics/orders/3");
+        std::fs::create_dir(&stray).unwrap();
+        std::fs::write(stray.join("00000000000000000000.log"), b"junk").unwrap();
+
+        let four = TopicConfig {
+            partitions: 4,
+            ..two.clone()
+        };
+        let topic = log.alter_topic("orders", four).unwrap();
+        assert_eq!(topic.partition_count(), 4);
+        for id in 2..4 {
+            let p = topic.partition(PartitionId(id)).unwrap();
+            assert_eq!(p.high_watermark(), Offset(0));
+            p.append_blocking(&[record(id.into(), 10, 0)]).unwrap();
+        }
+
+        let err = log.alter_topic("orders", two.clone()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TopicError::InvalidConfig(tidings_log::ConfigError::PartitionsDecrease {
+                    from: 4,
+                    to: 2
+                })
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            log.alter_topic("nope", two.clone()),
+            Err(TopicError::NotFound(_))
+        ));
+        let zero = TopicConfig {
+            partitions: 0,
+            ..two.clone()
+        };
+        assert!(matches!(
+            log.alter_topic("orders", zero),
+            Err(TopicError::InvalidConfig(_))
+        ));
+        assert_eq!(log.topic("orders").unwrap().partition_count(), 4);
+    }
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let topic = log.topic("orders").unwrap();
+    assert_eq!(topic.partition_count(), 4);
+    for id in 1..4 {
+        let records = topic
+            .partition(PartitionId(id))
+            .unwrap()
+            .read_records(Offset(0), 1 << 20)
+            .unwrap();
+        assert_eq!(records.len(), 1, "partition {id}");
+        assert_eq!(records[0].record, record(id.into(), 10, 0));
+    }
+}
