@@ -8,7 +8,12 @@
 //! 100-record batches, under `fsync = always` and `never`; then the time to reopen a
 //! log after a clean and after an unclean shutdown, for a small and a large log.
 //! It prints Markdown tables. Timing lives here, never in `cargo test`.
+//!
+//! `tidings-bench broker` measures the embedded broker: publish→consume latency
+//! at a fixed rate, queue-mode throughput with acks, stream-mode consume
+//! throughput.
 
+mod broker;
 mod bus;
 
 use std::path::Path;
@@ -36,6 +41,15 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// The embedded broker: end-to-end latency, queue and stream throughput.
+    Broker {
+        /// Short runs that check the harness works; the figures mean little.
+        #[arg(long)]
+        quick: bool,
+        /// Directory for the throwaway data directories (default: the system's).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Append throughput and latency of the storage engine, and reopen time.
     Log {
         /// Short runs that check the harness works; the figures mean little.
@@ -53,6 +67,9 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Bus { quick } => bus::run(quick),
+        Command::Broker { quick, dir } => {
+            broker::run(&dir.unwrap_or_else(std::env::temp_dir), quick)
+        }
         Command::Log {
             quick,
             dir,

@@ -46,6 +46,7 @@ use tidings_types::{
 
 mod dedup;
 mod groups;
+mod journal;
 pub mod partitioner;
 mod queue;
 mod settings;
@@ -374,9 +375,9 @@ impl Broker {
         }
         let groups = groups::Groups::load(&dir)
             .map_err(|(path, reason)| OpenError::Settings { path, reason })?;
-        let queues = queue::Queues::load(&dir)
-            .map_err(|(path, reason)| OpenError::Settings { path, reason })?;
         let started_ms = clock.now().0;
+        let queues = queue::Queues::load(&dir, queue::first_lease(started_ms))
+            .map_err(|(path, reason)| OpenError::Settings { path, reason })?;
         Ok(Broker {
             log,
             dir,
@@ -596,20 +597,19 @@ impl Broker {
             plan.entry(p).or_default().push(i);
         }
 
-        let mut appends = tokio::task::JoinSet::new();
+        // One append per partition, all under way at once.
+        let mut appends = Vec::with_capacity(plan.len());
         for (p, indexes) in &plan {
             let partition = t.log.partition(PartitionId(*p))?;
             let records: Vec<Record> = indexes
                 .iter()
                 .map(|&i| to_record(&messages[i], now))
                 .collect();
-            let (p, indexes) = (*p, indexes.clone());
-            appends.spawn(async move { (p, indexes, partition.append(&records).await) });
+            appends.push(async move { (*p, indexes, partition.append(&records).await) });
         }
         let mut placed: Vec<Option<Placement>> = vec![None; events.len()];
         let mut failure = None;
-        while let Some(joined) = appends.join_next().await {
-            let (p, indexes, result) = joined.expect("append tasks do not panic");
+        for (p, indexes, result) in join_all(appends).await {
             match result {
                 Ok(appended) => {
                     let bytes: usize = indexes
@@ -744,6 +744,35 @@ fn describe(t: &BrokerTopic) -> TopicDescription {
         published: t.published.load(Ordering::Relaxed),
         published_bytes: t.published_bytes.load(Ordering::Relaxed),
     }
+}
+
+/// Runs futures concurrently on the caller's task and returns their outputs in
+/// order. A publish touches few partitions, so polling each on every wake-up is
+/// cheaper than spawning a task per partition.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }
 
 fn to_record(msg: &KafkaMessage, now: TimestampMs) -> Record {

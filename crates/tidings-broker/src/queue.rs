@@ -13,21 +13,28 @@
 //! earlier event with the same key in its partition is resolved: order holds per
 //! key while other keys proceed.
 //!
-//! All of it except the leases is durable: the state file is replaced atomically
-//! before an ack, nack, reject or dead-letter answers. After a restart, leases are
-//! void and their events are delivered again (at least once); an event whose ack
-//! was answered is never delivered again. The span between the floor and the read
-//! position is bounded by [`QUEUE_WINDOW_MAX`], which also bounds the state file.
+//! All of it except the leases is durable before anyone hears of it: every
+//! delivery (its attempt count), ack, nack, reject and dead-letter is a record in
+//! the group's journal (`<group>.journal`, see the journal module), synced before
+//! the call returns; calls on one group that overlap share one `fdatasync`. When
+//! the journal has grown past twice the snapshot (and at least 1 MiB), the
+//! snapshot (`<group>.state`) is replaced atomically and the journal starts over.
+//! After a restart, leases are void and their events are delivered again (at
+//! least once); an event whose ack was answered is never delivered again. The span
+//! between the floor and the read position is bounded by [`QUEUE_WINDOW_MAX`],
+//! which also bounds the snapshot.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tidings_log::{format, FsyncPolicy, Header, Record};
 use tidings_types::{Offset, PartitionId, TopicName};
 
+use crate::journal::{self, Journal};
 use crate::{Broker, Entry, Payload, ReadError, TopicSpec};
 
 /// Most offsets a queue group may hold unresolved beyond its ack floor, per
@@ -41,6 +48,18 @@ pub const MAX_DELIVERIES_MAX: u32 = 1000;
 pub const ERROR_TEXT_BYTES_MAX: usize = 1024;
 
 const STATE_MAGIC: [u8; 4] = *b"TDQS";
+/// Bytes read from a partition at a time when filling the pending set or
+/// fetching the events of leases.
+const READ_BYTES: usize = 256 * 1024;
+/// The journal is folded into a new snapshot once it is larger than this and
+/// than twice the snapshot.
+const COMPACT_BYTES_MIN: u64 = 1024 * 1024;
+
+/// Journal record kinds.
+const REC_ATTEMPT: u32 = 1;
+const REC_RESOLVE: u32 = 2;
+const REC_FLOOR: u32 = 3;
+const REC_DLQ_FLOOR: u32 = 4;
 
 /// Exponential backoff between attempts, with jitter: the n-th retry waits
 /// between half and all of `min(initial × factor^(n-1), max)`.
@@ -231,6 +250,14 @@ fn follow_partitions(g: &mut QueueGroup, t: &crate::BrokerTopic) -> bool {
 }
 
 impl PartitionQueue {
+    /// Forgets everything below `low` (removed by retention before it was read).
+    fn raise_floor(&mut self, low: u64) {
+        self.pending.retain(|o, _| *o >= low);
+        self.resolved.retain(|o| *o >= low);
+        self.floor = self.floor.max(low);
+        self.cursor = self.cursor.max(self.floor);
+    }
+
     fn resolve(&mut self, offset: u64) {
         self.pending.remove(&offset);
         self.resolved.insert(offset);
@@ -252,6 +279,175 @@ pub(crate) struct QueueGroup {
     next_lease: u64,
     rng: u64,
     counters: QueueCounters,
+    /// The snapshot's generation; the journal follows it.
+    generation: u64,
+    /// Size of the last snapshot written or read.
+    snapshot_bytes: u64,
+    /// Journal records of the operation under way, staged when it finishes.
+    records: Vec<u8>,
+    /// Attached when the group is created or loaded.
+    journal: Option<Arc<Journal>>,
+}
+
+impl QueueGroup {
+    fn journal(&self) -> &Arc<Journal> {
+        self.journal.as_ref().expect("attached at create and load")
+    }
+
+    fn note(&mut self, body: Out) {
+        journal::frame(&mut self.records, &body.0);
+    }
+
+    /// Records the state of a pending offset (after a delivery or a failure).
+    fn note_attempt(&mut self, p: usize, offset: u64) {
+        let pe = &self.partitions[p].pending[&offset];
+        let mut o = Out(Vec::new());
+        o.u32(REC_ATTEMPT);
+        o.u32(u32::try_from(p).expect("bounded"));
+        o.u64(offset);
+        encode_pending(&mut o, pe);
+        self.note(o);
+    }
+
+    /// Records that an offset was acked or dead-lettered.
+    fn note_resolve(&mut self, p: usize, offset: u64) {
+        let mut o = Out(Vec::new());
+        o.u32(REC_RESOLVE);
+        o.u32(u32::try_from(p).expect("bounded"));
+        o.u64(offset);
+        self.note(o);
+    }
+
+    /// Records a floor raised because retention removed events never read.
+    fn note_floor(&mut self, p: usize) {
+        let mut o = Out(Vec::new());
+        o.u32(REC_FLOOR);
+        o.u32(u32::try_from(p).expect("bounded"));
+        o.u64(self.partitions[p].floor);
+        self.note(o);
+    }
+
+    fn note_dlq_floor(&mut self) {
+        let mut o = Out(Vec::new());
+        o.u32(REC_DLQ_FLOOR);
+        o.u64(self.dlq_floor);
+        self.note(o);
+    }
+
+    fn partition_mut(&mut self, p: u32) -> Result<&mut PartitionQueue, String> {
+        let p = p as usize;
+        if p >= tidings_log::limits::PARTITIONS_MAX as usize {
+            return Err(format!("partition {p} is beyond any topic"));
+        }
+        if self.partitions.len() <= p {
+            self.partitions.resize_with(p + 1, PartitionQueue::default);
+        }
+        Ok(&mut self.partitions[p])
+    }
+
+    /// Replays one journal record. Records carry whole states, not steps, and
+    /// skip offsets already resolved, so replaying one twice changes nothing.
+    fn apply(&mut self, body: &[u8]) -> Result<(), String> {
+        let mut i = In(body);
+        match i.u32()? {
+            REC_ATTEMPT => {
+                let p = i.u32()?;
+                let offset = i.u64()?;
+                let pe = decode_pending(&mut i)?;
+                let pq = self.partition_mut(p)?;
+                if offset >= pq.floor && !pq.resolved.contains(&offset) {
+                    pq.pending.insert(offset, pe);
+                }
+            }
+            REC_RESOLVE => {
+                let p = i.u32()?;
+                let offset = i.u64()?;
+                let pq = self.partition_mut(p)?;
+                if offset >= pq.floor && !pq.resolved.contains(&offset) {
+                    pq.resolve(offset);
+                }
+            }
+            REC_FLOOR => {
+                let p = i.u32()?;
+                let low = i.u64()?;
+                let pq = self.partition_mut(p)?;
+                pq.raise_floor(low);
+            }
+            REC_DLQ_FLOOR => self.dlq_floor = self.dlq_floor.max(i.u64()?),
+            other => return Err(format!("unknown journal record kind {other}")),
+        }
+        if !i.0.is_empty() {
+            return Err("trailing bytes in a journal record".into());
+        }
+        Ok(())
+    }
+}
+
+/// A change staged in a group's journal; [`durable`](Self::durable) waits for it
+/// once the group is unlocked, so other calls on the group can share the sync.
+struct Staged {
+    journal: Arc<Journal>,
+    seq: u64,
+}
+
+impl Staged {
+    async fn durable(self) -> Result<(), QueueError> {
+        let journal = self.journal;
+        journal
+            .sync_to(self.seq)
+            .await
+            .map_err(|reason| journal_error(&journal, &reason))
+    }
+}
+
+fn journal_error(journal: &Journal, reason: &str) -> QueueError {
+    QueueError::State {
+        path: journal.path().to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Lease ids start at the broker's start time × 1000, so an id from before a
+/// restart is not handed out again unless the earlier run leased more than a
+/// thousand events per millisecond of its life (or the clock went back).
+pub(crate) fn first_lease(started_ms: i64) -> u64 {
+    u64::try_from(started_ms).unwrap_or(0).saturating_mul(1000)
+}
+
+fn journal_path(dir: &Path, group: &str) -> PathBuf {
+    dir.join("broker")
+        .join("queues")
+        .join(format!("{group}.journal"))
+}
+
+fn encode_pending(o: &mut Out, pe: &Pending) {
+    o.u32(pe.attempts);
+    o.i64(pe.eligible_at);
+    o.i64(opt(pe.first_failure));
+    o.i64(opt(pe.last_failure));
+    o.bytes(pe.last_error.as_bytes());
+    match &pe.key {
+        Some(k) => {
+            o.u32(1);
+            o.bytes(k);
+        }
+        None => o.u32(0),
+    }
+}
+
+fn decode_pending(i: &mut In<'_>) -> Result<Pending, String> {
+    Ok(Pending {
+        attempts: i.u32()?,
+        eligible_at: i.i64()?,
+        first_failure: unopt(i.i64()?),
+        last_failure: unopt(i.i64()?),
+        last_error: String::from_utf8_lossy(i.bytes()?).into_owned(),
+        key: match i.u32()? {
+            0 => None,
+            _ => Some(Bytes::copy_from_slice(i.bytes()?)),
+        },
+        lease: None,
+    })
 }
 
 /// What a queue group has done since the broker started, for metrics.
@@ -373,6 +569,7 @@ fn unopt(v: i64) -> Option<i64> {
 
 fn encode(g: &QueueGroup) -> Vec<u8> {
     let mut o = Out(Vec::new());
+    o.u64(g.generation);
     o.bytes(g.topic.as_str().as_bytes());
     o.bytes(g.dead_letters.as_str().as_bytes());
     let c = &g.config;
@@ -394,18 +591,7 @@ fn encode(g: &QueueGroup) -> Vec<u8> {
         o.u32(u32::try_from(p.pending.len()).expect("bounded by the window"));
         for (off, pe) in &p.pending {
             o.u64(*off);
-            o.u32(pe.attempts);
-            o.i64(pe.eligible_at);
-            o.i64(opt(pe.first_failure));
-            o.i64(opt(pe.last_failure));
-            o.bytes(pe.last_error.as_bytes());
-            match &pe.key {
-                Some(k) => {
-                    o.u32(1);
-                    o.bytes(k);
-                }
-                None => o.u32(0),
-            }
+            encode_pending(&mut o, pe);
         }
     }
     let body = o.0;
@@ -440,6 +626,7 @@ fn decode(name: &str, bytes: &[u8]) -> Result<QueueGroup, String> {
         return Err("body length does not match the file".into());
     }
     let mut i = In(&head[12..]);
+    let generation = i.u64()?;
     let name_of = |b: &[u8]| -> Result<TopicName, String> {
         TopicName::new(std::str::from_utf8(b).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())
@@ -472,19 +659,7 @@ fn decode(name: &str, bytes: &[u8]) -> Result<QueueGroup, String> {
         }
         for _ in 0..i.count(QUEUE_WINDOW_MAX)? {
             let off = i.u64()?;
-            let pe = Pending {
-                attempts: i.u32()?,
-                eligible_at: i.i64()?,
-                first_failure: unopt(i.i64()?),
-                last_failure: unopt(i.i64()?),
-                last_error: String::from_utf8_lossy(i.bytes()?).into_owned(),
-                key: match i.u32()? {
-                    0 => None,
-                    _ => Some(Bytes::copy_from_slice(i.bytes()?)),
-                },
-                lease: None,
-            };
-            p.pending.insert(off, pe);
+            p.pending.insert(off, decode_pending(&mut i)?);
         }
         partitions.push(p);
     }
@@ -498,6 +673,10 @@ fn decode(name: &str, bytes: &[u8]) -> Result<QueueGroup, String> {
         next_lease: 1,
         rng: 0x9e37_79b9,
         counters: QueueCounters::default(),
+        generation,
+        snapshot_bytes: bytes.len() as u64,
+        records: Vec::new(),
+        journal: None,
     })
 }
 
@@ -514,7 +693,9 @@ pub(crate) struct Queues {
 }
 
 impl Queues {
-    pub(crate) fn load(dir: &Path) -> Result<Queues, (PathBuf, String)> {
+    /// Loads every group: its snapshot, then its journal replayed on top. Lease
+    /// ids start at `first_lease`, above any handed out before the restart.
+    pub(crate) fn load(dir: &Path, first_lease: u64) -> Result<Queues, (PathBuf, String)> {
         let queues = Queues::default();
         let qdir = dir.join("broker").join("queues");
         let entries = match std::fs::read_dir(&qdir) {
@@ -534,6 +715,20 @@ impl Queues {
             let bytes = std::fs::read(&path).map_err(|e| (path.clone(), e.to_string()))?;
             let mut group = decode(name, &bytes).map_err(|e| (path.clone(), e))?;
             group.rng ^= bytes.len() as u64;
+            group.next_lease = first_lease;
+            let jpath = journal_path(dir, name);
+            let (journal, records) = Journal::open(&jpath, group.generation)
+                .map_err(|e| (jpath.clone(), e.to_string()))?;
+            for (n, record) in records.iter().enumerate() {
+                group
+                    .apply(record)
+                    .map_err(|e| (jpath.clone(), format!("record {n}: {e}")))?;
+            }
+            // Events read but never delivered are read again from the floor.
+            for pq in &mut group.partitions {
+                pq.cursor = pq.floor;
+            }
+            group.journal = Some(Arc::new(journal));
             let arc = std::sync::Arc::new(tokio::sync::Mutex::new(group));
             queues
                 .groups
@@ -633,18 +828,31 @@ impl Broker {
                 ..Default::default()
             });
         }
-        let g = QueueGroup {
+        let mut g = QueueGroup {
             name: group.to_owned(),
             topic: t.name.clone(),
             dead_letters,
             config,
             partitions,
             dlq_floor: 0,
-            next_lease: 1,
+            next_lease: first_lease(self.started_ms),
             rng: u64::try_from(self.clock.now().0).unwrap_or(1) | 1,
             counters: QueueCounters::default(),
+            generation: 0,
+            snapshot_bytes: 0,
+            records: Vec::new(),
+            journal: None,
         };
-        self.persist_queue(&g)?;
+        // The journal first: a snapshot is what makes the group exist.
+        let jpath = journal_path(&self.dir, group);
+        let created = std::fs::create_dir_all(jpath.parent().expect("a directory"))
+            .and_then(|()| Journal::create(&jpath, 0));
+        let journal = created.map_err(|e| QueueError::State {
+            path: jpath.clone(),
+            reason: e.to_string(),
+        })?;
+        g.journal = Some(Arc::new(journal));
+        self.write_snapshot(&mut g)?;
         let arc = std::sync::Arc::new(tokio::sync::Mutex::new(g));
         self.queues
             .groups
@@ -654,16 +862,41 @@ impl Broker {
         Ok(())
     }
 
-    fn persist_queue(&self, g: &QueueGroup) -> Result<(), QueueError> {
+    /// Writes the group's state as its snapshot (replaced atomically).
+    fn write_snapshot(&self, g: &mut QueueGroup) -> Result<(), QueueError> {
         let path = state_path(&self.dir, &g.name);
-        let write = || -> io::Result<()> {
-            std::fs::create_dir_all(path.parent().expect("a directory"))?;
-            format::replace_durably(&path, &encode(g))
-        };
-        write().map_err(|e| QueueError::State {
+        let bytes = encode(g);
+        format::replace_durably(&path, &bytes).map_err(|e| QueueError::State {
             path: path.clone(),
             reason: e.to_string(),
-        })
+        })?;
+        g.snapshot_bytes = bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Stages the records of the operation that just changed `g`. When the
+    /// journal has grown enough, folds it into a new snapshot instead (with the
+    /// group still locked, so nothing else stages meanwhile).
+    async fn stage(&self, g: &mut QueueGroup) -> Result<Staged, QueueError> {
+        let journal = Arc::clone(g.journal());
+        let seq = journal
+            .stage(&mut g.records)
+            .map_err(|reason| journal_error(&journal, &reason))?;
+        if journal.len() <= COMPACT_BYTES_MIN.max(2 * g.snapshot_bytes) {
+            return Ok(Staged { journal, seq });
+        }
+        Staged {
+            journal: Arc::clone(&journal),
+            seq,
+        }
+        .durable()
+        .await?;
+        g.generation = journal.generation() + 1;
+        self.write_snapshot(g)?;
+        journal
+            .restart(g.generation)
+            .map_err(|e| journal_error(&journal, &e.to_string()))?;
+        Ok(Staged { journal, seq: 0 })
     }
 
     fn backoff_delay(g: &mut QueueGroup, retry: u32) -> i64 {
@@ -704,6 +937,7 @@ impl Broker {
                     .get_mut(&offset)
                     .expect("pending")
                     .eligible_at = now.saturating_add(wait);
+                g.note_attempt(p, offset);
                 Ok(())
             }
             _ => self.dead_letter(g, p, offset).await,
@@ -760,6 +994,7 @@ impl Broker {
             .await
             .map_err(|e| QueueError::DeadLetter(e.to_string()))?;
         g.partitions[p].resolve(offset);
+        g.note_resolve(p, offset);
         g.counters.dead_lettered += 1;
         Ok(())
     }
@@ -823,22 +1058,19 @@ impl Broker {
                 .log
                 .partition(PartitionId(u32::try_from(p).expect("bounded")))
                 .map_err(ReadError::from)?;
-            let pq = &mut g.partitions[p];
-            if pq.cursor < part.log_start_offset().0 {
+            if g.partitions[p].cursor < part.log_start_offset().0 {
                 // Retention deleted events the group never read: nothing to deliver.
-                let low = part.log_start_offset().0;
-                pq.pending.retain(|o, _| *o >= low);
-                pq.resolved.retain(|o| *o >= low);
-                pq.floor = pq.floor.max(low);
-                pq.cursor = low;
+                g.partitions[p].raise_floor(part.log_start_offset().0);
+                g.note_floor(p);
                 changed = true;
             }
+            let pq = &mut g.partitions[p];
             while pq.cursor < part.high_watermark().0
                 && pq.cursor - pq.floor < QUEUE_WINDOW_MAX
                 && pq.pending.len() < max.max(64) * 4
             {
                 let records = part
-                    .read_records(Offset(pq.cursor), 256 * 1024)
+                    .read_records(Offset(pq.cursor), READ_BYTES)
                     .map_err(ReadError::from)?;
                 if records.is_empty() {
                     break;
@@ -847,20 +1079,21 @@ impl Broker {
                     if r.offset.0 < pq.cursor || r.offset.0 - pq.floor >= QUEUE_WINDOW_MAX {
                         continue;
                     }
-                    pq.pending.insert(
-                        r.offset.0,
-                        Pending {
-                            key: r.record.key.clone(),
-                            attempts: 0,
-                            eligible_at: i64::MIN,
-                            first_failure: None,
-                            last_failure: None,
-                            last_error: String::new(),
-                            lease: None,
-                        },
-                    );
                     pq.cursor = r.offset.0 + 1;
-                    changed = true;
+                    if pq.resolved.contains(&r.offset.0) {
+                        // Resolved before a restart; read again from the floor.
+                        continue;
+                    }
+                    // After a restart, offsets with attempts are known already.
+                    pq.pending.entry(r.offset.0).or_insert_with(|| Pending {
+                        key: r.record.key.clone(),
+                        attempts: 0,
+                        eligible_at: i64::MIN,
+                        first_failure: None,
+                        last_failure: None,
+                        last_error: String::new(),
+                        lease: None,
+                    });
                 }
             }
             let mut keys_ahead: HashSet<Bytes> = HashSet::new();
@@ -880,6 +1113,7 @@ impl Broker {
         }
         let deadline = now.saturating_add(ms(g.config.ack_timeout));
         let mut out = Vec::with_capacity(chosen.len());
+        let mut read: Option<(usize, Vec<Entry>)> = None;
         for (p, off) in chosen {
             let id = g.next_lease;
             g.next_lease += 1;
@@ -890,18 +1124,31 @@ impl Broker {
             pe.attempts += 1;
             pe.lease = Some((id, deadline));
             let attempt = pe.attempts;
+            g.note_attempt(p, off);
             g.counters.delivered += 1;
             if attempt > 1 {
                 g.counters.redelivered += 1;
             }
-            let partition = PartitionId(u32::try_from(p).expect("bounded"));
-            let entry = self
-                .read(g.topic.as_str(), partition, Offset(off), 1)?
-                .into_iter()
-                .find(|e| e.offset.0 == off)
-                .ok_or_else(|| {
-                    QueueError::DeadLetter(format!("offset {off} of partition {p} is gone"))
-                })?;
+            // Chosen offsets ascend per partition: one read serves the next
+            // ones too, instead of decoding a whole batch for each event.
+            let cached = |read: &Option<(usize, Vec<Entry>)>| {
+                read.as_ref().and_then(|(rp, entries)| {
+                    let i = entries.binary_search_by_key(&off, |e| e.offset.0).ok();
+                    i.filter(|_| *rp == p).map(|i| entries[i].clone())
+                })
+            };
+            let entry = match cached(&read) {
+                Some(entry) => entry,
+                None => {
+                    let partition = PartitionId(u32::try_from(p).expect("bounded"));
+                    let entries =
+                        self.read(g.topic.as_str(), partition, Offset(off), READ_BYTES)?;
+                    read = Some((p, entries));
+                    cached(&read).ok_or_else(|| {
+                        QueueError::DeadLetter(format!("offset {off} of partition {p} is gone"))
+                    })?
+                }
+            };
             out.push(Delivery {
                 lease: format!("{p}.{off}.{id}"),
                 attempt,
@@ -911,7 +1158,9 @@ impl Broker {
         }
         if changed {
             // Attempt counts are durable before anyone sees the delivery.
-            self.persist_queue(&g)?;
+            let staged = self.stage(&mut g).await?;
+            drop(g);
+            staged.durable().await?;
         }
         Ok(out)
     }
@@ -938,10 +1187,10 @@ impl Broker {
             // Acked or dead-lettered already, or never read.
             None => return Err(unknown()),
         }
-        let before = (g.partitions[p].clone(), g.next_lease);
         let result = match failure {
             None => {
                 g.partitions[p].resolve(off);
+                g.note_resolve(p, off);
                 g.counters.acked += 1;
                 Ok(())
             }
@@ -953,12 +1202,16 @@ impl Broker {
                 self.fail(&mut g, p, off, now, f).await
             }
         };
-        let result = result.and_then(|()| self.persist_queue(&g));
+        // What changed is staged even if dead-lettering failed part-way (the
+        // failure itself is recorded): memory and journal stay in step.
+        let staged = self.stage(&mut g).await;
+        drop(g);
+        let durable = match staged {
+            Ok(staged) => staged.durable().await,
+            Err(e) => Err(e),
+        };
         self.queues.answered.notify_waiters();
-        if result.is_err() {
-            g.partitions[p] = before.0;
-        }
-        result
+        result.and(durable)
     }
 
     /// Acknowledges a delivery: the event is done for this group, durably, and
@@ -1065,7 +1318,8 @@ impl Broker {
             floor = last;
             // Each chunk is marked handled once its events are durable at the target.
             g.dlq_floor = floor;
-            self.persist_queue(&g)?;
+            g.note_dlq_floor();
+            self.stage(&mut g).await?.durable().await?;
         }
         Ok(moved)
     }
@@ -1086,10 +1340,8 @@ impl Broker {
             .0;
         let before = g.dlq_floor;
         g.dlq_floor = end.max(before);
-        if let Err(e) = self.persist_queue(&g) {
-            g.dlq_floor = before;
-            return Err(e);
-        }
+        g.note_dlq_floor();
+        self.stage(&mut g).await?.durable().await?;
         Ok(end.saturating_sub(before))
     }
 

@@ -625,3 +625,137 @@ fn shutdown_gives_up_on_leases_at_its_deadline() {
         .unwrap();
     assert_eq!(left, 1);
 }
+
+fn journal_len(fx: &Fixture) -> u64 {
+    let path = fx.dir.path().join("broker/queues/workers.journal");
+    std::fs::metadata(path).unwrap().len()
+}
+
+#[test]
+fn the_journal_is_folded_into_a_snapshot_and_answers_survive_it() {
+    let config = QueueConfig {
+        max_deliveries: 1000,
+        ..QueueConfig::default()
+    };
+    let mut fx = Fixture::new(1, config);
+    for _ in 0..40 {
+        fx.publish(None);
+    }
+    // Nacks with long errors grow the journal past the compaction threshold
+    // (1 MiB) in about a thousand answers.
+    let error = "e".repeat(tidings_broker::ERROR_TEXT_BYTES_MAX);
+    let mut largest = 0;
+    let mut shrank = false;
+    for _round in 0..30 {
+        for d in fx.receive(100) {
+            fx.rt
+                .block_on(
+                    fx.b()
+                        .nack("workers", &d.lease, Some(Duration::ZERO), &error),
+                )
+                .unwrap();
+            let len = journal_len(&fx);
+            shrank |= len < largest;
+            largest = largest.max(len);
+        }
+    }
+    assert!(shrank, "the journal started over after a snapshot");
+    assert!(largest < 3 * 1024 * 1024, "the journal stays bounded");
+    // Ack half, restart: the acked half never comes back, the rest keep their
+    // attempt counts across snapshot and journal.
+    let delivered = fx.receive(100);
+    assert_eq!(delivered.len(), 40);
+    let attempts = delivered[0].attempt;
+    for d in delivered.iter().step_by(2) {
+        fx.ack(d).unwrap();
+    }
+    fx.reopen();
+    let again = fx.receive(100);
+    let want: BTreeSet<_> = delivered.iter().skip(1).step_by(2).map(place).collect();
+    assert_eq!(again.iter().map(place).collect::<BTreeSet<_>>(), want);
+    assert!(again.iter().all(|d| d.attempt == attempts + 1));
+}
+
+#[test]
+fn a_torn_journal_tail_is_cut_and_everything_answered_holds() {
+    let mut fx = Fixture::new(1, QueueConfig::default());
+    for _ in 0..3 {
+        fx.publish(None);
+    }
+    let got = fx.receive(10);
+    fx.ack(&got[0]).unwrap();
+    fx.ack(&got[1]).unwrap();
+    fx.broker.take().unwrap().close().unwrap();
+    // A write that was under way when the machine stopped: half a record.
+    let path = fx.dir.path().join("broker/queues/workers.journal");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let whole = bytes.len();
+    bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3, 4, 9, 9]);
+    std::fs::write(&path, &bytes).unwrap();
+    fx.broker = Some(
+        tidings_broker::Broker::open(fx.dir.path(), crate::support::options(&fx.clock)).unwrap(),
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), whole as u64);
+    let again = fx.receive(10);
+    assert_eq!(
+        again.iter().map(place).collect::<Vec<_>>(),
+        [place(&got[2])]
+    );
+}
+
+#[test]
+fn concurrent_acks_share_syncs_and_all_hold_after_a_restart() {
+    let mut fx = Fixture::new(4, QueueConfig::default());
+    for i in 0..200 {
+        fx.publish(Some(&format!("k{i}")));
+    }
+    let broker = fx.broker.take().unwrap();
+    let broker = std::sync::Arc::new(broker);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let acked = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let b = std::sync::Arc::clone(&broker);
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let batch = b.receive("workers", 8).await.unwrap();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    // Answered together, so their records can share a sync.
+                    let mut answers = tokio::task::JoinSet::new();
+                    for d in &batch {
+                        let (b, lease) = (std::sync::Arc::clone(&b), d.lease.clone());
+                        answers.spawn(async move { b.ack("workers", &lease).await });
+                    }
+                    while let Some(r) = answers.join_next().await {
+                        r.unwrap().unwrap();
+                    }
+                    mine.extend(batch.iter().map(place));
+                }
+                mine
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    assert_eq!(acked.len(), 200);
+    assert_eq!(
+        acked.iter().collect::<BTreeSet<_>>().len(),
+        200,
+        "each once"
+    );
+    std::sync::Arc::into_inner(broker).unwrap().close().unwrap();
+    fx.broker = Some(
+        tidings_broker::Broker::open(fx.dir.path(), crate::support::options(&fx.clock)).unwrap(),
+    );
+    assert!(fx.receive(100).is_empty(), "every ack was durable");
+}
