@@ -103,20 +103,29 @@ impl Journal {
     /// any file at `path`.
     pub(crate) fn create(path: &Path, generation: u64) -> io::Result<Journal> {
         format::replace_durably(path, &header(generation))?;
-        Ok(Journal {
+        Ok(Journal::with_file(
+            path,
+            open_append(path)?,
+            generation,
+            HEADER_BYTES,
+        ))
+    }
+
+    fn with_file(path: &Path, file: File, generation: u64, len: u64) -> Journal {
+        Journal {
             path: path.to_owned(),
             state: Mutex::new(State {
-                file: Arc::new(open_append(path)?),
+                file: Arc::new(file),
                 generation,
                 staged: Vec::new(),
                 staged_seq: 0,
                 durable_seq: 0,
                 flushing: false,
-                len: HEADER_BYTES,
+                len,
                 failed: None,
             }),
             flushed: Notify::new(),
-        })
+        }
     }
 
     /// Opens the journal following the snapshot of `generation` and returns its
@@ -144,21 +153,10 @@ impl Journal {
             file.set_len(end as u64)?;
             file.sync_all()?;
         }
-        let journal = Journal {
-            path: path.to_owned(),
-            state: Mutex::new(State {
-                file: Arc::new(file),
-                generation,
-                staged: Vec::new(),
-                staged_seq: 0,
-                durable_seq: 0,
-                flushing: false,
-                len: end as u64,
-                failed: None,
-            }),
-            flushed: Notify::new(),
-        };
-        Ok((journal, records))
+        Ok((
+            Journal::with_file(path, file, generation, end as u64),
+            records,
+        ))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -467,7 +467,8 @@ impl Broker {
         let t = self
             .topic(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_owned()))?;
-        let mut config = t.log.config();
+        let current = t.log.config();
+        let mut config = current.clone();
         if let Some(partitions) = changes.partitions {
             config.partitions = partitions;
         }
@@ -488,12 +489,14 @@ impl Broker {
         config
             .validate()
             .map_err(|e| AdminError::InvalidSpec(e.to_string()))?;
-        let current = t.log.config();
+        // The log checks this too; checked here, it is refused as an invalid
+        // spec before anything is written.
         if config.partitions < current.partitions {
-            return Err(AdminError::InvalidSpec(format!(
-                "a topic's partitions can be added but not removed: {name} has {}, asked for {}",
-                current.partitions, config.partitions
-            )));
+            let e = tidings_log::ConfigError::PartitionsDecrease {
+                from: current.partitions,
+                to: config.partitions,
+            };
+            return Err(AdminError::InvalidSpec(e.to_string()));
         }
         if config != current {
             self.log.alter_topic(name, config)?;
