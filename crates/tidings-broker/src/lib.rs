@@ -1,8 +1,10 @@
 //! Tidings' broker: what turns the log into what the guides reach for Kafka,
 //! RabbitMQ, Redis Streams and NATS for, embeddable in a Rust process.
 //!
-//! The broker manages topics, publishes CloudEvents and runs stream-mode consumer
-//! groups (see [`Broker::join_group`]). Keyed events
+//! The broker manages topics (create, alter, delete), publishes CloudEvents, and
+//! runs stream-mode consumer groups (see [`Broker::join_group`]) and queue-mode
+//! groups with acks, retries and dead letters (see [`Broker::create_queue_group`]).
+//! Keyed events
 //! go to the partition Kafka's default partitioner picks for their
 //! `partitionkey` (see [`partitioner`]), unkeyed ones are spread round-robin, and
 //! producer dedup answers a repeated event id with the original offset for the
