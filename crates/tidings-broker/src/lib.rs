@@ -426,11 +426,7 @@ impl Broker {
     }
 
     fn topic(&self, name: &str) -> Option<Arc<BrokerTopic>> {
-        let topics = self.topics.read().expect("topics lock");
-        topics
-            .iter()
-            .find(|(n, _)| n.as_str() == name)
-            .map(|(_, t)| Arc::clone(t))
+        self.topics.read().expect("topics lock").get(name).cloned()
     }
 
     /// A topic's configuration and partitions.
@@ -526,12 +522,9 @@ impl Broker {
     pub fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
         let topic = {
             let mut topics = self.topics.write().expect("topics lock");
-            let key = topics
-                .keys()
-                .find(|n| n.as_str() == name)
-                .cloned()
-                .ok_or_else(|| AdminError::UnknownTopic(name.to_owned()))?;
-            topics.remove(&key).expect("present")
+            topics
+                .remove(name)
+                .ok_or_else(|| AdminError::UnknownTopic(name.to_owned()))?
         };
         self.log.delete_topic(topic.name.as_str())?;
         settings::remove(&self.dir, &topic.name).map_err(|source| AdminError::Io {

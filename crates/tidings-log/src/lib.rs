@@ -220,9 +220,8 @@ impl Log {
         self.topics
             .read()
             .expect("topics lock")
-            .iter()
-            .find(|(n, _)| n.as_str() == name)
-            .map(|(_, t)| Arc::clone(t))
+            .get(name)
+            .cloned()
             .ok_or_else(|| TopicError::NotFound(name.to_owned()))
     }
 
@@ -249,9 +248,8 @@ impl Log {
         // Serializes with create and delete, and with other alterations.
         let topics = self.topics.write().expect("topics lock");
         let topic = topics
-            .iter()
-            .find(|(n, _)| n.as_str() == name)
-            .map(|(_, t)| Arc::clone(t))
+            .get(name)
+            .cloned()
             .ok_or_else(|| TopicError::NotFound(name.to_owned()))?;
         let old = topic.config();
         if config.partitions < old.partitions {
@@ -311,12 +309,9 @@ impl Log {
     pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         let topic = {
             let mut topics = self.topics.write().expect("topics lock");
-            let key = topics
-                .keys()
-                .find(|n| n.as_str() == name)
-                .cloned()
-                .ok_or_else(|| TopicError::NotFound(name.to_owned()))?;
-            topics.remove(&key).expect("present")
+            topics
+                .remove(name)
+                .ok_or_else(|| TopicError::NotFound(name.to_owned()))?
         };
         for p in topic.open_partitions() {
             if let Err(e) = p.close() {

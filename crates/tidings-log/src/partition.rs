@@ -177,6 +177,7 @@ impl Partition {
             writer: Mutex::new(None),
         });
         let writer = Writer {
+            config: partition.config(),
             builder: recovered.builder,
             segment_started: (recovered.len > 0).then(|| partition.options.clock.now()),
             p: Arc::clone(&partition),
@@ -597,6 +598,9 @@ fn prepare_batches(bytes: BytesMut) -> Result<Prepared, AppendError> {
 /// The partition's single writer. Owns the active segment's file and index files.
 struct Writer {
     p: Arc<Partition>,
+    /// The partition's configuration, reread at the start of every group so an
+    /// alteration applies from the next group without a lock per append.
+    config: TopicConfig,
     active: Arc<Segment>,
     file: Arc<File>,
     /// Bytes written to the active segment.
@@ -661,6 +665,7 @@ impl Writer {
     }
 
     fn run_group(&mut self, group: Vec<Command>) {
+        self.config = self.p.config();
         debug_assert!(self.buf.is_empty() && self.replies.is_empty());
         for cmd in group {
             match cmd {
@@ -767,7 +772,7 @@ impl Writer {
         if len == 0 {
             return false;
         }
-        let config = self.p.config();
+        let config = &self.config;
         let full = len + bytes > config.segment_bytes;
         let offsets_full = self.next.0 + count - self.active.base.0 > u64::from(u32::MAX);
         let old = config
@@ -813,7 +818,7 @@ impl Writer {
         if !self.write_buf() {
             return self.answer();
         }
-        match self.p.config().fsync {
+        match self.config.fsync {
             FsyncPolicy::Always => {
                 if self.len > self.active.readable_len() {
                     if let Err(e) = self.p.options.file_sync.sync_data(&self.file) {
@@ -923,7 +928,7 @@ impl Writer {
         self.file = file;
         self.index_files = index_files;
         self.len = 0;
-        self.builder = IndexBuilder::new(self.p.config().index_interval_bytes);
+        self.builder = IndexBuilder::new(self.config.index_interval_bytes);
         self.segment_started = None;
         self.sync_due = None;
         self.last_sync = Instant::now();
@@ -932,7 +937,7 @@ impl Writer {
 
     /// Deletes the oldest sealed segments that retention by size or age allows.
     fn retention(&mut self) -> io::Result<RetentionOutcome> {
-        let config = self.p.config();
+        let config = self.config.clone();
         let segments: Vec<Arc<Segment>> = self.p.segments.read().expect("segments lock").clone();
         let sealed = &segments[..segments.len() - 1];
         let mut delete = 0;

@@ -92,6 +92,14 @@ impl AsRef<str> for TopicName {
     }
 }
 
+/// Maps keyed by `TopicName` can be searched with a plain `&str`: equality,
+/// order and hash are the inner string's.
+impl std::borrow::Borrow<str> for TopicName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
