@@ -26,8 +26,8 @@ pub enum OpenError {
     /// The options cannot work.
     #[error("invalid log options: {0}")]
     Options(&'static str),
-    /// Another process holds the data directory.
-    #[error("data directory {path} is locked by another process")]
+    /// Another process, or another open [`Log`](crate::Log), holds the data directory.
+    #[error("data directory lock {path} is held by another process or another open log")]
     Locked {
         /// The lock file.
         path: PathBuf,

@@ -103,6 +103,35 @@ fn topic_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
+/// Takes the data directory's lock, waiting briefly when it is held.
+///
+/// The lock belongs to the open file description, and a process that starts a
+/// child shares its descriptors with that child until the child's `exec`. A log
+/// closed and reopened while another thread is spawning a process can therefore
+/// find its own released lock still held for a moment. A lock still held after
+/// [`LOCK_WAIT`] belongs to someone else.
+fn lock_exclusively(lock: &File, path: &Path) -> Result<(), OpenError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(OpenError::Locked {
+                    path: path.to_owned(),
+                })
+            }
+            Err(TryLockError::Error(e)) => return Err(open_err("lock", path)(e)),
+        }
+    }
+}
+
+/// How long [`Log::open`] waits for a held lock before answering
+/// [`OpenError::Locked`].
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Log {
     /// Opens (creating if needed) the data directory at `dir` and recovers every
     /// partition in it. A partition that fails recovery is refused, not fatal: see
@@ -125,11 +154,7 @@ impl Log {
             .write(true)
             .open(&lock_path)
             .map_err(open_err("create", &lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(OpenError::Locked { path: lock_path }),
-            Err(TryLockError::Error(e)) => return Err(open_err("lock", &lock_path)(e)),
-        }
+        lock_exclusively(&lock, &lock_path)?;
         // Unfinished topic creations and deletions from an earlier run.
         for sub in ["staging", "trash"] {
             let path = dir.join(sub);
