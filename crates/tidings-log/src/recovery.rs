@@ -10,7 +10,9 @@
 //! The first invalid batch ends the scan. If any valid batch follows it, the damage
 //! is not a torn write but corruption of data that may have been acknowledged: the
 //! partition is refused with the file and byte position. If nothing valid follows,
-//! the tail is torn: it is truncated and the truncation synced.
+//! the tail is torn: it is truncated and the truncation synced. A tail of zeros is
+//! space the writer preallocated and never filled (see `Writer::reserve`); it is
+//! cut the same way, without a warning.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -198,16 +200,21 @@ pub(crate) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered, Rec
             })
             .map_err(io_err("scan", &path))?;
             if let Some((position, fault)) = end.fault {
-                let follows = segment::valid_batch_after(&file, position, file_len, end.next)
-                    .map_err(io_err("scan", &path))?;
-                if follows.is_some() {
-                    return Err(RecoveryError::Corrupt {
-                        file: path,
-                        position,
-                        fault,
-                    });
+                if segment::zeros_from(&file, position, file_len).map_err(io_err("scan", &path))? {
+                    // Space the writer allocated ahead and had not filled yet.
+                    tracing::debug!(segment = %path.display(), position, file_len, "cutting preallocated space after the last batch");
+                } else {
+                    let follows = segment::valid_batch_after(&file, position, file_len, end.next)
+                        .map_err(io_err("scan", &path))?;
+                    if follows.is_some() {
+                        return Err(RecoveryError::Corrupt {
+                            file: path,
+                            position,
+                            fault,
+                        });
+                    }
+                    tracing::warn!(segment = %path.display(), position, file_len, %fault, "truncating a torn tail");
                 }
-                tracing::warn!(segment = %path.display(), position, file_len, %fault, "truncating a torn tail");
                 file.set_len(position).map_err(io_err("truncate", &path))?;
                 file.sync_all().map_err(io_err("sync", &path))?;
             }

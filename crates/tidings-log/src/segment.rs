@@ -277,6 +277,20 @@ pub(crate) fn scan(
     })
 }
 
+/// Whether every byte of `file` from `from` to `end` is zero.
+pub(crate) fn zeros_from(file: &File, from: u64, end: u64) -> io::Result<bool> {
+    let mut window = Window::new(file, end);
+    let mut pos = from;
+    while pos < end {
+        let chunk = window.get(pos, SCAN_CHUNK_BYTES)?;
+        if chunk.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += chunk.len() as u64;
+    }
+    Ok(true)
+}
+
 /// Whether any valid batch starts in `(after, end)`: the test that tells corruption
 /// (valid data follows) from a torn tail (nothing valid follows).
 pub(crate) fn valid_batch_after(

@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use tidings_log::{FsyncPolicy, Log, LogOptions, TopicConfig, TopicError};
 use tidings_types::{Offset, PartitionId, TimestampMs};
 
-use crate::support::{record, segment_files, Fixture, TOPIC};
+use crate::support::{copy_dir, data_end, options, record, segment_files, Fixture, TOPIC};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -180,6 +180,77 @@ fn segments_roll_by_size_and_by_age() {
     let p = fx.partition();
     assert_eq!(p.segment_count(), before + 1);
     assert_eq!(p.high_watermark(), Offset(22));
+}
+
+/// The writer allocates the active segment ahead of its data, so a synced append
+/// does not change the file's size. Sealing and closing cut each file back to its
+/// data, and a crash image holding the allocated space reopens with every record.
+#[test]
+fn the_active_segment_is_allocated_ahead_and_cut_back_to_its_data() {
+    let mut fx = Fixture::new(TopicConfig {
+        fsync: FsyncPolicy::Always,
+        segment_bytes: 64 * 1024,
+        ..TopicConfig::default()
+    });
+    let p = fx.partition();
+    for i in 0..10 {
+        p.append_blocking(&[record(i, 100, 0)]).unwrap();
+    }
+    let dir = fx.partition_dir();
+    let active = segment_files(&dir).pop().unwrap();
+    let data = data_end(&active);
+    assert!(data > 1_000, "ten records of 100 bytes are in the file");
+    assert_eq!(
+        std::fs::metadata(&active).unwrap().len(),
+        64 * 1024,
+        "allocated ahead up to the segment size"
+    );
+    let image = tempfile::tempdir().unwrap();
+    copy_dir(fx.dir.path(), image.path());
+
+    for i in 10..1_000 {
+        p.append_blocking(&[record(i, 100, 0)]).unwrap();
+    }
+    let files = segment_files(&dir);
+    assert!(files.len() > 2, "{} segments", files.len());
+    for sealed in &files[..files.len() - 1] {
+        let len = std::fs::metadata(sealed).unwrap().len();
+        assert_eq!(
+            len,
+            data_end(sealed),
+            "{} ends at its data",
+            sealed.display()
+        );
+    }
+    drop(p);
+    fx.close();
+    let active = segment_files(&dir).pop().unwrap();
+    assert_eq!(std::fs::metadata(&active).unwrap().len(), data_end(&active));
+
+    let log = Log::open(image.path(), options(&fx.clock)).unwrap();
+    let p = log.topic(TOPIC).unwrap().partition(PartitionId(0)).unwrap();
+    assert_eq!(
+        p.high_watermark(),
+        Offset(10),
+        "every synced record survives"
+    );
+    let read = p.read_records(Offset(0), 1 << 20).unwrap();
+    assert_eq!(read.len(), 10);
+    for (i, r) in read.iter().enumerate() {
+        assert_eq!(r.record, record(i as u64, 100, 0));
+    }
+    let copied = segment_files(&crate::support::partition_dir(image.path()))
+        .pop()
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&copied).unwrap().len(),
+        data,
+        "recovery cut the allocated space"
+    );
+    let appended = p.append_blocking(&[record(10, 100, 0)]).unwrap();
+    assert_eq!(appended.base_offset, Offset(10));
+    drop(p);
+    log.close().unwrap();
 }
 
 #[test]

@@ -155,6 +155,29 @@ fn a_cut_anywhere_in_the_last_batch_keeps_every_whole_batch_before_it() {
     check_cuts(&build(12, 1 << 20));
 }
 
+/// A crash leaves the zeros of the space the writer allocated ahead: after the
+/// last whole batch, or behind a torn one.
+#[test]
+fn zeros_after_the_data_are_allocated_space_not_damage() {
+    let image = build(12, 1 << 20);
+    let (last_start, last_base) = image.last();
+    let end = image.files[&image.active].len();
+    let all = Offset(image.records.len() as u64);
+    let torn = usize::try_from(last_start).unwrap() + 20;
+    for (keep, surviving, what) in [
+        (end, all, "zeros after the last batch"),
+        (torn, last_base, "zeros after a torn batch"),
+    ] {
+        for keep_marker in [false, true] {
+            image.crash(keep_marker, |b| {
+                b.truncate(keep);
+                b.resize(end + 300_000, 0);
+            });
+            image.check_survivors(surviving, &format!("{what}, marker kept: {keep_marker}"));
+        }
+    }
+}
+
 #[test]
 fn a_cut_in_the_active_segment_after_several_sealed_ones() {
     let image = build(40, 1_024);

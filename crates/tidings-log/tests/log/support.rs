@@ -126,3 +126,29 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// Where the last whole batch of a segment file ends: the first position that
+/// does not start a batch (wrong magic or too short), or the file's end.
+pub fn data_end(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    let mut pos = 0;
+    while pos + 17 <= bytes.len() && bytes[pos + 16] == 2 {
+        let len = i32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().unwrap());
+        pos += 12 + usize::try_from(len).unwrap();
+    }
+    pos as u64
+}
+
+/// Copies a directory tree: a crash image of a log that is still open.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
