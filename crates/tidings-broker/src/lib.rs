@@ -331,8 +331,9 @@ pub struct Broker {
     topics: RwLock<BTreeMap<TopicName, Arc<BrokerTopic>>>,
     groups: groups::Groups,
     queues: queue::Queues,
-    /// Serializes topic alterations, which read, change and write a topic's settings.
-    altering: std::sync::Mutex<()>,
+    /// Serializes topic creation, alteration and deletion, which each read,
+    /// change and write a topic's settings file and its log directory.
+    admin: std::sync::Mutex<()>,
     /// When this broker started; part of member ids, so an id from before a
     /// restart is never handed out again.
     started_ms: i64,
@@ -387,7 +388,7 @@ impl Broker {
             topics: RwLock::new(topics),
             groups,
             queues,
-            altering: std::sync::Mutex::new(()),
+            admin: std::sync::Mutex::new(()),
             started_ms,
         })
     }
@@ -403,6 +404,11 @@ impl Broker {
         spec.log_config()
             .validate()
             .map_err(|e| AdminError::InvalidSpec(e.to_string()))?;
+        let _admin = self.admin.lock().expect("admin lock");
+        // Before the settings file is touched: it belongs to the existing topic.
+        if self.topic(name.as_str()).is_some() {
+            return Err(TopicError::Exists(name).into());
+        }
         // The settings go first: a crash before the topic exists leaves a file
         // that the next create overwrites; a topic never exists without them.
         settings::write(&self.dir, &name, spec.dedup_window).map_err(|source| AdminError::Io {
@@ -461,7 +467,7 @@ impl Broker {
         name: &str,
         changes: TopicChanges,
     ) -> Result<TopicDescription, AdminError> {
-        let _altering = self.altering.lock().expect("alter lock");
+        let _admin = self.admin.lock().expect("admin lock");
         let t = self
             .topic(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_owned()))?;
@@ -520,6 +526,7 @@ impl Broker {
 
     /// Deletes a topic and its data.
     pub fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
+        let _admin = self.admin.lock().expect("admin lock");
         let topic = {
             let mut topics = self.topics.write().expect("topics lock");
             topics
@@ -696,6 +703,29 @@ impl Broker {
                 }
             })
             .collect())
+    }
+
+    /// The offset a reader starting at `start` in one partition reads first: the
+    /// log start, the high-watermark, an offset clamped into what is stored, or
+    /// the first event appended at or after a time (the high-watermark when there
+    /// is none).
+    pub fn position(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        start: StartPosition,
+    ) -> Result<Offset, ReadError> {
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| ReadError::UnknownTopic(topic.to_owned()))?;
+        let p = t.log.partition(partition)?;
+        let (low, high) = (p.log_start_offset(), p.high_watermark());
+        Ok(match start {
+            StartPosition::Earliest => low,
+            StartPosition::Latest => high,
+            StartPosition::Offset(o) => o.clamp(low, high),
+            StartPosition::Timestamp(ts) => p.offset_for_timestamp(ts)?.unwrap_or(high),
+        })
     }
 
     /// Shuts down gracefully: hands out no more leases, waits up to `deadline`

@@ -69,6 +69,27 @@ fn log_settings_and_the_dedup_window_change_and_survive_a_restart() {
     assert!(fourth.duplicate, "the window survives the restart");
 }
 
+/// Creating a topic that exists is refused before anything of the existing
+/// topic is touched: its dedup window stays, also after a restart.
+#[test]
+fn creating_an_existing_topic_changes_nothing_of_it() {
+    let mut h = Harness::new();
+    h.b().create_topic("orders", TopicSpec::default()).unwrap();
+    let other = TopicSpec {
+        dedup_window: None,
+        partitions: 3,
+        ..TopicSpec::default()
+    };
+    let err = h.b().create_topic("orders", other).unwrap_err();
+    assert!(
+        matches!(err, AdminError::Log(tidings_log::TopicError::Exists(_))),
+        "{err:?}"
+    );
+    h.reopen();
+    let d = h.b().describe_topic("orders").unwrap();
+    assert_eq!(d.spec, TopicSpec::default());
+}
+
 #[test]
 fn bad_alterations_are_refused_and_change_nothing() {
     let h = Harness::new();
