@@ -354,21 +354,11 @@ impl Broker {
         partition: u32,
         start: StartPosition,
     ) -> Result<Offset, GroupError> {
-        let t = self.group_topic(topic.as_str())?;
-        let p = t
-            .log
-            .partition(PartitionId(partition))
-            .map_err(ReadError::from)?;
-        let (low, high) = (p.log_start_offset(), p.high_watermark());
-        Ok(match start {
-            StartPosition::Earliest => low,
-            StartPosition::Latest => high,
-            StartPosition::Offset(o) => o.clamp(low, high),
-            StartPosition::Timestamp(ts) => p
-                .offset_for_timestamp(ts)
-                .map_err(ReadError::from)?
-                .unwrap_or(high),
-        })
+        self.position(topic.as_str(), PartitionId(partition), start)
+            .map_err(|e| match e {
+                ReadError::UnknownTopic(t) => GroupError::UnknownTopic(t),
+                e => GroupError::from(e),
+            })
     }
 
     /// Removes members whose session ran out, and rebalances if any did or if

@@ -8,8 +8,10 @@
 //!
 //! [`CloudEvent::new`] stamps a UUIDv7 id (the idempotency key) and the current
 //! time. Conversions: the JSON event format ([`CloudEvent::to_json`],
-//! [`CloudEvent::from_json`], and the batch format) and the Kafka protocol binding
-//! ([`CloudEvent::to_kafka`], [`CloudEvent::from_kafka`]). Every conversion
+//! [`CloudEvent::from_json`], and the batch format), the Kafka protocol binding
+//! ([`CloudEvent::to_kafka`], [`CloudEvent::from_kafka`]) and the HTTP binding's
+//! binary mode ([`CloudEvent::from_http_binary`],
+//! [`CloudEvent::to_http_binary_headers`]). Every conversion
 //! validates, and every failure is a specific [`EventError`].
 //!
 //! ```
@@ -38,6 +40,7 @@ use bytes::Bytes;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+mod http;
 pub(crate) mod json;
 mod kafka;
 

@@ -21,23 +21,27 @@ use tidings_types::{Offset, PartitionId, TimestampMs};
 #[derive(Debug, Parser)]
 #[command(name = "tidings", version, about)]
 struct Cli {
-    /// Where topics are stored.
-    #[arg(
-        long,
-        env = "TIDINGS_DATA_DIR",
-        default_value = "./tidings-data",
-        global = true
-    )]
-    data_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
+/// The data directory the local commands work on.
+#[derive(Debug, clap::Args)]
+struct Local {
+    /// Where topics are stored.
+    #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "./tidings-data")]
+    data_dir: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the server: the broker on the data directory, with its HTTP API.
+    Serve(tidings_server::ServeArgs),
     /// Append events to a topic, one per argument, or one per line of standard input
     /// when no value is given. Creates the topic if it does not exist.
     Append {
+        #[command(flatten)]
+        local: Local,
         /// Topic to append to.
         topic: String,
         /// Event values. Without any, standard input is read line by line.
@@ -60,6 +64,8 @@ enum Command {
     },
     /// Print events of one partition of a topic.
     Read {
+        #[command(flatten)]
+        local: Local,
         /// Topic to read.
         topic: String,
         /// Partition to read.
@@ -76,7 +82,10 @@ enum Command {
         json: bool,
     },
     /// List topics with their partitions' offsets and sizes.
-    Topics,
+    Topics {
+        #[command(flatten)]
+        local: Local,
+    },
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -86,6 +95,16 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Serve(args) = cli.command {
+        return match tidings_server::Config::load(&args).and_then(tidings_server::run) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TIDINGS_LOG")
@@ -93,7 +112,6 @@ fn main() -> ExitCode {
         )
         .with_writer(io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -110,11 +128,23 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         .any(|e| e.kind() == io::ErrorKind::BrokenPipe)
 }
 
+fn open(local: &Local) -> Result<Log> {
+    Log::open(&local.data_dir, LogOptions::default())
+        .with_context(|| format!("opening data directory {}", local.data_dir.display()))
+}
+
 fn run(cli: Cli) -> Result<()> {
-    let log = Log::open(&cli.data_dir, LogOptions::default())
-        .with_context(|| format!("opening data directory {}", cli.data_dir.display()))?;
+    let local = match &cli.command {
+        Command::Serve(_) => unreachable!("served in main"),
+        Command::Append { local, .. } | Command::Read { local, .. } | Command::Topics { local } => {
+            local
+        }
+    };
+    let log = open(local)?;
     match cli.command {
+        Command::Serve(_) => unreachable!("served in main"),
         Command::Append {
+            local: _,
             topic,
             values,
             key,
@@ -153,6 +183,7 @@ fn run(cli: Cli) -> Result<()> {
             append(&p, &values, key.as_deref(), &headers)?;
         }
         Command::Read {
+            local: _,
             topic,
             partition,
             from,
@@ -169,7 +200,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             read(&p, from, limit, json)?;
         }
-        Command::Topics => {
+        Command::Topics { local: _ } => {
             let mut out = io::stdout().lock();
             for t in log.topics() {
                 writeln!(

@@ -1,0 +1,73 @@
+//! Request bodies read under the size limit, and JSON parsed with messages that
+//! say where it went wrong.
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::ApiError;
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("the request body exceeds the limit of {limit} bytes"),
+    )
+}
+
+/// The whole body, refused with 413 from its declared length or as soon as it
+/// passes `limit`.
+pub(crate) async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // The limit is the only error a complete, well-framed body can meet.
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            too_large(limit)
+        } else {
+            ApiError::bad_request(
+                "malformed_body",
+                format!("cannot read the request body: {e}"),
+            )
+        }
+    })
+}
+
+/// The media type without parameters, lower-cased.
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+/// Parses a JSON request body into `T`, requiring `application/json`.
+pub(crate) fn json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
+    match media_type(headers).as_deref() {
+        Some("application/json") => {}
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "expected Content-Type application/json, got {}",
+                    other.unwrap_or("none")
+                ),
+            ))
+        }
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("malformed_json", format!("invalid JSON body: {e}")))
+}

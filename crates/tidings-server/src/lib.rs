@@ -1,0 +1,122 @@
+//! `tidings serve`: the one binary's server side.
+//!
+//! [`run`] opens the broker on the data directory, installs the metrics recorder
+//! and the log subscriber, binds the HTTP listener and serves
+//! [`tidings_http::router`] until SIGINT or SIGTERM. Then it shuts down in order:
+//! stop accepting, answer new requests on open connections with 503, let the
+//! requests under way finish, give consumers up to the shutdown timeout to
+//! answer their leases, sync and close the log, and return so the process exits
+//! with status 0.
+//!
+//! The server holds no business logic and no state of its own: configuration
+//! ([`Config`]), listeners and the shutdown sequence only.
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tidings_broker::{Broker, BrokerOptions};
+use tidings_http::{Api, Metrics};
+use tracing_subscriber::EnvFilter;
+
+mod config;
+
+pub use config::{Config, LogFormat, ServeArgs};
+
+/// Installs the process's log subscriber: `RUST_LOG` filters (default `info`),
+/// lines go to standard error, readable or JSON.
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    // A second install (tests that run the server twice) keeps the first.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Runs the server until SIGINT or SIGTERM, then shuts it down gracefully.
+pub fn run(config: Config) -> Result<()> {
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tidings")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config, shutdown_signal()))
+}
+
+/// Resolves at the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => tracing::info!("SIGINT received; shutting down"),
+                    _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                tracing::info!("SIGINT received; shutting down");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+        tracing::info!("interrupt received; shutting down");
+    }
+}
+
+/// Serves until `stop` resolves, then shuts down.
+pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let data_dir = config.data_dir.clone();
+    let broker = tokio::task::spawn_blocking(move || {
+        Broker::open(&data_dir, BrokerOptions::default())
+            .with_context(|| format!("cannot open the data directory {}", data_dir.display()))
+    })
+    .await
+    .context("opening the broker")??;
+    let broker = Arc::new(broker);
+    let metrics = Metrics::install().map_err(anyhow::Error::msg)?;
+    let api = Api::new(Arc::clone(&broker), config.limits, metrics);
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
+    let http_addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "listening");
+
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+    let draining = api.clone();
+    let graceful = async move {
+        stop.await;
+        draining.start_draining();
+        let _ = stopping_tx.send(true);
+    };
+    let server = axum::serve(listener, tidings_http::router(api)).with_graceful_shutdown(graceful);
+    let mut server = std::pin::pin!(server.into_future());
+    let mut stopping = stopping_rx.clone();
+    tokio::select! {
+        result = &mut server => result.context("the HTTP server failed")?,
+        _ = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(config.shutdown_timeout).await;
+        } => {
+            tracing::warn!(timeout = ?config.shutdown_timeout, "requests still open after the shutdown timeout; closing them");
+        }
+    }
+    let left = broker
+        .shutdown(config.shutdown_timeout)
+        .await
+        .context("closing the log")?;
+    tracing::info!(leases_left = left, "stopped");
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! `tidings serve` as a user meets it: the real binary on a loopback port,
+//! spoken to over HTTP.
+
+mod api;
+mod bad_input;
+mod shutdown;
+mod support;

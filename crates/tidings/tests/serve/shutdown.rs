@@ -1,0 +1,102 @@
+//! SIGTERM while producers publish: the server stops accepting, finishes what is
+//! under way, exits 0, and after a restart every acknowledged event is there.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use crate::support::{call, create_topic, get, Server};
+
+#[test]
+fn sigterm_under_load_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    create_topic(&server, json!({"name": "orders", "partitions": 3}));
+    let url = server.url("/v1/topics/orders/events");
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..4)
+        .map(|p| {
+            let url = url.clone();
+            let acknowledged = Arc::clone(&acknowledged);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut refused = 0;
+                for i in 0..100_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let id = format!("p{p}-{i}");
+                    let body = json!([
+                        {"specversion": "1.0", "id": format!("{id}-a"), "source": "/load", "type": "t", "partitionkey": id},
+                        {"specversion": "1.0", "id": format!("{id}-b"), "source": "/load", "type": "t"},
+                    ]);
+                    let request = ureq::http::Request::builder()
+                        .method("POST")
+                        .uri(&url)
+                        .header("content-type", "application/cloudevents-batch+json")
+                        .body(body.to_string().into_bytes())
+                        .unwrap();
+                    match crate::support::agent().run(request) {
+                        Ok(r) if r.status() == 200 => {
+                            let mut acked = acknowledged.lock().unwrap();
+                            acked.insert(format!("{id}-a"));
+                            acked.insert(format!("{id}-b"));
+                        }
+                        Ok(r) => {
+                            assert_eq!(r.status(), 503, "while stopping, only 503 is expected");
+                            refused += 1;
+                        }
+                        // The listener is closed.
+                        Err(_) => refused += 1,
+                    }
+                    if refused > 0 {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    while acknowledged.lock().unwrap().len() < 400 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let status = server.terminate();
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.join().unwrap();
+    }
+    assert!(status.success(), "exit status {status:?}");
+
+    let server = Server::start(dir.path(), &[]);
+    let mut stored = BTreeSet::new();
+    for partition in 0..3 {
+        let mut from = 0;
+        loop {
+            let read = get(&server.url(&format!(
+                "/v1/topics/orders/events?partition={partition}&from={from}&limit=1000"
+            )));
+            assert_eq!(read.status, 200, "{}", read.text);
+            let events = read.json["events"].as_array().unwrap();
+            if events.is_empty() {
+                break;
+            }
+            for e in events {
+                stored.insert(e["event"]["id"].as_str().unwrap().to_owned());
+            }
+            from = read.json["next"][partition.to_string()].as_u64().unwrap();
+        }
+    }
+    let acknowledged = acknowledged.lock().unwrap();
+    let missing: Vec<_> = acknowledged.difference(&stored).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(acknowledged.len() >= 400);
+    let health = call("GET", &server.url("/healthz"), &[], b"");
+    assert_eq!(health.status, 200);
+}

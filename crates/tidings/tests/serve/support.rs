@@ -1,0 +1,189 @@
+//! The real `tidings serve` binary on a free loopback port, and a small HTTP
+//! client for talking to it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running server. Killed when dropped, unless it was terminated.
+pub(crate) struct Server {
+    child: Option<Child>,
+    pub(crate) addr: SocketAddr,
+    logs: Arc<Mutex<String>>,
+}
+
+/// How long a server gets to start or to stop before the test fails.
+const PROCESS_WAIT: Duration = Duration::from_secs(30);
+
+impl Server {
+    /// Starts `tidings serve` on `data_dir` with port 0 and extra flags, and waits
+    /// for its `listening` line to learn the port.
+    pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info,tidings_http=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tidings serve");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let logs = Arc::clone(&logs);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(addr) = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("http_addr="))
+                    {
+                        let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                    }
+                    let mut logs = logs.lock().unwrap();
+                    logs.push_str(&line);
+                    logs.push('\n');
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(PROCESS_WAIT) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the server did not report its address; its log:\n{}",
+                    logs.lock().unwrap()
+                );
+            }
+        };
+        Server {
+            child: Some(child),
+            addr,
+            logs,
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub(crate) fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub(crate) fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > PROCESS_WAIT {
+                let _ = child.kill();
+                panic!(
+                    "the server did not stop after SIGTERM; its log:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A response: status, body text, and the body as JSON when it is JSON.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) content_type: String,
+    pub(crate) text: String,
+    pub(crate) json: Value,
+}
+
+impl Answer {
+    /// The `error_code` of an error answer.
+    pub(crate) fn code(&self) -> &str {
+        self.json["error_code"].as_str().unwrap_or("")
+    }
+}
+
+pub(crate) fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent()
+}
+
+/// Sends one request; `headers` include the content type when there is one.
+pub(crate) fn call(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    let mut request = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(body.to_vec()).unwrap();
+    let mut response = agent().run(request).expect("the server answers");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_string()
+        .unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        content_type,
+        text,
+        json,
+    }
+}
+
+pub(crate) fn get(url: &str) -> Answer {
+    call("GET", url, &[], b"")
+}
+
+pub(crate) fn post_json(url: &str, body: &Value) -> Answer {
+    call(
+        "POST",
+        url,
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+/// Creates a topic and checks it was created.
+pub(crate) fn create_topic(server: &Server, body: Value) {
+    let answer = post_json(&server.url("/v1/topics"), &body);
+    assert_eq!(answer.status, 201, "{}", answer.text);
+}
