@@ -697,8 +697,10 @@ impl Broker {
     }
 }
 
-/// Waits until any high-watermark moves or the deadline passes.
-async fn wait_for_any(
+/// Waits until any high-watermark moves past what its watcher has seen, or the
+/// deadline passes. Watchers taken before a read report an append that lands
+/// between the read and this wait, so no wake-up is lost.
+pub(crate) async fn wait_for_any(
     watchers: Vec<tokio::sync::watch::Receiver<Offset>>,
     deadline: tokio::time::Instant,
 ) {
@@ -708,7 +710,6 @@ async fn wait_for_any(
     }
     let mut set = tokio::task::JoinSet::new();
     for mut w in watchers {
-        w.mark_unchanged();
         set.spawn(async move {
             let _ = w.changed().await;
         });

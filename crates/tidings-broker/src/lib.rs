@@ -728,6 +728,19 @@ impl Broker {
         })
     }
 
+    /// A receiver that sees every move of one partition's high-watermark, for
+    /// readers that follow a partition without a group.
+    pub fn watch_high_watermark(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<tokio::sync::watch::Receiver<Offset>, ReadError> {
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| ReadError::UnknownTopic(topic.to_owned()))?;
+        Ok(t.log.partition(partition)?.watch_high_watermark())
+    }
+
     /// Shuts down gracefully: hands out no more leases, waits up to `deadline`
     /// for the consumers to answer the leases they hold, then syncs and closes
     /// the log. Group state is already durable at every answer and commit; leases

@@ -61,6 +61,10 @@ const REC_RESOLVE: u32 = 2;
 const REC_FLOOR: u32 = 3;
 const REC_DLQ_FLOOR: u32 = 4;
 
+/// How often a waiting receive looks again for retries and expired leases that
+/// came due, when no publish wakes it sooner.
+const QUEUE_WAIT_TICK: Duration = Duration::from_millis(50);
+
 /// Exponential backoff between attempts, with jitter: the n-th retry waits
 /// between half and all of `min(initial × factor^(n-1), max)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -488,6 +492,12 @@ pub struct QueuePartitionStats {
 /// A queue group's progress and counters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueStats {
+    /// The topic the group consumes.
+    pub topic: TopicName,
+    /// The topic its dead letters go to.
+    pub dead_letter_topic: TopicName,
+    /// How it delivers.
+    pub config: QueueConfig,
     /// Per partition.
     pub partitions: Vec<QueuePartitionStats>,
     /// Dead letters not yet redriven or purged.
@@ -1025,6 +1035,39 @@ impl Broker {
         Ok(!expired.is_empty())
     }
 
+    /// Like [`receive`](Self::receive), but when nothing is due it waits up to
+    /// `wait` for an event to be published or a retry to come due (a long-poll).
+    pub async fn receive_wait(
+        &self,
+        group: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Taken before the receive, so a publish landing after it still wakes us.
+            let watchers = {
+                let g = self.queues.get(group)?;
+                let topic = g.lock().await.topic.clone();
+                let t = self
+                    .topic(topic.as_str())
+                    .ok_or_else(|| QueueError::UnknownTopic(topic.to_string()))?;
+                (0..t.partitions())
+                    .filter_map(|p| t.log.partition(PartitionId(p)).ok())
+                    .map(|p| p.watch_high_watermark())
+                    .collect()
+            };
+            let got = self.receive(group, max).await?;
+            let now = tokio::time::Instant::now();
+            if !got.is_empty() || now >= deadline {
+                return Ok(got);
+            }
+            // Retries and expired leases come due on the clock, not on appends.
+            let tick = (now + QUEUE_WAIT_TICK).min(deadline);
+            crate::groups::wait_for_any(watchers, tick).await;
+        }
+    }
+
     /// Leases up to `max` events that are due, oldest first per partition. With
     /// key ordering, an event waits while an earlier event of its key in the same
     /// partition is unresolved.
@@ -1392,10 +1435,27 @@ impl Broker {
             None => 0,
         };
         Ok(QueueStats {
+            topic: g.topic.clone(),
+            dead_letter_topic: g.dead_letters.clone(),
+            config: g.config,
             partitions,
             dead_letters,
             counters: g.counters,
         })
+    }
+
+    /// The queue groups, by name.
+    pub fn list_queue_groups(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .queues
+            .groups
+            .lock()
+            .expect("queues lock")
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
     }
 
     /// Leases held right now, over every queue group.

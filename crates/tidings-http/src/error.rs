@@ -66,6 +66,11 @@ impl ApiError {
         self.code
     }
 
+    /// What went wrong, for people.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     fn internal(code: &'static str, e: impl std::fmt::Display) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, e.to_string())
     }

@@ -18,7 +18,7 @@ use tidings_types::{
     JSON_FORMAT_MEDIA_TYPE,
 };
 
-use crate::{blocking, body, Api, ApiError, TopicPath};
+use crate::{blocking, body, Api, ApiError, PathJson};
 
 /// Bytes one partition read asks the broker for at a time.
 const READ_CHUNK_BYTES: usize = 1024 * 1024;
@@ -41,7 +41,7 @@ struct PublishAnswer {
 /// a batch, answered with where each event went.
 pub(crate) async fn publish(
     State(api): State<Api>,
-    TopicPath(topic): TopicPath,
+    PathJson(topic): PathJson<String>,
     headers: HeaderMap,
     request: Body,
 ) -> Result<Response, ApiError> {
@@ -188,7 +188,8 @@ struct ReadAnswer {
 /// merged by append time, from a start position, without a group.
 pub(crate) async fn read(
     State(api): State<Api>,
-    TopicPath(topic): TopicPath,
+    PathJson(topic): PathJson<String>,
+    headers: HeaderMap,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) =
@@ -226,6 +227,9 @@ pub(crate) async fn read(
         }
         None => (0..description.spec.partitions).map(PartitionId).collect(),
     };
+    if crate::sse::wanted(&headers) {
+        return follow(&api, topic, partitions, start);
+    }
     let broker = std::sync::Arc::clone(api.broker());
     let (entries, mut next) = blocking(move || {
         let mut entries = Vec::new();
@@ -259,6 +263,63 @@ pub(crate) async fn read(
     }
     let events = entries.iter().map(entry_json).collect::<Result<_, _>>()?;
     Ok(Json(ReadAnswer { events, next }).into_response())
+}
+
+/// Streams a topic's events from `start` as they are appended (Server-Sent
+/// Events), partition by partition in offset order.
+fn follow(
+    api: &Api,
+    topic: String,
+    partitions: Vec<PartitionId>,
+    start: StartPosition,
+) -> Result<Response, ApiError> {
+    let mut positions = Vec::with_capacity(partitions.len());
+    for p in partitions {
+        positions.push((p, api.broker().position(&topic, p, start)?));
+    }
+    let broker = std::sync::Arc::clone(api.broker());
+    crate::sse::open(api, move |sink| async move {
+        while sink.open() {
+            // Taken before the reads, so an append after them still wakes the wait.
+            let mut watchers = Vec::with_capacity(positions.len());
+            for (p, _) in &positions {
+                match broker.watch_high_watermark(&topic, *p) {
+                    Ok(w) => watchers.push(w),
+                    Err(e) => return sink.fail(e.into()).await,
+                }
+            }
+            let mut sent = false;
+            for (p, at) in &mut positions {
+                let (b, t, p2, from) = (std::sync::Arc::clone(&broker), topic.clone(), *p, *at);
+                let chunk =
+                    match blocking(move || Ok(b.read(&t, p2, from, READ_CHUNK_BYTES)?)).await {
+                        Ok(chunk) => chunk,
+                        Err(e) => return sink.fail(e).await,
+                    };
+                for entry in &chunk {
+                    *at = entry.offset.next();
+                    sent = true;
+                    let json = match entry_json(entry) {
+                        Ok(json) => json,
+                        Err(e) => return sink.fail(e).await,
+                    };
+                    if !sink.send(&json).await {
+                        return;
+                    }
+                }
+            }
+            if !sent {
+                let deadline = tokio::time::Instant::now() + crate::sse::SLICE;
+                let mut wakers = tokio::task::JoinSet::new();
+                for mut w in watchers {
+                    wakers.spawn(async move {
+                        let _ = w.changed().await;
+                    });
+                }
+                let _ = tokio::time::timeout_at(deadline, wakers.join_next()).await;
+            }
+        }
+    })
 }
 
 /// One stored entry as JSON: a CloudEvent in the JSON format, or a raw record

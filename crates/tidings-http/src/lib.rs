@@ -22,7 +22,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tidings_broker::Broker;
 use tracing::Instrument;
@@ -30,7 +30,10 @@ use tracing::Instrument;
 mod body;
 mod error;
 mod events;
+mod groups;
 mod metrics;
+mod queues;
+mod sse;
 mod topics;
 
 pub use error::ApiError;
@@ -77,6 +80,8 @@ struct Inner {
     limits: Limits,
     metrics: Metrics,
     draining: AtomicBool,
+    /// One permit per open Server-Sent Events stream.
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl Api {
@@ -88,6 +93,7 @@ impl Api {
                 limits,
                 metrics,
                 draining: AtomicBool::new(false),
+                streams: Arc::new(tokio::sync::Semaphore::new(limits.sse_connections_max)),
             }),
         }
     }
@@ -142,6 +148,44 @@ pub fn router(api: Api) -> Router {
             "/v1/topics/{topic}/events",
             get(events::read).post(events::publish),
         )
+        .route("/v1/groups", get(groups::list))
+        .route("/v1/groups/{group}", get(groups::describe))
+        .route("/v1/groups/{group}/reset", post(groups::reset))
+        .route("/v1/groups/{group}/members", post(groups::join))
+        .route("/v1/groups/{group}/members/{member}", delete(groups::leave))
+        .route(
+            "/v1/groups/{group}/members/{member}/events",
+            get(groups::poll),
+        )
+        .route(
+            "/v1/groups/{group}/members/{member}/commit",
+            post(groups::commit),
+        )
+        .route(
+            "/v1/groups/{group}/members/{member}/heartbeat",
+            post(groups::heartbeat),
+        )
+        .route("/v1/queues", get(queues::list).post(queues::create))
+        .route("/v1/queues/{group}", get(queues::describe))
+        .route("/v1/queues/{group}/receive", post(queues::receive))
+        .route("/v1/queues/{group}/leases/{lease}/ack", post(queues::ack))
+        .route("/v1/queues/{group}/leases/{lease}/nack", post(queues::nack))
+        .route(
+            "/v1/queues/{group}/leases/{lease}/reject",
+            post(queues::reject),
+        )
+        .route(
+            "/v1/queues/{group}/dead-letters",
+            get(queues::dead_letters).delete(queues::purge),
+        )
+        .route(
+            "/v1/queues/{group}/dead-letters/redrive",
+            post(queues::redrive),
+        )
+        .route(
+            "/v1/queues/{group}/dead-letters/{offset}",
+            get(queues::dead_letter),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(api.clone(), around_request))
@@ -180,22 +224,23 @@ async fn method_not_allowed(request: Request) -> ApiError {
     )
 }
 
-/// The `{topic}` segment of a path. Unlike axum's `Path`, a segment that cannot
-/// be decoded is refused with the API's JSON error.
-pub(crate) struct TopicPath(pub(crate) String);
+/// The parameters of a path (`{topic}`, `{group}`, ...). Unlike axum's `Path`,
+/// a segment that cannot be decoded is refused with the API's JSON error.
+pub(crate) struct PathJson<T>(pub(crate) T);
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TopicPath {
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S>
+    for PathJson<T>
+{
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         state: &S,
-    ) -> Result<TopicPath, ApiError> {
-        let axum::extract::Path(topic) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
-        Ok(TopicPath(topic))
+    ) -> Result<PathJson<T>, ApiError> {
+        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+        Ok(PathJson(value))
     }
 }
 

@@ -51,6 +51,14 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// An event handed to a consumer `latency_ms` after it was appended.
+    pub(crate) fn delivered(&self, latency_ms: i64) {
+        let seconds = latency_ms.max(0) as f64 / 1e3;
+        metrics::histogram!("tidings_publish_to_deliver_seconds").record(seconds);
+    }
+}
+
 /// Sets the gauges and counters that mirror the broker's state.
 fn mirror_broker(api: &Api) {
     let broker = api.broker();

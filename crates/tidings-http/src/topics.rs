@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tidings_broker::{TopicChanges, TopicDescription, TopicSpec};
 use tidings_log::FsyncPolicy;
 
-use crate::{blocking, body, Api, ApiError, TopicPath};
+use crate::{blocking, body, Api, ApiError, PathJson};
 
 /// A topic's configuration as JSON. Durations are whole milliseconds; `null`
 /// turns a retention limit or the dedup window off.
@@ -192,7 +192,7 @@ pub(crate) async fn create(
 /// `GET /v1/topics/{topic}`.
 pub(crate) async fn describe(
     State(api): State<Api>,
-    TopicPath(topic): TopicPath,
+    PathJson(topic): PathJson<String>,
 ) -> Result<Json<TopicJson>, ApiError> {
     Ok(Json(TopicJson::from(&api.broker().describe_topic(&topic)?)))
 }
@@ -200,7 +200,7 @@ pub(crate) async fn describe(
 /// `PATCH /v1/topics/{topic}`.
 pub(crate) async fn alter(
     State(api): State<Api>,
-    TopicPath(topic): TopicPath,
+    PathJson(topic): PathJson<String>,
     headers: HeaderMap,
     request: Body,
 ) -> Result<Json<TopicJson>, ApiError> {
@@ -216,7 +216,7 @@ pub(crate) async fn alter(
 /// `DELETE /v1/topics/{topic}`.
 pub(crate) async fn delete(
     State(api): State<Api>,
-    TopicPath(topic): TopicPath,
+    PathJson(topic): PathJson<String>,
 ) -> Result<StatusCode, ApiError> {
     let broker = std::sync::Arc::clone(api.broker());
     let name = topic.clone();

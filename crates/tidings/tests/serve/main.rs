@@ -3,5 +3,7 @@
 
 mod api;
 mod bad_input;
+mod groups;
 mod shutdown;
+mod streams;
 mod support;

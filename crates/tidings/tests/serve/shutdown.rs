@@ -100,3 +100,58 @@ fn sigterm_under_load_loses_no_acknowledged_event() {
     let health = call("GET", &server.url("/healthz"), &[], b"");
     assert_eq!(health.status, 200);
 }
+
+/// Long-polls and event streams end when the server starts draining, instead of holding the
+/// shutdown for their whole wait: with a shutdown timeout far longer than the
+/// test waits for a process, the server still stops.
+#[test]
+fn waiting_long_polls_and_streams_do_not_hold_up_the_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--shutdown-timeout-ms", "600000"]);
+    create_topic(&server, json!({"name": "jobs"}));
+    let created = crate::support::post_json(
+        &server.url("/v1/queues"),
+        &json!({"name": "workers", "topic": "jobs"}),
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    let joined = crate::support::post_json(
+        &server.url("/v1/groups/readers/members"),
+        &json!({"topic": "jobs"}),
+    );
+    let member = joined.json["member"].as_str().unwrap().to_owned();
+    let receive = server.url("/v1/queues/workers/receive?wait_ms=30000");
+    let poll = server.url(&format!(
+        "/v1/groups/readers/members/{member}/events?wait_ms=30000"
+    ));
+    let waiting = [
+        std::thread::spawn(move || call("POST", &receive, &[], b"")),
+        std::thread::spawn(move || get(&poll)),
+    ];
+    let stream = {
+        let request = ureq::http::Request::builder()
+            .uri(server.url("/v1/topics/jobs/events"))
+            .header("accept", "text/event-stream")
+            .body(Vec::new())
+            .unwrap();
+        let response = crate::support::agent().run(request).unwrap();
+        assert_eq!(response.status(), 200);
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ =
+                std::io::Read::read_to_string(&mut response.into_body().into_reader(), &mut rest);
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let status = server.terminate();
+    stream.join().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    for w in waiting {
+        let answer = w.join().unwrap();
+        assert!(
+            answer.status == 200 || answer.status == 503,
+            "{}: {}",
+            answer.status,
+            answer.text
+        );
+    }
+}
