@@ -34,7 +34,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -160,6 +160,10 @@ pub struct PartitionInfo {
     pub high_watermark: Offset,
     /// Bytes stored.
     pub size_bytes: u64,
+    /// Events appended to it by publishes since the broker started.
+    pub published_events: u64,
+    /// Bytes of event data those carried.
+    pub published_bytes: u64,
 }
 
 /// A topic's configuration and state.
@@ -298,10 +302,9 @@ struct BrokerTopic {
     log: Arc<tidings_log::Topic>,
     dedup: Arc<Dedup>,
     next_unkeyed: AtomicU32,
-    /// Events appended by publishes since the broker started.
-    published: AtomicU64,
-    /// Bytes of event data appended by publishes since the broker started.
-    published_bytes: AtomicU64,
+    /// Per partition, events and bytes of event data appended by publishes
+    /// since the broker started.
+    published: std::sync::Mutex<Vec<(u64, u64)>>,
 }
 
 impl BrokerTopic {
@@ -371,8 +374,7 @@ impl Broker {
                 log: topic,
                 dedup,
                 next_unkeyed: AtomicU32::new(0),
-                published: AtomicU64::new(0),
-                published_bytes: AtomicU64::new(0),
+                published: Default::default(),
             };
             topics.insert(name, Arc::new(bt));
         }
@@ -421,8 +423,7 @@ impl Broker {
             dedup: Dedup::new(spec.dedup_window),
             log: topic,
             next_unkeyed: AtomicU32::new(0),
-            published: AtomicU64::new(0),
-            published_bytes: AtomicU64::new(0),
+            published: Default::default(),
         });
         self.topics
             .write()
@@ -621,9 +622,15 @@ impl Broker {
                         .iter()
                         .map(|&i| messages[i].value.as_ref().map_or(0, |v| v.len()))
                         .sum();
-                    t.published
-                        .fetch_add(indexes.len() as u64, Ordering::Relaxed);
-                    t.published_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                    {
+                        let mut published = t.published.lock().expect("published lock");
+                        let at = p as usize;
+                        if published.len() <= at {
+                            published.resize(at + 1, (0, 0));
+                        }
+                        published[at].0 += indexes.len() as u64;
+                        published[at].1 += bytes as u64;
+                    }
                     for (n, &i) in indexes.iter().enumerate() {
                         let offset = appended.base_offset.plus(n as u64);
                         placed[i] = Some(Placement {
@@ -768,13 +775,22 @@ impl Broker {
 }
 
 fn describe(t: &BrokerTopic) -> TopicDescription {
+    let published = t.published.lock().expect("published lock").clone();
     let partitions = (0..t.partitions())
         .filter_map(|p| t.log.partition(PartitionId(p)).ok())
-        .map(|p| PartitionInfo {
-            partition: p.id(),
-            log_start: p.log_start_offset(),
-            high_watermark: p.high_watermark(),
-            size_bytes: p.size_bytes(),
+        .map(|p| {
+            let (events, bytes) = published
+                .get(p.id().0 as usize)
+                .copied()
+                .unwrap_or_default();
+            PartitionInfo {
+                partition: p.id(),
+                log_start: p.log_start_offset(),
+                high_watermark: p.high_watermark(),
+                size_bytes: p.size_bytes(),
+                published_events: events,
+                published_bytes: bytes,
+            }
         })
         .collect();
     TopicDescription {
@@ -782,8 +798,8 @@ fn describe(t: &BrokerTopic) -> TopicDescription {
         spec: t.spec(),
         partitions,
         dedup_evicted: t.dedup.evicted(),
-        published: t.published.load(Ordering::Relaxed),
-        published_bytes: t.published_bytes.load(Ordering::Relaxed),
+        published: published.iter().map(|p| p.0).sum(),
+        published_bytes: published.iter().map(|p| p.1).sum(),
     }
 }
 

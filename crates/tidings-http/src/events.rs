@@ -50,7 +50,9 @@ pub(crate) async fn publish(
     let bytes = body::read(&headers, request, api.limits().body_bytes_max).await?;
     let events = decode_events(&headers, bytes, api.limits().batch_events_max)?;
     record_correlation(&events);
+    let started = std::time::Instant::now();
     let published = api.broker().publish_batch(&topic, events.clone()).await?;
+    api.inner.metrics.appended(&topic, started.elapsed());
     let mut answer = PublishAnswer {
         topic,
         events: Vec::with_capacity(published.len()),

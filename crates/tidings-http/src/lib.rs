@@ -37,7 +37,7 @@ mod sse;
 mod topics;
 
 pub use error::ApiError;
-pub use metrics::Metrics;
+pub use metrics::{MeasuredSync, Metrics};
 
 /// The OpenAPI 3.1 document of this API, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");

@@ -2,7 +2,7 @@
 //! broker holds (offsets, sizes, lag, publish counters), read from it at each
 //! scrape so the figures are never stale and the broker needs no metrics code.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::header;
@@ -59,20 +59,43 @@ impl Metrics {
     }
 }
 
+/// `fdatasync` through the operating system, timed into the histogram
+/// `tidings_fsync_duration_seconds`. The server gives it to the log.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MeasuredSync;
+
+impl tidings_log::FileSync for MeasuredSync {
+    fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+        let started = Instant::now();
+        let result = file.sync_data();
+        metrics::histogram!("tidings_fsync_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+impl Metrics {
+    /// A publish to `topic` took `elapsed`, dedup and the
+    /// durable append included.
+    pub(crate) fn appended(&self, topic: &str, elapsed: Duration) {
+        metrics::histogram!("tidings_append_duration_seconds", "topic" => topic.to_owned())
+            .record(elapsed.as_secs_f64());
+    }
+}
+
 /// Sets the gauges and counters that mirror the broker's state.
 fn mirror_broker(api: &Api) {
     let broker = api.broker();
     for topic in broker.list_topics() {
         let name = topic.name.to_string();
-        metrics::counter!("tidings_published_events_total", "topic" => name.clone())
-            .absolute(topic.published);
-        metrics::counter!("tidings_published_bytes_total", "topic" => name.clone())
-            .absolute(topic.published_bytes);
         for p in &topic.partitions {
             let labels = [
                 ("topic", name.clone()),
                 ("partition", p.partition.0.to_string()),
             ];
+            metrics::counter!("tidings_published_events_total", &labels)
+                .absolute(p.published_events);
+            metrics::counter!("tidings_published_bytes_total", &labels).absolute(p.published_bytes);
             metrics::gauge!("tidings_partition_high_watermark", &labels)
                 .set(p.high_watermark.0 as f64);
             metrics::gauge!("tidings_partition_log_start_offset", &labels)
@@ -97,9 +120,45 @@ fn mirror_broker(api: &Api) {
     }
 }
 
+/// Queue groups: lag, leases in flight, retries waiting, dead-letter depth and
+/// what each group has done since the broker started.
+async fn mirror_queues(api: &Api) {
+    let broker = api.broker();
+    for group in broker.list_queue_groups() {
+        let Ok(stats) = broker.queue_stats(&group).await else {
+            continue;
+        };
+        let topic = stats.topic.to_string();
+        let labels = [("group", group.clone()), ("topic", topic.clone())];
+        let c = stats.counters;
+        for (name, value) in [
+            ("tidings_queue_delivered_total", c.delivered),
+            ("tidings_queue_redelivered_total", c.redelivered),
+            ("tidings_queue_acked_total", c.acked),
+            ("tidings_queue_nacked_total", c.nacked),
+            ("tidings_queue_expired_total", c.expired),
+            ("tidings_queue_dead_lettered_total", c.dead_lettered),
+        ] {
+            metrics::counter!(name, &labels).absolute(value);
+        }
+        metrics::gauge!("tidings_queue_dead_letters", &labels).set(stats.dead_letters as f64);
+        for p in &stats.partitions {
+            let labels = [
+                ("group", group.clone()),
+                ("topic", topic.clone()),
+                ("partition", p.partition.0.to_string()),
+            ];
+            metrics::gauge!("tidings_queue_lag", &labels).set(p.lag as f64);
+            metrics::gauge!("tidings_queue_in_flight", &labels).set(p.in_flight as f64);
+            metrics::gauge!("tidings_queue_retrying", &labels).set(p.retrying as f64);
+        }
+    }
+}
+
 /// `GET /metrics`, in the Prometheus text exposition format.
 pub(crate) async fn render(State(api): State<Api>) -> Response {
     mirror_broker(&api);
+    mirror_queues(&api).await;
     (
         [(
             header::CONTENT_TYPE,

@@ -80,7 +80,13 @@ async fn shutdown_signal() {
 pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let data_dir = config.data_dir.clone();
     let broker = tokio::task::spawn_blocking(move || {
-        Broker::open(&data_dir, BrokerOptions::default())
+        let options = BrokerOptions {
+            log: tidings_log::LogOptions {
+                file_sync: Arc::new(tidings_http::MeasuredSync),
+                ..tidings_log::LogOptions::default()
+            },
+        };
+        Broker::open(&data_dir, options)
             .with_context(|| format!("cannot open the data directory {}", data_dir.display()))
     })
     .await

@@ -248,9 +248,19 @@ fn health_metrics_and_the_openapi_document_are_served() {
             .unwrap_or_else(|| panic!("{name} missing from:\n{}", metrics.text))
     };
     assert_eq!(
-        value(r#"tidings_published_events_total{topic="orders"}"#),
+        value(r#"tidings_published_events_total{topic="orders",partition="0"}"#),
         3.0
     );
+    for histogram in [
+        "tidings_fsync_duration_seconds_bucket",
+        "tidings_append_duration_seconds_bucket{topic=\"orders\"",
+    ] {
+        assert!(
+            metrics.text.contains(histogram),
+            "{histogram} in:\n{}",
+            metrics.text
+        );
+    }
     assert_eq!(
         value(r#"tidings_partition_high_watermark{topic="orders",partition="0"}"#),
         3.0

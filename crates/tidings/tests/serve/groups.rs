@@ -249,6 +249,15 @@ fn a_queue_group_acks_retries_dead_letters_and_redrives() {
 
     let stats = get(&server.url("/v1/queues/workers"));
     assert_eq!(stats.json["dead_letters"], 2, "{}", stats.text);
+    let metrics = get(&server.url("/metrics")).text;
+    for line in [
+        "tidings_queue_dead_letters{group=\"workers\",topic=\"jobs\"} 2",
+        "tidings_queue_acked_total{group=\"workers\",topic=\"jobs\"} 1",
+        "tidings_queue_dead_lettered_total{group=\"workers\",topic=\"jobs\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    assert!(metrics.contains("tidings_publish_to_deliver_seconds_bucket"));
     assert_eq!(stats.json["lag"], 0);
     assert_eq!(stats.json["counters"]["dead_lettered"], 2);
 
