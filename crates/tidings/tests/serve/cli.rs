@@ -1,0 +1,335 @@
+//! The `tidings` command as a client of a running server: publish, tail,
+//! consume in both group modes, topic, group, queue and dead-letter
+//! administration, replay, and the errors a user sees.
+
+use std::io::{Read, Write};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+use crate::support::{call, get, post_json, Server};
+
+fn tidings(server: &Server, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .env("TIDINGS_URL", server.url(""))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn failure(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "succeeded: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[test]
+fn publish_tail_and_administer_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let created = ok(&tidings(
+        &server,
+        &["topics", "create", "orders", "--partitions", "2"],
+        "",
+    ));
+    assert!(
+        created.starts_with("created orders\t2 partitions"),
+        "{created}"
+    );
+
+    let out = ok(&tidings(
+        &server,
+        &[
+            "publish",
+            "orders",
+            "--type",
+            "order.placed",
+            "--key",
+            "o-1",
+            r#"{"total": 5}"#,
+            "plain text",
+        ],
+        "",
+    ));
+    assert_eq!(out, "published 2 events to orders\n");
+    let lines = concat!(
+        r#"{"specversion":"1.0","id":"whole-1","source":"/pos","type":"order.paid"}"#,
+        "\n\nsecond line\n"
+    );
+    let out = ok(&tidings(
+        &server,
+        &["publish", "orders", "--key", "o-1"],
+        lines,
+    ));
+    assert_eq!(out, "published 2 events to orders\n");
+    let again = ok(&tidings(
+        &server,
+        &["publish", "orders"],
+        r#"{"specversion":"1.0","id":"whole-1","source":"/pos","type":"order.paid"}"#,
+    ));
+    assert!(
+        again.contains("1 duplicates answered their original offsets"),
+        "{again}"
+    );
+
+    let all = ok(&tidings(&server, &["--json", "tail", "orders"], ""));
+    let events: Vec<Value> = all
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 4);
+    assert!(events.iter().any(|e| e["event"]["id"] == "whole-1"));
+    let keyed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"]["partitionkey"] == "o-1")
+        .collect();
+    assert_eq!(keyed.len(), 3, "{all}");
+    let partition = keyed[0]["partition"].as_u64().unwrap();
+    assert!(
+        keyed.iter().all(|e| e["partition"] == partition),
+        "one key, one partition"
+    );
+
+    let tail = ok(&tidings(
+        &server,
+        &["tail", "orders", "--partition", &partition.to_string()],
+        "",
+    ));
+    // The whole CloudEvent carried no key and may share the partition.
+    let lines: Vec<&str> = tail.lines().filter(|l| !l.contains("whole-1")).collect();
+    assert_eq!(lines.len(), 3, "{tail}");
+    assert!(
+        lines[0].contains("order.placed") && lines[0].ends_with("{\"total\":5}"),
+        "{tail}"
+    );
+    assert!(lines[1].ends_with("plain text"), "{tail}");
+    assert!(lines[2].ends_with("second line"), "{tail}");
+
+    let list = ok(&tidings(&server, &["topics", "list"], ""));
+    assert!(
+        list.contains("orders\t2 partitions\tfsync always\t4 events"),
+        "{list}"
+    );
+    ok(&tidings(
+        &server,
+        &[
+            "topics",
+            "alter",
+            "orders",
+            "--partitions",
+            "3",
+            "--dedup-window-ms",
+            "0",
+        ],
+        "",
+    ));
+    let described = ok(&tidings(
+        &server,
+        &["--json", "topics", "describe", "orders"],
+        "",
+    ));
+    let described: Value = serde_json::from_str(described.trim()).unwrap();
+    assert_eq!(described["config"]["partitions"], 3);
+    assert_eq!(described["config"]["dedup_window_ms"], Value::Null);
+    ok(&tidings(&server, &["topics", "delete", "orders"], ""));
+    let err = failure(&tidings(&server, &["tail", "orders"], ""));
+    assert!(
+        err.contains("topic orders does not exist (unknown_topic, HTTP 404)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn consume_in_both_group_modes_and_handle_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    ok(&tidings(&server, &["topics", "create", "jobs"], ""));
+    ok(&tidings(
+        &server,
+        &[
+            "queues",
+            "create",
+            "workers",
+            "--topic",
+            "jobs",
+            "--max-deliveries",
+            "1",
+        ],
+        "",
+    ));
+    ok(&tidings(&server, &["publish", "jobs", "a", "b", "c"], ""));
+
+    let consumed = ok(&tidings(
+        &server,
+        &["consume", "jobs", "--group", "billing"],
+        "",
+    ));
+    assert_eq!(consumed.lines().count(), 3, "{consumed}");
+    let group = ok(&tidings(
+        &server,
+        &["--json", "groups", "describe", "billing"],
+        "",
+    ));
+    let group: Value = serde_json::from_str(group.trim()).unwrap();
+    assert_eq!(group["lag"], 0, "committed as it went: {group}");
+    assert_eq!(group["members"], json!([]), "and left when done");
+    let listed = ok(&tidings(&server, &["groups", "list"], ""));
+    assert!(listed.starts_with("billing\ttopic jobs"), "{listed}");
+    ok(&tidings(
+        &server,
+        &["groups", "reset", "billing", "--to", "earliest"],
+        "",
+    ));
+    let replayed = ok(&tidings(
+        &server,
+        &["consume", "jobs", "--group", "billing"],
+        "",
+    ));
+    assert_eq!(replayed.lines().count(), 3, "a reset replays: {replayed}");
+
+    // One event fails once (max_deliveries 1) and is dead-lettered.
+    let received = post_json(&server.url("/v1/queues/workers/receive?max=1"), &json!({}));
+    let lease = received.json["deliveries"][0]["lease"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let nacked = call(
+        "POST",
+        &server.url(&format!("/v1/queues/workers/leases/{lease}/nack")),
+        &[],
+        b"",
+    );
+    assert_eq!(nacked.status, 204, "{}", nacked.text);
+    let consumed = ok(&tidings(&server, &["consume", "--queue", "workers"], ""));
+    assert_eq!(consumed.lines().count(), 2, "{consumed}");
+    let queue = get(&server.url("/v1/queues/workers"));
+    assert_eq!(queue.json["lag"], 0, "acked as printed: {}", queue.text);
+
+    let letters = ok(&tidings(&server, &["dlq", "list", "workers"], ""));
+    assert_eq!(letters.lines().count(), 1, "{letters}");
+    assert!(letters.contains("attempts 1"), "{letters}");
+    let shown = ok(&tidings(&server, &["dlq", "show", "workers", "0"], ""));
+    assert!(shown.contains("tidings.cli.published"), "{shown}");
+    let redriven = ok(&tidings(&server, &["dlq", "redrive", "workers"], ""));
+    assert_eq!(redriven, "redrove 1 dead letters\n");
+    let again = ok(&tidings(&server, &["consume", "--queue", "workers"], ""));
+    assert_eq!(again.lines().count(), 1, "{again}");
+    let purged = ok(&tidings(&server, &["dlq", "purge", "workers"], ""));
+    assert_eq!(purged, "purged 0 dead letters\n");
+    let queues = ok(&tidings(&server, &["queues", "list"], ""));
+    assert!(queues.starts_with("workers\ttopic jobs\tlag 0"), "{queues}");
+}
+
+#[test]
+fn replay_copies_events_and_errors_are_plain_with_a_failing_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    ok(&tidings(
+        &server,
+        &["topics", "create", "orders", "--partitions", "2"],
+        "",
+    ));
+    ok(&tidings(&server, &["topics", "create", "rebuilt"], ""));
+    let lines: String = (0..50).map(|i| format!("{{\"n\": {i}}}\n")).collect();
+    ok(&tidings(
+        &server,
+        &["publish", "orders", "--batch", "7"],
+        &lines,
+    ));
+    let out = ok(&tidings(
+        &server,
+        &["replay", "orders", "--to", "rebuilt"],
+        "",
+    ));
+    assert_eq!(out, "replayed 50 events from orders to rebuilt\n");
+    let copied = ok(&tidings(&server, &["--json", "tail", "rebuilt"], ""));
+    assert_eq!(copied.lines().count(), 50);
+
+    for (args, expected) in [
+        (vec!["publish", "nope", "x"], "topic nope does not exist"),
+        (vec!["topics", "create", "bad name"], "invalid_topic"),
+        (
+            vec!["topics", "create", "t", "--fsync", "sometimes"],
+            "fsync=\"sometimes\"",
+        ),
+        (vec!["tail", "orders", "--from", "soon"], "from=\"soon\""),
+        (vec!["groups", "describe", "ghost"], "unknown_group"),
+        (vec!["dlq", "list", "ghost"], "unknown_group"),
+        (vec!["publish", "orders"], "nothing to publish"),
+    ] {
+        let err = failure(&tidings(&server, &args, ""));
+        assert!(
+            err.starts_with("error: ") && err.contains(expected),
+            "{args:?}: {err}"
+        );
+    }
+    let unreachable = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["--server", "http://127.0.0.1:9", "topics", "list"])
+        .output()
+        .unwrap();
+    let err = failure(&unreachable);
+    assert!(
+        err.contains("cannot reach the server at http://127.0.0.1:9"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_closed_pipe_ends_tail_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    ok(&tidings(&server, &["topics", "create", "orders"], ""));
+    let lines: String = (0..2000)
+        .map(|i| format!("event number {i} with some padding to fill the pipe\n"))
+        .collect();
+    ok(&tidings(&server, &["publish", "orders"], &lines));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["tail", "orders", "--limit", "2000"])
+        .env("TIDINGS_URL", server.url(""))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "{:?}: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
