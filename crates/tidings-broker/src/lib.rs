@@ -61,7 +61,8 @@ pub use groups::{
 };
 pub use queue::{
     Backoff, DeadLetter, Delivery, QueueConfig, QueueCounters, QueueError, QueuePartitionStats,
-    QueueStats, ACK_TIMEOUT_MAX, ERROR_TEXT_BYTES_MAX, MAX_DELIVERIES_MAX, QUEUE_WINDOW_MAX,
+    QueueStats, ACK_TIMEOUT_MAX, ERROR_TEXT_BYTES_MAX, MAX_DELIVERIES_MAX, NACK_DELAY_MAX,
+    QUEUE_WINDOW_MAX,
 };
 pub use settings::DEDUP_WINDOW_MAX;
 
@@ -754,10 +755,7 @@ impl Broker {
     /// still held when the deadline passes are delivered again after a restart.
     /// Returns how many leases were still held.
     pub async fn shutdown(&self, deadline: Duration) -> Result<usize, tidings_log::CloseError> {
-        self.queues.closing.store(true, Ordering::Release);
-        let left = self
-            .drain_leases(tokio::time::Instant::now() + deadline)
-            .await;
+        let left = self.drain(deadline).await;
         if left > 0 {
             tracing::warn!(
                 leases = left,
@@ -766,6 +764,16 @@ impl Broker {
         }
         self.log.close()?;
         Ok(left)
+    }
+
+    /// The first half of [`shutdown`](Self::shutdown), for a server that must
+    /// keep taking answers while it waits: hands out no more leases and waits up
+    /// to `deadline` for the leases held to be answered. Returns how many are
+    /// still held.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.queues.closing.store(true, Ordering::Release);
+        self.drain_leases(tokio::time::Instant::now() + deadline)
+            .await
     }
 
     /// Finishes queued appends and syncs every partition.

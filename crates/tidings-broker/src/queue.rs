@@ -61,6 +61,9 @@ const REC_RESOLVE: u32 = 2;
 const REC_FLOOR: u32 = 3;
 const REC_DLQ_FLOOR: u32 = 4;
 
+/// Longest delay a nack may ask for, the same bound as the backoff's.
+pub const NACK_DELAY_MAX: Duration = Duration::from_secs(24 * 3600);
+
 /// How often a waiting receive looks again for retries and expired leases that
 /// came due, when no publish wakes it sooner.
 const QUEUE_WAIT_TICK: Duration = Duration::from_millis(50);
@@ -697,6 +700,9 @@ pub(crate) struct Queues {
     answered: tokio::sync::Notify,
     /// Set by a shutdown: no more leases are handed out.
     pub(crate) closing: std::sync::atomic::AtomicBool,
+    /// Held from a creation's check that the name is free to its insert, so two
+    /// creations of one name cannot both succeed.
+    creating: std::sync::Mutex<()>,
     groups: std::sync::Mutex<
         std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<QueueGroup>>>,
     >,
@@ -803,6 +809,7 @@ impl Broker {
         let t = self
             .topic(topic)
             .ok_or_else(|| QueueError::UnknownTopic(topic.to_owned()))?;
+        let _creating = self.queues.creating.lock().expect("creating lock");
         if self
             .queues
             .groups
@@ -1272,6 +1279,11 @@ impl Broker {
         delay: Option<Duration>,
         error: &str,
     ) -> Result<(), QueueError> {
+        if let Some(d) = delay.filter(|d| *d > NACK_DELAY_MAX) {
+            return Err(QueueError::InvalidConfig(format!(
+                "a nack delay of {d:?} is longer than the limit of {NACK_DELAY_MAX:?}"
+            )));
+        }
         self.answer(group, lease, Some(Failure::Retry(delay, error.to_owned())))
             .await
     }
@@ -1294,7 +1306,11 @@ impl Broker {
             let g = g.lock().await;
             (g.dead_letters.clone(), g.dlq_floor)
         };
-        let from = from.max(Offset(floor));
+        // Retention may have removed dead letters nobody handled.
+        let log_start = self
+            .position(dlq.as_str(), PartitionId(0), crate::StartPosition::Earliest)
+            .map_err(QueueError::Read)?;
+        let from = from.max(Offset(floor)).max(log_start);
         let entries = match self.read(dlq.as_str(), PartitionId(0), from, max_bytes) {
             Err(ReadError::Log(tidings_log::ReadError::OffsetOutOfRange {
                 requested,

@@ -83,7 +83,13 @@ pub(crate) async fn list(State(api): State<Api>) -> Result<Json<Value>, ApiError
     let groups = blocking(move || {
         let mut out = Vec::new();
         for name in broker.list_groups() {
-            out.push(GroupJson::from(broker.describe_group(&name)?));
+            // A group whose topic was deleted is no reason to fail the listing.
+            match broker.describe_group(&name) {
+                Ok(d) => out.push(GroupJson::from(d)),
+                Err(e) => {
+                    tracing::debug!(group = %name, error = %e, "group left out of the listing")
+                }
+            }
         }
         Ok(out)
     })

@@ -98,8 +98,9 @@ impl Api {
         }
     }
 
-    /// From now on, new requests (other than health and metrics) get 503 and
-    /// `/healthz` reports the server as draining; requests under way finish.
+    /// From now on, new requests get 503 and `/healthz` reports the server as
+    /// draining; requests under way finish, and answers to work already handed
+    /// out (acks, nacks, rejects, commits, heartbeats, leaving) are still taken.
     pub fn start_draining(&self) {
         self.inner.draining.store(true, Ordering::Release);
     }
@@ -244,6 +245,20 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromR
     }
 }
 
+/// Requests that finish work already handed out, which a draining server still
+/// takes: answers to leases (the shutdown waits for them), commits, heartbeats
+/// and leaving a group.
+fn finishes_work(method: &axum::http::Method, route: &str) -> bool {
+    matches!(
+        route,
+        "/v1/queues/{group}/leases/{lease}/ack"
+            | "/v1/queues/{group}/leases/{lease}/nack"
+            | "/v1/queues/{group}/leases/{lease}/reject"
+            | "/v1/groups/{group}/members/{member}/commit"
+            | "/v1/groups/{group}/members/{member}/heartbeat"
+    ) || (method == axum::http::Method::DELETE && route == "/v1/groups/{group}/members/{member}")
+}
+
 /// Longest `x-request-id` taken from a client; a longer or unprintable one is
 /// replaced by our own.
 const REQUEST_ID_BYTES_MAX: usize = 64;
@@ -273,7 +288,7 @@ async fn around_request(State(api): State<Api>, request: Request, next: Next) ->
     );
     let exempt = matches!(route.as_str(), "/healthz" | "/metrics");
     let started = Instant::now();
-    let mut response = if api.draining() && !exempt {
+    let mut response = if api.draining() && !exempt && !finishes_work(&method, &route) {
         ApiError::shutting_down().into_response()
     } else {
         next.run(request).instrument(span.clone()).await

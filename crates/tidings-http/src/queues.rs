@@ -114,7 +114,9 @@ pub(crate) async fn create(
         },
         key_ordering: q.key_ordering.unwrap_or(d.key_ordering),
     };
-    api.broker().create_queue_group(&q.name, &q.topic, config)?;
+    let broker = std::sync::Arc::clone(api.broker());
+    let (name, topic) = (q.name.clone(), q.topic.clone());
+    crate::blocking(move || Ok(broker.create_queue_group(&name, &topic, config)?)).await?;
     tracing::info!(group = %q.name, topic = %q.topic, "queue group created");
     let stats = api.broker().queue_stats(&q.name).await?;
     Ok((StatusCode::CREATED, Json(queue_json(q.name, stats))).into_response())
@@ -124,8 +126,10 @@ pub(crate) async fn create(
 pub(crate) async fn list(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
     let mut queues = Vec::new();
     for name in api.broker().list_queue_groups() {
-        let stats = api.broker().queue_stats(&name).await?;
-        queues.push(queue_json(name, stats));
+        match api.broker().queue_stats(&name).await {
+            Ok(stats) => queues.push(queue_json(name, stats)),
+            Err(e) => tracing::debug!(group = %name, error = %e, "queue left out of the listing"),
+        }
     }
     Ok(Json(serde_json::json!({ "queues": queues })))
 }
@@ -377,7 +381,13 @@ pub(crate) async fn redrive(
     request: Body,
 ) -> Result<Json<Value>, ApiError> {
     let redrive: Redrive = optional_json(&api, &headers, request).await?;
-    let max = redrive.max.unwrap_or(usize::MAX).max(1);
+    let max = redrive.max.unwrap_or(usize::MAX);
+    if max == 0 {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "max=0 would redrive nothing; leave it out to redrive everything",
+        ));
+    }
     let moved = api
         .broker()
         .redrive_dead_letters(&group, redrive.to.as_deref(), max)

@@ -7,6 +7,12 @@
 //! [`LONG_POLL_SLICE`] and ends when the client goes away or the server
 //! drains. At most `sse_connections_max` streams are open at once; one more is
 //! refused with 429.
+//!
+//! A queue's deliveries are leased when they are read, before they reach the
+//! client: a client that goes away leaves the leases in its buffer to expire,
+//! and they count as failed attempts, as a consumer that crashed would. A
+//! member's stream advances the member's positions the same way; only commits
+//! are durable, so a restarted member starts from its last commit.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -23,8 +29,9 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use crate::groups::LONG_POLL_SLICE;
 use crate::{Api, ApiError};
 
-/// Messages buffered per stream before the reader waits for the client.
-const STREAM_BUFFER_MESSAGES: usize = 256;
+/// Messages buffered per stream before the reader waits for the client. Small,
+/// because a queue's deliveries are leased before they are buffered.
+const STREAM_BUFFER_MESSAGES: usize = 16;
 /// A comment line this often keeps idle connections open through proxies.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 

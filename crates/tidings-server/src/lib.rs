@@ -3,10 +3,11 @@
 //! [`run`] opens the broker on the data directory, installs the metrics recorder
 //! and the log subscriber, binds the HTTP listener and serves
 //! [`tidings_http::router`] until SIGINT or SIGTERM. Then it shuts down in order:
-//! stop accepting, answer new requests on open connections with 503, let the
-//! requests under way finish, give consumers up to the shutdown timeout to
-//! answer their leases, sync and close the log, and return so the process exits
-//! with status 0.
+//! answer new requests with 503 (but still take acks, nacks, rejects and
+//! commits), hand out no more leases and give consumers up to the shutdown
+//! timeout to answer the ones they hold, stop accepting, give the requests under
+//! way up to the shutdown timeout again, sync and close the log, and return so
+//! the process exits with status 0.
 //!
 //! The server holds no business logic and no state of its own: configuration
 //! ([`Config`]), listeners and the shutdown sequence only.
@@ -102,9 +103,17 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
 
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let draining = api.clone();
+    let draining_broker = Arc::clone(&broker);
+    let lease_wait = config.shutdown_timeout;
     let graceful = async move {
         stop.await;
         draining.start_draining();
+        // Consumers can still answer their leases while the listener is open.
+        let left = draining_broker.drain(lease_wait).await;
+        tracing::info!(
+            leases_left = left,
+            "no more leases handed out; closing the listener"
+        );
         let _ = stopping_tx.send(true);
     };
     let server = axum::serve(listener, tidings_http::router(api)).with_graceful_shutdown(graceful);
@@ -120,7 +129,7 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         }
     }
     let left = broker
-        .shutdown(config.shutdown_timeout)
+        .shutdown(std::time::Duration::ZERO)
         .await
         .context("closing the log")?;
     tracing::info!(leases_left = left, "stopped");

@@ -281,6 +281,23 @@ fn health_metrics_and_the_openapi_document_are_served() {
         ("/v1/topics", &["get", "post"]),
         ("/v1/topics/{topic}", &["get", "patch", "delete"]),
         ("/v1/topics/{topic}/events", &["get", "post"]),
+        ("/v1/groups", &["get"]),
+        ("/v1/groups/{group}", &["get"]),
+        ("/v1/groups/{group}/reset", &["post"]),
+        ("/v1/groups/{group}/members", &["post"]),
+        ("/v1/groups/{group}/members/{member}", &["delete"]),
+        ("/v1/groups/{group}/members/{member}/events", &["get"]),
+        ("/v1/groups/{group}/members/{member}/commit", &["post"]),
+        ("/v1/groups/{group}/members/{member}/heartbeat", &["post"]),
+        ("/v1/queues", &["get", "post"]),
+        ("/v1/queues/{group}", &["get"]),
+        ("/v1/queues/{group}/receive", &["post"]),
+        ("/v1/queues/{group}/leases/{lease}/ack", &["post"]),
+        ("/v1/queues/{group}/leases/{lease}/nack", &["post"]),
+        ("/v1/queues/{group}/leases/{lease}/reject", &["post"]),
+        ("/v1/queues/{group}/dead-letters", &["get", "delete"]),
+        ("/v1/queues/{group}/dead-letters/redrive", &["post"]),
+        ("/v1/queues/{group}/dead-letters/{offset}", &["get"]),
     ];
     for (path, methods) in routes {
         for method in methods {

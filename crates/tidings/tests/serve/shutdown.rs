@@ -155,3 +155,68 @@ fn waiting_long_polls_and_streams_do_not_hold_up_the_shutdown() {
         );
     }
 }
+
+/// While the server drains it hands out no new work but still takes answers to
+/// the work it handed out: the shutdown waits for the lease to be acked, and
+/// after a restart the acked event is not delivered again.
+#[test]
+fn consumers_answer_their_leases_while_the_server_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    // A lease wait far longer than the test waits for a process: the server
+    // can only stop in time because the ack gets through.
+    let server = Server::start(dir.path(), &["--shutdown-timeout-ms", "600000"]);
+    create_topic(&server, json!({"name": "jobs"}));
+    let created = crate::support::post_json(
+        &server.url("/v1/queues"),
+        &json!({"name": "workers", "topic": "jobs"}),
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    let event = json!({"specversion": "1.0", "id": "only", "source": "/t", "type": "t"});
+    let events = server.url("/v1/topics/jobs/events");
+    let structured = [("content-type", "application/cloudevents+json")];
+    assert_eq!(
+        call("POST", &events, &structured, event.to_string().as_bytes()).status,
+        200
+    );
+    let receive = server.url("/v1/queues/workers/receive?max=1");
+    let received = call("POST", &receive, &[], b"");
+    let lease = received.json["deliveries"][0]["lease"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    server.signal_term();
+    let started = std::time::Instant::now();
+    loop {
+        let refused = call("POST", &receive, &[], b"");
+        if refused.status == 503 {
+            assert_eq!(refused.code(), "shutting_down");
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "never drained"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let publish = call("POST", &events, &structured, event.to_string().as_bytes());
+    assert_eq!(publish.status, 503, "no new events while draining");
+    let ack = call(
+        "POST",
+        &server.url(&format!("/v1/queues/workers/leases/{lease}/ack")),
+        &[],
+        b"",
+    );
+    assert_eq!(ack.status, 204, "{}", ack.text);
+    let status = server.wait();
+    assert!(status.success(), "exit status {status:?}");
+
+    let server = Server::start(dir.path(), &[]);
+    let again = call(
+        "POST",
+        &server.url("/v1/queues/workers/receive?max=1&wait_ms=300"),
+        &[],
+        b"",
+    );
+    assert_eq!(again.json["deliveries"], json!([]), "{}", again.text);
+}

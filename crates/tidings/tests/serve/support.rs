@@ -82,13 +82,24 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the process to exit.
-    pub(crate) fn terminate(mut self) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
+    pub(crate) fn terminate(self) -> ExitStatus {
+        self.signal_term();
+        self.wait()
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub(crate) fn signal_term(&self) {
+        let pid = self.child.as_ref().unwrap().id();
         let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &pid.to_string()])
             .status()
             .unwrap();
         assert!(sent.success());
+    }
+
+    /// Waits for the process to exit.
+    pub(crate) fn wait(mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
         let started = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
