@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,7 +18,7 @@ use tidings_types::{
     JSON_FORMAT_MEDIA_TYPE,
 };
 
-use crate::{blocking, body, Api, ApiError, PathJson};
+use crate::{blocking, body, Api, ApiError, PathJson, QueryJson};
 
 /// Bytes one partition read asks the broker for at a time.
 const READ_CHUNK_BYTES: usize = 1024 * 1024;
@@ -192,10 +192,8 @@ pub(crate) async fn read(
     State(api): State<Api>,
     PathJson(topic): PathJson<String>,
     headers: HeaderMap,
-    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+    QueryJson(query): QueryJson<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) =
-        query.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
     let start = parse_start(query.from.as_deref())?;
     let read_max = api.limits().read_events_max;
     let limit = query.limit.unwrap_or(100);

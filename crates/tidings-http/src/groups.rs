@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +16,7 @@ use tidings_broker::{GroupDescription, JoinOptions};
 use tidings_types::{Offset, PartitionId};
 
 use crate::events::{entry_json, parse_start};
-use crate::{blocking, body, sse, Api, ApiError, PathJson};
+use crate::{blocking, body, sse, Api, ApiError, PathJson, QueryJson};
 
 /// A long-poll waits in slices this long and ends early when the server drains.
 pub(crate) const LONG_POLL_SLICE: Duration = Duration::from_millis(250);
@@ -187,10 +187,8 @@ pub(crate) async fn poll(
     State(api): State<Api>,
     PathJson((group, member)): PathJson<(String, String)>,
     headers: HeaderMap,
-    query: Result<Query<PollQuery>, axum::extract::rejection::QueryRejection>,
+    QueryJson(query): QueryJson<PollQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) =
-        query.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
     let wait = wait(&api, query.wait_ms)?;
     if sse::wanted(&headers) {
         // Refuse an unknown group or member now, not as the stream's first message.

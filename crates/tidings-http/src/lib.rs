@@ -245,6 +245,28 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromR
     }
 }
 
+/// The query string of a request. Unlike axum's `Query`, one that does not
+/// parse (an unknown parameter, a value of the wrong type) is refused with the
+/// API's JSON error.
+pub(crate) struct QueryJson<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for QueryJson<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<QueryJson<T>, ApiError> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+        Ok(QueryJson(value))
+    }
+}
+
 /// Requests that finish work already handed out, which a draining server still
 /// takes: answers to leases (the shutdown waits for them), commits, heartbeats
 /// and leaving a group.

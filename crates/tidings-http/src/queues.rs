@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +16,7 @@ use tidings_types::Offset;
 
 use crate::events::entry_json;
 use crate::groups::{wait, LONG_POLL_SLICE};
-use crate::{body, sse, Api, ApiError, PathJson};
+use crate::{body, sse, Api, ApiError, PathJson, QueryJson};
 
 /// Most deliveries one receive hands out.
 const RECEIVE_MAX: usize = 1_000;
@@ -157,10 +157,8 @@ pub(crate) async fn receive(
     State(api): State<Api>,
     PathJson(group): PathJson<String>,
     headers: HeaderMap,
-    query: Result<Query<ReceiveQuery>, axum::extract::rejection::QueryRejection>,
+    QueryJson(query): QueryJson<ReceiveQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) =
-        query.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
     let max = query.max.unwrap_or(1);
     if !(1..=RECEIVE_MAX).contains(&max) {
         return Err(ApiError::bad_request(
@@ -312,10 +310,8 @@ fn dead_letter_json(d: &tidings_broker::DeadLetter) -> Result<Value, ApiError> {
 pub(crate) async fn dead_letters(
     State(api): State<Api>,
     PathJson(group): PathJson<String>,
-    query: Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
+    QueryJson(query): QueryJson<DeadLetterQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) =
-        query.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
     let limit = query
         .limit
         .unwrap_or(100)
