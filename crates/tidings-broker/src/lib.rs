@@ -736,17 +736,29 @@ impl Broker {
         })
     }
 
-    /// A receiver that sees every move of one partition's high-watermark, for
-    /// readers that follow a partition without a group.
-    pub fn watch_high_watermark(
+    /// Waits up to `wait` until any of `positions` (a partition and the offset
+    /// a reader reads next) has an event to read, for readers that follow a
+    /// topic without a group. Returns at once when one already has.
+    pub async fn wait_for_events(
         &self,
         topic: &str,
-        partition: PartitionId,
-    ) -> Result<tokio::sync::watch::Receiver<Offset>, ReadError> {
+        positions: &[(PartitionId, Offset)],
+        wait: Duration,
+    ) -> Result<(), ReadError> {
         let t = self
             .topic(topic)
             .ok_or_else(|| ReadError::UnknownTopic(topic.to_owned()))?;
-        Ok(t.log.partition(partition)?.watch_high_watermark())
+        let mut watchers = Vec::with_capacity(positions.len());
+        for &(p, at) in positions {
+            let part = t.log.partition(p)?;
+            // Subscribed before the check, so an append right after it still wakes us.
+            watchers.push(part.watch_high_watermark());
+            if part.high_watermark() > at {
+                return Ok(());
+            }
+        }
+        groups::wait_for_any(watchers, tokio::time::Instant::now() + wait).await;
+        Ok(())
     }
 
     /// Shuts down gracefully: hands out no more leases, waits up to `deadline`

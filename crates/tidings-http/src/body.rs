@@ -53,8 +53,31 @@ pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
     )
 }
 
+/// Reads the body under `limit` and parses it as JSON into `T`.
+pub(crate) async fn parse<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = read(headers, body, limit).await?;
+    json(headers, &bytes)
+}
+
+/// [`parse`], with an empty body standing for `T::default()`.
+pub(crate) async fn parse_or_default<T: DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = read(headers, body, limit).await?;
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    json(headers, &bytes)
+}
+
 /// Parses a JSON request body into `T`, requiring `application/json`.
-pub(crate) fn json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
+fn json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
     match media_type(headers).as_deref() {
         Some("application/json") => {}
         other => {

@@ -50,25 +50,27 @@ pub(crate) async fn publish(
     let bytes = body::read(&headers, request, api.limits().body_bytes_max).await?;
     let events = decode_events(&headers, bytes, api.limits().batch_events_max)?;
     record_correlation(&events);
+    // The answer names each event by id; the events themselves go to the broker.
+    let ids: Vec<String> = events.iter().map(|e| e.id().to_owned()).collect();
     let started = std::time::Instant::now();
-    let published = api.broker().publish_batch(&topic, events.clone()).await?;
+    let published = api.broker().publish_batch(&topic, events).await?;
     api.inner.metrics.appended(&topic, started.elapsed());
     let mut answer = PublishAnswer {
         topic,
         events: Vec::with_capacity(published.len()),
     };
-    for (event, p) in events.iter().zip(published) {
+    for (id, p) in ids.into_iter().zip(published) {
+        // The request's span carries the correlation id.
         tracing::debug!(
             topic = %p.topic,
             partition = p.partition.0,
             offset = p.offset.0,
-            id = event.id(),
-            correlationid = event.correlationid().unwrap_or_default(),
+            %id,
             duplicate = p.duplicate,
             "published"
         );
         answer.events.push(PublishedJson {
-            id: event.id().to_owned(),
+            id,
             partition: p.partition.0,
             offset: p.offset.0,
             duplicate: p.duplicate,
@@ -280,14 +282,6 @@ fn follow(
     let broker = std::sync::Arc::clone(api.broker());
     crate::sse::open(api, move |sink| async move {
         while sink.open() {
-            // Taken before the reads, so an append after them still wakes the wait.
-            let mut watchers = Vec::with_capacity(positions.len());
-            for (p, _) in &positions {
-                match broker.watch_high_watermark(&topic, *p) {
-                    Ok(w) => watchers.push(w),
-                    Err(e) => return sink.fail(e.into()).await,
-                }
-            }
             let mut sent = false;
             for (p, at) in &mut positions {
                 let (b, t, p2, from) = (std::sync::Arc::clone(&broker), topic.clone(), *p, *at);
@@ -309,14 +303,12 @@ fn follow(
                 }
             }
             if !sent {
-                let deadline = tokio::time::Instant::now() + crate::sse::SLICE;
-                let mut wakers = tokio::task::JoinSet::new();
-                for mut w in watchers {
-                    wakers.spawn(async move {
-                        let _ = w.changed().await;
-                    });
+                let waited = broker
+                    .wait_for_events(&topic, &positions, crate::sse::SLICE)
+                    .await;
+                if let Err(e) = waited {
+                    return sink.fail(e.into()).await;
                 }
-                let _ = tokio::time::timeout_at(deadline, wakers.join_next()).await;
             }
         }
     })

@@ -122,8 +122,7 @@ pub(crate) async fn join(
     headers: HeaderMap,
     request: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = body::read(&headers, request, api.limits().body_bytes_max).await?;
-    let join: Join = body::json(&headers, &bytes)?;
+    let join: Join = body::parse(&headers, request, api.limits().body_bytes_max).await?;
     let defaults = JoinOptions::default();
     let options = JoinOptions {
         start: parse_start(join.from.as_deref())?,
@@ -268,8 +267,7 @@ pub(crate) async fn commit(
     headers: HeaderMap,
     request: Body,
 ) -> Result<StatusCode, ApiError> {
-    let bytes = body::read(&headers, request, api.limits().body_bytes_max).await?;
-    let commit: Commit = body::json(&headers, &bytes)?;
+    let commit: Commit = body::parse(&headers, request, api.limits().body_bytes_max).await?;
     let offsets: Vec<(PartitionId, Offset)> = commit
         .offsets
         .into_iter()
@@ -294,8 +292,7 @@ pub(crate) async fn reset(
     headers: HeaderMap,
     request: Body,
 ) -> Result<Json<GroupJson>, ApiError> {
-    let bytes = body::read(&headers, request, api.limits().body_bytes_max).await?;
-    let reset: Reset = body::json(&headers, &bytes)?;
+    let reset: Reset = body::parse(&headers, request, api.limits().body_bytes_max).await?;
     let to = parse_start(Some(&reset.to))?;
     let broker = std::sync::Arc::clone(api.broker());
     let d = blocking(move || {

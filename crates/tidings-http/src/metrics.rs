@@ -67,7 +67,7 @@ pub struct MeasuredSync;
 impl tidings_log::FileSync for MeasuredSync {
     fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
         let started = Instant::now();
-        let result = file.sync_data();
+        let result = tidings_log::OsFileSync.sync_data(file);
         metrics::histogram!("tidings_fsync_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         result

@@ -100,8 +100,7 @@ pub(crate) async fn create(
     headers: HeaderMap,
     request: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = body::read(&headers, request, api.limits().body_bytes_max).await?;
-    let q: CreateQueue = body::json(&headers, &bytes)?;
+    let q: CreateQueue = body::parse(&headers, request, api.limits().body_bytes_max).await?;
     let d = QueueConfig::default();
     let millis = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
     let config = QueueConfig {
@@ -236,18 +235,6 @@ struct Nack {
     error: Option<String>,
 }
 
-async fn optional_json<T: serde::de::DeserializeOwned + Default>(
-    api: &Api,
-    headers: &HeaderMap,
-    request: Body,
-) -> Result<T, ApiError> {
-    let bytes = body::read(headers, request, api.limits().body_bytes_max).await?;
-    if bytes.is_empty() {
-        return Ok(T::default());
-    }
-    body::json(headers, &bytes)
-}
-
 /// `POST /v1/queues/{group}/leases/{lease}/nack`: `{"delay_ms", "error"}`, both
 /// optional; the event is retried after the delay or the group's backoff, or
 /// dead-lettered after its last attempt.
@@ -257,7 +244,7 @@ pub(crate) async fn nack(
     headers: HeaderMap,
     request: Body,
 ) -> Result<StatusCode, ApiError> {
-    let nack: Nack = optional_json(&api, &headers, request).await?;
+    let nack: Nack = body::parse_or_default(&headers, request, api.limits().body_bytes_max).await?;
     let error = nack.error.unwrap_or_else(|| "nacked".to_owned());
     api.broker()
         .nack(
@@ -283,7 +270,8 @@ pub(crate) async fn reject(
     headers: HeaderMap,
     request: Body,
 ) -> Result<StatusCode, ApiError> {
-    let reject: Reject = optional_json(&api, &headers, request).await?;
+    let reject: Reject =
+        body::parse_or_default(&headers, request, api.limits().body_bytes_max).await?;
     let reason = reject.reason.unwrap_or_else(|| "rejected".to_owned());
     api.broker().reject(&group, &lease, &reason).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -376,7 +364,8 @@ pub(crate) async fn redrive(
     headers: HeaderMap,
     request: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let redrive: Redrive = optional_json(&api, &headers, request).await?;
+    let redrive: Redrive =
+        body::parse_or_default(&headers, request, api.limits().body_bytes_max).await?;
     let max = redrive.max.unwrap_or(usize::MAX);
     if max == 0 {
         return Err(ApiError::bad_request(

@@ -154,10 +154,10 @@ pub(crate) async fn create(
     headers: HeaderMap,
     request: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = body::read(&headers, request, api.limits().body_bytes_max).await?;
     // `name` and the settings share one object; the settings are parsed on their
     // own so an unknown field is refused.
-    let mut fields: serde_json::Map<String, serde_json::Value> = body::json(&headers, &bytes)?;
+    let mut fields: serde_json::Map<String, serde_json::Value> =
+        body::parse(&headers, request, api.limits().body_bytes_max).await?;
     let name = match fields.remove("name") {
         Some(serde_json::Value::String(name)) => name,
         Some(_) => {
@@ -205,8 +205,8 @@ pub(crate) async fn alter(
     request: Body,
 ) -> Result<Json<TopicJson>, ApiError> {
     api.broker().describe_topic(&topic)?;
-    let bytes = body::read(&headers, request, api.limits().body_bytes_max).await?;
-    let changes = Settings::parse(body::json(&headers, &bytes)?)?.changes()?;
+    let fields = body::parse(&headers, request, api.limits().body_bytes_max).await?;
+    let changes = Settings::parse(fields)?.changes()?;
     let broker = std::sync::Arc::clone(api.broker());
     let altered = blocking(move || Ok(broker.alter_topic(&topic, changes)?)).await?;
     tracing::info!(topic = %altered.name, "topic altered");

@@ -101,7 +101,7 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
     let http_addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "listening");
 
-    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let draining = api.clone();
     let draining_broker = Arc::clone(&broker);
     let lease_wait = config.shutdown_timeout;
@@ -118,7 +118,6 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
     };
     let server = axum::serve(listener, tidings_http::router(api)).with_graceful_shutdown(graceful);
     let mut server = std::pin::pin!(server.into_future());
-    let mut stopping = stopping_rx.clone();
     tokio::select! {
         result = &mut server => result.context("the HTTP server failed")?,
         _ = async {
