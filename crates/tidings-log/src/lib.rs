@@ -72,7 +72,7 @@ pub use config::{
 };
 pub use error::{AppendError, CloseError, OpenError, ReadError, RecoveryError, TopicError};
 pub use format::FormatError;
-pub use partition::{Appended, Batches, Partition, RetentionOutcome};
+pub use partition::{Appended, Batches, Partition, QueuedAppend, RetentionOutcome};
 pub use topic::Topic;
 
 /// A data directory of topics. Open one per directory; a lock file keeps other

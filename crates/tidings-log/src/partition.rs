@@ -45,6 +45,30 @@ pub struct Appended {
     pub last_offset: Offset,
 }
 
+/// A batch queued by [`Partition::queue_append`]: a future of where it landed,
+/// ready once the topic's fsync policy allows.
+#[derive(Debug)]
+#[must_use = "the append is acknowledged only when this resolves"]
+pub struct QueuedAppend {
+    rx: oneshot::Receiver<Result<Appended, AppendError>>,
+    closed: AppendError,
+}
+
+impl std::future::Future for QueuedAppend {
+    type Output = Result<Appended, AppendError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        std::pin::Pin::new(&mut this.rx).poll(cx).map(|r| match r {
+            Ok(result) => result,
+            Err(_) => Err(this.closed.clone()),
+        })
+    }
+}
+
 /// What a retention pass removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RetentionOutcome {
@@ -293,7 +317,21 @@ impl Partition {
         self.submit(prepared).await
     }
 
+    /// Queues `records` as one batch for the writer and returns once it is queued,
+    /// before it is written. Batches are written in the order they are queued, so a
+    /// caller that queues under its own lock knows the order of its batches in the
+    /// log without holding the lock while they are synced. The returned
+    /// [`QueuedAppend`] resolves as [`append`](Self::append) does.
+    pub async fn queue_append(&self, records: &[Record]) -> Result<QueuedAppend, AppendError> {
+        let prepared = prepare_records(records)?;
+        self.enqueue(prepared).await
+    }
+
     async fn submit(&self, prepared: Prepared) -> Result<Appended, AppendError> {
+        self.enqueue(prepared).await?.await
+    }
+
+    async fn enqueue(&self, prepared: Prepared) -> Result<QueuedAppend, AppendError> {
         if let Some(reason) = self.failure.lock().expect("failure lock").clone() {
             return Err(self.failed(reason));
         }
@@ -302,7 +340,10 @@ impl Partition {
             .send(Command::Append { prepared, reply })
             .await
             .map_err(|_| self.closed())?;
-        rx.await.map_err(|_| self.closed())?
+        Ok(QueuedAppend {
+            rx,
+            closed: self.closed(),
+        })
     }
 
     /// Seals the active segment now (if it holds anything) and starts a new one.

@@ -1,0 +1,249 @@
+//! The conformance suite on PostgreSQL, and what only that backend must do.
+//!
+//! `TIDINGS_TEST_PG_URL` names a server the tests may create databases on (the
+//! project's test command starts a throwaway one); without it these tests are
+//! skipped with a note on stderr.
+
+use tidings_store::{PgOptions, PgStore};
+use tokio_postgres::NoTls;
+
+use crate::conformance::conformance;
+use crate::support::Backend;
+
+/// A fresh database per check.
+pub(crate) struct Postgres {
+    url: String,
+}
+
+impl Backend for Postgres {
+    type Store = PgStore;
+
+    async fn open(&self) -> PgStore {
+        PgStore::connect(&self.url, PgOptions::default())
+            .await
+            .unwrap()
+    }
+
+    async fn close(&self, store: PgStore) {
+        drop(store);
+    }
+}
+
+/// Creates a database for one check.
+pub(crate) async fn postgres() -> Option<Postgres> {
+    let Ok(admin_url) = std::env::var("TIDINGS_TEST_PG_URL") else {
+        eprintln!("skipped: TIDINGS_TEST_PG_URL is not set (./scripts/test sets it)");
+        return None;
+    };
+    let (client, connection) = tokio_postgres::connect(&admin_url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let name = format!("tidings_test_{}", uuid::Uuid::now_v7().simple());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let mut config: tokio_postgres::Config = admin_url.parse().unwrap();
+    config.dbname(&name);
+    Some(Postgres {
+        url: to_url(&config),
+    })
+}
+
+/// A key=value connection string for `config`.
+fn to_url(config: &tokio_postgres::Config) -> String {
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+    };
+    let mut url = format!(
+        "host={host} port={} user={} dbname={}",
+        config.get_ports().first().copied().unwrap_or(5432),
+        config.get_user().unwrap_or("postgres"),
+        config.get_dbname().unwrap_or("postgres"),
+    );
+    if let Some(password) = config.get_password() {
+        url.push_str(&format!(" password={}", String::from_utf8_lossy(password)));
+    }
+    url
+}
+
+conformance!(postgres());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_reconnects_after_its_connections_are_killed() {
+    use tidings_store::{EventStore, ExpectedVersion, Selector, StreamVersion, Subscription};
+
+    use crate::support::{events, stream};
+
+    let Some(backend) = postgres().await else {
+        return;
+    };
+    let store = backend.open().await;
+    let s = stream("order-1");
+    store
+        .append_to(&s, ExpectedVersion::NoStream, events("e", 0, 1))
+        .await
+        .unwrap();
+    let mut sub = Subscription::new(store.clone(), Selector::All, tidings_store::Position::START);
+    sub.next().await.unwrap();
+
+    // Kill every connection to the database: pooled ones and the listener's.
+    let admin_url = std::env::var("TIDINGS_TEST_PG_URL").unwrap();
+    let (admin, connection) = tokio_postgres::connect(&admin_url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let db: tokio_postgres::Config = backend.url.parse().unwrap();
+    let killed = admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&db.get_dbname().unwrap()],
+        )
+        .await
+        .unwrap();
+    assert!(killed >= 1);
+
+    // Appends and reads carry on; the subscription sees the new event.
+    let mut appended = None;
+    for _ in 0..3 {
+        match store
+            .append_to(
+                &s,
+                ExpectedVersion::Exact(StreamVersion(0)),
+                events("e", 1, 1),
+            )
+            .await
+        {
+            Ok(done) => {
+                appended = Some(done);
+                break;
+            }
+            // A connection the pool had not yet seen die is dropped on failure.
+            Err(e) => eprintln!("append after kill: {e}"),
+        }
+    }
+    assert_eq!(
+        appended
+            .expect("an append succeeds after reconnecting")
+            .last_version,
+        StreamVersion(1)
+    );
+    let next = tokio::time::timeout(std::time::Duration::from_secs(30), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.version, StreamVersion(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_read_model_commits_with_its_checkpoint() {
+    use tidings_store::projection::{
+        PgProjection, PgReadModel, Projection, ProjectionError, Projector,
+    };
+    use tidings_store::{EventStore, ExpectedVersion, RecordedEvent, Selector};
+
+    use crate::support::{events, stream};
+
+    /// Counts events per type in a table; fails on an event of type `poison`.
+    struct TypeCounts;
+
+    impl PgProjection for TypeCounts {
+        fn name(&self) -> &str {
+            "type-counts"
+        }
+
+        async fn apply(
+            &self,
+            tx: &tokio_postgres::Transaction<'_>,
+            e: &RecordedEvent,
+        ) -> Result<(), ProjectionError> {
+            if e.event.ty() == "poison" {
+                return Err("poisoned event".into());
+            }
+            tx.execute(
+                "INSERT INTO type_counts (ty, n) VALUES ($1, 1) ON CONFLICT (ty) DO UPDATE SET n = type_counts.n + 1",
+                &[&e.event.ty()],
+            )
+            .await?;
+            Ok(())
+        }
+
+        async fn reset(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), ProjectionError> {
+            tx.execute("DELETE FROM type_counts", &[]).await?;
+            Ok(())
+        }
+    }
+
+    let Some(backend) = postgres().await else {
+        return;
+    };
+    let store = backend.open().await;
+    store
+        .connection()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE type_counts (ty text PRIMARY KEY, n bigint NOT NULL)")
+        .await
+        .unwrap();
+    store
+        .append_to(&stream("a-1"), ExpectedVersion::Any, events("placed", 0, 5))
+        .await
+        .unwrap();
+    store
+        .append_to(&stream("a-2"), ExpectedVersion::Any, events("paid", 0, 3))
+        .await
+        .unwrap();
+    let counts = |store: tidings_store::PgStore| async move {
+        let client = store.connection().await.unwrap();
+        let rows = client
+            .query("SELECT ty, n FROM type_counts ORDER BY ty", &[])
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+            .collect::<Vec<_>>()
+    };
+
+    let mut projector = Projector::new(
+        store.clone(),
+        Selector::All,
+        PgReadModel::new(store.clone(), TypeCounts),
+    );
+    let reached = projector.catch_up().await.unwrap();
+    assert_eq!(
+        counts(store.clone()).await,
+        [("paid".to_owned(), 3), ("placed".to_owned(), 5)]
+    );
+    assert_eq!(
+        store.load_checkpoint("type-counts").await.unwrap(),
+        Some(reached)
+    );
+
+    // A batch that fails halfway leaves neither the rows nor the checkpoint moved.
+    store
+        .append_to(
+            &stream("a-3"),
+            ExpectedVersion::Any,
+            vec![
+                crate::support::event("paid", 9),
+                crate::support::event("poison", 0),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(projector.catch_up().await.is_err());
+    assert_eq!(
+        counts(store.clone()).await,
+        [("paid".to_owned(), 3), ("placed".to_owned(), 5)]
+    );
+    assert_eq!(
+        store.load_checkpoint("type-counts").await.unwrap(),
+        Some(reached)
+    );
+
+    let mut model = PgReadModel::new(store.clone(), TypeCounts);
+    model.reset().await.unwrap();
+    assert!(counts(store.clone()).await.is_empty());
+    assert_eq!(
+        model.checkpoint().await.unwrap(),
+        tidings_store::Position::START
+    );
+}
