@@ -12,9 +12,13 @@
 //! `tidings-bench broker` measures the embedded broker: publish→consume latency
 //! at a fixed rate, queue-mode throughput with acks, stream-mode consume
 //! throughput.
+//!
+//! `tidings-bench store` runs the event store's embedded and PostgreSQL backends
+//! side by side: expected-version appends, aggregate loads, `$all` catch-up.
 
 mod broker;
 mod bus;
+mod store;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -50,6 +54,19 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// The event store, embedded against PostgreSQL (needs TIDINGS_TEST_PG_URL;
+    /// `scripts/bench store` starts a server).
+    Store {
+        /// Short runs that check the harness works; the figures mean little.
+        #[arg(long)]
+        quick: bool,
+        /// Directory for the embedded store (default: the system's temp dir).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// A PostgreSQL server the benchmark may create a database on.
+        #[arg(long, env = "TIDINGS_TEST_PG_URL")]
+        pg_url: Option<String>,
+    },
     /// Append throughput and latency of the storage engine, and reopen time.
     Log {
         /// Short runs that check the harness works; the figures mean little.
@@ -69,6 +86,9 @@ fn main() -> Result<()> {
         Command::Bus { quick } => bus::run(quick),
         Command::Broker { quick, dir } => {
             broker::run(&dir.unwrap_or_else(std::env::temp_dir), quick)
+        }
+        Command::Store { quick, dir, pg_url } => {
+            store::run(&dir.unwrap_or_else(std::env::temp_dir), quick, pg_url)
         }
         Command::Log {
             quick,
