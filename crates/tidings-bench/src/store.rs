@@ -72,11 +72,15 @@ pub(crate) fn run(dir: &Path, quick: bool, pg_url: Option<String>) -> Result<()>
         let tmp = tempfile::tempdir_in(dir)?;
         let embedded = EmbeddedStore::open(tmp.path(), EmbeddedOptions::default())?;
         let pg = PgStore::connect(&fresh_database(&pg_url).await?, PgOptions::default()).await?;
-        println!("## Event store: embedded vs PostgreSQL (fsync on both; synchronous_commit = on)\n");
+        println!(
+            "## Event store: embedded vs PostgreSQL (fsync on both; synchronous_commit = on)\n"
+        );
         println!("| workload | embedded | PostgreSQL | embedded ÷ PostgreSQL |");
         println!("|---|---:|---:|---:|");
         for (writers, per_append) in [(1, 1), (16, 1), (1, 100), (16, 100)] {
-            let name = format!("append, expected version, {per_append} event(s) per append, {writers} writer(s)");
+            let name = format!(
+                "append, expected version, {per_append} event(s) per append, {writers} writer(s)"
+            );
             let e = appends(&embedded, "e", writers, per_append, seconds).await?;
             let p = appends(&pg, "p", writers, per_append, seconds).await?;
             row(&name, "events/s", e, p);
@@ -85,8 +89,18 @@ pub(crate) fn run(dir: &Path, quick: bool, pg_url: Option<String>) -> Result<()>
         let loads = if quick { 3 } else { 20 };
         let e = load_aggregate(&embedded, events, loads).await?;
         let p = load_aggregate(&pg, events, loads).await?;
-        row(&format!("load an aggregate of {events} events, no snapshot"), "loads/s", e.0, p.0);
-        row(&format!("load an aggregate of {events} events, from a snapshot"), "loads/s", e.1, p.1);
+        row(
+            &format!("load an aggregate of {events} events, no snapshot"),
+            "loads/s",
+            e.0,
+            p.0,
+        );
+        row(
+            &format!("load an aggregate of {events} events, from a snapshot"),
+            "loads/s",
+            e.1,
+            p.1,
+        );
         let e = catch_up(&embedded).await?;
         let p = catch_up(&pg).await?;
         row("catch up on $all from the start", "events/s", e.0, p.0);
@@ -110,7 +124,7 @@ fn thousands(v: f64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(' ');
         }
         out.push(c);
@@ -199,7 +213,12 @@ async fn load_aggregate<S: EventStore + Clone>(
         let n = left.min(100);
         let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
         let batch = (0..n).map(|i| movement(i as i64)).collect();
-        version = Some(store.append_to(&stream, expected, batch).await?.last_version);
+        version = Some(
+            store
+                .append_to(&stream, expected, batch)
+                .await?
+                .last_version,
+        );
         left -= n;
     }
     let start = Instant::now();

@@ -71,7 +71,7 @@ impl ApiError {
         &self.message
     }
 
-    fn internal(code: &'static str, e: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(code: &'static str, e: impl std::fmt::Display) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, e.to_string())
     }
 }

@@ -93,7 +93,7 @@ fn record_correlation(events: &[CloudEvent]) {
     tracing::Span::current().record("correlationid", value);
 }
 
-fn decode_events(
+pub(crate) fn decode_events(
     headers: &HeaderMap,
     bytes: bytes::Bytes,
     batch_max: usize,

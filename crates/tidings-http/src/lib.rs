@@ -3,7 +3,8 @@
 //! [`router`] builds the axum application over a shared [`Broker`]: CloudEvents
 //! publish per the HTTP binding (binary, structured and batched modes), reads
 //! without a group, topic administration, `/healthz`, `/metrics` (Prometheus text
-//! format) and `/openapi.json`, the checked-in OpenAPI document that describes
+//! format), the event store (append with an expected version, read a stream, read
+//! `$all` or a category, subscribe) and `/openapi.json`, the checked-in OpenAPI document that describes
 //! every route. Every error is JSON `{"error_code", "message"}` ([`ApiError`]).
 //!
 //! The API holds no state of its own beyond counters: topics, offsets and groups
@@ -25,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tidings_broker::Broker;
+use tidings_store::EmbeddedStore;
 use tracing::Instrument;
 
 mod body;
@@ -34,6 +36,7 @@ mod groups;
 mod metrics;
 mod queues;
 mod sse;
+mod streams;
 mod topics;
 
 pub use error::ApiError;
@@ -77,6 +80,7 @@ pub struct Api {
 
 struct Inner {
     broker: Arc<Broker>,
+    store: EmbeddedStore,
     limits: Limits,
     metrics: Metrics,
     draining: AtomicBool,
@@ -85,11 +89,12 @@ struct Inner {
 }
 
 impl Api {
-    /// The API over `broker`.
-    pub fn new(broker: Arc<Broker>, limits: Limits, metrics: Metrics) -> Api {
+    /// The API over `broker` and the event `store`.
+    pub fn new(broker: Arc<Broker>, store: EmbeddedStore, limits: Limits, metrics: Metrics) -> Api {
         Api {
             inner: Arc::new(Inner {
                 broker,
+                store,
                 limits,
                 metrics,
                 draining: AtomicBool::new(false),
@@ -107,6 +112,10 @@ impl Api {
 
     fn broker(&self) -> &Arc<Broker> {
         &self.inner.broker
+    }
+
+    fn store(&self) -> &EmbeddedStore {
+        &self.inner.store
     }
 
     fn limits(&self) -> &Limits {
@@ -149,6 +158,15 @@ pub fn router(api: Api) -> Router {
             "/v1/topics/{topic}/events",
             get(events::read).post(events::publish),
         )
+        .route(
+            "/v1/streams/{stream}",
+            get(streams::describe).delete(streams::delete),
+        )
+        .route(
+            "/v1/streams/{stream}/events",
+            get(streams::read_stream).post(streams::append),
+        )
+        .route("/v1/store/events", get(streams::read_all))
         .route("/v1/groups", get(groups::list))
         .route("/v1/groups/{group}", get(groups::describe))
         .route("/v1/groups/{group}/reset", post(groups::reset))

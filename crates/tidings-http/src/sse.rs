@@ -48,6 +48,8 @@ pub(crate) fn message(json: &Value) -> Event {
     let mut event = Event::default().data(json.to_string());
     if let (Some(p), Some(o)) = (json["partition"].as_u64(), json["offset"].as_u64()) {
         event = event.id(format!("{p}:{o}"));
+    } else if let Some(position) = json["position"].as_u64() {
+        event = event.id(position.to_string());
     }
     event
 }

@@ -32,7 +32,14 @@ async fn status_and_code(app: &axum::Router, path: &str) -> (StatusCode, String)
 async fn a_draining_server_answers_503_except_for_health_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Arc::new(Broker::open(dir.path(), BrokerOptions::default()).unwrap());
-    let api = Api::new(broker, Limits::default(), Metrics::install().unwrap());
+    let store =
+        tidings_store::EmbeddedStore::open(dir.path().join("store"), Default::default()).unwrap();
+    let api = Api::new(
+        broker,
+        store,
+        Limits::default(),
+        Metrics::install().unwrap(),
+    );
     let app = router(api.clone());
     assert_eq!(status_and_code(&app, "/v1/topics").await.0, StatusCode::OK);
     api.start_draining();

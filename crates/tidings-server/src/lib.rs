@@ -18,6 +18,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tidings_broker::{Broker, BrokerOptions};
 use tidings_http::{Api, Metrics};
+use tidings_store::{EmbeddedOptions, EmbeddedStore};
 use tracing_subscriber::EnvFilter;
 
 mod config;
@@ -80,21 +81,31 @@ async fn shutdown_signal() {
 /// Serves until `stop` resolves, then shuts down.
 pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let data_dir = config.data_dir.clone();
-    let broker = tokio::task::spawn_blocking(move || {
+    let (broker, store) = tokio::task::spawn_blocking(move || {
         let options = BrokerOptions {
             log: tidings_log::LogOptions {
                 file_sync: Arc::new(tidings_http::MeasuredSync),
                 ..tidings_log::LogOptions::default()
             },
         };
-        Broker::open(&data_dir, options)
-            .with_context(|| format!("cannot open the data directory {}", data_dir.display()))
+        let broker = Broker::open(&data_dir, options.clone())
+            .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
+        let store_dir = data_dir.join("store");
+        let store = EmbeddedStore::open(
+            &store_dir,
+            EmbeddedOptions {
+                log: options.log,
+                ..EmbeddedOptions::default()
+            },
+        )
+        .with_context(|| format!("cannot open the event store in {}", store_dir.display()))?;
+        anyhow::Ok((broker, store))
     })
     .await
-    .context("opening the broker")??;
+    .context("opening the broker and the event store")??;
     let broker = Arc::new(broker);
     let metrics = Metrics::install().map_err(anyhow::Error::msg)?;
-    let api = Api::new(Arc::clone(&broker), config.limits, metrics);
+    let api = Api::new(Arc::clone(&broker), store.clone(), config.limits, metrics);
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
@@ -131,6 +142,10 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         .shutdown(std::time::Duration::ZERO)
         .await
         .context("closing the log")?;
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .context("closing the event store")?
+        .context("closing the event store")?;
     tracing::info!(leases_left = left, "stopped");
     Ok(())
 }

@@ -66,6 +66,66 @@ enum Command {
     /// Dead letters of a queue group: list, show, redrive, purge.
     #[command(subcommand)]
     Dlq(Dlq),
+    /// The event store: append to a stream with an expected version, read a
+    /// stream, read or follow `$all` or a category.
+    #[command(subcommand)]
+    Streams(Streams),
+}
+
+#[derive(Debug, Subcommand)]
+enum Streams {
+    /// Append events to a stream: one per DATA argument, or one per line of
+    /// standard input, built as `publish` builds them.
+    Append {
+        /// The stream, such as order-17.
+        stream: String,
+        /// Event data, one event each; without any, lines are read.
+        data: Vec<String>,
+        /// `any`, `no_stream`, `stream_exists`, or the version the stream must be at.
+        #[arg(long, default_value = "any")]
+        expected_version: String,
+        /// The `type` of events built here.
+        #[arg(long = "type", default_value = "tidings.cli.appended")]
+        ty: String,
+        /// The `source` of events built here.
+        #[arg(long, default_value = "/tidings-cli")]
+        source: String,
+    },
+    /// Print a stream's events.
+    Read {
+        /// The stream.
+        stream: String,
+        /// First version to print (newest first with --backward).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Newest first.
+        #[arg(long)]
+        backward: bool,
+        /// Most events to print.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Print `$all`, or one category, from a global position; --follow keeps
+    /// printing new events.
+    All {
+        /// Only streams of this category (the name before the first '-').
+        #[arg(long)]
+        category: Option<String>,
+        /// Global position to start at.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Most events to print without --follow.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Keep printing events as they are appended.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Show a stream's version, metadata and deletion.
+    Info {
+        /// The stream.
+        stream: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +388,126 @@ fn run(cli: Cli) -> Result<()> {
         Command::Groups(g) => groups(&client, &mut out, g, json),
         Command::Queues(q) => queues(&client, &mut out, q, json),
         Command::Dlq(d) => dlq(&client, &mut out, d, json),
+        Command::Streams(s) => streams(&client, &mut out, s, json),
+    }
+}
+
+fn streams(client: &Client, out: &mut impl Write, s: Streams, json: bool) -> Result<()> {
+    match s {
+        Streams::Append {
+            stream,
+            data,
+            expected_version,
+            ty,
+            source,
+        } => {
+            let lines = if data.is_empty() {
+                io::stdin()
+                    .lock()
+                    .lines()
+                    .collect::<io::Result<Vec<_>>>()
+                    .context("reading events")?
+                    .into_iter()
+                    .filter(|l| !l.trim().is_empty())
+                    .collect()
+            } else {
+                data
+            };
+            if lines.is_empty() {
+                bail!("nothing to append: give data as arguments or lines on standard input");
+            }
+            let template = Publish {
+                topic: String::new(),
+                data: Vec::new(),
+                file: None,
+                ty,
+                source,
+                key: None,
+                batch: lines.len(),
+            };
+            let events: Vec<Value> = lines.iter().map(|l| build_event(&template, l)).collect();
+            let answer = client.call(
+                "POST",
+                &format!(
+                    "/v1/streams/{}/events?expected_version={}",
+                    enc(&stream),
+                    enc(&expected_version)
+                ),
+                Some("application/cloudevents-batch+json"),
+                Value::from(events).to_string().into_bytes(),
+            )?;
+            show(out, &answer, json, |a| {
+                format!(
+                    "appended to {} versions {}..={} (positions {}..={})",
+                    a["stream"].as_str().unwrap_or_default(),
+                    a["first_version"],
+                    a["last_version"],
+                    a["first_position"],
+                    a["last_position"]
+                )
+            })
+        }
+        Streams::Read {
+            stream,
+            from,
+            backward,
+            limit,
+        } => {
+            let mut query = vec![format!(
+                "direction={}",
+                if backward { "backward" } else { "forward" }
+            )];
+            query.extend(from.map(|f| format!("from={f}")));
+            query.extend(limit.map(|l| format!("limit={l}")));
+            let answer = client.get(&format!(
+                "/v1/streams/{}/events?{}",
+                enc(&stream),
+                query.join("&")
+            ))?;
+            for e in answer["events"].as_array().into_iter().flatten() {
+                output::event(out, e, json)?;
+            }
+            Ok(())
+        }
+        Streams::All {
+            category,
+            from,
+            limit,
+            follow,
+        } => {
+            let mut query = vec![format!("from={from}")];
+            query.extend(category.map(|c| format!("category={}", enc(&c))));
+            if follow {
+                return client.stream(
+                    "GET",
+                    &format!("/v1/store/events?{}", query.join("&")),
+                    |e| {
+                        output::event(out, &e, json)?;
+                        out.flush()?;
+                        Ok(true)
+                    },
+                );
+            }
+            query.extend(limit.map(|l| format!("limit={l}")));
+            let answer = client.get(&format!("/v1/store/events?{}", query.join("&")))?;
+            for e in answer["events"].as_array().into_iter().flatten() {
+                output::event(out, e, json)?;
+            }
+            Ok(())
+        }
+        Streams::Info { stream } => {
+            let answer = client.get(&format!("/v1/streams/{}", enc(&stream)))?;
+            show(out, &answer, json, |a| {
+                format!(
+                    "{}\tcategory={}\tversion={}\tdeleted={}\tmetadata={}",
+                    a["stream"].as_str().unwrap_or_default(),
+                    a["category"].as_str().unwrap_or_default(),
+                    a["version"],
+                    a["deleted"],
+                    a["metadata"]
+                )
+            })
+        }
     }
 }
 

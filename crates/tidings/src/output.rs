@@ -13,11 +13,20 @@ pub(crate) fn event(out: &mut impl Write, item: &Value, json: bool) -> Result<()
         writeln!(out, "{item}")?;
         return Ok(());
     }
-    let place = format!(
-        "{}@{}",
-        item["partition"].as_u64().unwrap_or_default(),
-        item["offset"].as_u64().unwrap_or_default()
-    );
+    // Store events are placed by stream and version (and global position);
+    // topic events by partition and offset.
+    let place = match item["stream"].as_str() {
+        Some(stream) => format!(
+            "{stream}@{}#{}",
+            item["version"].as_u64().unwrap_or_default(),
+            item["position"].as_u64().unwrap_or_default()
+        ),
+        None => format!(
+            "{}@{}",
+            item["partition"].as_u64().unwrap_or_default(),
+            item["offset"].as_u64().unwrap_or_default()
+        ),
+    };
     let lease = item["lease"]
         .as_str()
         .map(|l| format!(" lease={l} attempt={}", item["attempt"]))

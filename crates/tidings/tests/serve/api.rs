@@ -298,6 +298,9 @@ fn health_metrics_and_the_openapi_document_are_served() {
         ("/v1/queues/{group}/dead-letters", &["get", "delete"]),
         ("/v1/queues/{group}/dead-letters/redrive", &["post"]),
         ("/v1/queues/{group}/dead-letters/{offset}", &["get"]),
+        ("/v1/streams/{stream}", &["get", "delete"]),
+        ("/v1/streams/{stream}/events", &["get", "post"]),
+        ("/v1/store/events", &["get"]),
     ];
     for (path, methods) in routes {
         for method in methods {

@@ -333,3 +333,88 @@ fn a_closed_pipe_ends_tail_quietly() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn streams_append_read_and_list_the_event_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let out = ok(&tidings(
+        &server,
+        &[
+            "streams",
+            "append",
+            "order-5",
+            "--expected-version",
+            "no_stream",
+            "--type",
+            "order.placed",
+            r#"{"total":3}"#,
+        ],
+        "",
+    ));
+    assert!(out.contains("versions 0..=0"), "{out}");
+    let out = ok(&tidings(
+        &server,
+        &[
+            "streams",
+            "append",
+            "order-5",
+            "--expected-version",
+            "0",
+            "--type",
+            "order.paid",
+        ],
+        "paid\nshipped\n",
+    ));
+    assert!(out.contains("versions 1..=2"), "{out}");
+    let refused = failure(&tidings(
+        &server,
+        &[
+            "streams",
+            "append",
+            "order-5",
+            "--expected-version",
+            "0",
+            "late",
+        ],
+        "",
+    ));
+    assert!(
+        refused.contains("wrong_expected_version") || refused.contains("version 2"),
+        "{refused}"
+    );
+    ok(&tidings(
+        &server,
+        &["streams", "append", "user-1", "--type", "user.joined", "hi"],
+        "",
+    ));
+
+    let read = ok(&tidings(&server, &["streams", "read", "order-5"], ""));
+    let lines: Vec<&str> = read.lines().collect();
+    assert_eq!(lines.len(), 3, "{read}");
+    assert!(
+        lines[0].starts_with("order-5@0#0\torder.placed\t"),
+        "{read}"
+    );
+    assert!(lines[2].ends_with("\tshipped"), "{read}");
+    let newest = ok(&tidings(
+        &server,
+        &["streams", "read", "order-5", "--backward", "--limit", "1"],
+        "",
+    ));
+    assert!(newest.starts_with("order-5@2#2\t"), "{newest}");
+    let users = ok(&tidings(
+        &server,
+        &["streams", "all", "--category", "user"],
+        "",
+    ));
+    assert!(users.starts_with("user-1@0#3\tuser.joined"), "{users}");
+    let all = ok(&tidings(
+        &server,
+        &["--json", "streams", "all", "--from", "1"],
+        "",
+    ));
+    assert_eq!(all.lines().count(), 3, "{all}");
+    let info = ok(&tidings(&server, &["streams", "info", "order-5"], ""));
+    assert!(info.contains("version=2"), "{info}");
+}

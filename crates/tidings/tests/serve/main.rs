@@ -6,5 +6,6 @@ mod bad_input;
 mod cli;
 mod groups;
 mod shutdown;
+mod store;
 mod streams;
 mod support;

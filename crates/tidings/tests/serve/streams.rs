@@ -8,11 +8,11 @@ use serde_json::{json, Value};
 use crate::support::{call, create_topic, post_json, Server};
 
 /// An open event stream.
-struct Stream {
+pub(crate) struct Stream {
     lines: BufReader<Box<dyn Read + Send>>,
 }
 
-fn open(method: &str, url: &str) -> Result<Stream, (u16, String)> {
+pub(crate) fn open(method: &str, url: &str) -> Result<Stream, (u16, String)> {
     let request = ureq::http::Request::builder()
         .method(method)
         .uri(url)
@@ -43,7 +43,7 @@ fn open(method: &str, url: &str) -> Result<Stream, (u16, String)> {
 
 impl Stream {
     /// The next message's data, as JSON, skipping keep-alive comments.
-    fn next(&mut self) -> Value {
+    pub(crate) fn next(&mut self) -> Value {
         let mut line = String::new();
         loop {
             line.clear();
