@@ -31,7 +31,7 @@ use tidings_log::{
 use tidings_types::{Offset, PartitionId};
 
 use crate::error::{AppendError, StoreError};
-use crate::store::{check_append, repeated_append, EventStore};
+use crate::store::{check_append, metadata_written, repeated_append, EventStore};
 use crate::types::{
     read_range, within_age, AllSlice, Appended, Direction, ExpectedVersion, Position, ReadStream,
     RecordedEvent, Selector, Snapshot, StreamAppend, StreamInfo, StreamMetadata, StreamName,
@@ -650,11 +650,7 @@ impl EventStore for EmbeddedStore {
                 true
             })
             .await;
-        match result {
-            Ok(()) => Ok(()),
-            Err(AppendError::Store(e)) => Err(e),
-            Err(e) => Err(StoreError::Failed(e.to_string())),
-        }
+        metadata_written(result)
     }
 
     async fn delete_stream(
@@ -662,14 +658,8 @@ impl EventStore for EmbeddedStore {
         stream: &StreamName,
         expected: ExpectedVersion,
     ) -> Result<(), AppendError> {
-        self.write_metadata(stream, expected, |state| match state.visible() {
-            Some(last) => {
-                state.truncate_before = last.0 + 1;
-                true
-            }
-            None => false,
-        })
-        .await
+        self.write_metadata(stream, expected, StreamState::soft_delete)
+            .await
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {

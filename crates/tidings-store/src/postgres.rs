@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use crate::error::{AppendError, StoreError};
-use crate::store::{check_append, repeated_append, EventStore};
+use crate::store::{check_append, metadata_written, repeated_append, EventStore};
 use crate::types::{
     read_range, within_age, AllSlice, Appended, Direction, ExpectedVersion, Position, ReadStream,
     RecordedEvent, Selector, Snapshot, StreamAppend, StreamInfo, StreamMetadata, StreamName,
@@ -574,11 +574,7 @@ impl EventStore for PgStore {
                 true
             })
             .await;
-        match result {
-            Ok(()) => Ok(()),
-            Err(AppendError::Store(e)) => Err(e),
-            Err(e) => Err(StoreError::Failed(e.to_string())),
-        }
+        metadata_written(result)
     }
 
     async fn delete_stream(
@@ -586,14 +582,8 @@ impl EventStore for PgStore {
         stream: &StreamName,
         expected: ExpectedVersion,
     ) -> Result<(), AppendError> {
-        self.write_state(stream, expected, |state| match state.visible() {
-            Some(last) => {
-                state.truncate_before = last.0 + 1;
-                true
-            }
-            None => false,
-        })
-        .await
+        self.write_state(stream, expected, StreamState::soft_delete)
+            .await
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {

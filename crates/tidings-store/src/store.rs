@@ -191,3 +191,13 @@ pub(crate) fn repeated_append(
     }
     Some(out)
 }
+
+/// The outcome of a metadata write made with [`ExpectedVersion::Any`], which has no
+/// expectation to fail: only the backend can.
+pub(crate) fn metadata_written(result: Result<(), AppendError>) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(AppendError::Store(e)) => Err(e),
+        Err(e) => Err(StoreError::Failed(e.to_string())),
+    }
+}

@@ -426,6 +426,17 @@ impl StreamState {
         self.truncate_before.max(by_count)
     }
 
+    /// Soft-deletes the stream's events; false when it has none to delete.
+    pub(crate) fn soft_delete(&mut self) -> bool {
+        match self.visible() {
+            Some(last) => {
+                self.truncate_before = last.0 + 1;
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(crate) fn info(&self) -> StreamInfo {
         StreamInfo {
             version: self.visible(),
