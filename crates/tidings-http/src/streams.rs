@@ -56,6 +56,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The number of events a read answers with: what was asked, at most the limit.
+fn read_limit(api: &Api, asked: Option<usize>) -> usize {
+    let max = api.limits().read_events_max;
+    asked.map_or(max, |n| n.min(max))
+}
+
 fn stream_name(name: &str) -> Result<StreamName, ApiError> {
     StreamName::new(name).map_err(|e| ApiError::bad_request("invalid_stream", e.to_string()))
 }
@@ -151,10 +157,7 @@ pub(crate) async fn read_stream(
     QueryJson(query): QueryJson<StreamQuery>,
 ) -> Result<Response, ApiError> {
     let stream = stream_name(&stream)?;
-    let limit = query
-        .limit
-        .unwrap_or(api.limits().read_events_max)
-        .min(api.limits().read_events_max);
+    let limit = read_limit(&api, query.limit);
     let read = match query.direction.as_deref() {
         None | Some("forward") => ReadStream::forward(StreamVersion(query.from.unwrap_or(0))),
         Some("backward") => ReadStream {
@@ -262,10 +265,7 @@ pub(crate) async fn read_all(
             }
         });
     }
-    let limit = query
-        .limit
-        .unwrap_or(api.limits().read_events_max)
-        .min(api.limits().read_events_max);
+    let limit = read_limit(&api, query.limit);
     let slice = api.store().read_all(&selector, from, limit).await?;
     let events = slice
         .events

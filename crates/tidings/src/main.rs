@@ -392,6 +392,17 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The lines of `reader` that hold more than whitespace: one event each.
+fn non_empty_lines(reader: impl BufRead) -> Result<Vec<String>> {
+    Ok(reader
+        .lines()
+        .collect::<io::Result<Vec<_>>>()
+        .context("reading events")?
+        .into_iter()
+        .filter(|l| !l.trim().is_empty())
+        .collect())
+}
+
 fn streams(client: &Client, out: &mut impl Write, s: Streams, json: bool) -> Result<()> {
     match s {
         Streams::Append {
@@ -402,14 +413,7 @@ fn streams(client: &Client, out: &mut impl Write, s: Streams, json: bool) -> Res
             source,
         } => {
             let lines = if data.is_empty() {
-                io::stdin()
-                    .lock()
-                    .lines()
-                    .collect::<io::Result<Vec<_>>>()
-                    .context("reading events")?
-                    .into_iter()
-                    .filter(|l| !l.trim().is_empty())
-                    .collect()
+                non_empty_lines(io::stdin().lock())?
             } else {
                 data
             };
@@ -539,13 +543,7 @@ fn publish(client: &Client, out: &mut impl Write, p: Publish, json: bool) -> Res
             )),
             None => Box::new(io::stdin().lock()),
         };
-        reader
-            .lines()
-            .collect::<io::Result<Vec<_>>>()
-            .context("reading events")?
-            .into_iter()
-            .filter(|l| !l.trim().is_empty())
-            .collect()
+        non_empty_lines(reader)?
     };
     if lines.is_empty() {
         bail!("nothing to publish: give data as arguments, --file, or lines on standard input");
