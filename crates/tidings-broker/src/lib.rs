@@ -161,9 +161,11 @@ pub struct PartitionInfo {
     pub high_watermark: Offset,
     /// Bytes stored.
     pub size_bytes: u64,
-    /// Events appended to it by publishes since the broker started.
+    /// Events appended to it by publishes (and Kafka produce requests) since the
+    /// broker started.
     pub published_events: u64,
-    /// Bytes of event data those carried.
+    /// Bytes of event data those carried; for batches from Kafka producers, the
+    /// batches' size as sent.
     pub published_bytes: u64,
 }
 
@@ -671,6 +673,75 @@ impl Broker {
             .collect())
     }
 
+    /// Appends RecordBatch v2 batches to one partition exactly as a Kafka producer
+    /// sent them (compressed ones too); the log rewrites only their base offsets.
+    /// Durable under the topic's fsync policy when this returns. Raw appends skip
+    /// producer dedup, as a Kafka broker without idempotence does.
+    pub async fn append_batches(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        batches: bytes::BytesMut,
+    ) -> Result<tidings_log::Appended, PublishError> {
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| PublishError::UnknownTopic(topic.to_owned()))?;
+        let p = t.log.partition(partition)?;
+        let bytes = batches.len() as u64;
+        let appended = p.append_batches(batches).await?;
+        let mut published = t.published.lock().expect("published lock");
+        let at = partition.0 as usize;
+        if published.len() <= at {
+            published.resize(at + 1, (0, 0));
+        }
+        published[at].0 += appended.last_offset.0 - appended.base_offset.0 + 1;
+        published[at].1 += bytes;
+        Ok(appended)
+    }
+
+    /// Reads whole stored batches of one partition from `from` on, up to about
+    /// `max_bytes` (at least one batch), byte for byte: what a Kafka fetch serves.
+    pub fn read_batches(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<tidings_log::Batches, ReadError> {
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| ReadError::UnknownTopic(topic.to_owned()))?;
+        Ok(t.log.partition(partition)?.read(from, max_bytes)?)
+    }
+
+    /// A partition's log-start offset and high-watermark.
+    pub fn offsets(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<(Offset, Offset), ReadError> {
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| ReadError::UnknownTopic(topic.to_owned()))?;
+        let p = t.log.partition(partition)?;
+        Ok((p.log_start_offset(), p.high_watermark()))
+    }
+
+    /// How many partitions a topic has, or `None` when there is no such topic.
+    pub fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.topic(topic).map(|t| t.partitions())
+    }
+
+    /// Every topic's name and partition count, by name.
+    pub fn topic_names(&self) -> Vec<(TopicName, u32)> {
+        self.topics
+            .read()
+            .expect("topics lock")
+            .values()
+            .map(|t| (t.name.clone(), t.partitions()))
+            .collect()
+    }
+
     /// Reads the entries of one partition from `from` on, up to about `max_bytes`
     /// (at least one batch), without a consumer group. Records written by plain
     /// Kafka clients, without CloudEvents headers, come back raw.
@@ -745,11 +816,23 @@ impl Broker {
         positions: &[(PartitionId, Offset)],
         wait: Duration,
     ) -> Result<(), ReadError> {
-        let t = self
-            .topic(topic)
-            .ok_or_else(|| ReadError::UnknownTopic(topic.to_owned()))?;
+        let positions: Vec<(&str, PartitionId, Offset)> =
+            positions.iter().map(|&(p, at)| (topic, p, at)).collect();
+        self.wait_for_events_in(&positions, wait).await
+    }
+
+    /// [`wait_for_events`](Self::wait_for_events) over partitions of several
+    /// topics: each position names its topic.
+    pub async fn wait_for_events_in(
+        &self,
+        positions: &[(&str, PartitionId, Offset)],
+        wait: Duration,
+    ) -> Result<(), ReadError> {
         let mut watchers = Vec::with_capacity(positions.len());
-        for &(p, at) in positions {
+        for &(topic, p, at) in positions {
+            let t = self
+                .topic(topic)
+                .ok_or_else(|| ReadError::UnknownTopic(topic.to_owned()))?;
             let part = t.log.partition(p)?;
             // Subscribed before the check, so an append right after it still wakes us.
             watchers.push(part.watch_high_watermark());

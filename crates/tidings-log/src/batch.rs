@@ -31,6 +31,7 @@ use kafka_protocol::records::{
 };
 use tidings_types::{Offset, TimestampMs};
 
+use crate::compression::{self, DecompressError};
 use crate::limits::{BATCH_BYTES_MAX, BATCH_HEADER_BYTES, BATCH_RECORDS_MAX, RECORD_BYTES_MAX};
 
 /// Bytes before the batch-length field ends: base offset and the length itself.
@@ -101,9 +102,22 @@ pub enum BatchFault {
         /// The offset after the batch.
         end: u64,
     },
-    /// The batch is compressed; this build stores only batches it can check record
-    /// by record, which compressed ones are not yet.
-    Compressed(u8),
+    /// The attributes name a compression codec Kafka does not define (5..=7).
+    UnknownCodec(u8),
+    /// The compressed records decompress to more than
+    /// [`DECOMPRESSED_BATCH_BYTES_MAX`](crate::limits::DECOMPRESSED_BATCH_BYTES_MAX)
+    /// bytes (a decompression bomb, or a batch larger than any producer sends).
+    DecompressedTooLarge {
+        /// The codec.
+        codec: u8,
+        /// The cap, in bytes.
+        limit: usize,
+    },
+    /// The compressed records are not valid data for their codec.
+    Decompress {
+        /// The codec.
+        codec: u8,
+    },
     /// A record inside the batch is malformed.
     Record {
         /// Index of the record within the batch.
@@ -158,9 +172,18 @@ impl fmt::Display for BatchFault {
                     "segment at offset {base} would end at {end}, past 2^32 offsets"
                 )
             }
-            BatchFault::Compressed(codec) => write!(
+            BatchFault::UnknownCodec(codec) => {
+                write!(f, "compression codec {codec} is not one Kafka defines")
+            }
+            BatchFault::DecompressedTooLarge { codec, limit } => write!(
                 f,
-                "compression codec {codec} is not accepted yet; send uncompressed batches"
+                "{} records decompress to more than {limit} bytes",
+                compression::codec_name(codec)
+            ),
+            BatchFault::Decompress { codec } => write!(
+                f,
+                "records are not valid {} data",
+                compression::codec_name(codec)
             ),
             BatchFault::Record { index, reason } => write!(f, "record {index}: {reason}"),
             BatchFault::BaseOffset { expected, found } => {
@@ -240,17 +263,26 @@ pub(crate) fn check_batch(buf: &[u8]) -> Result<BatchHeader, BatchFault> {
 /// what it is about to store, so that nothing stored can fail to decode later or
 /// make a decoder allocate what the bytes do not hold.
 ///
-/// Compressed batches are refused for now: checking them means decompressing them
-/// under a size cap, which arrives with the Kafka front end.
+/// Compressed batches are decompressed under the size cap and their records
+/// checked the same way; they are stored compressed, as received.
 pub(crate) fn check_records(buf: &[u8], header: &BatchHeader) -> Result<(), BatchFault> {
     let attributes = u16::from_be_bytes(buf[21..23].try_into().expect("2 bytes"));
     let codec = (attributes & 0x7) as u8;
-    if codec != 0 {
-        return Err(BatchFault::Compressed(codec));
+    let section = &buf[BATCH_HEADER_BYTES..header.bytes];
+    if codec == 0 {
+        return check_record_section(section, header);
     }
-    let mut r = VarReader {
-        buf: &buf[BATCH_HEADER_BYTES..header.bytes],
-    };
+    let plain = compression::decompress(codec, section).map_err(|e| match e {
+        DecompressError::UnknownCodec(c) => BatchFault::UnknownCodec(c),
+        DecompressError::TooLarge { limit } => BatchFault::DecompressedTooLarge { codec, limit },
+        DecompressError::Invalid { .. } => BatchFault::Decompress { codec },
+    })?;
+    check_record_section(&plain, header)
+}
+
+/// Checks the records of a batch, uncompressed.
+fn check_record_section(section: &[u8], header: &BatchHeader) -> Result<(), BatchFault> {
+    let mut r = VarReader { buf: section };
     let count = u32::try_from(header.offset_count()).expect("bounded by BATCH_RECORDS_MAX");
     for index in 0..count {
         let fault = |reason| BatchFault::Record { index, reason };
@@ -474,12 +506,26 @@ pub(crate) fn encode(records: &[Record]) -> Result<BytesMut, String> {
     Ok(buf)
 }
 
-/// Decodes every record of the batches in `bytes`.
+/// Decompresses a batch's records section for the codec, with the cap.
+fn decompress_section(section: &mut Bytes, codec: Compression) -> anyhow::Result<Bytes> {
+    let n = match codec {
+        Compression::None => return Ok(std::mem::take(section)),
+        Compression::Gzip => compression::GZIP,
+        Compression::Snappy => compression::SNAPPY,
+        Compression::Lz4 => compression::LZ4,
+        Compression::Zstd => compression::ZSTD,
+    };
+    Ok(compression::decompress(n, section)?.into())
+}
+
+/// Decodes every record of the batches in `bytes`, decompressing compressed ones.
 pub(crate) fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, String> {
     let mut buf = bytes;
     let mut out = Vec::new();
     while !buf.is_empty() {
-        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
+        let set =
+            RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(decompress_section))
+                .map_err(|e| e.to_string())?;
         for r in set.records {
             let offset = u64::try_from(r.offset).map_err(|_| "negative record offset")?;
             out.push(StoredRecord {

@@ -55,6 +55,7 @@ use std::sync::{Arc, RwLock};
 use tidings_types::{PartitionId, TopicName};
 
 mod batch;
+mod compression;
 mod config;
 mod error;
 pub mod format;

@@ -43,6 +43,11 @@ pub const OPEN_SEGMENTS_PER_PARTITION_MAX: usize = 1;
 /// `segment_bytes`, except that one append always fits in an empty segment.
 pub const SEGMENT_FILE_BYTES_MAX: u64 = SEGMENT_BYTES_MAX + BATCH_BYTES_MAX as u64;
 
+/// Most bytes the records of one compressed batch may decompress to. Kafka
+/// producers' batches are far smaller (`batch.size` defaults to 16 KiB, a
+/// message to 1 MiB); anything larger is refused as a decompression bomb.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+
 /// Size of a RecordBatch v2 header, up to and including the record count.
 pub const BATCH_HEADER_BYTES: usize = 61;
 

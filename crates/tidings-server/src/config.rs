@@ -27,6 +27,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Where the HTTP API listens.
     pub http_addr: SocketAddr,
+    /// Where the Kafka listener listens.
+    pub kafka_addr: SocketAddr,
     /// Log line format.
     pub log_format: LogFormat,
     /// After SIGINT or SIGTERM, how long requests under way and leases held by
@@ -41,6 +43,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./tidings-data"),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            kafka_addr: SocketAddr::from(([127, 0, 0, 1], 9092)),
             log_format: LogFormat::Text,
             shutdown_timeout: Duration::from_secs(10),
             limits: Limits::default(),
@@ -61,6 +64,10 @@ pub struct ServeArgs {
     /// port; the log line `listening` names it.
     #[arg(long, env = "TIDINGS_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Address of the Kafka listener [default: 127.0.0.1:9092]. Port 0 picks a
+    /// free port; the log line `listening` names it.
+    #[arg(long, env = "TIDINGS_KAFKA_ADDR")]
+    pub kafka_addr: Option<SocketAddr>,
     /// Log format [default: text].
     #[arg(long, env = "TIDINGS_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -90,6 +97,7 @@ pub struct ServeArgs {
 struct File {
     data_dir: Option<PathBuf>,
     http_addr: Option<SocketAddr>,
+    kafka_addr: Option<SocketAddr>,
     log_format: Option<LogFormat>,
     shutdown_timeout_ms: Option<u64>,
     #[serde(default)]
@@ -158,6 +166,7 @@ impl Config {
         }
         set!(c.data_dir, args.data_dir, file.data_dir);
         set!(c.http_addr, args.http_addr, file.http_addr);
+        set!(c.kafka_addr, args.kafka_addr, file.kafka_addr);
         set!(c.log_format, args.log_format, file.log_format);
         if let Some(d) = pick(args.shutdown_timeout_ms, file.shutdown_timeout_ms) {
             c.shutdown_timeout = d;

@@ -110,7 +110,20 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
     let http_addr = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "listening");
+    let kafka_listener = tokio::net::TcpListener::bind(config.kafka_addr)
+        .await
+        .with_context(|| format!("cannot listen for Kafka clients on {}", config.kafka_addr))?;
+    let kafka_addr = kafka_listener
+        .local_addr()
+        .context("reading the bound address")?;
+    tracing::info!(%http_addr, %kafka_addr, data_dir = %config.data_dir.display(), "listening");
+    let (kafka_stop_tx, kafka_stop) = tokio::sync::watch::channel(false);
+    let kafka = tokio::spawn(tidings_kafka::serve(
+        kafka_listener,
+        Arc::clone(&broker),
+        tidings_kafka::KafkaConfig::default(),
+        kafka_stop,
+    ));
 
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let draining = api.clone();
@@ -118,6 +131,8 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
     let lease_wait = config.shutdown_timeout;
     let graceful = async move {
         stop.await;
+        // Kafka connections finish the request they are handling, then close.
+        let _ = kafka_stop_tx.send(true);
         draining.start_draining();
         // Consumers can still answer their leases while the listener is open.
         let left = draining_broker.drain(lease_wait).await;
@@ -137,6 +152,12 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         } => {
             tracing::warn!(timeout = ?config.shutdown_timeout, "requests still open after the shutdown timeout; closing them");
         }
+    }
+    match tokio::time::timeout(config.shutdown_timeout, kafka).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the Kafka listener failed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "the Kafka listener task failed"),
+        Err(_) => tracing::warn!("Kafka requests still under way after the shutdown timeout"),
     }
     let left = broker
         .shutdown(std::time::Duration::ZERO)

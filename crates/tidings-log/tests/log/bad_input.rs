@@ -318,21 +318,18 @@ fn raw_batches_whose_records_do_not_match_the_header_are_refused() {
         |p| raw_append(p, &with_crc(headers)),
         |e| !fault(e).is_empty(),
     );
-    // Compressed batches are not accepted until they can be checked.
-    let mut compressed = good.clone();
-    compressed[22] |= 1;
-    check_refused(
-        |p| raw_append(p, &with_crc(compressed)),
-        |e| {
-            matches!(
-                e,
-                AppendError::InvalidBatch {
-                    fault: BatchFault::Compressed(1),
-                    ..
-                }
-            )
-        },
-    );
+    // Plain records flagged as gzip are not gzip data; codec 5 is no codec.
+    for (codec, expected) in [
+        (1u8, BatchFault::Decompress { codec: 1 }),
+        (5, BatchFault::UnknownCodec(5)),
+    ] {
+        let mut flagged = good.clone();
+        flagged[22] |= codec;
+        check_refused(
+            |p| raw_append(p, &with_crc(flagged)),
+            |e| matches!(e, AppendError::InvalidBatch { fault, .. } if *fault == expected),
+        );
+    }
     // The unedited batch, CRC recomputed by the test's own CRC, goes in.
     let fx = Fixture::new(TopicConfig::default());
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -343,4 +340,117 @@ fn raw_batches_whose_records_do_not_match_the_header_are_refused() {
             .append_batches(BytesMut::from(&with_crc(good)[..])),
     )
     .unwrap();
+}
+
+/// `batch` with its records section compressed by `compress` and the codec set.
+pub(crate) fn compressed(batch: &[u8], codec: u8, compress: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+    let mut out = batch[..61].to_vec();
+    out.extend_from_slice(&compress(&batch[61..]));
+    let length = u32::try_from(out.len() - 12).unwrap();
+    out[8..12].copy_from_slice(&length.to_be_bytes());
+    out[22] = (out[22] & !7) | codec;
+    with_crc(out)
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn lz4(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn zstd(data: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
+fn snappy_raw(data: &[u8]) -> Vec<u8> {
+    snap::raw::Encoder::new().compress_vec(data).unwrap()
+}
+
+/// Snappy in the Java client's (xerial) framing.
+fn snappy_xerial(data: &[u8]) -> Vec<u8> {
+    let mut out = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+    for chunk in data.chunks(16) {
+        let block = snappy_raw(chunk);
+        out.extend_from_slice(&u32::try_from(block.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(&block);
+    }
+    out
+}
+
+type Compressor = fn(&[u8]) -> Vec<u8>;
+
+#[test]
+fn compressed_batches_are_stored_as_sent_and_read_back_decompressed() {
+    let good = kafka_batch();
+    let codecs: [(u8, Compressor); 5] = [
+        (1, gzip),
+        (2, snappy_raw),
+        (2, snappy_xerial),
+        (3, lz4),
+        (4, zstd),
+    ];
+    let fx = Fixture::new(TopicConfig::default());
+    let p = fx.partition();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(p.append_batches(BytesMut::from(&good[..])))
+        .unwrap();
+    let plain = p.read(Offset(0), 1).unwrap().records().unwrap();
+    for (i, (codec, compress)) in codecs.into_iter().enumerate() {
+        let batch = compressed(&good, codec, compress);
+        let appended = rt
+            .block_on(p.append_batches(BytesMut::from(&batch[..])))
+            .unwrap();
+        let offset = Offset(2 * i as u64 + 2);
+        assert_eq!(appended.base_offset, offset);
+        let read = p.read(offset, 1).unwrap();
+        // Stored byte for byte apart from the base offset.
+        assert_eq!(read.bytes[8..], batch[8..], "codec {codec}");
+        let records = read.records().unwrap();
+        assert_eq!(records.len(), 2);
+        for (got, want) in records.iter().zip(&plain) {
+            assert_eq!(got.record, want.record, "codec {codec}");
+        }
+        assert_eq!(records[1].offset, offset.next());
+    }
+    // Truncated compressed data and a bomb past the cap are refused.
+    let mut truncated = compressed(&good, 1, gzip);
+    truncated.truncate(truncated.len() - 4);
+    let length = u32::try_from(truncated.len() - 12).unwrap();
+    truncated[8..12].copy_from_slice(&length.to_be_bytes());
+    check_refused(
+        |p| raw_append(p, &with_crc(truncated)),
+        |e| {
+            matches!(
+                e,
+                AppendError::InvalidBatch {
+                    fault: BatchFault::Decompress { codec: 1 },
+                    ..
+                }
+            )
+        },
+    );
+    let limit = tidings_log::limits::DECOMPRESSED_BATCH_BYTES_MAX;
+    let bomb = compressed(&good, 1, |_| gzip(&vec![0; limit + 1]));
+    check_refused(
+        |p| raw_append(p, &bomb),
+        |e| {
+            matches!(
+                e,
+                AppendError::InvalidBatch {
+                    fault: BatchFault::DecompressedTooLarge { codec: 1, .. },
+                    ..
+                }
+            )
+        },
+    );
 }

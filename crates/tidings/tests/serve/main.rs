@@ -1,10 +1,11 @@
 //! `tidings serve` as a user meets it: the real binary on a loopback port,
-//! spoken to over HTTP.
+//! spoken to over HTTP, the CLI and the Kafka protocol.
 
 mod api;
 mod bad_input;
 mod cli;
 mod groups;
+mod kafka;
 mod shutdown;
 mod store;
 mod streams;

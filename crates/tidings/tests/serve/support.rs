@@ -14,6 +14,8 @@ use serde_json::Value;
 pub(crate) struct Server {
     child: Option<Child>,
     pub(crate) addr: SocketAddr,
+    /// Where its Kafka listener is.
+    pub(crate) kafka_addr: SocketAddr,
     logs: Arc<Mutex<String>>,
 }
 
@@ -29,6 +31,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--kafka-addr", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "info,tidings_http=debug")
             .stdin(Stdio::null())
@@ -44,11 +47,13 @@ impl Server {
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
-                    if let Some(addr) = line
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("http_addr="))
-                    {
-                        let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                    let field = |name: &str| {
+                        line.split_whitespace()
+                            .find_map(|w| w.strip_prefix(name))
+                            .map(|a| a.parse::<SocketAddr>().unwrap())
+                    };
+                    if let (Some(http), Some(kafka)) = (field("http_addr="), field("kafka_addr=")) {
+                        let _ = tx.send((http, kafka));
                     }
                     let mut logs = logs.lock().unwrap();
                     logs.push_str(&line);
@@ -56,8 +61,8 @@ impl Server {
                 }
             });
         }
-        let addr = match rx.recv_timeout(PROCESS_WAIT) {
-            Ok(addr) => addr,
+        let (addr, kafka_addr) = match rx.recv_timeout(PROCESS_WAIT) {
+            Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
                 panic!(
@@ -69,6 +74,7 @@ impl Server {
         Server {
             child: Some(child),
             addr,
+            kafka_addr,
             logs,
         }
     }

@@ -1,0 +1,253 @@
+//! One client connection: frames in, requests handled one at a time, responses
+//! out in the same order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, FetchRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::{apis, fetch, produce, stopped, topics, Shared};
+
+/// Bytes a request needs before its body: API key, version, correlation id.
+const REQUEST_HEADER_MIN_BYTES: usize = 8;
+/// How much of a frame is read into memory at a time: a large frame's memory
+/// grows with the bytes that actually arrive, not with what its prefix claims.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Why a connection is closed. Each is logged with the peer's address.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    #[error("frame size {size} is outside {REQUEST_HEADER_MIN_BYTES}..={max} bytes")]
+    FrameSize { size: i64, max: usize },
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    #[error("{api:?} version {version} is not supported (supported: {min}..={max})")]
+    UnsupportedVersion {
+        api: ApiKey,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
+    #[error("{api:?} version {version} is not supported by this listener")]
+    UnsupportedApi { api: ApiKey, version: i16 },
+    #[error("malformed {what} of {api:?} v{version}: {reason}")]
+    Malformed {
+        what: &'static str,
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("cannot encode the {api:?} v{version} response: {reason}")]
+    Encode {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub(crate) async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tracing::debug!(%peer, "Kafka connection opened");
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = BufWriter::new(writer);
+    loop {
+        let size = tokio::select! {
+            size = reader.read_i32() => size,
+            () = stopped(&mut stop) => break,
+        };
+        let size = match size {
+            Ok(size) => size,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "Kafka connection failed");
+                break;
+            }
+        };
+        let outcome = async {
+            let frame = read_frame(&mut reader, size, shared.config.frame_bytes_max).await?;
+            if let Some(response) = handle(&shared, frame).await? {
+                writer.write_all(&response).await?;
+                writer.flush().await?;
+            }
+            Ok::<(), ConnError>(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            match e {
+                ConnError::Io(e) => tracing::debug!(%peer, error = %e, "Kafka connection failed"),
+                e => tracing::warn!(%peer, error = %e, "closing Kafka connection"),
+            }
+            break;
+        }
+    }
+    tracing::debug!(%peer, "Kafka connection closed");
+}
+
+/// Reads a frame of `size` bytes after checking the size, growing the buffer
+/// as bytes arrive.
+async fn read_frame(
+    reader: &mut (impl AsyncReadExt + Unpin),
+    size: i32,
+    max: usize,
+) -> Result<Bytes, ConnError> {
+    let len = usize::try_from(size)
+        .ok()
+        .filter(|n| (REQUEST_HEADER_MIN_BYTES..=max).contains(n))
+        .ok_or(ConnError::FrameSize {
+            size: i64::from(size),
+            max,
+        })?;
+    let mut buf = BytesMut::with_capacity(len.min(READ_CHUNK_BYTES));
+    while buf.len() < len {
+        let want = (len - buf.len()).min(READ_CHUNK_BYTES);
+        buf.reserve(want);
+        let n = reader.read_buf(&mut (&mut buf).limit(want)).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// One request's API, version and correlation id, for decoding and answering.
+#[derive(Clone, Copy)]
+pub(crate) struct Call {
+    pub(crate) api: ApiKey,
+    pub(crate) version: i16,
+    correlation_id: i32,
+}
+
+impl Call {
+    fn decode<T: Decodable>(&self, body: &mut Bytes) -> Result<T, ConnError> {
+        T::decode(body, self.version).map_err(|e| ConnError::Malformed {
+            what: "body",
+            api: self.api,
+            version: self.version,
+            reason: e.to_string(),
+        })
+    }
+
+    /// The response frame: size, header, body.
+    fn respond<T: Encodable>(&self, body: &T) -> Result<BytesMut, ConnError> {
+        self.respond_as(
+            body,
+            self.version,
+            self.api.response_header_version(self.version),
+        )
+    }
+
+    fn respond_as<T: Encodable>(
+        &self,
+        body: &T,
+        version: i16,
+        header_version: i16,
+    ) -> Result<BytesMut, ConnError> {
+        let encode_err = |e: anyhow::Error| ConnError::Encode {
+            api: self.api,
+            version,
+            reason: e.to_string(),
+        };
+        let mut out = BytesMut::with_capacity(64);
+        out.put_i32(0);
+        ResponseHeader::default()
+            .with_correlation_id(self.correlation_id)
+            .encode(&mut out, header_version)
+            .map_err(encode_err)?;
+        body.encode(&mut out, version).map_err(encode_err)?;
+        let size = i32::try_from(out.len() - 4).map_err(|_| ConnError::Encode {
+            api: self.api,
+            version,
+            reason: format!("{} bytes do not fit a frame", out.len()),
+        })?;
+        out[..4].copy_from_slice(&size.to_be_bytes());
+        Ok(out)
+    }
+}
+
+/// Handles one request; `None` when the request takes no response (Produce
+/// with `acks` 0).
+async fn handle(shared: &Shared, mut frame: Bytes) -> Result<Option<BytesMut>, ConnError> {
+    let raw_api = (&frame[0..2]).get_i16();
+    let version = (&frame[2..4]).get_i16();
+    let correlation_id = (&frame[4..8]).get_i32();
+    let api = ApiKey::try_from(raw_api).map_err(|()| ConnError::UnknownApi(raw_api))?;
+    let call = Call {
+        api,
+        version,
+        correlation_id,
+    };
+    let Some((min, max)) = apis::versions(api) else {
+        return Err(ConnError::UnsupportedApi { api, version });
+    };
+    if !(min..=max).contains(&version) {
+        if api == ApiKey::ApiVersions {
+            // The client learns the versions from this answer, which every
+            // client reads in the version 0 layout.
+            return call
+                .respond_as(&apis::unsupported_api_versions(), 0, 0)
+                .map(Some);
+        }
+        return Err(ConnError::UnsupportedVersion {
+            api,
+            version,
+            min,
+            max,
+        });
+    }
+    RequestHeader::decode(&mut frame, api.request_header_version(version)).map_err(|e| {
+        ConnError::Malformed {
+            what: "request header",
+            api,
+            version,
+            reason: e.to_string(),
+        }
+    })?;
+    let body = &mut frame;
+    let response = match api {
+        ApiKey::ApiVersions => {
+            let request: ApiVersionsRequest = call.decode(body)?;
+            call.respond(&apis::api_versions(&request))?
+        }
+        ApiKey::Metadata => {
+            let request: MetadataRequest = call.decode(body)?;
+            call.respond(&topics::metadata(shared, request, version).await)?
+        }
+        ApiKey::CreateTopics => {
+            let request: CreateTopicsRequest = call.decode(body)?;
+            call.respond(&topics::create_topics(shared, request, version).await)?
+        }
+        ApiKey::Produce => {
+            let request: ProduceRequest = call.decode(body)?;
+            let acks = request.acks;
+            let response = produce::produce(shared, request, version).await;
+            if acks == 0 {
+                return Ok(None);
+            }
+            call.respond(&response)?
+        }
+        ApiKey::Fetch => {
+            let request: FetchRequest = call.decode(body)?;
+            call.respond(&fetch::fetch(shared, request, version).await)?
+        }
+        ApiKey::ListOffsets => {
+            let request: ListOffsetsRequest = call.decode(body)?;
+            call.respond(&fetch::list_offsets(shared, request, version))?
+        }
+        _ => return Err(ConnError::UnsupportedApi { api, version }),
+    };
+    Ok(Some(response))
+}

@@ -1,0 +1,134 @@
+//! Tidings' Kafka listener: the Kafka wire protocol in front of the broker, so
+//! services written against Kafka clients (kafkajs, librdkafka and kcat,
+//! kafka-python) run against `tidings serve` unchanged.
+//!
+//! The `kafka-protocol` crate encodes and decodes messages; this crate owns the
+//! connections, the routing of requests, and what each API does to the broker:
+//!
+//! - ApiVersions (with the error-35 fallback for versions it does not know),
+//!   Metadata (auto-creating topics, as kcat relies on), CreateTopics;
+//! - Produce with `acks` 0, 1 and all, storing the producer's batches as sent
+//!   (compressed ones too, checked under a decompression cap) with offsets
+//!   rewritten;
+//! - Fetch with long-poll (max wait, min bytes, max bytes, whole batches) and
+//!   ListOffsets (earliest, latest, by timestamp).
+//!
+//! One node answers for the whole "cluster": it is the leader of every partition
+//! and the coordinator of every group. Requests on one connection are handled one
+//! at a time, in order, as a Kafka broker does, so responses go back in request
+//! order. A frame is checked against [`KafkaConfig::frame_bytes_max`] before any
+//! memory is set aside for it, and a malformed request closes its connection with
+//! a log line without touching anything else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings_broker::Broker;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+mod apis;
+mod conn;
+mod errors;
+mod fetch;
+mod produce;
+mod topics;
+
+pub use apis::SUPPORTED;
+
+/// Settings of the Kafka listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Largest request frame accepted, in bytes; a larger size prefix closes the
+    /// connection before anything is read into memory. Kafka's
+    /// `socket.request.max.bytes` defaults to 100 MiB; producer batches here are
+    /// bounded far lower by the log's batch limit.
+    pub frame_bytes_max: usize,
+    /// Whether Metadata requests create topics that do not exist (Kafka's
+    /// `auto.create.topics.enable`, on by default).
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic, or of CreateTopics asking for the
+    /// default (Kafka's `num.partitions`).
+    pub default_partitions: u32,
+    /// Longest a Fetch may wait for data, whatever the client asks.
+    pub fetch_wait_max: Duration,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            frame_bytes_max: 16 * 1024 * 1024,
+            auto_create_topics: true,
+            default_partitions: 1,
+            fetch_wait_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The node id this server gives itself in Metadata and FindCoordinator answers.
+pub(crate) const NODE_ID: i32 = 1;
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) config: KafkaConfig,
+    /// The address clients are told to connect to.
+    pub(crate) advertised: SocketAddr,
+    /// Turns true when the server stops: long-polls end early.
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+/// Serves the Kafka protocol on `listener` until `stop` turns true, then stops
+/// accepting and lets every connection finish the request it is handling.
+/// Returns once every connection has closed.
+///
+/// Clients are told to reconnect to the listener's own address; an unspecified
+/// address (`0.0.0.0`) is advertised as 127.0.0.1.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    config: KafkaConfig,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut advertised = listener.local_addr()?;
+    if advertised.ip().is_unspecified() {
+        advertised.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let shared = Arc::new(Shared {
+        broker,
+        config,
+        advertised,
+        stop: stop.clone(),
+    });
+    let mut connections = tokio::task::JoinSet::new();
+    let for_connections = stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let shared = Arc::clone(&shared);
+                    let stop = for_connections.clone();
+                    connections.spawn(conn::serve_connection(stream, peer, shared, stop));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather
+                    // than spin, and keep serving the connections already open.
+                    tracing::warn!(error = %e, "cannot accept a Kafka connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = stopped(&mut stop) => break,
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -1,0 +1,330 @@
+//! The Kafka listener against a real Kafka client: kcat (librdkafka), as
+//! installed by the test command, and raw frames for what clients never send.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{call, create_topic, get, Server};
+
+/// Runs kcat against the server with `args`, feeding `input`; returns stdout.
+fn kcat(server: &Server, args: &[&str], input: &str) -> String {
+    let mut child = Command::new("kcat")
+        .arg("-b")
+        .arg(server.kafka_addr.to_string())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat is not installed: run ./scripts/test, or apt-get install kcat");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every record of `topic` as (partition, offset, key, value), read to the end.
+fn consume_all(server: &Server, topic: &str, extra: &[&str]) -> Vec<(u32, u64, String, String)> {
+    let mut args = vec!["-C", "-t", topic, "-e", "-q", "-f", "%p %o %k %s\\n"];
+    args.extend_from_slice(extra);
+    let mut out: Vec<_> = kcat(server, &args, "")
+        .lines()
+        .map(|line| {
+            let mut f = line.splitn(4, ' ');
+            let mut next = || f.next().unwrap().to_owned();
+            (
+                next().parse().unwrap(),
+                next().parse().unwrap(),
+                next(),
+                next(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn kcat_produces_and_consumes_keyed_records_with_every_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    create_topic(&server, json!({"name": "orders", "partitions": 3}));
+    let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
+    let mut sent = Vec::new();
+    for codec in codecs {
+        let lines: Vec<String> = (0..20)
+            .map(|i| format!("order-{}:{codec}-{i}", i % 7))
+            .collect();
+        // murmur2_random is the Java client's partitioner, which Tidings uses.
+        kcat(
+            &server,
+            &[
+                "-P",
+                "-t",
+                "orders",
+                "-K:",
+                "-z",
+                codec,
+                "-X",
+                "topic.partitioner=murmur2_random",
+            ],
+            &(lines.join("\n") + "\n"),
+        );
+        sent.extend(lines);
+    }
+    let got = consume_all(&server, "orders", &[]);
+    assert_eq!(got.len(), sent.len(), "{got:?}");
+    let mut per_key: BTreeMap<String, Vec<(u32, u64, String)>> = BTreeMap::new();
+    for (partition, offset, key, value) in &got {
+        assert_eq!(
+            *partition,
+            tidings_broker::partitioner::partition_for_key(key.as_bytes(), 3),
+            "key {key} landed on partition {partition}"
+        );
+        per_key
+            .entry(key.clone())
+            .or_default()
+            .push((*partition, *offset, value.clone()));
+    }
+    // Within a key, offsets follow the order the records were sent in.
+    for (key, records) in per_key {
+        let expected: Vec<&String> = sent
+            .iter()
+            .filter(|l| l.starts_with(&format!("{key}:")))
+            .collect();
+        let values: Vec<String> = records.iter().map(|r| format!("{key}:{}", r.2)).collect();
+        assert_eq!(values.iter().collect::<Vec<_>>(), expected, "key {key}");
+    }
+    // Every partition's lag shows over HTTP: the data is the broker's own.
+    let topic = get(&server.url("/v1/topics/orders")).json;
+    let total: u64 = topic["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["high_watermark"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, sent.len() as u64, "{topic}");
+}
+
+#[test]
+fn metadata_auto_creates_topics_and_acks_zero_still_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    kcat(
+        &server,
+        &["-P", "-t", "fresh", "-X", "acks=0"],
+        "one\ntwo\nthree\n",
+    );
+    let listing = kcat(&server, &["-L", "-t", "fresh"], "");
+    assert!(
+        listing.contains("topic \"fresh\" with 1 partitions"),
+        "{listing}"
+    );
+    // acks=0 gets no answer, but the records are stored before the next request.
+    let got = consume_all(&server, "fresh", &[]);
+    let values: Vec<&str> = got.iter().map(|r| r.3.as_str()).collect();
+    assert_eq!(values, ["one", "two", "three"]);
+    // Reading from an offset and from the end.
+    let tail = consume_all(&server, "fresh", &["-o", "1"]);
+    assert_eq!(tail.len(), 2);
+    assert!(consume_all(&server, "fresh", &["-o", "end"]).is_empty());
+}
+
+#[test]
+fn cloud_events_cross_between_http_and_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    create_topic(&server, json!({"name": "payments", "partitions": 1}));
+    // Published over HTTP: Kafka consumers see the binary mode's ce_* headers.
+    let event = json!({
+        "specversion": "1.0", "id": "evt-1", "source": "/billing",
+        "type": "payment.failed", "datacontenttype": "application/json",
+        "data": {"amount": 42}
+    });
+    let answer = call(
+        "POST",
+        &server.url("/v1/topics/payments/events"),
+        &[("content-type", "application/cloudevents+json")],
+        event.to_string().as_bytes(),
+    );
+    assert!(answer.status < 300, "{}", answer.text);
+    let seen = kcat(
+        &server,
+        &["-C", "-t", "payments", "-e", "-q", "-f", "%h|%s\\n"],
+        "",
+    );
+    assert!(seen.contains("ce_id=evt-1"), "{seen}");
+    assert!(seen.contains("ce_type=payment.failed"), "{seen}");
+    assert!(seen.contains("ce_source=/billing"), "{seen}");
+    assert!(seen.trim_end().ends_with(r#"|{"amount":42}"#), "{seen}");
+
+    // Produced by a Kafka client with ce_* headers: read over HTTP as a CloudEvent.
+    kcat(
+        &server,
+        &[
+            "-P",
+            "-t",
+            "payments",
+            "-H",
+            "ce_specversion=1.0",
+            "-H",
+            "ce_id=evt-2",
+            "-H",
+            "ce_source=/kafka",
+            "-H",
+            "ce_type=payment.retried",
+            "-H",
+            "content-type=application/json",
+        ],
+        "{\"amount\":7}\n",
+    );
+    let read = get(&server.url("/v1/topics/payments/events?from=1")).json;
+    let events = read["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{read}");
+    let e: &Value = &events[0]["event"];
+    assert_eq!(e["id"], "evt-2", "{read}");
+    assert_eq!(e["type"], "payment.retried");
+    assert_eq!(e["source"], "/kafka");
+    assert_eq!(e["data"], json!({"amount": 7}));
+}
+
+/// A hand-made request frame: API key, version, correlation id, client id
+/// (header v1), then `body`.
+fn frame(api: i16, version: i16, correlation: i32, body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&api.to_be_bytes());
+    f.extend_from_slice(&version.to_be_bytes());
+    f.extend_from_slice(&correlation.to_be_bytes());
+    f.extend_from_slice(&(-1i16).to_be_bytes());
+    f.extend_from_slice(body);
+    let mut out = (f.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&f);
+    out
+}
+
+fn connect(server: &Server) -> TcpStream {
+    let s = TcpStream::connect(server.kafka_addr).unwrap_or_else(|e| {
+        panic!(
+            "cannot connect to the Kafka listener: {e}; server log:\n{}",
+            server.logs()
+        )
+    });
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads one response frame: its correlation id and the rest.
+fn read_response(s: &mut TcpStream) -> Option<(i32, Vec<u8>)> {
+    let mut size = [0u8; 4];
+    s.read_exact(&mut size).ok()?;
+    let mut body = vec![0; i32::from_be_bytes(size) as usize];
+    s.read_exact(&mut body).ok()?;
+    let correlation = i32::from_be_bytes(body[..4].try_into().unwrap());
+    Some((correlation, body[4..].to_vec()))
+}
+
+/// ApiVersions v0 works: the server is alive and answers in order.
+fn assert_serving(server: &Server) {
+    let mut s = connect(server);
+    s.write_all(&frame(18, 0, 7, &[])).unwrap();
+    s.write_all(&frame(18, 0, 8, &[])).unwrap();
+    let (first, body) = read_response(&mut s).expect("an ApiVersions answer");
+    assert_eq!(first, 7);
+    assert_eq!(i16::from_be_bytes([body[0], body[1]]), 0, "no error");
+    assert_eq!(
+        read_response(&mut s).unwrap().0,
+        8,
+        "answers in request order"
+    );
+}
+
+#[test]
+fn api_versions_of_an_unknown_version_answers_error_35_with_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut s = connect(&server);
+    // Version 99 with a flexible header (tagged fields byte) and an empty body.
+    s.write_all(&frame(18, 99, 5, &[0])).unwrap();
+    let (correlation, body) = read_response(&mut s).unwrap();
+    assert_eq!(correlation, 5);
+    assert_eq!(i16::from_be_bytes([body[0], body[1]]), 35);
+    let count = i32::from_be_bytes(body[2..6].try_into().unwrap());
+    let keys: Vec<i16> = (0..count as usize)
+        .map(|i| i16::from_be_bytes([body[6 + i * 6], body[7 + i * 6]]))
+        .collect();
+    for key in [0, 1, 2, 3, 18, 19] {
+        assert!(keys.contains(&key), "api {key} missing from {keys:?}");
+    }
+}
+
+#[test]
+fn malformed_frames_close_only_their_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut cases: Vec<Vec<u8>> = vec![
+        // Sizes that are negative, too small, or far past the frame limit.
+        (-1i32).to_be_bytes().to_vec(),
+        3i32.to_be_bytes().to_vec(),
+        i32::MAX.to_be_bytes().to_vec(),
+        // An unknown API key, and an API this listener does not speak.
+        frame(999, 0, 1, &[]),
+        // SaslHandshake (17): not offered.
+        frame(17, 0, 1, &[0, 0]),
+        // Metadata v1 whose topic array claims 2^31-1 entries.
+        frame(3, 1, 1, &i32::MAX.to_be_bytes()),
+        // Metadata v9 (flexible) whose compact topic array claims 2^32-2 entries.
+        frame(3, 9, 1, &[0, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+        // Produce v3 cut off inside its body.
+        frame(0, 3, 1, &[0xff, 0xff, 0, 1]),
+        // A frame announcing more bytes than ever arrive.
+        {
+            let mut f = frame(3, 1, 1, &[0, 0, 0, 0]);
+            f[3] += 10;
+            f
+        },
+    ];
+    // Random bodies for every API the listener speaks, at random versions.
+    for _ in 0..200 {
+        let api = [0i16, 1, 2, 3, 18, 19][(next() % 6) as usize];
+        let version = (next() % 14) as i16;
+        let len = (next() % 64) as usize;
+        let body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        cases.push(frame(api, version, 1, &body));
+    }
+    for case in &cases {
+        let mut s = connect(&server);
+        let _ = s.write_all(case);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        // Either an answer (random bytes can be a valid request) or a close.
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    assert_serving(&server);
+    assert_eq!(get(&server.url("/healthz")).status, 200);
+    assert!(
+        server.logs().contains("closing Kafka connection"),
+        "malformed requests are logged"
+    );
+}
