@@ -578,26 +578,15 @@ impl Broker {
         }
     }
 
-    /// Commits offsets for the member's partitions: the next offset to read, as
-    /// Kafka does. Durable before it returns.
-    pub fn commit(
+    /// Checks that no offset is past its partition's high-watermark, then records
+    /// and persists them; on a failed write the group keeps its old offsets.
+    fn store_commits(
         &self,
-        group: &str,
-        member: &str,
+        g: &mut Group,
+        t: &crate::BrokerTopic,
         offsets: &[(PartitionId, Offset)],
     ) -> Result<(), GroupError> {
-        let g = self.member_group(group, member)?;
-        let mut g = g.lock().expect("group lock");
-        let t = self.group_topic(g.topic.as_str())?;
-        let m = &g.members[member];
         for &(partition, offset) in offsets {
-            if !m.partitions.contains(&partition.0) {
-                return Err(GroupError::NotAssigned {
-                    member: member.to_owned(),
-                    partition,
-                    generation: g.generation,
-                });
-            }
             let high_watermark = t
                 .log
                 .partition(partition)
@@ -615,11 +604,87 @@ impl Broker {
         for &(partition, offset) in offsets {
             g.committed.insert(partition.0, offset);
         }
-        if let Err(e) = self.persist(&g) {
+        if let Err(e) = self.persist(g) {
             g.committed = before;
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Commits offsets for the member's partitions: the next offset to read, as
+    /// Kafka does. Durable before it returns.
+    pub fn commit(
+        &self,
+        group: &str,
+        member: &str,
+        offsets: &[(PartitionId, Offset)],
+    ) -> Result<(), GroupError> {
+        let g = self.member_group(group, member)?;
+        let mut g = g.lock().expect("group lock");
+        let t = self.group_topic(g.topic.as_str())?;
+        let m = &g.members[member];
+        for &(partition, _) in offsets {
+            if !m.partitions.contains(&partition.0) {
+                return Err(GroupError::NotAssigned {
+                    member: member.to_owned(),
+                    partition,
+                    generation: g.generation,
+                });
+            }
+        }
+        self.store_commits(&mut g, &t, offsets)
+    }
+
+    /// Commits offsets for a group whose membership lives elsewhere (the Kafka
+    /// listener's group coordinator checks members and generations itself). The
+    /// group is created on its first commit, consuming `topic`; its lag then shows
+    /// like any group's. A group that consumes another topic refuses. Durable
+    /// before it returns.
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &[(PartitionId, Offset)],
+    ) -> Result<(), GroupError> {
+        TopicName::new(group)?;
+        let t = self.group_topic(topic)?;
+        let g = {
+            let mut groups = self.groups.groups.lock().expect("groups lock");
+            Arc::clone(groups.entry(group.to_owned()).or_insert_with(|| {
+                Arc::new(Mutex::new(Group {
+                    name: group.to_owned(),
+                    topic: t.name.clone(),
+                    generation: 0,
+                    members: BTreeMap::new(),
+                    committed: BTreeMap::new(),
+                    assigned: 0,
+                }))
+            }))
+        };
+        let mut g = g.lock().expect("group lock");
+        if g.topic != t.name {
+            return Err(GroupError::WrongTopic {
+                group: group.to_owned(),
+                topic: g.topic.clone(),
+            });
+        }
+        self.store_commits(&mut g, &t, offsets)
+    }
+
+    /// A group's topic and committed offsets, or `None` when there is no such
+    /// group.
+    pub fn committed_offsets(
+        &self,
+        group: &str,
+    ) -> Option<(TopicName, Vec<(PartitionId, Offset)>)> {
+        let g = self.groups.get(group)?;
+        let g = g.lock().expect("group lock");
+        let offsets = g
+            .committed
+            .iter()
+            .map(|(p, o)| (PartitionId(*p), *o))
+            .collect();
+        Some((g.topic.clone(), offsets))
     }
 
     /// Moves the group's committed offsets (for replay or to skip ahead). Only

@@ -6,15 +6,17 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, FetchRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::{apis, fetch, produce, stopped, topics, Shared};
+use crate::{apis, fetch, groups, produce, stopped, topics, Shared};
 
 /// Bytes a request needs before its body: API key, version, correlation id.
 const REQUEST_HEADER_MIN_BYTES: usize = 8;
@@ -208,14 +210,20 @@ async fn handle(shared: &Shared, mut frame: Bytes) -> Result<Option<BytesMut>, C
             max,
         });
     }
-    RequestHeader::decode(&mut frame, api.request_header_version(version)).map_err(|e| {
-        ConnError::Malformed {
-            what: "request header",
-            api,
-            version,
-            reason: e.to_string(),
-        }
-    })?;
+    let header =
+        RequestHeader::decode(&mut frame, api.request_header_version(version)).map_err(|e| {
+            ConnError::Malformed {
+                what: "request header",
+                api,
+                version,
+                reason: e.to_string(),
+            }
+        })?;
+    let client_id = header
+        .client_id
+        .as_ref()
+        .map_or("consumer", |c| c.as_str())
+        .to_owned();
     let body = &mut frame;
     let response = match api {
         ApiKey::ApiVersions => {
@@ -246,6 +254,34 @@ async fn handle(shared: &Shared, mut frame: Bytes) -> Result<Option<BytesMut>, C
         ApiKey::ListOffsets => {
             let request: ListOffsetsRequest = call.decode(body)?;
             call.respond(&fetch::list_offsets(shared, request, version))?
+        }
+        ApiKey::FindCoordinator => {
+            let request: FindCoordinatorRequest = call.decode(body)?;
+            call.respond(&groups::find_coordinator(shared, &request, version))?
+        }
+        ApiKey::JoinGroup => {
+            let request: JoinGroupRequest = call.decode(body)?;
+            call.respond(&groups::join_group(shared, request, version, &client_id).await)?
+        }
+        ApiKey::SyncGroup => {
+            let request: SyncGroupRequest = call.decode(body)?;
+            call.respond(&groups::sync_group(shared, request).await)?
+        }
+        ApiKey::Heartbeat => {
+            let request: HeartbeatRequest = call.decode(body)?;
+            call.respond(&groups::heartbeat(shared, &request))?
+        }
+        ApiKey::LeaveGroup => {
+            let request: LeaveGroupRequest = call.decode(body)?;
+            call.respond(&groups::leave_group(shared, &request, version))?
+        }
+        ApiKey::OffsetCommit => {
+            let request: OffsetCommitRequest = call.decode(body)?;
+            call.respond(&groups::offset_commit(shared, request).await)?
+        }
+        ApiKey::OffsetFetch => {
+            let request: OffsetFetchRequest = call.decode(body)?;
+            call.respond(&groups::offset_fetch(shared, &request))?
         }
         _ => return Err(ConnError::UnsupportedApi { api, version }),
     };

@@ -11,7 +11,10 @@
 //!   (compressed ones too, checked under a decompression cap) with offsets
 //!   rewritten;
 //! - Fetch with long-poll (max wait, min bytes, max bytes, whole batches) and
-//!   ListOffsets (earliest, latest, by timestamp).
+//!   ListOffsets (earliest, latest, by timestamp);
+//! - the classic consumer-group protocol (FindCoordinator, JoinGroup, SyncGroup,
+//!   Heartbeat, LeaveGroup) with OffsetCommit and OffsetFetch on the broker's
+//!   group offsets.
 //!
 //! One node answers for the whole "cluster": it is the leader of every partition
 //! and the coordinator of every group. Requests on one connection are handled one
@@ -32,6 +35,7 @@ mod apis;
 mod conn;
 mod errors;
 mod fetch;
+mod groups;
 mod produce;
 mod topics;
 
@@ -77,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) advertised: SocketAddr,
     /// Turns true when the server stops: long-polls end early.
     pub(crate) stop: watch::Receiver<bool>,
+    /// Consumer-group membership.
+    pub(crate) coordinator: groups::Coordinator,
 }
 
 /// Serves the Kafka protocol on `listener` until `stop` turns true, then stops
@@ -100,6 +106,20 @@ pub async fn serve(
         config,
         advertised,
         stop: stop.clone(),
+        coordinator: groups::Coordinator::default(),
+    });
+    // Session timeouts and rebalance deadlines pass even when no request comes.
+    let ticking = Arc::clone(&shared);
+    let mut ticker_stop = stop.clone();
+    let ticker = tokio::spawn(async move {
+        let mut every = tokio::time::interval(groups::TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => ticking.coordinator.tick(),
+                () = stopped(&mut ticker_stop) => break,
+            }
+        }
     });
     let mut connections = tokio::task::JoinSet::new();
     let for_connections = stop.clone();
@@ -125,6 +145,7 @@ pub async fn serve(
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+    let _ = ticker.await;
     Ok(())
 }
 

@@ -306,8 +306,9 @@ fn malformed_frames_close_only_their_connection() {
         },
     ];
     // Random bodies for every API the listener speaks, at random versions.
-    for _ in 0..200 {
-        let api = [0i16, 1, 2, 3, 18, 19][(next() % 6) as usize];
+    for _ in 0..400 {
+        let apis = [0i16, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 18, 19];
+        let api = apis[(next() % apis.len() as u64) as usize];
         let version = (next() % 14) as i16;
         let len = (next() % 64) as usize;
         let body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
@@ -327,4 +328,214 @@ fn malformed_frames_close_only_their_connection() {
         server.logs().contains("closing Kafka connection"),
         "malformed requests are logged"
     );
+}
+
+#[test]
+fn a_kcat_consumer_group_commits_offsets_the_http_api_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    create_topic(&server, json!({"name": "jobs", "partitions": 3}));
+    let produce = |from: usize, to: usize| {
+        let lines: String = (from..to)
+            .map(|i| format!("job-{i}:payload-{i}\n"))
+            .collect();
+        kcat(
+            &server,
+            &[
+                "-P",
+                "-t",
+                "jobs",
+                "-K:",
+                "-X",
+                "topic.partitioner=murmur2_random",
+            ],
+            &lines,
+        );
+    };
+    let consume = || -> Vec<String> {
+        let out = kcat(
+            &server,
+            &[
+                "-G",
+                "workers",
+                "-e",
+                "-q",
+                "-f",
+                "%s\\n",
+                "-X",
+                "auto.offset.reset=earliest",
+                "jobs",
+            ],
+            "",
+        );
+        let mut values: Vec<String> = out.lines().map(str::to_owned).collect();
+        values.sort();
+        values
+    };
+    produce(0, 60);
+    let first = consume();
+    assert_eq!(first.len(), 60, "{first:?}");
+    // The group's commits are the broker's: lag 0 on every partition.
+    let group = get(&server.url("/v1/groups/workers")).json;
+    assert_eq!(group["topic"], "jobs", "{group}");
+    assert_eq!(group["lag"], 0, "{group}");
+    let committed: u64 = group["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["committed"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(committed, 60, "{group}");
+    // Joining again resumes from the committed offsets: only new records.
+    produce(60, 75);
+    let second = consume();
+    let mut expected: Vec<String> = (60..75).map(|i| format!("payload-{i}")).collect();
+    expected.sort();
+    assert_eq!(second, expected);
+}
+
+/// Starts the kafkajs script with `args`; stdout and stderr piped.
+fn kafkajs(args: &[&str]) -> std::process::Child {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/kafkajs_group.js"
+    );
+    Command::new("node")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node is not installed")
+}
+
+/// Waits for the script and parses its one JSON line.
+fn script_result(child: std::process::Child, server: &Server) -> Value {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kafkajs failed (run ./scripts/test to install it): {}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_kafkajs_group_of_three_shares_the_work_and_takes_over_when_one_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    create_topic(&server, json!({"name": "work", "partitions": 3}));
+    let broker = server.kafka_addr.to_string();
+    let child = kafkajs(&[&broker, "work", "crew", "rebalance", "300"]);
+    let result = script_result(child, &server);
+    let sent = strings(&result["sent"]);
+    let received = strings(&result["received"]);
+    assert_eq!(sent.len(), 600);
+    // Every message exactly once across the members, before and after one left.
+    assert_eq!(received, sent);
+    assert_eq!(result["members_first"], json!(["a", "b", "c"]), "{result}");
+    assert_eq!(result["members_after"], json!(["a", "b"]), "{result}");
+    // The group's offsets are the broker's: nothing left to read.
+    let group = get(&server.url("/v1/groups/crew")).json;
+    assert_eq!(group["lag"], 0, "{group}");
+}
+
+#[test]
+fn kafkajs_clients_reconnect_after_the_server_is_killed_and_lose_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    create_topic(&server, json!({"name": "ledger", "partitions": 3}));
+    let (http, kafka) = (server.addr.to_string(), server.kafka_addr.to_string());
+    let mut child = kafkajs(&[&kafka, "ledger", "auditors", "restart", "3000"]);
+    // Follow the producer's progress; kill the server once it is mid-stream.
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let progress = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufRead::lines(stderr) {
+            let Ok(line) = line else { break };
+            if let Some(n) = line.strip_prefix("acked ") {
+                let _ = tx.send(n.parse::<usize>().unwrap());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let at_kill = loop {
+        let n = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the producer makes progress");
+        if n >= 500 {
+            break n;
+        }
+    };
+    drop(server); // SIGKILL
+    let server = Server::start_on(dir.path(), &http, &kafka, &[]);
+    let out = child.wait_with_output().unwrap();
+    let log = progress.join().unwrap();
+    assert!(
+        out.status.success(),
+        "kafkajs failed: {log}\nserver log:\n{}",
+        server.logs()
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let acked = strings(&result["acked"]);
+    assert!(at_kill < 3000, "the kill came mid-stream");
+    assert_eq!(
+        acked.len(),
+        3000,
+        "the producer carried on after the restart"
+    );
+    let received: std::collections::BTreeSet<String> =
+        strings(&result["received"]).into_iter().collect();
+    let lost: Vec<&String> = acked.iter().filter(|v| !received.contains(*v)).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+}
+
+#[test]
+fn kafka_python_consumes_in_a_group_and_resumes_from_its_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    create_topic(&server, json!({"name": "py", "partitions": 2}));
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/kafka_python_group.py"
+    );
+    let out = Command::new("python3")
+        .arg(script)
+        .args([&server.kafka_addr.to_string(), "py", "py-group", "100"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kafka-python failed (run ./scripts/test to install it): {}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = strings(&result["first"]);
+    let mut expected: Vec<String> = (0..100).map(|i| format!("py-{i}")).collect();
+    expected.sort();
+    assert_eq!(first, expected);
+    assert_eq!(
+        result["again"],
+        json!([]),
+        "a rejoin resumes after the commits"
+    );
+    let group = get(&server.url("/v1/groups/py-group")).json;
+    assert_eq!(group["lag"], 0, "{group}");
 }

@@ -26,12 +26,18 @@ impl Server {
     /// Starts `tidings serve` on `data_dir` with port 0 and extra flags, and waits
     /// for its `listening` line to learn the port.
     pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_on(data_dir, "127.0.0.1:0", "127.0.0.1:0", extra)
+    }
+
+    /// [`start`](Self::start) on given HTTP and Kafka addresses, for a restart
+    /// that clients must find where they left it.
+    pub(crate) fn start_on(data_dir: &Path, http: &str, kafka: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--http-addr", "127.0.0.1:0"])
-            .args(["--kafka-addr", "127.0.0.1:0"])
+            .args(["--http-addr", http])
+            .args(["--kafka-addr", kafka])
             .args(extra)
             .env("RUST_LOG", "info,tidings_http=debug")
             .stdin(Stdio::null())

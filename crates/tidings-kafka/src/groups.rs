@@ -1,0 +1,727 @@
+//! The group coordinator of Kafka's classic consumer-group protocol:
+//! FindCoordinator, JoinGroup (with MEMBER_ID_REQUIRED), SyncGroup, Heartbeat,
+//! LeaveGroup, and OffsetCommit/OffsetFetch on the broker's group offsets.
+//!
+//! Membership is the coordinator's, in memory, as in Kafka (members rejoin after
+//! a restart). A group moves Empty → PreparingRebalance (members join; it waits
+//! until every member has rejoined or the rebalance timeout passes, dropping
+//! those that did not) → CompletingRebalance (the leader, chosen among the
+//! members, received every member's metadata and computes the assignment) →
+//! Stable (SyncGroup handed each member its part). A join, a leave or a session
+//! timeout starts the next rebalance; the generation fences members of an older
+//! one. Committed offsets are the broker's stream-group offsets, so a group that
+//! commits over Kafka shows its lag over HTTP and in the CLI.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use tidings_broker::GroupError;
+use tidings_types::{Offset, PartitionId};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::{Shared, NODE_ID};
+
+/// Session timeouts a member may ask for (Kafka's `group.min.session.timeout.ms`
+/// is 6 s and its maximum 30 min; shorter ones are allowed here for tests and
+/// for failure detection on one machine).
+const SESSION_TIMEOUT_MIN: Duration = Duration::from_millis(100);
+const SESSION_TIMEOUT_MAX: Duration = Duration::from_secs(30 * 60);
+/// Most members (joined or with a handed-out id) in one group.
+const MEMBERS_MAX: usize = 1000;
+/// How often session timeouts and rebalance deadlines are checked.
+pub(crate) const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+/// What a waiting JoinGroup is answered with.
+struct Joined {
+    generation: i32,
+    protocol: String,
+    leader: String,
+    member_id: String,
+    /// Every member's metadata for the chosen protocol; the leader's only.
+    members: Vec<(String, Bytes)>,
+}
+
+type JoinReply = oneshot::Sender<Result<Joined, ResponseError>>;
+type SyncReply = oneshot::Sender<Result<Bytes, ResponseError>>;
+
+struct Member {
+    session: Duration,
+    rebalance: Duration,
+    protocols: Vec<(String, Bytes)>,
+    last_seen: Instant,
+    join: Option<JoinReply>,
+    sync: Option<SyncReply>,
+    assignment: Bytes,
+}
+
+struct Group {
+    state: State,
+    generation: i32,
+    protocol_type: String,
+    protocol: String,
+    leader: Option<String>,
+    /// In join order.
+    members: BTreeMap<u64, (String, Member)>,
+    /// Ids handed out with MEMBER_ID_REQUIRED, until they join or expire.
+    pending: HashMap<String, Instant>,
+    deadline: Instant,
+    next_seq: u64,
+}
+
+impl Group {
+    fn new(now: Instant) -> Group {
+        Group {
+            state: State::Empty,
+            generation: 0,
+            protocol_type: String::new(),
+            protocol: String::new(),
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashMap::new(),
+            deadline: now,
+            next_seq: 0,
+        }
+    }
+
+    fn member(&mut self, id: &str) -> Option<&mut Member> {
+        self.members
+            .values_mut()
+            .find(|(m, _)| m == id)
+            .map(|(_, m)| m)
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Member> {
+        let seq = *self.members.iter().find(|(_, (m, _))| m == id)?.0;
+        self.members.remove(&seq).map(|(_, m)| m)
+    }
+
+    /// Starts a rebalance: members must rejoin within the longest rebalance
+    /// timeout; members waiting for their assignment learn they must rejoin.
+    fn prepare_rebalance(&mut self, now: Instant) {
+        for (_, m) in self.members.values_mut() {
+            if let Some(sync) = m.sync.take() {
+                let _ = sync.send(Err(ResponseError::RebalanceInProgress));
+            }
+        }
+        let longest = self
+            .members
+            .values()
+            .map(|(_, m)| m.rebalance)
+            .max()
+            .unwrap_or_default();
+        self.state = State::PreparingRebalance;
+        self.deadline = now + longest;
+    }
+
+    /// Finishes the join phase once every member has rejoined, or when `force`d
+    /// at the deadline, dropping members that did not.
+    fn try_complete_join(&mut self, now: Instant, force: bool) {
+        if self.state != State::PreparingRebalance {
+            return;
+        }
+        let all_in = self.members.values().all(|(_, m)| m.join.is_some());
+        if !all_in && !force {
+            return;
+        }
+        self.members.retain(|_, (_, m)| m.join.is_some());
+        self.generation = self.generation.wrapping_add(1).max(1);
+        if self.members.is_empty() {
+            self.state = State::Empty;
+            self.leader = None;
+            return;
+        }
+        // The first protocol of the first member that every member supports.
+        let (_, first) = self.members.values().next().expect("not empty");
+        let protocol = first
+            .protocols
+            .iter()
+            .map(|(name, _)| name.clone())
+            .find(|name| {
+                self.members
+                    .values()
+                    .all(|(_, m)| m.protocols.iter().any(|(p, _)| p == name))
+            });
+        let Some(protocol) = protocol else {
+            // Checked at each join, so only reachable if members changed
+            // protocols meanwhile: everyone must rejoin.
+            for (_, m) in self.members.values_mut() {
+                if let Some(join) = m.join.take() {
+                    let _ = join.send(Err(ResponseError::InconsistentGroupProtocol));
+                }
+            }
+            self.members.clear();
+            self.state = State::Empty;
+            return;
+        };
+        let leader = match &self.leader {
+            Some(l) if self.members.values().any(|(id, _)| id == l) => l.clone(),
+            _ => self.members.values().next().expect("not empty").0.clone(),
+        };
+        let metadata: Vec<(String, Bytes)> = self
+            .members
+            .values()
+            .map(|(id, m)| {
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(p, _)| *p == protocol)
+                    .map(|(_, meta)| meta.clone())
+                    .unwrap_or_default();
+                (id.clone(), meta)
+            })
+            .collect();
+        self.protocol.clone_from(&protocol);
+        self.leader = Some(leader.clone());
+        self.state = State::CompletingRebalance;
+        for (id, m) in self.members.values_mut() {
+            m.last_seen = now;
+            m.assignment = Bytes::new();
+            if let Some(join) = m.join.take() {
+                let _ = join.send(Ok(Joined {
+                    generation: self.generation,
+                    protocol: protocol.clone(),
+                    leader: leader.clone(),
+                    member_id: id.clone(),
+                    members: if *id == leader {
+                        metadata.clone()
+                    } else {
+                        Vec::new()
+                    },
+                }));
+            }
+        }
+    }
+
+    /// Drops members whose session ran out (not those waiting in a join) and
+    /// expired ids; rebalances when a member went.
+    fn expire(&mut self, now: Instant) {
+        self.pending.retain(|_, until| *until > now);
+        let before = self.members.len();
+        self.members.retain(|_, (id, m)| {
+            let alive = m.join.is_some() || now.duration_since(m.last_seen) <= m.session;
+            if !alive {
+                tracing::info!(member = %id, "Kafka group member's session timed out");
+            }
+            alive
+        });
+        if self.members.len() != before {
+            self.member_left(now);
+        }
+        if self.state == State::PreparingRebalance && now >= self.deadline {
+            self.try_complete_join(now, true);
+        }
+    }
+
+    fn member_left(&mut self, now: Instant) {
+        match self.state {
+            State::Stable | State::CompletingRebalance => {
+                if self.members.is_empty() {
+                    self.state = State::Empty;
+                    self.generation = self.generation.wrapping_add(1).max(1);
+                    self.leader = None;
+                } else {
+                    self.prepare_rebalance(now);
+                }
+            }
+            State::PreparingRebalance => self.try_complete_join(now, false),
+            State::Empty => {}
+        }
+    }
+
+    /// Checks a member and its generation; `Ok` with the state.
+    fn check(
+        &mut self,
+        member: &str,
+        generation: i32,
+        now: Instant,
+    ) -> Result<State, ResponseError> {
+        let current = self.generation;
+        let m = self.member(member).ok_or(ResponseError::UnknownMemberId)?;
+        if generation != current {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        m.last_seen = now;
+        Ok(self.state)
+    }
+}
+
+/// Every group the coordinator knows.
+#[derive(Default)]
+pub(crate) struct Coordinator {
+    groups: Mutex<HashMap<String, Group>>,
+    next_member: AtomicU64,
+}
+
+impl Coordinator {
+    /// Checks sessions and rebalance deadlines of every group.
+    pub(crate) fn tick(&self) {
+        let now = Instant::now();
+        let mut groups = self.groups.lock().expect("groups lock");
+        for g in groups.values_mut() {
+            g.expire(now);
+        }
+        groups.retain(|_, g| g.state != State::Empty || !g.pending.is_empty());
+    }
+}
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_owned())
+}
+
+pub(crate) fn find_coordinator(
+    shared: &Shared,
+    request: &FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let mut out = FindCoordinatorResponse::default();
+    if request.key_type != 0 {
+        out.error_code = ResponseError::CoordinatorNotAvailable.code();
+        if version >= 1 {
+            out.error_message = Some(text("transactions are not supported"));
+        }
+        out.node_id = BrokerId(-1);
+        out.port = -1;
+        return out;
+    }
+    out.node_id = BrokerId(NODE_ID);
+    out.host = StrBytes::from_string(shared.advertised.ip().to_string());
+    out.port = i32::from(shared.advertised.port());
+    out
+}
+
+pub(crate) async fn join_group(
+    shared: &Shared,
+    request: JoinGroupRequest,
+    version: i16,
+    client_id: &str,
+) -> JoinGroupResponse {
+    let failed = |code: ResponseError, member_id: &str| {
+        JoinGroupResponse::default()
+            .with_error_code(code.code())
+            .with_generation_id(-1)
+            .with_member_id(text(member_id))
+    };
+    let group_id = request.group_id.0.as_str().to_owned();
+    let session = Duration::from_millis(u64::try_from(request.session_timeout_ms).unwrap_or(0));
+    let rebalance = if version >= 1 {
+        Duration::from_millis(u64::try_from(request.rebalance_timeout_ms).unwrap_or(0))
+    } else {
+        session
+    };
+    if group_id.is_empty() {
+        return failed(ResponseError::InvalidGroupId, "");
+    }
+    if !(SESSION_TIMEOUT_MIN..=SESSION_TIMEOUT_MAX).contains(&session) {
+        return failed(
+            ResponseError::InvalidSessionTimeout,
+            request.member_id.as_str(),
+        );
+    }
+    let protocols: Vec<(String, Bytes)> = request
+        .protocols
+        .iter()
+        .map(|p| (p.name.as_str().to_owned(), p.metadata.clone()))
+        .collect();
+    let protocol_type = request.protocol_type.as_str().to_owned();
+    if protocols.is_empty() || protocol_type.is_empty() {
+        return failed(
+            ResponseError::InconsistentGroupProtocol,
+            request.member_id.as_str(),
+        );
+    }
+    let now = Instant::now();
+    let rx = {
+        let mut groups = shared.coordinator.groups.lock().expect("groups lock");
+        let g = groups
+            .entry(group_id.clone())
+            .or_insert_with(|| Group::new(now));
+        g.expire(now);
+        if !g.members.is_empty() {
+            let shares = protocols.iter().any(|(name, _)| {
+                g.members
+                    .values()
+                    .all(|(_, m)| m.protocols.iter().any(|(p, _)| p == name))
+            });
+            if g.protocol_type != protocol_type || !shares {
+                return failed(
+                    ResponseError::InconsistentGroupProtocol,
+                    request.member_id.as_str(),
+                );
+            }
+        }
+        let mut member_id = request.member_id.as_str().to_owned();
+        let known = g.member(&member_id).is_some();
+        if member_id.is_empty() {
+            if g.members.len() + g.pending.len() >= MEMBERS_MAX {
+                return failed(ResponseError::GroupMaxSizeReached, "");
+            }
+            let n = shared
+                .coordinator
+                .next_member
+                .fetch_add(1, Ordering::Relaxed);
+            member_id = format!(
+                "{client_id}-{:x}-{n}",
+                uuid::Uuid::now_v7().as_u128() as u64
+            );
+            if version >= 4 {
+                // The client rejoins with this id; only then is it a member.
+                g.pending.insert(member_id.clone(), now + session);
+                return failed(ResponseError::MemberIdRequired, &member_id);
+            }
+        } else if !known && g.pending.remove(&member_id).is_none() {
+            return failed(ResponseError::UnknownMemberId, &member_id);
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Some(m) = g.member(&member_id) {
+            m.protocols = protocols;
+            m.session = session;
+            m.rebalance = rebalance;
+            m.last_seen = now;
+            if let Some(old) = m.join.replace(tx) {
+                let _ = old.send(Err(ResponseError::UnknownMemberId));
+            }
+        } else {
+            let seq = g.next_seq;
+            g.next_seq += 1;
+            g.members.insert(
+                seq,
+                (
+                    member_id.clone(),
+                    Member {
+                        session,
+                        rebalance,
+                        protocols,
+                        last_seen: now,
+                        join: Some(tx),
+                        sync: None,
+                        assignment: Bytes::new(),
+                    },
+                ),
+            );
+        }
+        g.protocol_type = protocol_type;
+        if g.state != State::PreparingRebalance {
+            g.prepare_rebalance(now);
+        } else {
+            let longest = now + rebalance;
+            if longest > g.deadline {
+                g.deadline = longest;
+            }
+        }
+        g.try_complete_join(now, false);
+        rx
+    };
+    match rx.await {
+        Ok(Ok(joined)) => JoinGroupResponse::default()
+            .with_generation_id(joined.generation)
+            .with_protocol_name(Some(StrBytes::from_string(joined.protocol)))
+            .with_leader(StrBytes::from_string(joined.leader))
+            .with_member_id(StrBytes::from_string(joined.member_id))
+            .with_members(
+                joined
+                    .members
+                    .into_iter()
+                    .map(|(id, metadata)| {
+                        JoinGroupResponseMember::default()
+                            .with_member_id(StrBytes::from_string(id))
+                            .with_metadata(metadata)
+                    })
+                    .collect(),
+            ),
+        Ok(Err(code)) => failed(code, request.member_id.as_str()),
+        Err(_) => failed(ResponseError::UnknownMemberId, request.member_id.as_str()),
+    }
+}
+
+pub(crate) async fn sync_group(shared: &Shared, request: SyncGroupRequest) -> SyncGroupResponse {
+    let failed = |code: ResponseError| SyncGroupResponse::default().with_error_code(code.code());
+    let member = request.member_id.as_str();
+    let now = Instant::now();
+    let rx = {
+        let mut groups = shared.coordinator.groups.lock().expect("groups lock");
+        let Some(g) = groups.get_mut(request.group_id.0.as_str()) else {
+            return failed(ResponseError::UnknownMemberId);
+        };
+        let state = match g.check(member, request.generation_id, now) {
+            Ok(state) => state,
+            Err(code) => return failed(code),
+        };
+        match state {
+            State::PreparingRebalance | State::Empty => {
+                return failed(ResponseError::RebalanceInProgress)
+            }
+            State::Stable => {
+                let assignment = g.member(member).expect("checked").assignment.clone();
+                return SyncGroupResponse::default().with_assignment(assignment);
+            }
+            State::CompletingRebalance => {}
+        }
+        if g.leader.as_deref() == Some(member) {
+            let mut given: HashMap<&str, &Bytes> = request
+                .assignments
+                .iter()
+                .map(|a| (a.member_id.as_str(), &a.assignment))
+                .collect();
+            for (id, m) in g.members.values_mut() {
+                m.assignment = given.remove(id.as_str()).cloned().unwrap_or_default();
+                if let Some(sync) = m.sync.take() {
+                    let _ = sync.send(Ok(m.assignment.clone()));
+                }
+            }
+            g.state = State::Stable;
+            let assignment = g.member(member).expect("checked").assignment.clone();
+            return SyncGroupResponse::default().with_assignment(assignment);
+        }
+        let (tx, rx) = oneshot::channel();
+        g.member(member).expect("checked").sync = Some(tx);
+        rx
+    };
+    match rx.await {
+        Ok(Ok(assignment)) => SyncGroupResponse::default().with_assignment(assignment),
+        Ok(Err(code)) => failed(code),
+        Err(_) => failed(ResponseError::RebalanceInProgress),
+    }
+}
+
+pub(crate) fn heartbeat(shared: &Shared, request: &HeartbeatRequest) -> HeartbeatResponse {
+    let mut groups = shared.coordinator.groups.lock().expect("groups lock");
+    let code = match groups.get_mut(request.group_id.0.as_str()) {
+        None => Some(ResponseError::UnknownMemberId),
+        Some(g) => match g.check(
+            request.member_id.as_str(),
+            request.generation_id,
+            Instant::now(),
+        ) {
+            Err(code) => Some(code),
+            Ok(State::PreparingRebalance) => Some(ResponseError::RebalanceInProgress),
+            Ok(_) => None,
+        },
+    };
+    HeartbeatResponse::default().with_error_code(code.map_or(0, |c| c.code()))
+}
+
+pub(crate) fn leave_group(
+    shared: &Shared,
+    request: &LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let ids: Vec<String> = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| m.member_id.as_str().to_owned())
+            .collect()
+    } else {
+        vec![request.member_id.as_str().to_owned()]
+    };
+    let now = Instant::now();
+    let mut groups = shared.coordinator.groups.lock().expect("groups lock");
+    let mut answers = Vec::with_capacity(ids.len());
+    let mut any_known = false;
+    if let Some(g) = groups.get_mut(request.group_id.0.as_str()) {
+        for id in &ids {
+            let gone = g.remove(id);
+            if let Some(mut m) = gone {
+                any_known = true;
+                if let Some(join) = m.join.take() {
+                    let _ = join.send(Err(ResponseError::UnknownMemberId));
+                }
+                answers.push((id.clone(), 0));
+            } else {
+                answers.push((id.clone(), ResponseError::UnknownMemberId.code()));
+            }
+        }
+        if any_known {
+            g.member_left(now);
+        }
+    } else {
+        answers = ids
+            .iter()
+            .map(|id| (id.clone(), ResponseError::UnknownMemberId.code()))
+            .collect();
+    }
+    let mut out = LeaveGroupResponse::default();
+    if version >= 3 {
+        out.members = answers
+            .into_iter()
+            .map(|(id, code)| {
+                MemberResponse::default()
+                    .with_member_id(StrBytes::from_string(id))
+                    .with_error_code(code)
+            })
+            .collect();
+    } else if !any_known {
+        out.error_code = ResponseError::UnknownMemberId.code();
+    }
+    out
+}
+
+fn group_error(e: &GroupError) -> ResponseError {
+    match e {
+        GroupError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        GroupError::InvalidName(_) => ResponseError::InvalidGroupId,
+        GroupError::OffsetBeyondEnd { .. } => ResponseError::OffsetOutOfRange,
+        GroupError::Read(_) => ResponseError::UnknownTopicOrPartition,
+        _ => ResponseError::UnknownServerError,
+    }
+}
+
+pub(crate) async fn offset_commit(
+    shared: &Shared,
+    request: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let group = request.group_id.0.as_str().to_owned();
+    let member = request.member_id.as_str();
+    let generation = request.generation_id_or_member_epoch;
+    // A member of a generation, or a consumer that assigns its own partitions
+    // (generation -1, no member id), which only a group without members accepts.
+    let refused = {
+        let mut groups = shared.coordinator.groups.lock().expect("groups lock");
+        match groups.get_mut(&group) {
+            _ if group.is_empty() => Some(ResponseError::InvalidGroupId),
+            Some(g) if generation >= 0 || !member.is_empty() => {
+                match g.check(member, generation, Instant::now()) {
+                    Err(code) => Some(code),
+                    Ok(State::CompletingRebalance) => Some(ResponseError::RebalanceInProgress),
+                    Ok(_) => None,
+                }
+            }
+            Some(g) if !g.members.is_empty() => Some(ResponseError::IllegalGeneration),
+            None if generation >= 0 || !member.is_empty() => Some(ResponseError::UnknownMemberId),
+            _ => None,
+        }
+    };
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.as_str().to_owned();
+        let offsets: Vec<(PartitionId, Offset)> = topic
+            .partitions
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    PartitionId(u32::try_from(p.partition_index).ok()?),
+                    Offset(u64::try_from(p.committed_offset).ok()?),
+                ))
+            })
+            .collect();
+        let malformed = offsets.len() != topic.partitions.len();
+        let code = match refused {
+            Some(code) => Some(code),
+            None if malformed => Some(ResponseError::InvalidCommitOffsetSize),
+            None => {
+                let broker = Arc::clone(&shared.broker);
+                let (g, t) = (group.clone(), name.clone());
+                let committed =
+                    tokio::task::spawn_blocking(move || broker.commit_offsets(&g, &t, &offsets))
+                        .await;
+                match committed {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => {
+                        if matches!(e, GroupError::WrongTopic { .. }) {
+                            tracing::warn!(group = %group, topic = %name, error = %e, "Kafka offset commit refused: a group stores offsets for one topic");
+                        }
+                        Some(group_error(&e))
+                    }
+                    Err(_) => Some(ResponseError::UnknownServerError),
+                }
+            }
+        };
+        topics.push(
+            OffsetCommitResponseTopic::default()
+                .with_name(topic.name)
+                .with_partitions(
+                    topic
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code.map_or(0, |c| c.code()))
+                        })
+                        .collect(),
+                ),
+        );
+    }
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+pub(crate) fn offset_fetch(shared: &Shared, request: &OffsetFetchRequest) -> OffsetFetchResponse {
+    let committed = shared.broker.committed_offsets(request.group_id.0.as_str());
+    let lookup = |topic: &str, partition: i32| -> i64 {
+        committed
+            .as_ref()
+            .filter(|(t, _)| t.as_str() == topic)
+            .and_then(|(_, offsets)| {
+                offsets
+                    .iter()
+                    .find(|(p, _)| i64::from(p.0) == i64::from(partition))
+                    .map(|(_, o)| i64::try_from(o.0).unwrap_or(i64::MAX))
+            })
+            .unwrap_or(-1)
+    };
+    let wanted: Vec<(String, Vec<i32>)> = match &request.topics {
+        Some(topics) => topics
+            .iter()
+            .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
+            .collect(),
+        // Every topic the group has offsets for.
+        None => committed
+            .iter()
+            .map(|(t, offsets)| {
+                (
+                    t.to_string(),
+                    offsets
+                        .iter()
+                        .filter_map(|(p, _)| i32::try_from(p.0).ok())
+                        .collect(),
+                )
+            })
+            .collect(),
+    };
+    let topics = wanted
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|p| {
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(lookup(&name, p))
+                        .with_metadata(Some(StrBytes::default()))
+                })
+                .collect();
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
