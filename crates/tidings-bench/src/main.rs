@@ -13,11 +13,15 @@
 //! at a fixed rate, queue-mode throughput with acks, stream-mode consume
 //! throughput.
 //!
+//! `tidings-bench kafka` drives the Kafka listener with a librdkafka client:
+//! produce throughput and publish→consume latency at a fixed rate.
+//!
 //! `tidings-bench store` runs the event store's embedded and PostgreSQL backends
 //! side by side: expected-version appends, aggregate loads, `$all` catch-up.
 
 mod broker;
 mod bus;
+mod kafka;
 mod store;
 
 use std::path::Path;
@@ -54,6 +58,16 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// The Kafka listener with a librdkafka client (needs python3 and
+    /// confluent-kafka; `scripts/bench kafka` installs it).
+    Kafka {
+        /// Short runs that check the harness works; the figures mean little.
+        #[arg(long)]
+        quick: bool,
+        /// Directory for the throwaway data directory (default: the system's).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// The event store, embedded against PostgreSQL (needs TIDINGS_TEST_PG_URL;
     /// `scripts/bench store` starts a server).
     Store {
@@ -87,6 +101,7 @@ fn main() -> Result<()> {
         Command::Broker { quick, dir } => {
             broker::run(&dir.unwrap_or_else(std::env::temp_dir), quick)
         }
+        Command::Kafka { quick, dir } => kafka::run(&dir.unwrap_or_else(std::env::temp_dir), quick),
         Command::Store { quick, dir, pg_url } => {
             store::run(&dir.unwrap_or_else(std::env::temp_dir), quick, pg_url)
         }

@@ -683,20 +683,41 @@ impl Broker {
         partition: PartitionId,
         batches: bytes::BytesMut,
     ) -> Result<tidings_log::Appended, PublishError> {
+        self.queue_append_batches(topic, partition, batches)
+            .await?
+            .await
+    }
+
+    /// [`append_batches`](Self::append_batches) in two steps: this returns once
+    /// the batches are queued in order behind earlier ones, with a future of
+    /// their acknowledgement. A Kafka connection queues its produce requests one
+    /// after another this way and awaits their syncs together.
+    pub async fn queue_append_batches(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        batches: bytes::BytesMut,
+    ) -> Result<
+        impl std::future::Future<Output = Result<tidings_log::Appended, PublishError>> + Send + 'static,
+        PublishError,
+    > {
         let t = self
             .topic(topic)
             .ok_or_else(|| PublishError::UnknownTopic(topic.to_owned()))?;
         let p = t.log.partition(partition)?;
         let bytes = batches.len() as u64;
-        let appended = p.append_batches(batches).await?;
-        let mut published = t.published.lock().expect("published lock");
-        let at = partition.0 as usize;
-        if published.len() <= at {
-            published.resize(at + 1, (0, 0));
-        }
-        published[at].0 += appended.last_offset.0 - appended.base_offset.0 + 1;
-        published[at].1 += bytes;
-        Ok(appended)
+        let queued = p.queue_append_batches(batches).await?;
+        Ok(async move {
+            let appended = queued.await?;
+            let mut published = t.published.lock().expect("published lock");
+            let at = partition.0 as usize;
+            if published.len() <= at {
+                published.resize(at + 1, (0, 0));
+            }
+            published[at].0 += appended.last_offset.0 - appended.base_offset.0 + 1;
+            published[at].1 += bytes;
+            Ok(appended)
+        })
     }
 
     /// Reads whole stored batches of one partition from `from` on, up to about

@@ -1,7 +1,10 @@
-//! One client connection: frames in, requests handled one at a time, responses
-//! out in the same order.
+//! One client connection: frames in, requests handled in order (a Produce
+//! request's appends queued before the next request is read, its answer sent
+//! once they are durable), responses out in request order.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -13,8 +16,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::{apis, fetch, groups, produce, stopped, topics, Shared};
 
@@ -57,6 +61,16 @@ pub(crate) enum ConnError {
     Io(#[from] std::io::Error),
 }
 
+/// Requests read ahead of their answers on one connection. Produce requests
+/// queue their appends before the next request is read and are answered once
+/// durable, so a client's pipelined produce requests share syncs.
+const IN_FLIGHT_MAX: usize = 64;
+
+/// A response on its way: ready, or waiting for appends to be durable; `None`
+/// when the request takes no answer.
+pub(crate) type Pending =
+    Pin<Box<dyn Future<Output = Result<Option<BytesMut>, ConnError>> + Send + 'static>>;
+
 pub(crate) async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -65,7 +79,9 @@ pub(crate) async fn serve_connection(
 ) {
     tracing::debug!(%peer, "Kafka connection opened");
     let (mut reader, writer) = stream.into_split();
-    let mut writer = BufWriter::new(writer);
+    let (tx, rx) = mpsc::channel::<Pending>(IN_FLIGHT_MAX);
+    // Answers leave in request order, each when it is ready.
+    let writing = tokio::spawn(write_responses(writer, rx, peer));
     loop {
         let size = tokio::select! {
             size = reader.read_i32() => size,
@@ -79,24 +95,63 @@ pub(crate) async fn serve_connection(
                 break;
             }
         };
-        let outcome = async {
+        let pending = async {
             let frame = read_frame(&mut reader, size, shared.config.frame_bytes_max).await?;
-            if let Some(response) = handle(&shared, frame).await? {
+            handle(&shared, frame).await
+        }
+        .await;
+        match pending {
+            Ok(pending) => {
+                if tx.send(pending).await.is_err() {
+                    break; // the writer stopped: the client is gone
+                }
+            }
+            Err(ConnError::Io(e)) => {
+                tracing::debug!(%peer, error = %e, "Kafka connection failed");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing Kafka connection");
+                break;
+            }
+        }
+    }
+    // Answers already under way still go out before the connection closes.
+    drop(tx);
+    let _ = writing.await;
+    tracing::debug!(%peer, "Kafka connection closed");
+}
+
+async fn write_responses(
+    writer: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Pending>,
+    peer: SocketAddr,
+) {
+    let mut writer = BufWriter::new(writer);
+    while let Some(pending) = rx.recv().await {
+        let written = async {
+            if let Some(response) = pending.await? {
                 writer.write_all(&response).await?;
+            }
+            if rx.is_empty() {
                 writer.flush().await?;
             }
             Ok::<(), ConnError>(())
         }
         .await;
-        if let Err(e) = outcome {
-            match e {
-                ConnError::Io(e) => tracing::debug!(%peer, error = %e, "Kafka connection failed"),
-                e => tracing::warn!(%peer, error = %e, "closing Kafka connection"),
+        match written {
+            Ok(()) => {}
+            Err(ConnError::Io(e)) => {
+                tracing::debug!(%peer, error = %e, "Kafka connection failed");
+                return;
             }
-            break;
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing Kafka connection");
+                return;
+            }
         }
     }
-    tracing::debug!(%peer, "Kafka connection closed");
+    let _ = writer.flush().await;
 }
 
 /// Reads a frame of `size` bytes after checking the size, growing the buffer
@@ -180,9 +235,9 @@ impl Call {
     }
 }
 
-/// Handles one request; `None` when the request takes no response (Produce
-/// with `acks` 0).
-async fn handle(shared: &Shared, mut frame: Bytes) -> Result<Option<BytesMut>, ConnError> {
+/// Handles one request. Everything but Produce is answered here; a Produce
+/// request's appends are queued here and answered when durable.
+async fn handle(shared: &Arc<Shared>, mut frame: Bytes) -> Result<Pending, ConnError> {
     let raw_api = (&frame[0..2]).get_i16();
     let version = (&frame[2..4]).get_i16();
     let correlation_id = (&frame[4..8]).get_i32();
@@ -199,9 +254,8 @@ async fn handle(shared: &Shared, mut frame: Bytes) -> Result<Option<BytesMut>, C
         if api == ApiKey::ApiVersions {
             // The client learns the versions from this answer, which every
             // client reads in the version 0 layout.
-            return call
-                .respond_as(&apis::unsupported_api_versions(), 0, 0)
-                .map(Some);
+            let response = call.respond_as(&apis::unsupported_api_versions(), 0, 0)?;
+            return Ok(Box::pin(std::future::ready(Ok(Some(response)))));
         }
         return Err(ConnError::UnsupportedVersion {
             api,
@@ -241,11 +295,14 @@ async fn handle(shared: &Shared, mut frame: Bytes) -> Result<Option<BytesMut>, C
         ApiKey::Produce => {
             let request: ProduceRequest = call.decode(body)?;
             let acks = request.acks;
-            let response = produce::produce(shared, request, version).await;
-            if acks == 0 {
-                return Ok(None);
-            }
-            call.respond(&response)?
+            let answer = produce::produce(shared, request, version).await;
+            return Ok(Box::pin(async move {
+                let response = answer.await;
+                if acks == 0 {
+                    return Ok(None);
+                }
+                call.respond(&response).map(Some)
+            }));
         }
         ApiKey::Fetch => {
             let request: FetchRequest = call.decode(body)?;
@@ -285,5 +342,5 @@ async fn handle(shared: &Shared, mut frame: Bytes) -> Result<Option<BytesMut>, C
         }
         _ => return Err(ConnError::UnsupportedApi { api, version }),
     };
-    Ok(Some(response))
+    Ok(Box::pin(std::future::ready(Ok(Some(response)))))
 }

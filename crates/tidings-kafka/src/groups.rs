@@ -283,7 +283,10 @@ pub(crate) struct Coordinator {
 impl Coordinator {
     /// Checks sessions and rebalance deadlines of every group.
     pub(crate) fn tick(&self) {
-        let now = Instant::now();
+        self.tick_at(Instant::now());
+    }
+
+    fn tick_at(&self, now: Instant) {
         let mut groups = self.groups.lock().expect("groups lock");
         for g in groups.values_mut() {
             g.expire(now);
@@ -724,4 +727,195 @@ pub(crate) fn offset_fetch(shared: &Shared, request: &OffsetFetchRequest) -> Off
         })
         .collect();
     OffsetFetchResponse::default().with_topics(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::GroupId;
+    use tidings_broker::{Broker, BrokerOptions};
+
+    use super::*;
+    use crate::KafkaConfig;
+
+    fn shared(dir: &std::path::Path) -> Arc<Shared> {
+        let broker = Broker::open(dir, BrokerOptions::default()).unwrap();
+        Arc::new(Shared {
+            broker: Arc::new(broker),
+            config: KafkaConfig::default(),
+            advertised: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            stop: tokio::sync::watch::channel(false).1,
+            coordinator: Coordinator::default(),
+        })
+    }
+
+    fn join_request(member: &str) -> JoinGroupRequest {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_session_timeout_ms(1000)
+            .with_rebalance_timeout_ms(5000)
+            .with_member_id(text(member))
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(text("range"))
+                .with_metadata(Bytes::from_static(b"meta"))])
+    }
+
+    /// A new member: MEMBER_ID_REQUIRED, then the join proper (spawned, as it
+    /// waits for the rebalance). Returns the member id and the pending join.
+    async fn join(
+        s: &Arc<Shared>,
+        id: Option<&str>,
+    ) -> (String, tokio::task::JoinHandle<JoinGroupResponse>) {
+        let id = match id {
+            Some(id) => id.to_owned(),
+            None => {
+                let first = join_group(s, join_request(""), 5, "client").await;
+                assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+                first.member_id.as_str().to_owned()
+            }
+        };
+        let s2 = Arc::clone(s);
+        let request = join_request(&id);
+        let handle = tokio::spawn(async move { join_group(&s2, request, 5, "client").await });
+        // Until the join is registered (or already answered).
+        while !handle.is_finished() && !joining(s, &id) {
+            tokio::task::yield_now().await;
+        }
+        (id, handle)
+    }
+
+    fn joining(s: &Shared, id: &str) -> bool {
+        let mut groups = s.coordinator.groups.lock().unwrap();
+        groups
+            .get_mut("g")
+            .and_then(|g| g.member(id))
+            .is_some_and(|m| m.join.is_some())
+    }
+
+    fn heartbeat_code(s: &Shared, member: &str, generation: i32) -> i16 {
+        let request = HeartbeatRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_member_id(text(member))
+            .with_generation_id(generation);
+        heartbeat(s, &request).error_code
+    }
+
+    async fn sync(s: &Shared, member: &str, generation: i32, assign: &[&str]) -> SyncGroupResponse {
+        let request = SyncGroupRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_member_id(text(member))
+            .with_generation_id(generation)
+            .with_assignments(
+                assign
+                    .iter()
+                    .map(|m| {
+                        SyncGroupRequestAssignment::default()
+                            .with_member_id(text(m))
+                            .with_assignment(Bytes::from(format!("for {m}")))
+                    })
+                    .collect(),
+            );
+        sync_group(s, request).await
+    }
+
+    #[tokio::test]
+    async fn rebalances_on_join_and_on_session_timeout_and_fences_old_generations() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shared(dir.path());
+        // One member: generation 1, it leads and assigns itself.
+        let (a, joining) = join(&s, None).await;
+        let joined = joining.await.unwrap();
+        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+        assert_eq!(joined.leader.as_str(), a);
+        assert_eq!(joined.members.len(), 1);
+        let synced = sync(&s, &a, 1, &[&a]).await;
+        assert_eq!(synced.assignment, Bytes::from(format!("for {a}")));
+        assert_eq!(heartbeat_code(&s, &a, 1), 0);
+
+        // A second member joins: the first learns of the rebalance and rejoins.
+        let (b, b_joining) = join(&s, None).await;
+        assert_eq!(
+            heartbeat_code(&s, &a, 1),
+            ResponseError::RebalanceInProgress.code()
+        );
+        let (_, a_joining) = join(&s, Some(&a)).await;
+        let (a2, b2) = (a_joining.await.unwrap(), b_joining.await.unwrap());
+        assert_eq!((a2.generation_id, b2.generation_id), (2, 2));
+        assert_eq!(a2.members.len(), 2, "the leader sees every member");
+        assert!(b2.members.is_empty());
+        // The follower's sync waits for the leader's.
+        let s2 = Arc::clone(&s);
+        let b_id = b.clone();
+        let b_sync = tokio::spawn(async move { sync(&s2, &b_id, 2, &[]).await });
+        sync(&s, &a, 2, &[&a, &b]).await;
+        assert_eq!(
+            b_sync.await.unwrap().assignment,
+            Bytes::from(format!("for {b}"))
+        );
+        // A stale generation is fenced.
+        assert_eq!(
+            heartbeat_code(&s, &a, 1),
+            ResponseError::IllegalGeneration.code()
+        );
+
+        // b goes silent: past its session it is dropped and a rebalances alone.
+        assert_eq!(heartbeat_code(&s, &a, 2), 0);
+        let later = Instant::now() + Duration::from_millis(1500);
+        {
+            let mut groups = s.coordinator.groups.lock().unwrap();
+            let g = groups.get_mut("g").unwrap();
+            // a heartbeated just now; only b's session has run out at `later`.
+            g.member(&a).unwrap().last_seen = later;
+        }
+        s.coordinator.tick_at(later);
+        assert_eq!(
+            heartbeat_code(&s, &b, 2),
+            ResponseError::UnknownMemberId.code()
+        );
+        assert_eq!(
+            heartbeat_code(&s, &a, 2),
+            ResponseError::RebalanceInProgress.code()
+        );
+        let (_, a_joining) = join(&s, Some(&a)).await;
+        let a3 = a_joining.await.unwrap();
+        assert_eq!((a3.error_code, a3.generation_id), (0, 3));
+        assert_eq!(a3.members.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn bad_joins_get_their_error_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = shared(dir.path());
+        let unknown = join_group(&s, join_request("nobody"), 5, "c").await;
+        assert_eq!(unknown.error_code, ResponseError::UnknownMemberId.code());
+        let short = join_group(&s, join_request("").with_session_timeout_ms(1), 5, "c").await;
+        assert_eq!(
+            short.error_code,
+            ResponseError::InvalidSessionTimeout.code()
+        );
+        let empty = join_group(&s, join_request("").with_protocols(vec![]), 5, "c").await;
+        assert_eq!(
+            empty.error_code,
+            ResponseError::InconsistentGroupProtocol.code()
+        );
+        // Version 3 has no MEMBER_ID_REQUIRED: the first join is the join.
+        let old = join_group(&s, join_request(""), 3, "c").await;
+        assert_eq!((old.error_code, old.generation_id), (0, 1));
+        // A member with another protocol type cannot join that group.
+        let other = join_group(
+            &s,
+            join_request("").with_protocol_type(text("connect")),
+            3,
+            "c",
+        )
+        .await;
+        assert_eq!(
+            other.error_code,
+            ResponseError::InconsistentGroupProtocol.code()
+        );
+    }
 }

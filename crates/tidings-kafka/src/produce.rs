@@ -1,5 +1,8 @@
 //! Produce: the producer's batches, appended as sent.
 
+use std::future::Future;
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -10,17 +13,18 @@ use tidings_types::PartitionId;
 use crate::errors::Failure;
 use crate::Shared;
 
-/// Appends every partition's batches, all partitions at once, and answers once
-/// each append is durable under its topic's fsync policy (for `acks` 1 and all
-/// alike: this node is every partition's only replica). With `acks` 0 the
-/// caller sends no answer, but the appends still finish before the next
-/// request on the connection is read.
+/// Queues every partition's batches for appending, in request order, and returns
+/// the answer as a future that resolves once each append is durable under its
+/// topic's fsync policy (for `acks` 1 and all alike: this node is every
+/// partition's only replica). Queuing before the next request is read keeps a
+/// connection's produce requests in order per partition while their syncs
+/// overlap. With `acks` 0 the caller sends no answer.
 pub(crate) async fn produce(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     request: ProduceRequest,
     version: i16,
-) -> ProduceResponse {
-    let mut appends = tokio::task::JoinSet::new();
+) -> impl Future<Output = ProduceResponse> + Send + 'static {
+    let mut queued = Vec::new();
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for (t, topic) in request.topic_data.into_iter().enumerate() {
         let name = topic.name.0.as_str().to_owned();
@@ -48,21 +52,15 @@ pub(crate) async fn produce(
                 fail(&mut partitions[p], f, version);
                 continue;
             };
-            let pending = Failure::new(
-                ResponseError::UnknownServerError,
-                "the append did not finish",
-            );
-            fail(&mut partitions[p], pending, version);
-            let broker = std::sync::Arc::clone(&shared.broker);
-            let name = name.clone();
-            appends.spawn(async move {
-                let partition = PartitionId(index);
-                let appended = broker
-                    .append_batches(&name, partition, BytesMut::from(&records[..]))
-                    .await;
-                let log_start = broker.offsets(&name, partition).map(|(s, _)| s.0).ok();
-                (t, p, appended, log_start)
-            });
+            let partition = PartitionId(index);
+            match shared
+                .broker
+                .queue_append_batches(&name, partition, BytesMut::from(&records[..]))
+                .await
+            {
+                Ok(appended) => queued.push((t, p, name.clone(), partition, appended)),
+                Err(e) => fail(&mut partitions[p], Failure::from(e), version),
+            }
         }
         topics.push(
             TopicProduceResponse::default()
@@ -70,31 +68,28 @@ pub(crate) async fn produce(
                 .with_partition_responses(partitions),
         );
     }
-    while let Some(joined) = appends.join_next().await {
-        let Ok((t, p, appended, log_start)) = joined else {
-            // A panicked append task: its partition keeps its "did not finish"
-            // answer, and the client retries it.
-            continue;
-        };
-        let out = &mut topics[t].partition_responses[p];
-        match appended {
-            Ok(a) => {
-                out.base_offset = i64::try_from(a.base_offset.0).unwrap_or(i64::MAX);
-                out.log_append_time_ms = -1;
-                if version >= 5 {
-                    out.log_start_offset = log_start.map_or(-1, |s| i64::try_from(s).unwrap_or(0));
+    let broker = Arc::clone(&shared.broker);
+    async move {
+        for (t, p, name, partition, appended) in queued {
+            let out = &mut topics[t].partition_responses[p];
+            match appended.await {
+                Ok(a) => {
+                    out.base_offset = i64::try_from(a.base_offset.0).unwrap_or(i64::MAX);
+                    if version >= 5 {
+                        out.log_start_offset = broker
+                            .offsets(&name, partition)
+                            .map_or(-1, |(s, _)| i64::try_from(s.0).unwrap_or(0));
+                    }
                 }
-                out.error_code = 0;
-                out.error_message = None;
-            }
-            Err(e) => {
-                let f = Failure::from(e);
-                tracing::debug!(error = %f.message, "Kafka produce refused");
-                fail(out, f, version);
+                Err(e) => {
+                    let f = Failure::from(e);
+                    tracing::debug!(error = %f.message, "Kafka produce refused");
+                    fail(out, f, version);
+                }
             }
         }
+        ProduceResponse::default().with_responses(topics)
     }
-    ProduceResponse::default().with_responses(topics)
 }
 
 /// Marks a partition's answer failed; the message travels from version 8 on.

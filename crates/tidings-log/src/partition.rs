@@ -317,6 +317,14 @@ impl Partition {
         self.submit(prepared).await
     }
 
+    /// [`append_batches`](Self::append_batches), returning once the batches are
+    /// queued for the writer, before they are written: batches queued one after
+    /// another are stored in that order, while their syncs are awaited later.
+    pub async fn queue_append_batches(&self, bytes: BytesMut) -> Result<QueuedAppend, AppendError> {
+        let prepared = prepare_batches(bytes)?;
+        self.enqueue(prepared).await
+    }
+
     /// Queues `records` as one batch for the writer and returns once it is queued,
     /// before it is written. Batches are written in the order they are queued, so a
     /// caller that queues under its own lock knows the order of its batches in the
