@@ -330,6 +330,39 @@ impl Groups {
     fn get(&self, name: &str) -> Option<Arc<Mutex<Group>>> {
         self.groups.lock().expect("groups lock").get(name).cloned()
     }
+
+    /// The group `name`, created (without members or offsets) to consume
+    /// `topic` if it does not exist; a group consuming another topic refuses.
+    fn get_or_create(
+        &self,
+        name: &str,
+        topic: &TopicName,
+    ) -> Result<Arc<Mutex<Group>>, GroupError> {
+        let g = Arc::clone(
+            self.groups
+                .lock()
+                .expect("groups lock")
+                .entry(name.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(Group {
+                        name: name.to_owned(),
+                        topic: topic.clone(),
+                        generation: 0,
+                        members: BTreeMap::new(),
+                        committed: BTreeMap::new(),
+                        assigned: 0,
+                    }))
+                }),
+        );
+        let current = g.lock().expect("group lock").topic.clone();
+        if current != *topic {
+            return Err(GroupError::WrongTopic {
+                group: name.to_owned(),
+                topic: current,
+            });
+        }
+        Ok(g)
+    }
 }
 
 fn ms(d: Duration) -> i64 {
@@ -452,26 +485,8 @@ impl Broker {
             )));
         }
         let t = self.group_topic(topic)?;
-        let g = {
-            let mut groups = self.groups.groups.lock().expect("groups lock");
-            Arc::clone(groups.entry(group.to_owned()).or_insert_with(|| {
-                Arc::new(Mutex::new(Group {
-                    name: group.to_owned(),
-                    topic: t.name.clone(),
-                    generation: 0,
-                    members: BTreeMap::new(),
-                    committed: BTreeMap::new(),
-                    assigned: 0,
-                }))
-            }))
-        };
+        let g = self.groups.get_or_create(group, &t.name)?;
         let mut g = g.lock().expect("group lock");
-        if g.topic != t.name {
-            return Err(GroupError::WrongTopic {
-                group: group.to_owned(),
-                topic: g.topic.clone(),
-            });
-        }
         let n = self
             .groups
             .next_member
@@ -648,26 +663,8 @@ impl Broker {
     ) -> Result<(), GroupError> {
         TopicName::new(group)?;
         let t = self.group_topic(topic)?;
-        let g = {
-            let mut groups = self.groups.groups.lock().expect("groups lock");
-            Arc::clone(groups.entry(group.to_owned()).or_insert_with(|| {
-                Arc::new(Mutex::new(Group {
-                    name: group.to_owned(),
-                    topic: t.name.clone(),
-                    generation: 0,
-                    members: BTreeMap::new(),
-                    committed: BTreeMap::new(),
-                    assigned: 0,
-                }))
-            }))
-        };
+        let g = self.groups.get_or_create(group, &t.name)?;
         let mut g = g.lock().expect("group lock");
-        if g.topic != t.name {
-            return Err(GroupError::WrongTopic {
-                group: group.to_owned(),
-                topic: g.topic.clone(),
-            });
-        }
         self.store_commits(&mut g, &t, offsets)
     }
 
