@@ -75,6 +75,15 @@ async function member(received, name) {
 }
 
 async function rebalance() {
+  // The topic comes from kafkajs' admin client (CreateTopics).
+  const admin = kafka.admin();
+  await admin.connect();
+  const created = await admin.createTopics({ topics: [{ topic, numPartitions: 3 }] });
+  const metadata = await admin.fetchTopicMetadata({ topics: [topic] });
+  await admin.disconnect();
+  if (!created || metadata.topics[0].partitions.length !== 3) {
+    throw new Error(`topic not created with 3 partitions: ${JSON.stringify(metadata)}`);
+  }
   const producer = kafka.producer();
   await producer.connect();
   const received = [];

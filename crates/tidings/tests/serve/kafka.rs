@@ -122,7 +122,7 @@ fn kcat_produces_and_consumes_keyed_records_with_every_codec() {
 }
 
 #[test]
-fn metadata_auto_creates_topics_and_acks_zero_still_stores() {
+fn auto_created_topics_take_acks_zero_and_read_from_offsets_and_times() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     kcat(
@@ -143,6 +143,17 @@ fn metadata_auto_creates_topics_and_acks_zero_still_stores() {
     let tail = consume_all(&server, "fresh", &["-o", "1"]);
     assert_eq!(tail.len(), 2);
     assert!(consume_all(&server, "fresh", &["-o", "end"]).is_empty());
+    // From a time (ListOffsets by timestamp): records appended after it only.
+    std::thread::sleep(Duration::from_millis(20));
+    let cut = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    std::thread::sleep(Duration::from_millis(20));
+    kcat(&server, &["-P", "-t", "fresh"], "four\n");
+    let since = consume_all(&server, "fresh", &["-o", &format!("s@{cut}")]);
+    let values: Vec<&str> = since.iter().map(|r| r.3.as_str()).collect();
+    assert_eq!(values, ["four"]);
 }
 
 #[test]
@@ -437,7 +448,6 @@ fn strings(v: &Value) -> Vec<String> {
 fn a_kafkajs_group_of_three_shares_the_work_and_takes_over_when_one_leaves() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    create_topic(&server, json!({"name": "work", "partitions": 3}));
     let broker = server.kafka_addr.to_string();
     let child = kafkajs(&[&broker, "work", "crew", "rebalance", "300"]);
     let result = script_result(child, &server);
