@@ -327,6 +327,17 @@ impl BrokerTopic {
     fn partitions(&self) -> u32 {
         self.log.partition_count()
     }
+
+    /// Adds appended events and their bytes to a partition's publish counters.
+    fn count_published(&self, partition: PartitionId, events: u64, bytes: u64) {
+        let mut published = self.published.lock().expect("published lock");
+        let at = partition.0 as usize;
+        if published.len() <= at {
+            published.resize(at + 1, (0, 0));
+        }
+        published[at].0 += events;
+        published[at].1 += bytes;
+    }
 }
 
 /// The broker over one data directory.
@@ -625,15 +636,7 @@ impl Broker {
                         .iter()
                         .map(|&i| messages[i].value.as_ref().map_or(0, |v| v.len()))
                         .sum();
-                    {
-                        let mut published = t.published.lock().expect("published lock");
-                        let at = p as usize;
-                        if published.len() <= at {
-                            published.resize(at + 1, (0, 0));
-                        }
-                        published[at].0 += indexes.len() as u64;
-                        published[at].1 += bytes as u64;
-                    }
+                    t.count_published(PartitionId(p), indexes.len() as u64, bytes as u64);
                     for (n, &i) in indexes.iter().enumerate() {
                         let offset = appended.base_offset.plus(n as u64);
                         placed[i] = Some(Placement {
@@ -709,13 +712,8 @@ impl Broker {
         let queued = p.queue_append_batches(batches).await?;
         Ok(async move {
             let appended = queued.await?;
-            let mut published = t.published.lock().expect("published lock");
-            let at = partition.0 as usize;
-            if published.len() <= at {
-                published.resize(at + 1, (0, 0));
-            }
-            published[at].0 += appended.last_offset.0 - appended.base_offset.0 + 1;
-            published[at].1 += bytes;
+            let events = appended.last_offset.0 - appended.base_offset.0 + 1;
+            t.count_published(partition, events, bytes);
             Ok(appended)
         })
     }

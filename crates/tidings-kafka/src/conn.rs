@@ -91,7 +91,7 @@ pub(crate) async fn serve_connection(
             Ok(size) => size,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Err(e) => {
-                tracing::debug!(%peer, error = %e, "Kafka connection failed");
+                log_close(peer, &ConnError::Io(e));
                 break;
             }
         };
@@ -106,12 +106,8 @@ pub(crate) async fn serve_connection(
                     break; // the writer stopped: the client is gone
                 }
             }
-            Err(ConnError::Io(e)) => {
-                tracing::debug!(%peer, error = %e, "Kafka connection failed");
-                break;
-            }
             Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing Kafka connection");
+                log_close(peer, &e);
                 break;
             }
         }
@@ -139,19 +135,26 @@ async fn write_responses(
             Ok::<(), ConnError>(())
         }
         .await;
-        match written {
-            Ok(()) => {}
-            Err(ConnError::Io(e)) => {
-                tracing::debug!(%peer, error = %e, "Kafka connection failed");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing Kafka connection");
-                return;
-            }
+        if let Err(e) = written {
+            log_close(peer, &e);
+            return;
         }
     }
     let _ = writer.flush().await;
+}
+
+/// A connection that failed underneath (the client went away) is a debug line;
+/// one closed for what the client sent is a warning.
+fn log_close(peer: SocketAddr, e: &ConnError) {
+    match e {
+        ConnError::Io(e) => tracing::debug!(%peer, error = %e, "Kafka connection failed"),
+        e => tracing::warn!(%peer, error = %e, "closing Kafka connection"),
+    }
+}
+
+/// An answer that is ready now.
+fn ready(response: BytesMut) -> Result<Pending, ConnError> {
+    Ok(Box::pin(std::future::ready(Ok(Some(response)))))
 }
 
 /// Reads a frame of `size` bytes after checking the size, growing the buffer
@@ -254,8 +257,7 @@ async fn handle(shared: &Arc<Shared>, mut frame: Bytes) -> Result<Pending, ConnE
         if api == ApiKey::ApiVersions {
             // The client learns the versions from this answer, which every
             // client reads in the version 0 layout.
-            let response = call.respond_as(&apis::unsupported_api_versions(), 0, 0)?;
-            return Ok(Box::pin(std::future::ready(Ok(Some(response)))));
+            return ready(call.respond_as(&apis::unsupported_api_versions(), 0, 0)?);
         }
         return Err(ConnError::UnsupportedVersion {
             api,
@@ -342,5 +344,5 @@ async fn handle(shared: &Arc<Shared>, mut frame: Bytes) -> Result<Pending, ConnE
         }
         _ => return Err(ConnError::UnsupportedApi { api, version }),
     };
-    Ok(Box::pin(std::future::ready(Ok(Some(response)))))
+    ready(response)
 }
