@@ -83,6 +83,7 @@ struct Member {
 }
 
 struct Group {
+    name: String,
     state: State,
     generation: i32,
     protocol_type: String,
@@ -97,8 +98,9 @@ struct Group {
 }
 
 impl Group {
-    fn new(now: Instant) -> Group {
+    fn new(name: &str, now: Instant) -> Group {
         Group {
+            name: name.to_owned(),
             state: State::Empty,
             generation: 0,
             protocol_type: String::new(),
@@ -151,7 +153,13 @@ impl Group {
         if !all_in && !force {
             return;
         }
-        self.members.retain(|_, (_, m)| m.join.is_some());
+        let name = &self.name;
+        self.members.retain(|_, (id, m)| {
+            if m.join.is_none() {
+                tracing::info!(group = %name, member = %id, "Kafka group member did not rejoin in time; dropped");
+            }
+            m.join.is_some()
+        });
         self.generation = self.generation.wrapping_add(1).max(1);
         if self.members.is_empty() {
             self.state = State::Empty;
@@ -198,6 +206,13 @@ impl Group {
                 (id.clone(), meta)
             })
             .collect();
+        tracing::info!(
+            group = %self.name,
+            generation = self.generation,
+            members = self.members.len(),
+            leader = %leader,
+            "Kafka group rebalanced"
+        );
         self.protocol.clone_from(&protocol);
         self.leader = Some(leader.clone());
         self.state = State::CompletingRebalance;
@@ -228,7 +243,7 @@ impl Group {
         self.members.retain(|_, (id, m)| {
             let alive = m.join.is_some() || now.duration_since(m.last_seen) <= m.session;
             if !alive {
-                tracing::info!(member = %id, "Kafka group member's session timed out");
+                tracing::info!(group = %self.name, member = %id, "Kafka group member's session timed out");
             }
             alive
         });
@@ -365,7 +380,7 @@ pub(crate) async fn join_group(
         let mut groups = shared.coordinator.groups.lock().expect("groups lock");
         let g = groups
             .entry(group_id.clone())
-            .or_insert_with(|| Group::new(now));
+            .or_insert_with(|| Group::new(&group_id, now));
         g.expire(now);
         if !g.members.is_empty() {
             let shares = protocols.iter().any(|(name, _)| {
@@ -409,6 +424,7 @@ pub(crate) async fn join_group(
             m.rebalance = rebalance;
             m.last_seen = now;
             if let Some(old) = m.join.replace(tx) {
+                tracing::debug!(group = %group_id, member = %member_id, "a newer join replaces a pending one");
                 let _ = old.send(Err(ResponseError::UnknownMemberId));
             }
         } else {

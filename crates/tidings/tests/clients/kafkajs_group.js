@@ -53,6 +53,9 @@ async function produce(producer, from, to, batch = 50) {
   return acked;
 }
 
+// Every group join each member saw, with the partitions it was assigned.
+const joins = [];
+
 async function member(received, name) {
   const consumer = kafka.consumer({
     groupId,
@@ -63,6 +66,9 @@ async function member(received, name) {
     // broker), so a short wait makes rebalances quick.
     maxWaitTimeInMs: 500,
     retry: { initialRetryTime: 100, retries: 30, maxRetryTime: 1000 },
+  });
+  consumer.on(consumer.events.GROUP_JOIN, (e) => {
+    joins.push({ member: name, assigned: e.payload.memberAssignment[topic] || [] });
   });
   await consumer.connect();
   await consumer.subscribe({ topic, fromBeginning: true });
@@ -97,6 +103,8 @@ async function rebalance() {
   const second = await produce(producer, count, 2 * count);
   await waitFor('the second half', () => received.length >= first.length + second.length);
   await sleep(500); // anything delivered twice would arrive now
+  // The joins up to here; disconnecting a and b below rebalances again.
+  const joinsWhileRunning = joins.slice();
   for (const m of members.slice(0, 2)) await m.disconnect();
   await producer.disconnect();
   const after = received.slice(first.length);
@@ -106,6 +114,7 @@ async function rebalance() {
     members_first: [...new Set(received.slice(0, first.length).map((r) => r.member))].sort(),
     members_after: [...new Set(after.map((r) => r.member))].sort(),
     left_member_partitions: [...before],
+    joins: joinsWhileRunning,
   }));
 }
 
