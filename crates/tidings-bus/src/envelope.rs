@@ -1,12 +1,11 @@
 //! The envelope the guides' EventBus wraps around a payload, in its in-process form.
 
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use uuid::timestamp::context::{ContextV7, ThreadLocalContext};
-use uuid::{Timestamp, Uuid};
+use uuid::Uuid;
 
-use tidings_types::{CloudEvent, EventError, OffsetDateTime};
+use tidings_types::{uuid_v7_at, CloudEvent, EventError, OffsetDateTime};
 
 use crate::Event;
 
@@ -28,13 +27,9 @@ impl<T: Event> Envelope<T> {
     pub fn new(payload: T) -> Envelope<T> {
         // One clock reading for both the id and the time. Ids are monotonic per
         // thread, which is all UUIDv7 promises within one millisecond anyway.
-        thread_local!(static CONTEXT: ContextV7 = const { ContextV7::new() });
         let time = SystemTime::now();
-        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let context = ThreadLocalContext::new(&CONTEXT);
-        let ts = Timestamp::from_unix(context, since.as_secs(), since.subsec_nanos());
         Envelope {
-            id: Uuid::new_v7(ts),
+            id: uuid_v7_at(time),
             time,
             id_text: OnceLock::new(),
             payload,

@@ -2,10 +2,7 @@
 
 use std::any::Any;
 use std::fmt;
-use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::pin;
-use std::task::Poll;
 
 /// The error type handlers return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -86,28 +83,6 @@ pub(crate) fn call_sync(f: impl FnOnce() -> Result<(), BoxError>) -> Result<(), 
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(HandlerErrorKind::Failed(e)),
-        Err(panic) => Err(HandlerErrorKind::Panicked(panic_message(&*panic))),
-    }
-}
-
-/// Awaits a handler's future, turning a panic in any poll into an error.
-pub(crate) async fn call_async<F>(fut: F) -> Result<(), HandlerErrorKind>
-where
-    F: Future,
-    F::Output: HandlerResult,
-{
-    let mut fut = pin!(fut);
-    let polled =
-        std::future::poll_fn(
-            |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-                Ok(Poll::Pending) => Poll::Pending,
-                Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
-                Err(panic) => Poll::Ready(Err(panic)),
-            },
-        )
-        .await;
-    match polled {
-        Ok(out) => out.into_result().map_err(HandlerErrorKind::Failed),
         Err(panic) => Err(HandlerErrorKind::Panicked(panic_message(&*panic))),
     }
 }

@@ -8,8 +8,10 @@
 //!   handler list is fixed when an emit starts: subscribing or unsubscribing during
 //!   an emit does not change who that emit reaches, as in Node.
 //! - **Async handlers** ([`Bus::on_async`]) each get a task and a bounded queue, and
-//!   handle their events one at a time, in order. [`Bus::emit`] and
-//!   [`Bus::publish`] return once the event is handed over;
+//!   handle their events one at a time, in order. An idle handler starts on an
+//!   event inside the emit, as a JavaScript async function starts inside its call,
+//!   and its task carries on from its first pending await ([`AsyncStart`]).
+//!   [`Bus::emit`] and [`Bus::publish`] return once the event is handed over;
 //!   [`Bus::publish_and_wait`] returns once every async handler has handled it,
 //!   concurrently or one after another as [`BusConfig::await_mode`] says.
 //! - **Nothing fails silently.** A handler that returns an error or panics never
@@ -64,6 +66,7 @@ mod handler;
 mod mailbox;
 mod pattern;
 mod recorder;
+mod runner;
 
 pub use envelope::Envelope;
 pub use handler::{BoxError, HandlerError, HandlerErrorKind, HandlerResult, SubscriptionId};
@@ -71,8 +74,9 @@ pub use mailbox::{EventStream, Overflow};
 pub use pattern::{Pattern, PatternError, PATTERN_BYTES_MAX};
 pub use recorder::Recorder;
 
-use handler::{call_async, call_sync};
+use handler::call_sync;
 use mailbox::{Completion, Item, Mailbox, Offer, Ticket};
+use runner::{queued, HandlerRunner, Runner};
 
 /// Anything the bus can carry. The event type names it for pattern subscriptions
 /// and in errors, namespaced `domain.action` (`order.placed`).
@@ -106,6 +110,23 @@ pub enum AwaitMode {
     Sequential,
 }
 
+/// Where an async handler starts on an event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AsyncStart {
+    /// Inside the emit, as JavaScript starts an async function, when the emit runs
+    /// on a tokio task and the handler is idle with nothing queued: the handler runs
+    /// until it finishes or waits on something not yet ready, and its own task
+    /// carries on from there. Otherwise (the handler is busy with an earlier event,
+    /// or the emitting thread is not a tokio task) the event is queued for the
+    /// handler's task. Either way one handler takes its events one at a time, in
+    /// emit order, and `emit` does not wait for anything the handler awaits.
+    #[default]
+    InEmit,
+    /// Always on the handler's own task: an emit only queues the event, and never
+    /// runs handler code.
+    OnTask,
+}
+
 /// Bus-wide settings.
 #[derive(Clone, Debug)]
 pub struct BusConfig {
@@ -118,6 +139,8 @@ pub struct BusConfig {
     pub handler_queue_capacity: usize,
     /// What a full async-handler queue does.
     pub handler_queue_overflow: Overflow,
+    /// Where async handlers start on an event.
+    pub async_start: AsyncStart,
 }
 
 impl Default for BusConfig {
@@ -127,6 +150,7 @@ impl Default for BusConfig {
             await_mode: AwaitMode::Concurrent,
             handler_queue_capacity: 1024,
             handler_queue_overflow: Overflow::Wait,
+            async_start: AsyncStart::InEmit,
         }
     }
 }
@@ -202,7 +226,7 @@ type ErrorFn = dyn Fn(&HandlerError) + Send + Sync;
 
 enum Kind {
     Sync(Box<SyncFn>),
-    Handler(Arc<Mailbox>),
+    Handler(Arc<dyn Runner>),
     Stream(Arc<Mailbox>),
     Record(Arc<Mutex<Vec<Arc<dyn Event>>>>),
 }
@@ -211,6 +235,15 @@ impl Kind {
     /// Whether the subscriber keeps the event beyond the emit, so it needs an `Arc`.
     fn keeps_event(&self) -> bool {
         !matches!(self, Kind::Sync(_))
+    }
+
+    /// Ends an async handler's task or a stream; their queued events are dropped.
+    fn close(&self) {
+        match self {
+            Kind::Handler(runner) => runner.mailbox().close(),
+            Kind::Stream(m) => m.close(),
+            Kind::Sync(_) | Kind::Record(_) => {}
+        }
     }
 }
 
@@ -370,17 +403,21 @@ impl Inner {
     }
 
     fn add(self: &Arc<Self>, target: Target, kind: Kind, once: bool) -> Subscription {
-        self.add_typed(target, kind, once, None)
+        self.add_typed(self.new_id(), target, kind, once, None)
+    }
+
+    fn new_id(&self) -> SubscriptionId {
+        SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     fn add_typed(
         self: &Arc<Self>,
+        id: SubscriptionId,
         target: Target,
         kind: Kind,
         once: bool,
         typed: Option<Arc<dyn Any + Send + Sync>>,
     ) -> Subscription {
-        let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let sub = Arc::new(Subscriber {
             id,
             target,
@@ -449,9 +486,7 @@ impl Inner {
             removed
         };
         if let Some(sub) = removed {
-            if let Kind::Handler(m) | Kind::Stream(m) = &sub.kind {
-                m.close();
-            }
+            sub.kind.close();
         }
     }
 
@@ -519,9 +554,7 @@ impl Drop for Inner {
         let registry = self.registry.load();
         let typed = registry.typed.values().flat_map(|l| l.subscribers.iter());
         for sub in typed.chain(registry.patterns.iter()) {
-            if let Kind::Handler(m) | Kind::Stream(m) = &sub.kind {
-                m.close();
-            }
+            sub.kind.close();
         }
     }
 }
@@ -655,8 +688,9 @@ impl Bus {
         R: HandlerResult,
     {
         let (kind, typed) = Self::typed_sync(handler);
+        let id = self.inner.new_id();
         self.inner
-            .add_typed(Self::typed_target::<E>(), kind, false, Some(typed))
+            .add_typed(id, Self::typed_target::<E>(), kind, false, Some(typed))
     }
 
     /// Like [`on`](Self::on), but for the first event only.
@@ -666,8 +700,9 @@ impl Bus {
         R: HandlerResult,
     {
         let (kind, typed) = Self::typed_sync(handler);
+        let id = self.inner.new_id();
         self.inner
-            .add_typed(Self::typed_target::<E>(), kind, true, Some(typed))
+            .add_typed(id, Self::typed_target::<E>(), kind, true, Some(typed))
     }
 
     /// Calls `handler` synchronously with every event whose type matches `pattern`.
@@ -700,38 +735,18 @@ impl Bus {
             tokio::runtime::Handle::try_current().map_err(|_| SubscribeError::NoRuntime)?;
         let config = &self.inner.config;
         let mailbox = Mailbox::new(config.handler_queue_capacity, config.handler_queue_overflow);
-        let subscription = self
-            .inner
-            .add(target, Kind::Handler(Arc::clone(&mailbox)), false);
-        let bus = Arc::downgrade(&self.inner);
-        let id = subscription.id;
-        runtime.spawn(async move {
-            let mut batch = std::collections::VecDeque::new();
-            loop {
-                let open = std::future::poll_fn(|cx| mailbox.poll_take(cx, &mut batch, usize::MAX)).await;
-                if !open {
-                    break;
-                }
-                while let Some(item) = batch.pop_front() {
-                    let outcome = call_async(handler(convert(Arc::clone(&item.event)))).await;
-                    let ok = outcome.is_ok();
-                    if let Err(kind) = outcome {
-                        match bus.upgrade() {
-                            Some(inner) => inner.report(&*item.event, id, kind),
-                            None => tracing::error!(subscription = %id, "handler failed after the bus was dropped"),
-                        }
-                    }
-                    if let Some(ticket) = item.ticket {
-                        ticket.done(ok);
-                    }
-                }
-            }
-        });
+        let id = self.inner.new_id();
+        let runner = HandlerRunner::new(id, Arc::downgrade(&self.inner), mailbox, handler, convert);
+        let subscription =
+            self.inner
+                .add_typed(id, target, Kind::Handler(runner.clone()), false, None);
+        runtime.spawn(runner.serve());
         Ok(subscription)
     }
 
-    /// Runs `handler` for every event of type `E` on its own task, one event at a
-    /// time, in emit order. Must be called inside a tokio runtime.
+    /// Runs `handler` for every event of type `E`, one event at a time, in emit
+    /// order: started inside the emit or on the handler's own task, as
+    /// [`BusConfig::async_start`] says. Must be called inside a tokio runtime.
     pub fn on_async<E, F, Fut>(&self, handler: F) -> Result<Subscription, SubscribeError>
     where
         E: Event,
@@ -852,21 +867,18 @@ impl Bus {
                 ..Dispatch::default()
             };
             for_each_reached(registry, typed, event.event_type(), |sub| match &sub.kind {
-                Kind::Handler(m) => handlers.push((Arc::clone(m), sub.id)),
+                Kind::Handler(runner) => handlers.push((Arc::clone(runner), sub.id)),
                 _ => self.deliver(sub, &event, &mut d),
             });
             (handlers, d)
         });
-        let item = |completion: &Arc<Completion>| Item {
-            event: Arc::clone(&event),
-            ticket: Some(Ticket::new(completion)),
-        };
         let failed = match self.inner.config.await_mode {
             AwaitMode::Concurrent => {
                 let completion = Completion::new(handlers.len());
                 let mut d = d;
-                for (m, id) in &handlers {
-                    d.waiting.push((Arc::clone(m), item(&completion), *id));
+                for (runner, id) in &handlers {
+                    let ticket = Ticket::new(&completion);
+                    self.hand_over(&**runner, *id, &event, Some(ticket), &mut d);
                 }
                 self.finish(d).await?;
                 completion.wait().await
@@ -874,13 +886,14 @@ impl Bus {
             AwaitMode::Sequential => {
                 self.finish(d).await?;
                 let mut failed = 0;
-                for (m, id) in &handlers {
+                for (runner, id) in &handlers {
                     let completion = Completion::new(1);
-                    let one = Dispatch {
-                        waiting: vec![(Arc::clone(m), item(&completion), *id)],
-                        refused: Vec::new(),
+                    let mut one = Dispatch {
                         event: Some(Arc::clone(&event)),
+                        ..Dispatch::default()
                     };
+                    let ticket = Ticket::new(&completion);
+                    self.hand_over(&**runner, *id, &event, Some(ticket), &mut one);
                     self.finish(one).await?;
                     failed += completion.wait().await;
                 }
@@ -921,23 +934,48 @@ impl Bus {
     fn deliver(&self, sub: &Subscriber, event: &Arc<dyn Event>, d: &mut Dispatch) {
         match &sub.kind {
             Kind::Sync(_) => self.run_sync(sub, &**event),
-            Kind::Handler(m) | Kind::Stream(m) => {
-                match m.offer(Item {
-                    event: Arc::clone(event),
-                    ticket: None,
-                }) {
-                    Offer::Accepted => {}
-                    Offer::Full(item) => d.waiting.push((Arc::clone(m), item, sub.id)),
-                    Offer::Refused => {
-                        self.inner.overflow_refused.fetch_add(1, Ordering::Relaxed);
-                        d.refused.push(sub.id);
-                    }
-                }
-            }
+            Kind::Handler(runner) => self.hand_over(&**runner, sub.id, event, None, d),
+            Kind::Stream(m) => self.offer(m, sub.id, queued(event, None), d),
             Kind::Record(events) => events
                 .lock()
                 .expect("recorder lock")
                 .push(Arc::clone(event)),
+        }
+    }
+
+    /// Gives `event` to an async handler: started here when
+    /// [`BusConfig::async_start`] allows and the handler is free, else queued.
+    fn hand_over(
+        &self,
+        runner: &dyn Runner,
+        id: SubscriptionId,
+        event: &Arc<dyn Event>,
+        ticket: Option<Ticket>,
+        d: &mut Dispatch,
+    ) {
+        // Handler code may need the runtime (timers, IO, spawning), so it starts
+        // here only on a task, where the runtime is at hand.
+        let in_emit =
+            self.inner.config.async_start == AsyncStart::InEmit && tokio::task::try_id().is_some();
+        let ticket = if in_emit {
+            match runner.try_start(event, ticket) {
+                Ok(()) => return,
+                Err(ticket) => ticket,
+            }
+        } else {
+            ticket
+        };
+        self.offer(runner.mailbox(), id, queued(event, ticket), d);
+    }
+
+    fn offer(&self, mailbox: &Arc<Mailbox>, id: SubscriptionId, item: Item, d: &mut Dispatch) {
+        match mailbox.offer(item) {
+            Offer::Accepted => {}
+            Offer::Full(item) => d.waiting.push((Arc::clone(mailbox), item, id)),
+            Offer::Refused => {
+                self.inner.overflow_refused.fetch_add(1, Ordering::Relaxed);
+                d.refused.push(id);
+            }
         }
     }
 

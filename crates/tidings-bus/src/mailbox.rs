@@ -1,11 +1,11 @@
 //! Bounded queues between emitters and the consumers that cannot run inside
-//! `emit`: async handlers (each served by its own task, one event at a time, in
-//! order) and streams.
+//! `emit`: async handlers whose events wait their turn (each handler takes one
+//! event at a time, in order) and streams.
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -99,6 +99,8 @@ struct State {
     items: VecDeque<Item>,
     waker: Option<Waker>,
     closed: bool,
+    /// For async handlers: the handler's unfinished future asked to be polled.
+    slot_woken: bool,
 }
 
 /// The result of offering an item to a mailbox.
@@ -112,6 +114,10 @@ pub(crate) enum Offer {
 
 pub(crate) struct Mailbox {
     state: Mutex<State>,
+    /// `state.items.len()`, readable without the lock.
+    len: AtomicUsize,
+    /// `state.closed`, readable without the lock.
+    closed: AtomicBool,
     capacity: usize,
     overflow: Overflow,
     space: Notify,
@@ -125,7 +131,10 @@ impl Mailbox {
                 items: VecDeque::new(),
                 waker: None,
                 closed: false,
+                slot_woken: false,
             }),
+            len: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
             capacity: capacity.max(1),
             overflow,
             space: Notify::new(),
@@ -153,6 +162,7 @@ impl Mailbox {
                 }
             }
             state.items.push_back(item);
+            self.len.store(state.items.len(), Ordering::Release);
             waker = state.waker.take();
         }
         if let Some(w) = waker {
@@ -193,9 +203,60 @@ impl Mailbox {
         }
         let n = max.min(state.items.len());
         out.extend(state.items.drain(..n));
+        self.len.store(state.items.len(), Ordering::Release);
         drop(state);
         self.space.notify_waiters();
         Poll::Ready(true)
+    }
+
+    /// Takes the next buffered item; `Ready(None)` once closed and empty.
+    pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let mut state = self.state.lock().expect("mailbox lock");
+        let Some(item) = state.items.pop_front() else {
+            if state.closed {
+                return Poll::Ready(None);
+            }
+            state.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        };
+        self.len.store(state.items.len(), Ordering::Release);
+        drop(state);
+        self.space.notify_waiters();
+        Poll::Ready(Some(item))
+    }
+
+    /// Whether nothing is buffered. Exact for a caller that is the only one taking
+    /// items out (an async handler's runner holds its run lock for that).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Acquire) == 0
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the consumer's unfinished handler future as ready to be polled again
+    /// and wakes the consumer.
+    pub(crate) fn wake_slot(&self) {
+        let waker = {
+            let mut state = self.state.lock().expect("mailbox lock");
+            state.slot_woken = true;
+            state.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether [`wake_slot`](Self::wake_slot) was called since the last time this
+    /// returned true; when not, the consumer is woken by the next call.
+    pub(crate) fn take_slot_wake(&self, cx: &mut Context<'_>) -> bool {
+        let mut state = self.state.lock().expect("mailbox lock");
+        if std::mem::take(&mut state.slot_woken) {
+            return true;
+        }
+        state.waker = Some(cx.waker().clone());
+        false
     }
 
     /// Stops the mailbox: buffered events are dropped (their tickets count as not
@@ -204,6 +265,8 @@ impl Mailbox {
         let (items, waker) = {
             let mut state = self.state.lock().expect("mailbox lock");
             state.closed = true;
+            self.closed.store(true, Ordering::Release);
+            self.len.store(0, Ordering::Release);
             (std::mem::take(&mut state.items), state.waker.take())
         };
         drop(items);

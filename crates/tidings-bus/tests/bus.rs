@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use tidings_bus::{
-    AwaitMode, Bus, BusConfig, EmitError, Event, HandlerErrorKind, Overflow, StreamConfig,
-    SubscribeError,
+    AsyncStart, AwaitMode, Bus, BusConfig, EmitError, Event, HandlerErrorKind, Overflow,
+    StreamConfig, SubscribeError,
 };
 use tidings_types::CloudEvent;
 
@@ -320,6 +320,244 @@ fn plain_emit_hands_over_to_async_handlers_without_waiting_for_them() {
             "one handler sees events in order"
         );
     });
+}
+
+/// Runs `f` on a task of a one-thread runtime, where nothing else runs until `f`
+/// awaits something that is not ready.
+fn on_a_task<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async { tokio::spawn(f).await.unwrap() })
+}
+
+/// A handler that records its start, waits for a permit, and records its end.
+fn gated_handler(
+    bus: &Bus,
+    gate: &Arc<tokio::sync::Semaphore>,
+    seen: &Seen,
+) -> tidings_bus::Subscription {
+    let (g, s) = (gate.clone(), seen.clone());
+    bus.on_async(move |e: Arc<OrderPlaced>| {
+        let (g, s) = (g.clone(), s.clone());
+        async move {
+            s.push(format!("start {}", e.id));
+            g.acquire().await.unwrap().forget();
+            s.push(format!("end {}", e.id));
+        }
+    })
+    .unwrap()
+}
+
+#[test]
+fn async_handlers_start_inside_an_emit_from_a_task_and_keep_emit_order_when_busy() {
+    on_a_task(async {
+        let bus = Bus::new();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let seen = Seen::default();
+        let _h = gated_handler(&bus, &gate, &seen);
+        bus.emit(OrderPlaced { id: 1 }).unwrap();
+        assert_eq!(
+            seen.take(),
+            ["start 1"],
+            "the handler ran inside emit up to its first pending await"
+        );
+        bus.emit(OrderPlaced { id: 2 }).unwrap();
+        bus.publish(OrderPlaced { id: 3 }).await.unwrap();
+        assert!(
+            seen.take().is_empty(),
+            "a busy handler's events wait their turn"
+        );
+        gate.add_permits(4);
+        let handled = bus.publish_and_wait(OrderPlaced { id: 4 }).await.unwrap();
+        assert_eq!((handled.handlers, handled.failed), (1, 0));
+        assert_eq!(
+            seen.take(),
+            ["end 1", "start 2", "end 2", "start 3", "end 3", "start 4", "end 4"]
+        );
+        // Idle again, the handler starts inside the next emit and finishes there
+        // when nothing it awaits is pending.
+        gate.add_permits(1);
+        bus.emit(OrderPlaced { id: 5 }).unwrap();
+        assert_eq!(seen.take(), ["start 5", "end 5"]);
+    });
+}
+
+#[test]
+fn with_on_task_start_an_emit_never_runs_handler_code() {
+    on_a_task(async {
+        let bus = Bus::with_config(BusConfig {
+            async_start: AsyncStart::OnTask,
+            ..BusConfig::default()
+        });
+        let gate = Arc::new(tokio::sync::Semaphore::new(10));
+        let seen = Seen::default();
+        let _h = gated_handler(&bus, &gate, &seen);
+        bus.emit(OrderPlaced { id: 1 }).unwrap();
+        bus.publish(OrderPlaced { id: 2 }).await.unwrap();
+        assert!(seen.take().is_empty(), "emits only queued the events");
+        bus.publish_and_wait(OrderPlaced { id: 3 }).await.unwrap();
+        assert_eq!(
+            seen.take(),
+            ["start 1", "end 1", "start 2", "end 2", "start 3", "end 3"]
+        );
+    });
+}
+
+#[test]
+fn emits_from_outside_the_runtime_leave_async_handlers_to_their_task() {
+    let rt = runtime();
+    let bus = Bus::new();
+    let threads = Seen::default();
+    let t = threads.clone();
+    let _h = rt.block_on(async {
+        bus.on_async(move |_: Arc<OrderPlaced>| {
+            t.push(format!("{:?}", std::thread::current().id()));
+            async {}
+        })
+        .unwrap()
+    });
+    let emitter = std::thread::spawn({
+        let bus = bus.clone();
+        move || {
+            bus.emit(OrderPlaced { id: 1 }).unwrap();
+            format!("{:?}", std::thread::current().id())
+        }
+    })
+    .join()
+    .unwrap();
+    rt.block_on(async {
+        while threads.0.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let ran_on = threads.take();
+    assert_eq!(ran_on.len(), 1);
+    assert_ne!(
+        ran_on[0], emitter,
+        "the handler ran on its task, not the emitting thread"
+    );
+}
+
+#[test]
+fn handlers_started_inside_emit_report_panics_and_errors_and_keep_going() {
+    let errors = on_a_task(async {
+        let bus = Bus::new();
+        let errors = Seen::default();
+        let e = errors.clone();
+        bus.on_error(move |err| e.push(err.to_string()));
+        let _h = bus
+            .on_async(|e: Arc<OrderPlaced>| async move {
+                match e.id {
+                    1 => panic!("before any await"),
+                    2 => {
+                        tokio::task::yield_now().await;
+                        panic!("after an await")
+                    }
+                    3 => Err(std::io::Error::other("refused at once")),
+                    _ => Ok(()),
+                }
+            })
+            .unwrap();
+        let mut failed = Vec::new();
+        for id in 1..=4 {
+            failed.push(
+                bus.publish_and_wait(OrderPlaced { id })
+                    .await
+                    .unwrap()
+                    .failed,
+            );
+        }
+        assert_eq!(failed, [1, 1, 1, 0]);
+        assert_eq!(bus.stats().handler_panics, 2);
+        assert_eq!(bus.stats().handler_failures, 1);
+        errors.take()
+    });
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors[0].contains("panicked on order.placed: before any await"));
+    assert!(errors[1].contains("panicked on order.placed: after an await"));
+    assert!(errors[2].contains("failed on order.placed: refused at once"));
+}
+
+#[test]
+fn one_async_handler_never_runs_two_events_at_once_under_concurrent_emitters() {
+    const EMITTERS: u32 = 4;
+    const EACH: u32 = 2000;
+    let rt = runtime();
+    let (seen, overlaps) = rt.block_on(async {
+        // Room for every event, so that plain emits are never refused.
+        let bus = Bus::with_config(BusConfig {
+            handler_queue_capacity: (EMITTERS * EACH) as usize,
+            ..BusConfig::default()
+        });
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let overlaps = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (b, o, s) = (busy.clone(), overlaps.clone(), seen.clone());
+        let _h = bus
+            .on_async(move |e: Arc<OrderPlaced>| {
+                let (b, o, s) = (b.clone(), o.clone(), s.clone());
+                async move {
+                    if b.swap(true, Ordering::AcqRel) {
+                        o.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if e.id.is_multiple_of(7) {
+                        // Some events wait, so later ones queue behind them.
+                        tokio::task::yield_now().await;
+                    } else if e.id.is_multiple_of(5) {
+                        // Some take a while without waiting, so that other
+                        // emitters find the handler running and queue.
+                        for _ in 0..2000 {
+                            std::hint::spin_loop();
+                        }
+                    }
+                    s.lock().unwrap().push(e.id);
+                    b.store(false, Ordering::Release);
+                }
+            })
+            .unwrap();
+        let tasks: Vec<_> = (0..EMITTERS)
+            .map(|emitter| {
+                let bus = bus.clone();
+                tokio::spawn(async move {
+                    for n in 0..EACH {
+                        let event = OrderPlaced {
+                            id: emitter * EACH + n,
+                        };
+                        if n.is_multiple_of(2) {
+                            bus.publish(event).await.unwrap();
+                        } else {
+                            bus.emit(event).unwrap_or_else(|_| panic!("queue overflow"));
+                        }
+                        if n.is_multiple_of(8) {
+                            // Let the handler's task run in between.
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        bus.publish_and_wait(OrderPlaced { id: u32::MAX })
+            .await
+            .unwrap();
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        (seen, overlaps.load(Ordering::Relaxed))
+    });
+    assert_eq!(overlaps, 0, "the handler ran two events at once");
+    assert_eq!(seen.len() as u32, EMITTERS * EACH + 1);
+    for emitter in 0..EMITTERS {
+        let mine: Vec<u32> = seen
+            .iter()
+            .copied()
+            .filter(|id| id / EACH == emitter && *id != u32::MAX)
+            .collect();
+        let expected: Vec<u32> = (emitter * EACH..(emitter + 1) * EACH).collect();
+        assert_eq!(mine, expected, "emitter {emitter}'s events in emit order");
+    }
 }
 
 /// Two async handlers that record when they start and finish, and wait on a

@@ -197,11 +197,12 @@ impl CloudEvent {
     /// A new event from `source` of type `ty` (namespaced `domain.action`, such as
     /// `order.placed`), with a fresh UUIDv7 id and the current time.
     pub fn new(source: impl Into<String>, ty: impl Into<String>) -> CloudEvent {
+        let now = std::time::SystemTime::now();
         CloudEvent {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: crate::uuid_v7_at(now).to_string(),
             source: source.into(),
             ty: ty.into(),
-            time: Some(OffsetDateTime::now_utc()),
+            time: Some(OffsetDateTime::from(now)),
             datacontenttype: None,
             dataschema: None,
             subject: None,

@@ -17,6 +17,7 @@
 use std::fmt;
 
 mod event;
+mod id;
 mod topic;
 
 pub use event::json::{JSON_BATCH_MEDIA_TYPE, JSON_FORMAT_MEDIA_TYPE};
@@ -25,6 +26,7 @@ pub use event::{
     ATTRIBUTE_BYTES_MAX, EVENT_DATA_BYTES_MAX, EXTENSIONS_MAX, EXTENSION_NAME_BYTES_MAX,
     SPEC_VERSION,
 };
+pub use id::{uuid_v7, uuid_v7_at};
 pub use time::OffsetDateTime;
 pub use topic::{TopicName, TopicNameError, TOPIC_NAME_BYTES_MAX};
 
