@@ -18,10 +18,14 @@
 //!
 //! `tidings-bench store` runs the event store's embedded and PostgreSQL backends
 //! side by side: expected-version appends, aggregate loads, `$all` catch-up.
+//!
+//! `tidings-bench peers` runs the same workloads against Tidings, Redis Streams,
+//! NATS JetStream and PostgreSQL used as a queue, and prints Tidings' ratios.
 
 mod broker;
 mod bus;
 mod kafka;
+mod peers;
 mod store;
 
 use std::path::Path;
@@ -81,6 +85,23 @@ enum Command {
         #[arg(long, env = "TIDINGS_TEST_PG_URL")]
         pg_url: Option<String>,
     },
+    /// Tidings against Redis Streams, NATS JetStream and PostgreSQL as a queue
+    /// (needs redis-server, nats-server and TIDINGS_TEST_PG_URL;
+    /// `scripts/bench peers` provides them).
+    Peers {
+        /// Short runs that check every system runs; the figures mean little.
+        #[arg(long)]
+        quick: bool,
+        /// Directory for the throwaway data directories (default: the system's).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// A PostgreSQL server the benchmark may create a database on.
+        #[arg(long, env = "TIDINGS_TEST_PG_URL")]
+        pg_url: Option<String>,
+        /// Also write every figure to this file as JSON.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Append throughput and latency of the storage engine, and reopen time.
     Log {
         /// Short runs that check the harness works; the figures mean little.
@@ -105,6 +126,17 @@ fn main() -> Result<()> {
         Command::Store { quick, dir, pg_url } => {
             store::run(&dir.unwrap_or_else(std::env::temp_dir), quick, pg_url)
         }
+        Command::Peers {
+            quick,
+            dir,
+            pg_url,
+            json,
+        } => peers::run(peers::Options {
+            quick,
+            dir: dir.unwrap_or_else(std::env::temp_dir),
+            pg_url,
+            json,
+        }),
         Command::Log {
             quick,
             dir,

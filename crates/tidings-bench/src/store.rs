@@ -133,7 +133,7 @@ fn thousands(v: f64) -> String {
 }
 
 /// Creates a database of its own for this run on the server at `admin_url`.
-async fn fresh_database(admin_url: &str) -> Result<String> {
+pub(crate) async fn fresh_database(admin_url: &str) -> Result<String> {
     let (client, connection) = tokio_postgres::connect(admin_url, NoTls).await?;
     tokio::spawn(connection);
     let name = format!("tidings_bench_{}", std::process::id());

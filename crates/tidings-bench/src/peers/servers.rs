@@ -1,0 +1,131 @@
+//! The peers' servers: child processes on free loopback ports, each with a
+//! throwaway data directory, stopped and removed when dropped.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// A running server.
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+    /// The server's version, as it reports it.
+    pub(crate) version: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(self.dir.path());
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn version(program: &str, arg: &str) -> Result<String> {
+    let out = Command::new(program)
+        .arg(arg)
+        .output()
+        .with_context(|| format!("running {program} (scripts/bench peers installs it)"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Waits until the server accepts connections and answers `probe` with a reply
+/// starting with `expect`.
+fn wait_ready(server: &mut Server, probe: &[u8], expect: &[u8]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = server.child.try_wait()? {
+            bail!(
+                "the server exited at start ({status}); see {}",
+                server.dir.path().display()
+            );
+        }
+        if let Ok(mut conn) = TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)) {
+            conn.set_read_timeout(Some(Duration::from_secs(1)))?;
+            let mut reply = vec![0; 256];
+            if probe.is_empty() || conn.write_all(probe).is_ok() {
+                if let Ok(n) = conn.read(&mut reply) {
+                    if reply[..n].starts_with(expect) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the server at {} did not become ready in 20 s", server.addr);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// redis-server, durable (`appendonly yes`, `appendfsync always`) or not
+/// persisting at all (`save ""`, `appendonly no`).
+pub(crate) fn redis(dir: &Path, durable: bool) -> Result<Server> {
+    let data = tempfile::tempdir_in(dir)?;
+    let port = free_port()?;
+    let child = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", if durable { "yes" } else { "no" }])
+        .args(["--appendfsync", "always", "--protected-mode", "yes"])
+        .arg("--dir")
+        .arg(data.path())
+        .arg("--logfile")
+        .arg(data.path().join("redis.log"))
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting redis-server (scripts/bench peers installs it)")?;
+    let mut server = Server {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        version: version("redis-server", "--version")?,
+        dir: data,
+    };
+    wait_ready(&mut server, b"PING\r\n", b"+PONG")?;
+    Ok(server)
+}
+
+/// nats-server with JetStream, its store in a throwaway directory.
+pub(crate) fn nats(dir: &Path) -> Result<Server> {
+    let data = tempfile::tempdir_in(dir)?;
+    let port = free_port()?;
+    let config = data.path().join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n}}\n",
+            data.path().join("js").display()
+        ),
+    )?;
+    let child = Command::new("nats-server")
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nats-server (scripts/bench peers installs it)")?;
+    let mut server = Server {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        version: version("nats-server", "--version")?,
+        dir: data,
+    };
+    // A NATS server greets every connection with INFO.
+    wait_ready(&mut server, b"", b"INFO")?;
+    Ok(server)
+}
