@@ -101,6 +101,9 @@ enum Command {
         /// Also write every figure to this file as JSON.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// Run only these systems: tidings, redis, nats, postgres (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Append throughput and latency of the storage engine, and reopen time.
     Log {
@@ -131,8 +134,10 @@ fn main() -> Result<()> {
             dir,
             pg_url,
             json,
+            only,
         } => peers::run(peers::Options {
             quick,
+            only,
             dir: dir.unwrap_or_else(std::env::temp_dir),
             pg_url,
             json,

@@ -113,6 +113,9 @@ struct Scale {
 
 pub(crate) struct Options {
     pub(crate) quick: bool,
+    /// Run only these systems (`tidings`, `redis`, `nats`, `postgres`); all when
+    /// empty.
+    pub(crate) only: Vec<String>,
     pub(crate) dir: PathBuf,
     pub(crate) pg_url: Option<String>,
     pub(crate) json: Option<PathBuf>,
@@ -139,17 +142,31 @@ pub(crate) fn run(options: Options) -> Result<()> {
             queue_events: 40_000,
         }
     };
-    let pg_url = options
-        .pg_url
-        .clone()
-        .context("PostgreSQL is one of the peers: set TIDINGS_TEST_PG_URL (scripts/bench peers starts a server)")?;
+    for name in &options.only {
+        if !SYSTEMS.contains(&name.as_str()) {
+            bail!("unknown system {name:?}; the systems are {SYSTEMS:?}");
+        }
+    }
+    let runs = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let pg_url = rt.block_on(crate::store::fresh_database(&pg_url))?;
+    let pg_url = if runs("postgres") {
+        let admin = options.pg_url.clone().context(
+            "PostgreSQL is one of the peers: set TIDINGS_TEST_PG_URL (scripts/bench peers starts a server)",
+        )?;
+        Some(rt.block_on(crate::store::fresh_database(&admin))?)
+    } else {
+        None
+    };
     let mut figures = Vec::new();
     for durable in [true, false] {
-        let systems = rt.block_on(start_systems(&options.dir, &pg_url, durable))?;
+        let systems = rt.block_on(start_systems(
+            &options.dir,
+            pg_url.as_deref(),
+            &runs,
+            durable,
+        ))?;
         let workloads = if durable {
             vec![
                 Workload::Publish { bytes: 100 },
@@ -210,18 +227,36 @@ struct Systems {
     _servers: Vec<servers::Server>,
 }
 
-async fn start_systems(dir: &Path, pg_url: &str, durable: bool) -> Result<Systems> {
-    let redis_server = servers::redis(dir, durable)?;
-    let nats_server = servers::nats(dir)?;
-    let list: Vec<Box<dyn System>> = vec![
-        Box::new(tidings::Embedded::open(dir, durable)?),
-        Box::new(redis::Redis::connect(&redis_server, durable).await?),
-        Box::new(nats::Nats::connect(&nats_server, durable).await?),
-        Box::new(postgres::Postgres::connect(pg_url, durable).await?),
-    ];
+/// The systems `--only` selects, by the names it takes.
+const SYSTEMS: [&str; 4] = ["tidings", "redis", "nats", "postgres"];
+
+async fn start_systems(
+    dir: &Path,
+    pg_url: Option<&str>,
+    runs: &dyn Fn(&str) -> bool,
+    durable: bool,
+) -> Result<Systems> {
+    let mut list: Vec<Box<dyn System>> = Vec::new();
+    let mut servers = Vec::new();
+    if runs("tidings") {
+        list.push(Box::new(tidings::Embedded::open(dir, durable)?));
+    }
+    if runs("redis") {
+        let server = servers::redis(dir, durable)?;
+        list.push(Box::new(redis::Redis::connect(&server, durable).await?));
+        servers.push(server);
+    }
+    if runs("nats") {
+        let server = servers::nats(dir)?;
+        list.push(Box::new(nats::Nats::connect(&server, durable).await?));
+        servers.push(server);
+    }
+    if let Some(url) = pg_url {
+        list.push(Box::new(postgres::Postgres::connect(url, durable).await?));
+    }
     Ok(Systems {
         list,
-        _servers: vec![redis_server, nats_server],
+        _servers: servers,
     })
 }
 
@@ -324,25 +359,29 @@ fn print_table(rows: &[(String, Vec<(Metric, f64)>)]) {
         rule.push_str("---:|---:|");
     }
     println!("{header}\n{rule}");
-    let tidings = &rows[0].1;
+    // Tidings, when it ran, is the first row.
+    let tidings = rows
+        .first()
+        .filter(|(name, _)| name.starts_with("Tidings"))
+        .map(|(_, values)| values);
     for (name, values) in rows {
         let mut line = format!("| {name} |");
         for (i, (m, v)) in values.iter().enumerate() {
-            let ours = tidings[i].1;
-            let ratio = match m.better {
-                Better::Higher => ours / v,
-                Better::Lower => v / ours,
-            };
             let shown = if m.unit == "ms" {
                 format!("{v:.3}")
             } else {
                 format!("{v:.0}")
             };
-            if std::ptr::eq(values, tidings) {
+            let Some(tidings) = tidings.filter(|t| !std::ptr::eq(*t, values)) else {
                 line.push_str(&format!(" {shown} | — |"));
-            } else {
-                line.push_str(&format!(" {shown} | {ratio:.2}× |"));
-            }
+                continue;
+            };
+            let ours = tidings[i].1;
+            let ratio = match m.better {
+                Better::Higher => ours / v,
+                Better::Lower => v / ours,
+            };
+            line.push_str(&format!(" {shown} | {ratio:.2}× |"));
         }
         println!("{line}");
     }
