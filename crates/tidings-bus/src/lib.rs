@@ -687,10 +687,7 @@ impl Bus {
         E: Event,
         R: HandlerResult,
     {
-        let (kind, typed) = Self::typed_sync(handler);
-        let id = self.inner.new_id();
-        self.inner
-            .add_typed(id, Self::typed_target::<E>(), kind, false, Some(typed))
+        self.add_typed_sync(handler, false)
     }
 
     /// Like [`on`](Self::on), but for the first event only.
@@ -699,10 +696,22 @@ impl Bus {
         E: Event,
         R: HandlerResult,
     {
+        self.add_typed_sync(handler, true)
+    }
+
+    fn add_typed_sync<E, R>(
+        &self,
+        handler: impl Fn(&E) -> R + Send + Sync + 'static,
+        once: bool,
+    ) -> Subscription
+    where
+        E: Event,
+        R: HandlerResult,
+    {
         let (kind, typed) = Self::typed_sync(handler);
         let id = self.inner.new_id();
         self.inner
-            .add_typed(id, Self::typed_target::<E>(), kind, true, Some(typed))
+            .add_typed(id, Self::typed_target::<E>(), kind, once, Some(typed))
     }
 
     /// Calls `handler` synchronously with every event whose type matches `pattern`.

@@ -416,8 +416,19 @@ async fn publish_throughput(system: &dyn System, bytes: usize, per_producer: u64
     for _ in 0..PRODUCERS {
         producers.push(system.producer(&stream).await?);
     }
-    let batch: Vec<Bytes> = (0..IN_FLIGHT).map(|_| payload(bytes, 0)).collect();
     let start = Instant::now();
+    publish_from_all(producers, bytes, per_producer).await?;
+    Ok((per_producer * PRODUCERS as u64) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Each producer on its own task publishes `per_producer` events of `bytes`
+/// bytes, `IN_FLIGHT` at a time.
+async fn publish_from_all(
+    producers: Vec<Box<dyn Producer>>,
+    bytes: usize,
+    per_producer: u64,
+) -> Result<()> {
+    let batch: Vec<Bytes> = (0..IN_FLIGHT).map(|_| payload(bytes, 0)).collect();
     let tasks: Vec<_> = producers
         .into_iter()
         .map(|mut p| {
@@ -425,7 +436,7 @@ async fn publish_throughput(system: &dyn System, bytes: usize, per_producer: u64
             tokio::spawn(async move {
                 let mut left = per_producer;
                 while left > 0 {
-                    let n = (left as usize).min(IN_FLIGHT);
+                    let n = usize::try_from(left).unwrap_or(IN_FLIGHT).min(IN_FLIGHT);
                     p.publish(&batch[..n]).await?;
                     left -= n as u64;
                 }
@@ -436,7 +447,7 @@ async fn publish_throughput(system: &dyn System, bytes: usize, per_producer: u64
     for t in tasks {
         t.await??;
     }
-    Ok((per_producer * PRODUCERS as u64) as f64 / start.elapsed().as_secs_f64())
+    Ok(())
 }
 
 /// One producer, one event at a time; the latency of each acknowledged publish.
@@ -530,7 +541,9 @@ async fn end_to_end(system: &dyn System, seconds: u64) -> Result<Vec<u32>> {
 type DueReceiver = Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>>;
 
 /// The schedule's hand-off to the producers: a channel the thread sends on and
-/// any idle producer takes from.
+/// any idle producer takes from. It holds at most the run's events (the schedule
+/// sends exactly that many); unbounded so that producers falling behind never
+/// hold the schedule back, which would hide their delay from the latencies.
 fn due_channel() -> (tokio::sync::mpsc::UnboundedSender<()>, DueReceiver) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     (tx, Arc::new(tokio::sync::Mutex::new(rx)))
@@ -542,23 +555,11 @@ fn due_channel() -> (tokio::sync::mpsc::UnboundedSender<()>, DueReceiver) {
 async fn work_queue(system: &dyn System, events: u64) -> Result<f64> {
     system.create("jobs").await?;
     let per_producer = events.div_ceil(PRODUCERS as u64);
-    let mut fill = Vec::new();
+    let mut producers = Vec::new();
     for _ in 0..PRODUCERS {
-        let mut p = system.producer("jobs").await?;
-        fill.push(tokio::spawn(async move {
-            let batch: Vec<Bytes> = (0..IN_FLIGHT).map(|_| payload(100, 0)).collect();
-            let mut left = per_producer;
-            while left > 0 {
-                let n = (left as usize).min(IN_FLIGHT);
-                p.publish(&batch[..n]).await?;
-                left -= n as u64;
-            }
-            anyhow::Ok(())
-        }));
+        producers.push(system.producer("jobs").await?);
     }
-    for f in fill {
-        f.await??;
-    }
+    publish_from_all(producers, 100, per_producer).await?;
     let total = per_producer * PRODUCERS as u64;
     let acked = Arc::new(AtomicU64::new(0));
     let mut consumers = Vec::new();
