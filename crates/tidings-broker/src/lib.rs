@@ -623,7 +623,7 @@ impl Broker {
             let partition = t.log.partition(PartitionId(*p))?;
             let records: Vec<Record> = indexes
                 .iter()
-                .map(|&i| to_record(&messages[i], now))
+                .map(|&i| to_record(&mut messages[i], now))
                 .collect();
             appends.push(async move { (*p, indexes, partition.append(&records).await) });
         }
@@ -954,16 +954,17 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
         .collect()
 }
 
-fn to_record(msg: &KafkaMessage, now: TimestampMs) -> Record {
+/// The log record for `msg`, whose headers move into it (they are not needed
+/// afterwards).
+fn to_record(msg: &mut KafkaMessage, now: TimestampMs) -> Record {
     Record {
         key: msg.key.clone(),
         value: msg.value.clone(),
-        headers: msg
-            .headers
-            .iter()
-            .map(|(k, v)| Header {
-                key: k.clone(),
-                value: Some(v.clone()),
+        headers: std::mem::take(&mut msg.headers)
+            .into_iter()
+            .map(|(key, value)| Header {
+                key,
+                value: Some(value),
             })
             .collect(),
         // The broker's append time: dedup windows and time lookups use it; the
