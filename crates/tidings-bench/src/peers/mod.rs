@@ -498,7 +498,12 @@ async fn end_to_end(system: &dyn System, seconds: u64) -> Result<Vec<u32>> {
         }
         anyhow::Ok(latencies)
     });
-    let (due_tx, due_rx) = due_channel();
+    // The schedule's hand-off: a channel the schedule thread sends one tick per due
+    // event on and any idle producer takes from. Its bound is the run's event
+    // count, so the schedule never waits on producers that fall behind (which
+    // would hide their delay from the latencies).
+    let (due_tx, due_rx) = tokio::sync::mpsc::channel::<()>(usize::try_from(total)?);
+    let due_rx = Arc::new(tokio::sync::Mutex::new(due_rx));
     let mut producers = Vec::new();
     for _ in 0..PRODUCERS {
         let mut producer = system.producer("e2e").await?;
@@ -524,7 +529,7 @@ async fn end_to_end(system: &dyn System, seconds: u64) -> Result<Vec<u32>> {
             if due > now {
                 std::thread::sleep(due - now);
             }
-            if due_tx.send(()).is_err() {
+            if due_tx.blocking_send(()).is_err() {
                 break;
             }
         }
@@ -536,17 +541,6 @@ async fn end_to_end(system: &dyn System, seconds: u64) -> Result<Vec<u32>> {
         p.await??;
     }
     received.await?
-}
-
-type DueReceiver = Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>>;
-
-/// The schedule's hand-off to the producers: a channel the thread sends on and
-/// any idle producer takes from. It holds at most the run's events (the schedule
-/// sends exactly that many); unbounded so that producers falling behind never
-/// hold the schedule back, which would hide their delay from the latencies.
-fn due_channel() -> (tokio::sync::mpsc::UnboundedSender<()>, DueReceiver) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    (tx, Arc::new(tokio::sync::Mutex::new(rx)))
 }
 
 /// `events` published up front; then `QUEUE_CONSUMERS` consumers receive up to
