@@ -316,6 +316,13 @@ impl QueueGroup {
         self.note(o);
     }
 
+    /// Resolves an acked offset and records it.
+    fn acked(&mut self, p: usize, off: u64) {
+        self.partitions[p].resolve(off);
+        self.note_resolve(p, off);
+        self.counters.acked += 1;
+    }
+
     /// Records that an offset was acked or dead-lettered.
     fn note_resolve(&mut self, p: usize, offset: u64) {
         let mut o = Out(Vec::new());
@@ -765,6 +772,24 @@ impl Queues {
             .get(name)
             .cloned()
             .ok_or_else(|| QueueError::UnknownGroup(name.to_owned()))
+    }
+}
+
+/// The partition and offset of a lease the group handed out and the event still
+/// holds.
+fn held(g: &QueueGroup, lease: &str) -> Result<(usize, u64), QueueError> {
+    let unknown = || QueueError::UnknownLease(lease.to_owned());
+    let (p, off, id) = parse_lease(lease).ok_or_else(unknown)?;
+    let p = usize::try_from(p).map_err(|_| unknown())?;
+    if p >= g.partitions.len() || id >= g.next_lease {
+        return Err(unknown());
+    }
+    match g.partitions[p].pending.get(&off).map(|pe| pe.lease) {
+        Some(Some((held, _))) if held == id => Ok((p, off)),
+        // Still pending under another lease, or waiting for a retry.
+        Some(_) => Err(QueueError::LeaseExpired(lease.to_owned())),
+        // Acked or dead-lettered already, or never read.
+        None => Err(unknown()),
     }
 }
 
@@ -1224,24 +1249,10 @@ impl Broker {
         let g = self.queues.get(group)?;
         let mut g = g.lock().await;
         self.expire_leases(&mut g).await?;
-        let unknown = || QueueError::UnknownLease(lease.to_owned());
-        let (p, off, id) = parse_lease(lease).ok_or_else(unknown)?;
-        let p = usize::try_from(p).map_err(|_| unknown())?;
-        if p >= g.partitions.len() || id >= g.next_lease {
-            return Err(unknown());
-        }
-        match g.partitions[p].pending.get(&off).map(|pe| pe.lease) {
-            Some(Some((held, _))) if held == id => {}
-            // Still pending under another lease, or waiting for a retry.
-            Some(_) => return Err(QueueError::LeaseExpired(lease.to_owned())),
-            // Acked or dead-lettered already, or never read.
-            None => return Err(unknown()),
-        }
+        let (p, off) = held(&g, lease)?;
         let result = match failure {
             None => {
-                g.partitions[p].resolve(off);
-                g.note_resolve(p, off);
-                g.counters.acked += 1;
+                g.acked(p, off);
                 Ok(())
             }
             Some(f) => {
@@ -1268,6 +1279,35 @@ impl Broker {
     /// will not be delivered again.
     pub async fn ack(&self, group: &str, lease: &str) -> Result<(), QueueError> {
         self.answer(group, lease, None).await
+    }
+
+    /// Acknowledges several deliveries of one group with one journal write and
+    /// one sync. Each lease is answered on its own, in the order given: the
+    /// result at index `i` is `leases[i]`'s, and a lease that is unknown or ran
+    /// out does not stop the others. The outer error is the group's (unknown,
+    /// or its journal could not be written), and then none of the acks is
+    /// known to be durable.
+    pub async fn ack_many(
+        &self,
+        group: &str,
+        leases: &[impl AsRef<str>],
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        let g = self.queues.get(group)?;
+        let mut g = g.lock().await;
+        self.expire_leases(&mut g).await?;
+        let results: Vec<Result<(), QueueError>> = leases
+            .iter()
+            .map(|lease| {
+                let (p, off) = held(&g, lease.as_ref())?;
+                g.acked(p, off);
+                Ok(())
+            })
+            .collect();
+        let staged = self.stage(&mut g).await?;
+        drop(g);
+        staged.durable().await?;
+        self.queues.answered.notify_waiters();
+        Ok(results)
     }
 
     /// Fails a delivery: the event is retried after `delay`, or after the group's

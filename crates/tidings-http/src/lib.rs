@@ -187,6 +187,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/queues", get(queues::list).post(queues::create))
         .route("/v1/queues/{group}", get(queues::describe))
         .route("/v1/queues/{group}/receive", post(queues::receive))
+        .route("/v1/queues/{group}/acks", post(queues::ack_batch))
         .route("/v1/queues/{group}/leases/{lease}/ack", post(queues::ack))
         .route("/v1/queues/{group}/leases/{lease}/nack", post(queues::nack))
         .route(
@@ -291,7 +292,8 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
 fn finishes_work(method: &axum::http::Method, route: &str) -> bool {
     matches!(
         route,
-        "/v1/queues/{group}/leases/{lease}/ack"
+        "/v1/queues/{group}/acks"
+            | "/v1/queues/{group}/leases/{lease}/ack"
             | "/v1/queues/{group}/leases/{lease}/nack"
             | "/v1/queues/{group}/leases/{lease}/reject"
             | "/v1/groups/{group}/members/{member}/commit"

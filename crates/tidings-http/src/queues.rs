@@ -228,6 +228,52 @@ pub(crate) async fn ack(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBatch {
+    leases: Vec<String>,
+}
+
+/// `POST /v1/queues/{group}/acks`: acks many leases of the group with one
+/// journal sync. Each lease is answered on its own; the ones that could not be
+/// acked are listed with their error, and the rest are acked.
+pub(crate) async fn ack_batch(
+    State(api): State<Api>,
+    PathJson(group): PathJson<String>,
+    headers: HeaderMap,
+    request: Body,
+) -> Result<Json<Value>, ApiError> {
+    let batch: AckBatch = body::parse(&headers, request, api.limits().body_bytes_max).await?;
+    if !(1..=RECEIVE_MAX).contains(&batch.leases.len()) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "{} leases: a batch acks 1..={RECEIVE_MAX}",
+                batch.leases.len()
+            ),
+        ));
+    }
+    let results = api.broker().ack_many(&group, &batch.leases).await?;
+    let mut acked = 0_usize;
+    let mut failed = Vec::new();
+    for (lease, result) in batch.leases.into_iter().zip(results) {
+        match result {
+            Ok(()) => acked += 1,
+            Err(e) => {
+                let e = ApiError::from(e);
+                failed.push(serde_json::json!({
+                    "lease": lease,
+                    "error_code": e.code(),
+                    "message": e.message(),
+                }));
+            }
+        }
+    }
+    Ok(Json(
+        serde_json::json!({ "acked": acked, "failed": failed }),
+    ))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Nack {

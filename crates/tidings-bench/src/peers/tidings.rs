@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use futures_util::future::try_join_all;
 use tidings_broker::{Broker, BrokerOptions, Payload, QueueConfig, TopicSpec};
 use tidings_log::FsyncPolicy;
 use tidings_types::CloudEvent;
@@ -143,9 +142,9 @@ impl Consumer for EmbeddedConsumer {
     fn ack(&mut self) -> BoxFut<'_, ()> {
         Box::pin(async move {
             let leases = std::mem::take(&mut self.leases);
-            let broker = &self.broker;
-            let group = &self.group;
-            try_join_all(leases.iter().map(|l| broker.ack(group, l))).await?;
+            for result in self.broker.ack_many(&self.group, &leases).await? {
+                result?;
+            }
             Ok(())
         })
     }

@@ -759,3 +759,40 @@ fn concurrent_acks_share_syncs_and_all_hold_after_a_restart() {
     );
     assert!(fx.receive(100).is_empty(), "every ack was durable");
 }
+
+#[test]
+fn ack_many_answers_each_lease_on_its_own_and_the_acks_hold_after_a_restart() {
+    let mut fx = Fixture::new(2, QueueConfig::default());
+    for i in 0..6 {
+        fx.publish(Some(&format!("k{i}")));
+    }
+    let got = fx.receive(10);
+    assert_eq!(got.len(), 6);
+    // Acked on its own first, so the batch finds it gone.
+    fx.ack(&got[0]).unwrap();
+    let mut leases: Vec<String> = got.iter().map(|d| d.lease.clone()).collect();
+    leases.push("not-a-lease".to_owned());
+    // The same lease twice: the second finds it acked.
+    leases.push(got[1].lease.clone());
+    let results = fx.rt.block_on(fx.b().ack_many("workers", &leases)).unwrap();
+    assert_eq!(
+        results.len(),
+        leases.len(),
+        "one result per lease, in order"
+    );
+    assert!(matches!(results[0], Err(QueueError::UnknownLease(_))));
+    for r in &results[1..6] {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert!(matches!(results[6], Err(QueueError::UnknownLease(_))));
+    assert!(matches!(results[7], Err(QueueError::UnknownLease(_))));
+    let unknown_group = fx.rt.block_on(fx.b().ack_many("nobody", &leases));
+    assert!(matches!(unknown_group, Err(QueueError::UnknownGroup(_))));
+    let stats = fx.rt.block_on(fx.b().queue_stats("workers")).unwrap();
+    assert_eq!(stats.counters.acked, 6);
+    fx.reopen();
+    assert!(
+        fx.receive(10).is_empty(),
+        "every ack in the batch was durable"
+    );
+}

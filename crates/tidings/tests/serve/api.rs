@@ -292,6 +292,7 @@ fn health_metrics_and_the_openapi_document_are_served() {
         ("/v1/queues", &["get", "post"]),
         ("/v1/queues/{group}", &["get"]),
         ("/v1/queues/{group}/receive", &["post"]),
+        ("/v1/queues/{group}/acks", &["post"]),
         ("/v1/queues/{group}/leases/{lease}/ack", &["post"]),
         ("/v1/queues/{group}/leases/{lease}/nack", &["post"]),
         ("/v1/queues/{group}/leases/{lease}/reject", &["post"]),

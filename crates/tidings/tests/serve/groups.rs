@@ -310,3 +310,54 @@ fn a_queue_group_acks_retries_dead_letters_and_redrives() {
     let no_group = call("POST", &server.url("/v1/queues/nope/receive"), &[], b"");
     assert_eq!((no_group.status, no_group.code()), (404, "unknown_group"));
 }
+
+#[test]
+fn a_batch_ack_acks_every_held_lease_and_lists_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    create_topic(&server, json!({"name": "jobs", "partitions": 2}));
+    let created = post_json(
+        &server.url("/v1/queues"),
+        &json!({"name": "workers", "topic": "jobs"}),
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    publish(&server, "jobs", &ids("b", 5));
+    let got = receive(&server, 10);
+    assert_eq!(got.len(), 5);
+    let mut leases: Vec<&str> = got.iter().map(|d| d["lease"].as_str().unwrap()).collect();
+    leases.push("nope");
+    let acks = server.url("/v1/queues/workers/acks");
+    let answer = post_json(&acks, &json!({ "leases": leases }));
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.json["acked"], 5);
+    assert_eq!(
+        answer.json["failed"],
+        json!([{"lease": "nope", "error_code": "unknown_lease",
+                "message": "lease \"nope\" is unknown to this group"}])
+    );
+    // Acked for good: nothing comes back, and acking again is refused per lease.
+    let none = call(
+        "POST",
+        &server.url("/v1/queues/workers/receive?max=10&wait_ms=0"),
+        &[],
+        b"",
+    );
+    assert_eq!(none.json["deliveries"], json!([]));
+    let again = post_json(&acks, &json!({ "leases": [leases[0]] }));
+    assert_eq!(again.json["acked"], 0);
+    assert_eq!(again.json["failed"][0]["error_code"], "unknown_lease");
+
+    for (body, code) in [
+        (json!({"leases": []}), "invalid_request"),
+        (json!({"leases": "x"}), "malformed_json"),
+        (json!({"lease": ["x"]}), "malformed_json"),
+    ] {
+        let bad = post_json(&acks, &body);
+        assert_eq!((bad.status, bad.code()), (400, code), "{body}");
+    }
+    let unknown = post_json(
+        &server.url("/v1/queues/nobody/acks"),
+        &json!({"leases": ["x"]}),
+    );
+    assert_eq!((unknown.status, unknown.code()), (404, "unknown_group"));
+}
