@@ -106,6 +106,10 @@ enum Command {
         only: Vec<String>,
     },
     /// Append throughput and latency of the storage engine, and reopen time.
+    /// Runs `tidings serve` (the peer benchmark starts the server this way, in
+    /// a process of its own).
+    #[command(hide = true)]
+    Serve(tidings_server::ServeArgs),
     Log {
         /// Short runs that check the harness works; the figures mean little.
         #[arg(long)]
@@ -142,6 +146,7 @@ fn main() -> Result<()> {
             pg_url,
             json,
         }),
+        Command::Serve(args) => tidings_server::Config::load(&args).and_then(tidings_server::run),
         Command::Log {
             quick,
             dir,

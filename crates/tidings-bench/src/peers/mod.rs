@@ -2,14 +2,19 @@
 //! would pick instead — Redis Streams, NATS JetStream, PostgreSQL as a queue — on
 //! this machine, in one run, with Tidings' ratio to each.
 //!
-//! Every system is driven through [`System`], [`Producer`] and [`Consumer`] by the
-//! same load generator: the same event sizes, the same number of events in flight,
-//! each side batching the way its own client does (a Redis pipeline, NATS async
-//! publishes with their acks awaited together, one multi-row `INSERT`, a Tidings
-//! batch publish). The peers run as child processes on loopback ports with
-//! throwaway data directories ([`servers`]); PostgreSQL is the server that
-//! `TIDINGS_TEST_PG_URL` names (`scripts/bench peers` starts one).
+//! Tidings runs three ways: embedded in the benchmark's process, and as
+//! `tidings serve` in a process of its own, driven over HTTP and over its Kafka
+//! listener. Every system is driven through [`System`], [`Producer`] and
+//! [`Consumer`] by the same load generator: the same event sizes, the same number
+//! of events in flight, each side batching the way its own client does (a Redis
+//! pipeline, NATS async publishes with their acks awaited together, one
+//! multi-row `INSERT`, a Tidings batch publish, a Kafka record batch). The
+//! servers run as child processes on loopback ports with throwaway data
+//! directories ([`servers`]); PostgreSQL is the server that `TIDINGS_TEST_PG_URL`
+//! names (`scripts/bench peers` starts one).
 
+mod http;
+mod kafka;
 mod nats;
 mod postgres;
 mod redis;
@@ -38,6 +43,12 @@ pub(crate) trait System: Send + Sync {
     fn name(&self) -> String;
     /// What it was configured with, printed with the results.
     fn setting(&self) -> String;
+    /// Whether it has work queues: events handed to a group's members one by
+    /// one and acknowledged one by one. Without, the work-queue workload does
+    /// not apply.
+    fn queues(&self) -> bool {
+        true
+    }
     /// Creates an empty stream called `stream`, with one consumer group.
     fn create<'a>(&'a self, stream: &'a str) -> BoxFut<'a, ()>;
     /// A producer with its own connection.
@@ -113,8 +124,8 @@ struct Scale {
 
 pub(crate) struct Options {
     pub(crate) quick: bool,
-    /// Run only these systems (`tidings`, `redis`, `nats`, `postgres`); all when
-    /// empty.
+    /// Run only these systems (see [`SYSTEMS`]; `tidings` is all three of
+    /// Tidings' ways); all when empty.
     pub(crate) only: Vec<String>,
     pub(crate) dir: PathBuf,
     pub(crate) pg_url: Option<String>,
@@ -143,11 +154,16 @@ pub(crate) fn run(options: Options) -> Result<()> {
         }
     };
     for name in &options.only {
-        if !SYSTEMS.contains(&name.as_str()) {
-            bail!("unknown system {name:?}; the systems are {SYSTEMS:?}");
+        if name != "tidings" && !SYSTEMS.contains(&name.as_str()) {
+            bail!("unknown system {name:?}; the systems are tidings (all three of its ways) and {SYSTEMS:?}");
         }
     }
-    let runs = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
+    let runs = |name: &str| {
+        options.only.is_empty()
+            || options.only.iter().any(|o| {
+                o == name || (o == "tidings" && ["embedded", "http", "kafka"].contains(&name))
+            })
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -160,6 +176,7 @@ pub(crate) fn run(options: Options) -> Result<()> {
         None
     };
     let mut figures = Vec::new();
+    let mut not_applicable = Vec::new();
     for durable in [true, false] {
         let systems = rt.block_on(start_systems(
             &options.dir,
@@ -186,6 +203,14 @@ pub(crate) fn run(options: Options) -> Result<()> {
             println!("## {title}\n");
             let mut rows = Vec::new();
             for system in &systems.list {
+                if matches!(workload, Workload::Queue) && !system.queues() {
+                    not_applicable.push((title.clone(), system.name()));
+                    rows.push(Row {
+                        name: system.name(),
+                        values: None,
+                    });
+                    continue;
+                }
                 let results = rt
                     .block_on(workload.run(system.as_ref(), &scale))
                     .with_context(|| format!("{title}: {}", system.name()))?;
@@ -199,7 +224,10 @@ pub(crate) fn run(options: Options) -> Result<()> {
                         value: *value,
                     });
                 }
-                rows.push((system.name(), results));
+                rows.push(Row {
+                    name: system.name(),
+                    values: Some(results),
+                });
             }
             print_table(&rows);
         }
@@ -217,7 +245,7 @@ pub(crate) fn run(options: Options) -> Result<()> {
         std::fs::write(path, serde_json::to_vec_pretty(&figures)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    check_every_system_ran(&figures)
+    check_every_system_ran(&figures, &not_applicable)
 }
 
 /// The systems of one durability setting, and the servers behind them (stopped
@@ -228,7 +256,7 @@ struct Systems {
 }
 
 /// The systems `--only` selects, by the names it takes.
-const SYSTEMS: [&str; 4] = ["tidings", "redis", "nats", "postgres"];
+const SYSTEMS: [&str; 6] = ["embedded", "http", "kafka", "redis", "nats", "postgres"];
 
 async fn start_systems(
     dir: &Path,
@@ -238,8 +266,25 @@ async fn start_systems(
 ) -> Result<Systems> {
     let mut list: Vec<Box<dyn System>> = Vec::new();
     let mut servers = Vec::new();
-    if runs("tidings") {
+    if runs("embedded") {
         list.push(Box::new(tidings::Embedded::open(dir, durable)?));
+    }
+    if runs("http") || runs("kafka") {
+        let (server, kafka_addr) = servers::tidings(dir)?;
+        if runs("http") {
+            list.push(Box::new(http::Http {
+                addr: server.addr,
+                durable,
+            }));
+        }
+        if runs("kafka") {
+            list.push(Box::new(kafka::Kafka {
+                http: server.addr,
+                addr: kafka_addr,
+                durable,
+            }));
+        }
+        servers.push(server);
     }
     if runs("redis") {
         let server = servers::redis(dir, durable)?;
@@ -260,9 +305,10 @@ async fn start_systems(
     })
 }
 
-/// Every system must have reported every workload: `--quick` in CI checks the
-/// harness, never a speed.
-fn check_every_system_ran(figures: &[Figure]) -> Result<()> {
+/// Every system must have reported every workload that applies to it
+/// (`not_applicable` lists the workload and system pairs that do not): `--quick`
+/// in CI checks the harness, never a speed.
+fn check_every_system_ran(figures: &[Figure], not_applicable: &[(String, String)]) -> Result<()> {
     let mut workloads: Vec<&str> = figures.iter().map(|f| f.workload.as_str()).collect();
     workloads.dedup();
     let mut systems: Vec<&str> = figures.iter().map(|f| f.system.as_str()).collect();
@@ -272,7 +318,7 @@ fn check_every_system_ran(figures: &[Figure]) -> Result<()> {
         for s in &systems {
             let ok = figures.iter().any(|f| {
                 f.workload == *w && f.system == *s && f.value.is_finite() && f.value > 0.0
-            });
+            }) || not_applicable.iter().any(|(nw, ns)| nw == w && ns == s);
             if !ok {
                 bail!("{s} reported nothing for {w}");
             }
@@ -340,50 +386,77 @@ fn percentiles(sorted_us: &[u32]) -> Vec<(Metric, f64)> {
     ]
 }
 
-/// Prints one workload's table: every system's figures, then Tidings' ratio to
-/// each peer per metric (higher is better for Tidings: throughput ÷ throughput,
-/// latency is the peer's ÷ Tidings').
-fn print_table(rows: &[(String, Vec<(Metric, f64)>)]) {
-    let Some((_, first)) = rows.first() else {
+/// One system's figures in one workload; `None` where the workload does not
+/// apply to it.
+struct Row {
+    name: String,
+    values: Option<Vec<(Metric, f64)>>,
+}
+
+/// Prints one workload's table of every system's figures, then each Tidings
+/// system's ratio to each peer per metric (higher is better for Tidings:
+/// throughput ÷ throughput, latency is the peer's ÷ Tidings').
+fn print_table(rows: &[Row]) {
+    let Some(metrics) = rows.iter().find_map(|r| r.values.as_ref()) else {
         return;
     };
-    let metrics: Vec<&Metric> = first.iter().map(|(m, _)| m).collect();
     let mut header = "| system |".to_owned();
     let mut rule = "|---|".to_owned();
-    for m in &metrics {
+    for (m, _) in metrics {
         if m.name == m.unit {
-            header.push_str(&format!(" {} | Tidings × |", m.name));
+            header.push_str(&format!(" {} |", m.name));
         } else {
-            header.push_str(&format!(" {} ({}) | Tidings × |", m.name, m.unit));
+            header.push_str(&format!(" {} ({}) |", m.name, m.unit));
         }
-        rule.push_str("---:|---:|");
+        rule.push_str("---:|");
     }
     println!("{header}\n{rule}");
-    // Tidings, when it ran, is the first row.
-    let tidings = rows
-        .first()
-        .filter(|(name, _)| name.starts_with("Tidings"))
-        .map(|(_, values)| values);
-    for (name, values) in rows {
-        let mut line = format!("| {name} |");
-        for (i, (m, v)) in values.iter().enumerate() {
-            let shown = if m.unit == "ms" {
-                format!("{v:.3}")
-            } else {
-                format!("{v:.0}")
-            };
-            let Some(tidings) = tidings.filter(|t| !std::ptr::eq(*t, values)) else {
-                line.push_str(&format!(" {shown} | — |"));
-                continue;
-            };
-            let ours = tidings[i].1;
-            let ratio = match m.better {
-                Better::Higher => ours / v,
-                Better::Lower => v / ours,
-            };
-            line.push_str(&format!(" {shown} | {ratio:.2}× |"));
+    for row in rows {
+        let mut line = format!("| {} |", row.name);
+        match &row.values {
+            Some(values) => {
+                for (m, v) in values {
+                    if m.unit == "ms" {
+                        line.push_str(&format!(" {v:.3} |"));
+                    } else {
+                        line.push_str(&format!(" {v:.0} |"));
+                    }
+                }
+            }
+            None => line.push_str(&" n/a |".repeat(metrics.len())),
         }
         println!("{line}");
+    }
+    println!();
+    let measured = |tidings: bool| {
+        rows.iter()
+            .filter(move |r| r.name.starts_with("Tidings") == tidings)
+            .filter_map(|r| Some((r.name.as_str(), r.values.as_ref()?)))
+            .collect::<Vec<_>>()
+    };
+    let (ours, peers) = (measured(true), measured(false));
+    if ours.is_empty() || peers.is_empty() {
+        return;
+    }
+    let mut header = "| Tidings × | metric |".to_owned();
+    let mut rule = "|---|---|".to_owned();
+    for (peer, _) in &peers {
+        header.push_str(&format!(" {peer} |"));
+        rule.push_str("---:|");
+    }
+    println!("{header}\n{rule}");
+    for (name, values) in &ours {
+        for (i, (m, v)) in values.iter().enumerate() {
+            let mut line = format!("| {name} | {} |", m.name);
+            for (_, theirs) in &peers {
+                let ratio = match m.better {
+                    Better::Higher => v / theirs[i].1,
+                    Better::Lower => theirs[i].1 / v,
+                };
+                line.push_str(&format!(" {ratio:.2}× |"));
+            }
+            println!("{line}");
+        }
     }
     println!();
 }

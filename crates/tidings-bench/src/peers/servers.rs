@@ -129,3 +129,37 @@ pub(crate) fn nats(dir: &Path) -> Result<Server> {
     wait_ready(&mut server, b"", b"INFO")?;
     Ok(server)
 }
+
+/// `tidings serve` in a child process: this benchmark's own executable run with
+/// the hidden `serve` command, which calls the server library exactly as the
+/// `tidings` binary does. Returns the server (its address is the HTTP API's) and
+/// the Kafka listener's address.
+pub(crate) fn tidings(dir: &Path) -> Result<(Server, SocketAddr)> {
+    let data = tempfile::tempdir_in(dir)?;
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let kafka = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let log = std::fs::File::create(data.path().join("tidings.log"))?;
+    let child = Command::new(std::env::current_exe().context("finding this executable")?)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .args(["--http-addr", &http.to_string()])
+        .args(["--kafka-addr", &kafka.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting the Tidings server")?;
+    let mut server = Server {
+        child,
+        addr: http,
+        version: format!("tidings {}", env!("CARGO_PKG_VERSION")),
+        dir: data,
+    };
+    wait_ready(
+        &mut server,
+        b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.1 200",
+    )?;
+    Ok((server, kafka))
+}
