@@ -776,31 +776,7 @@ impl Broker {
             .ok_or_else(|| ReadError::UnknownTopic(topic.to_owned()))?;
         let p = t.log.partition(partition)?;
         let records = p.read_records(from, max_bytes)?;
-        Ok(records
-            .into_iter()
-            .map(|r| {
-                let message = KafkaMessage {
-                    key: r.record.key.clone(),
-                    value: r.record.value.clone(),
-                    headers: r
-                        .record
-                        .headers
-                        .iter()
-                        .map(|h| (h.key.clone(), h.value.clone().unwrap_or_default()))
-                        .collect(),
-                };
-                let payload = match CloudEvent::from_kafka(&message) {
-                    Ok(event) => Payload::Event(event),
-                    Err(_) => Payload::Raw(r.record.clone()),
-                };
-                Entry {
-                    partition,
-                    offset: r.offset,
-                    timestamp: r.record.timestamp,
-                    payload,
-                }
-            })
-            .collect())
+        Ok(records.iter().map(|r| entry_of(partition, r)).collect())
     }
 
     /// The offset a reader starting at `start` in one partition reads first: the
@@ -1021,4 +997,29 @@ fn rebuild_dedup(topic: &tidings_log::Topic, dedup: &Dedup, now: i64) -> Result<
         }
     }
     Ok(())
+}
+
+/// A stored record as an entry: a CloudEvent when its headers make one, else
+/// the raw record (written by a plain Kafka client).
+pub(crate) fn entry_of(partition: PartitionId, r: &tidings_log::StoredRecord) -> Entry {
+    let message = KafkaMessage {
+        key: r.record.key.clone(),
+        value: r.record.value.clone(),
+        headers: r
+            .record
+            .headers
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone().unwrap_or_default()))
+            .collect(),
+    };
+    let payload = match CloudEvent::from_kafka(&message) {
+        Ok(event) => Payload::Event(event),
+        Err(_) => Payload::Raw(r.record.clone()),
+    };
+    Entry {
+        partition,
+        offset: r.offset,
+        timestamp: r.record.timestamp,
+        payload,
+    }
 }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tidings_log::{format, FsyncPolicy, Header, Record};
+use tidings_log::{format, FsyncPolicy, Header, Record, StoredRecord};
 use tidings_types::{Offset, PartitionId, TopicName};
 
 use crate::journal::{self, Journal};
@@ -48,9 +48,12 @@ pub const MAX_DELIVERIES_MAX: u32 = 1000;
 pub const ERROR_TEXT_BYTES_MAX: usize = 1024;
 
 const STATE_MAGIC: [u8; 4] = *b"TDQS";
-/// Bytes read from a partition at a time when filling the pending set or
-/// fetching the events of leases.
+/// Bytes read from a partition at a time when filling the pending set.
 const READ_BYTES: usize = 256 * 1024;
+/// How much a receive reads to hand out the events it chose: a receive takes a
+/// few dozen events, so reading a whole `READ_BYTES` for them would decode
+/// records it does not deliver.
+const DELIVERY_READ_BYTES: usize = 32 * 1024;
 /// The journal is folded into a new snapshot once it is larger than this and
 /// than twice the snapshot.
 const COMPACT_BYTES_MIN: u64 = 1024 * 1024;
@@ -1188,7 +1191,7 @@ impl Broker {
         }
         let deadline = now.saturating_add(ms(g.config.ack_timeout));
         let mut out = Vec::with_capacity(chosen.len());
-        let mut read: Option<(usize, Vec<Entry>)> = None;
+        let mut read: Option<(usize, Vec<StoredRecord>)> = None;
         for (p, off) in chosen {
             let id = g.next_lease;
             g.next_lease += 1;
@@ -1205,20 +1208,26 @@ impl Broker {
                 g.counters.redelivered += 1;
             }
             // Chosen offsets ascend per partition: one read serves the next
-            // ones too, instead of decoding a whole batch for each event.
-            let cached = |read: &Option<(usize, Vec<Entry>)>| {
-                read.as_ref().and_then(|(rp, entries)| {
-                    let i = entries.binary_search_by_key(&off, |e| e.offset.0).ok();
-                    i.filter(|_| *rp == p).map(|i| entries[i].clone())
+            // ones too, instead of decoding a whole batch for each event. Only
+            // the chosen records become entries.
+            let partition = PartitionId(u32::try_from(p).expect("bounded"));
+            let cached = |read: &Option<(usize, Vec<StoredRecord>)>| {
+                read.as_ref().and_then(|(rp, records)| {
+                    let i = records.binary_search_by_key(&off, |r| r.offset.0).ok();
+                    i.filter(|_| *rp == p)
+                        .map(|i| crate::entry_of(partition, &records[i]))
                 })
             };
             let entry = match cached(&read) {
                 Some(entry) => entry,
                 None => {
-                    let partition = PartitionId(u32::try_from(p).expect("bounded"));
-                    let entries =
-                        self.read(g.topic.as_str(), partition, Offset(off), READ_BYTES)?;
-                    read = Some((p, entries));
+                    let records = t
+                        .log
+                        .partition(partition)
+                        .map_err(ReadError::from)?
+                        .read_records(Offset(off), DELIVERY_READ_BYTES)
+                        .map_err(ReadError::from)?;
+                    read = Some((p, records));
                     cached(&read).ok_or_else(|| {
                         QueueError::DeadLetter(format!("offset {off} of partition {p} is gone"))
                     })?
