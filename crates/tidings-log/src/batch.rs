@@ -1,9 +1,10 @@
 //! RecordBatch v2 ("magic 2"), the unit the log stores byte for byte.
 //!
 //! The log only needs a batch's header: where it ends, which offsets and timestamps
-//! it covers, and whether its CRC holds. Records are encoded and decoded with the
-//! `kafka-protocol` crate's codec, so stored bytes are exactly what a Kafka client
-//! sends and expects.
+//! it covers, and whether its CRC holds. Records are decoded with the
+//! `kafka-protocol` crate's codec and encoded here, byte for byte as that codec
+//! writes them (a test holds the two together), so stored bytes are exactly what
+//! a Kafka client sends and expects.
 //!
 //! Layout (big-endian), from the Kafka protocol:
 //!
@@ -23,12 +24,8 @@
 
 use std::fmt;
 
-use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use tidings_types::{Offset, TimestampMs};
 
 use crate::compression::{self, DecompressError};
@@ -459,51 +456,131 @@ pub struct StoredRecord {
     pub record: Record,
 }
 
-/// Encodes `records` as one uncompressed RecordBatch v2 with base offset 0.
+/// Encodes `records` as one uncompressed RecordBatch v2 with base offset 0,
+/// byte for byte what `kafka-protocol`'s encoder writes for them (no producer
+/// id, epoch or sequence; leader epoch 0), straight from the records without
+/// building that codec's record type first.
 ///
 /// The caller has checked counts and sizes against the limits.
 pub(crate) fn encode(records: &[Record]) -> Result<BytesMut, String> {
-    let mut kafka_records = Vec::with_capacity(records.len());
-    for (i, r) in records.iter().enumerate() {
-        let mut headers = IndexMap::with_capacity(r.headers.len());
-        for h in &r.headers {
-            if headers
-                .insert(StrBytes::from_string(h.key.clone()), h.value.clone())
-                .is_some()
-            {
-                return Err(format!("record {i} repeats header key {:?}", h.key));
-            }
-        }
-        let i = i64::try_from(i).expect("record count is bounded");
-        kafka_records.push(kafka_protocol::records::Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: kafka_protocol::records::NO_PRODUCER_ID,
-            producer_epoch: kafka_protocol::records::NO_PRODUCER_EPOCH,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            // Offset minus sequence must stay constant for the codec to keep the
-            // records in one batch; this yields base sequence -1 (no idempotence).
-            sequence: i32::try_from(i).expect("bounded") - 1,
-            timestamp: r.timestamp.0,
-            key: r.key.clone(),
-            value: r.value.clone(),
-            headers,
-        });
-    }
-    let estimate = records
-        .iter()
-        .map(|r| r.payload_bytes() + 32)
-        .sum::<usize>();
-    let mut buf = BytesMut::with_capacity(BATCH_HEADER_BYTES + estimate);
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
+    let (Some(first_ts), Some(max_ts)) = (
+        records.iter().map(|r| r.timestamp.0).min(),
+        records.iter().map(|r| r.timestamp.0).max(),
+    ) else {
+        return Ok(BytesMut::new());
     };
-    RecordBatchEncoder::encode(&mut buf, &kafka_records, &options).map_err(|e| e.to_string())?;
+    let count = i32::try_from(records.len()).map_err(|_| "too many records in one batch")?;
+    let mut sizes = Vec::with_capacity(records.len());
+    let mut total = BATCH_HEADER_BYTES;
+    for (i, r) in records.iter().enumerate() {
+        if let Some(key) = repeated_header_key(&r.headers) {
+            return Err(format!("record {i} repeats header key {key:?}"));
+        }
+        let size = record_size(r, i, first_ts)?;
+        total += varint_len(zigzag32(size)) + usize::try_from(size).expect("non-negative");
+        sizes.push(size);
+    }
+    let mut buf = BytesMut::with_capacity(total);
+    buf.put_i64(0);
+    buf.put_i32(0); // batch length, filled in below
+    buf.put_i32(STORED_LEADER_EPOCH);
+    buf.put_i8(2);
+    buf.put_u32(0); // CRC, filled in below
+    buf.put_i16(0); // attributes: uncompressed, creation time
+    buf.put_i32(count - 1);
+    buf.put_i64(first_ts);
+    buf.put_i64(max_ts);
+    buf.put_i64(-1); // producer id
+    buf.put_i16(-1); // producer epoch
+    buf.put_i32(-1); // base sequence
+    buf.put_i32(count);
+    for (i, (r, size)) in records.iter().zip(sizes).enumerate() {
+        put_varint(&mut buf, zigzag32(size));
+        buf.put_i8(0); // record attributes
+        put_varint(&mut buf, zigzag64(r.timestamp.0 - first_ts));
+        put_varint(&mut buf, zigzag32(i32::try_from(i).expect("counted")));
+        put_bytes(&mut buf, r.key.as_deref());
+        put_bytes(&mut buf, r.value.as_deref());
+        put_varint(&mut buf, zigzag32(len32(r.headers.len())?));
+        for h in &r.headers {
+            put_bytes(&mut buf, Some(h.key.as_bytes()));
+            put_bytes(&mut buf, h.value.as_deref());
+        }
+    }
+    let length = i32::try_from(buf.len() - LOG_OVERHEAD_BYTES).map_err(|_| "batch too large")?;
+    buf[8..12].copy_from_slice(&length.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[CRC_COVERED_FROM..]);
+    buf[CRC_POSITION..CRC_COVERED_FROM].copy_from_slice(&crc.to_be_bytes());
     Ok(buf)
+}
+
+/// A header key that appears twice in `headers`, if any.
+fn repeated_header_key(headers: &[Header]) -> Option<&str> {
+    headers
+        .iter()
+        .enumerate()
+        .find(|(i, h)| headers[..*i].iter().any(|e| e.key == h.key))
+        .map(|(_, h)| h.key.as_str())
+}
+
+/// Bytes of a record after its length prefix.
+fn record_size(r: &Record, index: usize, first_ts: i64) -> Result<i32, String> {
+    let bytes_len = |b: Option<&[u8]>| -> Result<usize, String> {
+        Ok(match b {
+            Some(b) => varint_len(zigzag32(len32(b.len())?)) + b.len(),
+            None => 1,
+        })
+    };
+    let mut size = 1
+        + varint_len(zigzag64(r.timestamp.0 - first_ts))
+        + varint_len(zigzag32(len32(index)?))
+        + bytes_len(r.key.as_deref())?
+        + bytes_len(r.value.as_deref())?
+        + varint_len(zigzag32(len32(r.headers.len())?));
+    for h in &r.headers {
+        size += bytes_len(Some(h.key.as_bytes()))? + bytes_len(h.value.as_deref())?;
+    }
+    len32(size)
+}
+
+fn len32(n: usize) -> Result<i32, String> {
+    i32::try_from(n).map_err(|_| format!("a length of {n} does not fit a record"))
+}
+
+fn zigzag32(n: i32) -> u64 {
+    u64::from(((n << 1) ^ (n >> 31)) as u32)
+}
+
+fn zigzag64(n: i64) -> u64 {
+    ((n << 1) ^ (n >> 63)) as u64
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+/// A length-prefixed byte string; `None` is length -1.
+fn put_bytes(buf: &mut BytesMut, b: Option<&[u8]>) {
+    match b {
+        Some(b) => {
+            put_varint(buf, zigzag32(i32::try_from(b.len()).expect("sized before")));
+            buf.put_slice(b);
+        }
+        None => put_varint(buf, zigzag32(-1)),
+    }
 }
 
 /// Decompresses a batch's records section for the codec, with the cap.
@@ -552,6 +629,118 @@ pub(crate) fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use indexmap::IndexMap;
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+    /// The batch as `kafka-protocol`'s encoder writes it: what [`encode`] must
+    /// match byte for byte.
+    fn codec_encode(records: &[Record]) -> Result<BytesMut, String> {
+        let mut kafka_records = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let mut headers = IndexMap::with_capacity(r.headers.len());
+            for h in &r.headers {
+                if headers
+                    .insert(StrBytes::from_string(h.key.clone()), h.value.clone())
+                    .is_some()
+                {
+                    return Err(format!("record {i} repeats header key {:?}", h.key));
+                }
+            }
+            let i = i64::try_from(i).expect("record count is bounded");
+            kafka_records.push(kafka_protocol::records::Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: kafka_protocol::records::NO_PRODUCER_ID,
+                producer_epoch: kafka_protocol::records::NO_PRODUCER_EPOCH,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                // Offset minus sequence must stay constant for the codec to keep the
+                // records in one batch; this yields base sequence -1 (no idempotence).
+                sequence: i32::try_from(i).expect("bounded") - 1,
+                timestamp: r.timestamp.0,
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers,
+            });
+        }
+        let estimate = records
+            .iter()
+            .map(|r| r.payload_bytes() + 32)
+            .sum::<usize>();
+        let mut buf = BytesMut::with_capacity(BATCH_HEADER_BYTES + estimate);
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, &kafka_records, &options)
+            .map_err(|e| e.to_string())?;
+        Ok(buf)
+    }
+
+    #[test]
+    fn encode_writes_what_the_kafka_codec_writes() {
+        // A small deterministic generator: keys and values absent, empty, short
+        // and past one-byte varints; header values null or not; timestamps up
+        // and down; batches long enough for two-byte offset deltas.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        };
+        for case in 0..200 {
+            let n = 1 + next(if case % 10 == 0 { 300 } else { 8 }) as usize;
+            let mut records = Vec::with_capacity(n);
+            for _ in 0..n {
+                let bytes = |next: &mut dyn FnMut(u64) -> u64| match next(4) {
+                    0 => None,
+                    1 => Some(Bytes::new()),
+                    2 => Some(Bytes::from(vec![b'a'; next(40) as usize])),
+                    _ => Some(Bytes::from(vec![b'z'; 60 + next(20_000) as usize])),
+                };
+                let key = bytes(&mut next);
+                let value = bytes(&mut next);
+                let headers = (0..next(4))
+                    .map(|h| Header {
+                        key: format!("h{h}-{}", "k".repeat(next(70) as usize)),
+                        value: bytes(&mut next),
+                    })
+                    .collect();
+                let timestamp =
+                    TimestampMs(1_700_000_000_000 + next(10_000_000) as i64 - 5_000_000);
+                records.push(Record {
+                    key,
+                    value,
+                    headers,
+                    timestamp,
+                });
+            }
+            let ours = encode(&records).unwrap();
+            assert_eq!(ours, codec_encode(&records).unwrap(), "case {case}");
+            let decoded = decode(ours.freeze()).unwrap();
+            assert_eq!(
+                decoded.into_iter().map(|r| r.record).collect::<Vec<_>>(),
+                records
+            );
+        }
+    }
+
+    #[test]
+    fn encode_refuses_a_repeated_header_key() {
+        let mut r = Record::from_value("v", TimestampMs(1));
+        r.headers = ["a", "b", "a"]
+            .map(|k| Header {
+                key: k.into(),
+                value: None,
+            })
+            .into();
+        let err = encode(&[Record::from_value("ok", TimestampMs(1)), r]).unwrap_err();
+        assert_eq!(err, "record 1 repeats header key \"a\"");
+    }
 
     #[test]
     fn encoded_batch_passes_its_own_checks_and_keeps_crc_after_offset_rewrite() {
