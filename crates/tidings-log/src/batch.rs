@@ -514,13 +514,21 @@ pub(crate) fn encode(records: &[Record]) -> Result<BytesMut, String> {
     Ok(buf)
 }
 
-/// A header key that appears twice in `headers`, if any.
+/// A header key that appears twice in `headers`, if any: compared pairwise
+/// for the few headers records usually carry, through a set for many.
 fn repeated_header_key(headers: &[Header]) -> Option<&str> {
+    if headers.len() <= 16 {
+        return headers
+            .iter()
+            .enumerate()
+            .find(|(i, h)| headers[..*i].iter().any(|e| e.key == h.key))
+            .map(|(_, h)| h.key.as_str());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(headers.len());
     headers
         .iter()
-        .enumerate()
-        .find(|(i, h)| headers[..*i].iter().any(|e| e.key == h.key))
-        .map(|(_, h)| h.key.as_str())
+        .find(|h| !seen.insert(h.key.as_str()))
+        .map(|h| h.key.as_str())
 }
 
 /// Bytes of a record after its length prefix.
@@ -740,6 +748,17 @@ mod tests {
             .into();
         let err = encode(&[Record::from_value("ok", TimestampMs(1)), r]).unwrap_err();
         assert_eq!(err, "record 1 repeats header key \"a\"");
+        // Past the pairwise comparison's reach, too.
+        let mut many = Record::from_value("v", TimestampMs(1));
+        many.headers = (0..100)
+            .chain([57])
+            .map(|k| Header {
+                key: format!("k{k}"),
+                value: None,
+            })
+            .collect();
+        let err = encode(&[many]).unwrap_err();
+        assert_eq!(err, "record 0 repeats header key \"k57\"");
     }
 
     #[test]
