@@ -89,8 +89,7 @@ impl Conn {
 
 /// Creates `topic` with one partition and the fsync policy of the run, through
 /// the HTTP API.
-pub(crate) async fn create_topic(addr: SocketAddr, topic: &str, durable: bool) -> Result<()> {
-    let mut conn = Conn::open(addr).await?;
+pub(crate) async fn create_topic(conn: &mut Conn, topic: &str, durable: bool) -> Result<()> {
     let fsync = if durable { "always" } else { "never" };
     conn.post_json(
         "/v1/topics",
@@ -133,8 +132,8 @@ impl System for Http {
 
     fn create<'a>(&'a self, stream: &'a str) -> BoxFut<'a, ()> {
         Box::pin(async move {
-            create_topic(self.addr, &topic(stream), self.durable).await?;
             let mut conn = Conn::open(self.addr).await?;
+            create_topic(&mut conn, &topic(stream), self.durable).await?;
             conn.post_json(
                 "/v1/queues",
                 &json!({"name": group(stream), "topic": topic(stream)}),

@@ -130,9 +130,10 @@ impl System for Kafka {
     }
 
     fn create<'a>(&'a self, stream: &'a str) -> BoxFut<'a, ()> {
-        Box::pin(
-            async move { super::http::create_topic(self.http, &topic(stream), self.durable).await },
-        )
+        Box::pin(async move {
+            let mut conn = super::http::Conn::open(self.http).await?;
+            super::http::create_topic(&mut conn, &topic(stream), self.durable).await
+        })
     }
 
     fn producer<'a>(&'a self, stream: &'a str) -> BoxFut<'a, Box<dyn Producer>> {

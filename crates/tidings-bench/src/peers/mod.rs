@@ -160,9 +160,10 @@ pub(crate) fn run(options: Options) -> Result<()> {
     }
     let runs = |name: &str| {
         options.only.is_empty()
-            || options.only.iter().any(|o| {
-                o == name || (o == "tidings" && ["embedded", "http", "kafka"].contains(&name))
-            })
+            || options
+                .only
+                .iter()
+                .any(|o| o == name || (o == "tidings" && TIDINGS_WAYS.contains(&name)))
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -257,6 +258,8 @@ struct Systems {
 
 /// The systems `--only` selects, by the names it takes.
 const SYSTEMS: [&str; 6] = ["embedded", "http", "kafka", "redis", "nats", "postgres"];
+/// The names of Tidings' three ways, which `--only tidings` selects together.
+const TIDINGS_WAYS: [&str; 3] = ["embedded", "http", "kafka"];
 
 async fn start_systems(
     dir: &Path,
