@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tidings_log::format;
-use tidings_types::{Offset, PartitionId, TimestampMs, TopicName};
+use tidings_types::{ErrorKind, Offset, PartitionId, TimestampMs, TopicName};
 
 use crate::{Broker, Entry, ReadError};
 
@@ -180,6 +180,25 @@ pub enum GroupError {
         /// The underlying error.
         source: io::Error,
     },
+}
+
+impl GroupError {
+    /// What kind of failure this is, for the front ends.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            GroupError::InvalidName(_) => ErrorKind::InvalidGroupName,
+            GroupError::InvalidOptions(_) => ErrorKind::InvalidRequest,
+            GroupError::UnknownTopic(_) => ErrorKind::UnknownTopic,
+            GroupError::UnknownGroup(_) => ErrorKind::UnknownGroup,
+            GroupError::UnknownMember { .. } => ErrorKind::UnknownMember,
+            GroupError::WrongTopic { .. } => ErrorKind::WrongTopic,
+            GroupError::NotAssigned { .. } => ErrorKind::NotAssigned,
+            GroupError::OffsetBeyondEnd { .. } => ErrorKind::OffsetBeyondEnd,
+            GroupError::Active { .. } => ErrorKind::GroupActive,
+            GroupError::Read(e) => e.kind(),
+            GroupError::Io { .. } => ErrorKind::StorageFailed,
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -38,12 +38,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tidings_log::{
-    AppendError, Clock, FsyncPolicy, Header, Log, LogOptions, Partition, Record, TopicConfig,
-    TopicError,
+use tidings_log::{AppendError, Log, Partition, TopicConfig, TopicError};
+// The parts of the log that the broker's own API speaks in: front ends take
+// them from here and never depend on the log themselves.
+pub use tidings_log::{
+    Appended, Batches, CloseError, FileSync, FsyncPolicy, FsyncPolicyParseError, Header,
+    LogOptions, OsFileSync, Record,
 };
 use tidings_types::{
-    CloudEvent, EventError, KafkaMessage, Offset, PartitionId, TimestampMs, TopicName,
+    Clock, CloudEvent, ErrorKind, EventError, KafkaMessage, Offset, PartitionId, TimestampMs,
+    TopicName,
 };
 
 mod dedup;
@@ -276,6 +280,41 @@ pub enum ReadError {
     /// The log refused the read (offset out of range, corruption).
     #[error(transparent)]
     Log(#[from] tidings_log::ReadError),
+}
+
+impl AdminError {
+    /// What kind of failure this is, for the front ends.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AdminError::UnknownTopic(_) => ErrorKind::UnknownTopic,
+            AdminError::InvalidSpec(_) => ErrorKind::InvalidTopicConfig,
+            AdminError::Log(e) => e.kind(),
+            AdminError::Dedup { .. } | AdminError::Io { .. } => ErrorKind::StorageFailed,
+        }
+    }
+}
+
+impl PublishError {
+    /// What kind of failure this is, for the front ends.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PublishError::UnknownTopic(_) => ErrorKind::UnknownTopic,
+            PublishError::InvalidEvent { .. } => ErrorKind::InvalidEvent,
+            PublishError::Partition(e) => e.kind(),
+            PublishError::Append(e) => e.kind(),
+        }
+    }
+}
+
+impl ReadError {
+    /// What kind of failure this is, for the front ends.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ReadError::UnknownTopic(_) => ErrorKind::UnknownTopic,
+            ReadError::Partition(e) => e.kind(),
+            ReadError::Log(e) => e.kind(),
+        }
+    }
 }
 
 /// What a stored record holds.

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tidings_log::{format, FsyncPolicy, Header, Record, StoredRecord};
-use tidings_types::{Offset, PartitionId, TopicName};
+use tidings_types::{ErrorKind, Offset, PartitionId, TopicName};
 
 use crate::journal::{self, Journal};
 use crate::{Broker, Entry, Payload, ReadError, TopicSpec};
@@ -225,6 +225,24 @@ pub enum QueueError {
         /// What failed.
         reason: String,
     },
+}
+
+impl QueueError {
+    /// What kind of failure this is, for the front ends.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            QueueError::InvalidName(_) => ErrorKind::InvalidGroupName,
+            QueueError::InvalidConfig(_) => ErrorKind::InvalidRequest,
+            QueueError::UnknownTopic(_) => ErrorKind::UnknownTopic,
+            QueueError::UnknownGroup(_) => ErrorKind::UnknownGroup,
+            QueueError::Exists(_) => ErrorKind::GroupExists,
+            QueueError::UnknownLease(_) => ErrorKind::UnknownLease,
+            QueueError::LeaseExpired(_) => ErrorKind::LeaseExpired,
+            QueueError::Read(e) => e.kind(),
+            QueueError::ShuttingDown => ErrorKind::ShuttingDown,
+            QueueError::DeadLetter(_) | QueueError::State { .. } => ErrorKind::StorageFailed,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

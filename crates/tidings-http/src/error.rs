@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use tidings_broker::{AdminError, GroupError, PublishError, QueueError, ReadError};
-use tidings_log::{AppendError, TopicError};
+use tidings_types::ErrorKind;
 
 /// An error answer.
 #[derive(Debug)]
@@ -91,128 +91,72 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn from_append(e: AppendError) -> ApiError {
-    match e {
-        AppendError::Closed { .. } => ApiError::shutting_down(),
-        AppendError::BatchTooLarge { .. }
-        | AppendError::RecordTooLarge { .. }
-        | AppendError::TooManyRecords { .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+/// The status and code of each kind of failure: the one place the API decides
+/// how the core's errors are answered.
+fn status_and_code(kind: ErrorKind) -> (StatusCode, &'static str) {
+    match kind {
+        ErrorKind::InvalidRequest | ErrorKind::InvalidGroupName => {
+            (StatusCode::BAD_REQUEST, "invalid_request")
         }
-        AppendError::Empty | AppendError::InvalidBatch { .. } | AppendError::Encode(_) => {
-            ApiError::bad_request("invalid_event", e.to_string())
+        ErrorKind::InvalidTopicName | ErrorKind::InvalidTopicConfig => {
+            (StatusCode::BAD_REQUEST, "invalid_topic")
         }
-        AppendError::Failed { .. } | AppendError::Maintenance { .. } => {
-            ApiError::internal("storage_failed", e)
+        ErrorKind::InvalidEvent | ErrorKind::MalformedRecords => {
+            (StatusCode::BAD_REQUEST, "invalid_event")
         }
-    }
-}
-
-fn from_topic(e: TopicError) -> ApiError {
-    match e {
-        TopicError::InvalidName(_) | TopicError::InvalidConfig(_) => {
-            ApiError::bad_request("invalid_topic", e.to_string())
-        }
-        TopicError::Exists(_) => ApiError::new(StatusCode::CONFLICT, "topic_exists", e.to_string()),
-        TopicError::NotFound(t) => ApiError::unknown_topic(&t),
-        TopicError::NoSuchPartition { .. } => {
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_partition", e.to_string())
-        }
-        TopicError::Refused { .. } | TopicError::Io { .. } => {
-            ApiError::internal("storage_failed", e)
-        }
-    }
-}
-
-impl From<PublishError> for ApiError {
-    fn from(e: PublishError) -> ApiError {
-        match e {
-            PublishError::UnknownTopic(t) => ApiError::unknown_topic(&t),
-            PublishError::InvalidEvent { .. } => {
-                ApiError::bad_request("invalid_event", e.to_string())
-            }
-            PublishError::Partition(e) => from_topic(e),
-            PublishError::Append(e) => from_append(e),
+        ErrorKind::TooLarge | ErrorKind::TooMany => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        ErrorKind::UnknownTopic => (StatusCode::NOT_FOUND, "unknown_topic"),
+        ErrorKind::UnknownPartition => (StatusCode::NOT_FOUND, "unknown_partition"),
+        ErrorKind::UnknownGroup => (StatusCode::NOT_FOUND, "unknown_group"),
+        ErrorKind::UnknownMember => (StatusCode::NOT_FOUND, "unknown_member"),
+        ErrorKind::UnknownLease => (StatusCode::NOT_FOUND, "unknown_lease"),
+        ErrorKind::TopicExists => (StatusCode::CONFLICT, "topic_exists"),
+        ErrorKind::GroupExists => (StatusCode::CONFLICT, "group_exists"),
+        ErrorKind::OffsetOutOfRange => (StatusCode::RANGE_NOT_SATISFIABLE, "offset_out_of_range"),
+        ErrorKind::OffsetBeyondEnd => (StatusCode::BAD_REQUEST, "offset_beyond_end"),
+        ErrorKind::WrongTopic => (StatusCode::CONFLICT, "wrong_topic"),
+        ErrorKind::NotAssigned => (StatusCode::CONFLICT, "not_assigned"),
+        ErrorKind::GroupActive => (StatusCode::CONFLICT, "group_active"),
+        ErrorKind::LeaseExpired => (StatusCode::CONFLICT, "lease_expired"),
+        ErrorKind::WrongExpectedVersion => (StatusCode::CONFLICT, "wrong_expected_version"),
+        ErrorKind::DuplicateEventId => (StatusCode::CONFLICT, "duplicate_event_id"),
+        ErrorKind::LimitReached => (StatusCode::CONFLICT, "limit_reached"),
+        ErrorKind::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        ErrorKind::Unavailable | ErrorKind::StorageFailed => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "storage_failed")
         }
     }
 }
 
-impl From<AdminError> for ApiError {
-    fn from(e: AdminError) -> ApiError {
-        match e {
-            AdminError::UnknownTopic(t) => ApiError::unknown_topic(&t),
-            AdminError::InvalidSpec(_) => ApiError::bad_request("invalid_topic", e.to_string()),
-            AdminError::Log(e) => from_topic(e),
-            AdminError::Dedup { .. } | AdminError::Io { .. } => {
-                ApiError::internal("storage_failed", e)
-            }
+impl ApiError {
+    /// The answer to an error of the core, from its kind and its message.
+    pub fn of_kind(kind: ErrorKind, error: impl std::fmt::Display) -> ApiError {
+        if kind == ErrorKind::ShuttingDown {
+            // Whatever part of the core noticed, the client hears one reason.
+            return ApiError::shutting_down();
         }
+        let (status, code) = status_and_code(kind);
+        ApiError::new(status, code, error.to_string())
     }
 }
 
-impl From<ReadError> for ApiError {
-    fn from(e: ReadError) -> ApiError {
-        match e {
-            ReadError::UnknownTopic(t) => ApiError::unknown_topic(&t),
-            ReadError::Partition(e) => from_topic(e),
-            ReadError::Log(tidings_log::ReadError::OffsetOutOfRange { .. }) => ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "offset_out_of_range",
-                e.to_string(),
-            ),
-            ReadError::Log(e) => ApiError::internal("storage_failed", e),
-        }
-    }
+/// Every error family of the core answers through its kind.
+macro_rules! from_core_errors {
+    ($($error:ty),* $(,)?) => {
+        $(impl From<$error> for ApiError {
+            fn from(e: $error) -> ApiError {
+                ApiError::of_kind(e.kind(), e)
+            }
+        })*
+    };
 }
 
-impl From<GroupError> for ApiError {
-    fn from(e: GroupError) -> ApiError {
-        let e = match e {
-            GroupError::Read(e) => return e.into(),
-            e => e,
-        };
-        let (status, code) = match &e {
-            GroupError::InvalidName(_) | GroupError::InvalidOptions(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_request")
-            }
-            GroupError::UnknownTopic(t) => return ApiError::unknown_topic(t),
-            GroupError::UnknownGroup(_) => (StatusCode::NOT_FOUND, "unknown_group"),
-            GroupError::UnknownMember { .. } => (StatusCode::NOT_FOUND, "unknown_member"),
-            GroupError::WrongTopic { .. } => (StatusCode::CONFLICT, "wrong_topic"),
-            GroupError::NotAssigned { .. } => (StatusCode::CONFLICT, "not_assigned"),
-            GroupError::OffsetBeyondEnd { .. } => (StatusCode::BAD_REQUEST, "offset_beyond_end"),
-            GroupError::Active { .. } => (StatusCode::CONFLICT, "group_active"),
-            GroupError::Read(_) => unreachable!("answered above"),
-            GroupError::Io { .. } => return ApiError::internal("storage_failed", e),
-        };
-        ApiError::new(status, code, e.to_string())
-    }
-}
-
-impl From<QueueError> for ApiError {
-    fn from(e: QueueError) -> ApiError {
-        match e {
-            QueueError::InvalidName(_) | QueueError::InvalidConfig(_) => {
-                ApiError::bad_request("invalid_request", e.to_string())
-            }
-            QueueError::UnknownTopic(t) => ApiError::unknown_topic(&t),
-            QueueError::UnknownGroup(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_group", e.to_string())
-            }
-            QueueError::UnknownLease(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_lease", e.to_string())
-            }
-            QueueError::Exists(_) => {
-                ApiError::new(StatusCode::CONFLICT, "group_exists", e.to_string())
-            }
-            QueueError::LeaseExpired(_) => {
-                ApiError::new(StatusCode::CONFLICT, "lease_expired", e.to_string())
-            }
-            QueueError::ShuttingDown => ApiError::shutting_down(),
-            QueueError::Read(e) => e.into(),
-            QueueError::DeadLetter(_) | QueueError::State { .. } => {
-                ApiError::internal("storage_failed", e)
-            }
-        }
-    }
-}
+from_core_errors!(
+    PublishError,
+    AdminError,
+    ReadError,
+    GroupError,
+    QueueError,
+    tidings_store::AppendError,
+    tidings_store::StoreError,
+);

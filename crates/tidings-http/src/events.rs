@@ -98,12 +98,7 @@ pub(crate) fn decode_events(
     bytes: bytes::Bytes,
     batch_max: usize,
 ) -> Result<Vec<CloudEvent>, ApiError> {
-    let invalid = |e: tidings_types::EventError| match e {
-        tidings_types::EventError::DataTooLarge(_) => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
-        }
-        e => ApiError::bad_request("invalid_event", e.to_string()),
-    };
+    let invalid = |e: tidings_types::EventError| ApiError::of_kind(e.kind(), e);
     match body::media_type(headers).as_deref() {
         Some(JSON_FORMAT_MEDIA_TYPE) => Ok(vec![CloudEvent::from_json(&bytes).map_err(invalid)?]),
         Some(JSON_BATCH_MEDIA_TYPE) => {

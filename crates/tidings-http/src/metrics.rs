@@ -64,10 +64,10 @@ impl Metrics {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MeasuredSync;
 
-impl tidings_log::FileSync for MeasuredSync {
+impl tidings_broker::FileSync for MeasuredSync {
     fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
         let started = Instant::now();
-        let result = tidings_log::OsFileSync.sync_data(file);
+        let result = tidings_broker::OsFileSync.sync_data(file);
         metrics::histogram!("tidings_fsync_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         result

@@ -12,7 +12,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tidings_broker::{Backoff, QueueConfig, QueueStats};
-use tidings_types::Offset;
+use tidings_types::{ErrorKind, Offset};
 
 use crate::events::entry_json;
 use crate::groups::{wait, LONG_POLL_SLICE};
@@ -383,9 +383,7 @@ pub(crate) async fn dead_letter(
         .dead_letters(&group, Offset(offset), DEAD_LETTER_READ_BYTES)
         .await
     {
-        Err(tidings_broker::QueueError::Read(tidings_broker::ReadError::Log(
-            tidings_log::ReadError::OffsetOutOfRange { .. },
-        ))) => return Err(unknown()),
+        Err(e) if e.kind() == ErrorKind::OffsetOutOfRange => return Err(unknown()),
         other => other?,
     };
     let letter = letters

@@ -14,8 +14,8 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tidings_store::{
-    AppendError, Direction, EventStore, ExpectedVersion, Position, ReadStream, RecordedEvent,
-    Selector, StoreError, StreamName, StreamVersion, Subscription,
+    Direction, EventStore, ExpectedVersion, Position, ReadStream, RecordedEvent, Selector,
+    StreamName, StreamVersion, Subscription,
 };
 
 use crate::body;
@@ -23,38 +23,6 @@ use crate::{Api, ApiError, PathJson, QueryJson};
 
 /// The header that carries an append's expected version.
 pub(crate) const EXPECTED_VERSION_HEADER: &str = "tidings-expected-version";
-
-impl From<AppendError> for ApiError {
-    fn from(e: AppendError) -> ApiError {
-        let code = match &e {
-            AppendError::WrongExpectedVersion { .. } => {
-                return ApiError::new(
-                    StatusCode::CONFLICT,
-                    "wrong_expected_version",
-                    e.to_string(),
-                )
-            }
-            AppendError::DuplicateEventId { .. } => {
-                return ApiError::new(StatusCode::CONFLICT, "duplicate_event_id", e.to_string())
-            }
-            AppendError::TooManyEvents(_) | AppendError::TooLarge(_) => {
-                return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
-            }
-            AppendError::Store(_) => return ApiError::internal("storage_failed", e),
-            AppendError::RepeatedEventId(_)
-            | AppendError::RepeatedStream(_)
-            | AppendError::NoEvents
-            | AppendError::InvalidEvent { .. } => "invalid_event",
-        };
-        ApiError::bad_request(code, e.to_string())
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        ApiError::internal("storage_failed", e)
-    }
-}
 
 /// The number of events a read answers with: what was asked, at most the limit.
 fn read_limit(api: &Api, asked: Option<usize>) -> usize {

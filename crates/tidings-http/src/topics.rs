@@ -8,8 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Deserializer, Serialize};
-use tidings_broker::{TopicChanges, TopicDescription, TopicSpec};
-use tidings_log::FsyncPolicy;
+use tidings_broker::{FsyncPolicy, TopicChanges, TopicDescription, TopicSpec};
 
 use crate::{blocking, body, Api, ApiError, PathJson};
 

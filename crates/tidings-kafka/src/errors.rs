@@ -1,8 +1,8 @@
 //! Broker errors as Kafka error codes, with the message clients show.
 
 use kafka_protocol::ResponseError;
-use tidings_broker::{AdminError, PublishError, ReadError};
-use tidings_log::{AppendError, TopicError};
+use tidings_broker::{AdminError, GroupError, PublishError, ReadError};
+use tidings_types::ErrorKind;
 
 /// A Kafka error code and the text behind it.
 pub(crate) struct Failure {
@@ -19,66 +19,52 @@ impl Failure {
     }
 }
 
-fn topic_error(e: &TopicError) -> ResponseError {
-    match e {
-        TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
-        TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        TopicError::Exists(_) => ResponseError::TopicAlreadyExists,
-        TopicError::NotFound(_) | TopicError::NoSuchPartition { .. } => {
+/// The Kafka error code of each kind of failure: the one place the listener
+/// decides how the core's errors are answered.
+pub(crate) fn code(kind: ErrorKind) -> ResponseError {
+    match kind {
+        ErrorKind::InvalidRequest => ResponseError::InvalidRequest,
+        ErrorKind::InvalidTopicName => ResponseError::InvalidTopicException,
+        ErrorKind::InvalidTopicConfig => ResponseError::InvalidConfig,
+        ErrorKind::InvalidGroupName => ResponseError::InvalidGroupId,
+        ErrorKind::InvalidEvent => ResponseError::InvalidRecord,
+        ErrorKind::MalformedRecords => ResponseError::CorruptMessage,
+        ErrorKind::TooLarge => ResponseError::MessageTooLarge,
+        ErrorKind::TooMany => ResponseError::RecordListTooLarge,
+        ErrorKind::UnknownTopic | ErrorKind::UnknownPartition => {
             ResponseError::UnknownTopicOrPartition
         }
-        TopicError::Refused { .. } | TopicError::Io { .. } => ResponseError::KafkaStorageError,
+        ErrorKind::TopicExists => ResponseError::TopicAlreadyExists,
+        ErrorKind::OffsetOutOfRange | ErrorKind::OffsetBeyondEnd => ResponseError::OffsetOutOfRange,
+        ErrorKind::LimitReached => ResponseError::PolicyViolation,
+        ErrorKind::ShuttingDown | ErrorKind::StorageFailed => ResponseError::KafkaStorageError,
+        // A roll or retention pass failed; the client retries, as it does
+        // when a partition's leader moves.
+        ErrorKind::Unavailable => ResponseError::NotLeaderOrFollower,
+        // Failures of HTTP groups, queues and the event store, which no Kafka
+        // request reaches except through a shared group name.
+        ErrorKind::UnknownGroup
+        | ErrorKind::UnknownMember
+        | ErrorKind::UnknownLease
+        | ErrorKind::GroupExists
+        | ErrorKind::WrongTopic
+        | ErrorKind::NotAssigned
+        | ErrorKind::GroupActive
+        | ErrorKind::LeaseExpired
+        | ErrorKind::WrongExpectedVersion
+        | ErrorKind::DuplicateEventId => ResponseError::UnknownServerError,
     }
 }
 
-impl From<PublishError> for Failure {
-    fn from(e: PublishError) -> Failure {
-        let code = match &e {
-            PublishError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
-            PublishError::InvalidEvent { .. } => ResponseError::InvalidRecord,
-            PublishError::Partition(e) => topic_error(e),
-            PublishError::Append(a) => match a {
-                AppendError::Empty | AppendError::InvalidBatch { .. } | AppendError::Encode(_) => {
-                    ResponseError::CorruptMessage
-                }
-                AppendError::RecordTooLarge { .. } | AppendError::BatchTooLarge { .. } => {
-                    ResponseError::MessageTooLarge
-                }
-                AppendError::TooManyRecords { .. } => ResponseError::RecordListTooLarge,
-                AppendError::Failed { .. } | AppendError::Closed { .. } => {
-                    ResponseError::KafkaStorageError
-                }
-                AppendError::Maintenance { .. } => ResponseError::NotLeaderOrFollower,
-            },
-        };
-        Failure::new(code, e.to_string())
-    }
+/// Every error family of the broker answers through its kind.
+macro_rules! from_broker_errors {
+    ($($error:ty),* $(,)?) => {
+        $(impl From<$error> for Failure {
+            fn from(e: $error) -> Failure {
+                Failure::new(code(e.kind()), e.to_string())
+            }
+        })*
+    };
 }
 
-impl From<ReadError> for Failure {
-    fn from(e: ReadError) -> Failure {
-        let code = match &e {
-            ReadError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
-            ReadError::Partition(e) => topic_error(e),
-            ReadError::Log(l) => match l {
-                tidings_log::ReadError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-                tidings_log::ReadError::Corrupt { .. }
-                | tidings_log::ReadError::Decode { .. }
-                | tidings_log::ReadError::Io { .. } => ResponseError::KafkaStorageError,
-            },
-        };
-        Failure::new(code, e.to_string())
-    }
-}
-
-impl From<AdminError> for Failure {
-    fn from(e: AdminError) -> Failure {
-        let code = match &e {
-            AdminError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
-            AdminError::InvalidSpec(_) => ResponseError::InvalidConfig,
-            AdminError::Log(t) => topic_error(t),
-            AdminError::Dedup { .. } | AdminError::Io { .. } => ResponseError::KafkaStorageError,
-        };
-        Failure::new(code, e.to_string())
-    }
-}
+from_broker_errors!(PublishError, ReadError, AdminError, GroupError);

@@ -603,16 +603,6 @@ pub(crate) fn leave_group(
     out
 }
 
-fn group_error(e: &GroupError) -> ResponseError {
-    match e {
-        GroupError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
-        GroupError::InvalidName(_) => ResponseError::InvalidGroupId,
-        GroupError::OffsetBeyondEnd { .. } => ResponseError::OffsetOutOfRange,
-        GroupError::Read(_) => ResponseError::UnknownTopicOrPartition,
-        _ => ResponseError::UnknownServerError,
-    }
-}
-
 pub(crate) async fn offset_commit(
     shared: &Shared,
     request: OffsetCommitRequest,
@@ -667,7 +657,7 @@ pub(crate) async fn offset_commit(
                         if matches!(e, GroupError::WrongTopic { .. }) {
                             tracing::warn!(group = %group, topic = %name, error = %e, "Kafka offset commit refused: a group stores offsets for one topic");
                         }
-                        Some(group_error(&e))
+                        Some(crate::errors::code(e.kind()))
                     }
                     Err(_) => Some(ResponseError::UnknownServerError),
                 }

@@ -1,4 +1,5 @@
-//! Per-topic configuration and the clock the log reads time from.
+//! Per-topic configuration and the options of a whole log: the clock it reads
+//! time from and how it syncs.
 
 use std::fmt;
 use std::fs::File;
@@ -7,7 +8,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_types::TimestampMs;
+use tidings_types::{Clock, SystemClock};
 
 use crate::limits::{
     FSYNC_INTERVAL_MAX, INDEX_INTERVAL_BYTES_MAX, INDEX_INTERVAL_BYTES_MIN, PARTITIONS_MAX,
@@ -160,24 +161,6 @@ impl TopicConfig {
             }
         }
         Ok(())
-    }
-}
-
-/// Wall-clock time as the log sees it: record timestamps, segment age and retention.
-///
-/// Tests replace it to age segments without sleeping.
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current time.
-    fn now(&self) -> TimestampMs;
-}
-
-/// The system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> TimestampMs {
-        TimestampMs::now()
     }
 }
 

@@ -5,7 +5,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tidings_types::{Offset, PartitionId, TopicName, TopicNameError};
+use tidings_types::{ErrorKind, Offset, PartitionId, TopicName, TopicNameError};
 
 use crate::batch::BatchFault;
 use crate::config::ConfigError;
@@ -252,4 +252,49 @@ pub struct CloseError {
     pub partition: PartitionId,
     /// The underlying error.
     pub source: io::Error,
+}
+
+impl TopicError {
+    /// What kind of failure this is, for the front ends.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TopicError::InvalidName(_) => ErrorKind::InvalidTopicName,
+            TopicError::InvalidConfig(_) => ErrorKind::InvalidTopicConfig,
+            TopicError::Exists(_) => ErrorKind::TopicExists,
+            TopicError::NotFound(_) => ErrorKind::UnknownTopic,
+            TopicError::NoSuchPartition { .. } => ErrorKind::UnknownPartition,
+            TopicError::Refused { .. } | TopicError::Io { .. } => ErrorKind::StorageFailed,
+        }
+    }
+}
+
+impl AppendError {
+    /// What kind of failure this is, for the front ends.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AppendError::Empty | AppendError::InvalidBatch { .. } | AppendError::Encode(_) => {
+                ErrorKind::MalformedRecords
+            }
+            AppendError::TooManyRecords { .. } => ErrorKind::TooMany,
+            AppendError::RecordTooLarge { .. } | AppendError::BatchTooLarge { .. } => {
+                ErrorKind::TooLarge
+            }
+            AppendError::Failed { .. } => ErrorKind::StorageFailed,
+            // A roll or retention pass failed; the next append tries again.
+            AppendError::Maintenance { .. } => ErrorKind::Unavailable,
+            AppendError::Closed { .. } => ErrorKind::ShuttingDown,
+        }
+    }
+}
+
+impl ReadError {
+    /// What kind of failure this is, for the front ends.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ReadError::OffsetOutOfRange { .. } => ErrorKind::OffsetOutOfRange,
+            ReadError::Corrupt { .. } | ReadError::Decode { .. } | ReadError::Io { .. } => {
+                ErrorKind::StorageFailed
+            }
+        }
+    }
 }

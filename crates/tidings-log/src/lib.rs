@@ -68,8 +68,7 @@ mod topic;
 
 pub use batch::{BatchFault, Header, Record, StoredRecord};
 pub use config::{
-    Clock, ConfigError, FileSync, FsyncPolicy, FsyncPolicyParseError, LogOptions, OsFileSync,
-    SystemClock, TopicConfig,
+    ConfigError, FileSync, FsyncPolicy, FsyncPolicyParseError, LogOptions, OsFileSync, TopicConfig,
 };
 pub use error::{AppendError, CloseError, OpenError, ReadError, RecoveryError, TopicError};
 pub use format::FormatError;

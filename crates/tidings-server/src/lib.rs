@@ -83,9 +83,9 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
     let data_dir = config.data_dir.clone();
     let (broker, store) = tokio::task::spawn_blocking(move || {
         let options = BrokerOptions {
-            log: tidings_log::LogOptions {
+            log: tidings_broker::LogOptions {
                 file_sync: Arc::new(tidings_http::MeasuredSync),
-                ..tidings_log::LogOptions::default()
+                ..tidings_broker::LogOptions::default()
             },
         };
         let broker = Broker::open(&data_dir, options.clone())

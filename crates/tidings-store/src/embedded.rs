@@ -26,9 +26,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tidings_log::{
-    Clock, FsyncPolicy, Log, LogOptions, Partition, Record, StoredRecord, TopicConfig, TopicError,
+    FsyncPolicy, Log, LogOptions, Partition, Record, StoredRecord, TopicConfig, TopicError,
 };
-use tidings_types::{Offset, PartitionId};
+use tidings_types::{Clock, Offset, PartitionId};
 
 use crate::error::{AppendError, StoreError};
 use crate::store::{check_append, metadata_written, repeated_append, EventStore};

@@ -1,7 +1,7 @@
 //! The store's errors: one enum for appends, one for everything a backend can fail
 //! at.
 
-use tidings_types::EventError;
+use tidings_types::{ErrorKind, EventError};
 
 use crate::types::{ExpectedVersion, StreamName, StreamVersion, APPEND_EVENTS_MAX};
 
@@ -92,4 +92,28 @@ pub enum AppendError {
     /// The backend failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl StoreError {
+    /// What kind of failure this is, for the front ends: always the storage's.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::StorageFailed
+    }
+}
+
+impl AppendError {
+    /// What kind of failure this is, for the front ends.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AppendError::WrongExpectedVersion { .. } => ErrorKind::WrongExpectedVersion,
+            AppendError::DuplicateEventId { .. } => ErrorKind::DuplicateEventId,
+            AppendError::RepeatedEventId(_)
+            | AppendError::RepeatedStream(_)
+            | AppendError::NoEvents
+            | AppendError::InvalidEvent { .. } => ErrorKind::InvalidEvent,
+            AppendError::TooManyEvents(_) => ErrorKind::TooMany,
+            AppendError::TooLarge(_) => ErrorKind::TooLarge,
+            AppendError::Store(e) => e.kind(),
+        }
+    }
 }

@@ -179,6 +179,17 @@ pub enum EventError {
     NotAnEvent(String),
 }
 
+impl EventError {
+    /// What kind of failure this is: data over its limit is too large; anything
+    /// else makes the event invalid.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            EventError::DataTooLarge(_) => crate::ErrorKind::TooLarge,
+            _ => crate::ErrorKind::InvalidEvent,
+        }
+    }
+}
+
 /// A CloudEvents 1.0 event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloudEvent {

@@ -1,5 +1,7 @@
 //! The vocabulary every Tidings layer shares: the CloudEvents envelope, offsets,
-//! partition ids, timestamps, validated topic names, and the limits that bound them.
+//! partition ids, timestamps, validated topic names, the limits that bound them,
+//! the [`Clock`] that logic reads time from, and the [`ErrorKind`]s that errors
+//! are described in.
 //!
 //! This crate does no IO of any kind. It holds small value types so that an offset
 //! is never confused with a byte position or a partition number across crate
@@ -16,10 +18,16 @@
 
 use std::fmt;
 
+mod clock;
+mod error;
 mod event;
 mod id;
 mod topic;
 
+#[cfg(feature = "manual-clock")]
+pub use clock::ManualClock;
+pub use clock::{Clock, SystemClock};
+pub use error::ErrorKind;
 pub use event::json::{JSON_BATCH_MEDIA_TYPE, JSON_FORMAT_MEDIA_TYPE};
 pub use event::{
     check_extension_name, CloudEvent, EventError, ExtensionValue, KafkaMessage,

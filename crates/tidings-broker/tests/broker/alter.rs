@@ -5,10 +5,10 @@ use crate::support::Harness;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use tidings_broker::FsyncPolicy;
 use tidings_broker::{
     AdminError, JoinOptions, QueueConfig, StartPosition, TopicChanges, TopicSpec,
 };
-use tidings_log::FsyncPolicy;
 use tidings_types::{CloudEvent, PartitionId};
 
 fn rt() -> tokio::runtime::Runtime {

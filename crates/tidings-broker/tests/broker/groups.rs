@@ -9,7 +9,7 @@ use std::time::Duration;
 use tidings_broker::{
     Broker, BrokerOptions, GroupError, JoinOptions, Payload, StartPosition, TopicSpec,
 };
-use tidings_log::Clock;
+use tidings_types::Clock;
 use tidings_types::{CloudEvent, Offset, PartitionId};
 
 struct Fixture(Harness);

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use tidings_broker::{Backoff, Delivery, QueueConfig, QueueError, TopicSpec};
-use tidings_log::Clock;
+use tidings_types::Clock;
 use tidings_types::{CloudEvent, Offset, PartitionId};
 
 struct Fixture {

@@ -1,32 +1,11 @@
-//! What the broker tests share: a clock they move by hand.
+//! What the broker tests share: the manual clock, a broker on it they can reopen.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_broker::BrokerOptions;
-use tidings_log::{Clock, LogOptions};
+use tidings_broker::{BrokerOptions, LogOptions};
+pub use tidings_types::ManualClock;
 use tidings_types::TimestampMs;
-
-#[derive(Debug)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    pub fn new() -> Arc<ManualClock> {
-        Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)))
-    }
-
-    pub fn advance(&self, d: Duration) {
-        self.0
-            .fetch_add(i64::try_from(d.as_millis()).unwrap(), Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> TimestampMs {
-        TimestampMs(self.0.load(Ordering::SeqCst))
-    }
-}
 
 /// Broker options reading `clock`.
 pub fn options(clock: &Arc<ManualClock>) -> BrokerOptions {
@@ -49,7 +28,7 @@ pub struct Harness {
 impl Harness {
     pub fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new();
+        let clock = Arc::new(ManualClock::new(TimestampMs(1_700_000_000_000)));
         let broker = tidings_broker::Broker::open(dir.path(), options(&clock)).unwrap();
         Harness {
             dir,

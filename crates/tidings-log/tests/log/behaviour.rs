@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tidings_log::{FsyncPolicy, Log, LogOptions, TopicConfig, TopicError};
-use tidings_types::{Offset, PartitionId, TimestampMs};
+use tidings_types::{Clock, Offset, PartitionId, TimestampMs};
 
 use crate::support::{copy_dir, data_end, options, record, segment_files, Fixture, TOPIC};
 
@@ -288,13 +288,13 @@ fn retention_by_age_deletes_segments_whose_newest_record_is_too_old() {
         ..TopicConfig::default()
     });
     let p = fx.partition();
-    let t0 = fx.clock.now_ms();
+    let t0 = fx.clock.now().0;
     for i in 0..10 {
         p.append_blocking(&[record(i, 1000, t0)]).unwrap();
     }
     let old_segments = p.segment_count() - 1;
     fx.clock.advance(Duration::from_secs(1800));
-    let t1 = fx.clock.now_ms();
+    let t1 = fx.clock.now().0;
     for i in 10..20 {
         p.append_blocking(&[record(i, 1000, t1)]).unwrap();
     }

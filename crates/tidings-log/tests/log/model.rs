@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tidings_log::{FsyncPolicy, ReadError, Record, TopicConfig};
-use tidings_types::{Offset, TimestampMs};
+use tidings_types::{Clock, Offset, TimestampMs};
 
 use crate::support::{record, segment_files, Fixture};
 
@@ -83,7 +83,7 @@ fn run(ops: Vec<Op>, fsync: FsyncPolicy) {
     let mut seed = 0u64;
     for op in ops {
         let p = fx.partition();
-        let now = fx.clock.now_ms();
+        let now = fx.clock.now().0;
         match op {
             Op::Append { sizes, jitter_ms } => {
                 let records: Vec<Record> = sizes

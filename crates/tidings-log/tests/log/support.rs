@@ -1,39 +1,13 @@
-//! Shared helpers: a manual clock, deterministic records, and a fixture that opens
+//! Shared helpers: the manual clock, deterministic records, and a fixture that opens
 //! and reopens a log in a temporary directory.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use tidings_log::{Clock, Header, Log, LogOptions, Partition, Record, TopicConfig};
+use tidings_log::{Header, Log, LogOptions, Partition, Record, TopicConfig};
+pub use tidings_types::ManualClock;
 use tidings_types::{PartitionId, TimestampMs};
-
-/// A clock tests move by hand.
-#[derive(Debug)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    pub fn new(start_ms: i64) -> Arc<ManualClock> {
-        Arc::new(ManualClock(AtomicI64::new(start_ms)))
-    }
-
-    pub fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    pub fn advance(&self, by: Duration) {
-        self.0
-            .fetch_add(i64::try_from(by.as_millis()).unwrap(), Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> TimestampMs {
-        TimestampMs(self.0.load(Ordering::SeqCst))
-    }
-}
 
 /// A record whose bytes are a pure function of `seed`, so a reader can check it.
 pub fn record(seed: u64, value_bytes: usize, ts: i64) -> Record {
@@ -67,7 +41,7 @@ pub const TOPIC: &str = "t";
 impl Fixture {
     pub fn new(config: TopicConfig) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(1_700_000_000_000);
+        let clock = Arc::new(ManualClock::new(TimestampMs(1_700_000_000_000)));
         let log = Log::open(dir.path(), options(&clock)).unwrap();
         log.create_topic(TOPIC, config).unwrap();
         Fixture {
