@@ -54,7 +54,7 @@ pub(crate) async fn publish(
     let ids: Vec<String> = events.iter().map(|e| e.id().to_owned()).collect();
     let started = std::time::Instant::now();
     let published = api.broker().publish_batch(&topic, events).await?;
-    api.inner.metrics.appended(&topic, started.elapsed());
+    tidings_telemetry::appended(&topic, started.elapsed());
     let mut answer = PublishAnswer {
         topic,
         events: Vec::with_capacity(published.len()),

@@ -205,10 +205,7 @@ pub(crate) async fn poll(
                 };
                 let now = tidings_types::TimestampMs::now().0;
                 for entry in &polled.entries {
-                    producer_api
-                        .inner
-                        .metrics
-                        .delivered(now - entry.timestamp.0);
+                    tidings_telemetry::delivered(now - entry.timestamp.0);
                     let json = match entry_json(entry) {
                         Ok(json) => json,
                         Err(e) => return sink.fail(e).await,
@@ -240,7 +237,7 @@ pub(crate) async fn poll(
     let mut next = BTreeMap::new();
     let mut events = Vec::with_capacity(polled.entries.len());
     for entry in &polled.entries {
-        api.inner.metrics.delivered(now - entry.timestamp.0);
+        tidings_telemetry::delivered(now - entry.timestamp.0);
         next.insert(entry.partition.0, entry.offset.0 + 1);
         events.push(entry_json(entry)?);
     }

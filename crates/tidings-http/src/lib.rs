@@ -27,6 +27,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use tidings_broker::Broker;
 use tidings_store::EmbeddedStore;
+use tidings_telemetry::Metrics;
 use tracing::Instrument;
 
 mod body;
@@ -40,7 +41,6 @@ mod streams;
 mod topics;
 
 pub use error::ApiError;
-pub use metrics::{MeasuredSync, Metrics};
 
 /// The OpenAPI 3.1 document of this API, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
@@ -346,9 +346,7 @@ async fn around_request(State(api): State<Api>, request: Request, next: Next) ->
             tracing::info!(status, elapsed_ms, "request done");
         }
     });
-    api.inner
-        .metrics
-        .request_done(method.as_str(), &route, status, elapsed);
+    tidings_telemetry::http::request_done(method.as_str(), &route, status, elapsed);
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }

@@ -180,7 +180,7 @@ pub(crate) async fn receive(
                     Err(e) => return sink.fail(e.into()).await,
                 };
                 for d in &got {
-                    let json = match delivery_json(&producer_api, d) {
+                    let json = match delivery_json(d) {
                         Ok(json) => json,
                         Err(e) => return sink.fail(e).await,
                     };
@@ -203,16 +203,14 @@ pub(crate) async fn receive(
     };
     let out = deliveries
         .iter()
-        .map(|d| delivery_json(&api, d))
+        .map(delivery_json)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(serde_json::json!({ "deliveries": out })).into_response())
 }
 
 /// A delivery as JSON: the entry, its lease and its attempt number.
-fn delivery_json(api: &Api, d: &tidings_broker::Delivery) -> Result<Value, ApiError> {
-    api.inner
-        .metrics
-        .delivered(tidings_types::TimestampMs::now().0 - d.entry.timestamp.0);
+fn delivery_json(d: &tidings_broker::Delivery) -> Result<Value, ApiError> {
+    tidings_telemetry::delivered(tidings_types::TimestampMs::now().0 - d.entry.timestamp.0);
     let mut json = entry_json(&d.entry)?;
     json["lease"] = d.lease.clone().into();
     json["attempt"] = d.attempt.into();

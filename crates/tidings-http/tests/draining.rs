@@ -6,7 +6,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use tidings_broker::{Broker, BrokerOptions};
-use tidings_http::{router, Api, Limits, Metrics};
+use tidings_http::{router, Api, Limits};
+use tidings_telemetry::Metrics;
 use tower::ServiceExt;
 
 async fn status_and_code(app: &axum::Router, path: &str) -> (StatusCode, String) {

@@ -21,6 +21,26 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 5),
 ];
 
+/// The name of a supported API, as metrics label it.
+pub(crate) fn name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        _ => "unsupported",
+    }
+}
+
 /// The supported version range of `api`, if it is supported at all.
 pub(crate) fn versions(api: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED
@@ -56,6 +76,13 @@ pub(crate) fn unsupported_api_versions() -> ApiVersionsResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_supported_api_has_a_name() {
+        for &(key, _, _) in SUPPORTED {
+            assert_eq!(name(key), format!("{key:?}"));
+        }
+    }
 
     #[test]
     fn every_advertised_range_is_one_the_codec_can_decode() {

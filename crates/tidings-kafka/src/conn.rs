@@ -78,6 +78,8 @@ pub(crate) async fn serve_connection(
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::debug!(%peer, "Kafka connection opened");
+    tidings_telemetry::kafka::connection_opened();
+    let mut refused = false;
     let (mut reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(IN_FLIGHT_MAX);
     // Answers leave in request order, each when it is ready.
@@ -95,11 +97,13 @@ pub(crate) async fn serve_connection(
                 break;
             }
         };
+        let started = std::time::Instant::now();
         let pending = async {
             let frame = read_frame(&mut reader, size, shared.config.frame_bytes_max).await?;
             handle(&shared, frame).await
         }
-        .await;
+        .await
+        .map(|(api, pending)| measured(api, started, pending));
         match pending {
             Ok(pending) => {
                 if tx.send(pending).await.is_err() {
@@ -107,6 +111,7 @@ pub(crate) async fn serve_connection(
                 }
             }
             Err(e) => {
+                refused = !matches!(e, ConnError::Io(_));
                 log_close(peer, &e);
                 break;
             }
@@ -115,7 +120,17 @@ pub(crate) async fn serve_connection(
     // Answers already under way still go out before the connection closes.
     drop(tx);
     let _ = writing.await;
+    tidings_telemetry::kafka::connection_closed(refused);
     tracing::debug!(%peer, "Kafka connection closed");
+}
+
+/// `pending`, recording the request in the metrics when its answer is ready.
+fn measured(api: ApiKey, started: std::time::Instant, pending: Pending) -> Pending {
+    Box::pin(async move {
+        let answer = pending.await;
+        tidings_telemetry::kafka::request_done(apis::name(api), started.elapsed());
+        answer
+    })
 }
 
 async fn write_responses(
@@ -238,13 +253,18 @@ impl Call {
     }
 }
 
-/// Handles one request. Everything but Produce is answered here; a Produce
-/// request's appends are queued here and answered when durable.
-async fn handle(shared: &Arc<Shared>, mut frame: Bytes) -> Result<Pending, ConnError> {
+/// Handles one request, and says which API it was for the metrics.
+async fn handle(shared: &Arc<Shared>, frame: Bytes) -> Result<(ApiKey, Pending), ConnError> {
     let raw_api = (&frame[0..2]).get_i16();
+    let api = ApiKey::try_from(raw_api).map_err(|()| ConnError::UnknownApi(raw_api))?;
+    Ok((api, answer(shared, api, frame).await?))
+}
+
+/// Answers one request. Everything but Produce is answered here; a Produce
+/// request's appends are queued here and answered when durable.
+async fn answer(shared: &Arc<Shared>, api: ApiKey, mut frame: Bytes) -> Result<Pending, ConnError> {
     let version = (&frame[2..4]).get_i16();
     let correlation_id = (&frame[4..8]).get_i32();
-    let api = ApiKey::try_from(raw_api).map_err(|()| ConnError::UnknownApi(raw_api))?;
     let call = Call {
         api,
         version,

@@ -8,17 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use tidings_http::Limits;
-
-/// How log lines are written to standard error.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+use tidings_telemetry::LogFormat;
 
 /// Everything `tidings serve` runs with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,7 +59,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_KAFKA_ADDR")]
     pub kafka_addr: Option<SocketAddr>,
     /// Log format [default: text].
-    #[arg(long, env = "TIDINGS_LOG_FORMAT", value_enum)]
+    #[arg(long, env = "TIDINGS_LOG_FORMAT", value_parser = log_format_parser())]
     pub log_format: Option<LogFormat>,
     /// Milliseconds a shutdown waits for requests and leases [default: 10000].
     #[arg(long, env = "TIDINGS_SHUTDOWN_TIMEOUT_MS")]
@@ -89,6 +79,13 @@ pub struct ServeArgs {
     /// Most Server-Sent Events streams open at once [default: 256].
     #[arg(long, env = "TIDINGS_SSE_CONNECTIONS_MAX")]
     pub sse_connections_max: Option<usize>,
+}
+
+/// `text` or `json`, listed as such in the help.
+fn log_format_parser() -> impl clap::builder::TypedValueParser<Value = LogFormat> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(LogFormat::NAMES)
+        .map(|name| name.parse().expect("one of LogFormat::NAMES"))
 }
 
 /// The configuration file: the same settings as the flags, all optional.

@@ -17,28 +17,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tidings_broker::{Broker, BrokerOptions};
-use tidings_http::{Api, Metrics};
+use tidings_http::Api;
 use tidings_store::{EmbeddedOptions, EmbeddedStore};
-use tracing_subscriber::EnvFilter;
+use tidings_telemetry::{init_logging, MeasuredSync, Metrics};
 
 mod config;
 
-pub use config::{Config, LogFormat, ServeArgs};
-
-/// Installs the process's log subscriber: `RUST_LOG` filters (default `info`),
-/// lines go to standard error, readable or JSON.
-pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    // A second install (tests that run the server twice) keeps the first.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-}
+pub use config::{Config, ServeArgs};
+pub use tidings_telemetry::LogFormat;
 
 /// Runs the server until SIGINT or SIGTERM, then shuts it down gracefully.
 pub fn run(config: Config) -> Result<()> {
@@ -84,7 +70,7 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
     let (broker, store) = tokio::task::spawn_blocking(move || {
         let options = BrokerOptions {
             log: tidings_broker::LogOptions {
-                file_sync: Arc::new(tidings_http::MeasuredSync),
+                file_sync: Arc::new(MeasuredSync),
                 ..tidings_broker::LogOptions::default()
             },
         };

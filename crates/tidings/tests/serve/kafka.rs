@@ -119,6 +119,10 @@ fn kcat_produces_and_consumes_keyed_records_with_every_codec() {
         .map(|p| p["high_watermark"].as_u64().unwrap())
         .sum();
     assert_eq!(total, sent.len() as u64, "{topic}");
+    // The listener records its requests: one kcat run per codec produced.
+    assert!(server.metric("tidings_kafka_requests_total{api=\"Produce\"}") >= 5.0);
+    assert!(server.metric("tidings_kafka_requests_total{api=\"Fetch\"}") >= 1.0);
+    assert!(server.metric("tidings_kafka_request_duration_seconds_count{api=\"Metadata\"}") >= 1.0);
 }
 
 #[test]
@@ -339,6 +343,7 @@ fn malformed_frames_close_only_their_connection() {
         server.logs().contains("closing Kafka connection"),
         "malformed requests are logged"
     );
+    assert!(server.metric("tidings_kafka_connections_refused_total") >= 9.0);
 }
 
 #[test]

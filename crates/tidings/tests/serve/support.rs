@@ -89,6 +89,17 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The sum of every series of `/metrics` whose line starts with `series`
+    /// (a metric name, with the start of its labels to pick some).
+    pub(crate) fn metric(&self, series: &str) -> f64 {
+        get(&self.url("/metrics"))
+            .text
+            .lines()
+            .filter(|l| l.starts_with(series))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    }
+
     pub(crate) fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }

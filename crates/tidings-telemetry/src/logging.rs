@@ -1,0 +1,70 @@
+//! The log subscriber: `RUST_LOG` filters (default `info`), lines go to standard
+//! error, readable or one JSON object per line.
+
+use std::fmt;
+use std::str::FromStr;
+
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written to standard error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// Every format, by the name flags and files use.
+    pub const NAMES: [&'static str; 2] = ["text", "json"];
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// A name that is not one of [`LogFormat::NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFormatParseError(String);
+
+impl fmt::Display for LogFormatParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "log format {:?} is not 'text' or 'json'", self.0)
+    }
+}
+
+impl std::error::Error for LogFormatParseError {}
+
+impl FromStr for LogFormat {
+    type Err = LogFormatParseError;
+
+    fn from_str(s: &str) -> Result<LogFormat, LogFormatParseError> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(LogFormatParseError(other.to_owned())),
+        }
+    }
+}
+
+/// Installs the process's log subscriber. A second install (tests that run the
+/// server twice in one process) keeps the first.
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
