@@ -43,14 +43,14 @@ pub(crate) fn run(dir: &Path, quick: bool) -> Result<()> {
         .enable_all()
         .build()?;
     let broker = Arc::new(Broker::open(data.path(), BrokerOptions::default())?);
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?.to_string();
     let server = rt.spawn(tidings_kafka::serve(
         listener,
         Arc::clone(&broker),
         tidings_kafka::KafkaConfig::default(),
-        stop,
+        stop.clone(),
     ));
     for (name, partitions) in [("produce-100", 1), ("produce-1k", 1), ("latency", 1)] {
         broker.create_topic(
@@ -105,7 +105,7 @@ pub(crate) fn run(dir: &Path, quick: bool) -> Result<()> {
         r["received"],
         r["sent"]
     );
-    let _ = stop_tx.send(true);
+    stop.cancel();
     rt.block_on(server)??;
     broker.close()?;
     Ok(())

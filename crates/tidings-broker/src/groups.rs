@@ -555,7 +555,24 @@ impl Broker {
         max_bytes: usize,
         wait: Duration,
     ) -> Result<Polled, GroupError> {
+        self.poll_until(group, member, max_bytes, wait, std::future::pending())
+            .await
+    }
+
+    /// [`poll`](Self::poll), but a wait for events also ends when `stop`
+    /// resolves (a server draining, a client gone): the answer is then empty.
+    /// Dropping the future loses nothing either: positions move only with the
+    /// events a poll answers with.
+    pub async fn poll_until(
+        &self,
+        group: &str,
+        member: &str,
+        max_bytes: usize,
+        wait: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Polled, GroupError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut stop = std::pin::pin!(stop);
         loop {
             let g = self.member_group(group, member)?;
             let (generation, topic, positions) = {
@@ -588,27 +605,30 @@ impl Broker {
             }
             {
                 let mut g = g.lock().expect("group lock");
-                if g.generation == generation {
-                    if let Some(m) = g.members.get_mut(member) {
-                        for (p, pos) in &next {
-                            m.positions.insert(*p, *pos);
-                        }
-                    }
-                } else {
+                if g.generation != generation {
                     // A rebalance happened while reading: these events may belong to
                     // another member now. Drop them; the next poll reads afresh.
                     continue;
                 }
-                let assignment = positions.iter().map(|(p, _)| PartitionId(*p)).collect();
-                if !entries.is_empty() || tokio::time::Instant::now() >= deadline {
-                    return Ok(Polled {
-                        generation,
-                        assignment,
-                        entries,
-                    });
+                if let Some(m) = g.members.get_mut(member) {
+                    for (p, pos) in &next {
+                        m.positions.insert(*p, *pos);
+                    }
                 }
             }
-            wait_for_any(watchers, deadline).await;
+            let assignment = positions.iter().map(|(p, _)| PartitionId(*p)).collect();
+            let polled = Polled {
+                generation,
+                assignment,
+                entries,
+            };
+            if !polled.entries.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(polled);
+            }
+            tokio::select! {
+                () = wait_for_any(watchers, deadline) => {}
+                () = &mut stop => return Ok(polled),
+            }
         }
     }
 

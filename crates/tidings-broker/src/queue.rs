@@ -1096,7 +1096,24 @@ impl Broker {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
+        self.receive_wait_until(group, max, wait, std::future::pending())
+            .await
+    }
+
+    /// [`receive_wait`](Self::receive_wait), but the wait also ends when `stop`
+    /// resolves (a server draining, a client gone), answering nothing. Only the
+    /// wait is cut short: a receive under way finishes, so no event is leased
+    /// to a consumer that never hears of it. (Dropping the future instead can
+    /// do that: its leases then run out and count as failed attempts.)
+    pub async fn receive_wait_until(
+        &self,
+        group: &str,
+        max: usize,
+        wait: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Vec<Delivery>, QueueError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut stop = std::pin::pin!(stop);
         loop {
             // Taken before the receive, so a publish landing after it still wakes us.
             let watchers = {
@@ -1117,7 +1134,10 @@ impl Broker {
             }
             // Retries and expired leases come due on the clock, not on appends.
             let tick = (now + QUEUE_WAIT_TICK).min(deadline);
-            crate::groups::wait_for_any(watchers, tick).await;
+            tokio::select! {
+                () = crate::groups::wait_for_any(watchers, tick) => {}
+                () = &mut stop => return Ok(got),
+            }
         }
     }
 

@@ -2,16 +2,16 @@
 //! say where it went wrong.
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use tidings_api::ErrorCode;
 
 use crate::ApiError;
 
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
+        ErrorCode::TooLarge,
         format!("the request body exceeds the limit of {limit} bytes"),
     )
 }
@@ -32,8 +32,8 @@ pub(crate) async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Resul
         {
             too_large(limit)
         } else {
-            ApiError::bad_request(
-                "malformed_body",
+            ApiError::new(
+                ErrorCode::MalformedBody,
                 format!("cannot read the request body: {e}"),
             )
         }
@@ -82,8 +82,7 @@ fn json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, Api
         Some("application/json") => {}
         other => {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 format!(
                     "expected Content-Type application/json, got {}",
                     other.unwrap_or("none")
@@ -92,5 +91,5 @@ fn json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, Api
         }
     }
     serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("invalid JSON body: {e}")))
+        .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("invalid JSON body: {e}")))
 }

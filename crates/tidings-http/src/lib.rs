@@ -1,49 +1,60 @@
 //! The HTTP/JSON API of `tidings serve`.
 //!
-//! [`router`] builds the axum application over a shared [`Broker`]: CloudEvents
-//! publish per the HTTP binding (binary, structured and batched modes), reads
-//! without a group, topic administration, `/healthz`, `/metrics` (Prometheus text
-//! format), the event store (append with an expected version, read a stream, read
-//! `$all` or a category, subscribe) and `/openapi.json`, the checked-in OpenAPI document that describes
-//! every route. Every error is JSON `{"error_code", "message"}` ([`ApiError`]).
+//! [`router`] builds the axum application over a shared [`Broker`] and the
+//! embedded event store, route by route from [`tidings_api::ROUTES`]: the route
+//! table, the JSON shapes and the error codes are `tidings-api`'s, so the
+//! server, the client and the OpenAPI document cannot drift apart.
+//!
+//! Modules, from the bottom: `error` ([`ApiError`]: every failure as
+//! `{"error_code", "message"}` with its status), `body` (bodies read under the
+//! size limit), `extract` (path and query extractors that refuse with the API's
+//! JSON error), `wire` (the broker's and the store's values as the API's JSON
+//! shapes; events decoded per the CloudEvents HTTP binding; start positions and
+//! waits parsed), `stop` (what ends a waiting request early) and `sse` (one
+//! pump for every Server-Sent Events stream). Above them, one module of
+//! handlers per resource: `topics`, `events`, `groups`, `queues`, `streams`,
+//! `metrics`. Handlers use the modules below them and never each other.
 //!
 //! The API holds no state of its own beyond counters: topics, offsets and groups
 //! belong to the broker. It never binds a socket or reads configuration; the
-//! server does both and hands it [`Limits`].
+//! server does both and hands it [`Limits`] and the shutdown token. Once the
+//! token is cancelled, new requests get 503, waiting requests and streams end,
+//! and answers to work already handed out are still taken.
 //!
 //! Limits are enforced before allocation: a body is refused from its
 //! `Content-Length` and read through a cap, so an oversized request costs at most
 //! the cap.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
+use tidings_api::{Draining, ErrorCode, Health, Method, Operation, Route, ROUTES};
 use tidings_broker::Broker;
 use tidings_store::EmbeddedStore;
 use tidings_telemetry::Metrics;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 mod body;
 mod error;
 mod events;
+mod extract;
 mod groups;
 mod metrics;
 mod queues;
 mod sse;
+mod stop;
 mod streams;
 mod topics;
+mod wire;
 
 pub use error::ApiError;
-
-/// The OpenAPI 3.1 document of this API, served at `/openapi.json`.
-pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// Bounds on what one request may ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,31 +94,34 @@ struct Inner {
     store: EmbeddedStore,
     limits: Limits,
     metrics: Metrics,
-    draining: AtomicBool,
+    shutdown: CancellationToken,
     /// One permit per open Server-Sent Events stream.
     streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl Api {
-    /// The API over `broker` and the event `store`.
-    pub fn new(broker: Arc<Broker>, store: EmbeddedStore, limits: Limits, metrics: Metrics) -> Api {
+    /// The API over `broker` and the event `store`. When `shutdown` is
+    /// cancelled the API drains: new requests get 503 and `/healthz` reports
+    /// the server as draining; waiting requests and event streams end; requests
+    /// under way finish, and answers to work already handed out (acks, nacks,
+    /// rejects, commits, heartbeats, leaving) are still taken.
+    pub fn new(
+        broker: Arc<Broker>,
+        store: EmbeddedStore,
+        limits: Limits,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Api {
         Api {
             inner: Arc::new(Inner {
                 broker,
                 store,
                 limits,
                 metrics,
-                draining: AtomicBool::new(false),
+                shutdown,
                 streams: Arc::new(tokio::sync::Semaphore::new(limits.sse_connections_max)),
             }),
         }
-    }
-
-    /// From now on, new requests get 503 and `/healthz` reports the server as
-    /// draining; requests under way finish, and answers to work already handed
-    /// out (acks, nacks, rejects, commits, heartbeats, leaving) are still taken.
-    pub fn start_draining(&self) {
-        self.inner.draining.store(true, Ordering::Release);
     }
 
     fn broker(&self) -> &Arc<Broker> {
@@ -122,8 +136,12 @@ impl Api {
         &self.inner.limits
     }
 
+    fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
     fn draining(&self) -> bool {
-        self.inner.draining.load(Ordering::Acquire)
+        self.inner.shutdown.is_cancelled()
     }
 }
 
@@ -131,111 +149,110 @@ impl Api {
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("a storage task failed: {e}"),
-        )
-    })?
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("a storage task failed: {e}")))?
 }
 
-/// The application: every route, the JSON fallback for unknown paths, and the
-/// per-request middleware (request id, log span, metrics, draining).
+/// The application: every route of [`ROUTES`], the JSON fallback for unknown
+/// paths, and the per-request middleware (request id, log span, metrics,
+/// draining).
 pub fn router(api: Api) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics::render))
-        .route("/openapi.json", get(openapi))
-        .route("/v1/topics", get(topics::list).post(topics::create))
-        .route(
-            "/v1/topics/{topic}",
-            get(topics::describe)
-                .patch(topics::alter)
-                .delete(topics::delete),
-        )
-        .route(
-            "/v1/topics/{topic}/events",
-            get(events::read).post(events::publish),
-        )
-        .route(
-            "/v1/streams/{stream}",
-            get(streams::describe).delete(streams::delete),
-        )
-        .route(
-            "/v1/streams/{stream}/events",
-            get(streams::read_stream).post(streams::append),
-        )
-        .route("/v1/store/events", get(streams::read_all))
-        .route("/v1/groups", get(groups::list))
-        .route("/v1/groups/{group}", get(groups::describe))
-        .route("/v1/groups/{group}/reset", post(groups::reset))
-        .route("/v1/groups/{group}/members", post(groups::join))
-        .route("/v1/groups/{group}/members/{member}", delete(groups::leave))
-        .route(
-            "/v1/groups/{group}/members/{member}/events",
-            get(groups::poll),
-        )
-        .route(
-            "/v1/groups/{group}/members/{member}/commit",
-            post(groups::commit),
-        )
-        .route(
-            "/v1/groups/{group}/members/{member}/heartbeat",
-            post(groups::heartbeat),
-        )
-        .route("/v1/queues", get(queues::list).post(queues::create))
-        .route("/v1/queues/{group}", get(queues::describe))
-        .route("/v1/queues/{group}/receive", post(queues::receive))
-        .route("/v1/queues/{group}/acks", post(queues::ack_batch))
-        .route("/v1/queues/{group}/leases/{lease}/ack", post(queues::ack))
-        .route("/v1/queues/{group}/leases/{lease}/nack", post(queues::nack))
-        .route(
-            "/v1/queues/{group}/leases/{lease}/reject",
-            post(queues::reject),
-        )
-        .route(
-            "/v1/queues/{group}/dead-letters",
-            get(queues::dead_letters).delete(queues::purge),
-        )
-        .route(
-            "/v1/queues/{group}/dead-letters/redrive",
-            post(queues::redrive),
-        )
-        .route(
-            "/v1/queues/{group}/dead-letters/{offset}",
-            get(queues::dead_letter),
-        )
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.path, handler(route))
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(api.clone(), around_request))
         .with_state(api)
 }
 
+/// The handler of one route. The match is exhaustive, and every operation is
+/// in the table once (a test of `tidings-api` checks), so every route has
+/// exactly its handler.
+fn handler(route: &Route) -> MethodRouter<Api> {
+    let method = match route.method {
+        Method::Get => MethodFilter::GET,
+        Method::Post => MethodFilter::POST,
+        Method::Patch => MethodFilter::PATCH,
+        Method::Delete => MethodFilter::DELETE,
+    };
+    match route.operation {
+        Operation::Health => on(method, healthz),
+        Operation::Metrics => on(method, metrics::render),
+        Operation::OpenApi => on(method, openapi),
+        Operation::ListTopics => on(method, topics::list),
+        Operation::CreateTopic => on(method, topics::create),
+        Operation::DescribeTopic => on(method, topics::describe),
+        Operation::AlterTopic => on(method, topics::alter),
+        Operation::DeleteTopic => on(method, topics::delete),
+        Operation::ReadEvents => on(method, events::read),
+        Operation::PublishEvents => on(method, events::publish),
+        Operation::DescribeStream => on(method, streams::describe),
+        Operation::DeleteStream => on(method, streams::delete),
+        Operation::ReadStream => on(method, streams::read_stream),
+        Operation::AppendToStream => on(method, streams::append),
+        Operation::ReadAll => on(method, streams::read_all),
+        Operation::ListGroups => on(method, groups::list),
+        Operation::DescribeGroup => on(method, groups::describe),
+        Operation::ResetGroup => on(method, groups::reset),
+        Operation::JoinGroup => on(method, groups::join),
+        Operation::LeaveGroup => on(method, groups::leave),
+        Operation::PollGroup => on(method, groups::poll),
+        Operation::CommitOffsets => on(method, groups::commit),
+        Operation::HeartbeatMember => on(method, groups::heartbeat),
+        Operation::ListQueues => on(method, queues::list),
+        Operation::CreateQueue => on(method, queues::create),
+        Operation::DescribeQueue => on(method, queues::describe),
+        Operation::ReceiveDeliveries => on(method, queues::receive),
+        Operation::AckLeases => on(method, queues::ack_batch),
+        Operation::AckLease => on(method, queues::ack),
+        Operation::NackLease => on(method, queues::nack),
+        Operation::RejectLease => on(method, queues::reject),
+        Operation::ListDeadLetters => on(method, queues::dead_letters),
+        Operation::PurgeDeadLetters => on(method, queues::purge),
+        Operation::RedriveDeadLetters => on(method, queues::redrive),
+        Operation::GetDeadLetter => on(method, queues::dead_letter),
+    }
+}
+
 async fn healthz(State(api): State<Api>) -> Response {
     if api.draining() {
-        let body = serde_json::json!({"status": "draining"});
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+        let body = Health {
+            status: "draining".into(),
+        };
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(body),
+        )
+            .into_response();
     }
-    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+    axum::Json(Health {
+        status: "ok".into(),
+    })
+    .into_response()
 }
 
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        tidings_api::OPENAPI_JSON,
+    )
+        .into_response()
 }
 
 async fn not_found(request: Request) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         format!("no route for {} {}", request.method(), request.uri().path()),
     )
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!(
             "{} is not allowed on {}",
             request.method(),
@@ -244,61 +261,13 @@ async fn method_not_allowed(request: Request) -> ApiError {
     )
 }
 
-/// The parameters of a path (`{topic}`, `{group}`, ...). Unlike axum's `Path`,
-/// a segment that cannot be decoded is refused with the API's JSON error.
-pub(crate) struct PathJson<T>(pub(crate) T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S>
-    for PathJson<T>
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<PathJson<T>, ApiError> {
-        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
-        Ok(PathJson(value))
-    }
-}
-
-/// The query string of a request. Unlike axum's `Query`, one that does not
-/// parse (an unknown parameter, a value of the wrong type) is refused with the
-/// API's JSON error.
-pub(crate) struct QueryJson<T>(pub(crate) T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
-    for QueryJson<T>
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<QueryJson<T>, ApiError> {
-        let axum::extract::Query(value) =
-            axum::extract::Query::<T>::from_request_parts(parts, state)
-                .await
-                .map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
-        Ok(QueryJson(value))
-    }
-}
-
-/// Requests that finish work already handed out, which a draining server still
-/// takes: answers to leases (the shutdown waits for them), commits, heartbeats
-/// and leaving a group.
-fn finishes_work(method: &axum::http::Method, route: &str) -> bool {
-    matches!(
-        route,
-        "/v1/queues/{group}/acks"
-            | "/v1/queues/{group}/leases/{lease}/ack"
-            | "/v1/queues/{group}/leases/{lease}/nack"
-            | "/v1/queues/{group}/leases/{lease}/reject"
-            | "/v1/groups/{group}/members/{member}/commit"
-            | "/v1/groups/{group}/members/{member}/heartbeat"
-    ) || (method == axum::http::Method::DELETE && route == "/v1/groups/{group}/members/{member}")
+/// What a draining server does with a request to `route` (its template) by
+/// `method`; paths outside the table are refused like new work.
+fn draining_rule(method: &axum::http::Method, route: &str) -> Draining {
+    ROUTES
+        .iter()
+        .find(|r| r.path == route && r.method.as_str() == method.as_str())
+        .map_or(Draining::Refused, |r| r.draining)
 }
 
 /// Longest `x-request-id` taken from a client; a longer or unprintable one is
@@ -306,7 +275,8 @@ fn finishes_work(method: &axum::http::Method, route: &str) -> bool {
 const REQUEST_ID_BYTES_MAX: usize = 64;
 
 /// Gives every request an id (the client's `x-request-id` when it sends a usable
-/// one), a log span carrying it, a line when it ends, and request metrics.
+/// one), a log span carrying it, a line when it ends, and request metrics; while
+/// the server drains, refuses new work with 503.
 async fn around_request(State(api): State<Api>, request: Request, next: Next) -> Response {
     let id = request
         .headers()
@@ -328,9 +298,9 @@ async fn around_request(State(api): State<Api>, request: Request, next: Next) ->
         path = %request.uri().path(),
         correlationid = tracing::field::Empty,
     );
-    let exempt = matches!(route.as_str(), "/healthz" | "/metrics");
+    let rule = draining_rule(&method, &route);
     let started = Instant::now();
-    let mut response = if api.draining() && !exempt && !finishes_work(&method, &route) {
+    let mut response = if api.draining() && rule == Draining::Refused {
         ApiError::shutting_down().into_response()
     } else {
         next.run(request).instrument(span.clone()).await
@@ -340,7 +310,7 @@ async fn around_request(State(api): State<Api>, request: Request, next: Next) ->
     let elapsed_ms = elapsed.as_secs_f64() * 1e3;
     span.in_scope(|| {
         // Scrapes and probes come every few seconds; their lines would drown the rest.
-        if exempt && status < 500 {
+        if rule == Draining::Probe && status < 500 {
             tracing::debug!(status, elapsed_ms, "request done");
         } else {
             tracing::info!(status, elapsed_ms, "request done");

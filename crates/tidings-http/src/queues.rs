@@ -2,6 +2,7 @@
 //! an optional delay, reject; dead letters listed, inspected, redriven and
 //! purged.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -9,17 +10,20 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use tidings_broker::{Backoff, QueueConfig, QueueStats};
+use tidings_api::{
+    AckBatchRequest, AckBatchResponse, AckFailure, CreateQueue, DeadLetterList, DeadLetterQuery,
+    ErrorCode, NackRequest, PurgeAnswer, Queue, QueueConfig, QueueCounters, QueueList,
+    QueuePartition, ReceiveAnswer, ReceiveQuery, RedriveAnswer, RedriveRequest, RejectRequest,
+    ACK_BATCH_LEASES_MAX, RECEIVE_MAX,
+};
+use tidings_broker::{Backoff, Broker, QueueStats};
 use tidings_types::{ErrorKind, Offset};
 
-use crate::events::entry_json;
-use crate::groups::{wait, LONG_POLL_SLICE};
-use crate::{body, sse, Api, ApiError, PathJson, QueryJson};
+use crate::extract::{PathJson, QueryJson};
+use crate::sse::{self, Item, Source};
+use crate::stop::Stop;
+use crate::{body, wire, Api, ApiError};
 
-/// Most deliveries one receive hands out.
-const RECEIVE_MAX: usize = 1_000;
 /// Bytes of dead letters one listing reads.
 const DEAD_LETTER_READ_BYTES: usize = 1024 * 1024;
 
@@ -27,70 +31,44 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-#[derive(Serialize)]
-pub(crate) struct QueueJson {
-    name: String,
-    topic: String,
-    dead_letter_topic: String,
-    config: Value,
-    partitions: Vec<Value>,
-    lag: u64,
-    dead_letters: u64,
-    counters: Value,
-}
-
-fn queue_json(name: String, s: QueueStats) -> QueueJson {
+/// A queue group as the API shows it.
+fn queue(name: String, s: QueueStats) -> Queue {
     let c = s.config;
-    QueueJson {
+    Queue {
         name,
         topic: s.topic.to_string(),
         dead_letter_topic: s.dead_letter_topic.to_string(),
-        config: serde_json::json!({
-            "ack_timeout_ms": ms(c.ack_timeout),
-            "max_deliveries": c.max_deliveries,
-            "backoff_initial_ms": ms(c.backoff.initial),
-            "backoff_factor": c.backoff.factor,
-            "backoff_max_ms": ms(c.backoff.max),
-            "key_ordering": c.key_ordering,
-        }),
+        config: QueueConfig {
+            ack_timeout_ms: ms(c.ack_timeout),
+            backoff_factor: c.backoff.factor,
+            backoff_initial_ms: ms(c.backoff.initial),
+            backoff_max_ms: ms(c.backoff.max),
+            key_ordering: c.key_ordering,
+            max_deliveries: c.max_deliveries,
+        },
         lag: s.partitions.iter().map(|p| p.lag).sum(),
         partitions: s
             .partitions
             .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "partition": p.partition.0,
-                    "ack_floor": p.ack_floor.0,
-                    "high_watermark": p.high_watermark.0,
-                    "lag": p.lag,
-                    "in_flight": p.in_flight,
-                    "retrying": p.retrying,
-                })
+            .map(|p| QueuePartition {
+                ack_floor: p.ack_floor.0,
+                high_watermark: p.high_watermark.0,
+                in_flight: p.in_flight,
+                lag: p.lag,
+                partition: p.partition.0,
+                retrying: p.retrying,
             })
             .collect(),
         dead_letters: s.dead_letters,
-        counters: serde_json::json!({
-            "delivered": s.counters.delivered,
-            "redelivered": s.counters.redelivered,
-            "acked": s.counters.acked,
-            "nacked": s.counters.nacked,
-            "expired": s.counters.expired,
-            "dead_lettered": s.counters.dead_lettered,
-        }),
+        counters: QueueCounters {
+            acked: s.counters.acked,
+            dead_lettered: s.counters.dead_lettered,
+            delivered: s.counters.delivered,
+            expired: s.counters.expired,
+            nacked: s.counters.nacked,
+            redelivered: s.counters.redelivered,
+        },
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateQueue {
-    name: String,
-    topic: String,
-    ack_timeout_ms: Option<u64>,
-    max_deliveries: Option<u32>,
-    backoff_initial_ms: Option<u64>,
-    backoff_factor: Option<u32>,
-    backoff_max_ms: Option<u64>,
-    key_ordering: Option<bool>,
 }
 
 /// `POST /v1/queues`: a queue group on a topic; its dead letters go to the topic
@@ -101,9 +79,9 @@ pub(crate) async fn create(
     request: Body,
 ) -> Result<Response, ApiError> {
     let q: CreateQueue = body::parse(&headers, request, api.limits().body_bytes_max).await?;
-    let d = QueueConfig::default();
+    let d = tidings_broker::QueueConfig::default();
     let millis = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
-    let config = QueueConfig {
+    let config = tidings_broker::QueueConfig {
         ack_timeout: millis(q.ack_timeout_ms, d.ack_timeout),
         max_deliveries: q.max_deliveries.unwrap_or(d.max_deliveries),
         backoff: Backoff {
@@ -113,123 +91,109 @@ pub(crate) async fn create(
         },
         key_ordering: q.key_ordering.unwrap_or(d.key_ordering),
     };
-    let broker = std::sync::Arc::clone(api.broker());
+    let broker = Arc::clone(api.broker());
     let (name, topic) = (q.name.clone(), q.topic.clone());
     crate::blocking(move || Ok(broker.create_queue_group(&name, &topic, config)?)).await?;
     tracing::info!(group = %q.name, topic = %q.topic, "queue group created");
     let stats = api.broker().queue_stats(&q.name).await?;
-    Ok((StatusCode::CREATED, Json(queue_json(q.name, stats))).into_response())
+    Ok((StatusCode::CREATED, Json(queue(q.name, stats))).into_response())
 }
 
 /// `GET /v1/queues`.
-pub(crate) async fn list(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn list(State(api): State<Api>) -> Json<QueueList> {
     let mut queues = Vec::new();
     for name in api.broker().list_queue_groups() {
         match api.broker().queue_stats(&name).await {
-            Ok(stats) => queues.push(queue_json(name, stats)),
+            Ok(stats) => queues.push(queue(name, stats)),
             Err(e) => tracing::debug!(group = %name, error = %e, "queue left out of the listing"),
         }
     }
-    Ok(Json(serde_json::json!({ "queues": queues })))
+    Json(QueueList { queues })
 }
 
 /// `GET /v1/queues/{group}`.
 pub(crate) async fn describe(
     State(api): State<Api>,
-    PathJson(group): PathJson<String>,
-) -> Result<Json<QueueJson>, ApiError> {
-    let stats = api.broker().queue_stats(&group).await?;
-    Ok(Json(queue_json(group, stats)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ReceiveQuery {
-    max: Option<usize>,
-    wait_ms: Option<u64>,
+    PathJson(name): PathJson<String>,
+) -> Result<Json<Queue>, ApiError> {
+    let stats = api.broker().queue_stats(&name).await?;
+    Ok(Json(queue(name, stats)))
 }
 
 /// `POST /v1/queues/{group}/receive`: up to `max` due events, each under a
 /// lease to answer with ack, nack or reject before the ack timeout; waits up
-/// to `wait_ms` when none is due.
+/// to `wait_ms` when none is due (ending at once if the server drains); with
+/// `Accept: text/event-stream`, a stream of deliveries.
 pub(crate) async fn receive(
     State(api): State<Api>,
-    PathJson(group): PathJson<String>,
+    PathJson(name): PathJson<String>,
     headers: HeaderMap,
     QueryJson(query): QueryJson<ReceiveQuery>,
 ) -> Result<Response, ApiError> {
     let max = query.max.unwrap_or(1);
     if !(1..=RECEIVE_MAX).contains(&max) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!("max={max}: it must be 1..={RECEIVE_MAX}"),
-        ));
+        return Err(ApiError::invalid_request(format!(
+            "max={max}: it must be 1..={RECEIVE_MAX}"
+        )));
     }
-    let wait = wait(&api, query.wait_ms)?;
+    let wait = wire::wait(&api, query.wait_ms)?;
     if sse::wanted(&headers) {
-        api.broker().queue_stats(&group).await?;
-        let producer_api = api.clone();
-        return sse::open(&api, move |sink| async move {
-            while sink.open() {
-                let got = producer_api
-                    .broker()
-                    .receive_wait(&group, max, sse::SLICE)
-                    .await;
-                let got = match got {
-                    Ok(got) => got,
-                    Err(e) => return sink.fail(e.into()).await,
-                };
-                for d in &got {
-                    let json = match delivery_json(d) {
-                        Ok(json) => json,
-                        Err(e) => return sink.fail(e).await,
-                    };
-                    if !sink.send(&json).await {
-                        return;
-                    }
-                }
-            }
-        });
+        api.broker().queue_stats(&name).await?;
+        let source = Deliveries {
+            broker: Arc::clone(api.broker()),
+            group: name,
+            max,
+        };
+        return sse::open(&api, source);
     }
-    let deadline = tokio::time::Instant::now() + wait;
-    let deliveries = loop {
-        let slice = deadline
-            .saturating_duration_since(tokio::time::Instant::now())
-            .min(LONG_POLL_SLICE);
-        let got = api.broker().receive_wait(&group, max, slice).await?;
-        if !got.is_empty() || slice.is_zero() || api.draining() {
-            break got;
-        }
-    };
-    let out = deliveries
+    let stop = Stop::server(&api);
+    let deliveries = api
+        .broker()
+        .receive_wait_until(&name, max, wait, stop.wait())
+        .await?;
+    let deliveries = deliveries
         .iter()
-        .map(delivery_json)
+        .map(delivery)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(serde_json::json!({ "deliveries": out })).into_response())
+    Ok(Json(ReceiveAnswer { deliveries }).into_response())
 }
 
-/// A delivery as JSON: the entry, its lease and its attempt number.
-fn delivery_json(d: &tidings_broker::Delivery) -> Result<Value, ApiError> {
-    tidings_telemetry::delivered(tidings_types::TimestampMs::now().0 - d.entry.timestamp.0);
-    let mut json = entry_json(&d.entry)?;
-    json["lease"] = d.lease.clone().into();
-    json["attempt"] = d.attempt.into();
-    Ok(json)
+/// A delivery as the API shows it.
+fn delivery(d: &tidings_broker::Delivery) -> Result<tidings_api::Delivery, ApiError> {
+    wire::delivered(&d.entry);
+    Ok(tidings_api::Delivery {
+        attempt: d.attempt,
+        lease: d.lease.clone(),
+        entry: wire::stored_event(&d.entry)?,
+    })
+}
+
+/// A queue group's deliveries, streamed as events come due.
+struct Deliveries {
+    broker: Arc<Broker>,
+    group: String,
+    max: usize,
+}
+
+impl Source for Deliveries {
+    async fn next(&mut self, stop: &Stop) -> Result<Vec<Item>, ApiError> {
+        let got = self
+            .broker
+            .receive_wait_until(&self.group, self.max, sse::SOURCE_WAIT, stop.wait())
+            .await?;
+        got.iter()
+            .map(|d| Item::at_offset(d.entry.partition.0, d.entry.offset.0, &delivery(d)?))
+            .collect()
+    }
 }
 
 /// `POST /v1/queues/{group}/leases/{lease}/ack`.
 pub(crate) async fn ack(
     State(api): State<Api>,
-    PathJson((group, lease)): PathJson<(String, String)>,
+    PathJson((name, lease)): PathJson<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    api.broker().ack(&group, &lease).await?;
+    api.broker().ack(&name, &lease).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AckBatch {
-    leases: Vec<String>,
 }
 
 /// `POST /v1/queues/{group}/acks`: acks many leases of the group with one
@@ -237,21 +201,19 @@ struct AckBatch {
 /// acked are listed with their error, and the rest are acked.
 pub(crate) async fn ack_batch(
     State(api): State<Api>,
-    PathJson(group): PathJson<String>,
+    PathJson(name): PathJson<String>,
     headers: HeaderMap,
     request: Body,
-) -> Result<Json<Value>, ApiError> {
-    let batch: AckBatch = body::parse(&headers, request, api.limits().body_bytes_max).await?;
-    if !(1..=RECEIVE_MAX).contains(&batch.leases.len()) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!(
-                "{} leases: a batch acks 1..={RECEIVE_MAX}",
-                batch.leases.len()
-            ),
-        ));
+) -> Result<Json<AckBatchResponse>, ApiError> {
+    let batch: AckBatchRequest =
+        body::parse(&headers, request, api.limits().body_bytes_max).await?;
+    if !(1..=ACK_BATCH_LEASES_MAX).contains(&batch.leases.len()) {
+        return Err(ApiError::invalid_request(format!(
+            "{} leases: a batch acks 1..={ACK_BATCH_LEASES_MAX}",
+            batch.leases.len()
+        )));
     }
-    let results = api.broker().ack_many(&group, &batch.leases).await?;
+    let results = api.broker().ack_many(&name, &batch.leases).await?;
     let mut acked = 0_usize;
     let mut failed = Vec::new();
     for (lease, result) in batch.leases.into_iter().zip(results) {
@@ -259,24 +221,15 @@ pub(crate) async fn ack_batch(
             Ok(()) => acked += 1,
             Err(e) => {
                 let e = ApiError::from(e);
-                failed.push(serde_json::json!({
-                    "lease": lease,
-                    "error_code": e.code(),
-                    "message": e.message(),
-                }));
+                failed.push(AckFailure {
+                    error_code: e.code().as_str().to_owned(),
+                    lease,
+                    message: e.message().to_owned(),
+                });
             }
         }
     }
-    Ok(Json(
-        serde_json::json!({ "acked": acked, "failed": failed }),
-    ))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Nack {
-    delay_ms: Option<u64>,
-    error: Option<String>,
+    Ok(Json(AckBatchResponse { acked, failed }))
 }
 
 /// `POST /v1/queues/{group}/leases/{lease}/nack`: `{"delay_ms", "error"}`, both
@@ -284,15 +237,16 @@ struct Nack {
 /// dead-lettered after its last attempt.
 pub(crate) async fn nack(
     State(api): State<Api>,
-    PathJson((group, lease)): PathJson<(String, String)>,
+    PathJson((name, lease)): PathJson<(String, String)>,
     headers: HeaderMap,
     request: Body,
 ) -> Result<StatusCode, ApiError> {
-    let nack: Nack = body::parse_or_default(&headers, request, api.limits().body_bytes_max).await?;
+    let nack: NackRequest =
+        body::parse_or_default(&headers, request, api.limits().body_bytes_max).await?;
     let error = nack.error.unwrap_or_else(|| "nacked".to_owned());
     api.broker()
         .nack(
-            &group,
+            &name,
             &lease,
             nack.delay_ms.map(Duration::from_millis),
             &error,
@@ -301,49 +255,38 @@ pub(crate) async fn nack(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Reject {
-    reason: Option<String>,
-}
-
 /// `POST /v1/queues/{group}/leases/{lease}/reject`: dead-letters the event now.
 pub(crate) async fn reject(
     State(api): State<Api>,
-    PathJson((group, lease)): PathJson<(String, String)>,
+    PathJson((name, lease)): PathJson<(String, String)>,
     headers: HeaderMap,
     request: Body,
 ) -> Result<StatusCode, ApiError> {
-    let reject: Reject =
+    let reject: RejectRequest =
         body::parse_or_default(&headers, request, api.limits().body_bytes_max).await?;
     let reason = reject.reason.unwrap_or_else(|| "rejected".to_owned());
-    api.broker().reject(&group, &lease, &reason).await?;
+    api.broker().reject(&name, &lease, &reason).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DeadLetterQuery {
-    from: Option<u64>,
-    limit: Option<usize>,
-}
-
-fn dead_letter_json(d: &tidings_broker::DeadLetter) -> Result<Value, ApiError> {
-    let mut json = entry_json(&d.entry)?;
-    json["source_partition"] = d.source_partition.0.into();
-    json["source_offset"] = d.source_offset.0.into();
-    json["attempts"] = d.attempts.into();
-    json["error"] = d.error.clone().into();
-    Ok(json)
+/// A dead letter as the API shows it.
+fn dead_letter_json(d: &tidings_broker::DeadLetter) -> Result<tidings_api::DeadLetter, ApiError> {
+    Ok(tidings_api::DeadLetter {
+        attempts: d.attempts,
+        error: d.error.clone(),
+        source_offset: d.source_offset.0,
+        source_partition: d.source_partition.0,
+        entry: wire::stored_event(&d.entry)?,
+    })
 }
 
 /// `GET /v1/queues/{group}/dead-letters`: the dead letters not yet redriven or
 /// purged, from `from` (an offset in the dead-letter topic) on.
 pub(crate) async fn dead_letters(
     State(api): State<Api>,
-    PathJson(group): PathJson<String>,
+    PathJson(name): PathJson<String>,
     QueryJson(query): QueryJson<DeadLetterQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetterList>, ApiError> {
     let limit = query
         .limit
         .unwrap_or(100)
@@ -351,34 +294,33 @@ pub(crate) async fn dead_letters(
     let letters = api
         .broker()
         .dead_letters(
-            &group,
+            &name,
             Offset(query.from.unwrap_or(0)),
             DEAD_LETTER_READ_BYTES,
         )
         .await?;
-    let out = letters
+    let dead_letters = letters
         .iter()
         .take(limit)
         .map(dead_letter_json)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(serde_json::json!({ "dead_letters": out })))
+    Ok(Json(DeadLetterList { dead_letters }))
 }
 
 /// `GET /v1/queues/{group}/dead-letters/{offset}`: one dead letter.
 pub(crate) async fn dead_letter(
     State(api): State<Api>,
-    PathJson((group, offset)): PathJson<(String, u64)>,
-) -> Result<Json<Value>, ApiError> {
+    PathJson((name, offset)): PathJson<(String, u64)>,
+) -> Result<Json<tidings_api::DeadLetter>, ApiError> {
     let unknown = || {
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_dead_letter",
-            format!("group {group} has no dead letter at offset {offset}"),
+            ErrorCode::UnknownDeadLetter,
+            format!("group {name} has no dead letter at offset {offset}"),
         )
     };
     let letters = match api
         .broker()
-        .dead_letters(&group, Offset(offset), DEAD_LETTER_READ_BYTES)
+        .dead_letters(&name, Offset(offset), DEAD_LETTER_READ_BYTES)
         .await
     {
         Err(e) if e.kind() == ErrorKind::OffsetOutOfRange => return Err(unknown()),
@@ -391,44 +333,36 @@ pub(crate) async fn dead_letter(
     Ok(Json(dead_letter_json(letter)?))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Redrive {
-    to: Option<String>,
-    max: Option<usize>,
-}
-
 /// `POST /v1/queues/{group}/dead-letters/redrive`: publishes dead letters again,
 /// to their source topic or to `to`, and marks them handled.
 pub(crate) async fn redrive(
     State(api): State<Api>,
-    PathJson(group): PathJson<String>,
+    PathJson(name): PathJson<String>,
     headers: HeaderMap,
     request: Body,
-) -> Result<Json<Value>, ApiError> {
-    let redrive: Redrive =
+) -> Result<Json<RedriveAnswer>, ApiError> {
+    let redrive: RedriveRequest =
         body::parse_or_default(&headers, request, api.limits().body_bytes_max).await?;
     let max = redrive.max.unwrap_or(usize::MAX);
     if max == 0 {
-        return Err(ApiError::bad_request(
-            "invalid_request",
+        return Err(ApiError::invalid_request(
             "max=0 would redrive nothing; leave it out to redrive everything",
         ));
     }
-    let moved = api
+    let redriven = api
         .broker()
-        .redrive_dead_letters(&group, redrive.to.as_deref(), max)
+        .redrive_dead_letters(&name, redrive.to.as_deref(), max)
         .await?;
-    tracing::info!(%group, redriven = moved, "dead letters redriven");
-    Ok(Json(serde_json::json!({ "redriven": moved })))
+    tracing::info!(group = %name, redriven, "dead letters redriven");
+    Ok(Json(RedriveAnswer { redriven }))
 }
 
 /// `DELETE /v1/queues/{group}/dead-letters`: drops every dead letter.
 pub(crate) async fn purge(
     State(api): State<Api>,
-    PathJson(group): PathJson<String>,
-) -> Result<Json<Value>, ApiError> {
-    let purged = api.broker().purge_dead_letters(&group).await?;
-    tracing::info!(%group, purged, "dead letters purged");
-    Ok(Json(serde_json::json!({ "purged": purged })))
+    PathJson(name): PathJson<String>,
+) -> Result<Json<PurgeAnswer>, ApiError> {
+    let purged = api.broker().purge_dead_letters(&name).await?;
+    tracing::info!(group = %name, purged, "dead letters purged");
+    Ok(Json(PurgeAnswer { purged }))
 }

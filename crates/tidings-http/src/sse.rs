@@ -1,12 +1,15 @@
 //! Server-Sent Events: the same reads as the long-polls, pushed as they come.
 //!
 //! A request that accepts `text/event-stream` on a topic's events, a group
-//! member's events or a queue's receive gets a stream instead of one answer.
-//! Each message's `data` is the JSON the long-poll would have put in its list,
-//! and its `id` is `<partition>:<offset>`. A task per stream reads in slices of
-//! [`LONG_POLL_SLICE`] and ends when the client goes away or the server
-//! drains. At most `sse_connections_max` streams are open at once; one more is
-//! refused with 429.
+//! member's events, a queue's receive or the event store's `$all` gets a
+//! stream instead of one answer. Each message's `data` is the JSON the
+//! long-poll would have put in its list, and its `id` is
+//! `<partition>:<offset>` (or the global position, for the event store). One
+//! pump serves every stream: it asks its [`Source`] for the next items, which
+//! waits until there are some or the stream should end, and sends them. A
+//! stream ends when its client goes away or the server drains. At most
+//! `sse_connections_max` streams are open at once; one more is refused with
+//! 429.
 //!
 //! A queue's deliveries are leased when they are read, before they reach the
 //! client: a client that goes away leaves the leases in its buffer to expire,
@@ -15,25 +18,33 @@
 //! are durable, so a restarted member starts from its last commit.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde::Serialize;
+use tidings_api::ErrorCode;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use crate::groups::LONG_POLL_SLICE;
+use crate::stop::Stop;
 use crate::{Api, ApiError};
 
-/// Messages buffered per stream before the reader waits for the client. Small,
+/// Messages buffered per stream before the pump waits for the client. Small,
 /// because a queue's deliveries are leased before they are buffered.
 const STREAM_BUFFER_MESSAGES: usize = 16;
 /// A comment line this often keeps idle connections open through proxies.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long a source's wait for items may run: the stream's stop ends it
+/// sooner, so this only bounds how long any one wait is asked for.
+pub(crate) const SOURCE_WAIT: Duration = Duration::from_secs(3600);
+
+/// One message on its way to the client.
+pub(crate) type Message = Result<Event, Infallible>;
 
 /// Whether the request asks for an event stream.
 pub(crate) fn wanted(headers: &HeaderMap) -> bool {
@@ -43,68 +54,59 @@ pub(crate) fn wanted(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("text/event-stream"))
 }
 
-/// One message of a stream.
-pub(crate) fn message(json: &Value) -> Event {
-    let mut event = Event::default().data(json.to_string());
-    if let (Some(p), Some(o)) = (json["partition"].as_u64(), json["offset"].as_u64()) {
-        event = event.id(format!("{p}:{o}"));
-    } else if let Some(position) = json["position"].as_u64() {
-        event = event.id(position.to_string());
-    }
-    event
+/// One message of a stream: its id and its JSON.
+pub(crate) struct Item {
+    id: String,
+    data: String,
 }
 
-/// Where a stream's producer puts messages; `send` fails once the client left.
-pub(crate) struct Sink {
-    tx: mpsc::Sender<Result<Event, Infallible>>,
-    api: Api,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Sink {
-    /// False when the client has gone away or the server drains: stop producing.
-    pub(crate) async fn send(&self, json: &Value) -> bool {
-        !self.api.draining() && self.tx.send(Ok(message(json))).await.is_ok()
+impl Item {
+    /// An item of a partition (`id` = `<partition>:<offset>`).
+    pub(crate) fn at_offset(
+        partition: u32,
+        offset: u64,
+        json: &impl Serialize,
+    ) -> Result<Item, ApiError> {
+        Item::new(format!("{partition}:{offset}"), json)
     }
 
-    /// Whether the producer should go on.
-    pub(crate) fn open(&self) -> bool {
-        !self.api.draining() && !self.tx.is_closed()
+    /// An item of the event store's global order (`id` = its position).
+    pub(crate) fn at_position(position: u64, json: &impl Serialize) -> Result<Item, ApiError> {
+        Item::new(position.to_string(), json)
     }
 
-    /// Reports an error to the client as an `error` event, then ends the stream.
-    pub(crate) async fn fail(&self, error: ApiError) {
-        let json = serde_json::json!({"error_code": error.code(), "message": error.message()});
-        let _ = self
-            .tx
-            .send(Ok(Event::default().event("error").data(json.to_string())))
-            .await;
+    fn new(id: String, json: &impl Serialize) -> Result<Item, ApiError> {
+        let data = serde_json::to_string(json)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        Ok(Item { id, data })
     }
 }
 
-struct Messages(mpsc::Receiver<Result<Event, Infallible>>);
+/// Where a stream's items come from.
+pub(crate) trait Source: Send + 'static {
+    /// The next items, waiting for some (up to [`SOURCE_WAIT`]) when there are
+    /// none; nothing when `stop` resolves first.
+    fn next(&mut self, stop: &Stop) -> impl Future<Output = Result<Vec<Item>, ApiError>> + Send;
+}
+
+struct Messages(mpsc::Receiver<Message>);
 
 impl futures_core::Stream for Messages {
-    type Item = Result<Event, Infallible>;
+    type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.0.poll_recv(cx)
     }
 }
 
-/// Opens a stream whose messages `produce` sends; refused with 429 when
+/// Opens a stream of `source`'s items; refused with 429 when
 /// `sse_connections_max` streams are open.
-pub(crate) fn open<F, Fut>(api: &Api, produce: F) -> Result<Response, ApiError>
-where
-    F: FnOnce(Sink) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
+pub(crate) fn open(api: &Api, source: impl Source) -> Result<Response, ApiError> {
     let permit = Arc::clone(&api.inner.streams)
         .try_acquire_owned()
         .map_err(|_| {
             ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_streams",
+                ErrorCode::TooManyStreams,
                 format!(
                     "{} event streams are open, the limit",
                     api.limits().sse_connections_max
@@ -112,16 +114,37 @@ where
             )
         })?;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER_MESSAGES);
-    let sink = Sink {
-        tx,
-        api: api.clone(),
-        _permit: permit,
-    };
-    tokio::spawn(produce(sink));
+    let stop = Stop::stream(api, tx.clone());
+    tokio::spawn(pump(source, tx, stop, permit));
     Ok(Sse::new(Messages(rx))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
 }
 
-/// How long each read of a stream waits before checking the client is still there.
-pub(crate) const SLICE: Duration = LONG_POLL_SLICE;
+/// Sends `source`'s items until the stream should end; a failure reaches the
+/// client as an `error` event with the API's error body, then the stream ends.
+async fn pump(
+    mut source: impl Source,
+    tx: mpsc::Sender<Message>,
+    stop: Stop,
+    _permit: OwnedSemaphorePermit,
+) {
+    while !stop.stopped() {
+        let items = match source.next(&stop).await {
+            Ok(items) => items,
+            Err(error) => {
+                let body = serde_json::to_string(&error.body()).unwrap_or_default();
+                let _ = tx
+                    .send(Ok(Event::default().event("error").data(body)))
+                    .await;
+                return;
+            }
+        };
+        for item in items {
+            let message = Event::default().id(item.id).data(item.data);
+            if stop.stopped() || tx.send(Ok(message)).await.is_err() {
+                return;
+            }
+        }
+    }
+}

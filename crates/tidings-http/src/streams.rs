@@ -11,18 +11,19 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use tidings_api::{
+    AllQuery, AppendAnswer, AppendQuery, ErrorCode, StoreReadAnswer, Stream, StreamMetadata,
+    StreamQuery, StreamReadAnswer, EXPECTED_VERSION_HEADER,
+};
 use tidings_store::{
-    Direction, EventStore, ExpectedVersion, Position, ReadStream, RecordedEvent, Selector,
+    Direction, EmbeddedStore, EventStore, ExpectedVersion, Position, ReadStream, Selector,
     StreamName, StreamVersion, Subscription,
 };
 
-use crate::body;
-use crate::{Api, ApiError, PathJson, QueryJson};
-
-/// The header that carries an append's expected version.
-pub(crate) const EXPECTED_VERSION_HEADER: &str = "tidings-expected-version";
+use crate::extract::{PathJson, QueryJson};
+use crate::sse::{self, Item, Source};
+use crate::stop::Stop;
+use crate::{body, wire, Api, ApiError};
 
 /// The number of events a read answers with: what was asked, at most the limit.
 fn read_limit(api: &Api, asked: Option<usize>) -> usize {
@@ -31,57 +32,42 @@ fn read_limit(api: &Api, asked: Option<usize>) -> usize {
 }
 
 fn stream_name(name: &str) -> Result<StreamName, ApiError> {
-    StreamName::new(name).map_err(|e| ApiError::bad_request("invalid_stream", e.to_string()))
+    StreamName::new(name).map_err(|e| ApiError::new(ErrorCode::InvalidStream, e.to_string()))
 }
 
 fn expected_version(headers: &HeaderMap, query: Option<&str>) -> Result<ExpectedVersion, ApiError> {
+    let invalid = |message: String| ApiError::new(ErrorCode::InvalidExpectedVersion, message);
     let header = headers
         .get(EXPECTED_VERSION_HEADER)
         .map(|v| {
-            v.to_str().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_expected_version",
-                    "Tidings-Expected-Version is not text",
-                )
-            })
+            v.to_str()
+                .map_err(|_| invalid("Tidings-Expected-Version is not text".to_owned()))
         })
         .transpose()?;
     match header.or(query) {
         None => Ok(ExpectedVersion::Any),
-        Some(text) => text
-            .parse()
-            .map_err(|e: String| ApiError::bad_request("invalid_expected_version", e)),
+        Some(text) => text.parse().map_err(invalid),
     }
 }
 
-/// One stored event as JSON: where it is, and the CloudEvent in the JSON format.
-pub(crate) fn recorded_json(e: &RecordedEvent) -> Result<Value, ApiError> {
-    let event = e
-        .event
-        .to_json_value()
-        .map_err(|err| ApiError::internal("internal", err))?;
-    Ok(serde_json::json!({
-        "stream": e.stream.as_str(),
-        "version": e.version.0,
-        "position": e.position.0,
-        "recorded_ms": e.recorded.0,
-        "event": event,
-    }))
+/// One stored event as the API shows it: where it is, and the CloudEvent in
+/// the JSON format.
+fn recorded_event(
+    e: &tidings_store::RecordedEvent,
+) -> Result<tidings_api::RecordedEvent, ApiError> {
+    Ok(tidings_api::RecordedEvent {
+        event: wire::event_json(&e.event)?,
+        position: e.position.0,
+        recorded_ms: e.recorded.0,
+        stream: e.stream.as_str().to_owned(),
+        version: e.version.0,
+    })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AppendQuery {
-    expected_version: Option<String>,
-}
-
-#[derive(Serialize)]
-struct AppendAnswer {
-    stream: String,
-    first_version: u64,
-    last_version: u64,
-    first_position: u64,
-    last_position: u64,
+fn recorded_events(
+    events: &[tidings_store::RecordedEvent],
+) -> Result<Vec<tidings_api::RecordedEvent>, ApiError> {
+    events.iter().map(recorded_event).collect()
 }
 
 /// `POST /v1/streams/{stream}/events`: appends one event (binary or structured
@@ -92,29 +78,20 @@ pub(crate) async fn append(
     QueryJson(query): QueryJson<AppendQuery>,
     headers: HeaderMap,
     request: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Json<AppendAnswer>, ApiError> {
     let stream = stream_name(&stream)?;
     let expected = expected_version(&headers, query.expected_version.as_deref())?;
     let bytes = body::read(&headers, request, api.limits().body_bytes_max).await?;
-    let events = crate::events::decode_events(&headers, bytes, api.limits().batch_events_max)?;
+    let events = wire::decode_events(&headers, bytes, api.limits().batch_events_max)?;
     let done = api.store().append_to(&stream, expected, events).await?;
     tracing::debug!(%stream, version = done.last_version.0, position = done.last_position.0, "appended");
-    let answer = AppendAnswer {
+    Ok(Json(AppendAnswer {
         stream: done.stream.to_string(),
         first_version: done.first_version.0,
         last_version: done.last_version.0,
         first_position: done.first_position.0,
         last_position: done.last_position.0,
-    };
-    Ok((StatusCode::OK, Json(answer)).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct StreamQuery {
-    from: Option<u64>,
-    direction: Option<String>,
-    limit: Option<usize>,
+    }))
 }
 
 /// `GET /v1/streams/{stream}/events`: a stream's events from a version, forward
@@ -123,7 +100,7 @@ pub(crate) async fn read_stream(
     State(api): State<Api>,
     PathJson(stream): PathJson<String>,
     QueryJson(query): QueryJson<StreamQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<StreamReadAnswer>, ApiError> {
     let stream = stream_name(&stream)?;
     let limit = read_limit(&api, query.limit);
     let read = match query.direction.as_deref() {
@@ -134,42 +111,41 @@ pub(crate) async fn read_stream(
             limit,
         },
         Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_direction",
+            return Err(ApiError::new(
+                ErrorCode::InvalidDirection,
                 format!("direction {other:?} is not 'forward' or 'backward'"),
             ))
         }
     }
     .limit(limit);
     let slice = api.store().read_stream(&stream, read).await?;
-    let events = slice
-        .events
-        .iter()
-        .map(recorded_json)
-        .collect::<Result<Vec<_>, _>>()?;
-    let body = serde_json::json!({
-        "stream": stream.as_str(),
-        "version": slice.version.map(|v| v.0),
-        "events": events,
-    });
-    Ok(Json(body).into_response())
+    Ok(Json(StreamReadAnswer {
+        events: recorded_events(&slice.events)?,
+        stream: stream.as_str().to_owned(),
+        version: slice.version.map(|v| v.0),
+    }))
 }
 
 /// `GET /v1/streams/{stream}`: the stream's version, metadata and deletion.
 pub(crate) async fn describe(
     State(api): State<Api>,
     PathJson(stream): PathJson<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<Stream>, ApiError> {
     let stream = stream_name(&stream)?;
     let info = api.store().stream_info(&stream).await?;
-    let body = serde_json::json!({
-        "stream": stream.as_str(),
-        "category": stream.category(),
-        "version": info.version.map(|v| v.0),
-        "deleted": info.deleted,
-        "metadata": info.metadata,
-    });
-    Ok(Json(body).into_response())
+    Ok(Json(Stream {
+        category: stream.category().to_owned(),
+        deleted: info.deleted,
+        metadata: StreamMetadata {
+            max_count: info.metadata.max_count,
+            max_age: info
+                .metadata
+                .max_age
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        },
+        stream: stream.as_str().to_owned(),
+        version: info.version.map(|v| v.0),
+    }))
 }
 
 /// `DELETE /v1/streams/{stream}`: soft-deletes a stream if the expected version
@@ -186,14 +162,6 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AllQuery {
-    from: Option<u64>,
-    limit: Option<usize>,
-    category: Option<String>,
-}
-
 /// `GET /v1/store/events`: `$all`, or one category, from a global position; with
 /// `Accept: text/event-stream`, a subscription that catches up and goes live.
 pub(crate) async fn read_all(
@@ -204,41 +172,45 @@ pub(crate) async fn read_all(
     let selector = match query.category {
         None => Selector::All,
         Some(c) if c.is_empty() || c.contains('-') => {
-            return Err(ApiError::bad_request(
-                "invalid_category",
+            return Err(ApiError::new(
+                ErrorCode::InvalidCategory,
                 format!("category {c:?} must be non-empty and hold no '-'"),
             ))
         }
         Some(c) => Selector::Category(c),
     };
     let from = Position(query.from.unwrap_or(0));
-    if crate::sse::wanted(&headers) {
-        let store = api.store().clone();
-        return crate::sse::open(&api, move |sink| async move {
-            let mut sub = Subscription::new(store, selector, from);
-            while sink.open() {
-                match sub.next_within(crate::sse::SLICE).await {
-                    Ok(None) => {}
-                    Ok(Some(e)) => {
-                        let json = match recorded_json(&e) {
-                            Ok(json) => json,
-                            Err(err) => return sink.fail(err).await,
-                        };
-                        if !sink.send(&json).await {
-                            return;
-                        }
-                    }
-                    Err(err) => return sink.fail(err.into()).await,
-                }
-            }
-        });
+    if sse::wanted(&headers) {
+        let subscription = Subscription::new(api.store().clone(), selector, from);
+        return sse::open(&api, Subscribed(subscription));
     }
     let limit = read_limit(&api, query.limit);
     let slice = api.store().read_all(&selector, from, limit).await?;
-    let events = slice
-        .events
-        .iter()
-        .map(recorded_json)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(serde_json::json!({ "events": events, "next": slice.next.0 })).into_response())
+    Ok(Json(StoreReadAnswer {
+        events: recorded_events(&slice.events)?,
+        next: slice.next.0,
+    })
+    .into_response())
+}
+
+/// A subscription to `$all` or a category, streamed: it catches up, then goes
+/// live without a gap.
+struct Subscribed(Subscription<EmbeddedStore>);
+
+/// Most events one step of a subscription's stream hands out.
+const SUBSCRIPTION_STEP_EVENTS_MAX: usize = 256;
+
+impl Source for Subscribed {
+    async fn next(&mut self, stop: &Stop) -> Result<Vec<Item>, ApiError> {
+        // Reading and waiting ahead of the checkpoint: ending it early loses
+        // nothing.
+        let events = tokio::select! {
+            events = self.0.next_batch(SUBSCRIPTION_STEP_EVENTS_MAX, sse::SOURCE_WAIT) => events?,
+            () = stop.wait() => Vec::new(),
+        };
+        events
+            .iter()
+            .map(|e| Item::at_position(e.position.0, &recorded_event(e)?))
+            .collect()
+    }
 }

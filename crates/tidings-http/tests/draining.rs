@@ -35,15 +35,17 @@ async fn a_draining_server_answers_503_except_for_health_and_metrics() {
     let broker = Arc::new(Broker::open(dir.path(), BrokerOptions::default()).unwrap());
     let store =
         tidings_store::EmbeddedStore::open(dir.path().join("store"), Default::default()).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let api = Api::new(
         broker,
         store,
         Limits::default(),
         Metrics::install().unwrap(),
+        shutdown.clone(),
     );
     let app = router(api.clone());
     assert_eq!(status_and_code(&app, "/v1/topics").await.0, StatusCode::OK);
-    api.start_draining();
+    shutdown.cancel();
     assert_eq!(
         status_and_code(&app, "/v1/topics").await,
         (StatusCode::SERVICE_UNAVAILABLE, "shutting_down".to_owned())

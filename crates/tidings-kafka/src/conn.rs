@@ -18,9 +18,9 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use crate::{apis, fetch, groups, produce, stopped, topics, Shared};
+use crate::{apis, fetch, groups, produce, topics, Shared};
 
 /// Bytes a request needs before its body: API key, version, correlation id.
 const REQUEST_HEADER_MIN_BYTES: usize = 8;
@@ -71,12 +71,7 @@ const IN_FLIGHT_MAX: usize = 64;
 pub(crate) type Pending =
     Pin<Box<dyn Future<Output = Result<Option<BytesMut>, ConnError>> + Send + 'static>>;
 
-pub(crate) async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub(crate) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     tracing::debug!(%peer, "Kafka connection opened");
     tidings_telemetry::kafka::connection_opened();
     let mut refused = false;
@@ -87,7 +82,7 @@ pub(crate) async fn serve_connection(
     loop {
         let size = tokio::select! {
             size = reader.read_i32() => size,
-            () = stopped(&mut stop) => break,
+            () = shared.shutdown.cancelled() => break,
         };
         let size = match size {
             Ok(size) => size,

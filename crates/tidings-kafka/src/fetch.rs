@@ -15,7 +15,7 @@ use tidings_broker::StartPosition;
 use tidings_types::{Offset, PartitionId, TimestampMs};
 
 use crate::errors::Failure;
-use crate::{stopped, Shared};
+use crate::Shared;
 
 /// ListOffsets' special timestamps.
 const LATEST: i64 = -1;
@@ -131,11 +131,10 @@ pub(crate) async fn fetch(shared: &Shared, request: FetchRequest, version: i16) 
             })
             .collect();
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let mut stop = shared.stop.clone();
         tokio::select! {
             // A topic that went away while waiting is reported by the next read.
             _ = shared.broker.wait_for_events_in(&positions, left) => {}
-            () = stopped(&mut stop) => {
+            () = shared.shutdown.cancelled() => {
                 let (partitions, _, _) = read_all(shared, version, &names, &wanted, response_max);
                 break partitions;
             }

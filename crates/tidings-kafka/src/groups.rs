@@ -753,7 +753,7 @@ mod tests {
             broker: Arc::new(broker),
             config: KafkaConfig::default(),
             advertised: SocketAddr::from(([127, 0, 0, 1], 9092)),
-            stop: tokio::sync::watch::channel(false).1,
+            shutdown: tokio_util::sync::CancellationToken::new(),
             coordinator: Coordinator::default(),
         })
     }

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use tidings_broker::Broker;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 mod apis;
 mod conn;
@@ -79,13 +79,13 @@ pub(crate) struct Shared {
     pub(crate) config: KafkaConfig,
     /// The address clients are told to connect to.
     pub(crate) advertised: SocketAddr,
-    /// Turns true when the server stops: long-polls end early.
-    pub(crate) stop: watch::Receiver<bool>,
+    /// Cancelled when the server stops: long-polls end early.
+    pub(crate) shutdown: CancellationToken,
     /// Consumer-group membership.
     pub(crate) coordinator: groups::Coordinator,
 }
 
-/// Serves the Kafka protocol on `listener` until `stop` turns true, then stops
+/// Serves the Kafka protocol on `listener` until `shutdown` is cancelled, then stops
 /// accepting and lets every connection finish the request it is handling.
 /// Returns once every connection has closed.
 ///
@@ -95,7 +95,7 @@ pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     config: KafkaConfig,
-    mut stop: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut advertised = listener.local_addr()?;
     if advertised.ip().is_unspecified() {
@@ -105,32 +105,30 @@ pub async fn serve(
         broker,
         config,
         advertised,
-        stop: stop.clone(),
+        shutdown: shutdown.clone(),
         coordinator: groups::Coordinator::default(),
     });
     // Session timeouts and rebalance deadlines pass even when no request comes.
     let ticking = Arc::clone(&shared);
-    let mut ticker_stop = stop.clone();
+    let ticker_stop = shutdown.clone();
     let ticker = tokio::spawn(async move {
         let mut every = tokio::time::interval(groups::TICK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = every.tick() => ticking.coordinator.tick(),
-                () = stopped(&mut ticker_stop) => break,
+                () = ticker_stop.cancelled() => break,
             }
         }
     });
     let mut connections = tokio::task::JoinSet::new();
-    let for_connections = stop.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let shared = Arc::clone(&shared);
-                    let stop = for_connections.clone();
-                    connections.spawn(conn::serve_connection(stream, peer, shared, stop));
+                    connections.spawn(conn::serve_connection(stream, peer, shared));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather
@@ -140,16 +138,11 @@ pub async fn serve(
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = stopped(&mut stop) => break,
+            () = shutdown.cancelled() => break,
         }
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
     let _ = ticker.await;
     Ok(())
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }

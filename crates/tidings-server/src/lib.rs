@@ -20,6 +20,7 @@ use tidings_broker::{Broker, BrokerOptions};
 use tidings_http::Api;
 use tidings_store::{EmbeddedOptions, EmbeddedStore};
 use tidings_telemetry::{init_logging, MeasuredSync, Metrics};
+use tokio_util::sync::CancellationToken;
 
 mod config;
 
@@ -91,7 +92,16 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
     .context("opening the broker and the event store")??;
     let broker = Arc::new(broker);
     let metrics = Metrics::install().map_err(anyhow::Error::msg)?;
-    let api = Api::new(Arc::clone(&broker), store.clone(), config.limits, metrics);
+    // The one shutdown signal: cancelled at SIGINT or SIGTERM, it drains the
+    // HTTP API and stops the Kafka listener.
+    let shutdown = CancellationToken::new();
+    let api = Api::new(
+        Arc::clone(&broker),
+        store.clone(),
+        config.limits,
+        metrics,
+        shutdown.clone(),
+    );
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
@@ -103,23 +113,22 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         .local_addr()
         .context("reading the bound address")?;
     tracing::info!(%http_addr, %kafka_addr, data_dir = %config.data_dir.display(), "listening");
-    let (kafka_stop_tx, kafka_stop) = tokio::sync::watch::channel(false);
     let kafka = tokio::spawn(tidings_kafka::serve(
         kafka_listener,
         Arc::clone(&broker),
         tidings_kafka::KafkaConfig::default(),
-        kafka_stop,
+        shutdown.clone(),
     ));
 
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let draining = api.clone();
     let draining_broker = Arc::clone(&broker);
     let lease_wait = config.shutdown_timeout;
     let graceful = async move {
         stop.await;
-        // Kafka connections finish the request they are handling, then close.
-        let _ = kafka_stop_tx.send(true);
-        draining.start_draining();
+        // New HTTP requests get 503 (answers to leases and commits are still
+        // taken), waiting requests end; Kafka connections finish the request
+        // they are handling, then close.
+        shutdown.cancel();
         // Consumers can still answer their leases while the listener is open.
         let left = draining_broker.drain(lease_wait).await;
         tracing::info!(

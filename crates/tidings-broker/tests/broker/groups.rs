@@ -347,9 +347,11 @@ fn a_long_poll_returns_as_soon_as_an_event_arrives() {
                 .await
                 .unwrap();
         });
-        let polled = broker
-            .poll("g", &m, 1 << 20, Duration::from_secs(30))
+        // The poll may wait an hour: only the publish's wake-up ends it in time.
+        let poll = broker.poll("g", &m, 1 << 20, Duration::from_secs(3600));
+        let polled = tokio::time::timeout(Duration::from_secs(20), poll)
             .await
+            .expect("the publish wakes the poll")
             .unwrap();
         publisher.await.unwrap();
         polled

@@ -1,0 +1,146 @@
+//! The broker's and the store's values as the API's JSON shapes, and the
+//! request parts several resources read the same way: events per the
+//! CloudEvents HTTP binding, start positions, waits.
+
+use axum::http::HeaderMap;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use tidings_api::{ErrorCode, RawHeader, RawRecord, StoredEvent};
+use tidings_broker::{Entry, Payload, StartPosition};
+use tidings_types::{
+    CloudEvent, Offset, OffsetDateTime, TimestampMs, JSON_BATCH_MEDIA_TYPE, JSON_FORMAT_MEDIA_TYPE,
+};
+
+use crate::{body, Api, ApiError};
+
+/// A stored entry as the API shows it: the CloudEvent in the JSON format, or
+/// the raw record (key, value and header values in base64) when it carries none.
+pub(crate) fn stored_event(entry: &Entry) -> Result<StoredEvent, ApiError> {
+    let (event, record) = match &entry.payload {
+        Payload::Event(event) => (Some(event_json(event)?), None),
+        Payload::Raw(record) => {
+            let b64 = |b: &Option<bytes::Bytes>| b.as_ref().map(|b| BASE64.encode(b));
+            let raw = RawRecord {
+                headers: record
+                    .headers
+                    .iter()
+                    .map(|h| RawHeader {
+                        key: h.key.clone(),
+                        value: b64(&h.value),
+                    })
+                    .collect(),
+                key: b64(&record.key),
+                value: b64(&record.value),
+            };
+            (None, Some(raw))
+        }
+    };
+    Ok(StoredEvent {
+        event,
+        offset: entry.offset.0,
+        partition: entry.partition.0,
+        record,
+        timestamp_ms: entry.timestamp.0,
+    })
+}
+
+/// An event in the CloudEvents JSON format. Events are validated before they
+/// are stored, so a failure here is the server's.
+pub(crate) fn event_json(event: &CloudEvent) -> Result<serde_json::Value, ApiError> {
+    event
+        .to_json_value()
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// The events a request carries, per the CloudEvents HTTP binding: one in
+/// structured mode, a batch, or one in binary mode (`ce-*` headers).
+pub(crate) fn decode_events(
+    headers: &HeaderMap,
+    bytes: bytes::Bytes,
+    batch_max: usize,
+) -> Result<Vec<CloudEvent>, ApiError> {
+    match body::media_type(headers).as_deref() {
+        Some(JSON_FORMAT_MEDIA_TYPE) => Ok(vec![CloudEvent::from_json(&bytes)?]),
+        Some(JSON_BATCH_MEDIA_TYPE) => {
+            let events = CloudEvent::batch_from_json(&bytes)?;
+            if events.is_empty() {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidEvent,
+                    "the batch holds no events",
+                ));
+            }
+            if events.len() > batch_max {
+                return Err(ApiError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "the batch holds {} events; the limit is {batch_max}",
+                        events.len()
+                    ),
+                ));
+            }
+            Ok(events)
+        }
+        Some(other) if other.starts_with("application/cloudevents") => Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("event format {other} is not supported; use {JSON_FORMAT_MEDIA_TYPE} or {JSON_BATCH_MEDIA_TYPE}"),
+        )),
+        _ if headers.contains_key("ce-specversion") => {
+            let pairs = headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+            Ok(vec![CloudEvent::from_http_binary(pairs, bytes)?])
+        }
+        other => Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!(
+                "Content-Type {} carries no CloudEvent: send {JSON_FORMAT_MEDIA_TYPE}, {JSON_BATCH_MEDIA_TYPE}, or binary mode with ce-specversion, ce-id, ce-source and ce-type headers",
+                other.unwrap_or("(none)")
+            ),
+        )),
+    }
+}
+
+/// Where a reader starts: `earliest` (also when absent), `latest`, an offset,
+/// or an RFC 3339 time.
+pub(crate) fn parse_start(from: Option<&str>) -> Result<StartPosition, ApiError> {
+    let Some(from) = from else {
+        return Ok(StartPosition::Earliest);
+    };
+    match from {
+        "earliest" => Ok(StartPosition::Earliest),
+        "latest" => Ok(StartPosition::Latest),
+        _ => {
+            if let Ok(offset) = from.parse::<u64>() {
+                return Ok(StartPosition::Offset(Offset(offset)));
+            }
+            let time = OffsetDateTime::parse(from, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| {
+                    ApiError::invalid_request(format!(
+                        "from={from:?}: expected earliest, latest, an offset or an RFC 3339 time"
+                    ))
+                })?;
+            let ms = time.unix_timestamp_nanos() / 1_000_000;
+            Ok(StartPosition::Timestamp(TimestampMs(
+                i64::try_from(ms).unwrap_or(i64::MAX),
+            )))
+        }
+    }
+}
+
+/// The long-poll wait a request asks for (none by default), checked against
+/// the limit.
+pub(crate) fn wait(api: &Api, wait_ms: Option<u64>) -> Result<std::time::Duration, ApiError> {
+    let wait = std::time::Duration::from_millis(wait_ms.unwrap_or(0));
+    let max = api.limits().long_poll_wait_max;
+    if wait > max {
+        return Err(ApiError::invalid_request(format!(
+            "wait_ms={}: the limit is {}",
+            wait.as_millis(),
+            max.as_millis()
+        )));
+    }
+    Ok(wait)
+}
+
+/// An event handed to a consumer now: its publish-to-deliver latency.
+pub(crate) fn delivered(entry: &Entry) {
+    tidings_telemetry::delivered(TimestampMs::now().0 - entry.timestamp.0);
+}
