@@ -1,102 +1,40 @@
-//! Tidings over HTTP: `tidings serve` in its own process, driven through its
-//! JSON API with one HTTP/1.1 connection per producer and consumer. A single
-//! event is published in the CloudEvents binary mode (attributes in `ce-`
-//! headers, the payload as the body), a batch as one
-//! `application/cloudevents-batch+json` request with `data_base64`; a consumer
-//! receives from the queue group with a long poll and acks a whole receive with
-//! one batch ack.
+//! Tidings over HTTP: `tidings serve` in its own process, driven through
+//! `tidings-client` with one client (one HTTP/1.1 connection) per producer and
+//! consumer. A single event is published in the CloudEvents binary mode
+//! (attributes in `ce-` headers, the payload as the body), a batch as one
+//! `application/cloudevents-batch+json` request (binary data as
+//! `data_base64`); a consumer receives from the queue group with a long poll
+//! and acks a whole receive with one batch ack.
 
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context, Result};
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::HOST;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use tidings_api::{CreateQueue, CreateTopic, ReceiveQuery, TopicSettings};
+use tidings_client::Client;
+use tidings_types::CloudEvent;
 
 use super::{BoxFut, Consumer, Producer, System};
 
-/// One HTTP/1.1 connection to the server.
-pub(crate) struct Conn {
-    send: SendRequest<Full<Bytes>>,
-    host: String,
-}
-
-impl Conn {
-    pub(crate) async fn open(addr: SocketAddr) -> Result<Conn> {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to the Tidings server at {addr}"))?;
-        stream.set_nodelay(true)?;
-        let (send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP handshake")?;
-        tokio::spawn(connection);
-        Ok(Conn {
-            send,
-            host: addr.to_string(),
-        })
-    }
-
-    /// Sends one request; returns the answer's body when its status is
-    /// `expect`, else fails with the server's error.
-    async fn call(
-        &mut self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Bytes,
-        expect: StatusCode,
-    ) -> Result<Bytes> {
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header(HOST, &self.host);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(body))?;
-        self.send.ready().await.context("the connection closed")?;
-        let answer = self.send.send_request(request).await?;
-        let status = answer.status();
-        let body = answer.into_body().collect().await?.to_bytes();
-        if status != expect {
-            bail!(
-                "{method} {path}: {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
-        }
-        Ok(body)
-    }
-
-    async fn post_json(&mut self, path: &str, body: &Value, expect: StatusCode) -> Result<Bytes> {
-        let body = Bytes::from(serde_json::to_vec(body)?);
-        self.call(
-            Method::POST,
-            path,
-            &[("content-type", "application/json")],
-            body,
-            expect,
-        )
-        .await
-    }
+/// A client of the server at `addr`.
+pub(crate) fn client(addr: SocketAddr) -> Result<Client> {
+    Ok(Client::new(&format!("http://{addr}"))?)
 }
 
 /// Creates `topic` with one partition and the fsync policy of the run, through
 /// the HTTP API.
-pub(crate) async fn create_topic(conn: &mut Conn, topic: &str, durable: bool) -> Result<()> {
+pub(crate) async fn create_topic(client: &Client, topic: &str, durable: bool) -> Result<()> {
     let fsync = if durable { "always" } else { "never" };
-    conn.post_json(
-        "/v1/topics",
-        &json!({"name": topic, "partitions": 1, "fsync": fsync}),
-        StatusCode::CREATED,
-    )
-    .await?;
+    client
+        .create_topic(&CreateTopic {
+            name: topic.to_owned(),
+            settings: TopicSettings {
+                partitions: Some(1),
+                fsync: Some(fsync.to_owned()),
+                ..TopicSettings::default()
+            },
+        })
+        .await?;
     Ok(())
 }
 
@@ -132,14 +70,20 @@ impl System for Http {
 
     fn create<'a>(&'a self, stream: &'a str) -> BoxFut<'a, ()> {
         Box::pin(async move {
-            let mut conn = Conn::open(self.addr).await?;
-            create_topic(&mut conn, &topic(stream), self.durable).await?;
-            conn.post_json(
-                "/v1/queues",
-                &json!({"name": group(stream), "topic": topic(stream)}),
-                StatusCode::CREATED,
-            )
-            .await?;
+            let client = client(self.addr)?;
+            create_topic(&client, &topic(stream), self.durable).await?;
+            client
+                .create_queue(&CreateQueue {
+                    name: group(stream),
+                    topic: topic(stream),
+                    ack_timeout_ms: None,
+                    max_deliveries: None,
+                    backoff_initial_ms: None,
+                    backoff_factor: None,
+                    backoff_max_ms: None,
+                    key_ordering: None,
+                })
+                .await?;
             Ok(())
         })
     }
@@ -147,8 +91,8 @@ impl System for Http {
     fn producer<'a>(&'a self, stream: &'a str) -> BoxFut<'a, Box<dyn Producer>> {
         Box::pin(async move {
             let p: Box<dyn Producer> = Box::new(HttpProducer {
-                conn: Conn::open(self.addr).await?,
-                path: format!("/v1/topics/{}/events", topic(stream)),
+                client: client(self.addr)?,
+                topic: topic(stream),
             });
             Ok(p)
         })
@@ -157,7 +101,7 @@ impl System for Http {
     fn consumer<'a>(&'a self, stream: &'a str, _name: &'a str) -> BoxFut<'a, Box<dyn Consumer>> {
         Box::pin(async move {
             let c: Box<dyn Consumer> = Box::new(HttpConsumer {
-                conn: Conn::open(self.addr).await?,
+                client: client(self.addr)?,
                 group: group(stream),
                 leases: Vec::new(),
             });
@@ -167,55 +111,24 @@ impl System for Http {
 }
 
 struct HttpProducer {
-    conn: Conn,
-    path: String,
+    client: Client,
+    topic: String,
+}
+
+fn event(data: &Bytes) -> CloudEvent {
+    CloudEvent::new("/bench", "bench.event")
+        .with_time(None)
+        .with_data("application/octet-stream", data.clone())
 }
 
 impl Producer for HttpProducer {
     fn publish<'a>(&'a mut self, events: &'a [Bytes]) -> BoxFut<'a, ()> {
         Box::pin(async move {
             if let [one] = events {
-                let id = tidings_types::uuid_v7().to_string();
-                let headers = [
-                    ("ce-specversion", "1.0"),
-                    ("ce-id", id.as_str()),
-                    ("ce-source", "/bench"),
-                    ("ce-type", "bench.event"),
-                    ("content-type", "application/octet-stream"),
-                ];
-                self.conn
-                    .call(
-                        Method::POST,
-                        &self.path,
-                        &headers,
-                        one.clone(),
-                        StatusCode::OK,
-                    )
-                    .await?;
+                self.client.publish_binary(&self.topic, &event(one)).await?;
             } else {
-                let batch: Vec<Value> = events
-                    .iter()
-                    .map(|data| {
-                        json!({
-                            "specversion": "1.0",
-                            "id": tidings_types::uuid_v7().to_string(),
-                            "source": "/bench",
-                            "type": "bench.event",
-                            "datacontenttype": "application/octet-stream",
-                            "data_base64": BASE64.encode(data),
-                        })
-                    })
-                    .collect();
-                let body = Bytes::from(serde_json::to_vec(&batch)?);
-                self.conn
-                    .call(
-                        Method::POST,
-                        &self.path,
-                        &[("content-type", "application/cloudevents-batch+json")],
-                        body,
-                        StatusCode::OK,
-                    )
-                    .await?;
+                let batch: Vec<CloudEvent> = events.iter().map(event).collect();
+                self.client.publish(&self.topic, &batch).await?;
             }
             Ok(())
         })
@@ -223,7 +136,7 @@ impl Producer for HttpProducer {
 }
 
 struct HttpConsumer {
-    conn: Conn,
+    client: Client,
     group: String,
     leases: Vec<String>,
 }
@@ -231,23 +144,17 @@ struct HttpConsumer {
 impl Consumer for HttpConsumer {
     fn receive(&mut self, max: usize) -> BoxFut<'_, Vec<Bytes>> {
         Box::pin(async move {
-            let path = format!("/v1/queues/{}/receive?max={max}&wait_ms=100", self.group);
-            let body = self
-                .conn
-                .call(Method::POST, &path, &[], Bytes::new(), StatusCode::OK)
-                .await?;
-            let answer: Value = serde_json::from_slice(&body)?;
-            let deliveries = answer["deliveries"]
-                .as_array()
-                .context("a receive answer without deliveries")?;
-            let mut events = Vec::with_capacity(deliveries.len());
-            for d in deliveries {
-                let data = d["event"]["data_base64"]
-                    .as_str()
-                    .context("a delivery without data_base64")?;
-                events.push(Bytes::from(BASE64.decode(data)?));
-                let lease = d["lease"].as_str().context("a delivery without a lease")?;
-                self.leases.push(lease.to_owned());
+            let query = ReceiveQuery {
+                max: Some(max),
+                wait_ms: Some(100),
+            };
+            let answer = self.client.receive(&self.group, &query).await?;
+            let mut events = Vec::with_capacity(answer.deliveries.len());
+            for d in answer.deliveries {
+                let json = d.entry.event.context("a delivery without an event")?;
+                let event = CloudEvent::from_json_value(json)?;
+                events.push(event.data().cloned().unwrap_or_default());
+                self.leases.push(d.lease);
             }
             Ok(events)
         })
@@ -259,14 +166,9 @@ impl Consumer for HttpConsumer {
                 return Ok(());
             }
             let leases = std::mem::take(&mut self.leases);
-            let path = format!("/v1/queues/{}/acks", self.group);
-            let body = self
-                .conn
-                .post_json(&path, &json!({ "leases": leases }), StatusCode::OK)
-                .await?;
-            let answer: Value = serde_json::from_slice(&body)?;
-            if answer["failed"].as_array().is_none_or(|f| !f.is_empty()) {
-                bail!("a batch ack failed in part: {answer}");
+            let answer = self.client.ack_many(&self.group, &leases).await?;
+            if !answer.failed.is_empty() {
+                bail!("a batch ack failed in part: {:?}", answer.failed);
             }
             Ok(())
         })

@@ -131,8 +131,8 @@ impl System for Kafka {
 
     fn create<'a>(&'a self, stream: &'a str) -> BoxFut<'a, ()> {
         Box::pin(async move {
-            let mut conn = super::http::Conn::open(self.http).await?;
-            super::http::create_topic(&mut conn, &topic(stream), self.durable).await
+            let client = super::http::client(self.http)?;
+            super::http::create_topic(&client, &topic(stream), self.durable).await
         })
     }
 

@@ -1,6 +1,6 @@
 """kafka-python against the Kafka listener: produce, consume in a group with
 committed offsets, then rejoin and find nothing left. Prints one JSON line.
-Driven by crates/tidings/tests/serve/kafka.rs.
+Driven by crates/tidings-cli/tests/serve/kafka.rs.
 
     python3 kafka_python_group.py <broker> <topic> <group> <count>
 """

@@ -1,6 +1,6 @@
 // kafkajs against the Kafka listener, as the guides use it: one producer and a
 // consumer group of three members on a three-partition topic. Prints one JSON
-// line with what every member received. Driven by crates/tidings/tests/serve/kafka.rs.
+// line with what every member received. Driven by crates/tidings-cli/tests/serve/kafka.rs.
 //
 //   node kafkajs_group.js <broker> <topic> <group> <mode> [count]
 //

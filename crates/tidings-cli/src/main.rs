@@ -1,0 +1,138 @@
+//! The `tidings` command: `serve` runs the server; every other command is a
+//! client of its HTTP API (`--server`, or `TIDINGS_URL`) through
+//! `tidings-client`, and never touches storage itself.
+//!
+//! Modules: `publish` (publish, replay: events built from lines and copied),
+//! `read` (tail, consume), `admin` (topics, groups, queues, dead letters),
+//! `store` (the event store), all printing through `output::Output`.
+//!
+//! Errors are printed in plain words with a non-zero exit status; a closed
+//! pipe (`tidings tail ... | head`) ends the command quietly.
+
+use std::io;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tidings_client::Client;
+
+mod admin;
+mod output;
+mod publish;
+mod read;
+mod store;
+
+use output::{Mode, Output};
+
+/// Tidings: an event platform. `tidings serve` runs the server; the other
+/// commands talk to it over HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "tidings", version, about)]
+struct Cli {
+    /// The server to talk to.
+    #[arg(
+        long,
+        env = "TIDINGS_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    server: String,
+    /// Print the server's JSON (one object per line for events), for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: the broker on the data directory, with its HTTP API.
+    Serve(tidings_server::ServeArgs),
+    /// Publish events: one per DATA argument, or one per line of --file or
+    /// standard input. A line that is a JSON object with "specversion" is sent
+    /// as a whole CloudEvent; anything else becomes the data of a new event.
+    Publish(publish::Publish),
+    /// Print a topic's events without a group; --follow keeps printing new ones.
+    Tail(read::Tail),
+    /// Consume as a member of a stream group (--group, committing as it goes) or
+    /// from a queue group (--queue, acking each event once printed).
+    Consume(read::Consume),
+    /// Copy a topic's events, from a position up to its end now, into another topic.
+    Replay(publish::Replay),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topics(admin::Topics),
+    /// List stream groups, describe one with its lag, reset its offsets.
+    #[command(subcommand)]
+    Groups(admin::Groups),
+    /// Create, list and describe queue groups.
+    #[command(subcommand)]
+    Queues(admin::Queues),
+    /// Dead letters of a queue group: list, show, redrive, purge.
+    #[command(subcommand)]
+    Dlq(admin::Dlq),
+    /// The event store: append to a stream with an expected version, read a
+    /// stream, read or follow `$all` or a category.
+    #[command(subcommand)]
+    Streams(store::Streams),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Serve(args) = cli.command {
+        return match tidings_server::Config::load(&args).and_then(tidings_server::run) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<io::Error>())
+        .any(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// What every client command gets: the client and where to print.
+pub(crate) struct Ctx {
+    pub(crate) client: Client,
+    pub(crate) out: Output<io::StdoutLock<'static>>,
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let client = Client::new(&cli.server)?;
+    let mode = if cli.json { Mode::Json } else { Mode::Text };
+    let mut ctx = Ctx {
+        client,
+        out: Output::new(io::stdout().lock(), mode),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(_) => unreachable!("served in main"),
+            Command::Publish(p) => publish::publish(&mut ctx, p).await,
+            Command::Tail(t) => read::tail(&mut ctx, t).await,
+            Command::Consume(c) => read::consume(&mut ctx, c).await,
+            Command::Replay(r) => publish::replay(&mut ctx, r).await,
+            Command::Topics(t) => admin::topics(&mut ctx, t).await,
+            Command::Groups(g) => admin::groups(&mut ctx, g).await,
+            Command::Queues(q) => admin::queues(&mut ctx, q).await,
+            Command::Dlq(d) => admin::dlq(&mut ctx, d).await,
+            Command::Streams(s) => store::streams(&mut ctx, s).await,
+        }
+    })
+}

@@ -1,0 +1,764 @@
+//! A typed client of the Tidings HTTP API (`tidings serve`).
+//!
+//! Every call takes and returns the types of `tidings-api`, the same ones the
+//! server reads and writes, over one HTTP/1.1 connection kept open between
+//! calls (and opened again when the server closed it while idle). Calls on one
+//! client run one at a time; make one client per concurrent worker. Event
+//! streams (Server-Sent Events) open a connection of their own.
+//!
+//! The server's errors come back as [`ClientError::Server`], carrying the
+//! API's `error_code`, the status and the message.
+//!
+//! ```no_run
+//! use tidings_client::Client;
+//! use tidings_api::{CreateTopic, TopicSettings};
+//! use tidings_types::CloudEvent;
+//!
+//! # async fn run() -> Result<(), tidings_client::ClientError> {
+//! let client = Client::new("http://127.0.0.1:8080")?;
+//! client
+//!     .create_topic(&CreateTopic {
+//!         name: "orders".into(),
+//!         settings: TopicSettings { partitions: Some(3), ..Default::default() },
+//!     })
+//!     .await?;
+//! let placed = CloudEvent::new("/shop", "order.placed").with_partitionkey("order-17");
+//! let answer = client.publish("orders", &[placed]).await?;
+//! assert!(!answer.events[0].duplicate);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The client never reaches into storage: all it knows is the API.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tidings_api::*;
+use tidings_types::{CloudEvent, EventError, JSON_BATCH_MEDIA_TYPE};
+
+mod conn;
+mod sse;
+
+pub use sse::EventStream;
+
+/// How long a call may take, beyond the wait a long-poll asks for.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+/// The largest answer a call reads.
+pub const ANSWER_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server address is not `http://host:port`.
+    #[error("invalid server address {address:?}: {reason}")]
+    Address {
+        /// The address given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No connection could be made.
+    #[error("cannot reach the server at {server}: {source}")]
+    Connect {
+        /// The server's address.
+        server: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server answered with an error.
+    #[error("{message} ({code}, HTTP {status})")]
+    Server {
+        /// The HTTP status.
+        status: u16,
+        /// The API's `error_code`.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// An event stream ended with an error event.
+    #[error("{message} ({code})")]
+    Stream {
+        /// The API's `error_code`.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server answered something that is not the API's.
+    #[error("{what}: the server answered HTTP {status}: {body}")]
+    Unexpected {
+        /// The call.
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the answer.
+        body: String,
+    },
+    /// The connection failed during the call.
+    #[error("{what}: {source}")]
+    Http {
+        /// The call.
+        what: String,
+        /// Why.
+        source: hyper::Error,
+    },
+    /// The call took longer than allowed.
+    #[error("{what}: no answer within {timeout:?}")]
+    Timeout {
+        /// The call.
+        what: String,
+        /// How long it was given.
+        timeout: Duration,
+    },
+    /// The answer is larger than [`ANSWER_BYTES_MAX`].
+    #[error("{what}: the answer is larger than {ANSWER_BYTES_MAX} bytes")]
+    TooLarge {
+        /// The call.
+        what: String,
+    },
+    /// The answer is not the JSON the API describes.
+    #[error("{what}: the answer is not the JSON expected: {source}")]
+    Decode {
+        /// The call.
+        what: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// An event to send is not a valid CloudEvent.
+    #[error("cannot encode the event: {0}")]
+    Event(#[from] EventError),
+}
+
+impl ClientError {
+    /// The API's error code, when the server answered with an error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } | ClientError::Stream { code, .. } => {
+                ErrorCode::parse(code)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A path segment, percent-encoded.
+fn seg(s: &str) -> percent_encoding::PercentEncode<'_> {
+    /// Everything but RFC 3986's unreserved characters.
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SEGMENT)
+}
+
+/// `path?query`, the query from a query type (nothing when it is empty).
+fn with_query(path: String, query: &impl Serialize) -> String {
+    let query = serde_urlencoded::to_string(query).expect("query types encode");
+    if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+/// One request's body and content type.
+struct Body {
+    bytes: Bytes,
+    content_type: Option<&'static str>,
+    headers: Vec<(String, String)>,
+}
+
+impl Body {
+    fn empty() -> Body {
+        Body {
+            bytes: Bytes::new(),
+            content_type: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn json(value: &impl Serialize) -> Body {
+        Body {
+            bytes: Bytes::from(serde_json::to_vec(value).expect("API types encode")),
+            content_type: Some("application/json"),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// A client of one `tidings serve`.
+pub struct Client {
+    server: String,
+    conn: conn::Conn,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client of the server at `server` (`http://host:port`). Nothing is
+    /// connected until the first call.
+    pub fn new(server: &str) -> Result<Client, ClientError> {
+        let trimmed = server.trim_end_matches('/');
+        let invalid = |reason: &str| ClientError::Address {
+            address: server.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let authority = trimmed
+            .strip_prefix("http://")
+            .ok_or_else(|| invalid("only http:// addresses are supported"))?;
+        if authority.is_empty() || authority.contains('/') {
+            return Err(invalid("expected http://host:port with no path"));
+        }
+        let address = if authority.contains(':') && !authority.ends_with(']') {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Client {
+            server: trimmed.to_owned(),
+            conn: conn::Conn::new(trimmed.to_owned(), address, authority.to_owned()),
+            timeout: REQUEST_TIMEOUT,
+        })
+    }
+
+    /// The server's address, as given.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Sends one request and reads the whole answer, giving it `extra` time
+    /// beyond the timeout (a long-poll's wait). Error answers become
+    /// [`ClientError::Server`].
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        extra: Duration,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let what = format!("{method} {path}");
+        let (status, bytes) = self.send(method, path, body, extra).await?;
+        if status.is_client_error() || status.is_server_error() {
+            return Err(server_error(&what, status, &bytes));
+        }
+        Ok((status, bytes))
+    }
+
+    /// [`call`](Self::call), with the answer as it came, whatever its status.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        extra: Duration,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let what = format!("{method} {path}");
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.conn.host());
+        if let Some(ct) = body.content_type {
+            request = request.header(CONTENT_TYPE, ct);
+        }
+        for (name, value) in &body.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = request
+            .body(http_body_util::Full::new(body.bytes))
+            .map_err(|e| ClientError::Unexpected {
+                what: what.clone(),
+                status: 0,
+                body: e.to_string(),
+            })?;
+        let timeout = self.timeout + extra;
+        let answer = tokio::time::timeout(timeout, self.conn.send(request, &what))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                what: what.clone(),
+                timeout,
+            })??;
+        Ok(answer)
+    }
+
+    /// A call whose answer is JSON of type `T`.
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        extra: Duration,
+    ) -> Result<T, ClientError> {
+        let (_, bytes) = self.call(method.clone(), path, body, extra).await?;
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+            what: format!("{method} {path}"),
+            source,
+        })
+    }
+
+    /// A call answered with no content.
+    async fn empty(&self, method: Method, path: &str, body: Body) -> Result<(), ClientError> {
+        self.call(method, path, body, Duration::ZERO).await?;
+        Ok(())
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json(Method::GET, path, Body::empty(), Duration::ZERO)
+            .await
+    }
+
+    /// Opens a Server-Sent Events stream of `path` on a connection of its own.
+    async fn stream<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<EventStream<T>, ClientError> {
+        let what = format!("{method} {path}");
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.conn.host())
+            .header(ACCEPT, "text/event-stream")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .expect("a valid request");
+        let response = self.conn.open_stream(request, &what).await?;
+        let status = response.status();
+        if status.is_client_error() || status.is_server_error() {
+            let bytes = conn::read_body(response.into_body(), &what).await?;
+            return Err(server_error(&what, status, &bytes));
+        }
+        Ok(EventStream::new(response.into_body(), what))
+    }
+
+    // Health and documents.
+
+    /// `GET /healthz`: `ok`, or `draining` while the server shuts down.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        let what = "GET /healthz";
+        let (status, bytes) = self
+            .send(Method::GET, "/healthz", Body::empty(), Duration::ZERO)
+            .await?;
+        // A draining server answers 503 with its health, not an error.
+        if status != StatusCode::OK && status != StatusCode::SERVICE_UNAVAILABLE {
+            return Err(server_error(what, status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+            what: what.to_owned(),
+            source,
+        })
+    }
+
+    /// `GET /metrics`, in the Prometheus text format.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let (_, bytes) = self
+            .call(Method::GET, "/metrics", Body::empty(), Duration::ZERO)
+            .await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    // Topics.
+
+    /// `GET /v1/topics`.
+    pub async fn list_topics(&self) -> Result<TopicList, ClientError> {
+        self.get("/v1/topics").await
+    }
+
+    /// `POST /v1/topics`.
+    pub async fn create_topic(&self, topic: &CreateTopic) -> Result<Topic, ClientError> {
+        self.json(
+            Method::POST,
+            "/v1/topics",
+            Body::json(topic),
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    /// `GET /v1/topics/{topic}`.
+    pub async fn describe_topic(&self, topic: &str) -> Result<Topic, ClientError> {
+        self.get(&format!("/v1/topics/{}", seg(topic))).await
+    }
+
+    /// `PATCH /v1/topics/{topic}`.
+    pub async fn alter_topic(
+        &self,
+        topic: &str,
+        settings: &TopicSettings,
+    ) -> Result<Topic, ClientError> {
+        let path = format!("/v1/topics/{}", seg(topic));
+        self.json(Method::PATCH, &path, Body::json(settings), Duration::ZERO)
+            .await
+    }
+
+    /// `DELETE /v1/topics/{topic}`.
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/topics/{}", seg(topic));
+        self.empty(Method::DELETE, &path, Body::empty()).await
+    }
+
+    // Events.
+
+    /// Publishes `events` as one batch (`application/cloudevents-batch+json`).
+    pub async fn publish(
+        &self,
+        topic: &str,
+        events: &[CloudEvent],
+    ) -> Result<PublishAnswer, ClientError> {
+        let body = Body {
+            bytes: Bytes::from(CloudEvent::batch_to_json(events)?),
+            content_type: Some(JSON_BATCH_MEDIA_TYPE),
+            headers: Vec::new(),
+        };
+        self.publish_body(topic, body).await
+    }
+
+    /// Publishes events given in the CloudEvents JSON format as one batch, as
+    /// they are: the server validates them. For tools that pass events through
+    /// (a replay, a file of events).
+    pub async fn publish_json(
+        &self,
+        topic: &str,
+        events: &[serde_json::Value],
+    ) -> Result<PublishAnswer, ClientError> {
+        let body = Body {
+            bytes: Bytes::from(serde_json::to_vec(events).expect("JSON values encode")),
+            content_type: Some(JSON_BATCH_MEDIA_TYPE),
+            headers: Vec::new(),
+        };
+        self.publish_body(topic, body).await
+    }
+
+    /// Publishes one event in binary mode: its attributes in `ce-*` headers,
+    /// its data as the body.
+    pub async fn publish_binary(
+        &self,
+        topic: &str,
+        event: &CloudEvent,
+    ) -> Result<PublishAnswer, ClientError> {
+        let body = Body {
+            bytes: event.data().cloned().unwrap_or_default(),
+            content_type: None,
+            headers: event.to_http_binary_headers()?,
+        };
+        self.publish_body(topic, body).await
+    }
+
+    async fn publish_body(&self, topic: &str, body: Body) -> Result<PublishAnswer, ClientError> {
+        let path = format!("/v1/topics/{}/events", seg(topic));
+        self.json(Method::POST, &path, body, Duration::ZERO).await
+    }
+
+    /// `GET /v1/topics/{topic}/events`: events without a group.
+    pub async fn read_events(
+        &self,
+        topic: &str,
+        query: &ReadQuery,
+    ) -> Result<ReadAnswer, ClientError> {
+        self.get(&with_query(
+            format!("/v1/topics/{}/events", seg(topic)),
+            query,
+        ))
+        .await
+    }
+
+    /// A topic's events from a start position, followed as they are appended.
+    pub async fn follow_events(
+        &self,
+        topic: &str,
+        query: &ReadQuery,
+    ) -> Result<EventStream<StoredEvent>, ClientError> {
+        let path = with_query(format!("/v1/topics/{}/events", seg(topic)), query);
+        self.stream(Method::GET, &path).await
+    }
+
+    // Stream groups.
+
+    /// `GET /v1/groups`.
+    pub async fn list_groups(&self) -> Result<GroupList, ClientError> {
+        self.get("/v1/groups").await
+    }
+
+    /// `GET /v1/groups/{group}`.
+    pub async fn describe_group(&self, group: &str) -> Result<Group, ClientError> {
+        self.get(&format!("/v1/groups/{}", seg(group))).await
+    }
+
+    /// `POST /v1/groups/{group}/reset`.
+    pub async fn reset_group(&self, group: &str, to: &str) -> Result<Group, ClientError> {
+        let path = format!("/v1/groups/{}/reset", seg(group));
+        let body = Body::json(&ResetRequest { to: to.to_owned() });
+        self.json(Method::POST, &path, body, Duration::ZERO).await
+    }
+
+    /// `POST /v1/groups/{group}/members`: joins, creating the group on first join.
+    pub async fn join_group(
+        &self,
+        group: &str,
+        join: &JoinRequest,
+    ) -> Result<JoinAnswer, ClientError> {
+        let path = format!("/v1/groups/{}/members", seg(group));
+        self.json(Method::POST, &path, Body::json(join), Duration::ZERO)
+            .await
+    }
+
+    /// `DELETE /v1/groups/{group}/members/{member}`.
+    pub async fn leave_group(&self, group: &str, member: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/groups/{}/members/{}", seg(group), seg(member));
+        self.empty(Method::DELETE, &path, Body::empty()).await
+    }
+
+    /// `GET /v1/groups/{group}/members/{member}/events`: the member's next
+    /// events, waiting up to `wait_ms` when there are none.
+    pub async fn poll(
+        &self,
+        group: &str,
+        member: &str,
+        query: &PollQuery,
+    ) -> Result<PollAnswer, ClientError> {
+        let path = with_query(
+            format!("/v1/groups/{}/members/{}/events", seg(group), seg(member)),
+            query,
+        );
+        let wait = Duration::from_millis(query.wait_ms.unwrap_or(0));
+        self.json(Method::GET, &path, Body::empty(), wait).await
+    }
+
+    /// `POST /v1/groups/{group}/members/{member}/commit`.
+    pub async fn commit(
+        &self,
+        group: &str,
+        member: &str,
+        commit: &CommitRequest,
+    ) -> Result<(), ClientError> {
+        let path = format!("/v1/groups/{}/members/{}/commit", seg(group), seg(member));
+        self.empty(Method::POST, &path, Body::json(commit)).await
+    }
+
+    /// `POST /v1/groups/{group}/members/{member}/heartbeat`.
+    pub async fn heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+    ) -> Result<HeartbeatAnswer, ClientError> {
+        let path = format!(
+            "/v1/groups/{}/members/{}/heartbeat",
+            seg(group),
+            seg(member)
+        );
+        self.json(Method::POST, &path, Body::empty(), Duration::ZERO)
+            .await
+    }
+
+    // Queue groups.
+
+    /// `GET /v1/queues`.
+    pub async fn list_queues(&self) -> Result<QueueList, ClientError> {
+        self.get("/v1/queues").await
+    }
+
+    /// `POST /v1/queues`.
+    pub async fn create_queue(&self, queue: &CreateQueue) -> Result<Queue, ClientError> {
+        self.json(
+            Method::POST,
+            "/v1/queues",
+            Body::json(queue),
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    /// `GET /v1/queues/{group}`.
+    pub async fn describe_queue(&self, group: &str) -> Result<Queue, ClientError> {
+        self.get(&format!("/v1/queues/{}", seg(group))).await
+    }
+
+    /// `POST /v1/queues/{group}/receive`: due events under leases, waiting up
+    /// to `wait_ms` when none is due.
+    pub async fn receive(
+        &self,
+        group: &str,
+        query: &ReceiveQuery,
+    ) -> Result<ReceiveAnswer, ClientError> {
+        let path = with_query(format!("/v1/queues/{}/receive", seg(group)), query);
+        let wait = Duration::from_millis(query.wait_ms.unwrap_or(0));
+        self.json(Method::POST, &path, Body::empty(), wait).await
+    }
+
+    /// `POST /v1/queues/{group}/leases/{lease}/ack`.
+    pub async fn ack(&self, group: &str, lease: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/queues/{}/leases/{}/ack", seg(group), seg(lease));
+        self.empty(Method::POST, &path, Body::empty()).await
+    }
+
+    /// `POST /v1/queues/{group}/acks`: many leases with one journal sync.
+    pub async fn ack_many(
+        &self,
+        group: &str,
+        leases: &[String],
+    ) -> Result<AckBatchResponse, ClientError> {
+        let path = format!("/v1/queues/{}/acks", seg(group));
+        let body = Body::json(&AckBatchRequest {
+            leases: leases.to_vec(),
+        });
+        self.json(Method::POST, &path, body, Duration::ZERO).await
+    }
+
+    /// `POST /v1/queues/{group}/leases/{lease}/nack`.
+    pub async fn nack(
+        &self,
+        group: &str,
+        lease: &str,
+        nack: &NackRequest,
+    ) -> Result<(), ClientError> {
+        let path = format!("/v1/queues/{}/leases/{}/nack", seg(group), seg(lease));
+        self.empty(Method::POST, &path, Body::json(nack)).await
+    }
+
+    /// `POST /v1/queues/{group}/leases/{lease}/reject`.
+    pub async fn reject(
+        &self,
+        group: &str,
+        lease: &str,
+        reject: &RejectRequest,
+    ) -> Result<(), ClientError> {
+        let path = format!("/v1/queues/{}/leases/{}/reject", seg(group), seg(lease));
+        self.empty(Method::POST, &path, Body::json(reject)).await
+    }
+
+    /// `GET /v1/queues/{group}/dead-letters`.
+    pub async fn dead_letters(
+        &self,
+        group: &str,
+        query: &DeadLetterQuery,
+    ) -> Result<DeadLetterList, ClientError> {
+        self.get(&with_query(
+            format!("/v1/queues/{}/dead-letters", seg(group)),
+            query,
+        ))
+        .await
+    }
+
+    /// `GET /v1/queues/{group}/dead-letters/{offset}`.
+    pub async fn dead_letter(&self, group: &str, offset: u64) -> Result<DeadLetter, ClientError> {
+        self.get(&format!("/v1/queues/{}/dead-letters/{offset}", seg(group)))
+            .await
+    }
+
+    /// `POST /v1/queues/{group}/dead-letters/redrive`.
+    pub async fn redrive(
+        &self,
+        group: &str,
+        redrive: &RedriveRequest,
+    ) -> Result<RedriveAnswer, ClientError> {
+        let path = format!("/v1/queues/{}/dead-letters/redrive", seg(group));
+        self.json(Method::POST, &path, Body::json(redrive), Duration::ZERO)
+            .await
+    }
+
+    /// `DELETE /v1/queues/{group}/dead-letters`.
+    pub async fn purge(&self, group: &str) -> Result<PurgeAnswer, ClientError> {
+        let path = format!("/v1/queues/{}/dead-letters", seg(group));
+        self.json(Method::DELETE, &path, Body::empty(), Duration::ZERO)
+            .await
+    }
+
+    // The event store.
+
+    /// `POST /v1/streams/{stream}/events`: appends `events` (in the CloudEvents
+    /// JSON format, validated by the server) if the stream is at `expected`
+    /// (`any`, `no_stream`, `stream_exists` or a version).
+    pub async fn append_json(
+        &self,
+        stream: &str,
+        expected: &str,
+        events: &[serde_json::Value],
+    ) -> Result<AppendAnswer, ClientError> {
+        let path = with_query(
+            format!("/v1/streams/{}/events", seg(stream)),
+            &AppendQuery {
+                expected_version: Some(expected.to_owned()),
+            },
+        );
+        let body = Body {
+            bytes: Bytes::from(serde_json::to_vec(events).expect("JSON values encode")),
+            content_type: Some(JSON_BATCH_MEDIA_TYPE),
+            headers: Vec::new(),
+        };
+        self.json(Method::POST, &path, body, Duration::ZERO).await
+    }
+
+    /// `GET /v1/streams/{stream}/events`.
+    pub async fn read_stream(
+        &self,
+        stream: &str,
+        query: &StreamQuery,
+    ) -> Result<StreamReadAnswer, ClientError> {
+        self.get(&with_query(
+            format!("/v1/streams/{}/events", seg(stream)),
+            query,
+        ))
+        .await
+    }
+
+    /// `GET /v1/streams/{stream}`.
+    pub async fn describe_stream(&self, stream: &str) -> Result<Stream, ClientError> {
+        self.get(&format!("/v1/streams/{}", seg(stream))).await
+    }
+
+    /// `DELETE /v1/streams/{stream}`: soft-deletes it if it is at `expected`.
+    pub async fn delete_stream(&self, stream: &str, expected: &str) -> Result<(), ClientError> {
+        let path = with_query(
+            format!("/v1/streams/{}", seg(stream)),
+            &AppendQuery {
+                expected_version: Some(expected.to_owned()),
+            },
+        );
+        self.empty(Method::DELETE, &path, Body::empty()).await
+    }
+
+    /// `GET /v1/store/events`: `$all` or a category.
+    pub async fn read_all(&self, query: &AllQuery) -> Result<StoreReadAnswer, ClientError> {
+        self.get(&with_query("/v1/store/events".to_owned(), query))
+            .await
+    }
+
+    /// `$all` or a category from a position, caught up and then followed live.
+    pub async fn subscribe(
+        &self,
+        query: &AllQuery,
+    ) -> Result<EventStream<RecordedEvent>, ClientError> {
+        let path = with_query("/v1/store/events".to_owned(), query);
+        self.stream(Method::GET, &path).await
+    }
+}
+
+/// An error answer as a [`ClientError`]: the API's error body when the server
+/// sent one, else what it sent.
+fn server_error(what: &str, status: StatusCode, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => ClientError::Server {
+            status: status.as_u16(),
+            code: body.error_code,
+            message: body.message,
+        },
+        Err(_) => {
+            let text = String::from_utf8_lossy(bytes);
+            ClientError::Unexpected {
+                what: what.to_owned(),
+                status: status.as_u16(),
+                body: text.trim().chars().take(512).collect(),
+            }
+        }
+    }
+}
