@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tidings_log::{FsyncPolicy, Log, LogOptions, Record, TopicConfig};
 use tidings_types::{PartitionId, TimestampMs};
 
@@ -124,7 +124,9 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.command {
         Command::Bus { quick } => bus::run(quick),
         Command::Broker { quick, dir } => {
             broker::run(&dir.unwrap_or_else(std::env::temp_dir), quick)
@@ -146,7 +148,12 @@ fn main() -> Result<()> {
             pg_url,
             json,
         }),
-        Command::Serve(args) => tidings_server::Config::load(&args).and_then(tidings_server::run),
+        Command::Serve(args) => {
+            let serve = matches
+                .subcommand_matches("serve")
+                .expect("the serve command");
+            tidings_server::Config::load(&args, serve).and_then(tidings_server::run)
+        }
         Command::Log {
             quick,
             dir,

@@ -41,6 +41,7 @@ use std::time::Duration;
 use tidings_log::{AppendError, Log, Partition, TopicConfig, TopicError};
 // The parts of the log that the broker's own API speaks in: front ends take
 // them from here and never depend on the log themselves.
+pub use tidings_log::limits::PARTITIONS_MAX;
 pub use tidings_log::{
     Appended, Batches, CloseError, FileSync, FsyncPolicy, FsyncPolicyParseError, Header,
     LogOptions, OsFileSync, Record,

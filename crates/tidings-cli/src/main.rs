@@ -13,7 +13,7 @@ use std::io;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tidings_client::Client;
 
 mod admin;
@@ -78,9 +78,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Command::Serve(args) = cli.command {
-        return match tidings_server::Config::load(&args).and_then(tidings_server::run) {
+        // The matches tell the configuration a flag from a default.
+        let serve = matches
+            .subcommand_matches("serve")
+            .expect("the serve command");
+        return match tidings_server::Config::load(&args, serve).and_then(tidings_server::run) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

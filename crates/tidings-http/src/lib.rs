@@ -56,18 +56,56 @@ mod wire;
 
 pub use error::ApiError;
 
-/// Bounds on what one request may ask for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Bounds on what one request may ask for: settings of `tidings serve`, each a
+/// flag, a `TIDINGS_*` environment variable and a key of the configuration
+/// file's `[limits]` section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Largest request body; larger ones get 413 before they are read.
+    /// Largest request body in bytes; larger ones get 413 before they are read.
+    #[arg(
+        id = "limits.body_bytes_max",
+        value_name = "BYTES",
+        long = "body-bytes-max",
+        env = "TIDINGS_BODY_BYTES_MAX",
+        default_value_t = Limits::default().body_bytes_max
+    )]
     pub body_bytes_max: usize,
     /// Most events in one batched publish.
+    #[arg(
+        id = "limits.batch_events_max",
+        value_name = "EVENTS",
+        long = "batch-events-max",
+        env = "TIDINGS_BATCH_EVENTS_MAX",
+        default_value_t = Limits::default().batch_events_max
+    )]
     pub batch_events_max: usize,
     /// Most events one read answers with.
+    #[arg(
+        id = "limits.read_events_max",
+        value_name = "EVENTS",
+        long = "read-events-max",
+        env = "TIDINGS_READ_EVENTS_MAX",
+        default_value_t = Limits::default().read_events_max
+    )]
     pub read_events_max: usize,
-    /// Longest a long-poll waits for events.
-    pub long_poll_wait_max: Duration,
+    /// Longest a long-poll may wait for events, in milliseconds.
+    #[arg(
+        id = "limits.long_poll_wait_max_ms",
+        value_name = "MS",
+        long = "long-poll-wait-max-ms",
+        env = "TIDINGS_LONG_POLL_WAIT_MAX_MS",
+        default_value_t = Limits::default().long_poll_wait_max_ms
+    )]
+    pub long_poll_wait_max_ms: u64,
     /// Most Server-Sent Events streams open at once.
+    #[arg(
+        id = "limits.sse_connections_max",
+        value_name = "STREAMS",
+        long = "sse-connections-max",
+        env = "TIDINGS_SSE_CONNECTIONS_MAX",
+        default_value_t = Limits::default().sse_connections_max
+    )]
     pub sse_connections_max: usize,
 }
 
@@ -77,8 +115,31 @@ impl Default for Limits {
             body_bytes_max: 4 * 1024 * 1024,
             batch_events_max: 1_000,
             read_events_max: 1_000,
-            long_poll_wait_max: Duration::from_secs(30),
+            long_poll_wait_max_ms: 30_000,
             sse_connections_max: 256,
+        }
+    }
+}
+
+impl Limits {
+    /// Longest a long-poll may wait.
+    pub fn long_poll_wait_max(&self) -> Duration {
+        Duration::from_millis(self.long_poll_wait_max_ms)
+    }
+
+    /// Checks that every limit lets some request through; the error names the
+    /// setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("body_bytes_max", self.body_bytes_max as u64),
+            ("batch_events_max", self.batch_events_max as u64),
+            ("read_events_max", self.read_events_max as u64),
+            ("long_poll_wait_max_ms", self.long_poll_wait_max_ms),
+            ("sse_connections_max", self.sse_connections_max as u64),
+        ];
+        match positive.iter().find(|(_, value)| *value == 0) {
+            Some((name, _)) => Err(format!("{name} must be at least 1")),
+            None => Ok(()),
         }
     }
 }

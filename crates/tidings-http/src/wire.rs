@@ -129,7 +129,7 @@ pub(crate) fn parse_start(from: Option<&str>) -> Result<StartPosition, ApiError>
 /// the limit.
 pub(crate) fn wait(api: &Api, wait_ms: Option<u64>) -> Result<std::time::Duration, ApiError> {
     let wait = std::time::Duration::from_millis(wait_ms.unwrap_or(0));
-    let max = api.limits().long_poll_wait_max;
+    let max = api.limits().long_poll_wait_max();
     if wait > max {
         return Err(ApiError::invalid_request(format!(
             "wait_ms={}: the limit is {}",

@@ -98,7 +98,7 @@ fn read_all(
 
 pub(crate) async fn fetch(shared: &Shared, request: FetchRequest, version: i16) -> FetchResponse {
     let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0))
-        .min(shared.config.fetch_wait_max);
+        .min(shared.config.fetch_wait_max());
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0).max(1);
     let response_max = usize::try_from(request.max_bytes).unwrap_or(0);

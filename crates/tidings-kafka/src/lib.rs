@@ -41,22 +41,55 @@ mod topics;
 
 pub use apis::SUPPORTED;
 
-/// Settings of the Kafka listener.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Settings of the Kafka listener: settings of `tidings serve`, each a flag, a
+/// `TIDINGS_KAFKA_*` environment variable and a key of the configuration
+/// file's `[kafka]` section.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Largest request frame accepted, in bytes; a larger size prefix closes the
-    /// connection before anything is read into memory. Kafka's
+    /// connection before anything is read into memory. (Kafka's
     /// `socket.request.max.bytes` defaults to 100 MiB; producer batches here are
-    /// bounded far lower by the log's batch limit.
+    /// bounded far lower by the log's batch limit.)
+    #[arg(
+        id = "kafka.frame_bytes_max",
+        value_name = "BYTES",
+        long = "kafka-frame-bytes-max",
+        env = "TIDINGS_KAFKA_FRAME_BYTES_MAX",
+        default_value_t = KafkaConfig::default().frame_bytes_max
+    )]
     pub frame_bytes_max: usize,
     /// Whether Metadata requests create topics that do not exist (Kafka's
     /// `auto.create.topics.enable`, on by default).
+    #[arg(
+        id = "kafka.auto_create_topics",
+        value_name = "BOOL",
+        long = "kafka-auto-create-topics",
+        env = "TIDINGS_KAFKA_AUTO_CREATE_TOPICS",
+        default_value_t = KafkaConfig::default().auto_create_topics,
+        action = clap::ArgAction::Set
+    )]
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic, or of CreateTopics asking for the
     /// default (Kafka's `num.partitions`).
+    #[arg(
+        id = "kafka.default_partitions",
+        value_name = "PARTITIONS",
+        long = "kafka-default-partitions",
+        env = "TIDINGS_KAFKA_DEFAULT_PARTITIONS",
+        default_value_t = KafkaConfig::default().default_partitions
+    )]
     pub default_partitions: u32,
-    /// Longest a Fetch may wait for data, whatever the client asks.
-    pub fetch_wait_max: Duration,
+    /// Longest a Fetch may wait for data, in milliseconds, whatever the client
+    /// asks.
+    #[arg(
+        id = "kafka.fetch_wait_max_ms",
+        value_name = "MS",
+        long = "kafka-fetch-wait-max-ms",
+        env = "TIDINGS_KAFKA_FETCH_WAIT_MAX_MS",
+        default_value_t = KafkaConfig::default().fetch_wait_max_ms
+    )]
+    pub fetch_wait_max_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -65,8 +98,37 @@ impl Default for KafkaConfig {
             frame_bytes_max: 16 * 1024 * 1024,
             auto_create_topics: true,
             default_partitions: 1,
-            fetch_wait_max: Duration::from_secs(30),
+            fetch_wait_max_ms: 30_000,
         }
+    }
+}
+
+/// The smallest frame limit: room for a request header and a small body.
+pub const FRAME_BYTES_MIN: usize = 1024;
+
+impl KafkaConfig {
+    /// Longest a Fetch may wait.
+    pub fn fetch_wait_max(&self) -> Duration {
+        Duration::from_millis(self.fetch_wait_max_ms)
+    }
+
+    /// Checks the settings against what the listener and the log accept; the
+    /// error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.frame_bytes_max < FRAME_BYTES_MIN {
+            return Err(format!(
+                "kafka.frame_bytes_max is {}; it must be at least {FRAME_BYTES_MIN}",
+                self.frame_bytes_max
+            ));
+        }
+        let partitions_max = tidings_broker::PARTITIONS_MAX;
+        if !(1..=partitions_max).contains(&self.default_partitions) {
+            return Err(format!(
+                "kafka.default_partitions is {}; it must be 1..={partitions_max}",
+                self.default_partitions
+            ));
+        }
+        Ok(())
     }
 }
 

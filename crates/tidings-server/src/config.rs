@@ -1,31 +1,63 @@
-//! Configuration of `tidings serve`: built-in defaults, then a TOML file, then
-//! `TIDINGS_*` environment variables, then flags, each overriding the one before.
+//! Configuration of `tidings serve`, declared once: every setting is a field of
+//! [`Config`] (or of a listener's own settings, flattened into it), which is at
+//! the same time its flag, its `TIDINGS_*` environment variable and its key in
+//! the TOML configuration file. Layers, each overriding the one before:
+//! built-in defaults < the file < the environment < flags.
+//!
+//! clap reads flags, environment and defaults, and says where each value came
+//! from; a value the file sets wins over a default and nothing else. The file is
+//! read against the same struct, so an unknown key or a value of the wrong type
+//! is refused with the file's name and the key.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use serde::{Deserialize, Serialize};
 use tidings_http::Limits;
+use tidings_kafka::KafkaConfig;
 use tidings_telemetry::LogFormat;
 
 /// Everything `tidings serve` runs with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where topics and group state are stored.
+    #[arg(long, env = "TIDINGS_DATA_DIR", default_value_os_t = Config::default().data_dir)]
     pub data_dir: PathBuf,
-    /// Where the HTTP API listens.
+    /// Address of the HTTP API. Port 0 picks a free port; the log line
+    /// `listening` names it.
+    #[arg(long, env = "TIDINGS_HTTP_ADDR", default_value_t = Config::default().http_addr)]
     pub http_addr: SocketAddr,
-    /// Where the Kafka listener listens.
+    /// Address of the Kafka listener. Port 0 picks a free port; the log line
+    /// `listening` names it.
+    #[arg(long, env = "TIDINGS_KAFKA_ADDR", default_value_t = Config::default().kafka_addr)]
     pub kafka_addr: SocketAddr,
     /// Log line format.
+    #[arg(
+        long,
+        env = "TIDINGS_LOG_FORMAT",
+        default_value_t = Config::default().log_format,
+        value_parser = log_format_parser()
+    )]
     pub log_format: LogFormat,
-    /// After SIGINT or SIGTERM, how long requests under way and leases held by
-    /// consumers get before the server closes anyway.
-    pub shutdown_timeout: Duration,
-    /// Request limits.
+    /// After SIGINT or SIGTERM, how long (in milliseconds) requests under way
+    /// and leases held by consumers get before the server closes anyway.
+    #[arg(
+        long,
+        env = "TIDINGS_SHUTDOWN_TIMEOUT_MS",
+        default_value_t = Config::default().shutdown_timeout_ms
+    )]
+    pub shutdown_timeout_ms: u64,
+    /// Bounds on HTTP requests (the file's `[limits]`).
+    #[command(flatten)]
     pub limits: Limits,
+    /// The Kafka listener (the file's `[kafka]`).
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
 }
 
 impl Default for Config {
@@ -35,50 +67,11 @@ impl Default for Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             kafka_addr: SocketAddr::from(([127, 0, 0, 1], 9092)),
             log_format: LogFormat::Text,
-            shutdown_timeout: Duration::from_secs(10),
+            shutdown_timeout_ms: 10_000,
             limits: Limits::default(),
+            kafka: KafkaConfig::default(),
         }
     }
-}
-
-/// Flags of `tidings serve`; each also reads a `TIDINGS_*` environment variable.
-#[derive(Clone, Debug, Default, clap::Args)]
-pub struct ServeArgs {
-    /// TOML configuration file; its settings sit under the environment and flags.
-    #[arg(long, env = "TIDINGS_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Where topics and group state are stored [default: ./tidings-data].
-    #[arg(long, env = "TIDINGS_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Address of the HTTP API [default: 127.0.0.1:8080]. Port 0 picks a free
-    /// port; the log line `listening` names it.
-    #[arg(long, env = "TIDINGS_HTTP_ADDR")]
-    pub http_addr: Option<SocketAddr>,
-    /// Address of the Kafka listener [default: 127.0.0.1:9092]. Port 0 picks a
-    /// free port; the log line `listening` names it.
-    #[arg(long, env = "TIDINGS_KAFKA_ADDR")]
-    pub kafka_addr: Option<SocketAddr>,
-    /// Log format [default: text].
-    #[arg(long, env = "TIDINGS_LOG_FORMAT", value_parser = log_format_parser())]
-    pub log_format: Option<LogFormat>,
-    /// Milliseconds a shutdown waits for requests and leases [default: 10000].
-    #[arg(long, env = "TIDINGS_SHUTDOWN_TIMEOUT_MS")]
-    pub shutdown_timeout_ms: Option<u64>,
-    /// Largest request body in bytes [default: 4194304].
-    #[arg(long, env = "TIDINGS_BODY_BYTES_MAX")]
-    pub body_bytes_max: Option<usize>,
-    /// Most events in one batched publish [default: 1000].
-    #[arg(long, env = "TIDINGS_BATCH_EVENTS_MAX")]
-    pub batch_events_max: Option<usize>,
-    /// Most events one read answers with [default: 1000].
-    #[arg(long, env = "TIDINGS_READ_EVENTS_MAX")]
-    pub read_events_max: Option<usize>,
-    /// Longest long-poll wait in milliseconds [default: 30000].
-    #[arg(long, env = "TIDINGS_LONG_POLL_WAIT_MAX_MS")]
-    pub long_poll_wait_max_ms: Option<u64>,
-    /// Most Server-Sent Events streams open at once [default: 256].
-    #[arg(long, env = "TIDINGS_SSE_CONNECTIONS_MAX")]
-    pub sse_connections_max: Option<usize>,
 }
 
 /// `text` or `json`, listed as such in the help.
@@ -88,157 +81,192 @@ fn log_format_parser() -> impl clap::builder::TypedValueParser<Value = LogFormat
         .map(|name| name.parse().expect("one of LogFormat::NAMES"))
 }
 
-/// The configuration file: the same settings as the flags, all optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    data_dir: Option<PathBuf>,
-    http_addr: Option<SocketAddr>,
-    kafka_addr: Option<SocketAddr>,
-    log_format: Option<LogFormat>,
-    shutdown_timeout_ms: Option<u64>,
-    #[serde(default)]
-    limits: FileLimits,
+/// The flags of `tidings serve`: the configuration file, and every setting.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file; its settings sit under the environment and flags.
+    #[arg(long, env = "TIDINGS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Every setting.
+    #[command(flatten)]
+    pub settings: Config,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileLimits {
-    body_bytes_max: Option<usize>,
-    batch_events_max: Option<usize>,
-    read_events_max: Option<usize>,
-    long_poll_wait_max_ms: Option<u64>,
-    sse_connections_max: Option<usize>,
+impl Config {
+    /// How long a shutdown waits for requests and leases.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// The configuration `args` describe: the flags and environment clap read
+    /// into it, over the file it names (if any), over the defaults. `matches`
+    /// are the arguments `args` were read from: they tell a default from a
+    /// value someone gave.
+    pub fn load(args: &ServeArgs, matches: &ArgMatches) -> Result<Config> {
+        let config = match &args.config {
+            None => args.settings.clone(),
+            Some(path) => {
+                let file = read_file(path)?;
+                under_flags(&args.settings, matches, file)
+                    .with_context(|| format!("invalid configuration file {}", path.display()))?
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.limits.validate().map_err(anyhow::Error::msg)?;
+        self.kafka.validate().map_err(anyhow::Error::msg)?;
+        Ok(())
+    }
 }
 
-fn read_file(path: &Path) -> Result<File> {
+fn read_file(path: &Path) -> Result<toml::Table> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))
 }
 
-impl Config {
-    /// Defaults, overridden by the file `args` names (if any), then by `args`
-    /// (flags, or their environment variables).
-    pub fn load(args: &ServeArgs) -> Result<Config> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => File::default(),
-        };
-        let mut c = Config::default();
-        let l = &mut c.limits;
-        let pick = |flag: Option<u64>, file: Option<u64>| flag.or(file).map(Duration::from_millis);
-        macro_rules! set {
-            ($target:expr, $flag:expr, $file:expr) => {
-                if let Some(v) = $flag.clone().or($file.clone()) {
-                    $target = v;
+/// `settings` (what clap read) with the file's values put in wherever clap had
+/// only a default. A key's clap id is its path: `data_dir`, `limits.body_bytes_max`,
+/// `kafka.frame_bytes_max`.
+fn under_flags(settings: &Config, matches: &ArgMatches, file: toml::Table) -> Result<Config> {
+    let given = |id: &str| {
+        matches.ids().any(|known| known.as_str() == id)
+            && matches!(
+                matches.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+    };
+    let mut merged = toml::Table::try_from(settings).context("encoding the settings")?;
+    for (key, value) in file {
+        match (value, merged.get_mut(&key)) {
+            (toml::Value::Table(section), Some(toml::Value::Table(into))) => {
+                for (name, value) in section {
+                    if !given(&format!("{key}.{name}")) {
+                        into.insert(name, value);
+                    }
                 }
-            };
+            }
+            (value, _) => {
+                if !given(&key) {
+                    merged.insert(key, value);
+                }
+            }
         }
-        set!(
-            l.body_bytes_max,
-            args.body_bytes_max,
-            file.limits.body_bytes_max
-        );
-        set!(
-            l.batch_events_max,
-            args.batch_events_max,
-            file.limits.batch_events_max
-        );
-        set!(
-            l.read_events_max,
-            args.read_events_max,
-            file.limits.read_events_max
-        );
-        set!(
-            l.sse_connections_max,
-            args.sse_connections_max,
-            file.limits.sse_connections_max
-        );
-        if let Some(d) = pick(
-            args.long_poll_wait_max_ms,
-            file.limits.long_poll_wait_max_ms,
-        ) {
-            l.long_poll_wait_max = d;
-        }
-        set!(c.data_dir, args.data_dir, file.data_dir);
-        set!(c.http_addr, args.http_addr, file.http_addr);
-        set!(c.kafka_addr, args.kafka_addr, file.kafka_addr);
-        set!(c.log_format, args.log_format, file.log_format);
-        if let Some(d) = pick(args.shutdown_timeout_ms, file.shutdown_timeout_ms) {
-            c.shutdown_timeout = d;
-        }
-        c.validate()?;
-        Ok(c)
     }
-
-    fn validate(&self) -> Result<()> {
-        let l = &self.limits;
-        let positive = [
-            ("body_bytes_max", l.body_bytes_max),
-            ("batch_events_max", l.batch_events_max),
-            ("read_events_max", l.read_events_max),
-            ("sse_connections_max", l.sse_connections_max),
-        ];
-        for (name, value) in positive {
-            anyhow::ensure!(value > 0, "{name} must be at least 1");
-        }
-        anyhow::ensure!(
-            !l.long_poll_wait_max.is_zero(),
-            "long_poll_wait_max_ms must be at least 1"
-        );
-        Ok(())
-    }
+    // Read back through the struct: an unknown key or a wrong type is refused here.
+    Ok(Config::deserialize(merged)?)
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
     use super::*;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    /// The configuration of a command line, in an environment of `env`.
+    fn load(argv: &[&str], env: &[(&str, &str)]) -> Result<Config> {
+        // Only the variables a test names, whatever the process's environment:
+        // each is read from a variable of the test's own, so tests running at
+        // once do not see each other's.
+        let command = Serve::command().mut_args(|arg| {
+            let name = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            match name.and_then(|n| env.iter().find(|(k, _)| *k == n)) {
+                Some((name, value)) => {
+                    let own: &'static str = Box::leak(format!("TIDINGS_TEST_{name}").into());
+                    std::env::set_var(own, value);
+                    arg.env(own)
+                }
+                None => arg.env(None),
+            }
+        });
+        let matches =
+            command.try_get_matches_from(std::iter::once("serve").chain(argv.iter().copied()))?;
+        let serve = Serve::from_arg_matches(&matches)?;
+        Config::load(&serve.args, &matches)
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tidings.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path.to_str().unwrap().to_owned())
+    }
 
     #[test]
     fn flags_override_the_file_which_overrides_the_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tidings.toml");
-        std::fs::write(
-            &path,
-            "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9000\"\n[limits]\nbatch_events_max = 7\n",
+        let (_dir, path) = file(
+            "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9000\"\n[limits]\nbatch_events_max = 7\nbody_bytes_max = 9\n[kafka]\ndefault_partitions = 3\nauto_create_topics = false\n",
+        );
+        let c = load(
+            &[
+                "--config",
+                &path,
+                "--http-addr",
+                "127.0.0.1:9100",
+                "--body-bytes-max",
+                "11",
+                "--kafka-fetch-wait-max-ms",
+                "50",
+            ],
+            &[],
         )
         .unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            http_addr: Some("127.0.0.1:9100".parse().unwrap()),
-            ..ServeArgs::default()
-        };
-        let c = Config::load(&args).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from/file"));
         assert_eq!(c.http_addr, "127.0.0.1:9100".parse().unwrap());
         assert_eq!(c.limits.batch_events_max, 7);
-        assert_eq!(c.limits.body_bytes_max, Limits::default().body_bytes_max);
+        assert_eq!(c.limits.body_bytes_max, 11, "a flag beats the file");
+        assert_eq!(c.limits.read_events_max, Limits::default().read_events_max);
+        assert_eq!(c.kafka.default_partitions, 3);
+        assert!(!c.kafka.auto_create_topics);
+        assert_eq!(c.kafka.fetch_wait_max_ms, 50);
+        assert_eq!(load(&[], &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_environment_sits_between_the_file_and_the_flags() {
+        let (_dir, path) = file("[kafka]\ndefault_partitions = 3\n[limits]\nread_events_max = 5\n");
+        let env = [
+            ("TIDINGS_KAFKA_DEFAULT_PARTITIONS", "4"),
+            ("TIDINGS_READ_EVENTS_MAX", "6"),
+        ];
+        let c = load(&["--config", &path, "--read-events-max", "8"], &env).unwrap();
         assert_eq!(
-            Config::load(&ServeArgs::default()).unwrap(),
-            Config::default()
+            c.kafka.default_partitions, 4,
+            "the environment beats the file"
         );
+        assert_eq!(c.limits.read_events_max, 8, "a flag beats the environment");
     }
 
     #[test]
     fn a_bad_file_is_refused_with_its_name_and_the_problem() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bad.toml");
-        std::fs::write(&path, "data_dri = \"x\"\n").unwrap();
-        let args = ServeArgs {
-            config: Some(path.clone()),
-            ..ServeArgs::default()
-        };
-        let err = format!("{:#}", Config::load(&args).unwrap_err());
+        let (_dir, path) = file("data_dri = \"x\"\n");
+        let err = format!("{:#}", load(&["--config", &path], &[]).unwrap_err());
         assert!(
-            err.contains("bad.toml") && err.contains("data_dri"),
+            err.contains("tidings.toml") && err.contains("data_dri"),
             "{err}"
         );
-        let zero = ServeArgs {
-            batch_events_max: Some(0),
-            ..ServeArgs::default()
-        };
-        let err = Config::load(&zero).unwrap_err().to_string();
+        let (_dir, path) = file("[kafka]\nframe_bytes_max = \"big\"\n");
+        let err = format!("{:#}", load(&["--config", &path], &[]).unwrap_err());
+        assert!(
+            err.contains("tidings.toml") && err.contains("frame_bytes_max"),
+            "{err}"
+        );
+        let err = load(&["--batch-events-max", "0"], &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("batch_events_max"), "{err}");
+        let err = load(&["--kafka-default-partitions", "0"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.default_partitions"), "{err}");
     }
 }

@@ -116,13 +116,13 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
     let kafka = tokio::spawn(tidings_kafka::serve(
         kafka_listener,
         Arc::clone(&broker),
-        tidings_kafka::KafkaConfig::default(),
+        config.kafka.clone(),
         shutdown.clone(),
     ));
 
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let draining_broker = Arc::clone(&broker);
-    let lease_wait = config.shutdown_timeout;
+    let lease_wait = config.shutdown_timeout();
     let graceful = async move {
         stop.await;
         // New HTTP requests get 503 (answers to leases and commits are still
@@ -143,12 +143,12 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         result = &mut server => result.context("the HTTP server failed")?,
         _ = async {
             let _ = stopping.wait_for(|s| *s).await;
-            tokio::time::sleep(config.shutdown_timeout).await;
+            tokio::time::sleep(config.shutdown_timeout()).await;
         } => {
-            tracing::warn!(timeout = ?config.shutdown_timeout, "requests still open after the shutdown timeout; closing them");
+            tracing::warn!(timeout = ?config.shutdown_timeout(), "requests still open after the shutdown timeout; closing them");
         }
     }
-    match tokio::time::timeout(config.shutdown_timeout, kafka).await {
+    match tokio::time::timeout(config.shutdown_timeout(), kafka).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the Kafka listener failed"),
         Ok(Err(e)) => tracing::warn!(error = %e, "the Kafka listener task failed"),

@@ -125,6 +125,26 @@ fn kcat_produces_and_consumes_keyed_records_with_every_codec() {
     assert!(server.metric("tidings_kafka_request_duration_seconds_count{api=\"Metadata\"}") >= 1.0);
 }
 
+/// The listener's settings reach it from the configuration file and from flags.
+#[test]
+fn kafka_settings_come_from_the_configuration_file_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tidings.toml");
+    std::fs::write(&file, "[kafka]\ndefault_partitions = 3\n").unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--config", file.to_str().unwrap()]);
+    kcat(&server, &["-P", "-t", "wide"], "a\nb\n");
+    let listing = kcat(&server, &["-L", "-t", "wide"], "");
+    assert!(listing.contains("topic \"wide\" with 3 partitions"), "{listing}");
+    drop(server);
+
+    let server = Server::start(&data, &["--kafka-auto-create-topics", "false"]);
+    let listing = kcat(&server, &["-L", "-t", "absent"], "");
+    assert!(listing.contains("Unknown topic or partition"), "{listing}");
+    let absent = get(&server.url("/v1/topics/absent"));
+    assert_eq!(absent.status, 404, "no topic was created: {}", absent.text);
+}
+
 #[test]
 fn auto_created_topics_take_acks_zero_and_read_from_offsets_and_times() {
     let dir = tempfile::tempdir().unwrap();
