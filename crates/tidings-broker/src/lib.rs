@@ -449,6 +449,12 @@ impl Broker {
         })
     }
 
+    /// The clock the broker reads time from; front ends that keep time of
+    /// their own (session timeouts of Kafka groups) read the same one.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// Creates a topic.
     pub fn create_topic(
         &self,

@@ -35,9 +35,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tidings_broker::GroupError;
-use tidings_types::{Offset, PartitionId};
+use tidings_types::{Clock, Offset, PartitionId, TimestampMs};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use crate::{Shared, NODE_ID};
 
@@ -76,7 +75,7 @@ struct Member {
     session: Duration,
     rebalance: Duration,
     protocols: Vec<(String, Bytes)>,
-    last_seen: Instant,
+    last_seen: TimestampMs,
     join: Option<JoinReply>,
     sync: Option<SyncReply>,
     assignment: Bytes,
@@ -92,13 +91,13 @@ struct Group {
     /// In join order.
     members: BTreeMap<u64, (String, Member)>,
     /// Ids handed out with MEMBER_ID_REQUIRED, until they join or expire.
-    pending: HashMap<String, Instant>,
-    deadline: Instant,
+    pending: HashMap<String, TimestampMs>,
+    deadline: TimestampMs,
     next_seq: u64,
 }
 
 impl Group {
-    fn new(name: &str, now: Instant) -> Group {
+    fn new(name: &str, now: TimestampMs) -> Group {
         Group {
             name: name.to_owned(),
             state: State::Empty,
@@ -127,7 +126,7 @@ impl Group {
 
     /// Starts a rebalance: members must rejoin within the longest rebalance
     /// timeout; members waiting for their assignment learn they must rejoin.
-    fn prepare_rebalance(&mut self, now: Instant) {
+    fn prepare_rebalance(&mut self, now: TimestampMs) {
         for (_, m) in self.members.values_mut() {
             if let Some(sync) = m.sync.take() {
                 let _ = sync.send(Err(ResponseError::RebalanceInProgress));
@@ -140,12 +139,12 @@ impl Group {
             .max()
             .unwrap_or_default();
         self.state = State::PreparingRebalance;
-        self.deadline = now + longest;
+        self.deadline = now.plus(longest);
     }
 
     /// Finishes the join phase once every member has rejoined, or when `force`d
     /// at the deadline, dropping members that did not.
-    fn try_complete_join(&mut self, now: Instant, force: bool) {
+    fn try_complete_join(&mut self, now: TimestampMs, force: bool) {
         if self.state != State::PreparingRebalance {
             return;
         }
@@ -237,11 +236,11 @@ impl Group {
 
     /// Drops members whose session ran out (not those waiting in a join) and
     /// expired ids; rebalances when a member went.
-    fn expire(&mut self, now: Instant) {
+    fn expire(&mut self, now: TimestampMs) {
         self.pending.retain(|_, until| *until > now);
         let before = self.members.len();
         self.members.retain(|_, (id, m)| {
-            let alive = m.join.is_some() || now.duration_since(m.last_seen) <= m.session;
+            let alive = m.join.is_some() || now.since(m.last_seen) <= m.session;
             if !alive {
                 tracing::info!(group = %self.name, member = %id, "Kafka group member's session timed out");
             }
@@ -255,7 +254,7 @@ impl Group {
         }
     }
 
-    fn member_left(&mut self, now: Instant) {
+    fn member_left(&mut self, now: TimestampMs) {
         match self.state {
             State::Stable | State::CompletingRebalance => {
                 if self.members.is_empty() {
@@ -276,7 +275,7 @@ impl Group {
         &mut self,
         member: &str,
         generation: i32,
-        now: Instant,
+        now: TimestampMs,
     ) -> Result<State, ResponseError> {
         let current = self.generation;
         let m = self.member(member).ok_or(ResponseError::UnknownMemberId)?;
@@ -288,20 +287,30 @@ impl Group {
     }
 }
 
-/// Every group the coordinator knows.
-#[derive(Default)]
+/// Every group the coordinator knows. Sessions and rebalance deadlines run on
+/// the broker's clock.
 pub(crate) struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
     next_member: AtomicU64,
+    clock: Arc<dyn Clock>,
 }
 
 impl Coordinator {
-    /// Checks sessions and rebalance deadlines of every group.
-    pub(crate) fn tick(&self) {
-        self.tick_at(Instant::now());
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Coordinator {
+        Coordinator {
+            groups: Mutex::default(),
+            next_member: AtomicU64::new(0),
+            clock,
+        }
     }
 
-    fn tick_at(&self, now: Instant) {
+    fn now(&self) -> TimestampMs {
+        self.clock.now()
+    }
+
+    /// Checks sessions and rebalance deadlines of every group.
+    pub(crate) fn tick(&self) {
+        let now = self.now();
         let mut groups = self.groups.lock().expect("groups lock");
         for g in groups.values_mut() {
             g.expire(now);
@@ -375,7 +384,7 @@ pub(crate) async fn join_group(
             request.member_id.as_str(),
         );
     }
-    let now = Instant::now();
+    let now = shared.coordinator.now();
     let rx = {
         let mut groups = shared.coordinator.groups.lock().expect("groups lock");
         let g = groups
@@ -411,7 +420,7 @@ pub(crate) async fn join_group(
             );
             if version >= 4 {
                 // The client rejoins with this id; only then is it a member.
-                g.pending.insert(member_id.clone(), now + session);
+                g.pending.insert(member_id.clone(), now.plus(session));
                 return failed(ResponseError::MemberIdRequired, &member_id);
             }
         } else if !known && g.pending.remove(&member_id).is_none() {
@@ -450,7 +459,7 @@ pub(crate) async fn join_group(
         if g.state != State::PreparingRebalance {
             g.prepare_rebalance(now);
         } else {
-            let longest = now + rebalance;
+            let longest = now.plus(rebalance);
             if longest > g.deadline {
                 g.deadline = longest;
             }
@@ -483,7 +492,7 @@ pub(crate) async fn join_group(
 pub(crate) async fn sync_group(shared: &Shared, request: SyncGroupRequest) -> SyncGroupResponse {
     let failed = |code: ResponseError| SyncGroupResponse::default().with_error_code(code.code());
     let member = request.member_id.as_str();
-    let now = Instant::now();
+    let now = shared.coordinator.now();
     let rx = {
         let mut groups = shared.coordinator.groups.lock().expect("groups lock");
         let Some(g) = groups.get_mut(request.group_id.0.as_str()) else {
@@ -537,7 +546,7 @@ pub(crate) fn heartbeat(shared: &Shared, request: &HeartbeatRequest) -> Heartbea
         Some(g) => match g.check(
             request.member_id.as_str(),
             request.generation_id,
-            Instant::now(),
+            shared.coordinator.now(),
         ) {
             Err(code) => Some(code),
             Ok(State::PreparingRebalance) => Some(ResponseError::RebalanceInProgress),
@@ -561,7 +570,7 @@ pub(crate) fn leave_group(
     } else {
         vec![request.member_id.as_str().to_owned()]
     };
-    let now = Instant::now();
+    let now = shared.coordinator.now();
     let mut groups = shared.coordinator.groups.lock().expect("groups lock");
     let mut answers = Vec::with_capacity(ids.len());
     let mut any_known = false;
@@ -617,7 +626,7 @@ pub(crate) async fn offset_commit(
         match groups.get_mut(&group) {
             _ if group.is_empty() => Some(ResponseError::InvalidGroupId),
             Some(g) if generation >= 0 || !member.is_empty() => {
-                match g.check(member, generation, Instant::now()) {
+                match g.check(member, generation, shared.coordinator.now()) {
                     Err(code) => Some(code),
                     Ok(State::CompletingRebalance) => Some(ResponseError::RebalanceInProgress),
                     Ok(_) => None,
@@ -743,19 +752,29 @@ mod tests {
     use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
     use kafka_protocol::messages::GroupId;
     use tidings_broker::{Broker, BrokerOptions};
+    use tidings_types::ManualClock;
 
     use super::*;
     use crate::KafkaConfig;
 
-    fn shared(dir: &std::path::Path) -> Arc<Shared> {
-        let broker = Broker::open(dir, BrokerOptions::default()).unwrap();
-        Arc::new(Shared {
-            broker: Arc::new(broker),
+    /// A listener's shared state on a broker whose clock the test moves.
+    fn shared(dir: &std::path::Path) -> (Arc<Shared>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(TimestampMs(1_700_000_000_000)));
+        let options = BrokerOptions {
+            log: tidings_broker::LogOptions {
+                clock: clock.clone(),
+                ..Default::default()
+            },
+        };
+        let broker = Arc::new(Broker::open(dir, options).unwrap());
+        let shared = Arc::new(Shared {
+            coordinator: Coordinator::new(Arc::clone(broker.clock())),
+            broker,
             config: KafkaConfig::default(),
             advertised: SocketAddr::from(([127, 0, 0, 1], 9092)),
             shutdown: tokio_util::sync::CancellationToken::new(),
-            coordinator: Coordinator::default(),
-        })
+        });
+        (shared, clock)
     }
 
     fn join_request(member: &str) -> JoinGroupRequest {
@@ -831,7 +850,7 @@ mod tests {
     #[tokio::test]
     async fn rebalances_on_join_and_on_session_timeout_and_fences_old_generations() {
         let dir = tempfile::tempdir().unwrap();
-        let s = shared(dir.path());
+        let (s, clock) = shared(dir.path());
         // One member: generation 1, it leads and assigns itself.
         let (a, joining) = join(&s, None).await;
         let joined = joining.await.unwrap();
@@ -868,16 +887,13 @@ mod tests {
             ResponseError::IllegalGeneration.code()
         );
 
-        // b goes silent: past its session it is dropped and a rebalances alone.
-        assert_eq!(heartbeat_code(&s, &a, 2), 0);
-        let later = Instant::now() + Duration::from_millis(1500);
-        {
-            let mut groups = s.coordinator.groups.lock().unwrap();
-            let g = groups.get_mut("g").unwrap();
-            // a heartbeated just now; only b's session has run out at `later`.
-            g.member(&a).unwrap().last_seen = later;
+        // b goes silent while a heartbeats: past b's session (1 s) the tick
+        // drops it and a rebalances alone.
+        for _ in 0..3 {
+            clock.advance(Duration::from_millis(500));
+            assert_eq!(heartbeat_code(&s, &a, 2), 0);
         }
-        s.coordinator.tick_at(later);
+        s.coordinator.tick();
         assert_eq!(
             heartbeat_code(&s, &b, 2),
             ResponseError::UnknownMemberId.code()
@@ -895,7 +911,7 @@ mod tests {
     #[tokio::test]
     async fn bad_joins_get_their_error_codes() {
         let dir = tempfile::tempdir().unwrap();
-        let s = shared(dir.path());
+        let (s, _clock) = shared(dir.path());
         let unknown = join_group(&s, join_request("nobody"), 5, "c").await;
         assert_eq!(unknown.error_code, ResponseError::UnknownMemberId.code());
         let short = join_group(&s, join_request("").with_session_timeout_ms(1), 5, "c").await;

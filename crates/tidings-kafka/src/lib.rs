@@ -164,11 +164,11 @@ pub async fn serve(
         advertised.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let shared = Arc::new(Shared {
+        coordinator: groups::Coordinator::new(Arc::clone(broker.clock())),
         broker,
         config,
         advertised,
         shutdown: shutdown.clone(),
-        coordinator: groups::Coordinator::default(),
     });
     // Session timeouts and rebalance deadlines pass even when no request comes.
     let ticking = Arc::clone(&shared);

@@ -59,6 +59,8 @@ pub use error::{AppendError, StoreError};
 pub use postgres::{PgOptions, PgStore};
 pub use store::EventStore;
 pub use subscription::{Subscription, SUBSCRIPTION_BATCH_MAX};
+/// The options of the log under the embedded store (its clock, its sync).
+pub use tidings_log::LogOptions;
 pub use types::{
     AllSlice, Appended, Direction, ExpectedVersion, NameError, Position, ReadStream, RecordedEvent,
     Selector, Snapshot, StreamAppend, StreamInfo, StreamMetadata, StreamName, StreamSlice,

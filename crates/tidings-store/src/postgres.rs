@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tidings_types::{CloudEvent, TimestampMs};
+use tidings_types::{Clock, CloudEvent, SystemClock, TimestampMs};
 use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
@@ -47,6 +47,8 @@ pub struct PgOptions {
     pub pool_size_max: usize,
     /// How long to wait for a pooled connection.
     pub connect_timeout: Duration,
+    /// The clock events are recorded by, and stream ages measured on.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for PgOptions {
@@ -54,6 +56,7 @@ impl Default for PgOptions {
         PgOptions {
             pool_size_max: 16,
             connect_timeout: Duration::from_secs(10),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -66,6 +69,7 @@ pub struct PgStore {
 
 struct Inner {
     pool: Pool,
+    clock: Arc<dyn Clock>,
     head: watch::Receiver<u64>,
     listener: tokio::task::JoinHandle<()>,
 }
@@ -126,6 +130,7 @@ impl PgStore {
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
+                clock: options.clock,
                 head: rx,
                 listener,
             }),
@@ -151,7 +156,7 @@ impl PgStore {
     }
 
     async fn try_append(&self, appends: &[StreamAppend]) -> Result<Vec<Appended>, AppendError> {
-        let now = TimestampMs::now();
+        let now = self.inner.clock.now();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(StoreError::from)?;
         // Every writer locks the head row first: it orders positions by commit
@@ -477,7 +482,7 @@ impl EventStore for PgStore {
                 &[&stream.as_str(), &to_i64(a.min(b)), &to_i64(a.max(b))],
             )
             .await?;
-        let now = TimestampMs::now();
+        let now = self.inner.clock.now();
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             let e = event_of(row, 0)?;

@@ -96,6 +96,25 @@ impl TimestampMs {
     }
 }
 
+impl TimestampMs {
+    /// The time `d` after this one (saturating).
+    #[must_use]
+    pub fn plus(self, d: std::time::Duration) -> TimestampMs {
+        TimestampMs(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// How long after `earlier` this time is; zero when it is not after.
+    #[must_use]
+    pub fn since(self, earlier: TimestampMs) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0),
+        )
+    }
+}
+
 impl fmt::Display for TimestampMs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -135,7 +135,10 @@ fn kafka_settings_come_from_the_configuration_file_and_flags() {
     let server = Server::start(&data, &["--config", file.to_str().unwrap()]);
     kcat(&server, &["-P", "-t", "wide"], "a\nb\n");
     let listing = kcat(&server, &["-L", "-t", "wide"], "");
-    assert!(listing.contains("topic \"wide\" with 3 partitions"), "{listing}");
+    assert!(
+        listing.contains("topic \"wide\" with 3 partitions"),
+        "{listing}"
+    );
     drop(server);
 
     let server = Server::start(&data, &["--kafka-auto-create-topics", "false"]);

@@ -604,7 +604,7 @@ pub(crate) async fn metadata_limits_reads_and_soft_delete_restarts_a_stream(b: &
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    b.clock().advance(Duration::from_millis(20));
     assert!(
         store
             .read_stream(&s, ReadStream::forward(StreamVersion(0)))

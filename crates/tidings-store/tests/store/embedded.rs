@@ -1,31 +1,47 @@
 //! The conformance suite on the embedded backend, and what only it must do.
 
+use std::sync::Arc;
+
 use tempfile::TempDir;
-use tidings_store::{EmbeddedOptions, EmbeddedStore};
+use tidings_store::{EmbeddedOptions, EmbeddedStore, LogOptions};
+use tidings_types::ManualClock;
 
 use crate::conformance::conformance;
-use crate::support::Backend;
+use crate::support::{manual_clock, Backend};
 
-/// A fresh directory per check.
+/// A fresh directory per check, and a clock the check moves.
 pub(crate) struct Embedded {
     dir: TempDir,
+    clock: Arc<ManualClock>,
 }
 
 impl Backend for Embedded {
     type Store = EmbeddedStore;
 
     async fn open(&self) -> EmbeddedStore {
-        EmbeddedStore::open(self.dir.path(), EmbeddedOptions::default()).unwrap()
+        let options = EmbeddedOptions {
+            log: LogOptions {
+                clock: self.clock.clone(),
+                ..LogOptions::default()
+            },
+            ..EmbeddedOptions::default()
+        };
+        EmbeddedStore::open(self.dir.path(), options).unwrap()
     }
 
     async fn close(&self, store: EmbeddedStore) {
         store.close().unwrap();
+    }
+
+    fn clock(&self) -> &ManualClock {
+        &self.clock
     }
 }
 
 async fn embedded() -> Option<Embedded> {
     Some(Embedded {
         dir: tempfile::tempdir().unwrap(),
+        clock: manual_clock(),
     })
 }
 

@@ -1,39 +1,56 @@
 //! The conformance suite on PostgreSQL, and what only that backend must do.
 //!
 //! `TIDINGS_TEST_PG_URL` names a server the tests may create databases on (the
-//! project's test command starts a throwaway one); without it these tests are
-//! skipped with a note on stderr.
+//! project's test command starts a throwaway one). Without it these tests
+//! fail, unless `TIDINGS_TEST_PG_SKIP=1` asks to skip them: a suite that passes
+//! by not running must be asked for.
+
+use std::sync::Arc;
 
 use tidings_store::{PgOptions, PgStore};
+use tidings_types::ManualClock;
 use tokio_postgres::NoTls;
 
 use crate::conformance::conformance;
-use crate::support::Backend;
+use crate::support::{manual_clock, Backend};
 
-/// A fresh database per check.
+/// A fresh database per check, and a clock the check moves.
 pub(crate) struct Postgres {
     url: String,
+    clock: Arc<ManualClock>,
 }
 
 impl Backend for Postgres {
     type Store = PgStore;
 
     async fn open(&self) -> PgStore {
-        PgStore::connect(&self.url, PgOptions::default())
-            .await
-            .unwrap()
+        let options = PgOptions {
+            clock: self.clock.clone(),
+            ..PgOptions::default()
+        };
+        PgStore::connect(&self.url, options).await.unwrap()
     }
 
     async fn close(&self, store: PgStore) {
         drop(store);
     }
+
+    fn clock(&self) -> &ManualClock {
+        &self.clock
+    }
 }
 
-/// Creates a database for one check.
+/// Creates a database for one check; `None` only when skipping was asked for.
 pub(crate) async fn postgres() -> Option<Postgres> {
     let Ok(admin_url) = std::env::var("TIDINGS_TEST_PG_URL") else {
-        eprintln!("skipped: TIDINGS_TEST_PG_URL is not set (./scripts/test sets it)");
-        return None;
+        if std::env::var("TIDINGS_TEST_PG_SKIP").as_deref() == Ok("1") {
+            eprintln!("skipped: TIDINGS_TEST_PG_SKIP=1");
+            return None;
+        }
+        panic!(
+            "TIDINGS_TEST_PG_URL is not set: run ./scripts/test, which starts a PostgreSQL \
+             server, or set TIDINGS_TEST_PG_SKIP=1 to skip the PostgreSQL tests"
+        );
     };
     let (client, connection) = tokio_postgres::connect(&admin_url, NoTls).await.unwrap();
     tokio::spawn(connection);
@@ -46,6 +63,7 @@ pub(crate) async fn postgres() -> Option<Postgres> {
     config.dbname(&name);
     Some(Postgres {
         url: to_url(&config),
+        clock: manual_clock(),
     })
 }
 

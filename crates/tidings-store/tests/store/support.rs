@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use tidings_store::{EventStore, StreamName};
-use tidings_types::CloudEvent;
+use tidings_types::{CloudEvent, ManualClock, TimestampMs};
 
 /// A place to open stores: a directory or a database, fresh for each check.
 pub(crate) trait Backend: Send + Sync {
@@ -14,6 +14,15 @@ pub(crate) trait Backend: Send + Sync {
 
     /// Closes a store so it can be opened again, as a restart would.
     fn close(&self, store: Self::Store) -> impl Future<Output = ()> + Send;
+
+    /// The clock the store records events by and measures ages on; checks
+    /// move it instead of sleeping.
+    fn clock(&self) -> &ManualClock;
+}
+
+/// A clock for one backend, at a fixed start.
+pub(crate) fn manual_clock() -> std::sync::Arc<ManualClock> {
+    std::sync::Arc::new(ManualClock::new(TimestampMs(1_700_000_000_000)))
 }
 
 pub(crate) fn stream(name: &str) -> StreamName {
