@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex, TryLockError, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
 use crate::handler::{panic_message, HandlerErrorKind, HandlerResult};
+use crate::inner::Inner;
 use crate::mailbox::{Item, Mailbox, Ticket};
-use crate::{Event, Inner, SubscriptionId};
+use crate::{Event, SubscriptionId};
 
 /// An async handler as the bus sees it, whatever its event and future types.
 pub(crate) trait Runner: Send + Sync {
