@@ -34,13 +34,11 @@ fn stamp(entry: &tidings_broker::Entry) -> Result<u64> {
 }
 
 fn spec(partitions: u32, fsync: FsyncPolicy) -> TopicSpec {
-    TopicSpec {
-        partitions,
-        fsync,
-        // Dedup is a per-publish cost some users turn off; the latency case keeps
-        // the default (on), the throughput cases measure delivery alone.
-        ..TopicSpec::default()
-    }
+    // Dedup is a per-publish cost some users turn off; the latency case keeps
+    // the default (on), the throughput cases measure delivery alone.
+    let mut spec = TopicSpec::with_partitions(partitions);
+    spec.log.fsync = fsync;
+    spec
 }
 
 pub(crate) fn run(dir: &Path, quick: bool) -> Result<()> {

@@ -53,13 +53,7 @@ pub(crate) fn run(dir: &Path, quick: bool) -> Result<()> {
         stop.clone(),
     ));
     for (name, partitions) in [("produce-100", 1), ("produce-1k", 1), ("latency", 1)] {
-        broker.create_topic(
-            name,
-            TopicSpec {
-                partitions,
-                ..TopicSpec::default()
-            },
-        )?;
+        broker.create_topic(name, TopicSpec::with_partitions(partitions))?;
     }
     let (count, seconds) = if quick { (20_000, 1) } else { (300_000, 10) };
     println!(

@@ -16,7 +16,8 @@ use std::time::Duration;
 use tidings_log::format;
 use tidings_types::{ErrorKind, Offset, PartitionId, TimestampMs, TopicName};
 
-use crate::{Broker, Entry, ReadError};
+use crate::read::wait_for_any;
+use crate::{Broker, Entry, GroupName, ReadError};
 
 /// Longest session timeout a member may ask for.
 pub const SESSION_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
@@ -94,7 +95,7 @@ pub struct PartitionLag {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupDescription {
     /// The group.
-    pub group: String,
+    pub group: GroupName,
     /// The topic it consumes.
     pub topic: TopicName,
     /// Its generation.
@@ -212,7 +213,7 @@ struct Member {
 
 #[derive(Debug)]
 pub(crate) struct Group {
-    name: String,
+    name: GroupName,
     topic: TopicName,
     generation: u64,
     members: BTreeMap<String, Member>,
@@ -225,11 +226,11 @@ pub(crate) struct Group {
 /// Every group, by name.
 #[derive(Default)]
 pub(crate) struct Groups {
-    groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
+    groups: Mutex<HashMap<GroupName, Arc<Mutex<Group>>>>,
     next_member: std::sync::atomic::AtomicU64,
 }
 
-pub(crate) fn path(dir: &Path, group: &str) -> PathBuf {
+pub(crate) fn path(dir: &Path, group: &GroupName) -> PathBuf {
     dir.join("broker")
         .join("groups")
         .join(format!("{group}.offsets"))
@@ -320,6 +321,10 @@ impl Groups {
             else {
                 continue;
             };
+            let Ok(name) = GroupName::new(name) else {
+                tracing::warn!(path = %path.display(), "ignoring a group file whose name is not a group name");
+                continue;
+            };
             let len = entry
                 .metadata()
                 .map_err(|e| (path.clone(), e.to_string()))?
@@ -330,7 +335,7 @@ impl Groups {
             let bytes = std::fs::read(&path).map_err(|e| (path.clone(), e.to_string()))?;
             let (topic, committed) = decode(&bytes).map_err(|e| (path.clone(), e))?;
             let group = Group {
-                name: name.to_owned(),
+                name: name.clone(),
                 topic,
                 generation: 0,
                 members: BTreeMap::new(),
@@ -341,7 +346,7 @@ impl Groups {
                 .groups
                 .lock()
                 .expect("groups lock")
-                .insert(name.to_owned(), Arc::new(Mutex::new(group)));
+                .insert(name, Arc::new(Mutex::new(group)));
         }
         Ok(groups)
     }
@@ -354,17 +359,17 @@ impl Groups {
     /// `topic` if it does not exist; a group consuming another topic refuses.
     fn get_or_create(
         &self,
-        name: &str,
+        name: &GroupName,
         topic: &TopicName,
     ) -> Result<Arc<Mutex<Group>>, GroupError> {
         let g = Arc::clone(
             self.groups
                 .lock()
                 .expect("groups lock")
-                .entry(name.to_owned())
+                .entry(name.clone())
                 .or_insert_with(|| {
                     Arc::new(Mutex::new(Group {
-                        name: name.to_owned(),
+                        name: name.clone(),
                         topic: topic.clone(),
                         generation: 0,
                         members: BTreeMap::new(),
@@ -376,7 +381,7 @@ impl Groups {
         let current = g.lock().expect("group lock").topic.clone();
         if current != *topic {
             return Err(GroupError::WrongTopic {
-                group: name.to_owned(),
+                group: name.to_string(),
                 topic: current,
             });
         }
@@ -395,7 +400,10 @@ impl Broker {
             .ok_or_else(|| GroupError::UnknownGroup(name.to_owned()))
     }
 
-    fn group_topic(&self, name: &str) -> Result<std::sync::Arc<crate::BrokerTopic>, GroupError> {
+    fn group_topic(
+        &self,
+        name: &str,
+    ) -> Result<std::sync::Arc<crate::topics::BrokerTopic>, GroupError> {
         self.topic(name)
             .ok_or_else(|| GroupError::UnknownTopic(name.to_owned()))
     }
@@ -496,7 +504,7 @@ impl Broker {
         topic: &str,
         options: JoinOptions,
     ) -> Result<String, GroupError> {
-        TopicName::new(group)?;
+        let name = GroupName::new(group)?;
         if options.session_timeout.is_zero() || options.session_timeout > SESSION_TIMEOUT_MAX {
             return Err(GroupError::InvalidOptions(format!(
                 "session_timeout is {:?}; it must be 1 ms..={SESSION_TIMEOUT_MAX:?}",
@@ -504,7 +512,7 @@ impl Broker {
             )));
         }
         let t = self.group_topic(topic)?;
-        let g = self.groups.get_or_create(group, &t.name)?;
+        let g = self.groups.get_or_create(&name, &t.name)?;
         let mut g = g.lock().expect("group lock");
         let n = self
             .groups
@@ -591,7 +599,7 @@ impl Broker {
             let share = (max_bytes / positions.len().max(1)).max(1);
             for &(p, pos) in &positions {
                 let t = self.group_topic(topic.as_str())?;
-                let part = t.log.partition(PartitionId(p)).map_err(ReadError::from)?;
+                let part = t.partition(PartitionId(p)).map_err(ReadError::from)?;
                 let pos = pos.max(part.log_start_offset());
                 watchers.push(part.watch_high_watermark());
                 if pos >= part.high_watermark() {
@@ -637,12 +645,11 @@ impl Broker {
     fn store_commits(
         &self,
         g: &mut Group,
-        t: &crate::BrokerTopic,
+        t: &crate::topics::BrokerTopic,
         offsets: &[(PartitionId, Offset)],
     ) -> Result<(), GroupError> {
         for &(partition, offset) in offsets {
             let high_watermark = t
-                .log
                 .partition(partition)
                 .map_err(ReadError::from)?
                 .high_watermark();
@@ -700,9 +707,9 @@ impl Broker {
         topic: &str,
         offsets: &[(PartitionId, Offset)],
     ) -> Result<(), GroupError> {
-        TopicName::new(group)?;
+        let name = GroupName::new(group)?;
         let t = self.group_topic(topic)?;
-        let g = self.groups.get_or_create(group, &t.name)?;
+        let g = self.groups.get_or_create(&name, &t.name)?;
         let mut g = g.lock().expect("group lock");
         self.store_commits(&mut g, &t, offsets)
     }
@@ -756,7 +763,7 @@ impl Broker {
         let t = self.group_topic(g.topic.as_str())?;
         let mut partitions = Vec::new();
         for p in 0..t.partitions() {
-            let part = t.log.partition(PartitionId(p)).map_err(ReadError::from)?;
+            let part = t.partition(PartitionId(p)).map_err(ReadError::from)?;
             let committed = g.committed.get(&p).copied();
             let high_watermark = part.high_watermark();
             let from = committed.unwrap_or(part.log_start_offset());
@@ -791,30 +798,9 @@ impl Broker {
             .lock()
             .expect("groups lock")
             .keys()
-            .cloned()
+            .map(GroupName::to_string)
             .collect();
         names.sort();
         names
     }
-}
-
-/// Waits until any high-watermark moves past what its watcher has seen, or the
-/// deadline passes. Watchers taken before a read report an append that lands
-/// between the read and this wait, so no wake-up is lost.
-pub(crate) async fn wait_for_any(
-    watchers: Vec<tokio::sync::watch::Receiver<Offset>>,
-    deadline: tokio::time::Instant,
-) {
-    if watchers.is_empty() {
-        tokio::time::sleep_until(deadline).await;
-        return;
-    }
-    let mut set = tokio::task::JoinSet::new();
-    for mut w in watchers {
-        set.spawn(async move {
-            let _ = w.changed().await;
-        });
-    }
-    let _ = tokio::time::timeout_at(deadline, set.join_next()).await;
-    set.abort_all();
 }

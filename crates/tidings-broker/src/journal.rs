@@ -24,7 +24,7 @@ use tidings_log::format;
 use tokio::sync::Notify;
 
 const MAGIC: [u8; 4] = *b"TDQJ";
-const HEADER_BYTES: u64 = 16;
+pub(crate) const HEADER_BYTES: u64 = 16;
 /// Longest record body: the largest key plus the longest error text, with room.
 pub(crate) const RECORD_BYTES_MAX: usize = 2 * 1024 * 1024;
 
@@ -73,7 +73,7 @@ pub(crate) fn frame(out: &mut Vec<u8>, body: &[u8]) {
 }
 
 /// The valid records of a journal image and the length they end at.
-fn records(bytes: &[u8]) -> (Vec<Vec<u8>>, usize) {
+pub(crate) fn records(bytes: &[u8]) -> (Vec<Vec<u8>>, usize) {
     let mut out = Vec::new();
     let mut at = HEADER_BYTES as usize;
     while let Some(head) = bytes.get(at..at + 8) {

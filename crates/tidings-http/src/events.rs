@@ -95,7 +95,7 @@ pub(crate) async fn read(
         )));
     }
     let description = api.broker().describe_topic(&topic)?;
-    let count = description.spec.partitions;
+    let count = description.spec.log.partitions;
     let partitions: Vec<PartitionId> = match query.partition {
         Some(p) if p >= count => {
             return Err(ApiError::new(

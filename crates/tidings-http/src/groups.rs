@@ -30,7 +30,7 @@ const POLL_BYTES_DEFAULT: usize = 1024 * 1024;
 fn group(d: GroupDescription) -> Group {
     Group {
         lag: d.partitions.iter().map(|p| p.lag).sum(),
-        group: d.group,
+        group: d.group.to_string(),
         topic: d.topic.to_string(),
         generation: d.generation,
         members: d

@@ -16,7 +16,7 @@ use tidings_api::{
     QueuePartition, ReceiveAnswer, ReceiveQuery, RedriveAnswer, RedriveRequest, RejectRequest,
     ACK_BATCH_LEASES_MAX, RECEIVE_MAX,
 };
-use tidings_broker::{Backoff, Broker, QueueStats};
+use tidings_broker::{Backoff, Broker, LeaseId, QueueError, QueueStats};
 use tidings_types::{ErrorKind, Offset};
 
 use crate::extract::{PathJson, QueryJson};
@@ -163,7 +163,7 @@ fn delivery(d: &tidings_broker::Delivery) -> Result<tidings_api::Delivery, ApiEr
     wire::delivered(&d.entry);
     Ok(tidings_api::Delivery {
         attempt: d.attempt,
-        lease: d.lease.clone(),
+        lease: d.lease.to_string(),
         entry: wire::stored_event(&d.entry)?,
     })
 }
@@ -187,11 +187,24 @@ impl Source for Deliveries {
     }
 }
 
+/// The lease a path names. A text that is no lease is one the group never
+/// handed out, once the group itself is known.
+fn lease_id(api: &Api, group: &str, text: &str) -> Result<LeaseId, ApiError> {
+    text.parse().map_err(|e: QueueError| {
+        if api.broker().has_queue_group(group) {
+            e.into()
+        } else {
+            QueueError::UnknownGroup(group.to_owned()).into()
+        }
+    })
+}
+
 /// `POST /v1/queues/{group}/leases/{lease}/ack`.
 pub(crate) async fn ack(
     State(api): State<Api>,
     PathJson((name, lease)): PathJson<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    let lease = lease_id(&api, &name, &lease)?;
     api.broker().ack(&name, &lease).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -213,10 +226,22 @@ pub(crate) async fn ack_batch(
             batch.leases.len()
         )));
     }
-    let results = api.broker().ack_many(&name, &batch.leases).await?;
+    // Texts that are no lease are answered as leases the group never gave;
+    // the others are acked together.
+    let parsed: Vec<Result<LeaseId, QueueError>> =
+        batch.leases.iter().map(|text| text.parse()).collect();
+    let held: Vec<LeaseId> = parsed
+        .iter()
+        .filter_map(|l| l.as_ref().ok().copied())
+        .collect();
+    let mut answers = api.broker().ack_many(&name, &held).await?.into_iter();
     let mut acked = 0_usize;
     let mut failed = Vec::new();
-    for (lease, result) in batch.leases.into_iter().zip(results) {
+    for (lease, parsed) in batch.leases.into_iter().zip(parsed) {
+        let result = match parsed {
+            Ok(_) => answers.next().expect("one answer per lease acked"),
+            Err(e) => Err(e),
+        };
         match result {
             Ok(()) => acked += 1,
             Err(e) => {
@@ -244,6 +269,7 @@ pub(crate) async fn nack(
     let nack: NackRequest =
         body::parse_or_default(&headers, request, api.limits().body_bytes_max).await?;
     let error = nack.error.unwrap_or_else(|| "nacked".to_owned());
+    let lease = lease_id(&api, &name, &lease)?;
     api.broker()
         .nack(
             &name,
@@ -265,6 +291,7 @@ pub(crate) async fn reject(
     let reject: RejectRequest =
         body::parse_or_default(&headers, request, api.limits().body_bytes_max).await?;
     let reason = reject.reason.unwrap_or_else(|| "rejected".to_owned());
+    let lease = lease_id(&api, &name, &lease)?;
     api.broker().reject(&name, &lease, &reason).await?;
     Ok(StatusCode::NO_CONTENT)
 }

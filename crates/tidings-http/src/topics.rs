@@ -24,11 +24,11 @@ fn topic(d: &TopicDescription) -> Topic {
     Topic {
         name: d.name.to_string(),
         config: TopicConfig {
-            partitions: d.spec.partitions,
-            fsync: d.spec.fsync.to_string(),
-            segment_bytes: d.spec.segment_bytes,
-            retention_ms: d.spec.retention_age.map(ms),
-            retention_bytes: d.spec.retention_bytes,
+            partitions: d.spec.log.partitions,
+            fsync: d.spec.log.fsync.to_string(),
+            segment_bytes: d.spec.log.segment_bytes,
+            retention_ms: d.spec.log.retention_age.map(ms),
+            retention_bytes: d.spec.log.retention_bytes,
             dedup_window_ms: d.spec.dedup_window.map(ms),
         },
         partitions: d
@@ -91,19 +91,10 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let fields = body::parse(&headers, request, api.limits().body_bytes_max).await?;
     let CreateTopic { name, settings } = CreateTopic::from_object(fields).map_err(invalid_topic)?;
-    let changes = changes(&settings)?;
-    let defaults = TopicSpec::default();
-    let spec = TopicSpec {
-        partitions: changes.partitions.unwrap_or(defaults.partitions),
-        fsync: changes.fsync.unwrap_or(defaults.fsync),
-        segment_bytes: changes.segment_bytes.unwrap_or(defaults.segment_bytes),
-        retention_age: changes.retention_age.unwrap_or(defaults.retention_age),
-        retention_bytes: changes.retention_bytes.unwrap_or(defaults.retention_bytes),
-        dedup_window: changes.dedup_window.unwrap_or(defaults.dedup_window),
-    };
+    let spec = TopicSpec::default().changed(&changes(&settings)?);
     let broker = std::sync::Arc::clone(api.broker());
     let created = blocking(move || Ok(broker.create_topic(&name, spec)?)).await?;
-    tracing::info!(topic = %created.name, partitions = created.spec.partitions, "topic created");
+    tracing::info!(topic = %created.name, partitions = created.spec.log.partitions, "topic created");
     Ok((StatusCode::CREATED, Json(topic(&created))).into_response())
 }
 

@@ -765,6 +765,7 @@ mod tests {
                 clock: clock.clone(),
                 ..Default::default()
             },
+            ..BrokerOptions::default()
         };
         let broker = Arc::new(Broker::open(dir, options).unwrap());
         let shared = Arc::new(Shared {

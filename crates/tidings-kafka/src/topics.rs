@@ -123,10 +123,7 @@ async fn topic_metadata(
     if !auto_create {
         return answer(Some(ResponseError::UnknownTopicOrPartition), 0);
     }
-    let spec = TopicSpec {
-        partitions: shared.config.default_partitions,
-        ..TopicSpec::default()
-    };
+    let spec = TopicSpec::with_partitions(shared.config.default_partitions);
     match create(shared, name_of(&name), spec).await {
         Ok(())
         | Err(Failure {
@@ -153,21 +150,21 @@ fn apply_config(spec: &mut TopicSpec, name: &str, value: Option<&str>) -> Result
     };
     match name {
         "retention.ms" => {
-            spec.retention_age = match number()? {
+            spec.log.retention_age = match number()? {
                 -1 => None,
                 ms if ms > 0 => Some(Duration::from_millis(ms as u64)),
                 _ => return Err(format!("retention.ms={value} must be -1 or positive")),
             }
         }
         "retention.bytes" => {
-            spec.retention_bytes = match number()? {
+            spec.log.retention_bytes = match number()? {
                 -1 => None,
                 b if b > 0 => Some(b as u64),
                 _ => return Err(format!("retention.bytes={value} must be -1 or positive")),
             }
         }
         "segment.bytes" => {
-            spec.segment_bytes = u64::try_from(number()?)
+            spec.log.segment_bytes = u64::try_from(number()?)
                 .map_err(|_| format!("segment.bytes={value} must be positive"))?;
         }
         "cleanup.policy" if value == "delete" => {}
@@ -192,12 +189,9 @@ pub(crate) async fn create_topics(
     for topic in request.topics {
         let name = topic.name.clone();
         let result = async {
-            let mut spec = TopicSpec {
-                partitions: shared.config.default_partitions,
-                ..TopicSpec::default()
-            };
+            let mut spec = TopicSpec::with_partitions(shared.config.default_partitions);
             if topic.num_partitions != -1 {
-                spec.partitions = u32::try_from(topic.num_partitions)
+                spec.log.partitions = u32::try_from(topic.num_partitions)
                     .ok()
                     .filter(|n| *n > 0)
                     .ok_or_else(|| {
@@ -247,7 +241,7 @@ pub(crate) async fn create_topics(
             Ok(spec) => {
                 if version >= 5 {
                     out = out
-                        .with_num_partitions(i32::try_from(spec.partitions).unwrap_or(i32::MAX))
+                        .with_num_partitions(i32::try_from(spec.log.partitions).unwrap_or(i32::MAX))
                         .with_replication_factor(1)
                         .with_configs(Some(describe_configs(&spec)));
                 }
@@ -270,12 +264,15 @@ fn describe_configs(spec: &TopicSpec) -> Vec<CreatableTopicConfigs> {
         |d: Option<Duration>| d.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let entries = [
         ("cleanup.policy", "delete".to_owned()),
-        ("retention.ms", ms(spec.retention_age).to_string()),
+        ("retention.ms", ms(spec.log.retention_age).to_string()),
         (
             "retention.bytes",
-            spec.retention_bytes.map_or(-1, |b| b as i64).to_string(),
+            spec.log
+                .retention_bytes
+                .map_or(-1, |b| b as i64)
+                .to_string(),
         ),
-        ("segment.bytes", spec.segment_bytes.to_string()),
+        ("segment.bytes", spec.log.segment_bytes.to_string()),
     ];
     entries
         .into_iter()

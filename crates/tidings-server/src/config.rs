@@ -52,6 +52,14 @@ pub struct Config {
         default_value_t = Config::default().shutdown_timeout_ms
     )]
     pub shutdown_timeout_ms: u64,
+    /// Most partitions over all topics, dead-letter topics included (each
+    /// partition has a writer thread); a topic that would pass it is refused.
+    #[arg(
+        long,
+        env = "TIDINGS_PARTITIONS_TOTAL_MAX",
+        default_value_t = Config::default().partitions_total_max
+    )]
+    pub partitions_total_max: u32,
     /// Bounds on HTTP requests (the file's `[limits]`).
     #[command(flatten)]
     pub limits: Limits,
@@ -68,6 +76,7 @@ impl Default for Config {
             kafka_addr: SocketAddr::from(([127, 0, 0, 1], 9092)),
             log_format: LogFormat::Text,
             shutdown_timeout_ms: 10_000,
+            partitions_total_max: tidings_broker::PARTITIONS_TOTAL_MAX,
             limits: Limits::default(),
             kafka: KafkaConfig::default(),
         }
@@ -116,6 +125,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
+        let max = tidings_broker::PARTITIONS_TOTAL_MAX;
+        anyhow::ensure!(
+            (1..=max).contains(&self.partitions_total_max),
+            "partitions_total_max is {}; it must be 1..={max}",
+            self.partitions_total_max
+        );
         self.limits.validate().map_err(anyhow::Error::msg)?;
         self.kafka.validate().map_err(anyhow::Error::msg)?;
         Ok(())

@@ -68,12 +68,14 @@ async fn shutdown_signal() {
 /// Serves until `stop` resolves, then shuts down.
 pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let data_dir = config.data_dir.clone();
+    let partitions_total_max = config.partitions_total_max;
     let (broker, store) = tokio::task::spawn_blocking(move || {
         let options = BrokerOptions {
             log: tidings_broker::LogOptions {
                 file_sync: Arc::new(MeasuredSync),
                 ..tidings_broker::LogOptions::default()
             },
+            partitions_total_max,
         };
         let broker = Broker::open(&data_dir, options.clone())
             .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;

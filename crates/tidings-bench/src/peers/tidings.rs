@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use tidings_broker::{Broker, BrokerOptions, Payload, QueueConfig, TopicSpec};
+use tidings_broker::{Broker, BrokerOptions, LeaseId, Payload, QueueConfig, TopicSpec};
 use tidings_log::FsyncPolicy;
 use tidings_types::CloudEvent;
 
@@ -53,14 +53,11 @@ impl System for Embedded {
 
     fn create<'a>(&'a self, stream: &'a str) -> BoxFut<'a, ()> {
         Box::pin(async move {
-            let spec = TopicSpec {
-                partitions: 1,
-                fsync: if self.durable {
-                    FsyncPolicy::Always
-                } else {
-                    FsyncPolicy::Never
-                },
-                ..TopicSpec::default()
+            let mut spec = TopicSpec::with_partitions(1);
+            spec.log.fsync = if self.durable {
+                FsyncPolicy::Always
+            } else {
+                FsyncPolicy::Never
             };
             self.broker.create_topic(stream, spec)?;
             self.broker
@@ -117,7 +114,7 @@ impl Producer for EmbeddedProducer {
 struct EmbeddedConsumer {
     broker: Arc<Broker>,
     group: String,
-    leases: Vec<String>,
+    leases: Vec<LeaseId>,
 }
 
 impl Consumer for EmbeddedConsumer {

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use tidings_broker::FsyncPolicy;
 use tidings_broker::{
-    AdminError, JoinOptions, QueueConfig, StartPosition, TopicChanges, TopicSpec,
+    AdminError, Broker, BrokerOptions, JoinOptions, QueueConfig, StartPosition, TopicChanges,
+    TopicSpec,
 };
-use tidings_types::{CloudEvent, PartitionId};
+use tidings_types::{CloudEvent, ErrorKind, PartitionId};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -38,11 +39,11 @@ fn log_settings_and_the_dedup_window_change_and_survive_a_restart() {
     };
     let d = h.b().alter_topic("orders", changes).unwrap();
     assert_eq!(
-        d.spec.fsync,
+        d.spec.log.fsync,
         FsyncPolicy::Interval(Duration::from_millis(5))
     );
-    assert_eq!(d.spec.retention_age, None);
-    assert_eq!(d.spec.retention_bytes, Some(1 << 30));
+    assert_eq!(d.spec.log.retention_age, None);
+    assert_eq!(d.spec.log.retention_bytes, Some(1 << 30));
     assert_eq!(d.spec.dedup_window, None);
     // Dedup is off: the same id is appended again.
     let again = rt.block_on(h.b().publish("orders", event("a"))).unwrap();
@@ -62,8 +63,11 @@ fn log_settings_and_the_dedup_window_change_and_survive_a_restart() {
     // Two appends: the first event, and the repeat made while dedup was off.
     assert_eq!(h.high_watermarks("orders"), [2]);
     let spec = h.b().describe_topic("orders").unwrap().spec;
-    assert_eq!(spec.fsync, FsyncPolicy::Interval(Duration::from_millis(5)));
-    assert_eq!(spec.retention_bytes, Some(1 << 30));
+    assert_eq!(
+        spec.log.fsync,
+        FsyncPolicy::Interval(Duration::from_millis(5))
+    );
+    assert_eq!(spec.log.retention_bytes, Some(1 << 30));
     assert_eq!(spec.dedup_window, Some(Duration::from_secs(60)));
     let fourth = rt.block_on(h.b().publish("orders", event("a"))).unwrap();
     assert!(fourth.duplicate, "the window survives the restart");
@@ -77,8 +81,7 @@ fn creating_an_existing_topic_changes_nothing_of_it() {
     h.b().create_topic("orders", TopicSpec::default()).unwrap();
     let other = TopicSpec {
         dedup_window: None,
-        partitions: 3,
-        ..TopicSpec::default()
+        ..TopicSpec::with_partitions(3)
     };
     let err = h.b().create_topic("orders", other).unwrap_err();
     assert!(
@@ -93,10 +96,7 @@ fn creating_an_existing_topic_changes_nothing_of_it() {
 #[test]
 fn bad_alterations_are_refused_and_change_nothing() {
     let h = Harness::new();
-    let spec = TopicSpec {
-        partitions: 3,
-        ..TopicSpec::default()
-    };
+    let spec = TopicSpec::with_partitions(3);
     h.b().create_topic("orders", spec.clone()).unwrap();
     let before = h.b().describe_topic("orders").unwrap().spec;
     let refused = [
@@ -141,9 +141,8 @@ fn bad_alterations_are_refused_and_change_nothing() {
 fn added_partitions_reach_stream_and_queue_groups_from_their_first_event() {
     let mut h = Harness::new();
     let spec = TopicSpec {
-        partitions: 1,
         dedup_window: None,
-        ..TopicSpec::default()
+        ..TopicSpec::with_partitions(1)
     };
     h.b().create_topic("orders", spec).unwrap();
     let rt = rt();
@@ -214,4 +213,59 @@ fn added_partitions_reach_stream_and_queue_groups_from_their_first_event() {
         .block_on(h.b().receive("workers", 100))
         .unwrap()
         .is_empty());
+}
+
+/// The broker holds at most its limit of partitions over all topics; topics,
+/// added partitions and dead-letter topics that would pass it are refused with
+/// nothing made, and deleting a topic frees its partitions.
+#[test]
+fn partitions_over_all_topics_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let options = BrokerOptions {
+            partitions_total_max: 4,
+            ..BrokerOptions::default()
+        };
+        Broker::open(dir.path(), options).unwrap()
+    };
+    let b = open();
+    b.create_topic("a", TopicSpec::with_partitions(3)).unwrap();
+    let refused = b
+        .create_topic("b", TopicSpec::with_partitions(2))
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            AdminError::TooManyPartitions {
+                have: 3,
+                asked: 2,
+                limit: 4
+            }
+        ),
+        "{refused}"
+    );
+    assert_eq!(refused.kind(), ErrorKind::LimitReached);
+    assert!(b.describe_topic("b").is_err(), "nothing of b was made");
+    b.create_topic("b", TopicSpec::with_partitions(1)).unwrap();
+    let more = TopicChanges {
+        partitions: Some(4),
+        ..TopicChanges::default()
+    };
+    let refused = b.alter_topic("a", more.clone()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::LimitReached);
+    assert_eq!(b.describe_topic("a").unwrap().spec.log.partitions, 3);
+    // A queue group's dead-letter topic takes a partition too.
+    let refused = b
+        .create_queue_group("workers", "b", QueueConfig::default())
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::LimitReached, "{refused}");
+    assert!(b.list_queue_groups().is_empty());
+    b.close().unwrap();
+    drop(b);
+    // The count holds across a restart; a deleted topic frees its partitions.
+    let b = open();
+    assert!(b.create_topic("c", TopicSpec::default()).is_err());
+    b.delete_topic("b").unwrap();
+    b.alter_topic("a", more).unwrap();
+    assert_eq!(b.describe_topic("a").unwrap().spec.log.partitions, 4);
 }

@@ -30,10 +30,7 @@ impl std::ops::DerefMut for Fixture {
 impl Fixture {
     fn new(partitions: u32) -> Fixture {
         let h = Harness::new();
-        let spec = TopicSpec {
-            partitions,
-            ..TopicSpec::default()
-        };
+        let spec = TopicSpec::with_partitions(partitions);
         h.b().create_topic("orders", spec).unwrap();
         Fixture(h)
     }

@@ -22,10 +22,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn spec(partitions: u32) -> TopicSpec {
-    TopicSpec {
-        partitions,
-        ..TopicSpec::default()
-    }
+    TopicSpec::with_partitions(partitions)
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub fn options(clock: &Arc<ManualClock>) -> BrokerOptions {
             clock: clock.clone(),
             ..LogOptions::default()
         },
+        ..BrokerOptions::default()
     }
 }
 

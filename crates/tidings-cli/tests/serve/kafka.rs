@@ -148,6 +148,33 @@ fn kafka_settings_come_from_the_configuration_file_and_flags() {
     assert_eq!(absent.status, 404, "no topic was created: {}", absent.text);
 }
 
+/// The server's limit of partitions over all topics refuses, with the same
+/// reason, a topic created over HTTP, partitions added over HTTP, and a topic
+/// a Kafka client would auto-create.
+#[test]
+fn partitions_past_the_servers_limit_are_refused_on_every_surface() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--partitions-total-max", "3"]);
+    create_topic(&server, json!({"name": "orders", "partitions": 2}));
+    let refused = crate::support::post_json(
+        &server.url("/v1/topics"),
+        &json!({"name": "payments", "partitions": 2}),
+    );
+    assert_eq!((refused.status, refused.code()), (409, "limit_reached"));
+    assert!(refused.text.contains("limit of 3"), "{}", refused.text);
+    let grown = call(
+        "PATCH",
+        &server.url("/v1/topics/orders"),
+        &[("content-type", "application/json")],
+        br#"{"partitions": 4}"#,
+    );
+    assert_eq!((grown.status, grown.code()), (409, "limit_reached"));
+    create_topic(&server, json!({"name": "payments", "partitions": 1}));
+    let listing = kcat(&server, &["-L", "-t", "fresh"], "");
+    assert!(listing.contains("Policy violation"), "{listing}");
+    assert_eq!(get(&server.url("/v1/topics/fresh")).status, 404);
+}
+
 #[test]
 fn auto_created_topics_take_acks_zero_and_read_from_offsets_and_times() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,342 @@
+//! A queue group's files, byte for byte: the records of its journal (each
+//! carrying the whole new state of what changed) and its snapshot
+//! (`<group>.state`). All little-endian; every length and count is checked
+//! against what remains, and counts against their bounds, before anything is
+//! allocated.
+//!
+//! Journal records (framed and checksummed by the journal):
+//! - attempt: `1 partition:u32 offset:u64 pending` — a pending event's state
+//!   after a delivery or a failure;
+//! - resolve: `2 partition:u32 offset:u64` — acked or dead-lettered;
+//! - floor: `3 partition:u32 floor:u64` — retention removed what was below;
+//! - dead-letter floor: `4 floor:u64` — dead letters below were handled.
+//!
+//! `pending` is `attempts:u32 eligible_at:i64 first_failure:i64
+//! last_failure:i64 last_error:bytes key_present:u32 [key:bytes]`, absent
+//! times as `i64::MIN`; `bytes` is `len:u32` then the bytes.
+//!
+//! Snapshot: `magic "TDQS" version:u16 0:u16 body_len:u32 body crc32c:u32`,
+//! the body being `generation:u64 topic:bytes dead_letter_topic:bytes
+//! ack_timeout_ms:i64 max_deliveries:u32 backoff_initial_ms:i64
+//! backoff_factor:u32 backoff_max_ms:i64 key_ordering:u32 dlq_floor:u64
+//! partitions:u32` and per partition `floor:u64 cursor:u64 resolved:u32
+//! offset:u64* pending:u32 (offset:u64 pending)*`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tidings_log::{format, limits::PARTITIONS_MAX};
+use tidings_types::TopicName;
+
+use super::state::{PartitionQueue, Pending, QueueState};
+use super::{Backoff, QueueConfig, QUEUE_WINDOW_MAX};
+
+const STATE_MAGIC: [u8; 4] = *b"TDQS";
+
+/// Journal record kinds.
+const REC_ATTEMPT: u32 = 1;
+const REC_RESOLVE: u32 = 2;
+const REC_FLOOR: u32 = 3;
+const REC_DLQ_FLOOR: u32 = 4;
+
+/// Little-endian writer.
+pub(crate) struct Out(pub(crate) Vec<u8>);
+
+impl Out {
+    fn new(kind: u32) -> Out {
+        let mut o = Out(Vec::new());
+        o.u32(kind);
+        o
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(u32::try_from(b.len()).expect("bounded"));
+        self.0.extend_from_slice(b);
+    }
+    fn partition(&mut self, p: usize) {
+        self.u32(u32::try_from(p).expect("partitions are bounded"));
+    }
+}
+
+/// Bounds-checked reader.
+struct In<'a>(&'a [u8]);
+
+impl<'a> In<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if n > self.0.len() {
+            return Err(format!("needs {n} more bytes, {} remain", self.0.len()));
+        }
+        let (h, t) = self.0.split_at(n);
+        self.0 = t;
+        Ok(h)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn count(&mut self, bound: u64) -> Result<usize, String> {
+        let n = u64::from(self.u32()?);
+        if n > bound {
+            return Err(format!("count {n} exceeds {bound}"));
+        }
+        Ok(usize::try_from(n).expect("bounded"))
+    }
+}
+
+fn opt(v: Option<i64>) -> i64 {
+    v.unwrap_or(i64::MIN)
+}
+
+fn unopt(v: i64) -> Option<i64> {
+    (v != i64::MIN).then_some(v)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn encode_pending(o: &mut Out, pe: &Pending) {
+    o.u32(pe.attempts);
+    o.i64(pe.eligible_at);
+    o.i64(opt(pe.first_failure));
+    o.i64(opt(pe.last_failure));
+    o.bytes(pe.last_error.as_bytes());
+    match &pe.key {
+        Some(k) => {
+            o.u32(1);
+            o.bytes(k);
+        }
+        None => o.u32(0),
+    }
+}
+
+fn decode_pending(i: &mut In<'_>) -> Result<Pending, String> {
+    Ok(Pending {
+        attempts: i.u32()?,
+        eligible_at: i.i64()?,
+        first_failure: unopt(i.i64()?),
+        last_failure: unopt(i.i64()?),
+        last_error: String::from_utf8_lossy(i.bytes()?).into_owned(),
+        key: match i.u32()? {
+            0 => None,
+            _ => Some(Bytes::copy_from_slice(i.bytes()?)),
+        },
+        lease: None,
+    })
+}
+
+/// The record of a pending event's state.
+pub(crate) fn attempt(p: usize, offset: u64, pending: &Pending) -> Out {
+    let mut o = Out::new(REC_ATTEMPT);
+    o.partition(p);
+    o.u64(offset);
+    encode_pending(&mut o, pending);
+    o
+}
+
+/// The record of an offset acked or dead-lettered.
+pub(crate) fn resolve(p: usize, offset: u64) -> Out {
+    let mut o = Out::new(REC_RESOLVE);
+    o.partition(p);
+    o.u64(offset);
+    o
+}
+
+/// The record of a floor raised because retention removed events never read.
+pub(crate) fn floor(p: usize, floor: u64) -> Out {
+    let mut o = Out::new(REC_FLOOR);
+    o.partition(p);
+    o.u64(floor);
+    o
+}
+
+/// The record of the dead-letter floor.
+pub(crate) fn dlq_floor(floor: u64) -> Out {
+    let mut o = Out::new(REC_DLQ_FLOOR);
+    o.u64(floor);
+    o
+}
+
+/// Partition `p` of `state`, grown to hold it.
+fn partition_mut(state: &mut QueueState, p: u32) -> Result<&mut PartitionQueue, String> {
+    let p = p as usize;
+    if p >= PARTITIONS_MAX as usize {
+        return Err(format!("partition {p} is beyond any topic"));
+    }
+    if state.partitions.len() <= p {
+        state.partitions.resize_with(p + 1, PartitionQueue::default);
+    }
+    Ok(&mut state.partitions[p])
+}
+
+/// Replays one journal record on `state`.
+pub(crate) fn apply(state: &mut QueueState, body: &[u8]) -> Result<(), String> {
+    let mut i = In(body);
+    match i.u32()? {
+        REC_ATTEMPT => {
+            let p = i.u32()?;
+            let offset = i.u64()?;
+            let pe = decode_pending(&mut i)?;
+            let pq = partition_mut(state, p)?;
+            if offset >= pq.floor && !pq.resolved.contains(&offset) {
+                pq.pending.insert(offset, pe);
+            }
+        }
+        REC_RESOLVE => {
+            let p = i.u32()?;
+            let offset = i.u64()?;
+            let pq = partition_mut(state, p)?;
+            if offset >= pq.floor && !pq.resolved.contains(&offset) {
+                pq.resolve(offset);
+            }
+        }
+        REC_FLOOR => {
+            let p = i.u32()?;
+            let low = i.u64()?;
+            partition_mut(state, p)?.raise_floor(low);
+        }
+        REC_DLQ_FLOOR => state.dlq_floor = state.dlq_floor.max(i.u64()?),
+        other => return Err(format!("unknown journal record kind {other}")),
+    }
+    if !i.0.is_empty() {
+        return Err("trailing bytes in a journal record".into());
+    }
+    Ok(())
+}
+
+/// What a snapshot holds beside the state.
+pub(crate) struct Snapshot {
+    /// The snapshot's generation; the journal that follows it carries the same.
+    pub(crate) generation: u64,
+    pub(crate) topic: TopicName,
+    pub(crate) dead_letters: TopicName,
+    pub(crate) state: QueueState,
+}
+
+/// The snapshot file of a group's state.
+pub(crate) fn encode(
+    generation: u64,
+    topic: &TopicName,
+    dead_letters: &TopicName,
+    state: &QueueState,
+) -> Vec<u8> {
+    let mut o = Out(Vec::new());
+    o.u64(generation);
+    o.bytes(topic.as_str().as_bytes());
+    o.bytes(dead_letters.as_str().as_bytes());
+    let c = &state.config;
+    o.i64(ms(c.ack_timeout));
+    o.u32(c.max_deliveries);
+    o.i64(ms(c.backoff.initial));
+    o.u32(c.backoff.factor);
+    o.i64(ms(c.backoff.max));
+    o.u32(u32::from(c.key_ordering));
+    o.u64(state.dlq_floor);
+    o.u32(u32::try_from(state.partitions.len()).expect("bounded"));
+    for p in &state.partitions {
+        o.u64(p.floor);
+        o.u64(p.cursor);
+        o.u32(u32::try_from(p.resolved.len()).expect("bounded by the window"));
+        for r in &p.resolved {
+            o.u64(*r);
+        }
+        o.u32(u32::try_from(p.pending.len()).expect("bounded by the window"));
+        for (off, pe) in &p.pending {
+            o.u64(*off);
+            encode_pending(&mut o, pe);
+        }
+    }
+    let body = o.0;
+    let mut out = Vec::with_capacity(body.len() + 16);
+    out.extend_from_slice(&STATE_MAGIC);
+    out.extend_from_slice(&format::FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&u32::try_from(body.len()).expect("bounded").to_le_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// A snapshot file read back, every check made.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+    if bytes.len() < 16 {
+        return Err("too short".into());
+    }
+    let (head, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32c::crc32c(head) != u32::from_le_bytes(crc.try_into().expect("4")) {
+        return Err("checksum mismatch".into());
+    }
+    if head[0..4] != STATE_MAGIC {
+        return Err("not a queue state file".into());
+    }
+    let version = u16::from_le_bytes(head[4..6].try_into().expect("2"));
+    if version != format::FORMAT_VERSION {
+        return Err(format!("format version {version} is not supported"));
+    }
+    let len = u32::from_le_bytes(head[8..12].try_into().expect("4")) as usize;
+    if head.len() - 12 != len {
+        return Err("body length does not match the file".into());
+    }
+    let mut i = In(&head[12..]);
+    let generation = i.u64()?;
+    let name_of = |b: &[u8]| -> Result<TopicName, String> {
+        TopicName::new(std::str::from_utf8(b).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())
+    };
+    let topic = name_of(i.bytes()?)?;
+    let dead_letters = name_of(i.bytes()?)?;
+    let dur = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+    let config = QueueConfig {
+        ack_timeout: dur(i.i64()?),
+        max_deliveries: i.u32()?,
+        backoff: Backoff {
+            initial: dur(i.i64()?),
+            factor: i.u32()?,
+            max: dur(i.i64()?),
+        },
+        key_ordering: i.u32()? != 0,
+    };
+    config.validate().map_err(|e| e.to_string())?;
+    let dlq_floor = i.u64()?;
+    let count = i.count(u64::from(PARTITIONS_MAX))?;
+    let mut partitions = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut p = PartitionQueue {
+            floor: i.u64()?,
+            cursor: i.u64()?,
+            ..Default::default()
+        };
+        for _ in 0..i.count(QUEUE_WINDOW_MAX)? {
+            p.resolved.insert(i.u64()?);
+        }
+        for _ in 0..i.count(QUEUE_WINDOW_MAX)? {
+            let off = i.u64()?;
+            p.pending.insert(off, decode_pending(&mut i)?);
+        }
+        partitions.push(p);
+    }
+    Ok(Snapshot {
+        generation,
+        topic,
+        dead_letters,
+        state: QueueState::restored(config, partitions, dlq_floor),
+    })
+}

@@ -1,0 +1,518 @@
+//! The broker's side of queue delivery: creating a group, receiving (reading
+//! the log into the group's state, leasing what is due, reading the leased
+//! events back), the answers (ack, nack, reject), expiries, stats, and the
+//! journal every change goes through.
+//!
+//! All of it except the leases is durable before anyone hears of it: every
+//! delivery (its attempt count), ack, nack, reject and dead-letter is a record
+//! in the group's journal, synced before the call returns; calls on one group
+//! that overlap share one `fdatasync`. When the journal has grown past twice
+//! the snapshot (and at least 1 MiB), the snapshot is replaced atomically and
+//! the journal starts over.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings_log::{format, FsyncPolicy, StoredRecord};
+use tidings_types::{Offset, PartitionId, TopicName};
+
+use super::state::{Failure, Outcome, QueueState};
+use super::{
+    codec, first_lease, journal_error, journal_path, state_path, Delivery, LeaseId, QueueConfig,
+    QueueError, QueueGroup, QueuePartitionStats, QueueStats, Staged, COMPACT_BYTES_MIN,
+    NACK_DELAY_MAX,
+};
+use crate::journal::Journal;
+use crate::read::{entry_of, wait_for_any};
+use crate::topics::BrokerTopic;
+use crate::{Broker, GroupName, ReadError, TopicSpec};
+
+/// Bytes read from a partition at a time when filling the pending set.
+const READ_BYTES: usize = 256 * 1024;
+/// How much a receive reads to hand out the events it chose: a receive takes a
+/// few dozen events, so reading a whole `READ_BYTES` for them would decode
+/// records it does not deliver.
+const DELIVERY_READ_BYTES: usize = 32 * 1024;
+/// How often a waiting receive looks again for retries and expired leases that
+/// came due, when no publish wakes it sooner.
+const QUEUE_WAIT_TICK: Duration = Duration::from_millis(50);
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn partition_id(p: usize) -> PartitionId {
+    PartitionId(u32::try_from(p).expect("partitions are bounded"))
+}
+
+/// Reads partition `p`'s new events into `state`, within the group's window;
+/// first raises the floor past events retention removed unread.
+fn fill(state: &mut QueueState, t: &BrokerTopic, p: usize, max: usize) -> Result<(), QueueError> {
+    let part = t.partition(partition_id(p)).map_err(ReadError::from)?;
+    state.skip_removed(p, part.log_start_offset().0);
+    while state.wants(p, part.high_watermark().0, max) {
+        let records = part
+            .read_records(Offset(state.cursor(p)), READ_BYTES)
+            .map_err(ReadError::from)?;
+        if records.is_empty() {
+            break;
+        }
+        for r in &records {
+            state.take(p, r.offset.0, r.record.key.as_ref());
+        }
+    }
+    Ok(())
+}
+
+impl Broker {
+    /// Creates a queue-mode group on `topic`. Its dead letters go to the topic
+    /// `<topic>.<group>.dlq`, created here.
+    pub fn create_queue_group(
+        &self,
+        group: &str,
+        topic: &str,
+        config: QueueConfig,
+    ) -> Result<(), QueueError> {
+        let name = GroupName::new(group)?;
+        config.validate()?;
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| QueueError::UnknownTopic(topic.to_owned()))?;
+        let _creating = self.queues.creating.lock().expect("creating lock");
+        if self
+            .queues
+            .groups
+            .lock()
+            .expect("queues lock")
+            .contains_key(group)
+        {
+            return Err(QueueError::Exists(group.to_owned()));
+        }
+        let dlq = format!("{topic}.{group}.dlq");
+        let dead_letters = TopicName::new(&dlq)?;
+        if self.topic(&dlq).is_none() {
+            let mut spec = TopicSpec {
+                dedup_window: None,
+                ..t.spec()
+            };
+            spec.log.partitions = 1;
+            spec.log.fsync = FsyncPolicy::Always;
+            self.create_topic(&dlq, spec)
+                .map_err(QueueError::DeadLetterTopic)?;
+        }
+        let mut starts = Vec::new();
+        for p in 0..t.partitions() {
+            let start = t
+                .partition(PartitionId(p))
+                .map_err(ReadError::from)?
+                .log_start_offset()
+                .0;
+            starts.push(start);
+        }
+        let seed = u64::try_from(self.clock.now().0).unwrap_or(1);
+        let state = QueueState::new(config, starts, first_lease(self.started_ms), seed);
+        // The journal first: a snapshot is what makes the group exist.
+        let jpath = journal_path(&self.dir, &name);
+        let created = std::fs::create_dir_all(jpath.parent().expect("a directory"))
+            .and_then(|()| Journal::create(&jpath, 0));
+        let journal = created.map_err(|e| QueueError::State {
+            path: jpath.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut g = QueueGroup {
+            name: name.clone(),
+            topic: t.name.clone(),
+            dead_letters,
+            state,
+            generation: 0,
+            snapshot_bytes: 0,
+            journal: Arc::new(journal),
+        };
+        self.write_snapshot(&mut g)?;
+        self.queues
+            .groups
+            .lock()
+            .expect("queues lock")
+            .insert(name, Arc::new(tokio::sync::Mutex::new(g)));
+        Ok(())
+    }
+
+    /// Writes the group's state as its snapshot (replaced atomically).
+    fn write_snapshot(&self, g: &mut QueueGroup) -> Result<(), QueueError> {
+        let path = state_path(&self.dir, &g.name);
+        let bytes = codec::encode(g.generation, &g.topic, &g.dead_letters, &g.state);
+        format::replace_durably(&path, &bytes).map_err(|e| QueueError::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        g.snapshot_bytes = bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Stages the journal records of the operation that just changed `g`. When
+    /// the journal has grown enough, folds it into a new snapshot instead (with
+    /// the group still locked, so nothing else stages meanwhile).
+    pub(super) async fn stage(&self, g: &mut QueueGroup) -> Result<Staged, QueueError> {
+        let journal = Arc::clone(&g.journal);
+        let mut records = g.state.take_records();
+        let seq = journal
+            .stage(&mut records)
+            .map_err(|reason| journal_error(&journal, &reason))?;
+        if journal.len() <= COMPACT_BYTES_MIN.max(2 * g.snapshot_bytes) {
+            return Ok(Staged { journal, seq });
+        }
+        Staged {
+            journal: Arc::clone(&journal),
+            seq,
+        }
+        .durable()
+        .await?;
+        g.generation = journal.generation() + 1;
+        self.write_snapshot(g)?;
+        journal
+            .restart(g.generation)
+            .map_err(|e| journal_error(&journal, &e.to_string()))?;
+        Ok(Staged { journal, seq: 0 })
+    }
+
+    /// Settles what a failed delivery leads to: nothing more for a retry; for
+    /// a dead letter, the append to the dead-letter topic, then its resolution.
+    async fn settle_failure(
+        &self,
+        g: &mut QueueGroup,
+        p: usize,
+        offset: u64,
+        outcome: Outcome,
+    ) -> Result<(), QueueError> {
+        match outcome {
+            Outcome::Retry => Ok(()),
+            Outcome::DeadLetter(pending) => {
+                self.dead_letter(g, p, offset, &pending).await?;
+                g.state.dead_lettered(p, offset);
+                Ok(())
+            }
+        }
+    }
+
+    /// Expires leases past their deadline as failed attempts. Returns whether
+    /// any had.
+    async fn expire_leases(&self, g: &mut QueueGroup) -> Result<bool, QueueError> {
+        let expired = g.state.expired(self.clock.now().0);
+        // The attempt failed when the lease ran out, not when this noticed it.
+        for &(p, off, deadline) in &expired {
+            let failure = Failure::Retry(None, "lease expired".into());
+            let outcome = g.state.fail(p, off, deadline, failure);
+            self.settle_failure(g, p, off, outcome).await?;
+        }
+        Ok(!expired.is_empty())
+    }
+
+    /// Like [`receive`](Self::receive), but when nothing is due it waits up to
+    /// `wait` for an event to be published or a retry to come due (a long-poll).
+    pub async fn receive_wait(
+        &self,
+        group: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        self.receive_wait_until(group, max, wait, std::future::pending())
+            .await
+    }
+
+    /// [`receive_wait`](Self::receive_wait), but the wait also ends when `stop`
+    /// resolves (a server draining, a client gone), answering nothing. Only the
+    /// wait is cut short: a receive under way finishes, so no event is leased
+    /// to a consumer that never hears of it. (Dropping the future instead can
+    /// do that: its leases then run out and count as failed attempts.)
+    pub async fn receive_wait_until(
+        &self,
+        group: &str,
+        max: usize,
+        wait: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            // Taken before the receive, so a publish landing after it still wakes us.
+            let watchers = {
+                let g = self.queues.get(group)?;
+                let topic = g.lock().await.topic.clone();
+                let t = self
+                    .topic(topic.as_str())
+                    .ok_or_else(|| QueueError::UnknownTopic(topic.to_string()))?;
+                (0..t.partitions())
+                    .filter_map(|p| t.partition(PartitionId(p)).ok())
+                    .map(|p| p.watch_high_watermark())
+                    .collect()
+            };
+            let got = self.receive(group, max).await?;
+            let now = tokio::time::Instant::now();
+            if !got.is_empty() || now >= deadline {
+                return Ok(got);
+            }
+            // Retries and expired leases come due on the clock, not on appends.
+            let tick = (now + QUEUE_WAIT_TICK).min(deadline);
+            tokio::select! {
+                () = wait_for_any(watchers, tick) => {}
+                () = &mut stop => return Ok(got),
+            }
+        }
+    }
+
+    /// Leases up to `max` events that are due, oldest first per partition. With
+    /// key ordering, an event waits while an earlier event of its key in the same
+    /// partition is unresolved.
+    pub async fn receive(&self, group: &str, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        if self.queues.closing.load(Ordering::Acquire) {
+            return Err(QueueError::ShuttingDown);
+        }
+        let g = self.queues.get(group)?;
+        let mut g = g.lock().await;
+        self.expire_leases(&mut g).await?;
+        let now = self.clock.now().0;
+        let t = self
+            .topic(g.topic.as_str())
+            .ok_or_else(|| QueueError::UnknownTopic(g.topic.to_string()))?;
+        g.state.follow_partitions(t.partitions() as usize);
+        let chosen = g
+            .state
+            .choose(max, now, |state, p| fill(state, &t, p, max))?;
+        let deadline = now.saturating_add(ms(g.state.config.ack_timeout));
+        let mut out = Vec::with_capacity(chosen.len());
+        let mut read: Option<(usize, Vec<StoredRecord>)> = None;
+        for (p, off) in chosen {
+            let (lease, attempt) = g.state.lease(p, off, deadline);
+            // Chosen offsets ascend per partition: one read serves the next
+            // ones too, instead of decoding a whole batch for each event. Only
+            // the chosen records become entries.
+            let partition = partition_id(p);
+            let cached = |read: &Option<(usize, Vec<StoredRecord>)>| {
+                read.as_ref().and_then(|(rp, records)| {
+                    let i = records.binary_search_by_key(&off, |r| r.offset.0).ok();
+                    i.filter(|_| *rp == p)
+                        .map(|i| entry_of(partition, &records[i]))
+                })
+            };
+            let entry = match cached(&read) {
+                Some(entry) => entry,
+                None => {
+                    let records = t
+                        .partition(partition)
+                        .map_err(ReadError::from)?
+                        .read_records(Offset(off), DELIVERY_READ_BYTES)
+                        .map_err(ReadError::from)?;
+                    read = Some((p, records));
+                    cached(&read).ok_or_else(|| {
+                        QueueError::DeadLetter(format!("offset {off} of partition {p} is gone"))
+                    })?
+                }
+            };
+            out.push(Delivery {
+                lease,
+                attempt,
+                entry,
+            });
+        }
+        // Attempt counts are durable before anyone sees the delivery (and so is
+        // anything else this receive changed: expiries, floors).
+        if g.state.changed() {
+            let staged = self.stage(&mut g).await?;
+            drop(g);
+            staged.durable().await?;
+        }
+        Ok(out)
+    }
+
+    /// Answers a held lease: an ack (`failure` none), or a failure.
+    async fn answer(
+        &self,
+        group: &str,
+        lease: &LeaseId,
+        failure: Option<Failure>,
+    ) -> Result<(), QueueError> {
+        let g = self.queues.get(group)?;
+        let mut g = g.lock().await;
+        self.expire_leases(&mut g).await?;
+        let (p, off) = g.state.held(lease)?;
+        let result = match failure {
+            None => {
+                g.state.ack(p, off);
+                Ok(())
+            }
+            Some(f) => {
+                let now = self.clock.now().0;
+                let outcome = match f {
+                    Failure::Retry(delay, error) => g.state.nack(p, off, now, delay, error),
+                    reject => g.state.fail(p, off, now, reject),
+                };
+                self.settle_failure(&mut g, p, off, outcome).await
+            }
+        };
+        // What changed is staged even if dead-lettering failed part-way (the
+        // failure itself is recorded): memory and journal stay in step.
+        let staged = self.stage(&mut g).await;
+        drop(g);
+        let durable = match staged {
+            Ok(staged) => staged.durable().await,
+            Err(e) => Err(e),
+        };
+        self.queues.answered.notify_waiters();
+        result.and(durable)
+    }
+
+    /// Acknowledges a delivery: the event is done for this group, durably, and
+    /// will not be delivered again.
+    pub async fn ack(&self, group: &str, lease: &LeaseId) -> Result<(), QueueError> {
+        self.answer(group, lease, None).await
+    }
+
+    /// Acknowledges several deliveries of one group with one journal write and
+    /// one sync. Each lease is answered on its own, in the order given: the
+    /// result at index `i` is `leases[i]`'s, and a lease that is unknown or ran
+    /// out does not stop the others. The outer error is the group's (unknown,
+    /// or its journal could not be written), and then none of the acks is
+    /// known to be durable.
+    pub async fn ack_many(
+        &self,
+        group: &str,
+        leases: &[LeaseId],
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        let g = self.queues.get(group)?;
+        let mut g = g.lock().await;
+        self.expire_leases(&mut g).await?;
+        let results: Vec<Result<(), QueueError>> = leases
+            .iter()
+            .map(|lease| {
+                let (p, off) = g.state.held(lease)?;
+                g.state.ack(p, off);
+                Ok(())
+            })
+            .collect();
+        let staged = self.stage(&mut g).await?;
+        drop(g);
+        staged.durable().await?;
+        self.queues.answered.notify_waiters();
+        Ok(results)
+    }
+
+    /// Fails a delivery: the event is retried after `delay`, or after the group's
+    /// backoff, or dead-lettered once it has had `max_deliveries` attempts.
+    pub async fn nack(
+        &self,
+        group: &str,
+        lease: &LeaseId,
+        delay: Option<Duration>,
+        error: &str,
+    ) -> Result<(), QueueError> {
+        if let Some(d) = delay.filter(|d| *d > NACK_DELAY_MAX) {
+            return Err(QueueError::InvalidConfig(format!(
+                "a nack delay of {d:?} is longer than the limit of {NACK_DELAY_MAX:?}"
+            )));
+        }
+        self.answer(group, lease, Some(Failure::Retry(delay, error.to_owned())))
+            .await
+    }
+
+    /// Dead-letters a delivery now, without further attempts.
+    pub async fn reject(
+        &self,
+        group: &str,
+        lease: &LeaseId,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        self.answer(group, lease, Some(Failure::Reject(reason.to_owned())))
+            .await
+    }
+
+    /// The group's lag, leases and counters.
+    pub async fn queue_stats(&self, group: &str) -> Result<QueueStats, QueueError> {
+        let g = self.queues.get(group)?;
+        let mut g = g.lock().await;
+        let t = self
+            .topic(g.topic.as_str())
+            .ok_or_else(|| QueueError::UnknownTopic(g.topic.to_string()))?;
+        // Not journaled here: the next receive does that, and a reload would
+        // extend the group the same way.
+        g.state.follow_partitions(t.partitions() as usize);
+        let mut partitions = Vec::new();
+        for (p, pq) in g.state.partitions.iter().enumerate() {
+            let id = partition_id(p);
+            let hwm = t.partition(id).map_err(ReadError::from)?.high_watermark();
+            let in_flight = pq.pending.values().filter(|pe| pe.lease.is_some()).count() as u64;
+            let retrying = pq
+                .pending
+                .values()
+                .filter(|pe| pe.lease.is_none() && pe.attempts > 0)
+                .count() as u64;
+            partitions.push(QueuePartitionStats {
+                partition: id,
+                ack_floor: Offset(pq.floor),
+                high_watermark: hwm,
+                lag: hwm
+                    .0
+                    .saturating_sub(pq.floor)
+                    .saturating_sub(pq.resolved.len() as u64),
+                in_flight,
+                retrying,
+            });
+        }
+        let dead_letters = match self.topic(g.dead_letters.as_str()) {
+            Some(d) => d
+                .partition(PartitionId(0))
+                .map_err(ReadError::from)?
+                .high_watermark()
+                .0
+                .saturating_sub(g.state.dlq_floor),
+            None => 0,
+        };
+        Ok(QueueStats {
+            topic: g.topic.clone(),
+            dead_letter_topic: g.dead_letters.clone(),
+            config: g.state.config,
+            partitions,
+            dead_letters,
+            counters: g.state.counters,
+        })
+    }
+
+    /// Whether a queue group of that name exists.
+    pub fn has_queue_group(&self, group: &str) -> bool {
+        self.queues.get(group).is_ok()
+    }
+
+    /// The queue groups, by name.
+    pub fn list_queue_groups(&self) -> Vec<String> {
+        self.queues
+            .all()
+            .into_iter()
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    /// Leases held right now, over every queue group.
+    pub(crate) async fn leases_in_flight(&self) -> usize {
+        let mut n = 0;
+        for (_, g) in self.queues.all() {
+            n += g.lock().await.state.leases();
+        }
+        n
+    }
+
+    /// Waits until no lease is held or `deadline` passes; returns how many remain.
+    pub(crate) async fn drain_leases(&self, deadline: tokio::time::Instant) -> usize {
+        loop {
+            let answered = self.queues.answered.notified();
+            let mut answered = std::pin::pin!(answered);
+            answered.as_mut().enable();
+            let left = self.leases_in_flight().await;
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            // Leases also end by running out; look again at least every 100 ms.
+            let step = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+            let _ = tokio::time::timeout_at(step, answered).await;
+        }
+    }
+}
