@@ -318,6 +318,17 @@ impl Client {
             .await
     }
 
+    /// A call with a JSON body, answered with JSON.
+    async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ClientError> {
+        self.json(method, path, Body::json(body), Duration::ZERO)
+            .await
+    }
+
     /// Opens a Server-Sent Events stream of `path` on a connection of its own.
     async fn stream<T: DeserializeOwned>(
         &self,
@@ -376,13 +387,7 @@ impl Client {
 
     /// `POST /v1/topics`.
     pub async fn create_topic(&self, topic: &CreateTopic) -> Result<Topic, ClientError> {
-        self.json(
-            Method::POST,
-            "/v1/topics",
-            Body::json(topic),
-            Duration::ZERO,
-        )
-        .await
+        self.send_json(Method::POST, "/v1/topics", topic).await
     }
 
     /// `GET /v1/topics/{topic}`.
@@ -397,8 +402,7 @@ impl Client {
         settings: &TopicSettings,
     ) -> Result<Topic, ClientError> {
         let path = format!("/v1/topics/{}", seg(topic));
-        self.json(Method::PATCH, &path, Body::json(settings), Duration::ZERO)
-            .await
+        self.send_json(Method::PATCH, &path, settings).await
     }
 
     /// `DELETE /v1/topics/{topic}`.
@@ -508,8 +512,7 @@ impl Client {
         join: &JoinRequest,
     ) -> Result<JoinAnswer, ClientError> {
         let path = format!("/v1/groups/{}/members", seg(group));
-        self.json(Method::POST, &path, Body::json(join), Duration::ZERO)
-            .await
+        self.send_json(Method::POST, &path, join).await
     }
 
     /// `DELETE /v1/groups/{group}/members/{member}`.
@@ -569,13 +572,7 @@ impl Client {
 
     /// `POST /v1/queues`.
     pub async fn create_queue(&self, queue: &CreateQueue) -> Result<Queue, ClientError> {
-        self.json(
-            Method::POST,
-            "/v1/queues",
-            Body::json(queue),
-            Duration::ZERO,
-        )
-        .await
+        self.send_json(Method::POST, "/v1/queues", queue).await
     }
 
     /// `GET /v1/queues/{group}`.
@@ -662,8 +659,7 @@ impl Client {
         redrive: &RedriveRequest,
     ) -> Result<RedriveAnswer, ClientError> {
         let path = format!("/v1/queues/{}/dead-letters/redrive", seg(group));
-        self.json(Method::POST, &path, Body::json(redrive), Duration::ZERO)
-            .await
+        self.send_json(Method::POST, &path, redrive).await
     }
 
     /// `DELETE /v1/queues/{group}/dead-letters`.

@@ -15,14 +15,73 @@ use crate::ClientError;
 /// Longest line a stream may send: far beyond any item the API sends.
 const LINE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// One message of a stream: its event type (empty for the default) and data.
+#[derive(Debug, PartialEq, Eq)]
+struct Message {
+    event: String,
+    data: String,
+}
+
+/// The text/event-stream format, fed with bytes as they arrive: lines end in
+/// LF or CRLF, a blank line ends a message, `data:` lines join with LF,
+/// comments and other fields carry nothing an item needs.
+#[derive(Default)]
+struct Parser {
+    buffer: BytesMut,
+    event: String,
+    data: String,
+}
+
+impl Parser {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// Bytes waiting for the end of their line.
+    fn waiting(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// The next whole message in what was pushed.
+    fn message(&mut self) -> Option<Message> {
+        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+            let mut line = self.buffer.split_to(end + 1);
+            line.truncate(end);
+            if line.last() == Some(&b'\r') {
+                line.truncate(end - 1);
+            }
+            let line = String::from_utf8_lossy(line.chunk()).into_owned();
+            if line.is_empty() {
+                let data = std::mem::take(&mut self.data);
+                let event = std::mem::take(&mut self.event);
+                if !data.is_empty() {
+                    return Some(Message { event, data });
+                }
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => value.clone_into(&mut self.event),
+                "data" => {
+                    if !self.data.is_empty() {
+                        self.data.push('\n');
+                    }
+                    self.data.push_str(value);
+                }
+                // Comments (keep-alives), ids and retry hints carry no item.
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
 /// A stream of items of type `T`, read as the server sends them.
 pub struct EventStream<T> {
     body: Incoming,
     what: String,
-    buffer: BytesMut,
-    /// The current message: its event type and data lines so far.
-    event: String,
-    data: String,
+    parser: Parser,
     done: bool,
     item: PhantomData<fn() -> T>,
 }
@@ -32,9 +91,7 @@ impl<T: DeserializeOwned> EventStream<T> {
         EventStream {
             body,
             what,
-            buffer: BytesMut::new(),
-            event: String::new(),
-            data: String::new(),
+            parser: Parser::default(),
             done: false,
             item: PhantomData,
         }
@@ -44,12 +101,10 @@ impl<T: DeserializeOwned> EventStream<T> {
     /// the server is [`ClientError::Stream`], after which the stream ends.
     pub async fn next(&mut self) -> Option<Result<T, ClientError>> {
         while !self.done {
-            while let Some(line) = self.line() {
-                if let Some(item) = self.take_line(&line) {
-                    return Some(item);
-                }
+            if let Some(message) = self.parser.message() {
+                return Some(self.item(message));
             }
-            if self.buffer.len() > LINE_BYTES_MAX {
+            if self.parser.waiting() > LINE_BYTES_MAX {
                 self.done = true;
                 return Some(Err(ClientError::TooLarge {
                     what: self.what.clone(),
@@ -59,7 +114,7 @@ impl<T: DeserializeOwned> EventStream<T> {
                 None => self.done = true,
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        self.buffer.extend_from_slice(&data);
+                        self.parser.push(&data);
                     }
                 }
                 Some(Err(source)) => {
@@ -74,62 +129,64 @@ impl<T: DeserializeOwned> EventStream<T> {
         None
     }
 
-    /// The next whole line in the buffer, without its line ending.
-    fn line(&mut self) -> Option<String> {
-        let end = self.buffer.iter().position(|b| *b == b'\n')?;
-        let mut line = self.buffer.split_to(end + 1);
-        line.truncate(end);
-        if line.last() == Some(&b'\r') {
-            line.truncate(end - 1);
-        }
-        Some(String::from_utf8_lossy(line.chunk()).into_owned())
-    }
-
-    /// Takes one line; a blank line ends a message, which gives an item.
-    fn take_line(&mut self, line: &str) -> Option<Result<T, ClientError>> {
-        if line.is_empty() {
-            return self.dispatch();
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "event" => value.clone_into(&mut self.event),
-            "data" => {
-                if !self.data.is_empty() {
-                    self.data.push('\n');
-                }
-                self.data.push_str(value);
-            }
-            // Comments (keep-alives), ids and retry hints carry no item.
-            _ => {}
-        }
-        None
-    }
-
-    fn dispatch(&mut self) -> Option<Result<T, ClientError>> {
-        let data = std::mem::take(&mut self.data);
-        let event = std::mem::take(&mut self.event);
-        if data.is_empty() {
-            return None;
-        }
-        if event == "error" {
+    fn item(&mut self, message: Message) -> Result<T, ClientError> {
+        let decode = |source| ClientError::Decode {
+            what: self.what.clone(),
+            source,
+        };
+        if message.event == "error" {
             self.done = true;
-            return Some(match serde_json::from_str::<ErrorBody>(&data) {
-                Ok(body) => Err(ClientError::Stream {
-                    code: body.error_code,
-                    message: body.message,
-                }),
-                Err(source) => Err(ClientError::Decode {
-                    what: self.what.clone(),
-                    source,
-                }),
+            let body: ErrorBody = serde_json::from_str(&message.data).map_err(decode)?;
+            return Err(ClientError::Stream {
+                code: body.error_code,
+                message: body.message,
             });
         }
-        Some(
-            serde_json::from_str(&data).map_err(|source| ClientError::Decode {
-                what: self.what.clone(),
-                source,
-            }),
-        )
+        serde_json::from_str(&message.data).map_err(decode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(chunks: &[&str]) -> Vec<Message> {
+        let mut parser = Parser::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            parser.push(chunk.as_bytes());
+            while let Some(m) = parser.message() {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    fn message(event: &str, data: &str) -> Message {
+        Message {
+            event: event.to_owned(),
+            data: data.to_owned(),
+        }
+    }
+
+    #[test]
+    fn messages_are_read_across_chunks_and_line_endings() {
+        let got = messages(&[
+            ": keep-alive\n\n",
+            "data: {\"a\":",
+            "1}\r\nid: 0:4\r\n\r\n",
+            "data: one\ndata: two\n\n",
+            "event: error\ndata: {\"error_code\":\"x\"}\n",
+            "\n",
+            "data: no end yet",
+        ]);
+        assert_eq!(
+            got,
+            [
+                message("", "{\"a\":1}"),
+                message("", "one\ntwo"),
+                message("error", "{\"error_code\":\"x\"}"),
+            ]
+        );
     }
 }
