@@ -139,7 +139,11 @@ impl Broker {
                     .map_err(|error| PublishError::InvalidEvent { index, error })?,
             );
         }
-        let ids: Vec<&str> = events.iter().map(CloudEvent::id).collect();
+        let keys: Vec<String> = events
+            .iter()
+            .map(|e| dedup::key(e.source(), e.id()))
+            .collect();
+        let ids: Vec<&str> = keys.iter().map(String::as_str).collect();
         let (guard, known) = loop {
             if !t.dedup.enabled() {
                 break (None, vec![None; ids.len()]);
@@ -150,8 +154,9 @@ impl Broker {
             }
         };
 
-        // Which events are appended: the new ones, in order. A repeat of an id
-        // earlier in the same batch follows its first occurrence.
+        // Which events are appended: the new ones, in order. A repeat of an
+        // event (source and id) earlier in the same batch follows its first
+        // occurrence.
         let mut first_of: std::collections::HashMap<&str, usize> = Default::default();
         let mut follows = vec![None; events.len()];
         let mut fresh = Vec::new();

@@ -1,9 +1,11 @@
-//! Producer dedup: an event whose id was appended to the same topic within the
-//! dedup window is not appended again; the publish answers the original offset.
+//! Producer dedup: an event whose `source` and `id` were appended to the same
+//! topic within the dedup window is not appended again; the publish answers
+//! the original offset. CloudEvents makes `source` + `id` unique, so two
+//! producers may use the same id without either being dropped.
 //!
-//! The index is rebuilt on open from the log itself (the `ce_id` header of every
-//! record appended within the window), so it holds only what is durable and
-//! survives any restart without a file of its own.
+//! The index is rebuilt on open from the log itself (the `ce_source` and `ce_id`
+//! headers of every record appended within the window), so it holds only what
+//! is durable and survives any restart without a file of its own.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,6 +17,12 @@ use tokio::sync::watch;
 /// Most ids remembered per topic. Past it the oldest are forgotten early (and
 /// counted), which shortens the window rather than letting memory grow unbounded.
 pub const DEDUP_ENTRIES_MAX: usize = 1_000_000;
+
+/// The index's key for an event: its `source` and `id`, length-prefixed so
+/// that no two pairs make the same key.
+pub(crate) fn key(source: &str, id: &str) -> String {
+    format!("{}:{source}{id}", source.len())
+}
 
 /// Where an event with a given id was appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

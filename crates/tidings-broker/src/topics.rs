@@ -13,7 +13,7 @@ use std::time::Duration;
 use tidings_log::{Partition, TopicConfig, TopicError};
 use tidings_types::{Offset, PartitionId, TopicName};
 
-use crate::dedup::{Dedup, Placement};
+use crate::dedup::{self, Dedup, Placement};
 use crate::settings::{self, DEDUP_WINDOW_MAX};
 use crate::{AdminError, Broker, PARTITIONS_MAX};
 
@@ -237,8 +237,8 @@ impl BrokerTopic {
         }
     }
 
-    /// Refills the dedup index from the `ce_id` headers of the records
-    /// appended within its window.
+    /// Refills the dedup index from the `ce_source` and `ce_id` headers of the
+    /// records appended within its window.
     fn rebuild_dedup(&self, now: i64) -> Result<(), String> {
         let Some(window) = self.dedup.window_ms() else {
             return Ok(());
@@ -259,18 +259,21 @@ impl BrokerTopic {
                 let Some(last) = records.last() else { break };
                 at = last.offset.next();
                 for r in records {
-                    let id = r
-                        .record
-                        .headers
-                        .iter()
-                        .find(|h| h.key == "ce_id")
-                        .and_then(|h| h.value.clone());
-                    if let Some(id) = id.as_deref().and_then(|b| std::str::from_utf8(b).ok()) {
+                    let header = |name: &str| {
+                        r.record
+                            .headers
+                            .iter()
+                            .find(|h| h.key == name)
+                            .and_then(|h| h.value.as_deref())
+                            .and_then(|b| std::str::from_utf8(b).ok())
+                    };
+                    if let (Some(source), Some(id)) = (header("ce_source"), header("ce_id")) {
                         let placement = Placement {
                             partition: PartitionId(p),
                             offset: r.offset,
                         };
-                        self.dedup.record(id, placement, r.record.timestamp.0);
+                        self.dedup
+                            .record(&dedup::key(source, id), placement, r.record.timestamp.0);
                     }
                 }
             }

@@ -122,6 +122,45 @@ fn events_published_in_each_mode_read_back_as_cloudevents() {
 }
 
 #[test]
+fn dedup_keys_on_source_and_id_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = |server: &Server| {
+        let answer = call(
+            "POST",
+            &server.url("/v1/topics/orders/events"),
+            &[("content-type", "application/cloudevents-batch+json")],
+            json!([
+                {"specversion": "1.0", "id": "7", "source": "/shop", "type": "order.placed"},
+                {"specversion": "1.0", "id": "7", "source": "/billing", "type": "invoice.sent"},
+            ])
+            .to_string()
+            .as_bytes(),
+        );
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        answer.json["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["duplicate"].as_bool().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let server = Server::start(dir.path(), &[]);
+    create_topic(&server, json!({"name": "orders"}));
+    assert_eq!(batch(&server), [false, false], "two producers, one id");
+    drop(server);
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(batch(&server), [true, true], "the same events again");
+    let read = get(&server.url("/v1/topics/orders/events?from=earliest&limit=10"));
+    let sources: Vec<&str> = read.json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["/shop", "/billing"]);
+}
+
+#[test]
 fn keyed_events_spread_over_partitions_and_merge_by_time_when_read() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
