@@ -8,14 +8,15 @@ use serde::{Deserialize, Serialize};
 /// Where one published event went.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedEvent {
-    /// The event's id.
-    pub id: String,
+    /// The event's id; absent for a raw record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Its partition.
     pub partition: u32,
     /// Its offset there.
     pub offset: u64,
-    /// The id was published within the dedup window already: nothing was
-    /// appended, and the place is the original's.
+    /// The event (its source and id) was published within the dedup window
+    /// already: nothing was appended, and the place is the original's.
     pub duplicate: bool,
 }
 
@@ -66,6 +67,33 @@ pub struct StoredEvent {
     pub record: Option<RawRecord>,
     /// When the broker appended it, in milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
+}
+
+/// The media type of a publish whose body is a JSON array of [`PublishEntry`]:
+/// CloudEvents and raw records together, in the shape a read answers them.
+pub const RECORDS_MEDIA_TYPE: &str = "application/vnd.tidings.records+json";
+
+/// One entry of a [`RECORDS_MEDIA_TYPE`] publish: a CloudEvent or a raw record,
+/// exactly one of the two, as [`StoredEvent`] carries them. Where it was read
+/// from (offset, partition, time) is not part of it: the publish places it anew.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishEntry {
+    /// A CloudEvent in the JSON event format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<serde_json::Value>,
+    /// A raw record: key, value and header values in base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RawRecord>,
+}
+
+impl From<StoredEvent> for PublishEntry {
+    fn from(stored: StoredEvent) -> PublishEntry {
+        PublishEntry {
+            event: stored.event,
+            record: stored.record,
+        }
+    }
 }
 
 /// The query of `GET /v1/topics/{topic}/events`.

@@ -33,7 +33,8 @@ mod topics;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use events::{
-    PublishAnswer, PublishedEvent, RawHeader, RawRecord, ReadAnswer, ReadQuery, StoredEvent,
+    PublishAnswer, PublishEntry, PublishedEvent, RawHeader, RawRecord, ReadAnswer, ReadQuery,
+    StoredEvent, RECORDS_MEDIA_TYPE,
 };
 pub use groups::{
     CommitRequest, Group, GroupList, GroupMember, HeartbeatAnswer, JoinAnswer, JoinRequest,
@@ -61,6 +62,20 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 pub struct Health {
     /// `ok` or `draining`.
     pub status: String,
+}
+
+/// `GET /v1/limits`: the request limits the server enforces, so a client can
+/// size its requests under them rather than learn them from a refusal.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServerLimits {
+    /// Largest request body in bytes; a larger one is answered 413.
+    pub body_bytes_max: u64,
+    /// Most events (or records) in one batched publish.
+    pub batch_events_max: u64,
+    /// Most events one read or poll answers with.
+    pub read_events_max: u64,
+    /// Longest a long-poll may wait, in milliseconds.
+    pub long_poll_wait_max_ms: u64,
 }
 
 /// Absent (`None`), `null` (`Some(None)`) or a value (`Some(Some(v))`): how a

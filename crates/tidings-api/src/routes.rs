@@ -49,6 +49,8 @@ pub enum Operation {
     Metrics,
     /// `GET /openapi.json`.
     OpenApi,
+    /// `GET /v1/limits`.
+    GetLimits,
     /// `GET /v1/topics`.
     ListTopics,
     /// `POST /v1/topics`.
@@ -122,6 +124,7 @@ impl Operation {
             Operation::Health => "health",
             Operation::Metrics => "metrics",
             Operation::OpenApi => "openapi",
+            Operation::GetLimits => "getLimits",
             Operation::ListTopics => "listTopics",
             Operation::CreateTopic => "createTopic",
             Operation::DescribeTopic => "describeTopic",
@@ -193,6 +196,7 @@ pub const ROUTES: &[Route] = &[
     route(Get, "/healthz", Operation::Health, Probe),
     route(Get, "/metrics", Operation::Metrics, Probe),
     route(Get, "/openapi.json", Operation::OpenApi, Refused),
+    route(Get, "/v1/limits", Operation::GetLimits, Refused),
     route(Get, "/v1/topics", Operation::ListTopics, Refused),
     route(Post, "/v1/topics", Operation::CreateTopic, Refused),
     route(Get, "/v1/topics/{topic}", Operation::DescribeTopic, Refused),

@@ -181,10 +181,26 @@ fn events() {
     check(
         "PublishedEvent",
         PublishedEvent {
-            id: "a".into(),
+            id: Some("a".into()),
             partition: 0,
             offset: 1,
             duplicate: false,
+        },
+    );
+    check(
+        "PublishEntry",
+        PublishEntry {
+            event: stored().event,
+            record: stored().record,
+        },
+    );
+    check(
+        "ServerLimits",
+        ServerLimits {
+            body_bytes_max: 1,
+            batch_events_max: 2,
+            read_events_max: 3,
+            long_poll_wait_max_ms: 4,
         },
     );
     check(

@@ -14,7 +14,7 @@ use tidings_types::{CloudEvent, KafkaMessage, Offset, PartitionId, TimestampMs, 
 
 use crate::dedup::{self, Claim, Placement};
 use crate::topics::BrokerTopic;
-use crate::{partitioner, Broker, PublishError};
+use crate::{partitioner, Broker, Payload, PublishError};
 
 /// Where a published event is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,31 +121,53 @@ impl Broker {
 
     /// Publishes events to `topic`, each to the partition its `partitionkey`
     /// hashes to (or round-robin without one), and answers where each one is, in
-    /// order. Events whose id the topic saw within its dedup window are not
-    /// appended again; their answer is the original's place, marked `duplicate`.
+    /// order. Events whose source and id the topic saw within its dedup window
+    /// are not appended again; their answer is the original's place, marked
+    /// `duplicate`.
     pub async fn publish_batch(
         &self,
         topic: &str,
         events: Vec<CloudEvent>,
     ) -> Result<Vec<Published>, PublishError> {
+        self.publish_payloads(topic, events.into_iter().map(Payload::Event).collect())
+            .await
+    }
+
+    /// Publishes CloudEvents and raw records together, in order: events as
+    /// [`publish_batch`](Self::publish_batch) does, raw records (as a plain
+    /// Kafka client wrote them, read back as [`Payload::Raw`]) to their key's
+    /// partition as they are, without dedup, as a Kafka broker without
+    /// idempotence takes them. What a read answered can be published again
+    /// this way, raw records included.
+    pub async fn publish_payloads(
+        &self,
+        topic: &str,
+        payloads: Vec<Payload>,
+    ) -> Result<Vec<Published>, PublishError> {
         let t = self
             .topic(topic)
             .ok_or_else(|| PublishError::UnknownTopic(topic.to_owned()))?;
-        let mut messages = Vec::with_capacity(events.len());
-        for (index, event) in events.iter().enumerate() {
-            messages.push(
-                event
-                    .to_kafka()
-                    .map_err(|error| PublishError::InvalidEvent { index, error })?,
-            );
+        let mut records = Vec::with_capacity(payloads.len());
+        // The dedup key of each event; raw records have none.
+        let mut keys: Vec<Option<String>> = Vec::with_capacity(payloads.len());
+        for (index, payload) in payloads.into_iter().enumerate() {
+            match payload {
+                Payload::Event(event) => {
+                    let mut message = event
+                        .to_kafka()
+                        .map_err(|error| PublishError::InvalidEvent { index, error })?;
+                    keys.push(Some(dedup::key(event.source(), event.id())));
+                    records.push(to_record(&mut message));
+                }
+                Payload::Raw(record) => {
+                    keys.push(None);
+                    records.push(record);
+                }
+            }
         }
-        let keys: Vec<String> = events
-            .iter()
-            .map(|e| dedup::key(e.source(), e.id()))
-            .collect();
-        let ids: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let (guard, known) = loop {
-            if !t.dedup.enabled() {
+        let ids: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
+        let (guard, known_events) = loop {
+            if !t.dedup.enabled() || ids.is_empty() {
                 break (None, vec![None; ids.len()]);
             }
             match t.dedup.claim(&ids, self.clock.now().0) {
@@ -153,43 +175,54 @@ impl Broker {
                 Claim::Wait(rx) => dedup::wait(rx).await,
             }
         };
+        // `known` per payload: the original place of an event seen before.
+        let mut known_events = known_events.into_iter();
+        let known: Vec<Option<Placement>> = keys
+            .iter()
+            .map(|k| k.as_ref().and_then(|_| known_events.next().flatten()))
+            .collect();
 
-        // Which events are appended: the new ones, in order. A repeat of an
-        // event (source and id) earlier in the same batch follows its first
-        // occurrence.
+        // Which records are appended: raw ones and new events, in order. A
+        // repeat of an event (source and id) earlier in the same batch follows
+        // its first occurrence.
         let mut first_of: std::collections::HashMap<&str, usize> = Default::default();
-        let mut follows = vec![None; events.len()];
+        let mut follows = vec![None; records.len()];
         let mut fresh = Vec::new();
-        for i in 0..events.len() {
+        for i in 0..records.len() {
             if known[i].is_some() {
                 continue;
             }
-            if guard.is_some() {
-                if let Some(&first) = first_of.get(ids[i]) {
+            if let (Some(_), Some(key)) = (&guard, &keys[i]) {
+                if let Some(&first) = first_of.get(key.as_str()) {
                     follows[i] = Some(first);
                     continue;
                 }
-                first_of.insert(ids[i], i);
+                first_of.insert(key, i);
             }
             fresh.push(i);
         }
-        let records = fresh.iter().map(|&i| to_record(&mut messages[i])).collect();
-        let appended = self.append_records(&t, records).await;
-        let mut placed: Vec<Option<Placement>> = vec![None; events.len()];
+        let count = records.len();
+        let mut records: Vec<Option<Record>> = records.into_iter().map(Some).collect();
+        let appending = fresh
+            .iter()
+            .map(|&i| records[i].take().expect("each record appended once"))
+            .collect();
+        let appended = self.append_records(&t, appending).await;
+        let mut placed: Vec<Option<Placement>> = vec![None; count];
         for (&i, placement) in fresh.iter().zip(&appended.placements) {
             placed[i] = *placement;
         }
         if let Some(guard) = guard {
             let done: Vec<(&str, Placement)> = fresh
                 .iter()
-                .filter_map(|&i| placed[i].map(|p| (ids[i], p)))
+                .filter_map(|&i| Some((keys[i].as_deref()?, placed[i]?)))
                 .collect();
             guard.finish(&done, self.clock.now().0);
         }
         if let Some(e) = appended.failure {
             return Err(e);
         }
-        Ok((0..events.len())
+        Ok((0..count)
             .map(|i| {
                 let (p, duplicate) = match (known[i], follows[i]) {
                     (Some(p), _) => (p, true),

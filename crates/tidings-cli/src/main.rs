@@ -20,6 +20,7 @@ mod admin;
 mod output;
 mod publish;
 mod read;
+mod send;
 mod store;
 
 use output::{Mode, Output};

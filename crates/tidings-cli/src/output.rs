@@ -169,6 +169,15 @@ impl EventLine for RecordedEvent {
     }
 }
 
+/// `1 event`, `2 events`, `1 entry`, `3 entries`: a count with its noun.
+pub(crate) fn plural(n: u64, noun: &str) -> String {
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) if !stem.ends_with(['a', 'e', 'i', 'o', 'u']) => format!("{n} {stem}ies"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
 /// A one-line progress bar on standard error, drawn only on a terminal.
 pub(crate) struct Progress {
     what: &'static str,
@@ -271,6 +280,14 @@ mod tests {
              1@4\torder.placed\to-1\tx lease=1.4.9 attempt=2\n\
              1@4\t(raw record)\tkey=a2V5\tvalue=null\n"
         );
+    }
+
+    #[test]
+    fn counts_read_in_plain_words() {
+        assert_eq!(plural(1, "event"), "1 event");
+        assert_eq!(plural(0, "event"), "0 events");
+        assert_eq!(plural(2, "entry"), "2 entries");
+        assert_eq!(plural(2, "key"), "2 keys");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use serde_json::Value;
 use tidings_api::{AllQuery, StreamQuery};
 
 use crate::output::json;
-use crate::publish::{build_event, non_empty_lines, Template};
+use crate::publish::{build_all, read_lines, Builder, Ids, Template};
+use crate::send::Origin;
 use crate::Ctx;
 
 #[derive(Debug, Subcommand)]
@@ -77,28 +78,47 @@ pub(crate) async fn streams(ctx: &mut Ctx, s: Streams) -> Result<()> {
             ty,
             source,
         } => {
-            let lines = if data.is_empty() {
-                non_empty_lines(io::stdin().lock())?
+            let (inputs, what) = if data.is_empty() {
+                (read_lines(io::stdin().lock())?, "standard input")
             } else {
-                data
+                let args = data.into_iter().enumerate();
+                let inputs = args
+                    .map(|(i, d)| (Origin::Argument(i as u64 + 1), d.into_bytes()))
+                    .collect();
+                (inputs, "the arguments")
             };
-            if lines.is_empty() {
+            if inputs.is_empty() {
                 bail!("nothing to append: give data as arguments or lines on standard input");
             }
             let template = Template { ty, source };
-            let events: Vec<Value> = lines
-                .iter()
-                .map(|l| build_event(&template, None, l))
-                .collect();
+            let builder = Builder {
+                template: &template,
+                key: None,
+                ids: Ids::Fresh,
+                raw: false,
+            };
+            let events: Vec<Value> = build_all(&builder, inputs, what)?;
             let answer = ctx
                 .client
                 .append_json(&stream, &expected_version, &events)
                 .await?;
             ctx.out.answer(&answer, |a| {
-                format!(
-                    "appended to {} versions {}..={} (positions {}..={})",
-                    a.stream, a.first_version, a.last_version, a.first_position, a.last_position
-                )
+                let count = a.last_version - a.first_version + 1;
+                if count == 1 {
+                    format!(
+                        "appended 1 event to {} at version {} (position {})",
+                        a.stream, a.first_version, a.first_position
+                    )
+                } else {
+                    format!(
+                        "appended {count} events to {}: versions {}–{} (positions {}–{})",
+                        a.stream,
+                        a.first_version,
+                        a.last_version,
+                        a.first_position,
+                        a.last_position
+                    )
+                }
             })
         }
         Streams::Read {

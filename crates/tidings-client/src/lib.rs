@@ -370,6 +370,11 @@ impl Client {
         })
     }
 
+    /// `GET /v1/limits`: the request limits the server enforces.
+    pub async fn limits(&self) -> Result<ServerLimits, ClientError> {
+        self.get("/v1/limits").await
+    }
+
     /// `GET /metrics`, in the Prometheus text format.
     pub async fn metrics(&self) -> Result<String, ClientError> {
         let (_, bytes) = self
@@ -456,6 +461,35 @@ impl Client {
             headers: event.to_http_binary_headers()?,
         };
         self.publish_body(topic, body).await
+    }
+
+    /// Publishes a body already encoded in `media_type`: a JSON array of
+    /// CloudEvents ([`JSON_BATCH_MEDIA_TYPE`]) or of [`PublishEntry`]s
+    /// ([`RECORDS_MEDIA_TYPE`]), for tools that size their batches by bytes.
+    pub async fn publish_encoded(
+        &self,
+        topic: &str,
+        media_type: &'static str,
+        body: Bytes,
+    ) -> Result<PublishAnswer, ClientError> {
+        let body = Body {
+            bytes: body,
+            content_type: Some(media_type),
+            headers: Vec::new(),
+        };
+        self.publish_body(topic, body).await
+    }
+
+    /// Publishes CloudEvents and raw records together, in order
+    /// ([`RECORDS_MEDIA_TYPE`]): what a read answered can be published again
+    /// this way, raw records included.
+    pub async fn publish_entries(
+        &self,
+        topic: &str,
+        entries: &[PublishEntry],
+    ) -> Result<PublishAnswer, ClientError> {
+        let body = Bytes::from(serde_json::to_vec(entries).expect("API types encode"));
+        self.publish_encoded(topic, RECORDS_MEDIA_TYPE, body).await
     }
 
     async fn publish_body(&self, topic: &str, body: Body) -> Result<PublishAnswer, ClientError> {

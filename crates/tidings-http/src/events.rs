@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tidings_api::{ErrorCode, PublishAnswer, PublishedEvent, ReadAnswer, ReadQuery};
-use tidings_broker::{Broker, StartPosition};
+use tidings_broker::{Broker, Payload, StartPosition};
 use tidings_types::{CloudEvent, Offset, PartitionId};
 
 use crate::extract::{PathJson, QueryJson};
@@ -32,12 +32,21 @@ pub(crate) async fn publish(
     // An unknown topic is refused before the body is read.
     api.broker().describe_topic(&topic)?;
     let bytes = body::read(&headers, request, api.limits().body_bytes_max).await?;
-    let events = wire::decode_events(&headers, bytes, api.limits().batch_events_max)?;
-    record_correlation(&events);
+    let payloads = wire::decode_payloads(&headers, bytes, api.limits().batch_events_max)?;
+    record_correlation(payloads.iter().filter_map(|p| match p {
+        Payload::Event(e) => Some(e),
+        Payload::Raw(_) => None,
+    }));
     // The answer names each event by id; the events themselves go to the broker.
-    let ids: Vec<String> = events.iter().map(|e| e.id().to_owned()).collect();
+    let ids: Vec<Option<String>> = payloads
+        .iter()
+        .map(|p| match p {
+            Payload::Event(e) => Some(e.id().to_owned()),
+            Payload::Raw(_) => None,
+        })
+        .collect();
     let started = std::time::Instant::now();
-    let published = api.broker().publish_batch(&topic, events).await?;
+    let published = api.broker().publish_payloads(&topic, payloads).await?;
     tidings_telemetry::appended(&topic, started.elapsed());
     let mut answer = PublishAnswer {
         topic,
@@ -49,7 +58,7 @@ pub(crate) async fn publish(
             topic = %p.topic,
             partition = p.partition.0,
             offset = p.offset.0,
-            %id,
+            id = id.as_deref().unwrap_or("(raw record)"),
             duplicate = p.duplicate,
             "published"
         );
@@ -66,8 +75,8 @@ pub(crate) async fn publish(
 /// Puts the events' correlation id on the request's log span, so every line
 /// about the request names it: the id when the events share one, `(several)`
 /// when they do not.
-fn record_correlation(events: &[CloudEvent]) {
-    let mut ids = events.iter().filter_map(CloudEvent::correlationid);
+fn record_correlation<'a>(events: impl Iterator<Item = &'a CloudEvent>) {
+    let mut ids = events.filter_map(CloudEvent::correlationid);
     let Some(first) = ids.next() else { return };
     let value = if ids.all(|id| id == first) {
         first

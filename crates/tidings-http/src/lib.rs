@@ -244,6 +244,7 @@ fn handler(route: &Route) -> MethodRouter<Api> {
         Operation::Health => on(method, healthz),
         Operation::Metrics => on(method, metrics::render),
         Operation::OpenApi => on(method, openapi),
+        Operation::GetLimits => on(method, limits),
         Operation::ListTopics => on(method, topics::list),
         Operation::CreateTopic => on(method, topics::create),
         Operation::DescribeTopic => on(method, topics::describe),
@@ -302,6 +303,17 @@ async fn openapi() -> Response {
         tidings_api::OPENAPI_JSON,
     )
         .into_response()
+}
+
+/// `GET /v1/limits`: what a client must keep its requests under.
+async fn limits(State(api): State<Api>) -> axum::Json<tidings_api::ServerLimits> {
+    let l = api.limits();
+    axum::Json(tidings_api::ServerLimits {
+        body_bytes_max: l.body_bytes_max as u64,
+        batch_events_max: l.batch_events_max as u64,
+        read_events_max: l.read_events_max as u64,
+        long_poll_wait_max_ms: l.long_poll_wait_max_ms,
+    })
 }
 
 async fn not_found(request: Request) -> ApiError {

@@ -5,8 +5,8 @@
 use axum::http::HeaderMap;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use tidings_api::{ErrorCode, RawHeader, RawRecord, StoredEvent};
-use tidings_broker::{Entry, Payload, StartPosition};
+use tidings_api::{ErrorCode, PublishEntry, RawHeader, RawRecord, StoredEvent, RECORDS_MEDIA_TYPE};
+use tidings_broker::{Entry, Header, Payload, Record, StartPosition};
 use tidings_types::{
     CloudEvent, Offset, OffsetDateTime, TimestampMs, JSON_BATCH_MEDIA_TYPE, JSON_FORMAT_MEDIA_TYPE,
 };
@@ -96,6 +96,87 @@ pub(crate) fn decode_events(
             ),
         )),
     }
+}
+
+/// What a publish carries: CloudEvents per the HTTP binding (see
+/// [`decode_events`]), or, with the [`RECORDS_MEDIA_TYPE`], a JSON array of
+/// entries that are each a CloudEvent or a raw record.
+pub(crate) fn decode_payloads(
+    headers: &HeaderMap,
+    bytes: bytes::Bytes,
+    batch_max: usize,
+) -> Result<Vec<Payload>, ApiError> {
+    if body::media_type(headers).as_deref() != Some(RECORDS_MEDIA_TYPE) {
+        return Ok(decode_events(headers, bytes, batch_max)?
+            .into_iter()
+            .map(Payload::Event)
+            .collect());
+    }
+    let entries: Vec<PublishEntry> = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("a {RECORDS_MEDIA_TYPE} body is a JSON array of {{\"event\": ...}} or {{\"record\": ...}} entries: {e}"),
+        )
+    })?;
+    if entries.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidEvent,
+            "the batch holds no entries",
+        ));
+    }
+    if entries.len() > batch_max {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "the batch holds {} entries; the limit is {batch_max}",
+                entries.len()
+            ),
+        ));
+    }
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(index, entry)| match (entry.event, entry.record) {
+            (Some(event), None) => CloudEvent::from_json_value(event)
+                .map(Payload::Event)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidEvent, format!("entry {index}: {e}"))),
+            (None, Some(record)) => raw_record(index, record).map(Payload::Raw),
+            _ => Err(ApiError::new(
+                ErrorCode::InvalidEvent,
+                format!("entry {index}: give exactly one of \"event\" and \"record\""),
+            )),
+        })
+        .collect()
+}
+
+/// A raw record from its API shape (key, value and header values in base64).
+fn raw_record(index: usize, raw: RawRecord) -> Result<Record, ApiError> {
+    let decode = |what: &str, b64: Option<String>| -> Result<Option<bytes::Bytes>, ApiError> {
+        b64.map(|text| {
+            BASE64
+                .decode(text.as_bytes())
+                .map(bytes::Bytes::from)
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::InvalidEvent,
+                        format!("entry {index}: the record's {what} is not base64: {e}"),
+                    )
+                })
+        })
+        .transpose()
+    };
+    let mut headers = Vec::with_capacity(raw.headers.len());
+    for h in raw.headers {
+        let value = decode(&format!("header {:?}", h.key), h.value)?;
+        headers.push(Header { key: h.key, value });
+    }
+    Ok(Record {
+        key: decode("key", raw.key)?,
+        value: decode("value", raw.value)?,
+        headers,
+        // The broker stamps its append time.
+        timestamp: TimestampMs(0),
+    })
 }
 
 /// Where a reader starts: `earliest` (also when absent), `latest`, an offset,

@@ -161,6 +161,77 @@ fn dedup_keys_on_source_and_id_across_a_restart() {
 }
 
 #[test]
+fn a_read_page_publishes_again_as_records_raw_ones_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--body-bytes-max", "100000"]);
+    let limits = get(&server.url("/v1/limits"));
+    assert_eq!(
+        limits.json,
+        json!({"body_bytes_max": 100000, "batch_events_max": 1000,
+               "read_events_max": 1000, "long_poll_wait_max_ms": 30000})
+    );
+    create_topic(&server, json!({"name": "mixed", "partitions": 4}));
+    let records = [("content-type", "application/vnd.tidings.records+json")];
+    // "a2V5" is "key", "dmFsdWU=" is "value".
+    let body = json!([
+        {"record": {"headers": [{"key": "h", "value": "dg=="}], "key": "a2V5", "value": "dmFsdWU="}},
+        {"event": {"specversion": "1.0", "id": "e-1", "source": "/s", "type": "t", "partitionkey": "key"}},
+        {"record": {"headers": [], "key": "a2V5", "value": null}},
+    ]);
+    let answer = call(
+        "POST",
+        &server.url("/v1/topics/mixed/events"),
+        &records,
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let placed = answer.json["events"].as_array().unwrap();
+    assert_eq!(placed[0].get("id"), None, "a raw record has no id");
+    assert_eq!(placed[1]["id"], "e-1");
+    // One key, one partition, in the order given.
+    let partition = placed[0]["partition"].clone();
+    assert!(placed.iter().all(|p| p["partition"] == partition));
+    let offsets: Vec<u64> = placed
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [0, 1, 2]);
+
+    let read = get(&server.url(&format!(
+        "/v1/topics/mixed/events?partition={partition}&from=earliest"
+    )));
+    let entries: Vec<Value> = read.json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            for member in ["offset", "partition", "timestamp_ms"] {
+                e.as_object_mut().unwrap().remove(member);
+            }
+            e
+        })
+        .collect();
+    assert_eq!(entries[0], body[0]);
+    assert_eq!(entries[2], body[2]);
+    assert_eq!(entries[1]["event"]["id"], "e-1");
+    // The page, published again: events are recognised, raw records are not.
+    let again = call(
+        "POST",
+        &server.url("/v1/topics/mixed/events"),
+        &records,
+        Value::Array(entries).to_string().as_bytes(),
+    );
+    let duplicate: Vec<bool> = again.json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["duplicate"].as_bool().unwrap())
+        .collect();
+    assert_eq!(duplicate, [false, true, false]);
+}
+
+#[test]
 fn keyed_events_spread_over_partitions_and_merge_by_time_when_read() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);

@@ -16,6 +16,7 @@ fn each_error_has_its_status_and_a_json_body() {
     let events = server.url("/v1/topics/orders/events");
     let structured = [("content-type", "application/cloudevents+json")];
     let batch = [("content-type", "application/cloudevents-batch+json")];
+    let records = [("content-type", "application/vnd.tidings.records+json")];
     let event = |id: &str| json!({"specversion": "1.0", "id": id, "source": "/s", "type": "t"});
 
     let cases = [
@@ -61,6 +62,42 @@ fn each_error_has_its_status_and_a_json_body() {
             ),
             400,
             "invalid_event",
+        ),
+        (
+            "a records body that is not an array of entries",
+            call("POST", &events, &records, br#"{"event": {}}"#),
+            400,
+            "malformed_json",
+        ),
+        (
+            "a records entry with both an event and a record",
+            call(
+                "POST",
+                &events,
+                &records,
+                json!([{"event": event("1"), "record": {"headers": [], "key": null, "value": null}}])
+                    .to_string()
+                    .as_bytes(),
+            ),
+            400,
+            "invalid_event",
+        ),
+        (
+            "a records entry whose value is not base64",
+            call(
+                "POST",
+                &events,
+                &records,
+                br#"[{"record": {"headers": [], "key": null, "value": "not base64!"}}]"#,
+            ),
+            400,
+            "invalid_event",
+        ),
+        (
+            "a records entry with an unknown member",
+            call("POST", &events, &records, br#"[{"offset": 3}]"#),
+            400,
+            "malformed_json",
         ),
         (
             "no content type",

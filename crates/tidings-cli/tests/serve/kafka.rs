@@ -9,34 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{call, create_topic, get, Server};
-
-/// Runs kcat against the server with `args`, feeding `input`; returns stdout.
-fn kcat(server: &Server, args: &[&str], input: &str) -> String {
-    let mut child = Command::new("kcat")
-        .arg("-b")
-        .arg(server.kafka_addr.to_string())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat is not installed: run ./scripts/test, or apt-get install kcat");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kcat {args:?} failed: {}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.logs()
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::support::{call, create_topic, get, kcat, Server};
 
 /// Every record of `topic` as (partition, offset, key, value), read to the end.
 fn consume_all(server: &Server, topic: &str, extra: &[&str]) -> Vec<(u32, u64, String, String)> {

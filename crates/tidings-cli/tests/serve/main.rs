@@ -3,6 +3,7 @@
 
 mod api;
 mod bad_input;
+mod bulk;
 mod cli;
 mod groups;
 mod kafka;

@@ -1,10 +1,11 @@
 //! The real `tidings serve` binary on a free loopback port, and a small HTTP
 //! client for talking to it.
 
+use std::io::Write;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -220,4 +221,70 @@ pub(crate) fn post_json(url: &str, body: &Value) -> Answer {
 pub(crate) fn create_topic(server: &Server, body: Value) {
     let answer = post_json(&server.url("/v1/topics"), &body);
     assert_eq!(answer.status, 201, "{}", answer.text);
+}
+
+/// Runs the `tidings` command against `server`, feeding `stdin`.
+pub(crate) fn tidings(server: &Server, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .env("TIDINGS_URL", server.url(""))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The standard output of a command that succeeded.
+pub(crate) fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// The standard error of a command that failed.
+pub(crate) fn failure(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "succeeded: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// Runs kcat against the server with `args`, feeding `input`; returns stdout.
+pub(crate) fn kcat(server: &Server, args: &[&str], input: &str) -> String {
+    let mut child = Command::new("kcat")
+        .arg("-b")
+        .arg(server.kafka_addr.to_string())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat is not installed: run ./scripts/test, or apt-get install kcat");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
