@@ -87,6 +87,9 @@ pub struct PollQuery {
     /// Most bytes of events to answer with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<usize>,
+    /// Most events to answer with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
 
 /// The answer to a poll.
@@ -98,7 +101,8 @@ pub struct PollAnswer {
     pub events: Vec<StoredEvent>,
     /// The group's generation.
     pub generation: u64,
-    /// Per partition read, the offset after the last event: what to commit.
+    /// For every partition the member owns, where it reads next (after these
+    /// events): what to commit.
     pub next: BTreeMap<u32, u64>,
 }
 

@@ -42,9 +42,10 @@ pub use groups::{
 };
 pub use queues::{
     AckBatchRequest, AckBatchResponse, AckFailure, CreateQueue, DeadLetter, DeadLetterList,
-    DeadLetterQuery, Delivery, NackRequest, PurgeAnswer, Queue, QueueConfig, QueueCounters,
-    QueueList, QueuePartition, ReceiveAnswer, ReceiveQuery, RedriveAnswer, RedriveRequest,
-    RejectRequest, ACK_BATCH_LEASES_MAX, RECEIVE_MAX,
+    DeadLetterQuery, DeleteQueueAnswer, DeleteQueueQuery, Delivery, ExtendAnswer, ExtendRequest,
+    NackRequest, PurgeAnswer, Queue, QueueConfig, QueueCounters, QueueList, QueuePartition,
+    ReceiveAnswer, ReceiveQuery, RedriveAnswer, RedriveRequest, RejectRequest,
+    ACK_BATCH_LEASES_MAX, RECEIVE_MAX,
 };
 pub use routes::{Draining, Method, Operation, Route, ROUTES};
 pub use store::{

@@ -58,6 +58,10 @@ pub struct QueueCounters {
     pub nacked: u64,
     /// Deliveries that were retries.
     pub redelivered: u64,
+    /// Dead letters redriven to the group.
+    pub redriven: u64,
+    /// Deliveries given back unhandled by a stopping consumer.
+    pub released: u64,
 }
 
 /// A queue group: `GET /v1/queues/{group}`.
@@ -75,6 +79,11 @@ pub struct Queue {
     pub partitions: Vec<QueuePartition>,
     /// The sum of the partitions' lag.
     pub lag: u64,
+    /// Events leased right now, over every partition and the redriven.
+    pub in_flight: u64,
+    /// Dead letters redriven to the group and not yet acked or dead-lettered
+    /// again.
+    pub redriven: u64,
     /// Dead letters not yet redriven or purged.
     pub dead_letters: u64,
     /// Since the server started.
@@ -115,6 +124,10 @@ pub struct CreateQueue {
     /// At most one event per key in flight.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_ordering: Option<bool>,
+    /// Where delivery starts in each partition: `earliest` (the default),
+    /// `latest` (only events published from now on) or an RFC 3339 time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// The query of `POST /v1/queues/{group}/receive`.
@@ -127,6 +140,11 @@ pub struct ReceiveQuery {
     /// How long to wait when nothing is due.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
+    /// A stream (`Accept: text/event-stream`) holds at most this many
+    /// deliveries unanswered (100 by default): it sends more as they are
+    /// answered, and gives back the ones still held when it closes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
 }
 
 /// An event handed to a consumer under a lease.
@@ -188,6 +206,39 @@ pub struct NackRequest {
     pub error: Option<String>,
 }
 
+/// `POST /v1/queues/{group}/leases/{lease}/extend`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    /// The lease runs out this long from now (1 ms to one hour).
+    pub timeout_ms: u64,
+}
+
+/// The answer to a lease extension.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtendAnswer {
+    /// When the lease now runs out, in milliseconds since the Unix epoch.
+    pub deadline_ms: i64,
+    /// The lease.
+    pub lease: String,
+}
+
+/// The query of `DELETE /v1/queues/{group}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQueueQuery {
+    /// Delete even while deliveries are leased (their answers then fail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+}
+
+/// The answer to `DELETE /v1/queues/{group}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteQueueAnswer {
+    /// Dead letters not yet redriven or purged, deleted with the group.
+    pub dead_letters_dropped: u64,
+}
+
 /// `POST /v1/queues/{group}/leases/{lease}/reject`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -239,7 +290,8 @@ pub struct RedriveRequest {
     /// At most this many (all, if absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max: Option<usize>,
-    /// Publish to this topic instead of the source.
+    /// Publish them to this topic, for every consumer of it. Without it they
+    /// are delivered again to this group only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
 }
@@ -247,7 +299,7 @@ pub struct RedriveRequest {
 /// The answer to a redrive.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedriveAnswer {
-    /// How many dead letters were published again.
+    /// How many dead letters were sent again.
     pub redriven: usize,
 }
 

@@ -79,6 +79,8 @@ pub enum Operation {
     ListGroups,
     /// `GET /v1/groups/{group}`.
     DescribeGroup,
+    /// `DELETE /v1/groups/{group}`.
+    DeleteGroup,
     /// `POST /v1/groups/{group}/reset`.
     ResetGroup,
     /// `POST /v1/groups/{group}/members`.
@@ -97,6 +99,8 @@ pub enum Operation {
     CreateQueue,
     /// `GET /v1/queues/{group}`.
     DescribeQueue,
+    /// `DELETE /v1/queues/{group}`.
+    DeleteQueue,
     /// `POST /v1/queues/{group}/receive`.
     ReceiveDeliveries,
     /// `POST /v1/queues/{group}/acks`.
@@ -107,6 +111,10 @@ pub enum Operation {
     NackLease,
     /// `POST /v1/queues/{group}/leases/{lease}/reject`.
     RejectLease,
+    /// `POST /v1/queues/{group}/leases/{lease}/extend`.
+    ExtendLease,
+    /// `POST /v1/queues/{group}/leases/{lease}/release`.
+    ReleaseLease,
     /// `GET /v1/queues/{group}/dead-letters`.
     ListDeadLetters,
     /// `DELETE /v1/queues/{group}/dead-letters`.
@@ -139,6 +147,7 @@ impl Operation {
             Operation::ReadAll => "readAll",
             Operation::ListGroups => "listGroups",
             Operation::DescribeGroup => "describeGroup",
+            Operation::DeleteGroup => "deleteGroup",
             Operation::ResetGroup => "resetGroup",
             Operation::JoinGroup => "joinGroup",
             Operation::LeaveGroup => "leaveGroup",
@@ -148,11 +157,14 @@ impl Operation {
             Operation::ListQueues => "listQueues",
             Operation::CreateQueue => "createQueue",
             Operation::DescribeQueue => "describeQueue",
+            Operation::DeleteQueue => "deleteQueue",
             Operation::ReceiveDeliveries => "receiveDeliveries",
             Operation::AckLeases => "ackLeases",
             Operation::AckLease => "ackLease",
             Operation::NackLease => "nackLease",
             Operation::RejectLease => "rejectLease",
+            Operation::ExtendLease => "extendLease",
+            Operation::ReleaseLease => "releaseLease",
             Operation::ListDeadLetters => "listDeadLetters",
             Operation::PurgeDeadLetters => "purgeDeadLetters",
             Operation::RedriveDeadLetters => "redriveDeadLetters",
@@ -247,6 +259,12 @@ pub const ROUTES: &[Route] = &[
     route(Get, "/v1/groups", Operation::ListGroups, Refused),
     route(Get, "/v1/groups/{group}", Operation::DescribeGroup, Refused),
     route(
+        Delete,
+        "/v1/groups/{group}",
+        Operation::DeleteGroup,
+        Refused,
+    ),
+    route(
         Post,
         "/v1/groups/{group}/reset",
         Operation::ResetGroup,
@@ -286,6 +304,12 @@ pub const ROUTES: &[Route] = &[
     route(Post, "/v1/queues", Operation::CreateQueue, Refused),
     route(Get, "/v1/queues/{group}", Operation::DescribeQueue, Refused),
     route(
+        Delete,
+        "/v1/queues/{group}",
+        Operation::DeleteQueue,
+        Refused,
+    ),
+    route(
         Post,
         "/v1/queues/{group}/receive",
         Operation::ReceiveDeliveries,
@@ -308,6 +332,18 @@ pub const ROUTES: &[Route] = &[
         Post,
         "/v1/queues/{group}/leases/{lease}/reject",
         Operation::RejectLease,
+        Taken,
+    ),
+    route(
+        Post,
+        "/v1/queues/{group}/leases/{lease}/extend",
+        Operation::ExtendLease,
+        Taken,
+    ),
+    route(
+        Post,
+        "/v1/queues/{group}/leases/{lease}/release",
+        Operation::ReleaseLease,
         Taken,
     ),
     route(

@@ -122,6 +122,8 @@ fn queue() -> Queue {
             retrying: 0,
         }],
         lag: 2,
+        in_flight: 1,
+        redriven: 0,
         dead_letters: 0,
         counters: QueueCounters {
             acked: 1,
@@ -130,6 +132,8 @@ fn queue() -> Queue {
             expired: 0,
             nacked: 0,
             redelivered: 0,
+            redriven: 0,
+            released: 1,
         },
     }
 }
@@ -292,6 +296,7 @@ fn queues() {
             backoff_factor: Some(4),
             backoff_max_ms: Some(5),
             key_ordering: Some(true),
+            from: Some("latest".into()),
         },
     );
     let delivery = Delivery {
@@ -359,6 +364,20 @@ fn queues() {
     );
     check("RedriveAnswer", RedriveAnswer { redriven: 1 });
     check("PurgeAnswer", PurgeAnswer { purged: 2 });
+    check("ExtendRequest", ExtendRequest { timeout_ms: 60_000 });
+    check(
+        "ExtendAnswer",
+        ExtendAnswer {
+            deadline_ms: 1_700_000_000_000,
+            lease: "0.1.2".into(),
+        },
+    );
+    check(
+        "DeleteQueueAnswer",
+        DeleteQueueAnswer {
+            dead_letters_dropped: 3,
+        },
+    );
 }
 
 #[test]

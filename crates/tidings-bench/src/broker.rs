@@ -174,7 +174,12 @@ async fn queue(dir: &Path, consumers: usize, events: u64) -> Result<()> {
     let mut topic = spec(1, FsyncPolicy::Always);
     topic.dedup_window = None;
     broker.create_topic("jobs", topic)?;
-    broker.create_queue_group("workers", "jobs", QueueConfig::default())?;
+    broker.create_queue_group(
+        "workers",
+        "jobs",
+        QueueConfig::default(),
+        StartPosition::Earliest,
+    )?;
     prefill(&broker, "jobs", events).await?;
     let acked = Arc::new(AtomicU64::new(0));
     let start = Instant::now();

@@ -66,6 +66,9 @@ pub struct Polled {
     pub assignment: Vec<PartitionId>,
     /// Events from those partitions, in order within each partition.
     pub entries: Vec<Entry>,
+    /// Where the member reads next in each of its partitions, after these
+    /// events: what it commits to go on from here.
+    pub positions: Vec<(PartitionId, Offset)>,
 }
 
 /// One member, as [`Broker::describe_group`] shows it.
@@ -209,6 +212,8 @@ struct Member {
     start: StartPosition,
     partitions: Vec<u32>,
     positions: HashMap<u32, Offset>,
+    /// Polls so far: which partition a poll reads first.
+    turn: usize,
 }
 
 #[derive(Debug)]
@@ -221,6 +226,8 @@ pub(crate) struct Group {
     /// The topic's partition count at the last assignment; a topic that gained
     /// partitions since is rebalanced.
     assigned: u32,
+    /// Deleted: whoever still holds it finds it gone.
+    deleted: bool,
 }
 
 /// Every group, by name.
@@ -341,6 +348,7 @@ impl Groups {
                 members: BTreeMap::new(),
                 committed,
                 assigned: 0,
+                deleted: false,
             };
             groups
                 .groups
@@ -375,6 +383,7 @@ impl Groups {
                         members: BTreeMap::new(),
                         committed: BTreeMap::new(),
                         assigned: 0,
+                        deleted: false,
                     }))
                 }),
         );
@@ -470,6 +479,9 @@ impl Broker {
     }
 
     fn persist(&self, g: &Group) -> Result<(), GroupError> {
+        if g.deleted {
+            return Err(GroupError::UnknownGroup(g.name.to_string()));
+        }
         let path = path(&self.dir, &g.name);
         let write = || -> io::Result<()> {
             std::fs::create_dir_all(path.parent().expect("a directory"))?;
@@ -512,7 +524,13 @@ impl Broker {
             )));
         }
         let t = self.group_topic(topic)?;
-        let g = self.groups.get_or_create(&name, &t.name)?;
+        let g = loop {
+            let g = self.groups.get_or_create(&name, &t.name)?;
+            // A group deleted after it was looked up is created anew.
+            if !g.lock().expect("group lock").deleted {
+                break g;
+            }
+        };
         let mut g = g.lock().expect("group lock");
         let n = self
             .groups
@@ -527,6 +545,7 @@ impl Broker {
                 start: options.start,
                 partitions: Vec::new(),
                 positions: HashMap::new(),
+                turn: 0,
             },
         );
         if let Err(e) = self.settle(&mut g, true) {
@@ -579,6 +598,27 @@ impl Broker {
         wait: Duration,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<Polled, GroupError> {
+        self.poll_limited(group, member, max_bytes, usize::MAX, wait, stop)
+            .await
+    }
+
+    /// [`poll_until`](Self::poll_until) answering at most `max_events`
+    /// events. The partitions take turns being read first, so a busy one
+    /// does not starve the others of a small limit.
+    pub async fn poll_limited(
+        &self,
+        group: &str,
+        member: &str,
+        max_bytes: usize,
+        max_events: usize,
+        wait: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Polled, GroupError> {
+        if max_events == 0 {
+            return Err(GroupError::InvalidOptions(
+                "a poll takes at least one event".into(),
+            ));
+        }
         let deadline = tokio::time::Instant::now() + wait;
         let mut stop = std::pin::pin!(stop);
         loop {
@@ -588,8 +628,11 @@ impl Broker {
                 let now = self.clock.now().0;
                 let m = g.members.get_mut(member).expect("checked");
                 m.last_seen = now;
-                let positions: Vec<(u32, Offset)> =
+                m.turn = m.turn.wrapping_add(1);
+                let mut positions: Vec<(u32, Offset)> =
                     m.partitions.iter().map(|p| (*p, m.positions[p])).collect();
+                let first = m.turn % positions.len().max(1);
+                positions.rotate_left(first);
                 (g.generation, g.topic.clone(), positions)
             };
             let mut entries = Vec::new();
@@ -606,9 +649,19 @@ impl Broker {
                     next.push((p, pos));
                     continue;
                 }
+                let room = max_events - entries.len();
+                if room == 0 {
+                    next.push((p, pos));
+                    continue;
+                }
                 let read = self.read(topic.as_str(), PartitionId(p), pos, share)?;
+                let read: Vec<Entry> = read
+                    .into_iter()
+                    .filter(|e| e.offset >= pos)
+                    .take(room)
+                    .collect();
                 let after = read.last().map_or(pos, |e| e.offset.next());
-                entries.extend(read.into_iter().filter(|e| e.offset >= pos));
+                entries.extend(read);
                 next.push((p, after));
             }
             {
@@ -624,11 +677,17 @@ impl Broker {
                     }
                 }
             }
-            let assignment = positions.iter().map(|(p, _)| PartitionId(*p)).collect();
+            let mut assignment: Vec<PartitionId> =
+                positions.iter().map(|(p, _)| PartitionId(*p)).collect();
+            assignment.sort_unstable();
+            let mut positions: Vec<(PartitionId, Offset)> =
+                next.iter().map(|(p, o)| (PartitionId(*p), *o)).collect();
+            positions.sort_unstable();
             let polled = Polled {
                 generation,
                 assignment,
                 entries,
+                positions,
             };
             if !polled.entries.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(polled);
@@ -751,6 +810,43 @@ impl Broker {
         if let Err(e) = self.persist(&g) {
             g.committed = before;
             return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Deletes a group and its committed offsets, durably. Only while it has
+    /// no members, as Kafka's DeleteGroups.
+    pub fn delete_group(&self, group: &str) -> Result<(), GroupError> {
+        let g = self.group(group)?;
+        let mut locked = g.lock().expect("group lock");
+        if locked.deleted {
+            return Err(GroupError::UnknownGroup(group.to_owned()));
+        }
+        self.settle(&mut locked, false)?;
+        if !locked.members.is_empty() {
+            return Err(GroupError::Active {
+                group: group.to_owned(),
+                members: locked.members.len(),
+            });
+        }
+        let path = path(&self.dir, &locked.name);
+        let removed = match std::fs::remove_file(&path) {
+            Ok(()) => format::sync_dir(path.parent().expect("a directory")),
+            // A group that never committed has no file.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        removed.map_err(|source| GroupError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        locked.deleted = true;
+        let mut groups = self.groups.groups.lock().expect("groups lock");
+        if groups
+            .get(group)
+            .is_some_and(|current| Arc::ptr_eq(current, &g))
+        {
+            groups.remove(group);
         }
         Ok(())
     }

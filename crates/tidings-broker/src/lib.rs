@@ -76,8 +76,9 @@ pub use groups::{
 pub use names::GroupName;
 pub use queue::{
     Backoff, DeadLetter, Delivery, LeaseId, QueueConfig, QueueCounters, QueueError,
-    QueuePartitionStats, QueueStats, ACK_TIMEOUT_MAX, DLQ_HEADER_PREFIX, ERROR_TEXT_BYTES_MAX,
-    MAX_DELIVERIES_MAX, NACK_DELAY_MAX, QUEUE_WINDOW_MAX,
+    QueuePartitionStats, QueueStats, RedriveTarget, ACK_TIMEOUT_MAX, DLQ_HEADER_PREFIX,
+    ERROR_TEXT_BYTES_MAX, MAX_DELIVERIES_MAX, NACK_DELAY_MAX, ORIGIN_OFFSET, ORIGIN_PARTITION,
+    QUEUE_WINDOW_MAX,
 };
 pub use read::{Entry, Payload};
 pub use settings::DEDUP_WINDOW_MAX;

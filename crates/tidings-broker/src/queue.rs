@@ -47,7 +47,7 @@ mod dead_letters;
 mod delivery;
 mod state;
 
-pub use dead_letters::DLQ_HEADER_PREFIX;
+pub use dead_letters::{RedriveTarget, DLQ_HEADER_PREFIX, ORIGIN_OFFSET, ORIGIN_PARTITION};
 use state::QueueState;
 
 /// Most offsets a queue group may hold unresolved beyond its ack floor, per
@@ -217,6 +217,14 @@ pub enum QueueError {
     /// The broker is shutting down and hands out no more leases.
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// The group has deliveries out and was not deleted.
+    #[error("queue group {group} has {leased} leased deliveries; wait for their answers or force the deletion")]
+    Busy {
+        /// The group.
+        group: String,
+        /// Deliveries leased now.
+        leased: usize,
+    },
     /// The state file could not be written or read.
     #[error("queue state file {path}: {reason}")]
     State {
@@ -240,6 +248,7 @@ impl QueueError {
             QueueError::LeaseExpired(_) => ErrorKind::LeaseExpired,
             QueueError::Read(e) => e.kind(),
             QueueError::ShuttingDown => ErrorKind::ShuttingDown,
+            QueueError::Busy { .. } => ErrorKind::GroupActive,
             QueueError::DeadLetterTopic(e) => e.kind(),
             QueueError::DeadLetter(_) | QueueError::State { .. } => ErrorKind::StorageFailed,
         }
@@ -312,6 +321,10 @@ pub struct QueueCounters {
     pub expired: u64,
     /// Events dead-lettered (after max deliveries or by reject).
     pub dead_lettered: u64,
+    /// Deliveries given back unhandled by a stopping consumer.
+    pub released: u64,
+    /// Dead letters redriven to the group.
+    pub redriven: u64,
 }
 
 /// One partition of a queue group, as [`Broker::queue_stats`] shows it.
@@ -343,6 +356,9 @@ pub struct QueueStats {
     pub config: QueueConfig,
     /// Per partition.
     pub partitions: Vec<QueuePartitionStats>,
+    /// The redrive lane: dead letters redriven to the group (offsets of its
+    /// retry topic), as a partition's progress.
+    pub redriven: QueuePartitionStats,
     /// Dead letters not yet redriven or purged.
     pub dead_letters: u64,
     /// Since the broker started.
@@ -361,6 +377,8 @@ pub(crate) struct QueueGroup {
     /// Size of the last snapshot written or read.
     snapshot_bytes: u64,
     journal: Arc<Journal>,
+    /// Deleted: whoever still holds it finds it gone.
+    deleted: bool,
 }
 
 fn journal_path(dir: &Path, group: &GroupName) -> PathBuf {
@@ -461,6 +479,7 @@ impl Queues {
                 generation: snapshot.generation,
                 snapshot_bytes: bytes.len() as u64,
                 journal: Arc::new(journal),
+                deleted: false,
             };
             queues
                 .groups
@@ -469,6 +488,18 @@ impl Queues {
                 .insert(name, Arc::new(tokio::sync::Mutex::new(group)));
         }
         Ok(queues)
+    }
+
+    /// The group `name`, locked; one deleted while this waited is unknown.
+    async fn lock(
+        &self,
+        name: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<QueueGroup>, QueueError> {
+        let g = self.get(name)?.lock_owned().await;
+        if g.deleted {
+            return Err(QueueError::UnknownGroup(name.to_owned()));
+        }
+        Ok(g)
     }
 
     fn get(&self, name: &str) -> Result<Arc<tokio::sync::Mutex<QueueGroup>>, QueueError> {

@@ -8,7 +8,7 @@ use tidings_api::{
     TopicSettings,
 };
 
-use crate::output::{json, Progress};
+use crate::output::{json, plural, Progress};
 use crate::Ctx;
 
 #[derive(Debug, Args, Default)]
@@ -54,20 +54,28 @@ pub(crate) enum Topics {
     List,
     /// Create a topic.
     Create {
+        /// The topic's name: letters, digits, '.', '_' and '-'.
         name: String,
         #[command(flatten)]
         settings: Settings,
     },
     /// Show a topic's configuration and partitions.
-    Describe { name: String },
+    Describe {
+        /// The topic.
+        name: String,
+    },
     /// Change a topic's settings.
     Alter {
+        /// The topic.
         name: String,
         #[command(flatten)]
         settings: Settings,
     },
     /// Delete a topic and its events.
-    Delete { name: String },
+    Delete {
+        /// The topic.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,14 +83,52 @@ pub(crate) enum Groups {
     /// List stream groups with their lag.
     List,
     /// Show a group's members, committed offsets and lag.
-    Describe { group: String },
+    Describe {
+        /// The group.
+        group: String,
+    },
     /// Move a group's committed offsets (it must have no members): replay.
     Reset {
+        /// The group.
         group: String,
         /// earliest, latest, an offset or an RFC 3339 time.
         #[arg(long)]
         to: String,
     },
+    /// Delete a group and its committed offsets (it must have no members).
+    Delete {
+        /// The group.
+        group: String,
+    },
+}
+
+/// How a queue group delivers and retries; absent ones take the server's
+/// defaults.
+#[derive(Debug, Args)]
+pub(crate) struct QueueSettings {
+    /// Lease length in milliseconds: an event not answered by then is another
+    /// attempt's.
+    #[arg(long, value_name = "MS")]
+    ack_timeout_ms: Option<u64>,
+    /// Attempts before an event is dead-lettered.
+    #[arg(long, value_name = "N")]
+    max_deliveries: Option<u32>,
+    /// Delay before the first retry, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    backoff_initial_ms: Option<u64>,
+    /// Growth of the delay per attempt, 1 to 10.
+    #[arg(long, value_name = "N")]
+    backoff_factor: Option<u32>,
+    /// Longest delay between attempts, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    backoff_max_ms: Option<u64>,
+    /// At most one event per key in flight.
+    #[arg(long)]
+    key_ordering: bool,
+    /// Where delivery starts: earliest (every stored event), latest (only
+    /// events published from now on) or an RFC 3339 time.
+    #[arg(long, default_value = "earliest")]
+    from: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,33 +137,50 @@ pub(crate) enum Queues {
     List,
     /// Create a queue group on a topic.
     Create {
+        /// The group's name.
         name: String,
         /// The topic it consumes.
         #[arg(long)]
         topic: String,
-        /// Lease length in milliseconds.
-        #[arg(long)]
-        ack_timeout_ms: Option<u64>,
-        /// Attempts before an event is dead-lettered.
-        #[arg(long)]
-        max_deliveries: Option<u32>,
-        /// At most one event per key in flight.
-        #[arg(long)]
-        key_ordering: bool,
+        #[command(flatten)]
+        settings: QueueSettings,
     },
     /// Show a queue group's progress and counters.
-    Describe { name: String },
+    Describe {
+        /// The group.
+        name: String,
+    },
+    /// Delete a queue group with its dead letters (refused while deliveries
+    /// are leased, unless --force).
+    Delete {
+        /// The group.
+        name: String,
+        /// Delete even while deliveries are leased.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Dlq {
     /// List a queue group's dead letters.
-    List { queue: String },
-    /// Show one dead letter.
-    Show { queue: String, offset: u64 },
-    /// Publish dead letters again, to their topic or --to another.
-    Redrive {
+    List {
+        /// The queue group.
         queue: String,
+    },
+    /// Show one dead letter.
+    Show {
+        /// The queue group.
+        queue: String,
+        /// The dead letter's offset, as `dlq list` shows it.
+        offset: u64,
+    },
+    /// Deliver dead letters again to their queue group only, or with --to
+    /// publish them to a topic for all its consumers.
+    Redrive {
+        /// The queue group.
+        queue: String,
+        /// Publish them to this topic instead (the one they came from too).
         #[arg(long)]
         to: Option<String>,
         /// At most this many.
@@ -125,7 +188,10 @@ pub(crate) enum Dlq {
         max: Option<usize>,
     },
     /// Drop every dead letter.
-    Purge { queue: String },
+    Purge {
+        /// The queue group.
+        queue: String,
+    },
 }
 
 fn topic_line(t: &Topic) -> String {
@@ -143,12 +209,28 @@ fn topic_line(t: &Topic) -> String {
     )
 }
 
+/// A topic's settings in words.
+fn config_text(c: &tidings_api::TopicConfig) -> String {
+    let or_none =
+        |v: Option<u64>, unit: &str| v.map_or("none".to_owned(), |v| format!("{v} {unit}"));
+    format!(
+        "fsync {}, segments of {} bytes, retention by age {}, by size {}, dedup window {}",
+        c.fsync,
+        c.segment_bytes,
+        or_none(c.retention_ms, "ms"),
+        or_none(c.retention_bytes, "bytes"),
+        c.dedup_window_ms
+            .map_or("off".to_owned(), |v| format!("{v} ms")),
+    )
+}
+
 pub(crate) async fn topics(ctx: &mut Ctx, t: Topics) -> Result<()> {
     match t {
         Topics::List => {
             let answer = ctx.client.list_topics().await?;
-            ctx.out
-                .answer(&answer, |a| lines(a.topics.iter().map(topic_line)))
+            ctx.out.answer(&answer, |a| {
+                lines_or(a.topics.iter().map(topic_line), "no topics")
+            })
         }
         Topics::Create { name, settings } => {
             let create = CreateTopic {
@@ -163,7 +245,7 @@ pub(crate) async fn topics(ctx: &mut Ctx, t: Topics) -> Result<()> {
             let answer = ctx.client.describe_topic(&name).await?;
             ctx.out.answer(&answer, |a| {
                 let mut s = topic_line(a);
-                s.push_str(&format!("\nconfig: {}", json(&a.config)));
+                s.push_str(&format!("\n  {}", config_text(&a.config)));
                 for p in &a.partitions {
                     s.push_str(&format!(
                         "\n  partition {}: offsets {}..{}, {} bytes",
@@ -191,6 +273,16 @@ fn lines(items: impl Iterator<Item = String>) -> String {
     items.collect::<Vec<_>>().join("\n")
 }
 
+/// Lines joined, one per item, or `empty` when there is none.
+fn lines_or(items: impl Iterator<Item = String>, empty: &str) -> String {
+    let text = lines(items);
+    if text.is_empty() {
+        empty.to_owned()
+    } else {
+        text
+    }
+}
+
 fn group_text(g: &Group) -> String {
     let mut s = format!(
         "{}\ttopic {}\tgeneration {}\t{} members\tlag {}",
@@ -204,7 +296,7 @@ fn group_text(g: &Group) -> String {
         s.push_str(&format!(
             "\n  partition {}: committed {}, high-watermark {}, lag {}",
             p.partition,
-            json(&p.committed),
+            p.committed.map_or("nothing".to_owned(), |c| c.to_string()),
             p.high_watermark,
             p.lag
         ));
@@ -216,8 +308,9 @@ pub(crate) async fn groups(ctx: &mut Ctx, g: Groups) -> Result<()> {
     match g {
         Groups::List => {
             let answer = ctx.client.list_groups().await?;
-            ctx.out
-                .answer(&answer, |a| lines(a.groups.iter().map(group_text)))
+            ctx.out.answer(&answer, |a| {
+                lines_or(a.groups.iter().map(group_text), "no stream groups")
+            })
         }
         Groups::Describe { group } => {
             let answer = ctx.client.describe_group(&group).await?;
@@ -227,51 +320,97 @@ pub(crate) async fn groups(ctx: &mut Ctx, g: Groups) -> Result<()> {
             let answer = ctx.client.reset_group(&group, &to).await?;
             ctx.out.answer(&answer, group_text)
         }
+        Groups::Delete { group } => {
+            ctx.client.delete_group(&group).await?;
+            ctx.out.answer(&json!({ "deleted": group }), |_| {
+                format!("deleted group {group}")
+            })
+        }
     }
 }
 
 fn queue_text(q: &Queue) -> String {
     format!(
-        "{}\ttopic {}\tlag {}\tdead letters {}\tcounters {}",
-        q.name,
-        q.topic,
-        q.lag,
-        q.dead_letters,
-        json(&q.counters)
+        "{}\ttopic {}\tlag {}\tin flight {}\tredriven {}\tdead letters {}",
+        q.name, q.topic, q.lag, q.in_flight, q.redriven, q.dead_letters
     )
+}
+
+/// A queue group with its settings, counters and partitions.
+fn queue_details(q: &Queue) -> String {
+    let c = &q.config;
+    let n = &q.counters;
+    let mut s = queue_text(q);
+    s.push_str(&format!(
+        "\n  leases of {} ms, {} attempts, backoff {} ms ×{} up to {} ms{}",
+        c.ack_timeout_ms,
+        c.max_deliveries,
+        c.backoff_initial_ms,
+        c.backoff_factor,
+        c.backoff_max_ms,
+        if c.key_ordering {
+            ", one event per key at a time"
+        } else {
+            ""
+        }
+    ));
+    s.push_str(&format!(
+        "\n  since the server started: {} delivered ({} again), {} acked, {} nacked, {} expired, {} released, {} dead-lettered, {} redriven",
+        n.delivered, n.redelivered, n.acked, n.nacked, n.expired, n.released, n.dead_lettered, n.redriven
+    ));
+    for p in &q.partitions {
+        s.push_str(&format!(
+            "\n  partition {}: acked below {}, high-watermark {}, lag {}, in flight {}, retrying {}",
+            p.partition, p.ack_floor, p.high_watermark, p.lag, p.in_flight, p.retrying
+        ));
+    }
+    s
 }
 
 pub(crate) async fn queues(ctx: &mut Ctx, q: Queues) -> Result<()> {
     match q {
         Queues::List => {
             let answer = ctx.client.list_queues().await?;
-            ctx.out
-                .answer(&answer, |a| lines(a.queues.iter().map(queue_text)))
+            ctx.out.answer(&answer, |a| {
+                lines_or(a.queues.iter().map(queue_text), "no queue groups")
+            })
         }
         Queues::Create {
             name,
             topic,
-            ack_timeout_ms,
-            max_deliveries,
-            key_ordering,
+            settings: s,
         } => {
             let create = CreateQueue {
                 name,
                 topic,
-                ack_timeout_ms,
-                max_deliveries,
-                backoff_initial_ms: None,
-                backoff_factor: None,
-                backoff_max_ms: None,
-                key_ordering: Some(key_ordering),
+                ack_timeout_ms: s.ack_timeout_ms,
+                max_deliveries: s.max_deliveries,
+                backoff_initial_ms: s.backoff_initial_ms,
+                backoff_factor: s.backoff_factor,
+                backoff_max_ms: s.backoff_max_ms,
+                key_ordering: Some(s.key_ordering),
+                from: Some(s.from),
             };
             let answer = ctx.client.create_queue(&create).await?;
             ctx.out
-                .answer(&answer, |a| format!("created {}", queue_text(a)))
+                .answer(&answer, |a| format!("created {}", queue_details(a)))
         }
         Queues::Describe { name } => {
             let answer = ctx.client.describe_queue(&name).await?;
-            ctx.out.answer(&answer, queue_text)
+            ctx.out.answer(&answer, queue_details)
+        }
+        Queues::Delete { name, force } => {
+            let answer = ctx.client.delete_queue(&name, force).await?;
+            ctx.out.answer(&answer, |a| {
+                let mut line = format!("deleted queue group {name}");
+                if a.dead_letters_dropped > 0 {
+                    line.push_str(&format!(
+                        " and {}",
+                        plural(a.dead_letters_dropped, "dead letter")
+                    ));
+                }
+                line
+            })
         }
     }
 }
@@ -305,7 +444,10 @@ pub(crate) async fn dlq(ctx: &mut Ctx, d: Dlq) -> Result<()> {
                 .dead_letters(&queue, &DeadLetterQuery::default())
                 .await?;
             ctx.out.answer(&answer, |a| {
-                lines(a.dead_letters.iter().map(dead_letter_text))
+                lines_or(
+                    a.dead_letters.iter().map(dead_letter_text),
+                    &format!("no dead letters in {queue}"),
+                )
             })
         }
         Dlq::Show { queue, offset } => {
@@ -318,17 +460,32 @@ pub(crate) async fn dlq(ctx: &mut Ctx, d: Dlq) -> Result<()> {
             let mut progress = Progress::new("dead letters redriven", None);
             let answer = ctx
                 .client
-                .redrive(&queue, &RedriveRequest { max, to })
+                .redrive(
+                    &queue,
+                    &RedriveRequest {
+                        max,
+                        to: to.clone(),
+                    },
+                )
                 .await?;
             progress.advance(answer.redriven as u64);
             progress.finish();
-            ctx.out
-                .answer(&answer, |a| format!("redrove {} dead letters", a.redriven))
+            let to_where = match &to {
+                Some(topic) => format!("published to {topic}"),
+                None => format!("delivered again to {queue}"),
+            };
+            ctx.out.answer(&answer, |a| {
+                format!(
+                    "redrove {}: {to_where}",
+                    plural(a.redriven as u64, "dead letter")
+                )
+            })
         }
         Dlq::Purge { queue } => {
             let answer = ctx.client.purge(&queue).await?;
-            ctx.out
-                .answer(&answer, |a| format!("purged {} dead letters", a.purged))
+            ctx.out.answer(&answer, |a| {
+                format!("purged {}", plural(a.purged, "dead letter"))
+            })
         }
     }
 }

@@ -21,6 +21,7 @@ mod output;
 mod publish;
 mod read;
 mod send;
+mod signals;
 mod store;
 
 use output::{Mode, Output};
@@ -97,6 +98,12 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        // Stopped by Ctrl-C or SIGTERM, after cleaning up: the status an
+        // interrupted command has.
+        Err(e) if e.downcast_ref::<signals::Interrupted>().is_some() => {
+            let signals::Interrupted(n) = e.downcast_ref().expect("checked");
+            ExitCode::from(u8::try_from(128 + n).unwrap_or(1))
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

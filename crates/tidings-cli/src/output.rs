@@ -97,8 +97,7 @@ impl<W: Write> Output<W> {
                 let field = |f: fn(&RawRecord) -> &Option<String>| {
                     record
                         .and_then(|r| f(r).as_deref())
-                        .unwrap_or("null")
-                        .to_owned()
+                        .map_or_else(|| "(none)".to_owned(), raw_text)
                 };
                 writeln!(
                     self.out,
@@ -114,6 +113,17 @@ impl<W: Write> Output<W> {
     pub(crate) fn flush(&mut self) -> Result<()> {
         self.out.flush()?;
         Ok(())
+    }
+}
+
+/// A raw record's key or value (base64 in the API) as text when it is UTF-8
+/// without control characters, else as `base64:<the base64>`.
+fn raw_text(b64: &str) -> String {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64);
+    match bytes.ok().and_then(|b| String::from_utf8(b).ok()) {
+        Some(text) if !text.chars().any(|c| c.is_control() && c != '\t') => text,
+        _ => format!("base64:{b64}"),
     }
 }
 
@@ -272,13 +282,25 @@ mod tests {
                 ..stored(Value::Null)
             })
             .unwrap();
+            o.event(&StoredEvent {
+                event: None,
+                record: Some(RawRecord {
+                    headers: vec![],
+                    key: None,
+                    // Not UTF-8: 0xff 0xfe.
+                    value: Some("//4=".into()),
+                }),
+                ..stored(Value::Null)
+            })
+            .unwrap();
         });
         assert_eq!(
             text,
             "1@4\torder.placed\to-1\tplain\n\
              1@4\torder.placed\to-1\t{\"total\":5}\n\
              1@4\torder.placed\to-1\tx lease=1.4.9 attempt=2\n\
-             1@4\t(raw record)\tkey=a2V5\tvalue=null\n"
+             1@4\t(raw record)\tkey=key\tvalue=(none)\n\
+             1@4\t(raw record)\tkey=(none)\tvalue=base64://4=\n"
         );
     }
 

@@ -335,14 +335,32 @@ impl Client {
         method: Method,
         path: &str,
     ) -> Result<EventStream<T>, ClientError> {
+        self.stream_after(method, path, None).await
+    }
+
+    /// [`stream`](Self::stream), resumed after `last_event_id` when given.
+    async fn stream_after<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<EventStream<T>, ClientError> {
         let what = format!("{method} {path}");
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header(HOST, self.conn.host())
-            .header(ACCEPT, "text/event-stream")
+            .header(ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let request = request
             .body(http_body_util::Full::new(Bytes::new()))
-            .expect("a valid request");
+            .map_err(|e| ClientError::Unexpected {
+                what: what.clone(),
+                status: 0,
+                body: e.to_string(),
+            })?;
         let response = self.conn.open_stream(request, &what).await?;
         let status = response.status();
         if status.is_client_error() || status.is_server_error() {
@@ -516,8 +534,20 @@ impl Client {
         topic: &str,
         query: &ReadQuery,
     ) -> Result<EventStream<StoredEvent>, ClientError> {
+        self.follow_events_after(topic, query, None).await
+    }
+
+    /// [`follow_events`](Self::follow_events) resumed where an earlier stream
+    /// left off: `last_event_id` is its [`EventStream::last_event_id`] (or
+    /// positions written the same way, `<partition>:<next offset>,...`).
+    pub async fn follow_events_after(
+        &self,
+        topic: &str,
+        query: &ReadQuery,
+        last_event_id: Option<&str>,
+    ) -> Result<EventStream<StoredEvent>, ClientError> {
         let path = with_query(format!("/v1/topics/{}/events", seg(topic)), query);
-        self.stream(Method::GET, &path).await
+        self.stream_after(Method::GET, &path, last_event_id).await
     }
 
     // Stream groups.
@@ -537,6 +567,12 @@ impl Client {
         let path = format!("/v1/groups/{}/reset", seg(group));
         let body = Body::json(&ResetRequest { to: to.to_owned() });
         self.json(Method::POST, &path, body, Duration::ZERO).await
+    }
+
+    /// `DELETE /v1/groups/{group}`: a group without members, and its offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/groups/{}", seg(group));
+        self.empty(Method::DELETE, &path, Body::empty()).await
     }
 
     /// `POST /v1/groups/{group}/members`: joins, creating the group on first join.
@@ -612,6 +648,41 @@ impl Client {
     /// `GET /v1/queues/{group}`.
     pub async fn describe_queue(&self, group: &str) -> Result<Queue, ClientError> {
         self.get(&format!("/v1/queues/{}", seg(group))).await
+    }
+
+    /// `DELETE /v1/queues/{group}`: the group, its dead letters and its retry
+    /// topic; `force` deletes it even while deliveries are leased.
+    pub async fn delete_queue(
+        &self,
+        group: &str,
+        force: bool,
+    ) -> Result<DeleteQueueAnswer, ClientError> {
+        let query = DeleteQueueQuery {
+            force: force.then_some(true),
+        };
+        let path = with_query(format!("/v1/queues/{}", seg(group)), &query);
+        self.json(Method::DELETE, &path, Body::empty(), Duration::ZERO)
+            .await
+    }
+
+    /// `POST /v1/queues/{group}/leases/{lease}/extend`: the lease runs out
+    /// `timeout_ms` from now.
+    pub async fn extend(
+        &self,
+        group: &str,
+        lease: &str,
+        timeout_ms: u64,
+    ) -> Result<ExtendAnswer, ClientError> {
+        let path = format!("/v1/queues/{}/leases/{}/extend", seg(group), seg(lease));
+        self.send_json(Method::POST, &path, &ExtendRequest { timeout_ms })
+            .await
+    }
+
+    /// `POST /v1/queues/{group}/leases/{lease}/release`: the event goes back
+    /// unhandled, due at once, the delivery not counted as an attempt.
+    pub async fn release(&self, group: &str, lease: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/queues/{}/leases/{}/release", seg(group), seg(lease));
+        self.empty(Method::POST, &path, Body::empty()).await
     }
 
     /// `POST /v1/queues/{group}/receive`: due events under leases, waiting up

@@ -15,11 +15,13 @@ use crate::ClientError;
 /// Longest line a stream may send: far beyond any item the API sends.
 const LINE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// One message of a stream: its event type (empty for the default) and data.
+/// One message of a stream: its event type (empty for the default), data,
+/// and the stream's last event id once it was read.
 #[derive(Debug, PartialEq, Eq)]
 struct Message {
     event: String,
     data: String,
+    id: Option<String>,
 }
 
 /// The text/event-stream format, fed with bytes as they arrive: lines end in
@@ -30,6 +32,8 @@ struct Parser {
     buffer: BytesMut,
     event: String,
     data: String,
+    /// The last event id: it outlives its message, as the specification says.
+    id: Option<String>,
 }
 
 impl Parser {
@@ -55,7 +59,11 @@ impl Parser {
                 let data = std::mem::take(&mut self.data);
                 let event = std::mem::take(&mut self.event);
                 if !data.is_empty() {
-                    return Some(Message { event, data });
+                    return Some(Message {
+                        event,
+                        data,
+                        id: self.id.clone(),
+                    });
                 }
                 continue;
             }
@@ -69,7 +77,9 @@ impl Parser {
                     }
                     self.data.push_str(value);
                 }
-                // Comments (keep-alives), ids and retry hints carry no item.
+                // An id with NUL is ignored, as the specification says.
+                "id" if !value.contains('\0') => self.id = Some(value.to_owned()),
+                // Comments (keep-alives) and retry hints carry no item.
                 _ => {}
             }
         }
@@ -83,6 +93,8 @@ pub struct EventStream<T> {
     what: String,
     parser: Parser,
     done: bool,
+    /// The id of the last item handed out.
+    last_id: Option<String>,
     item: PhantomData<fn() -> T>,
 }
 
@@ -93,6 +105,7 @@ impl<T: DeserializeOwned> EventStream<T> {
             what,
             parser: Parser::default(),
             done: false,
+            last_id: None,
             item: PhantomData,
         }
     }
@@ -129,7 +142,14 @@ impl<T: DeserializeOwned> EventStream<T> {
         None
     }
 
+    /// The event id of the last item handed out: give it back as
+    /// `Last-Event-ID` to resume after it.
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
+    }
+
     fn item(&mut self, message: Message) -> Result<T, ClientError> {
+        self.last_id.clone_from(&message.id);
         let decode = |source| ClientError::Decode {
             what: self.what.clone(),
             source,
@@ -162,10 +182,11 @@ mod tests {
         out
     }
 
-    fn message(event: &str, data: &str) -> Message {
+    fn message(event: &str, data: &str, id: Option<&str>) -> Message {
         Message {
             event: event.to_owned(),
             data: data.to_owned(),
+            id: id.map(str::to_owned),
         }
     }
 
@@ -183,9 +204,9 @@ mod tests {
         assert_eq!(
             got,
             [
-                message("", "{\"a\":1}"),
-                message("", "one\ntwo"),
-                message("error", "{\"error_code\":\"x\"}"),
+                message("", "{\"a\":1}", Some("0:4")),
+                message("", "one\ntwo", Some("0:4")),
+                message("error", "{\"error_code\":\"x\"}", Some("0:4")),
             ]
         );
     }

@@ -121,9 +121,20 @@ pub(crate) async fn read(
         None => (0..count).map(PartitionId).collect(),
     };
     if sse::wanted(&headers) {
+        // A stream resumed with `Last-Event-ID` goes on from the positions
+        // its last event named; partitions it does not name start at `from`.
+        let resume = match headers.get("last-event-id") {
+            Some(id) => resume_positions(id, count)?,
+            None => BTreeMap::new(),
+        };
         let mut positions = Vec::with_capacity(partitions.len());
         for p in partitions {
-            positions.push((p, api.broker().position(&topic, p, start)?));
+            let at = match resume.get(&p.0) {
+                // Retention may have removed what the client has not seen.
+                Some(&at) => at.max(api.broker().position(&topic, p, StartPosition::Earliest)?),
+                None => api.broker().position(&topic, p, start)?,
+            };
+            positions.push((p, at));
         }
         let source = Follow {
             broker: Arc::clone(api.broker()),
@@ -169,6 +180,45 @@ pub(crate) async fn read(
     Ok(Json(ReadAnswer { events, next }).into_response())
 }
 
+/// The positions a `Last-Event-ID` of a topic stream names:
+/// `<partition>:<next offset>` for each partition, comma-separated.
+fn resume_positions(
+    id: &axum::http::HeaderValue,
+    partitions: u32,
+) -> Result<BTreeMap<u32, Offset>, ApiError> {
+    let bad = |why: &str| {
+        ApiError::invalid_request(format!(
+            "Last-Event-ID {id:?}: {why}; it is the id of an event of this stream, <partition>:<next offset>,..."
+        ))
+    };
+    let text = id.to_str().map_err(|_| bad("not text"))?;
+    let mut positions = BTreeMap::new();
+    for pair in text.split(',').filter(|p| !p.is_empty()) {
+        let (p, o) = pair.split_once(':').ok_or_else(|| bad("no ':'"))?;
+        let p: u32 = p.parse().map_err(|_| bad("a partition is not a number"))?;
+        let o: u64 = o.parse().map_err(|_| bad("an offset is not a number"))?;
+        if p >= partitions {
+            return Err(bad(&format!("the topic has {partitions} partitions")));
+        }
+        positions.insert(p, Offset(o));
+    }
+    Ok(positions)
+}
+
+/// The id of a topic stream's event: where every partition of the stream
+/// reads next once the event is seen, so a client resuming with it as
+/// `Last-Event-ID` misses nothing and sees nothing twice.
+fn positions_id(positions: &[(PartitionId, Offset)]) -> String {
+    let mut id = String::new();
+    for (p, o) in positions {
+        if !id.is_empty() {
+            id.push(',');
+        }
+        id.push_str(&format!("{}:{}", p.0, o.0));
+    }
+    id
+}
+
 /// A topic followed from a start position, partition by partition in offset
 /// order, as events are appended.
 struct Follow {
@@ -180,17 +230,16 @@ struct Follow {
 impl Source for Follow {
     async fn next(&mut self, stop: &Stop) -> Result<Vec<Item>, ApiError> {
         let mut items = Vec::new();
-        for (p, at) in &mut self.positions {
-            let (broker, topic, partition, from) =
-                (Arc::clone(&self.broker), self.topic.clone(), *p, *at);
+        for i in 0..self.positions.len() {
+            let (partition, from) = self.positions[i];
+            let (broker, topic) = (Arc::clone(&self.broker), self.topic.clone());
             let chunk =
                 blocking(move || Ok(broker.read(&topic, partition, from, READ_CHUNK_BYTES)?))
                     .await?;
             for entry in &chunk {
-                *at = entry.offset.next();
-                items.push(Item::at_offset(
-                    entry.partition.0,
-                    entry.offset.0,
+                self.positions[i].1 = entry.offset.next();
+                items.push(Item::with_id(
+                    positions_id(&self.positions),
                     &wire::stored_event(entry)?,
                 )?);
             }

@@ -84,6 +84,19 @@ pub(crate) async fn describe(
     Ok(Json(group(d)))
 }
 
+/// `DELETE /v1/groups/{group}`: the group and its committed offsets, once it
+/// has no members.
+pub(crate) async fn delete(
+    State(api): State<Api>,
+    PathJson(name): PathJson<String>,
+) -> Result<StatusCode, ApiError> {
+    let broker = Arc::clone(api.broker());
+    let group = name.clone();
+    blocking(move || Ok(broker.delete_group(&group)?)).await?;
+    tracing::info!(group = %name, "group deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `POST /v1/groups/{group}/members`: joins (creating the group on first join).
 pub(crate) async fn join(
     State(api): State<Api>,
@@ -152,20 +165,26 @@ pub(crate) async fn poll(
         .max_bytes
         .unwrap_or(POLL_BYTES_DEFAULT)
         .clamp(1, POLL_BYTES_DEFAULT * 16);
+    let read_max = api.limits().read_events_max;
+    let limit = query.limit.unwrap_or(read_max);
+    if limit == 0 || limit > read_max {
+        return Err(ApiError::invalid_request(format!(
+            "limit={limit}: it must be 1..={read_max}"
+        )));
+    }
     let stop = Stop::server(&api);
     let polled = api
         .broker()
-        .poll_until(&name, &member, max_bytes, wait, stop.wait())
+        .poll_limited(&name, &member, max_bytes, limit, wait, stop.wait())
         .await?;
     Ok(Json(poll_answer(&polled)?).into_response())
 }
 
 fn poll_answer(polled: &Polled) -> Result<PollAnswer, ApiError> {
-    let mut next = BTreeMap::new();
+    let next: BTreeMap<u32, u64> = polled.positions.iter().map(|(p, o)| (p.0, o.0)).collect();
     let mut events = Vec::with_capacity(polled.entries.len());
     for entry in &polled.entries {
         wire::delivered(entry);
-        next.insert(entry.partition.0, entry.offset.0 + 1);
         events.push(wire::stored_event(entry)?);
     }
     Ok(PollAnswer {

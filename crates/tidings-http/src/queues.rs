@@ -12,11 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tidings_api::{
     AckBatchRequest, AckBatchResponse, AckFailure, CreateQueue, DeadLetterList, DeadLetterQuery,
-    ErrorCode, NackRequest, PurgeAnswer, Queue, QueueConfig, QueueCounters, QueueList,
-    QueuePartition, ReceiveAnswer, ReceiveQuery, RedriveAnswer, RedriveRequest, RejectRequest,
-    ACK_BATCH_LEASES_MAX, RECEIVE_MAX,
+    DeleteQueueAnswer, DeleteQueueQuery, ErrorCode, ExtendAnswer, ExtendRequest, NackRequest,
+    PurgeAnswer, Queue, QueueConfig, QueueCounters, QueueList, QueuePartition, ReceiveAnswer,
+    ReceiveQuery, RedriveAnswer, RedriveRequest, RejectRequest, ACK_BATCH_LEASES_MAX, RECEIVE_MAX,
 };
-use tidings_broker::{Backoff, Broker, LeaseId, QueueError, QueueStats};
+use tidings_broker::{
+    Backoff, Broker, LeaseId, QueueError, QueueStats, RedriveTarget, StartPosition,
+};
 use tidings_types::{ErrorKind, Offset};
 
 use crate::extract::{PathJson, QueryJson};
@@ -47,6 +49,8 @@ fn queue(name: String, s: QueueStats) -> Queue {
             max_deliveries: c.max_deliveries,
         },
         lag: s.partitions.iter().map(|p| p.lag).sum(),
+        in_flight: s.partitions.iter().map(|p| p.in_flight).sum::<u64>() + s.redriven.in_flight,
+        redriven: s.redriven.lag,
         partitions: s
             .partitions
             .iter()
@@ -67,6 +71,8 @@ fn queue(name: String, s: QueueStats) -> Queue {
             expired: s.counters.expired,
             nacked: s.counters.nacked,
             redelivered: s.counters.redelivered,
+            redriven: s.counters.redriven,
+            released: s.counters.released,
         },
     }
 }
@@ -91,9 +97,18 @@ pub(crate) async fn create(
         },
         key_ordering: q.key_ordering.unwrap_or(d.key_ordering),
     };
+    let start = match wire::parse_start(q.from.as_deref())? {
+        StartPosition::Offset(_) => {
+            return Err(ApiError::invalid_request(format!(
+                "from={:?}: a queue group reads every partition; give earliest, latest or an RFC 3339 time",
+                q.from.as_deref().unwrap_or_default()
+            )))
+        }
+        start => start,
+    };
     let broker = Arc::clone(api.broker());
     let (name, topic) = (q.name.clone(), q.topic.clone());
-    crate::blocking(move || Ok(broker.create_queue_group(&name, &topic, config)?)).await?;
+    crate::blocking(move || Ok(broker.create_queue_group(&name, &topic, config, start)?)).await?;
     tracing::info!(group = %q.name, topic = %q.topic, "queue group created");
     let stats = api.broker().queue_stats(&q.name).await?;
     Ok((StatusCode::CREATED, Json(queue(q.name, stats))).into_response())
@@ -138,13 +153,26 @@ pub(crate) async fn receive(
     }
     let wait = wire::wait(&api, query.wait_ms)?;
     if sse::wanted(&headers) {
+        let max_in_flight = query.max_in_flight.unwrap_or(STREAM_IN_FLIGHT_DEFAULT);
+        if !(1..=RECEIVE_MAX).contains(&max_in_flight) {
+            return Err(ApiError::invalid_request(format!(
+                "max_in_flight={max_in_flight}: it must be 1..={RECEIVE_MAX}"
+            )));
+        }
         api.broker().queue_stats(&name).await?;
         let source = Deliveries {
             broker: Arc::clone(api.broker()),
             group: name,
             max,
+            max_in_flight,
+            handed: Vec::new(),
         };
         return sse::open(&api, source);
+    }
+    if query.max_in_flight.is_some() {
+        return Err(ApiError::invalid_request(
+            "max_in_flight applies to a stream (Accept: text/event-stream); a receive takes max",
+        ));
     }
     let stop = Stop::server(&api);
     let deliveries = api
@@ -168,22 +196,71 @@ fn delivery(d: &tidings_broker::Delivery) -> Result<tidings_api::Delivery, ApiEr
     })
 }
 
-/// A queue group's deliveries, streamed as events come due.
+/// Deliveries a stream holds unanswered at most, unless it asks otherwise.
+const STREAM_IN_FLIGHT_DEFAULT: usize = 100;
+/// How long a stream at its in-flight limit waits for an answer before it
+/// looks again (answers wake it sooner).
+const STREAM_ANSWER_WAIT: Duration = Duration::from_millis(250);
+
+/// A queue group's deliveries, streamed as events come due, at most
+/// `max_in_flight` unanswered at a time (RabbitMQ's prefetch). When the
+/// stream closes, the deliveries it handed out and still holds are given
+/// back, due at once for another consumer.
 struct Deliveries {
     broker: Arc<Broker>,
     group: String,
     max: usize,
+    max_in_flight: usize,
+    /// Leases handed out and, when last looked at, unanswered.
+    handed: Vec<LeaseId>,
 }
 
 impl Source for Deliveries {
     async fn next(&mut self, stop: &Stop) -> Result<Vec<Item>, ApiError> {
+        self.handed = self.broker.held_leases(&self.group, &self.handed).await?;
+        let room = self.max_in_flight.saturating_sub(self.handed.len());
+        if room == 0 {
+            tokio::select! {
+                () = self.broker.wait_for_answers(STREAM_ANSWER_WAIT) => {}
+                () = stop.wait() => {}
+            }
+            return Ok(Vec::new());
+        }
         let got = self
             .broker
-            .receive_wait_until(&self.group, self.max, sse::SOURCE_WAIT, stop.wait())
+            .receive_wait_until(
+                &self.group,
+                self.max.min(room),
+                sse::SOURCE_WAIT,
+                stop.wait(),
+            )
             .await?;
+        self.handed.extend(got.iter().map(|d| d.lease));
         got.iter()
             .map(|d| Item::at_offset(d.entry.partition.0, d.entry.offset.0, &delivery(d)?))
             .collect()
+    }
+}
+
+impl Drop for Deliveries {
+    fn drop(&mut self) {
+        if self.handed.is_empty() {
+            return;
+        }
+        let (broker, group) = (Arc::clone(&self.broker), self.group.clone());
+        let leases = std::mem::take(&mut self.handed);
+        // Answered ones are skipped: release answers each lease on its own.
+        tokio::spawn(async move {
+            match broker.release(&group, &leases).await {
+                Ok(answers) => {
+                    let released = answers.iter().filter(|a| a.is_ok()).count();
+                    tracing::debug!(%group, released, "a closed stream gave back its deliveries");
+                }
+                Err(e) => {
+                    tracing::warn!(%group, error = %e, "a closed stream could not give back its deliveries")
+                }
+            }
+        });
     }
 }
 
@@ -296,6 +373,55 @@ pub(crate) async fn reject(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /v1/queues/{group}/leases/{lease}/extend`: `{"timeout_ms"}`, the
+/// lease now runs out that long from now.
+pub(crate) async fn extend(
+    State(api): State<Api>,
+    PathJson((name, lease)): PathJson<(String, String)>,
+    headers: HeaderMap,
+    request: Body,
+) -> Result<Json<ExtendAnswer>, ApiError> {
+    let extend: ExtendRequest = body::parse(&headers, request, api.limits().body_bytes_max).await?;
+    let lease = lease_id(&api, &name, &lease)?;
+    let deadline_ms = api
+        .broker()
+        .extend_lease(&name, &lease, Duration::from_millis(extend.timeout_ms))
+        .await?;
+    Ok(Json(ExtendAnswer {
+        deadline_ms,
+        lease: lease.to_string(),
+    }))
+}
+
+/// `POST /v1/queues/{group}/leases/{lease}/release`: gives the event back
+/// unhandled, due at once, without counting the delivery as an attempt.
+pub(crate) async fn release(
+    State(api): State<Api>,
+    PathJson((name, lease)): PathJson<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let lease = lease_id(&api, &name, &lease)?;
+    let mut answers = api.broker().release(&name, &[lease]).await?;
+    answers.pop().expect("one answer per lease")?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/queues/{group}`: the group, its dead letters and its retry
+/// topic; refused while deliveries are leased unless `force=true`.
+pub(crate) async fn delete(
+    State(api): State<Api>,
+    PathJson(name): PathJson<String>,
+    QueryJson(query): QueryJson<DeleteQueueQuery>,
+) -> Result<Json<DeleteQueueAnswer>, ApiError> {
+    let dropped = api
+        .broker()
+        .delete_queue_group(&name, query.force.unwrap_or(false))
+        .await?;
+    tracing::info!(group = %name, dead_letters_dropped = dropped, "queue group deleted");
+    Ok(Json(DeleteQueueAnswer {
+        dead_letters_dropped: dropped,
+    }))
+}
+
 /// A dead letter as the API shows it.
 fn dead_letter_json(d: &tidings_broker::DeadLetter) -> Result<tidings_api::DeadLetter, ApiError> {
     Ok(tidings_api::DeadLetter {
@@ -360,8 +486,9 @@ pub(crate) async fn dead_letter(
     Ok(Json(dead_letter_json(letter)?))
 }
 
-/// `POST /v1/queues/{group}/dead-letters/redrive`: publishes dead letters again,
-/// to their source topic or to `to`, and marks them handled.
+/// `POST /v1/queues/{group}/dead-letters/redrive`: delivers dead letters again
+/// to this group only, or publishes them to the topic `to`, and marks them
+/// handled.
 pub(crate) async fn redrive(
     State(api): State<Api>,
     PathJson(name): PathJson<String>,
@@ -378,7 +505,13 @@ pub(crate) async fn redrive(
     }
     let redriven = api
         .broker()
-        .redrive_dead_letters(&name, redrive.to.as_deref(), max)
+        .redrive_dead_letters(
+            &name,
+            redrive
+                .to
+                .map_or(RedriveTarget::Group, RedriveTarget::Topic),
+            max,
+        )
         .await?;
     tracing::info!(group = %name, redriven, "dead letters redriven");
     Ok(Json(RedriveAnswer { redriven }))

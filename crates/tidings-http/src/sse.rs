@@ -3,8 +3,12 @@
 //! A request that accepts `text/event-stream` on a topic's events, a group
 //! member's events, a queue's receive or the event store's `$all` gets a
 //! stream instead of one answer. Each message's `data` is the JSON the
-//! long-poll would have put in its list, and its `id` is
-//! `<partition>:<offset>` (or the global position, for the event store). One
+//! long-poll would have put in its list, and its `id` says where the stream
+//! is: for a topic, every partition's next offset (`<partition>:<offset>,...`),
+//! so a client that reconnects with it as `Last-Event-ID` (as a browser's
+//! `EventSource` does) goes on without a gap or a repeat; for the event store,
+//! the global position, honoured the same way; for a member's and a queue's
+//! stream, `<partition>:<offset>` of the event. One
 //! pump serves every stream: it asks its [`Source`] for the next items, which
 //! waits until there are some or the stream should end, and sends them. A
 //! stream ends when its client goes away or the server drains. At most
@@ -12,8 +16,9 @@
 //! 429.
 //!
 //! A queue's deliveries are leased when they are read, before they reach the
-//! client: a client that goes away leaves the leases in its buffer to expire,
-//! and they count as failed attempts, as a consumer that crashed would. A
+//! client, at most `max_in_flight` unanswered at a time; when the stream ends,
+//! the ones still held are given back, due at once and not counted as
+//! attempts (as RabbitMQ requeues a closed channel's unacked messages). A
 //! member's stream advances the member's positions the same way; only commits
 //! are durable, so a restarted member starts from its last commit.
 
@@ -68,6 +73,11 @@ impl Item {
         json: &impl Serialize,
     ) -> Result<Item, ApiError> {
         Item::new(format!("{partition}:{offset}"), json)
+    }
+
+    /// An item with an id of its source's choosing.
+    pub(crate) fn with_id(id: String, json: &impl Serialize) -> Result<Item, ApiError> {
+        Item::new(id, json)
     }
 
     /// An item of the event store's global order (`id` = its position).

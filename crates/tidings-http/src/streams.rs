@@ -179,8 +179,22 @@ pub(crate) async fn read_all(
         }
         Some(c) => Selector::Category(c),
     };
-    let from = Position(query.from.unwrap_or(0));
+    let mut from = Position(query.from.unwrap_or(0));
     if sse::wanted(&headers) {
+        // A subscription resumed with `Last-Event-ID` (a global position)
+        // goes on after it.
+        if let Some(id) = headers.get("last-event-id") {
+            let last: u64 = id
+                .to_str()
+                .ok()
+                .and_then(|id| id.parse().ok())
+                .ok_or_else(|| {
+                    ApiError::invalid_request(format!(
+                        "Last-Event-ID {id:?}: a subscription's event id is a global position"
+                    ))
+                })?;
+            from = Position(last.saturating_add(1));
+        }
         let subscription = Subscription::new(api.store().clone(), selector, from);
         return sse::open(&api, Subscribed(subscription));
     }

@@ -82,6 +82,7 @@ impl System for Http {
                     backoff_factor: None,
                     backoff_max_ms: None,
                     key_ordering: None,
+                    from: None,
                 })
                 .await?;
             Ok(())
@@ -147,6 +148,7 @@ impl Consumer for HttpConsumer {
             let query = ReceiveQuery {
                 max: Some(max),
                 wait_ms: Some(100),
+                max_in_flight: None,
             };
             let answer = self.client.receive(&self.group, &query).await?;
             let mut events = Vec::with_capacity(answer.deliveries.len());

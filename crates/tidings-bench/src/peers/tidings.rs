@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use tidings_broker::{Broker, BrokerOptions, LeaseId, Payload, QueueConfig, TopicSpec};
+use tidings_broker::{
+    Broker, BrokerOptions, LeaseId, Payload, QueueConfig, StartPosition, TopicSpec,
+};
 use tidings_log::FsyncPolicy;
 use tidings_types::CloudEvent;
 
@@ -60,8 +62,12 @@ impl System for Embedded {
                 FsyncPolicy::Never
             };
             self.broker.create_topic(stream, spec)?;
-            self.broker
-                .create_queue_group(&group(stream), stream, QueueConfig::default())?;
+            self.broker.create_queue_group(
+                &group(stream),
+                stream,
+                QueueConfig::default(),
+                StartPosition::Earliest,
+            )?;
             Ok(())
         })
     }

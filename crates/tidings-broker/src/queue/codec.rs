@@ -4,9 +4,10 @@
 //! against what remains, and counts against their bounds, before anything is
 //! allocated.
 //!
-//! Journal records (framed and checksummed by the journal):
+//! Journal records (framed and checksummed by the journal); `partition` is a
+//! slot, a partition or `LANE` (1024) for the redrive lane:
 //! - attempt: `1 partition:u32 offset:u64 pending` — a pending event's state
-//!   after a delivery or a failure;
+//!   after a delivery, a failure or a release;
 //! - resolve: `2 partition:u32 offset:u64` — acked or dead-lettered;
 //! - floor: `3 partition:u32 floor:u64` — retention removed what was below;
 //! - dead-letter floor: `4 floor:u64` — dead letters below were handled.
@@ -15,12 +16,15 @@
 //! last_failure:i64 last_error:bytes key_present:u32 [key:bytes]`, absent
 //! times as `i64::MIN`; `bytes` is `len:u32` then the bytes.
 //!
-//! Snapshot: `magic "TDQS" version:u16 0:u16 body_len:u32 body crc32c:u32`,
-//! the body being `generation:u64 topic:bytes dead_letter_topic:bytes
-//! ack_timeout_ms:i64 max_deliveries:u32 backoff_initial_ms:i64
-//! backoff_factor:u32 backoff_max_ms:i64 key_ordering:u32 dlq_floor:u64
-//! partitions:u32` and per partition `floor:u64 cursor:u64 resolved:u32
-//! offset:u64* pending:u32 (offset:u64 pending)*`.
+//! Snapshot: `magic "TDQS" version:u16 revision:u16 body_len:u32 body
+//! crc32c:u32`, the body being `generation:u64 topic:bytes
+//! dead_letter_topic:bytes ack_timeout_ms:i64 max_deliveries:u32
+//! backoff_initial_ms:i64 backoff_factor:u32 backoff_max_ms:i64
+//! key_ordering:u32 dlq_floor:u64 partitions:u32` and per partition
+//! `floor:u64 cursor:u64 resolved:u32 offset:u64* pending:u32 (offset:u64
+//! pending)*`; from revision 1 the redrive lane follows, as one more
+//! partition. Revision 0 (written before the lane existed) reads as an empty
+//! lane.
 
 use std::time::Duration;
 
@@ -28,10 +32,12 @@ use bytes::Bytes;
 use tidings_log::{format, limits::PARTITIONS_MAX};
 use tidings_types::TopicName;
 
-use super::state::{PartitionQueue, Pending, QueueState};
+use super::state::{PartitionQueue, Pending, QueueState, LANE};
 use super::{Backoff, QueueConfig, QUEUE_WINDOW_MAX};
 
 const STATE_MAGIC: [u8; 4] = *b"TDQS";
+/// The snapshot's revision within the format version: 1 adds the lane.
+const STATE_REVISION: u16 = 1;
 
 /// Journal record kinds.
 const REC_ATTEMPT: u32 = 1;
@@ -174,9 +180,12 @@ pub(crate) fn dlq_floor(floor: u64) -> Out {
     o
 }
 
-/// Partition `p` of `state`, grown to hold it.
+/// Slot `p` of `state`, a partition (grown to hold it) or the lane.
 fn partition_mut(state: &mut QueueState, p: u32) -> Result<&mut PartitionQueue, String> {
     let p = p as usize;
+    if p == LANE {
+        return Ok(&mut state.lane);
+    }
     if p >= PARTITIONS_MAX as usize {
         return Err(format!("partition {p} is beyond any topic"));
     }
@@ -250,7 +259,7 @@ pub(crate) fn encode(
     o.u32(u32::from(c.key_ordering));
     o.u64(state.dlq_floor);
     o.u32(u32::try_from(state.partitions.len()).expect("bounded"));
-    for p in &state.partitions {
+    for p in state.partitions.iter().chain(std::iter::once(&state.lane)) {
         o.u64(p.floor);
         o.u64(p.cursor);
         o.u32(u32::try_from(p.resolved.len()).expect("bounded by the window"));
@@ -267,7 +276,7 @@ pub(crate) fn encode(
     let mut out = Vec::with_capacity(body.len() + 16);
     out.extend_from_slice(&STATE_MAGIC);
     out.extend_from_slice(&format::FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&STATE_REVISION.to_le_bytes());
     out.extend_from_slice(&u32::try_from(body.len()).expect("bounded").to_le_bytes());
     out.extend_from_slice(&body);
     let crc = crc32c::crc32c(&out);
@@ -290,6 +299,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     let version = u16::from_le_bytes(head[4..6].try_into().expect("2"));
     if version != format::FORMAT_VERSION {
         return Err(format!("format version {version} is not supported"));
+    }
+    let revision = u16::from_le_bytes(head[6..8].try_into().expect("2"));
+    if revision > STATE_REVISION {
+        return Err(format!(
+            "queue state revision {revision} is newer than this build reads ({STATE_REVISION})"
+        ));
     }
     let len = u32::from_le_bytes(head[8..12].try_into().expect("4")) as usize;
     if head.len() - 12 != len {
@@ -319,24 +334,167 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     let count = i.count(u64::from(PARTITIONS_MAX))?;
     let mut partitions = Vec::with_capacity(count);
     for _ in 0..count {
-        let mut p = PartitionQueue {
-            floor: i.u64()?,
-            cursor: i.u64()?,
-            ..Default::default()
-        };
-        for _ in 0..i.count(QUEUE_WINDOW_MAX)? {
-            p.resolved.insert(i.u64()?);
-        }
-        for _ in 0..i.count(QUEUE_WINDOW_MAX)? {
-            let off = i.u64()?;
-            p.pending.insert(off, decode_pending(&mut i)?);
-        }
-        partitions.push(p);
+        partitions.push(decode_partition(&mut i)?);
+    }
+    let lane = if revision >= 1 {
+        decode_partition(&mut i)?
+    } else {
+        PartitionQueue::default()
+    };
+    if !i.0.is_empty() {
+        return Err("trailing bytes after the state".into());
     }
     Ok(Snapshot {
         generation,
         topic,
         dead_letters,
-        state: QueueState::restored(config, partitions, dlq_floor),
+        state: QueueState::restored(config, partitions, lane, dlq_floor),
     })
+}
+
+/// One slot of a snapshot.
+fn decode_partition(i: &mut In<'_>) -> Result<PartitionQueue, String> {
+    let mut p = PartitionQueue {
+        floor: i.u64()?,
+        cursor: i.u64()?,
+        ..Default::default()
+    };
+    for _ in 0..i.count(QUEUE_WINDOW_MAX)? {
+        p.resolved.insert(i.u64()?);
+    }
+    for _ in 0..i.count(QUEUE_WINDOW_MAX)? {
+        let off = i.u64()?;
+        p.pending.insert(off, decode_pending(i)?);
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> (TopicName, TopicName) {
+        (
+            TopicName::new("jobs").unwrap(),
+            TopicName::new("jobs.workers.dlq").unwrap(),
+        )
+    }
+
+    fn pending(attempts: u32, key: Option<&str>) -> Pending {
+        Pending {
+            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            attempts,
+            eligible_at: 5,
+            first_failure: Some(3),
+            last_failure: None,
+            last_error: "boom".into(),
+            lease: None,
+        }
+    }
+
+    /// A state with something in every part: partitions and the lane.
+    fn state() -> QueueState {
+        let mut s = QueueState::new(QueueConfig::default(), [4, 0], 1, 1);
+        s.partitions[0].resolved.insert(6);
+        s.partitions[0].pending.insert(5, pending(2, Some("k")));
+        s.lane = PartitionQueue {
+            floor: 1,
+            cursor: 3,
+            resolved: [2].into(),
+            pending: [(1, pending(1, None))].into(),
+        };
+        s.dlq_floor = 9;
+        s
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_with_its_lane() {
+        let (topic, dlq) = names();
+        let bytes = encode(7, &topic, &dlq, &state());
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back.generation, 7);
+        assert_eq!(back.state.partitions, state().partitions);
+        assert_eq!(back.state.lane, state().lane);
+        assert_eq!(back.state.dlq_floor, 9);
+    }
+
+    /// A snapshot as written before the lane existed: revision 0, the body
+    /// ending after the partitions. Built byte by byte.
+    fn revision_zero() -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&3u64.to_le_bytes()); // generation
+        for name in ["jobs", "jobs.workers.dlq"] {
+            body.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            body.extend_from_slice(name.as_bytes());
+        }
+        body.extend_from_slice(&30_000i64.to_le_bytes()); // ack timeout
+        body.extend_from_slice(&5u32.to_le_bytes()); // max deliveries
+        body.extend_from_slice(&1_000i64.to_le_bytes()); // backoff initial
+        body.extend_from_slice(&2u32.to_le_bytes()); // factor
+        body.extend_from_slice(&60_000i64.to_le_bytes()); // backoff max
+        body.extend_from_slice(&0u32.to_le_bytes()); // key ordering
+        body.extend_from_slice(&4u64.to_le_bytes()); // dlq floor
+        body.extend_from_slice(&1u32.to_le_bytes()); // one partition
+        body.extend_from_slice(&8u64.to_le_bytes()); // floor
+        body.extend_from_slice(&8u64.to_le_bytes()); // cursor
+        body.extend_from_slice(&0u32.to_le_bytes()); // resolved
+        body.extend_from_slice(&0u32.to_le_bytes()); // pending
+        let mut out = Vec::new();
+        out.extend_from_slice(b"TDQS");
+        out.extend_from_slice(&format::FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn a_snapshot_from_before_the_lane_reads_with_an_empty_lane() {
+        let back = decode(&revision_zero()).unwrap();
+        assert_eq!(back.generation, 3);
+        assert_eq!(back.state.partitions, vec![PartitionQueue::from(8)]);
+        assert_eq!(back.state.lane, PartitionQueue::default());
+        assert_eq!(back.state.dlq_floor, 4);
+    }
+
+    /// `bytes` with its header's revision set to `revision` (and a checksum
+    /// that fits), or its body grown by `extra` trailing bytes.
+    fn altered(mut bytes: Vec<u8>, revision: u16, extra: &[u8]) -> Vec<u8> {
+        bytes.truncate(bytes.len() - 4);
+        bytes[6..8].copy_from_slice(&revision.to_le_bytes());
+        bytes.extend_from_slice(extra);
+        let len = (bytes.len() - 12) as u32;
+        bytes[8..12].copy_from_slice(&len.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_newer_revision_and_trailing_bytes_are_refused() {
+        let (topic, dlq) = names();
+        let bytes = encode(1, &topic, &dlq, &state());
+        let newer = decode(&altered(bytes.clone(), STATE_REVISION + 1, b""));
+        assert!(newer.err().unwrap().contains("newer than this build reads"));
+        let trailing = decode(&altered(bytes, STATE_REVISION, b"x"));
+        assert!(trailing.err().unwrap().contains("trailing bytes"));
+        // A revision-0 file that carries a lane is one this build did not write.
+        let zero = decode(&altered(revision_zero(), 0, &[0; 24]));
+        assert!(zero.err().unwrap().contains("trailing bytes"));
+    }
+
+    #[test]
+    fn journal_records_of_the_lane_replay_onto_it() {
+        let mut s = QueueState::new(QueueConfig::default(), [0], 1, 1);
+        let lane = LANE;
+        apply(&mut s, &attempt(lane, 4, &pending(1, None)).0).unwrap();
+        apply(&mut s, &resolve(lane, 0).0).unwrap();
+        assert_eq!(s.lane.pending.keys().copied().collect::<Vec<_>>(), [4]);
+        assert_eq!(s.lane.floor, 1);
+        assert!(s.partitions[0].pending.is_empty());
+        let beyond = apply(&mut s, &resolve(LANE + 1, 0).0);
+        assert!(beyond.err().unwrap().contains("beyond any topic"));
+    }
 }

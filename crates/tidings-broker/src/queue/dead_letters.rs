@@ -1,7 +1,17 @@
 //! The dead-letter topic of a queue group (`<topic>.<group>.dlq`, one
 //! partition): appending a failed event with headers that say where it came
-//! from and why it failed, listing dead letters, redriving them (publishing
-//! them again to the topic they came from, or another) and purging them.
+//! from and why it failed, listing dead letters, redriving them and purging
+//! them.
+//!
+//! A redrive delivers dead letters again to the group that dead-lettered them
+//! and to no other consumer of its topic, as RabbitMQ, SQS and BullMQ do: they
+//! are appended, without their dead-letter headers, to the group's retry topic
+//! (`<topic>.<group>.retry`, one partition, created by the first redrive),
+//! which the group reads as its redrive lane. Each carries the partition and
+//! offset it first had ([`ORIGIN_PARTITION`], [`ORIGIN_OFFSET`]), so its
+//! deliveries and a second dead-lettering name the event's place in the topic.
+//! A redrive to a topic (`RedriveTarget::Topic`) publishes them there instead,
+//! for every consumer of that topic.
 //!
 //! A dead letter is the original record, headers and all, plus the
 //! `ce_dlq*` headers below. As CloudEvents Kafka-binding headers they read back
@@ -11,9 +21,67 @@ use bytes::Bytes;
 use tidings_log::{Header, Record};
 use tidings_types::{Offset, PartitionId};
 
-use super::state::Pending;
+use std::sync::Arc;
+
+use tidings_log::{FsyncPolicy, Partition};
+use tidings_types::TopicName;
+
+use super::state::{Pending, LANE};
 use super::{DeadLetter, QueueError, QueueGroup};
-use crate::{Broker, Entry, Payload, ReadError, StartPosition};
+use crate::topics::BrokerTopic;
+use crate::{Broker, Entry, Payload, ReadError, StartPosition, TopicSpec};
+
+/// The header of a redriven record naming the partition the event first had.
+pub const ORIGIN_PARTITION: &str = "tidings_origin_partition";
+/// The header of a redriven record naming the offset the event first had.
+pub const ORIGIN_OFFSET: &str = "tidings_origin_offset";
+
+/// Where a redrive sends dead letters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedriveTarget {
+    /// Delivered again to the group that dead-lettered them, and to no other
+    /// consumer.
+    Group,
+    /// Published to this topic, for every consumer of it (the topic they came
+    /// from included, when named).
+    Topic(String),
+}
+
+/// A record of one of the group's slots, with the place the event first had
+/// in the group's topic.
+pub(super) struct SlotRecord {
+    pub(super) record: Record,
+    pub(super) partition: PartitionId,
+    pub(super) offset: Offset,
+}
+
+/// The name of a group's retry topic.
+pub(super) fn retry_topic_name(g: &QueueGroup) -> Result<TopicName, QueueError> {
+    Ok(TopicName::new(&format!("{}.{}.retry", g.topic, g.name))?)
+}
+
+/// `record` as a lane record's content: its origin headers taken off and read.
+fn take_origin(mut record: Record) -> Result<SlotRecord, QueueError> {
+    let mut place = |name: &str| -> Option<u64> {
+        let at = record.headers.iter().position(|h| h.key == name)?;
+        let header = record.headers.remove(at);
+        std::str::from_utf8(header.value.as_deref()?)
+            .ok()?
+            .parse()
+            .ok()
+    };
+    let (partition, offset) = (place(ORIGIN_PARTITION), place(ORIGIN_OFFSET));
+    match (partition.and_then(|p| u32::try_from(p).ok()), offset) {
+        (Some(partition), Some(offset)) => Ok(SlotRecord {
+            record,
+            partition: PartitionId(partition),
+            offset: Offset(offset),
+        }),
+        _ => Err(QueueError::DeadLetter(
+            "a record of the retry topic has no origin headers".into(),
+        )),
+    }
+}
 
 /// The start of every dead-letter header; a redrive strips every header that
 /// starts with it.
@@ -72,8 +140,54 @@ fn time(t: Option<i64>) -> String {
 }
 
 impl Broker {
-    /// Appends partition `p`'s event at `offset`, which failed as `pending`
-    /// says, to the group's dead-letter topic. The caller resolves it after.
+    /// The log partition behind slot `p` of the group: a partition of its
+    /// topic, or for the lane the retry topic's (none before a first redrive).
+    pub(super) fn slot_partition(
+        &self,
+        g: &QueueGroup,
+        p: usize,
+    ) -> Result<Option<Arc<Partition>>, QueueError> {
+        let (topic, partition) = if p == LANE {
+            (retry_topic_name(g)?, PartitionId(0))
+        } else {
+            let id = PartitionId(u32::try_from(p).expect("partitions are bounded"));
+            (g.topic.clone(), id)
+        };
+        match self.topic(topic.as_str()) {
+            Some(t) => Ok(Some(t.partition(partition).map_err(ReadError::from)?)),
+            None if p == LANE => Ok(None),
+            None => Err(QueueError::UnknownTopic(topic.to_string())),
+        }
+    }
+
+    /// The record at `offset` of slot `p`, with the place the event first had.
+    pub(super) fn slot_record(
+        &self,
+        g: &QueueGroup,
+        p: usize,
+        offset: u64,
+    ) -> Result<SlotRecord, QueueError> {
+        let gone = || QueueError::DeadLetter(format!("offset {offset} of slot {p} is gone"));
+        let partition = self.slot_partition(g, p)?.ok_or_else(gone)?;
+        let stored = partition
+            .read_records(Offset(offset), 1)
+            .map_err(ReadError::from)?
+            .into_iter()
+            .find(|r| r.offset.0 == offset)
+            .ok_or_else(gone)?;
+        if p == LANE {
+            return take_origin(stored.record);
+        }
+        Ok(SlotRecord {
+            record: stored.record,
+            partition: PartitionId(u32::try_from(p).expect("partitions are bounded")),
+            offset: Offset(offset),
+        })
+    }
+
+    /// Appends slot `p`'s event at `offset`, which failed as `pending` says, to
+    /// the group's dead-letter topic, naming the place it first had. The
+    /// caller resolves it after.
     pub(super) async fn dead_letter(
         &self,
         g: &QueueGroup,
@@ -81,24 +195,15 @@ impl Broker {
         offset: u64,
         pending: &Pending,
     ) -> Result<(), QueueError> {
-        let partition = self
-            .topic(g.topic.as_str())
-            .ok_or_else(|| QueueError::UnknownTopic(g.topic.to_string()))?
-            .partition(PartitionId(u32::try_from(p).expect("bounded")))
-            .map_err(ReadError::from)?;
-        let stored = partition
-            .read_records(Offset(offset), 1)
-            .map_err(ReadError::from)?
-            .into_iter()
-            .find(|r| r.offset.0 == offset)
-            .ok_or_else(|| {
-                QueueError::DeadLetter(format!("offset {offset} of partition {p} is gone"))
-            })?;
-        let mut record: Record = stored.record;
+        let SlotRecord {
+            mut record,
+            partition,
+            offset,
+        } = self.slot_record(g, p, offset)?;
         for (attribute, value) in [
             (TOPIC, g.topic.to_string()),
-            (PARTITION, p.to_string()),
-            (OFFSET, offset.to_string()),
+            (PARTITION, partition.0.to_string()),
+            (OFFSET, offset.0.to_string()),
             (ATTEMPTS, pending.attempts.to_string()),
             (ERROR, pending.last_error.clone()),
             (FIRST_FAILURE, time(pending.first_failure)),
@@ -127,8 +232,7 @@ impl Broker {
         max_bytes: usize,
     ) -> Result<Vec<DeadLetter>, QueueError> {
         let (dlq, floor) = {
-            let g = self.queues.get(group)?;
-            let g = g.lock().await;
+            let g = self.queues.lock(group).await?;
             (g.dead_letters.clone(), g.state.dlq_floor)
         };
         // Retention may have removed dead letters nobody handled.
@@ -148,21 +252,24 @@ impl Broker {
         Ok(entries.into_iter().filter_map(dead_letter_of).collect())
     }
 
-    /// Publishes the group's dead letters again — to the topic they came from, or
-    /// to `to` — without their dead-letter headers and bypassing dedup (a redrive
-    /// is meant to repeat), then marks them handled. Returns how many.
+    /// Sends up to `max` of the group's dead letters again, without their
+    /// dead-letter headers and bypassing dedup (a redrive is meant to
+    /// repeat): to the group alone ([`RedriveTarget::Group`], through its
+    /// retry topic), or published to a topic. Each chunk is marked handled
+    /// once it is durable where it went. Returns how many.
     pub async fn redrive_dead_letters(
         &self,
         group: &str,
-        to: Option<&str>,
+        target: RedriveTarget,
         max: usize,
     ) -> Result<usize, QueueError> {
-        let g = self.queues.get(group)?;
-        let mut g = g.lock().await;
-        let target = to.unwrap_or(g.topic.as_str()).to_owned();
-        let t = self
-            .topic(&target)
-            .ok_or_else(|| QueueError::UnknownTopic(target.clone()))?;
+        let mut g = self.queues.lock(group).await?;
+        let t = match &target {
+            RedriveTarget::Topic(topic) => self
+                .topic(topic)
+                .ok_or_else(|| QueueError::UnknownTopic(topic.clone()))?,
+            RedriveTarget::Group => self.retry_topic(&g)?,
+        };
         let dlq = self.topic(g.dead_letters.as_str()).ok_or_else(|| {
             QueueError::DeadLetter(format!("dead-letter topic {} is gone", g.dead_letters))
         })?;
@@ -181,9 +288,24 @@ impl Broker {
                 .take(max - moved)
             {
                 let mut record = r.record;
+                let origin = dead_letter_origin(&record);
                 record
                     .headers
                     .retain(|h| !h.key.starts_with(DLQ_HEADER_PREFIX));
+                if target == RedriveTarget::Group {
+                    let (partition, offset) = origin.ok_or_else(|| {
+                        QueueError::DeadLetter(format!(
+                            "dead letter {} does not say where it came from",
+                            r.offset
+                        ))
+                    })?;
+                    for (name, value) in [(ORIGIN_PARTITION, partition), (ORIGIN_OFFSET, offset)] {
+                        record.headers.push(Header {
+                            key: name.to_owned(),
+                            value: Some(Bytes::from(value.to_string())),
+                        });
+                    }
+                }
                 chunk.push(record);
                 last = r.offset.0 + 1;
                 moved += 1;
@@ -193,18 +315,41 @@ impl Broker {
                 .all()
                 .map_err(|e| QueueError::DeadLetter(e.to_string()))?;
             floor = last;
-            // Each chunk is marked handled once its events are durable at the target.
             g.state.set_dlq_floor(floor);
             self.stage(&mut g).await?.durable().await?;
         }
+        if target == RedriveTarget::Group {
+            g.state.counters.redriven += moved as u64;
+        }
         Ok(moved)
+    }
+
+    /// The group's retry topic, created on first use like its dead-letter
+    /// topic: one partition, synced on every append, no dedup.
+    fn retry_topic(&self, g: &QueueGroup) -> Result<Arc<BrokerTopic>, QueueError> {
+        let name = retry_topic_name(g)?;
+        if let Some(t) = self.topic(name.as_str()) {
+            return Ok(t);
+        }
+        let source = self
+            .topic(g.topic.as_str())
+            .ok_or_else(|| QueueError::UnknownTopic(g.topic.to_string()))?;
+        let mut spec = TopicSpec {
+            dedup_window: None,
+            ..source.spec()
+        };
+        spec.log.partitions = 1;
+        spec.log.fsync = FsyncPolicy::Always;
+        self.create_topic(name.as_str(), spec)
+            .map_err(QueueError::DeadLetterTopic)?;
+        self.topic(name.as_str())
+            .ok_or_else(|| QueueError::UnknownTopic(name.to_string()))
     }
 
     /// Marks every dead letter of the group handled, without publishing them.
     /// Returns how many.
     pub async fn purge_dead_letters(&self, group: &str) -> Result<u64, QueueError> {
-        let g = self.queues.get(group)?;
-        let mut g = g.lock().await;
+        let mut g = self.queues.lock(group).await?;
         let dlq = self.topic(g.dead_letters.as_str()).ok_or_else(|| {
             QueueError::DeadLetter(format!("dead-letter topic {} is gone", g.dead_letters))
         })?;
@@ -218,6 +363,16 @@ impl Broker {
         self.stage(&mut g).await?.durable().await?;
         Ok(end.saturating_sub(before))
     }
+}
+
+/// The partition and offset a dead letter's headers name.
+fn dead_letter_origin(record: &Record) -> Option<(u64, u64)> {
+    let value = |attribute: &Attribute| -> Option<u64> {
+        let header = attribute.header();
+        let h = record.headers.iter().find(|h| h.key == header)?;
+        std::str::from_utf8(h.value.as_deref()?).ok()?.parse().ok()
+    };
+    Some((value(&PARTITION)?, value(&OFFSET)?))
 }
 
 /// A dead letter read back: the event and what its dead-letter attributes say.

@@ -14,19 +14,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_log::{format, FsyncPolicy, StoredRecord};
+use tidings_log::{format, FsyncPolicy, Partition, StoredRecord};
 use tidings_types::{Offset, PartitionId, TopicName};
 
-use super::state::{Failure, Outcome, QueueState};
+use super::state::{Failure, Outcome, QueueState, LANE};
 use super::{
     codec, first_lease, journal_error, journal_path, state_path, Delivery, LeaseId, QueueConfig,
-    QueueError, QueueGroup, QueuePartitionStats, QueueStats, Staged, COMPACT_BYTES_MIN,
-    NACK_DELAY_MAX,
+    QueueError, QueueGroup, QueuePartitionStats, QueueStats, Staged, ACK_TIMEOUT_MAX,
+    COMPACT_BYTES_MIN, NACK_DELAY_MAX,
 };
 use crate::journal::Journal;
 use crate::read::{entry_of, wait_for_any};
-use crate::topics::BrokerTopic;
-use crate::{Broker, GroupName, ReadError, TopicSpec};
+use crate::{Broker, GroupName, ReadError, StartPosition, TopicSpec};
 
 /// Bytes read from a partition at a time when filling the pending set.
 const READ_BYTES: usize = 256 * 1024;
@@ -46,10 +45,16 @@ fn partition_id(p: usize) -> PartitionId {
     PartitionId(u32::try_from(p).expect("partitions are bounded"))
 }
 
-/// Reads partition `p`'s new events into `state`, within the group's window;
-/// first raises the floor past events retention removed unread.
-fn fill(state: &mut QueueState, t: &BrokerTopic, p: usize, max: usize) -> Result<(), QueueError> {
-    let part = t.partition(partition_id(p)).map_err(ReadError::from)?;
+/// Reads slot `p`'s new events (from `part`, its log partition) into
+/// `state`, within the group's window; first raises the floor past events
+/// retention removed unread. A lane with no retry topic yet has none.
+fn fill(
+    state: &mut QueueState,
+    part: Option<&Partition>,
+    p: usize,
+    max: usize,
+) -> Result<(), QueueError> {
+    let Some(part) = part else { return Ok(()) };
     state.skip_removed(p, part.log_start_offset().0);
     while state.wants(p, part.high_watermark().0, max) {
         let records = part
@@ -66,13 +71,16 @@ fn fill(state: &mut QueueState, t: &BrokerTopic, p: usize, max: usize) -> Result
 }
 
 impl Broker {
-    /// Creates a queue-mode group on `topic`. Its dead letters go to the topic
+    /// Creates a queue-mode group on `topic`, delivering from `start` in each
+    /// partition (the earliest stored event, the end, an offset or the first
+    /// event at or after a time). Its dead letters go to the topic
     /// `<topic>.<group>.dlq`, created here.
     pub fn create_queue_group(
         &self,
         group: &str,
         topic: &str,
         config: QueueConfig,
+        start: StartPosition,
     ) -> Result<(), QueueError> {
         let name = GroupName::new(group)?;
         config.validate()?;
@@ -103,12 +111,7 @@ impl Broker {
         }
         let mut starts = Vec::new();
         for p in 0..t.partitions() {
-            let start = t
-                .partition(PartitionId(p))
-                .map_err(ReadError::from)?
-                .log_start_offset()
-                .0;
-            starts.push(start);
+            starts.push(self.position(topic, PartitionId(p), start)?.0);
         }
         let seed = u64::try_from(self.clock.now().0).unwrap_or(1);
         let state = QueueState::new(config, starts, first_lease(self.started_ms), seed);
@@ -128,6 +131,7 @@ impl Broker {
             generation: 0,
             snapshot_bytes: 0,
             journal: Arc::new(journal),
+            deleted: false,
         };
         self.write_snapshot(&mut g)?;
         self.queues
@@ -237,15 +241,19 @@ impl Broker {
         loop {
             // Taken before the receive, so a publish landing after it still wakes us.
             let watchers = {
-                let g = self.queues.get(group)?;
-                let topic = g.lock().await.topic.clone();
+                let g = self.queues.lock(group).await?;
                 let t = self
-                    .topic(topic.as_str())
-                    .ok_or_else(|| QueueError::UnknownTopic(topic.to_string()))?;
-                (0..t.partitions())
+                    .topic(g.topic.as_str())
+                    .ok_or_else(|| QueueError::UnknownTopic(g.topic.to_string()))?;
+                let mut watchers: Vec<_> = (0..t.partitions())
                     .filter_map(|p| t.partition(PartitionId(p)).ok())
                     .map(|p| p.watch_high_watermark())
-                    .collect()
+                    .collect();
+                // A redrive wakes a waiting receive too.
+                if let Some(lane) = self.slot_partition(&g, LANE)? {
+                    watchers.push(lane.watch_high_watermark());
+                }
+                watchers
             };
             let got = self.receive(group, max).await?;
             let now = tokio::time::Instant::now();
@@ -268,22 +276,44 @@ impl Broker {
         if self.queues.closing.load(Ordering::Acquire) {
             return Err(QueueError::ShuttingDown);
         }
-        let g = self.queues.get(group)?;
-        let mut g = g.lock().await;
+        let mut g = self.queues.lock(group).await?;
         self.expire_leases(&mut g).await?;
         let now = self.clock.now().0;
         let t = self
             .topic(g.topic.as_str())
             .ok_or_else(|| QueueError::UnknownTopic(g.topic.to_string()))?;
         g.state.follow_partitions(t.partitions() as usize);
-        let chosen = g
-            .state
-            .choose(max, now, |state, p| fill(state, &t, p, max))?;
+        let parts: Vec<Arc<Partition>> = (0..t.partitions())
+            .map(|p| t.partition(PartitionId(p)).map_err(ReadError::from))
+            .collect::<Result<_, _>>()?;
+        let lane = self.slot_partition(&g, LANE)?;
+        let chosen = g.state.choose(max, now, |state, p| {
+            let part = if p == LANE {
+                lane.as_deref()
+            } else {
+                parts.get(p).map(|p| &**p)
+            };
+            fill(state, part, p, max)
+        })?;
         let deadline = now.saturating_add(ms(g.state.config.ack_timeout));
         let mut out = Vec::with_capacity(chosen.len());
         let mut read: Option<(usize, Vec<StoredRecord>)> = None;
         for (p, off) in chosen {
             let (lease, attempt) = g.state.lease(p, off, deadline);
+            if p == LANE {
+                // A redriven event shows the place it first had.
+                let r = self.slot_record(&g, p, off)?;
+                let stored = StoredRecord {
+                    offset: r.offset,
+                    record: r.record,
+                };
+                out.push(Delivery {
+                    lease,
+                    attempt,
+                    entry: entry_of(r.partition, &stored),
+                });
+                continue;
+            }
             // Chosen offsets ascend per partition: one read serves the next
             // ones too, instead of decoding a whole batch for each event. Only
             // the chosen records become entries.
@@ -298,9 +328,7 @@ impl Broker {
             let entry = match cached(&read) {
                 Some(entry) => entry,
                 None => {
-                    let records = t
-                        .partition(partition)
-                        .map_err(ReadError::from)?
+                    let records = parts[p]
                         .read_records(Offset(off), DELIVERY_READ_BYTES)
                         .map_err(ReadError::from)?;
                     read = Some((p, records));
@@ -332,8 +360,7 @@ impl Broker {
         lease: &LeaseId,
         failure: Option<Failure>,
     ) -> Result<(), QueueError> {
-        let g = self.queues.get(group)?;
-        let mut g = g.lock().await;
+        let mut g = self.queues.lock(group).await?;
         self.expire_leases(&mut g).await?;
         let (p, off) = g.state.held(lease)?;
         let result = match failure {
@@ -379,8 +406,7 @@ impl Broker {
         group: &str,
         leases: &[LeaseId],
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
-        let g = self.queues.get(group)?;
-        let mut g = g.lock().await;
+        let mut g = self.queues.lock(group).await?;
         self.expire_leases(&mut g).await?;
         let results: Vec<Result<(), QueueError>> = leases
             .iter()
@@ -426,27 +452,147 @@ impl Broker {
             .await
     }
 
+    /// Gives the consumer of a held lease until `timeout` from now to answer
+    /// it (SQS's ChangeMessageVisibility, BullMQ's lock extension): a long job
+    /// keeps its event. Returns the new deadline (ms since the epoch). A lease
+    /// that ran out cannot be extended: its event is another attempt's.
+    pub async fn extend_lease(
+        &self,
+        group: &str,
+        lease: &LeaseId,
+        timeout: Duration,
+    ) -> Result<i64, QueueError> {
+        if timeout.is_zero() || timeout > ACK_TIMEOUT_MAX {
+            return Err(QueueError::InvalidConfig(format!(
+                "an extension of {timeout:?} is outside 1 ms..={ACK_TIMEOUT_MAX:?}"
+            )));
+        }
+        let mut g = self.queues.lock(group).await?;
+        self.expire_leases(&mut g).await?;
+        let (p, off) = g.state.held(lease)?;
+        let deadline = self.clock.now().0.saturating_add(ms(timeout));
+        g.state.extend(p, off, deadline);
+        // Leases live in memory only; the expiries above may have changed
+        // what is durable.
+        if g.state.changed() {
+            let staged = self.stage(&mut g).await?;
+            drop(g);
+            staged.durable().await?;
+        }
+        Ok(deadline)
+    }
+
+    /// Gives held leases back unhandled — a consumer stopping with events it
+    /// never started on: each is due at once for the next consumer, and the
+    /// delivery does not count as an attempt. Answered per lease, as
+    /// [`ack_many`](Self::ack_many) is.
+    pub async fn release(
+        &self,
+        group: &str,
+        leases: &[LeaseId],
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        let mut g = self.queues.lock(group).await?;
+        self.expire_leases(&mut g).await?;
+        let results: Vec<Result<(), QueueError>> = leases
+            .iter()
+            .map(|lease| {
+                let (p, off) = g.state.held(lease)?;
+                g.state.release(p, off);
+                Ok(())
+            })
+            .collect();
+        let staged = self.stage(&mut g).await?;
+        drop(g);
+        staged.durable().await?;
+        self.queues.answered.notify_waiters();
+        Ok(results)
+    }
+
+    /// Which of `leases` the group still holds (neither answered nor run out).
+    pub async fn held_leases(
+        &self,
+        group: &str,
+        leases: &[LeaseId],
+    ) -> Result<Vec<LeaseId>, QueueError> {
+        let mut g = self.queues.lock(group).await?;
+        self.expire_leases(&mut g).await?;
+        let held = leases
+            .iter()
+            .filter(|l| g.state.held(l).is_ok())
+            .copied()
+            .collect();
+        if g.state.changed() {
+            let staged = self.stage(&mut g).await?;
+            drop(g);
+            staged.durable().await?;
+        }
+        Ok(held)
+    }
+
+    /// Waits until some lease of any group is answered, or `timeout` passes.
+    pub async fn wait_for_answers(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.queues.answered.notified()).await;
+    }
+
+    /// Deletes a queue group: its state, its dead-letter topic and its retry
+    /// topic. Refused while deliveries are leased, unless `force`. Returns the
+    /// dead letters that were not yet redriven or purged, now gone with it.
+    pub async fn delete_queue_group(&self, group: &str, force: bool) -> Result<u64, QueueError> {
+        let mut g = self.queues.lock(group).await?;
+        self.expire_leases(&mut g).await?;
+        let leased = g.state.leases();
+        if leased > 0 && !force {
+            return Err(QueueError::Busy {
+                group: group.to_owned(),
+                leased,
+            });
+        }
+        let dropped = self.queue_stats_locked(&mut g)?.dead_letters;
+        // The snapshot is what makes the group exist: once it is gone
+        // durably, the group is; the journal and topics follow.
+        let state = state_path(&self.dir, &g.name);
+        let dir = state.parent().expect("a directory").to_owned();
+        let io = |path: &std::path::Path, e: std::io::Error| QueueError::State {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        std::fs::remove_file(&state).map_err(|e| io(&state, e))?;
+        format::sync_dir(&dir).map_err(|e| io(&dir, e))?;
+        g.deleted = true;
+        self.queues
+            .groups
+            .lock()
+            .expect("queues lock")
+            .remove(group);
+        let journal = journal_path(&self.dir, &g.name);
+        if let Err(e) = std::fs::remove_file(&journal) {
+            tracing::warn!(path = %journal.display(), error = %e, "cannot remove a deleted queue group's journal");
+        }
+        let retry = super::dead_letters::retry_topic_name(&g)?;
+        for topic in [g.dead_letters.clone(), retry] {
+            match self.delete_topic(topic.as_str()) {
+                Ok(()) | Err(crate::AdminError::UnknownTopic(_)) => {}
+                Err(e) => return Err(QueueError::DeadLetterTopic(e)),
+            }
+        }
+        Ok(dropped)
+    }
+
     /// The group's lag, leases and counters.
     pub async fn queue_stats(&self, group: &str) -> Result<QueueStats, QueueError> {
-        let g = self.queues.get(group)?;
-        let mut g = g.lock().await;
+        let mut g = self.queues.lock(group).await?;
+        self.queue_stats_locked(&mut g)
+    }
+
+    fn queue_stats_locked(&self, g: &mut QueueGroup) -> Result<QueueStats, QueueError> {
         let t = self
             .topic(g.topic.as_str())
             .ok_or_else(|| QueueError::UnknownTopic(g.topic.to_string()))?;
         // Not journaled here: the next receive does that, and a reload would
         // extend the group the same way.
         g.state.follow_partitions(t.partitions() as usize);
-        let mut partitions = Vec::new();
-        for (p, pq) in g.state.partitions.iter().enumerate() {
-            let id = partition_id(p);
-            let hwm = t.partition(id).map_err(ReadError::from)?.high_watermark();
-            let in_flight = pq.pending.values().filter(|pe| pe.lease.is_some()).count() as u64;
-            let retrying = pq
-                .pending
-                .values()
-                .filter(|pe| pe.lease.is_none() && pe.attempts > 0)
-                .count() as u64;
-            partitions.push(QueuePartitionStats {
+        let slot_stats =
+            |pq: &super::state::PartitionQueue, id: PartitionId, hwm: Offset| QueuePartitionStats {
                 partition: id,
                 ack_floor: Offset(pq.floor),
                 high_watermark: hwm,
@@ -454,10 +600,23 @@ impl Broker {
                     .0
                     .saturating_sub(pq.floor)
                     .saturating_sub(pq.resolved.len() as u64),
-                in_flight,
-                retrying,
-            });
+                in_flight: pq.pending.values().filter(|pe| pe.lease.is_some()).count() as u64,
+                retrying: pq
+                    .pending
+                    .values()
+                    .filter(|pe| pe.lease.is_none() && pe.attempts > 0)
+                    .count() as u64,
+            };
+        let mut partitions = Vec::new();
+        for (p, pq) in g.state.partitions.iter().enumerate() {
+            let id = partition_id(p);
+            let hwm = t.partition(id).map_err(ReadError::from)?.high_watermark();
+            partitions.push(slot_stats(pq, id, hwm));
         }
+        let redriven = match self.slot_partition(g, LANE)? {
+            Some(lane) => slot_stats(&g.state.lane, PartitionId(0), lane.high_watermark()),
+            None => slot_stats(&g.state.lane, PartitionId(0), Offset(0)),
+        };
         let dead_letters = match self.topic(g.dead_letters.as_str()) {
             Some(d) => d
                 .partition(PartitionId(0))
@@ -472,6 +631,7 @@ impl Broker {
             dead_letter_topic: g.dead_letters.clone(),
             config: g.state.config,
             partitions,
+            redriven,
             dead_letters,
             counters: g.state.counters,
         })

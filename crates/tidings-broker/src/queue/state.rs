@@ -12,11 +12,18 @@
 //! lease), and the *cursor* (the next offset to read). So every appended event
 //! is, for the group, acked, dead-lettered or pending — none is silently
 //! dropped.
+//!
+//! One more slot, [`LANE`], is read the same way: the group's *redrive lane*,
+//! the partition of its retry topic, where a redrive puts dead letters to be
+//! delivered to this group again (and to no other consumer of the topic).
+//! Every slot index below `LANE` is a partition of the topic.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
+
+use tidings_log::limits::PARTITIONS_MAX;
 
 use super::codec::{self, Out};
 use super::{
@@ -88,6 +95,10 @@ impl PartitionQueue {
     }
 }
 
+/// The slot of the redrive lane: past every partition a topic can have, so a
+/// lease, a journal record or a snapshot tells it from a partition.
+pub(crate) const LANE: usize = PARTITIONS_MAX as usize;
+
 /// How a delivery failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Failure {
@@ -112,6 +123,8 @@ pub(crate) enum Outcome {
 pub(crate) struct QueueState {
     pub(crate) config: QueueConfig,
     pub(crate) partitions: Vec<PartitionQueue>,
+    /// The redrive lane: offsets of the group's retry topic.
+    pub(crate) lane: PartitionQueue,
     /// Dead letters below this offset of the dead-letter topic were redriven or
     /// purged.
     pub(crate) dlq_floor: u64,
@@ -151,6 +164,7 @@ impl QueueState {
         QueueState {
             config,
             partitions: starts.into_iter().map(PartitionQueue::from).collect(),
+            lane: PartitionQueue::default(),
             dlq_floor: 0,
             next_lease: first_lease,
             rng: seed | 1,
@@ -163,17 +177,44 @@ impl QueueState {
     pub(crate) fn restored(
         config: QueueConfig,
         partitions: Vec<PartitionQueue>,
+        lane: PartitionQueue,
         dlq_floor: u64,
     ) -> QueueState {
         QueueState {
             config,
             partitions,
+            lane,
             dlq_floor,
             next_lease: 1,
             rng: 0x9e37_79b9,
             counters: QueueCounters::default(),
             records: Vec::new(),
         }
+    }
+
+    /// Slot `p`: a partition, or the lane.
+    pub(crate) fn slot(&self, p: usize) -> &PartitionQueue {
+        if p == LANE {
+            &self.lane
+        } else {
+            &self.partitions[p]
+        }
+    }
+
+    fn slot_mut(&mut self, p: usize) -> &mut PartitionQueue {
+        if p == LANE {
+            &mut self.lane
+        } else {
+            &mut self.partitions[p]
+        }
+    }
+
+    /// Every slot with its index: the partitions in order, then the lane.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = (usize, &PartitionQueue)> {
+        self.partitions
+            .iter()
+            .enumerate()
+            .chain(std::iter::once((LANE, &self.lane)))
     }
 
     /// Whether anything changed since the last [`take_records`](Self::take_records).
@@ -192,7 +233,7 @@ impl QueueState {
 
     /// Records the state of a pending offset (after a delivery or a failure).
     fn note_attempt(&mut self, p: usize, offset: u64) {
-        let body = codec::attempt(p, offset, &self.partitions[p].pending[&offset]);
+        let body = codec::attempt(p, offset, &self.slot(p).pending[&offset]);
         self.note(body);
     }
 
@@ -215,25 +256,25 @@ impl QueueState {
     /// group never read are gone, with nothing to deliver. Returns whether the
     /// floor moved.
     pub(crate) fn skip_removed(&mut self, p: usize, log_start: u64) -> bool {
-        if self.partitions[p].cursor >= log_start {
+        if self.slot(p).cursor >= log_start {
             return false;
         }
-        self.partitions[p].raise_floor(log_start);
-        let floor = self.partitions[p].floor;
+        self.slot_mut(p).raise_floor(log_start);
+        let floor = self.slot(p).floor;
         self.note(codec::floor(p, floor));
         true
     }
 
     /// Where partition `p` reads next.
     pub(crate) fn cursor(&self, p: usize) -> u64 {
-        self.partitions[p].cursor
+        self.slot(p).cursor
     }
 
     /// Whether partition `p`, whose high-watermark is `high`, should read more
     /// events for a receive of up to `max`: it has unread events, within
     /// [`QUEUE_WINDOW_MAX`] of its floor, and not already plenty pending.
     pub(crate) fn wants(&self, p: usize, high: u64, max: usize) -> bool {
-        let pq = &self.partitions[p];
+        let pq = self.slot(p);
         pq.cursor < high
             && pq.cursor - pq.floor < QUEUE_WINDOW_MAX
             && pq.pending.len() < max.max(64) * 4
@@ -243,7 +284,7 @@ impl QueueState {
     /// cursor or beyond the window are ignored; one resolved before a restart
     /// is passed over. Returns false when the window is full.
     pub(crate) fn take(&mut self, p: usize, offset: u64, key: Option<&Bytes>) -> bool {
-        let pq = &mut self.partitions[p];
+        let pq = self.slot_mut(p);
         if offset < pq.cursor {
             return true;
         }
@@ -261,12 +302,12 @@ impl QueueState {
         true
     }
 
-    /// Chooses up to `max` events due at `now`, oldest first per partition.
-    /// Partitions are taken in turn from one that rotates with the leases
-    /// handed out; before a partition's events are chosen, `fill` reads its new
-    /// events in (through [`take`](Self::take)), and once `max` are chosen the
-    /// remaining partitions are not read. With key ordering, an event waits
-    /// while an earlier event of its key in its partition is unresolved.
+    /// Chooses up to `max` events due at `now`, oldest first per slot (each
+    /// partition, and the lane). Slots are taken in turn from one that rotates
+    /// with the leases handed out; before a slot's events are chosen, `fill`
+    /// reads its new events in (through [`take`](Self::take)), and once `max`
+    /// are chosen the remaining slots are not read. With key ordering, an event
+    /// waits while an earlier event of its key in its slot is unresolved.
     pub(crate) fn choose<E>(
         &mut self,
         max: usize,
@@ -274,16 +315,17 @@ impl QueueState {
         mut fill: impl FnMut(&mut QueueState, usize) -> Result<(), E>,
     ) -> Result<Vec<(usize, u64)>, E> {
         let mut chosen = Vec::new();
-        let partitions = self.partitions.len();
-        let start = usize::try_from(self.next_lease).unwrap_or(0) % partitions.max(1);
-        for k in 0..partitions {
+        let slots = self.partitions.len() + 1;
+        let start = usize::try_from(self.next_lease).unwrap_or(0) % slots;
+        for k in 0..slots {
             if chosen.len() >= max {
                 break;
             }
-            let p = (start + k) % partitions;
+            let s = (start + k) % slots;
+            let p = if s == self.partitions.len() { LANE } else { s };
             fill(self, p)?;
             let mut keys_ahead: HashSet<&Bytes> = HashSet::new();
-            for (off, pe) in &self.partitions[p].pending {
+            for (off, pe) in &self.slot(p).pending {
                 if chosen.len() >= max {
                     break;
                 }
@@ -302,7 +344,8 @@ impl QueueState {
     pub(crate) fn lease(&mut self, p: usize, offset: u64, deadline: i64) -> (LeaseId, u32) {
         let id = self.next_lease;
         self.next_lease += 1;
-        let pe = self.partitions[p]
+        let pe = self
+            .slot_mut(p)
             .pending
             .get_mut(&offset)
             .expect("a lease is for a pending event");
@@ -322,19 +365,15 @@ impl QueueState {
         (lease, attempt)
     }
 
-    /// The partition and offset of a lease the group handed out and the event
+    /// The slot and offset of a lease the group handed out and the event
     /// still holds.
     pub(crate) fn held(&self, lease: &LeaseId) -> Result<(usize, u64), QueueError> {
         let unknown = || QueueError::UnknownLease(lease.to_string());
         let p = usize::try_from(lease.partition).map_err(|_| unknown())?;
-        if p >= self.partitions.len() || lease.id >= self.next_lease {
+        if (p >= self.partitions.len() && p != LANE) || lease.id >= self.next_lease {
             return Err(unknown());
         }
-        match self.partitions[p]
-            .pending
-            .get(&lease.offset)
-            .map(|pe| pe.lease)
-        {
+        match self.slot(p).pending.get(&lease.offset).map(|pe| pe.lease) {
             Some(Some((held, _))) if held == lease.id => Ok((p, lease.offset)),
             // Still pending under another lease, or waiting for a retry.
             Some(_) => Err(QueueError::LeaseExpired(lease.to_string())),
@@ -343,9 +382,36 @@ impl QueueState {
         }
     }
 
+    /// Moves a held lease's deadline to `deadline`: the consumer needs longer.
+    pub(crate) fn extend(&mut self, p: usize, offset: u64, deadline: i64) {
+        let pe = self
+            .slot_mut(p)
+            .pending
+            .get_mut(&offset)
+            .expect("an extension is of a held event");
+        if let Some((_, d)) = &mut pe.lease {
+            *d = deadline;
+        }
+    }
+
+    /// Gives a held event back untouched: a consumer stopping with events it
+    /// never handled. The delivery does not count as an attempt, and the event
+    /// is due at once for the next consumer.
+    pub(crate) fn release(&mut self, p: usize, offset: u64) {
+        let pe = self
+            .slot_mut(p)
+            .pending
+            .get_mut(&offset)
+            .expect("a release is of a held event");
+        pe.lease = None;
+        pe.attempts = pe.attempts.saturating_sub(1);
+        self.note_attempt(p, offset);
+        self.counters.released += 1;
+    }
+
     /// Acks a held event: done for this group.
     pub(crate) fn ack(&mut self, p: usize, offset: u64) {
-        self.partitions[p].resolve(offset);
+        self.slot_mut(p).resolve(offset);
         self.note_resolve(p, offset);
         self.counters.acked += 1;
     }
@@ -382,7 +448,8 @@ impl QueueState {
             Failure::Retry(delay, e) => (Some(delay), e),
             Failure::Reject(e) => (None, e),
         };
-        let pe = self.partitions[p]
+        let pe = self
+            .slot_mut(p)
             .pending
             .get_mut(&offset)
             .expect("a failure is of a pending event");
@@ -394,7 +461,7 @@ impl QueueState {
         match retry {
             Some(delay) if attempts < self.config.max_deliveries => {
                 let wait = delay.map_or_else(|| self.backoff_delay(attempts), ms);
-                self.partitions[p]
+                self.slot_mut(p)
                     .pending
                     .get_mut(&offset)
                     .expect("pending")
@@ -402,13 +469,13 @@ impl QueueState {
                 self.note_attempt(p, offset);
                 Outcome::Retry
             }
-            _ => Outcome::DeadLetter(self.partitions[p].pending[&offset].clone()),
+            _ => Outcome::DeadLetter(self.slot(p).pending[&offset].clone()),
         }
     }
 
     /// The event went to the dead-letter topic: resolved for this group.
     pub(crate) fn dead_lettered(&mut self, p: usize, offset: u64) {
-        self.partitions[p].resolve(offset);
+        self.slot_mut(p).resolve(offset);
         self.note_resolve(p, offset);
         self.counters.dead_lettered += 1;
     }
@@ -418,7 +485,7 @@ impl QueueState {
     /// lease ran out.
     pub(crate) fn expired(&mut self, now: i64) -> Vec<(usize, u64, i64)> {
         let mut expired = Vec::new();
-        for (p, pq) in self.partitions.iter().enumerate() {
+        for (p, pq) in self.slots() {
             for (off, pe) in &pq.pending {
                 if let Some((_, deadline)) = pe.lease.filter(|(_, deadline)| *deadline <= now) {
                     expired.push((p, *off, deadline));
@@ -437,9 +504,8 @@ impl QueueState {
 
     /// Leases held now.
     pub(crate) fn leases(&self) -> usize {
-        self.partitions
-            .iter()
-            .flat_map(|p| p.pending.values())
+        self.slots()
+            .flat_map(|(_, p)| p.pending.values())
             .filter(|pe| pe.lease.is_some())
             .count()
     }
@@ -454,7 +520,11 @@ impl QueueState {
     /// are read again from the floor.
     pub(crate) fn restart(&mut self, first_lease: u64) {
         self.next_lease = first_lease;
-        for pq in &mut self.partitions {
+        for pq in self
+            .partitions
+            .iter_mut()
+            .chain(std::iter::once(&mut self.lane))
+        {
             pq.cursor = pq.floor;
             for pe in pq.pending.values_mut() {
                 pe.lease = None;
@@ -466,7 +536,8 @@ impl QueueState {
 #[cfg(test)]
 mod tests {
     //! The state machine against a model of what each event went through:
-    //! random appends, receives, acks, nacks, rejects, expiries, time and
+    //! random appends, receives, acks, nacks, rejects, releases, lease
+    //! extensions, expiries, redrives of dead letters into the lane, time and
     //! restarts (the state rebuilt from its snapshot and journal), with the
     //! model's account checked after every step.
 
@@ -501,6 +572,9 @@ mod tests {
         Ack { which: usize },
         Nack { which: usize, delay_ms: Option<u64> },
         Reject { which: usize },
+        Release { which: usize },
+        Extend { which: usize, ms: i64 },
+        Redrive { max: usize },
         Advance { ms: i64 },
         Expire,
         Restart,
@@ -514,18 +588,45 @@ mod tests {
             2 => (0..8usize, proptest::option::of(0..50u64))
                 .prop_map(|(which, delay_ms)| Op::Nack { which, delay_ms }),
             1 => (0..8usize).prop_map(|which| Op::Reject { which }),
+            1 => (0..8usize).prop_map(|which| Op::Release { which }),
+            1 => (0..8usize, 1..500i64).prop_map(|(which, ms)| Op::Extend { which, ms }),
+            1 => (1..4usize).prop_map(|max| Op::Redrive { max }),
             2 => (1..400i64).prop_map(|ms| Op::Advance { ms }),
             1 => Just(Op::Expire),
             1 => Just(Op::Restart),
         ]
     }
 
+    const PARTITIONS: usize = 2;
+    /// The model's index of the lane: after the partitions.
+    const LANE_SLOT: usize = PARTITIONS;
+
+    /// The state's index of a model slot, and back.
+    fn index(slot: usize) -> usize {
+        if slot == LANE_SLOT {
+            LANE
+        } else {
+            slot
+        }
+    }
+
+    fn slot(p: usize) -> usize {
+        if p == LANE {
+            LANE_SLOT
+        } else {
+            p
+        }
+    }
+
     struct World {
         config: QueueConfig,
         state: QueueState,
-        /// The keys of each partition's events, by offset: the log.
+        /// The keys of each slot's events, by offset: the partitions' logs,
+        /// then the retry topic's.
         log: Vec<Vec<Option<Bytes>>>,
         model: Vec<BTreeMap<u64, Status>>,
+        /// The dead-letter topic: the key of each dead letter.
+        dlq: Vec<Option<Bytes>>,
         /// Leases handed out and not answered, in order.
         leases: Vec<LeaseId>,
         now: i64,
@@ -535,8 +636,6 @@ mod tests {
         journal: Vec<u8>,
         restarts: u64,
     }
-
-    const PARTITIONS: usize = 2;
 
     fn names() -> (TopicName, TopicName) {
         (
@@ -553,8 +652,9 @@ mod tests {
                 config,
                 snapshot: codec::encode(0, &topic, &dlq, &state),
                 state,
-                log: vec![Vec::new(); PARTITIONS],
-                model: vec![BTreeMap::new(); PARTITIONS],
+                log: vec![Vec::new(); PARTITIONS + 1],
+                model: vec![BTreeMap::new(); PARTITIONS + 1],
+                dlq: Vec::new(),
                 leases: Vec::new(),
                 now: 1_000_000,
                 journal: Vec::new(),
@@ -571,13 +671,14 @@ mod tests {
         fn fill(&mut self, max: usize) -> Vec<(usize, u64)> {
             let log = &self.log;
             let chosen = self.state.choose(max, self.now, |state, p| {
+                let log = &log[slot(p)];
                 state.skip_removed(p, 0);
-                while state.wants(p, log[p].len() as u64, max) {
+                while state.wants(p, log.len() as u64, max) {
                     // A read hands back a few records from the cursor on.
                     let from = state.cursor(p);
-                    let to = (from + 3).min(log[p].len() as u64);
+                    let to = (from + 3).min(log.len() as u64);
                     for o in from..to {
-                        state.take(p, o, log[p][o as usize].as_ref());
+                        state.take(p, o, log[o as usize].as_ref());
                     }
                 }
                 Ok::<(), ()>(())
@@ -585,22 +686,29 @@ mod tests {
             chosen.unwrap()
         }
 
+        fn pending(&self, s: usize, off: u64) -> (u32, bool, u32) {
+            match self.model[s][&off] {
+                Status::Pending {
+                    attempts,
+                    leased,
+                    voided,
+                } => (attempts, leased, voided),
+                other => panic!("{s}/{off} is {other:?}, not pending"),
+            }
+        }
+
         /// Settles an outcome as the broker would, the dead-letter append
         /// succeeding.
         fn settle(&mut self, p: usize, off: u64, outcome: Outcome) {
-            let (attempts, voided) = match self.model[p][&off] {
-                Status::Pending {
-                    attempts, voided, ..
-                } => (attempts, voided),
-                other => panic!("settling {p}/{off}, which is {other:?}"),
-            };
+            let s = slot(p);
+            let (attempts, _, voided) = self.pending(s, off);
             match outcome {
                 Outcome::Retry => {
                     assert!(
                         attempts < self.config.max_deliveries,
                         "retried past the limit"
                     );
-                    self.model[p].insert(
+                    self.model[s].insert(
                         off,
                         Status::Pending {
                             attempts,
@@ -612,7 +720,8 @@ mod tests {
                 Outcome::DeadLetter(pending) => {
                     assert_eq!(pending.attempts, attempts);
                     self.state.dead_lettered(p, off);
-                    self.model[p].insert(off, Status::DeadLettered);
+                    self.model[s].insert(off, Status::DeadLettered);
+                    self.dlq.push(self.log[s][off as usize].clone());
                 }
             }
         }
@@ -642,28 +751,22 @@ mod tests {
                 Op::Receive { max } => {
                     let deadline = self.now + ms(self.config.ack_timeout);
                     for (p, off) in self.fill(max) {
-                        let key = self.log[p][off as usize].clone();
-                        let Status::Pending {
-                            attempts,
-                            leased,
-                            voided,
-                        } = self.model[p][&off]
-                        else {
-                            panic!("delivered {p}/{off}, which is resolved");
-                        };
-                        assert!(!leased, "delivered {p}/{off} while it is leased");
+                        let s = slot(p);
+                        let key = self.log[s][off as usize].clone();
+                        let (attempts, leased, voided) = self.pending(s, off);
+                        assert!(!leased, "delivered {s}/{off} while it is leased");
                         if self.config.key_ordering && key.is_some() {
-                            for (o, status) in self.model[p].range(..off) {
-                                let same = self.log[p][*o as usize] == key;
+                            for (o, status) in self.model[s].range(..off) {
+                                let same = self.log[s][*o as usize] == key;
                                 assert!(
                                     !same || !matches!(status, Status::Pending { .. }),
-                                    "{p}/{off} delivered while {p}/{o} of its key is unresolved"
+                                    "{s}/{off} delivered while {s}/{o} of its key is unresolved"
                                 );
                             }
                         }
                         let (lease, attempt) = self.state.lease(p, off, deadline);
                         assert_eq!(attempt, attempts + 1);
-                        self.model[p].insert(
+                        self.model[s].insert(
                             off,
                             Status::Pending {
                                 attempts: attempt,
@@ -678,7 +781,7 @@ mod tests {
                     if let Some(lease) = self.pick(which) {
                         let (p, off) = self.state.held(&lease).expect("a held lease");
                         self.state.ack(p, off);
-                        self.model[p].insert(off, Status::Acked);
+                        self.model[slot(p)].insert(off, Status::Acked);
                         // Acked once: the lease is gone.
                         assert!(self.state.held(&lease).is_err());
                     }
@@ -700,6 +803,50 @@ mod tests {
                         assert!(matches!(outcome, Outcome::DeadLetter(_)));
                         self.settle(p, off, outcome);
                     }
+                }
+                Op::Release { which } => {
+                    if let Some(lease) = self.pick(which) {
+                        let (p, off) = self.state.held(&lease).expect("a held lease");
+                        self.state.release(p, off);
+                        let s = slot(p);
+                        let (attempts, _, voided) = self.pending(s, off);
+                        self.model[s].insert(
+                            off,
+                            Status::Pending {
+                                attempts: attempts - 1,
+                                leased: false,
+                                voided,
+                            },
+                        );
+                        assert!(self.state.held(&lease).is_err(), "released once");
+                    }
+                }
+                Op::Extend { which, ms } => {
+                    if !self.leases.is_empty() {
+                        let lease = self.leases[which % self.leases.len()];
+                        let (p, off) = self.state.held(&lease).expect("a held lease");
+                        self.state.extend(p, off, self.now + ms);
+                    }
+                }
+                Op::Redrive { max } => {
+                    // As the broker does: the dead letters after the floor go
+                    // to the retry topic, then the floor moves past them.
+                    let floor = self.state.dlq_floor as usize;
+                    let end = (floor + max).min(self.dlq.len());
+                    for i in floor..end {
+                        let key = self.dlq[i].clone();
+                        self.log[LANE_SLOT].push(key);
+                        let off = self.log[LANE_SLOT].len() as u64 - 1;
+                        self.model[LANE_SLOT].insert(
+                            off,
+                            Status::Pending {
+                                attempts: 0,
+                                leased: false,
+                                voided: 0,
+                            },
+                        );
+                    }
+                    self.state.set_dlq_floor(end as u64);
                 }
                 Op::Advance { ms } => self.now += ms,
                 Op::Expire => {
@@ -726,12 +873,17 @@ mod tests {
                     rebuilt.restart(first);
                     self.state.restart(first);
                     // Everything but events read and never delivered, which
-                    // are read again from the floor, comes back.
-                    let mut kept = self.state.partitions.clone();
-                    for pq in &mut kept {
-                        pq.pending.retain(|_, pe| pe.attempts > 0);
-                    }
-                    assert_eq!(rebuilt.partitions, kept);
+                    // are read again from the floor, comes back. (A first
+                    // delivery released is journaled at no attempts; it may
+                    // come back or be read again, the same either way.)
+                    let delivered = |state: &QueueState| {
+                        let mut state = state.clone();
+                        for pq in state.partitions.iter_mut().chain([&mut state.lane]) {
+                            pq.pending.retain(|_, pe| pe.attempts > 0);
+                        }
+                        (state.partitions, state.lane)
+                    };
+                    assert_eq!(delivered(&rebuilt), delivered(&self.state));
                     assert_eq!(rebuilt.dlq_floor, self.state.dlq_floor);
                     // Leases die with a restart.
                     self.leases.clear();
@@ -746,23 +898,26 @@ mod tests {
                         }
                     }
                     self.state.partitions = rebuilt.partitions;
+                    self.state.lane = rebuilt.lane;
                 }
             }
             self.sync();
             self.check();
         }
 
-        /// Every appended event is acked, dead-lettered or pending, as the
-        /// model says; the floor is the lowest unresolved offset.
+        /// Every appended event (in a partition or the lane) is acked,
+        /// dead-lettered or pending, as the model says; the floor is the
+        /// lowest unresolved offset; no dead letter is redriven twice.
         fn check(&self) {
-            for (p, pq) in self.state.partitions.iter().enumerate() {
+            for s in 0..=PARTITIONS {
+                let pq = self.state.slot(index(s));
                 let mut lowest_unresolved = None;
-                for (&off, status) in &self.model[p] {
+                for (&off, status) in &self.model[s] {
                     let resolved = off < pq.floor || pq.resolved.contains(&off);
                     let pending = pq.pending.get(&off);
                     match status {
                         Status::Acked | Status::DeadLettered => {
-                            assert!(resolved, "{p}/{off} is {status:?} but not resolved");
+                            assert!(resolved, "{s}/{off} is {status:?} but not resolved");
                             assert!(pending.is_none());
                         }
                         Status::Pending {
@@ -771,30 +926,36 @@ mod tests {
                             voided,
                         } => {
                             lowest_unresolved.get_or_insert(off);
-                            assert!(!resolved, "{p}/{off} resolved while pending");
+                            assert!(!resolved, "{s}/{off} resolved while pending");
                             // Read events are pending; unread ones too once
                             // delivered (after a restart the cursor starts
                             // over, and the journal kept their attempts).
                             match pending {
                                 Some(pe) => {
-                                    assert_eq!(pe.attempts, *attempts, "{p}/{off}");
-                                    assert_eq!(pe.lease.is_some(), *leased, "{p}/{off}");
+                                    assert_eq!(pe.attempts, *attempts, "{s}/{off}");
+                                    assert_eq!(pe.lease.is_some(), *leased, "{s}/{off}");
                                     assert!(
                                         pe.attempts <= self.config.max_deliveries + voided,
-                                        "{p}/{off} delivered past max_deliveries"
+                                        "{s}/{off} delivered past max_deliveries"
                                     );
                                 }
                                 None => assert!(
                                     off >= pq.cursor && *attempts == 0,
-                                    "{p}/{off} read or delivered, but lost"
+                                    "{s}/{off} read or delivered, but lost"
                                 ),
                             }
                         }
                     }
                 }
-                let end = self.log[p].len() as u64;
-                assert_eq!(pq.floor, lowest_unresolved.unwrap_or(end), "floor of {p}");
+                let end = self.log[s].len() as u64;
+                assert_eq!(pq.floor, lowest_unresolved.unwrap_or(end), "floor of {s}");
             }
+            let redriven = self.log[LANE_SLOT].len() as u64;
+            assert_eq!(
+                self.state.dlq_floor, redriven,
+                "each dead letter redriven once"
+            );
+            assert!(self.state.dlq_floor <= self.dlq.len() as u64);
         }
     }
 

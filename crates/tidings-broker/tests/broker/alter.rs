@@ -152,7 +152,12 @@ fn added_partitions_reach_stream_and_queue_groups_from_their_first_event() {
     };
     let member = h.b().join_group("g", "orders", latest).unwrap();
     h.b()
-        .create_queue_group("workers", "orders", QueueConfig::default())
+        .create_queue_group(
+            "workers",
+            "orders",
+            QueueConfig::default(),
+            StartPosition::Earliest,
+        )
         .unwrap();
     let poll = |h: &Harness| {
         rt.block_on(h.b().poll("g", &member, 1 << 20, Duration::ZERO))
@@ -256,7 +261,12 @@ fn partitions_over_all_topics_are_bounded() {
     assert_eq!(b.describe_topic("a").unwrap().spec.log.partitions, 3);
     // A queue group's dead-letter topic takes a partition too.
     let refused = b
-        .create_queue_group("workers", "b", QueueConfig::default())
+        .create_queue_group(
+            "workers",
+            "b",
+            QueueConfig::default(),
+            StartPosition::Earliest,
+        )
         .unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::LimitReached, "{refused}");
     assert!(b.list_queue_groups().is_empty());

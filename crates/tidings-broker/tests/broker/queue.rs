@@ -5,7 +5,9 @@ use crate::support::Harness;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use tidings_broker::{Backoff, Delivery, LeaseId, QueueConfig, QueueError, TopicSpec};
+use tidings_broker::{
+    Backoff, Delivery, LeaseId, QueueConfig, QueueError, RedriveTarget, StartPosition, TopicSpec,
+};
 use tidings_types::Clock;
 use tidings_types::{CloudEvent, Offset, PartitionId};
 
@@ -35,7 +37,9 @@ impl Fixture {
             ..TopicSpec::with_partitions(partitions)
         };
         h.b().create_topic("jobs", spec).unwrap();
-        h.b().create_queue_group("workers", "jobs", config).unwrap();
+        h.b()
+            .create_queue_group("workers", "jobs", config, StartPosition::Earliest)
+            .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -274,20 +278,35 @@ fn bad_requests_get_typed_errors_and_change_nothing() {
         },
     ] {
         assert!(matches!(
-            b.create_queue_group("g2", "jobs", config),
+            b.create_queue_group("g2", "jobs", config, StartPosition::Earliest),
             Err(QueueError::InvalidConfig(_))
         ));
     }
     assert!(matches!(
-        b.create_queue_group("g2", "nope", QueueConfig::default()),
+        b.create_queue_group(
+            "g2",
+            "nope",
+            QueueConfig::default(),
+            StartPosition::Earliest
+        ),
         Err(QueueError::UnknownTopic(_))
     ));
     assert!(matches!(
-        b.create_queue_group("workers", "jobs", QueueConfig::default()),
+        b.create_queue_group(
+            "workers",
+            "jobs",
+            QueueConfig::default(),
+            StartPosition::Earliest
+        ),
         Err(QueueError::Exists(_))
     ));
     assert!(matches!(
-        b.create_queue_group("../g", "jobs", QueueConfig::default()),
+        b.create_queue_group(
+            "../g",
+            "jobs",
+            QueueConfig::default(),
+            StartPosition::Earliest
+        ),
         Err(QueueError::InvalidName(_))
     ));
     assert!(matches!(
@@ -480,8 +499,101 @@ fn run_invariant(seed: u64) {
     );
 }
 
+impl Fixture {
+    fn redrive(&self, target: RedriveTarget) -> usize {
+        self.rt
+            .block_on(self.b().redrive_dead_letters("workers", target, 100))
+            .unwrap()
+    }
+
+    fn high_watermark_sum(&self, topic: &str) -> u64 {
+        self.b()
+            .describe_topic(topic)
+            .unwrap()
+            .partitions
+            .iter()
+            .map(|p| p.high_watermark.0)
+            .sum()
+    }
+}
+
 #[test]
-fn dead_letters_redrive_to_their_topic_and_are_consumed_again() {
+fn a_redrive_delivers_again_to_the_group_alone_from_where_the_events_were() {
+    let config = QueueConfig {
+        max_deliveries: 1,
+        ..QueueConfig::default()
+    };
+    let mut fx = Fixture::new(2, config);
+    fx.b()
+        .create_queue_group(
+            "audit",
+            "jobs",
+            QueueConfig::default(),
+            StartPosition::Earliest,
+        )
+        .unwrap();
+    let origin: BTreeSet<_> = (0..3).map(|i| fx.publish(Some(&format!("k{i}")))).collect();
+    for d in fx.receive(10) {
+        fx.nack(&d, None).unwrap();
+    }
+    assert_eq!(fx.dead().len(), 3);
+    // The other group takes everything once.
+    let audit = fx.rt.block_on(fx.b().receive("audit", 10)).unwrap();
+    assert_eq!(audit.len(), 3);
+    for d in &audit {
+        fx.rt.block_on(fx.b().ack("audit", &d.lease)).unwrap();
+    }
+
+    assert_eq!(fx.redrive(RedriveTarget::Group), 3);
+    assert!(fx.dead().is_empty(), "redriven dead letters are handled");
+    assert_eq!(
+        fx.high_watermark_sum("jobs"),
+        3,
+        "nothing is published to the topic"
+    );
+    assert!(
+        fx.rt
+            .block_on(fx.b().receive("audit", 10))
+            .unwrap()
+            .is_empty(),
+        "no other group sees a redrive"
+    );
+    let stats = fx.rt.block_on(fx.b().queue_stats("workers")).unwrap();
+    assert_eq!((stats.redriven.lag, stats.counters.redriven), (3, 3));
+
+    // Redriven events survive a restart, and show the place they first had.
+    fx.reopen();
+    let again = fx.receive(10);
+    assert_eq!(again.len(), 3);
+    assert_eq!(again.iter().map(place).collect::<BTreeSet<_>>(), origin);
+    for d in &again {
+        assert_eq!(d.attempt, 1, "a redriven event starts over");
+        let tidings_broker::Payload::Event(e) = &d.entry.payload else {
+            panic!("raw")
+        };
+        assert!(
+            e.extension("dlqoffset").is_none(),
+            "the dead-letter headers are gone"
+        );
+    }
+    // Failing again, an event is dead-lettered again under its first place.
+    fx.nack(&again[0], None).unwrap();
+    let dead = fx.dead();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].source_partition, dead[0].source_offset),
+        place(&again[0])
+    );
+    for d in &again[1..] {
+        fx.ack(d).unwrap();
+    }
+    let stats = fx.rt.block_on(fx.b().queue_stats("workers")).unwrap();
+    assert_eq!(stats.redriven.lag, 0);
+    assert_eq!(stats.partitions.iter().map(|p| p.lag).sum::<u64>(), 0);
+}
+
+#[test]
+fn a_redrive_to_a_topic_publishes_for_every_consumer_of_it() {
     let config = QueueConfig {
         max_deliveries: 1,
         ..QueueConfig::default()
@@ -491,33 +603,173 @@ fn dead_letters_redrive_to_their_topic_and_are_consumed_again() {
     for d in fx.receive(10) {
         fx.nack(&d, None).unwrap();
     }
-    assert_eq!(fx.dead().len(), 3);
-    let moved = fx
-        .rt
-        .block_on(fx.b().redrive_dead_letters("workers", None, 100))
-        .unwrap();
-    assert_eq!(moved, 3);
-    assert!(fx.dead().is_empty(), "redriven dead letters are handled");
+    assert_eq!(fx.redrive(RedriveTarget::Topic("jobs".into())), 3);
+    assert!(fx.dead().is_empty());
+    assert_eq!(fx.high_watermark_sum("jobs"), 6);
     let again = fx.receive(10);
     assert_eq!(again.len(), 3);
     for d in &again {
-        assert_eq!(d.attempt, 1, "a redriven event starts over");
+        assert_eq!(d.attempt, 1);
         assert!(
             !origin.contains(&place(d)),
             "it is a new event in the topic"
         );
-        let tidings_broker::Payload::Event(e) = &d.entry.payload else {
-            panic!("raw")
-        };
-        assert!(
-            e.extension("dlqoffset").is_none(),
-            "the dead-letter headers are gone"
-        );
         fx.ack(d).unwrap();
     }
+    assert!(matches!(
+        fx.rt.block_on(fx.b().redrive_dead_letters(
+            "workers",
+            RedriveTarget::Topic("nope".into()),
+            1
+        )),
+        Err(QueueError::UnknownTopic(_))
+    ));
+}
+
+#[test]
+fn released_deliveries_are_due_at_once_and_do_not_count_as_attempts() {
+    let config = QueueConfig {
+        max_deliveries: 1,
+        ..QueueConfig::default()
+    };
+    let mut fx = Fixture::new(1, config);
+    for _ in 0..3 {
+        fx.publish(None);
+    }
+    let got = fx.receive(3);
+    let leases: Vec<LeaseId> = got.iter().map(|d| d.lease).collect();
+    fx.ack(&got[0]).unwrap();
+    let answers = fx.rt.block_on(fx.b().release("workers", &leases)).unwrap();
+    assert!(
+        matches!(answers[0], Err(QueueError::UnknownLease(_))),
+        "acked already"
+    );
+    assert!(answers[1].is_ok() && answers[2].is_ok());
+    // With one delivery allowed, a release that counted would dead-letter.
+    fx.reopen();
+    let again = fx.receive(3);
+    assert_eq!(again.iter().map(|d| d.attempt).collect::<Vec<_>>(), [1, 1]);
+    assert!(fx.dead().is_empty());
     let stats = fx.rt.block_on(fx.b().queue_stats("workers")).unwrap();
-    assert_eq!(stats.dead_letters, 0);
-    assert_eq!(stats.partitions.iter().map(|p| p.lag).sum::<u64>(), 0);
+    assert_eq!(
+        stats.counters.released, 0,
+        "counters start over with the broker"
+    );
+}
+
+#[test]
+fn an_extended_lease_outlives_its_ack_timeout() {
+    let config = QueueConfig {
+        ack_timeout: Duration::from_secs(10),
+        ..QueueConfig::default()
+    };
+    let fx = Fixture::new(1, config);
+    fx.publish(None);
+    let d = fx.receive(1).remove(0);
+    fx.advance(Duration::from_secs(8));
+    let extend = |timeout| {
+        fx.rt
+            .block_on(fx.b().extend_lease("workers", &d.lease, timeout))
+    };
+    let deadline = extend(Duration::from_secs(60)).unwrap();
+    assert_eq!(deadline, fx.b().clock().now().0 + 60_000);
+    fx.advance(Duration::from_secs(50));
+    assert!(fx.receive(1).is_empty(), "still leased");
+    fx.ack(&d).unwrap();
+    assert!(matches!(
+        extend(Duration::from_secs(1)),
+        Err(QueueError::UnknownLease(_))
+    ));
+    fx.publish(None);
+    let late = fx.receive(1).remove(0);
+    fx.advance(Duration::from_secs(11));
+    assert!(matches!(
+        fx.rt.block_on(
+            fx.b()
+                .extend_lease("workers", &late.lease, Duration::from_secs(5))
+        ),
+        Err(QueueError::LeaseExpired(_))
+    ));
+    assert!(matches!(
+        fx.rt.block_on(
+            fx.b()
+                .extend_lease("workers", &late.lease, Duration::from_secs(7200))
+        ),
+        Err(QueueError::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn a_queue_group_starts_from_latest_or_a_time() {
+    let fx = Fixture::new(2, QueueConfig::default());
+    fx.publish(Some("a"));
+    fx.publish(Some("b"));
+    fx.b()
+        .create_queue_group(
+            "fresh",
+            "jobs",
+            QueueConfig::default(),
+            StartPosition::Latest,
+        )
+        .unwrap();
+    fx.advance(Duration::from_secs(5));
+    let cut = fx.b().clock().now();
+    let late = fx.publish(Some("c"));
+    fx.b()
+        .create_queue_group(
+            "since",
+            "jobs",
+            QueueConfig::default(),
+            StartPosition::Timestamp(cut),
+        )
+        .unwrap();
+    for group in ["fresh", "since"] {
+        let got = fx.rt.block_on(fx.b().receive(group, 10)).unwrap();
+        assert_eq!(got.iter().map(place).collect::<Vec<_>>(), [late], "{group}");
+    }
+    assert_eq!(fx.receive(10).len(), 3, "from earliest");
+}
+
+#[test]
+fn a_deleted_queue_group_takes_its_dead_letters_and_files_with_it() {
+    let config = QueueConfig {
+        max_deliveries: 1,
+        ..QueueConfig::default()
+    };
+    let mut fx = Fixture::new(1, config);
+    fx.publish(None);
+    fx.publish(None);
+    let got = fx.receive(2);
+    fx.nack(&got[0], None).unwrap();
+    fx.redrive(RedriveTarget::Group);
+    fx.publish(None);
+    let held = fx.receive(1);
+    assert_eq!(held.len(), 1);
+    assert!(matches!(
+        fx.rt.block_on(fx.b().delete_queue_group("workers", false)),
+        Err(QueueError::Busy { leased: 2, .. })
+    ));
+    let dropped = fx
+        .rt
+        .block_on(fx.b().delete_queue_group("workers", true))
+        .unwrap();
+    assert_eq!(dropped, 0, "the one dead letter was redriven");
+    assert!(matches!(fx.ack(&got[1]), Err(QueueError::UnknownGroup(_))));
+    assert!(fx.b().describe_topic("jobs.workers.dlq").is_err());
+    assert!(fx.b().describe_topic("jobs.workers.retry").is_err());
+    fx.reopen();
+    assert!(!fx.b().has_queue_group("workers"));
+    // The name is free again, and the new group starts clean.
+    fx.b()
+        .create_queue_group(
+            "workers",
+            "jobs",
+            QueueConfig::default(),
+            StartPosition::Earliest,
+        )
+        .unwrap();
+    assert_eq!(fx.receive(10).len(), 3);
+    assert!(fx.dead().is_empty());
 }
 
 #[test]

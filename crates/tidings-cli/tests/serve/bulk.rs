@@ -13,7 +13,7 @@ fn read_all(server: &Server, topic: &str) -> Vec<Value> {
     ok(&tidings(
         server,
         &[
-            "--json", "tail", topic, "--from", "earliest", "--limit", "100000",
+            "--json", "tail", topic, "--from", "earliest", "-n", "100000",
         ],
         "",
     ))

@@ -197,7 +197,10 @@ fn consume_in_both_group_modes_and_handle_dead_letters() {
     let shown = ok(&tidings(&server, &["dlq", "show", "workers", "0"], ""));
     assert!(shown.contains("tidings.cli.published"), "{shown}");
     let redriven = ok(&tidings(&server, &["dlq", "redrive", "workers"], ""));
-    assert_eq!(redriven, "redrove 1 dead letters\n");
+    assert_eq!(
+        redriven,
+        "redrove 1 dead letter: delivered again to workers\n"
+    );
     let again = ok(&tidings(&server, &["consume", "--queue", "workers"], ""));
     assert_eq!(again.lines().count(), 1, "{again}");
     let purged = ok(&tidings(&server, &["dlq", "purge", "workers"], ""));
@@ -228,7 +231,11 @@ fn replay_copies_events_and_errors_are_plain_with_a_failing_exit() {
         "",
     ));
     assert_eq!(out, "replayed 50 events from orders to rebuilt\n");
-    let copied = ok(&tidings(&server, &["--json", "tail", "rebuilt"], ""));
+    let copied = ok(&tidings(
+        &server,
+        &["--json", "tail", "rebuilt", "-n", "50"],
+        "",
+    ));
     assert_eq!(copied.lines().count(), 50);
 
     for (args, expected) in [
