@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 mod body;
+mod cors;
 mod error;
 mod events;
 mod extract;
@@ -54,6 +55,7 @@ mod streams;
 mod topics;
 mod wire;
 
+pub use cors::Cors;
 pub use error::ApiError;
 
 /// Bounds on what one request may ask for: settings of `tidings serve`, each a
@@ -158,6 +160,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// One permit per open Server-Sent Events stream.
     streams: Arc<tokio::sync::Semaphore>,
+    /// The origins browsers may call from.
+    cors: Cors,
 }
 
 impl Api {
@@ -181,8 +185,18 @@ impl Api {
                 metrics,
                 shutdown,
                 streams: Arc::new(tokio::sync::Semaphore::new(limits.sse_connections_max)),
+                cors: Cors::default(),
             }),
         }
+    }
+
+    /// The API answering cross-origin requests as `cors` allows (off by
+    /// default). Called before the API is shared.
+    pub fn with_cors(mut self, cors: Cors) -> Api {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_cors is called before the API is shared")
+            .cors = cors;
+        self
     }
 
     fn broker(&self) -> &Arc<Broker> {
@@ -227,6 +241,7 @@ pub fn router(api: Api) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(api.clone(), around_request))
+        .layer(middleware::from_fn_with_state(api.clone(), cors::layer))
         .with_state(api)
 }
 

@@ -339,8 +339,8 @@ pub(crate) fn find_coordinator(
         return out;
     }
     out.node_id = BrokerId(NODE_ID);
-    out.host = StrBytes::from_string(shared.advertised.ip().to_string());
-    out.port = i32::from(shared.advertised.port());
+    out.host = StrBytes::from_string(shared.advertised.host.clone());
+    out.port = i32::from(shared.advertised.port);
     out
 }
 
@@ -746,7 +746,6 @@ pub(crate) fn offset_fetch(shared: &Shared, request: &OffsetFetchRequest) -> Off
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
 
     use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
@@ -772,7 +771,10 @@ mod tests {
             coordinator: Coordinator::new(Arc::clone(broker.clock())),
             broker,
             config: KafkaConfig::default(),
-            advertised: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised: crate::Advertised {
+                host: "127.0.0.1".into(),
+                port: 9092,
+            },
             shutdown: tokio_util::sync::CancellationToken::new(),
         });
         (shared, clock)

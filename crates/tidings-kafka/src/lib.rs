@@ -23,7 +23,6 @@
 //! memory is set aside for it, and a malformed request closes its connection with
 //! a log line without touching anything else.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +89,19 @@ pub struct KafkaConfig {
         default_value_t = KafkaConfig::default().fetch_wait_max_ms
     )]
     pub fetch_wait_max_ms: u64,
+    /// The address Kafka clients are told to connect to, `host:port` (Kafka's
+    /// `advertised.listeners`): needed when clients reach the server by
+    /// another name or address than the one it listens on, as behind NAT, in
+    /// a container, or listening on 0.0.0.0. By default the listener's own
+    /// address (127.0.0.1 for an unspecified one).
+    #[arg(
+        id = "kafka.advertised_addr",
+        value_name = "HOST:PORT",
+        long = "kafka-advertised-addr",
+        env = "TIDINGS_KAFKA_ADVERTISED_ADDR"
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised_addr: Option<String>,
 }
 
 impl Default for KafkaConfig {
@@ -99,8 +111,40 @@ impl Default for KafkaConfig {
             auto_create_topics: true,
             default_partitions: 1,
             fetch_wait_max_ms: 30_000,
+            advertised_addr: None,
         }
     }
+}
+
+/// Where Kafka clients are told to connect: a host (a name or an address)
+/// and a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Advertised {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+/// `host:port` (an IPv6 address in brackets) read as an advertised address.
+fn parse_advertised(text: &str) -> Result<Advertised, String> {
+    let bad = |why: &str| {
+        format!("kafka.advertised_addr is {text:?}: {why}; give host:port, such as kafka.example.com:9092")
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(bad("no host"));
+    }
+    let port: u16 = port.parse().map_err(|_| bad("the port is not a number"))?;
+    if port == 0 {
+        return Err(bad("port 0 cannot be connected to"));
+    }
+    Ok(Advertised {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 /// The smallest frame limit: room for a request header and a small body.
@@ -121,6 +165,9 @@ impl KafkaConfig {
                 self.frame_bytes_max
             ));
         }
+        if let Some(addr) = &self.advertised_addr {
+            parse_advertised(addr)?;
+        }
         let partitions_max = tidings_broker::PARTITIONS_MAX;
         if !(1..=partitions_max).contains(&self.default_partitions) {
             return Err(format!(
@@ -140,7 +187,7 @@ pub(crate) struct Shared {
     pub(crate) broker: Arc<Broker>,
     pub(crate) config: KafkaConfig,
     /// The address clients are told to connect to.
-    pub(crate) advertised: SocketAddr,
+    pub(crate) advertised: Advertised,
     /// Cancelled when the server stops: long-polls end early.
     pub(crate) shutdown: CancellationToken,
     /// Consumer-group membership.
@@ -151,18 +198,33 @@ pub(crate) struct Shared {
 /// accepting and lets every connection finish the request it is handling.
 /// Returns once every connection has closed.
 ///
-/// Clients are told to reconnect to the listener's own address; an unspecified
-/// address (`0.0.0.0`) is advertised as 127.0.0.1.
+/// Clients are told to reconnect to the configured advertised address, or to
+/// the listener's own address; an unspecified address (`0.0.0.0`) is
+/// advertised as 127.0.0.1, with a warning, as clients elsewhere cannot use
+/// it.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     config: KafkaConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut advertised = listener.local_addr()?;
-    if advertised.ip().is_unspecified() {
-        advertised.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
+    let advertised = match &config.advertised_addr {
+        Some(text) => parse_advertised(text).map_err(std::io::Error::other)?,
+        None => {
+            let mut own = listener.local_addr()?;
+            if own.ip().is_unspecified() {
+                tracing::warn!(
+                    addr = %own,
+                    "the Kafka listener binds every address but tells clients to connect to 127.0.0.1; set --kafka-advertised-addr to the address clients reach"
+                );
+                own.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            Advertised {
+                host: own.ip().to_string(),
+                port: own.port(),
+            }
+        }
+    };
     let shared = Arc::new(Shared {
         coordinator: groups::Coordinator::new(Arc::clone(broker.clock())),
         broker,
@@ -207,4 +269,21 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
     let _ = ticker.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_addresses_name_a_host_and_a_port() {
+        let a = parse_advertised("kafka.example.com:19092").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("kafka.example.com", 19092));
+        let v6 = parse_advertised("[::1]:9092").unwrap();
+        assert_eq!(v6.host, "::1");
+        for bad in ["kafka", ":9092", "host:0", "host:port", "a b:9092"] {
+            let err = parse_advertised(bad).unwrap_err();
+            assert!(err.contains("kafka.advertised_addr"), "{bad}: {err}");
+        }
+    }
 }

@@ -89,12 +89,12 @@ pub(crate) async fn metadata(
             out
         }
     };
-    let host = shared.advertised.ip().to_string();
+    let host = shared.advertised.host.clone();
     let mut response = MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(NODE_ID))
             .with_host(StrBytes::from_string(host))
-            .with_port(i32::from(shared.advertised.port()))])
+            .with_port(i32::from(shared.advertised.port))])
         .with_topics(topics);
     if version >= 1 {
         response.controller_id = BrokerId(NODE_ID);

@@ -9,7 +9,6 @@
 //! read against the same struct, so an unknown key or a value of the wrong type
 //! is refused with the file's name and the key.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,14 +27,35 @@ pub struct Config {
     /// Where topics and group state are stored.
     #[arg(long, env = "TIDINGS_DATA_DIR", default_value_os_t = Config::default().data_dir)]
     pub data_dir: PathBuf,
-    /// Address of the HTTP API. Port 0 picks a free port; the log line
-    /// `listening` names it.
-    #[arg(long, env = "TIDINGS_HTTP_ADDR", default_value_t = Config::default().http_addr)]
-    pub http_addr: SocketAddr,
-    /// Address of the Kafka listener. Port 0 picks a free port; the log line
-    /// `listening` names it.
-    #[arg(long, env = "TIDINGS_KAFKA_ADDR", default_value_t = Config::default().kafka_addr)]
-    pub kafka_addr: SocketAddr,
+    /// Address of the HTTP API, host:port (an IP address or a name such as
+    /// localhost). Port 0 picks a free port; the log line `listening` names
+    /// it.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "TIDINGS_HTTP_ADDR",
+        default_value_t = Config::default().http_addr
+    )]
+    pub http_addr: ListenAddr,
+    /// Address of the Kafka listener, host:port. Port 0 picks a free port;
+    /// the log line `listening` names it.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "TIDINGS_KAFKA_ADDR",
+        default_value_t = Config::default().kafka_addr
+    )]
+    pub kafka_addr: ListenAddr,
+    /// Origins whose pages may call the HTTP API from a browser (CORS):
+    /// scheme://host[:port], or * for any. None by default.
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "TIDINGS_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors_origins: Vec<String>,
     /// Log line format.
     #[arg(
         long,
@@ -72,14 +92,62 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./tidings-data"),
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            kafka_addr: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            http_addr: ListenAddr("127.0.0.1:8080".into()),
+            kafka_addr: ListenAddr("127.0.0.1:9092".into()),
+            cors_origins: Vec::new(),
             log_format: LogFormat::Text,
             shutdown_timeout_ms: 10_000,
             partitions_total_max: tidings_broker::PARTITIONS_TOTAL_MAX,
             limits: Limits::default(),
             kafka: KafkaConfig::default(),
         }
+    }
+}
+
+/// An address to listen on: `host:port`, the host an IP address or a name
+/// (`localhost:8080`), checked to resolve when read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ListenAddr(String);
+
+impl ListenAddr {
+    /// The address as given, for binding (names resolve then).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ListenAddr, String> {
+        use std::net::ToSocketAddrs;
+        match text.to_socket_addrs().map(|mut addrs| addrs.next()) {
+            Ok(Some(_)) => Ok(ListenAddr(text.to_owned())),
+            Ok(None) => Err(format!("{text:?} resolves to no address")),
+            Err(e) => Err(format!(
+                "{text:?} is not host:port, such as 127.0.0.1:8080 or localhost:8080 ({e})"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for ListenAddr {
+    type Error = String;
+    fn try_from(text: String) -> Result<ListenAddr, String> {
+        text.parse()
+    }
+}
+
+impl From<ListenAddr> for String {
+    fn from(addr: ListenAddr) -> String {
+        addr.0
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -133,6 +201,7 @@ impl Config {
         );
         self.limits.validate().map_err(anyhow::Error::msg)?;
         self.kafka.validate().map_err(anyhow::Error::msg)?;
+        tidings_http::Cors::new(self.cors_origins.clone()).map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }
@@ -236,7 +305,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from/file"));
-        assert_eq!(c.http_addr, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(c.http_addr.as_str(), "127.0.0.1:9100");
         assert_eq!(c.limits.batch_events_max, 7);
         assert_eq!(c.limits.body_bytes_max, 11, "a flag beats the file");
         assert_eq!(c.limits.read_events_max, Limits::default().read_events_max);

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 mod config;
 
-pub use config::{Config, ServeArgs};
+pub use config::{Config, ListenAddr, ServeArgs};
 pub use tidings_telemetry::LogFormat;
 
 /// Runs the server until SIGINT or SIGTERM, then shuts it down gracefully.
@@ -103,12 +103,13 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         config.limits,
         metrics,
         shutdown.clone(),
-    );
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
+    )
+    .with_cors(tidings_http::Cors::new(config.cors_origins.clone()).map_err(anyhow::Error::msg)?);
+    let listener = tokio::net::TcpListener::bind(config.http_addr.as_str())
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
     let http_addr = listener.local_addr().context("reading the bound address")?;
-    let kafka_listener = tokio::net::TcpListener::bind(config.kafka_addr)
+    let kafka_listener = tokio::net::TcpListener::bind(config.kafka_addr.as_str())
         .await
         .with_context(|| format!("cannot listen for Kafka clients on {}", config.kafka_addr))?;
     let kafka_addr = kafka_listener
