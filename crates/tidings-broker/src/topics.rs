@@ -89,7 +89,9 @@ impl TopicSpec {
         match self.dedup_window {
             Some(w) if w.is_zero() || w > DEDUP_WINDOW_MAX => {
                 return Err(AdminError::InvalidSpec(format!(
-                    "dedup_window is {w:?}; it must be 1 ms..={DEDUP_WINDOW_MAX:?}, or absent to turn dedup off"
+                    "dedup window is {} ms; it must be 1..={} ms, or none to turn dedup off",
+                    w.as_millis(),
+                    DEDUP_WINDOW_MAX.as_millis()
                 )))
             }
             _ => {}

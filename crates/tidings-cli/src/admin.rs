@@ -16,8 +16,8 @@ pub(crate) struct Settings {
     /// Partitions (alter: only more).
     #[arg(long)]
     partitions: Option<u32>,
-    /// always, never or interval:<ms>.
-    #[arg(long)]
+    /// When appends are synced to disk: always, never or interval:<ms>.
+    #[arg(long, value_parser = crate::values::fsync)]
     fsync: Option<String>,
     /// Segment size in bytes.
     #[arg(long)]
@@ -91,8 +91,8 @@ pub(crate) enum Groups {
     Reset {
         /// The group.
         group: String,
-        /// earliest, latest, an offset or an RFC 3339 time.
-        #[arg(long)]
+        /// earliest, latest or an RFC 3339 time.
+        #[arg(long, value_parser = crate::values::start)]
         to: String,
     },
     /// Delete a group and its committed offsets (it must have no members).
@@ -127,7 +127,7 @@ pub(crate) struct QueueSettings {
     key_ordering: bool,
     /// Where delivery starts: earliest (every stored event), latest (only
     /// events published from now on) or an RFC 3339 time.
-    #[arg(long, default_value = "earliest")]
+    #[arg(long, default_value = "earliest", value_parser = crate::values::start)]
     from: String,
 }
 
@@ -256,9 +256,21 @@ pub(crate) async fn topics(ctx: &mut Ctx, t: Topics) -> Result<()> {
             })
         }
         Topics::Alter { name, settings } => {
-            let answer = ctx.client.alter_topic(&name, &settings.api()).await?;
-            ctx.out
-                .answer(&answer, |a| format!("altered {}", topic_line(a)))
+            let changes = settings.api();
+            if changes == TopicSettings::default() {
+                anyhow::bail!(
+                    "nothing to change: give --partitions, --fsync, --segment-bytes, --retention-ms, --retention-bytes or --dedup-window-ms"
+                );
+            }
+            let before = ctx.client.describe_topic(&name).await?;
+            let answer = ctx.client.alter_topic(&name, &changes).await?;
+            ctx.out.answer(&answer, |a| {
+                if a.config == before.config {
+                    format!("no change: {name} has those settings already")
+                } else {
+                    format!("altered {}\n  {}", topic_line(a), config_text(&a.config))
+                }
+            })
         }
         Topics::Delete { name } => {
             ctx.client.delete_topic(&name).await?;
@@ -453,7 +465,12 @@ pub(crate) async fn dlq(ctx: &mut Ctx, d: Dlq) -> Result<()> {
         Dlq::Show { queue, offset } => {
             let answer = ctx.client.dead_letter(&queue, offset).await?;
             ctx.out.answer(&answer, |a| {
-                format!("{}\n{}", dead_letter_text(a), json(&a.entry.event))
+                let mut text = dead_letter_text(a);
+                match &a.entry.event {
+                    Some(event) => text.push_str(&crate::output::event_details(event)),
+                    None => text.push_str("\n  a raw record, without CloudEvents headers"),
+                }
+                text
             })
         }
         Dlq::Redrive { queue, to, max } => {

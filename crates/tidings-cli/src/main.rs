@@ -23,6 +23,7 @@ mod read;
 mod send;
 mod signals;
 mod store;
+mod values;
 
 use output::{Mode, Output};
 
@@ -79,14 +80,41 @@ enum Command {
     Streams(store::Streams),
 }
 
+/// The command line: `--server` and `--json` are global, for every client
+/// command wherever they are written, but `serve` has no use for them, so its
+/// help leaves them out (and refuses them, below).
+fn command() -> clap::Command {
+    // A subcommand's own argument of a global's name keeps the global out.
+    Cli::command().mut_subcommand("serve", |serve| {
+        serve
+            .arg(clap::Arg::new("server").long("server").hide(true))
+            .arg(
+                clap::Arg::new("json")
+                    .long("json")
+                    .hide(true)
+                    .action(clap::ArgAction::SetTrue),
+            )
+    })
+}
+
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Command::Serve(args) = cli.command {
         // The matches tell the configuration a flag from a default.
         let serve = matches
             .subcommand_matches("serve")
             .expect("the serve command");
+        let given = |id: &str| {
+            matches!(
+                serve.value_source(id),
+                Some(clap::parser::ValueSource::CommandLine)
+            )
+        };
+        if given("server") || given("json") {
+            eprintln!("error: --server and --json are for the client commands; serve takes --http-addr and --log-format");
+            return ExitCode::from(2);
+        }
         return match tidings_server::Config::load(&args, serve).and_then(tidings_server::run) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -95,7 +123,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    match run(cli) {
+    let server_from = match matches.value_source("server") {
+        Some(clap::parser::ValueSource::EnvVariable) => "TIDINGS_URL",
+        _ => "--server",
+    };
+    match run(cli, server_from) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         // Stopped by Ctrl-C or SIGTERM, after cleaning up: the status an
@@ -123,8 +155,9 @@ pub(crate) struct Ctx {
     pub(crate) out: Output<io::StdoutLock<'static>>,
 }
 
-fn run(cli: Cli) -> Result<()> {
-    let client = Client::new(&cli.server)?;
+fn run(cli: Cli, server_from: &str) -> Result<()> {
+    let client =
+        Client::new(&cli.server).with_context(|| format!("{server_from} {:?}", cli.server))?;
     let mode = if cli.json { Mode::Json } else { Mode::Text };
     let mut ctx = Ctx {
         client,
@@ -148,4 +181,79 @@ fn run(cli: Cli) -> Result<()> {
             Command::Streams(s) => store::streams(&mut ctx, s).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::command;
+
+    /// Checks `cmd` and its subcommands: every positional argument is
+    /// described, and every `--flag` a help text names is one the command takes.
+    fn check(cmd: &clap::Command, path: &str, problems: &mut Vec<String>) {
+        let flags: BTreeSet<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .map(|l| format!("--{l}"))
+            .collect();
+        let mut texts: Vec<String> = [cmd.get_about(), cmd.get_long_about()]
+            .into_iter()
+            .flatten()
+            .map(|t| t.to_string())
+            .collect();
+        for arg in cmd.get_arguments() {
+            if arg.is_positional() && arg.get_help().is_none() {
+                problems.push(format!("{path}: <{}> has no description", arg.get_id()));
+            }
+            texts.extend(
+                [arg.get_help(), arg.get_long_help()]
+                    .into_iter()
+                    .flatten()
+                    .map(|t| t.to_string()),
+            );
+        }
+        for text in &texts {
+            let words = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'));
+            for flag in words.filter(|w| w.starts_with("--") && w.len() > 2) {
+                // The subcommands' own help (`tidings serve`'s about) may name
+                // the flags of a subcommand.
+                if !flags.contains(flag) && cmd.get_subcommands().next().is_none() {
+                    problems.push(format!(
+                        "{path}: its help names {flag}, which it does not take"
+                    ));
+                }
+            }
+        }
+        // clap's own `help` subcommands repeat the abouts without the flags.
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            check(sub, &format!("{path} {}", sub.get_name()), problems);
+        }
+    }
+
+    #[test]
+    fn every_positional_is_described_and_help_names_only_flags_that_exist() {
+        let mut cmd = command();
+        cmd.build();
+        let mut problems = Vec::new();
+        check(&cmd, "tidings", &mut problems);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn serve_help_lists_only_the_servers_settings() {
+        let mut cmd = command();
+        cmd.build();
+        let serve = cmd.find_subcommand("serve").unwrap();
+        let shown: Vec<&str> = serve
+            .get_arguments()
+            .filter(|a| !a.is_hide_set())
+            .filter_map(|a| a.get_long())
+            .collect();
+        assert!(shown.contains(&"http-addr") && shown.contains(&"kafka-advertised-addr"));
+        assert!(
+            !shown.contains(&"server") && !shown.contains(&"json"),
+            "{shown:?}"
+        );
+    }
 }

@@ -179,6 +179,32 @@ impl EventLine for RecordedEvent {
     }
 }
 
+/// A CloudEvent's attributes, one per line (`  name: value`), data last as
+/// text, JSON or base64.
+pub(crate) fn event_details(event: &Value) -> String {
+    let Some(attributes) = event.as_object() else {
+        return String::new();
+    };
+    let mut text = String::new();
+    for (name, value) in attributes {
+        if name == "data" || name == "data_base64" {
+            continue;
+        }
+        let value = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        text.push_str(&format!("\n  {name}: {value}"));
+    }
+    match (&event["data"], &event["data_base64"]) {
+        (Value::String(s), _) => text.push_str(&format!("\n  data: {s}")),
+        (Value::Null, Value::String(b)) => text.push_str(&format!("\n  data: base64:{b}")),
+        (Value::Null, _) => text.push_str("\n  no data"),
+        (d, _) => text.push_str(&format!("\n  data: {d}")),
+    }
+    text
+}
+
 /// `1 event`, `2 events`, `1 entry`, `3 entries`: a count with its noun.
 pub(crate) fn plural(n: u64, noun: &str) -> String {
     match (n, noun.strip_suffix('y')) {

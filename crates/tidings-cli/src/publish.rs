@@ -68,9 +68,9 @@ pub(crate) struct Template {
 
 #[derive(Debug, Args)]
 pub(crate) struct Position {
-    /// Where to start: earliest, latest, an offset (with --partition on a topic
-    /// of several) or an RFC 3339 time.
-    #[arg(long, default_value = "earliest")]
+    /// Where to start in every partition: earliest, latest or an RFC 3339
+    /// time.
+    #[arg(long, default_value = "earliest", value_parser = crate::values::start)]
     pub(crate) from: String,
 }
 

@@ -30,7 +30,7 @@ pub(crate) struct Tail {
     /// Where to start: earliest, latest, an offset (with --partition on a
     /// topic of several) or an RFC 3339 time. Without it, the last events are
     /// printed.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::values::position)]
     from: Option<String>,
     /// Only this partition.
     #[arg(long)]
@@ -63,7 +63,7 @@ pub(crate) struct Consume {
     /// Where a new stream group starts: earliest, latest or an RFC 3339 time
     /// (a group that committed goes on from its commits). A queue group's
     /// start is set when it is created.
-    #[arg(long, conflicts_with = "queue")]
+    #[arg(long, conflicts_with = "queue", value_parser = crate::values::start)]
     from: Option<String>,
     /// Keep consuming when caught up.
     #[arg(short = 'f', long)]
@@ -415,10 +415,10 @@ async fn consume_queue(ctx: &mut Ctx, c: &Consume, queue: &str, signals: &Signal
                     }
                     Some(cmd) => run(&ctx.client, queue, d, cmd, ack_timeout).await?,
                 };
-                match outcome {
+                let answered = match outcome {
                     Outcome::Ack => {
                         counts[0] += 1;
-                        ctx.client.ack(queue, &d.lease).await?;
+                        ctx.client.ack(queue, &d.lease).await
                     }
                     Outcome::Nack(error) => {
                         counts[1] += 1;
@@ -426,15 +426,26 @@ async fn consume_queue(ctx: &mut Ctx, c: &Consume, queue: &str, signals: &Signal
                             delay_ms: None,
                             error: Some(error),
                         };
-                        ctx.client.nack(queue, &d.lease, &nack).await?;
+                        ctx.client.nack(queue, &d.lease, &nack).await
                     }
                     Outcome::Reject(reason) => {
                         counts[2] += 1;
                         let reject = RejectRequest {
                             reason: Some(reason),
                         };
-                        ctx.client.reject(queue, &d.lease, &reject).await?;
+                        ctx.client.reject(queue, &d.lease, &reject).await
                     }
+                };
+                match answered {
+                    Ok(()) => {}
+                    // The server went away: its leases died with it, and the
+                    // events will be delivered again.
+                    Err(e) if c.retry && server_gone(&e) => {
+                        eprintln!("tidings: {e}; the unanswered events will come again; retrying");
+                        held.clear();
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
                 held.retain(|l| *l != d.lease);
             }
@@ -613,8 +624,15 @@ async fn consume_group(ctx: &mut Ctx, c: &Consume, group: &str, signals: &Signal
                 .collect();
             if !moved.is_empty() {
                 let commit = CommitRequest { offsets: moved };
-                ctx.client.commit(group, &member, &commit).await?;
-                committed.extend(commit.offsets);
+                match ctx.client.commit(group, &member, &commit).await {
+                    Ok(()) => committed.extend(commit.offsets),
+                    // Not committed: after the restart the group goes on
+                    // from its last commit, and these come again.
+                    Err(e) if c.retry && server_gone(&e) => {
+                        eprintln!("tidings: {e}; these events will come again; retrying");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             if polled.events.is_empty() && !c.follow {
                 return Ok(());

@@ -8,7 +8,6 @@ use clap::Subcommand;
 use serde_json::Value;
 use tidings_api::{AllQuery, StreamQuery};
 
-use crate::output::json;
 use crate::publish::{build_all, read_lines, Builder, Ids, Template};
 use crate::send::Origin;
 use crate::Ctx;
@@ -31,6 +30,9 @@ pub(crate) enum Streams {
         /// The `source` of events built here.
         #[arg(long, default_value = "/tidings-cli")]
         source: String,
+        /// Send every line as text data, as it is: no JSON, no whole CloudEvents.
+        #[arg(long)]
+        raw: bool,
     },
     /// Print a stream's events.
     Read {
@@ -77,6 +79,7 @@ pub(crate) async fn streams(ctx: &mut Ctx, s: Streams) -> Result<()> {
             expected_version,
             ty,
             source,
+            raw,
         } => {
             let (inputs, what) = if data.is_empty() {
                 (read_lines(io::stdin().lock())?, "standard input")
@@ -95,7 +98,7 @@ pub(crate) async fn streams(ctx: &mut Ctx, s: Streams) -> Result<()> {
                 template: &template,
                 key: None,
                 ids: Ids::Fresh,
-                raw: false,
+                raw,
             };
             let events: Vec<Value> = build_all(&builder, inputs, what)?;
             let answer = ctx
@@ -133,8 +136,14 @@ pub(crate) async fn streams(ctx: &mut Ctx, s: Streams) -> Result<()> {
                 limit,
             };
             let answer = ctx.client.read_stream(&stream, &query).await?;
+            if answer.version.is_none() {
+                bail!("stream {stream} does not exist: no event was ever appended to it");
+            }
             for e in &answer.events {
                 ctx.out.event(e)?;
+            }
+            if answer.events.is_empty() {
+                eprintln!("tidings: stream {stream} has no events to read from there");
             }
             Ok(())
         }
@@ -171,13 +180,27 @@ pub(crate) async fn streams(ctx: &mut Ctx, s: Streams) -> Result<()> {
         Streams::Info { stream } => {
             let answer = ctx.client.describe_stream(&stream).await?;
             ctx.out.answer(&answer, |a| {
+                let version = a
+                    .version
+                    .map_or("no events".to_owned(), |v| format!("version {v}"));
+                let limits = match (a.metadata.max_count, a.metadata.max_age) {
+                    (None, None) => "no read limits".to_owned(),
+                    (count, age) => {
+                        let mut parts = Vec::new();
+                        if let Some(c) = count {
+                            parts.push(format!("the newest {c} events"));
+                        }
+                        if let Some(ms) = age {
+                            parts.push(format!("events younger than {ms} ms"));
+                        }
+                        format!("reads {}", parts.join(" and "))
+                    }
+                };
                 format!(
-                    "{}\tcategory={}\tversion={}\tdeleted={}\tmetadata={}",
+                    "{}\tcategory {}\t{version}{}\t{limits}",
                     a.stream,
                     a.category,
-                    json(&a.version),
-                    a.deleted,
-                    json(&a.metadata)
+                    if a.deleted { "\tdeleted" } else { "" }
                 )
             })
         }

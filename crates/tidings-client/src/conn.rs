@@ -1,5 +1,6 @@
 //! The client's HTTP/1.1 connection: opened on first use, kept between calls,
-//! opened again when the server closed it while idle.
+//! opened again when the server closed it while idle; over TLS for an
+//! `https://` server.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -10,6 +11,45 @@ use hyper_util::rt::TokioIo;
 
 use crate::{ClientError, ANSWER_BYTES_MAX};
 
+/// TLS to one server: the system's roots, and the name its certificate must
+/// carry.
+pub(crate) struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl Tls {
+    pub(crate) fn new(host: &str) -> Result<Tls, String> {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("{host:?} is not a TLS server name: {e}"))?;
+        let found = rustls_native_certs::load_native_certs();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in found.certs {
+            // A certificate the store cannot read is skipped, as browsers do.
+            let _ = roots.add(cert);
+        }
+        if roots.is_empty() {
+            let why = found
+                .errors
+                .first()
+                .map_or_else(String::new, |e| format!(" ({e})"));
+            return Err(format!(
+                "no trusted root certificates found for https{why}; install the system's CA certificates or set SSL_CERT_FILE"
+            ));
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Tls {
+            connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+            name,
+        })
+    }
+}
+
 /// One connection to the server, shared by the calls of one client in turn.
 pub(crate) struct Conn {
     /// The server, as the user named it (for errors).
@@ -19,15 +59,18 @@ pub(crate) struct Conn {
     /// The `Host` header.
     host: String,
     send: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+    /// For an `https://` server.
+    tls: Option<Tls>,
 }
 
 impl Conn {
-    pub(crate) fn new(server: String, address: String, host: String) -> Conn {
+    pub(crate) fn new(server: String, address: String, host: String, tls: Option<Tls>) -> Conn {
         Conn {
             server,
             address,
             host,
             send: tokio::sync::Mutex::new(None),
+            tls,
         }
     }
 
@@ -37,22 +80,23 @@ impl Conn {
 
     /// A new connection, its driver running on a task of its own.
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
-        let connect_error = |source| ClientError::Connect {
+        let connect_error = |cause| ClientError::Connect {
             server: self.server.clone(),
-            source,
+            cause,
         };
         let stream = tokio::net::TcpStream::connect(&self.address)
             .await
             .map_err(connect_error)?;
         stream.set_nodelay(true).map_err(connect_error)?;
-        let (send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let Some(tls) = &self.tls else {
+            return handshake(TokioIo::new(stream), connect_error).await;
+        };
+        let stream = tls
+            .connector
+            .connect(tls.name.clone(), stream)
             .await
-            .map_err(|e| connect_error(std::io::Error::other(e)))?;
-        tokio::spawn(async move {
-            // The connection ends when the server closes it or the client goes.
-            let _ = connection.await;
-        });
-        Ok(send)
+            .map_err(connect_error)?;
+        handshake(TokioIo::new(stream), connect_error).await
     }
 
     /// Sends `request` on the kept connection (a new one if there is none, or
@@ -80,7 +124,7 @@ impl Conn {
                 *kept = None;
                 return Err(ClientError::Http {
                     what: what.to_owned(),
-                    source,
+                    cause: source,
                 });
             }
         };
@@ -107,9 +151,27 @@ impl Conn {
             .await
             .map_err(|source| ClientError::Http {
                 what: what.to_owned(),
-                source,
+                cause: source,
             })
     }
+}
+
+/// HTTP/1.1 over `io`, its driver on a task of its own.
+async fn handshake<I>(
+    io: I,
+    connect_error: impl Fn(std::io::Error) -> ClientError,
+) -> Result<SendRequest<Full<Bytes>>, ClientError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (send, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| connect_error(std::io::Error::other(e)))?;
+    tokio::spawn(async move {
+        // The connection ends when the server closes it or the client goes.
+        let _ = connection.await;
+    });
+    Ok(send)
 }
 
 /// A whole answer body, up to [`ANSWER_BYTES_MAX`].
@@ -122,7 +184,7 @@ pub(crate) async fn read_body(body: Incoming, what: &str) -> Result<Bytes, Clien
         Err(e) => match e.downcast::<hyper::Error>() {
             Ok(source) => Err(ClientError::Http {
                 what: what.to_owned(),
-                source: *source,
+                cause: *source,
             }),
             Err(e) => Err(ClientError::Unexpected {
                 what: what.to_owned(),

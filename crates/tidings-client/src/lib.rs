@@ -54,7 +54,7 @@ pub const ANSWER_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The server address is not `http://host:port`.
+    /// The server address is not one the client can use.
     #[error("invalid server address {address:?}: {reason}")]
     Address {
         /// The address given.
@@ -63,12 +63,12 @@ pub enum ClientError {
         reason: String,
     },
     /// No connection could be made.
-    #[error("cannot reach the server at {server}: {source}")]
+    #[error("cannot reach the server at {server}: {cause}")]
     Connect {
         /// The server's address.
         server: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message; not a separate source, so it is said once).
+        cause: std::io::Error,
     },
     /// The server answered with an error.
     #[error("{message} ({code}, HTTP {status})")]
@@ -99,12 +99,12 @@ pub enum ClientError {
         body: String,
     },
     /// The connection failed during the call.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Http {
         /// The call.
         what: String,
-        /// Why.
-        source: hyper::Error,
+        /// Why (in the message).
+        cause: hyper::Error,
     },
     /// The call took longer than allowed.
     #[error("{what}: no answer within {timeout:?}")]
@@ -121,12 +121,12 @@ pub enum ClientError {
         what: String,
     },
     /// The answer is not the JSON the API describes.
-    #[error("{what}: the answer is not the JSON expected: {source}")]
+    #[error("{what}: the answer is not the JSON expected: {cause}")]
     Decode {
         /// The call.
         what: String,
-        /// Why.
-        source: serde_json::Error,
+        /// Why (in the message).
+        cause: serde_json::Error,
     },
     /// An event to send is not a valid CloudEvent.
     #[error("cannot encode the event: {0}")]
@@ -207,28 +207,61 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client of the server at `server` (`http://host:port`). Nothing is
-    /// connected until the first call.
+    /// A client of the server at `server`: `http://host[:port]`,
+    /// `https://host[:port]` (TLS, checked against the system's roots;
+    /// `SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured), or `host:port` for
+    /// plain HTTP. Nothing is connected until the first call.
     pub fn new(server: &str) -> Result<Client, ClientError> {
         let trimmed = server.trim_end_matches('/');
         let invalid = |reason: &str| ClientError::Address {
             address: server.to_owned(),
             reason: reason.to_owned(),
         };
-        let authority = trimmed
-            .strip_prefix("http://")
-            .ok_or_else(|| invalid("only http:// addresses are supported"))?;
+        let (tls, authority) = if let Some(rest) = trimmed.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = trimmed.strip_prefix("http://") {
+            (false, rest)
+        } else if trimmed.contains("://") {
+            return Err(invalid("only http:// and https:// are supported"));
+        } else if trimmed.contains(':') {
+            (false, trimmed)
+        } else {
+            return Err(invalid(
+                "expected http://host:port, https://host:port or host:port",
+            ));
+        };
         if authority.is_empty() || authority.contains('/') {
-            return Err(invalid("expected http://host:port with no path"));
+            return Err(invalid("expected a host and port with no path"));
         }
-        let address = if authority.contains(':') && !authority.ends_with(']') {
+        let host_part = if authority.starts_with('[') {
+            authority
+                .split_once(']')
+                .map_or(authority, |(h, _)| h)
+                .trim_start_matches('[')
+        } else {
+            authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+        };
+        if host_part.is_empty() {
+            return Err(invalid("no host"));
+        }
+        let has_port = if authority.starts_with('[') {
+            authority.contains("]:")
+        } else {
+            authority.contains(':')
+        };
+        let address = if has_port {
             authority.to_owned()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{}", if tls { 443 } else { 80 })
+        };
+        let tls = if tls {
+            Some(conn::Tls::new(host_part).map_err(|reason| invalid(&reason))?)
+        } else {
+            None
         };
         Ok(Client {
             server: trimmed.to_owned(),
-            conn: conn::Conn::new(trimmed.to_owned(), address, authority.to_owned()),
+            conn: conn::Conn::new(trimmed.to_owned(), address, authority.to_owned(), tls),
             timeout: REQUEST_TIMEOUT,
         })
     }
@@ -301,9 +334,9 @@ impl Client {
         extra: Duration,
     ) -> Result<T, ClientError> {
         let (_, bytes) = self.call(method.clone(), path, body, extra).await?;
-        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+        serde_json::from_slice(&bytes).map_err(|cause| ClientError::Decode {
             what: format!("{method} {path}"),
-            source,
+            cause,
         })
     }
 
@@ -382,9 +415,9 @@ impl Client {
         if status != StatusCode::OK && status != StatusCode::SERVICE_UNAVAILABLE {
             return Err(server_error(what, status, &bytes));
         }
-        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+        serde_json::from_slice(&bytes).map_err(|cause| ClientError::Decode {
             what: what.to_owned(),
-            source,
+            cause,
         })
     }
 

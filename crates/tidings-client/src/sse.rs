@@ -134,7 +134,7 @@ impl<T: DeserializeOwned> EventStream<T> {
                     self.done = true;
                     return Some(Err(ClientError::Http {
                         what: self.what.clone(),
-                        source,
+                        cause: source,
                     }));
                 }
             }
@@ -150,9 +150,9 @@ impl<T: DeserializeOwned> EventStream<T> {
 
     fn item(&mut self, message: Message) -> Result<T, ClientError> {
         self.last_id.clone_from(&message.id);
-        let decode = |source| ClientError::Decode {
+        let decode = |cause| ClientError::Decode {
             what: self.what.clone(),
-            source,
+            cause,
         };
         if message.event == "error" {
             self.done = true;

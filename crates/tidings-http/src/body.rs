@@ -76,19 +76,43 @@ pub(crate) async fn parse_or_default<T: DeserializeOwned + Default>(
     json(headers, &bytes)
 }
 
+/// A JSON Merge Patch (RFC 7396) body into `T`: `application/json` or
+/// `application/merge-patch+json`, absent members left as they are, `null`
+/// ones removed.
+pub(crate) async fn parse_patch<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = read(headers, body, limit).await?;
+    decode(
+        headers,
+        &bytes,
+        &["application/json", "application/merge-patch+json"],
+    )
+}
+
 /// Parses a JSON request body into `T`, requiring `application/json`.
 fn json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
-    match media_type(headers).as_deref() {
-        Some("application/json") => {}
-        other => {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                format!(
-                    "expected Content-Type application/json, got {}",
-                    other.unwrap_or("none")
-                ),
-            ))
-        }
+    decode(headers, bytes, &["application/json"])
+}
+
+/// Parses a JSON body of one of the media types `accepted`.
+fn decode<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    bytes: &[u8],
+    accepted: &[&str],
+) -> Result<T, ApiError> {
+    let media = media_type(headers);
+    if !media.as_deref().is_some_and(|m| accepted.contains(&m)) {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!(
+                "expected Content-Type {}, got {}",
+                accepted.join(" or "),
+                media.as_deref().unwrap_or("none")
+            ),
+        ));
     }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("invalid JSON body: {e}")))

@@ -47,7 +47,7 @@ pub(crate) async fn publish(
         .collect();
     let started = std::time::Instant::now();
     let published = api.broker().publish_payloads(&topic, payloads).await?;
-    tidings_telemetry::appended(&topic, started.elapsed());
+    tidings_telemetry::appended(started.elapsed());
     let mut answer = PublishAnswer {
         topic,
         events: Vec::with_capacity(published.len()),

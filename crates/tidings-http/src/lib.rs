@@ -162,6 +162,8 @@ struct Inner {
     streams: Arc<tokio::sync::Semaphore>,
     /// The origins browsers may call from.
     cors: Cors,
+    /// Requests being answered now, streams included.
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Api {
@@ -186,6 +188,7 @@ impl Api {
                 shutdown,
                 streams: Arc::new(tokio::sync::Semaphore::new(limits.sse_connections_max)),
                 cors: Cors::default(),
+                in_flight: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -217,6 +220,13 @@ impl Api {
 
     fn draining(&self) -> bool {
         self.inner.shutdown.is_cancelled()
+    }
+
+    /// Requests being answered now (a draining server waits for them).
+    pub fn requests_in_flight(&self) -> usize {
+        self.inner
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -362,6 +372,27 @@ fn draining_rule(method: &axum::http::Method, route: &str) -> Draining {
         .map_or(Draining::Refused, |r| r.draining)
 }
 
+/// One request counted in [`Api::requests_in_flight`] while it lives.
+struct InFlight(Api);
+
+impl InFlight {
+    fn enter(api: &Api) -> InFlight {
+        api.inner
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(api.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Longest `x-request-id` taken from a client; a longer or unprintable one is
 /// replaced by our own.
 const REQUEST_ID_BYTES_MAX: usize = 64;
@@ -392,11 +423,14 @@ async fn around_request(State(api): State<Api>, request: Request, next: Next) ->
     );
     let rule = draining_rule(&method, &route);
     let started = Instant::now();
+    // Counted until the answer is made (a stream's body goes on after).
+    let counted = InFlight::enter(&api);
     let mut response = if api.draining() && rule == Draining::Refused {
         ApiError::shutting_down().into_response()
     } else {
         next.run(request).instrument(span.clone()).await
     };
+    drop(counted);
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let elapsed_ms = elapsed.as_secs_f64() * 1e3;

@@ -1,5 +1,5 @@
-//! `GET /metrics`: the broker's state mirrored into the process's metrics, then
-//! everything rendered in the Prometheus text exposition format.
+//! `GET /metrics`: the broker's state, read at the scrape, and the process's
+//! own metrics, in the Prometheus text exposition format.
 
 use axum::extract::State;
 use axum::http::header;
@@ -9,13 +9,14 @@ use crate::Api;
 
 /// `GET /metrics`, in the Prometheus text exposition format.
 pub(crate) async fn render(State(api): State<Api>) -> Response {
-    tidings_telemetry::mirror_broker(api.broker()).await;
+    let mut text = tidings_telemetry::render_broker(api.broker()).await;
+    text.push_str(&api.inner.metrics.render());
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        api.inner.metrics.render(),
+        text,
     )
         .into_response()
 }

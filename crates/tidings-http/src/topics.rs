@@ -57,13 +57,16 @@ fn changes(settings: &TopicSettings) -> Result<TopicChanges, ApiError> {
         .fsync
         .as_deref()
         .map(|f| {
-            f.parse::<FsyncPolicy>().map_err(|_| {
-                invalid_topic(format!(
-                    "fsync={f:?}: expected always, never or interval:<ms>"
-                ))
-            })
+            f.parse::<FsyncPolicy>()
+                .map_err(|e| invalid_topic(e.to_string()))
         })
         .transpose()?;
+    if settings.dedup_window_ms == Some(Some(0)) {
+        return Err(invalid_topic(format!(
+            "dedup_window_ms is 0; give 1..={} ms, or null to turn dedup off",
+            tidings_broker::DEDUP_WINDOW_MAX.as_millis()
+        )));
+    }
     let millis = |v: Option<Option<u64>>| v.map(|v| v.map(Duration::from_millis));
     Ok(TopicChanges {
         partitions: settings.partitions,
@@ -114,7 +117,7 @@ pub(crate) async fn alter(
     request: Body,
 ) -> Result<Json<Topic>, ApiError> {
     api.broker().describe_topic(&name)?;
-    let fields = body::parse(&headers, request, api.limits().body_bytes_max).await?;
+    let fields = body::parse_patch(&headers, request, api.limits().body_bytes_max).await?;
     let settings = TopicSettings::from_object(fields).map_err(invalid_topic)?;
     let changes = changes(&settings)?;
     let broker = std::sync::Arc::clone(api.broker());

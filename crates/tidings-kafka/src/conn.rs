@@ -33,6 +33,10 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 pub(crate) enum ConnError {
     #[error("frame size {size} is outside {REQUEST_HEADER_MIN_BYTES}..={max} bytes")]
     FrameSize { size: i64, max: usize },
+    #[error("the client sent HTTP ({start:?}...) to the Kafka listener; the HTTP API has a listener of its own (--http-addr)")]
+    Http { start: String },
+    #[error("the client started a TLS handshake; the Kafka listener speaks plaintext")]
+    Tls,
     #[error("unknown API key {0}")]
     UnknownApi(i16),
     #[error("{api:?} version {version} is not supported (supported: {min}..={max})")]
@@ -92,6 +96,16 @@ pub(crate) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
                 break;
             }
         };
+        // What is not Kafka at all is said as such, and an HTTP client gets an
+        // answer it can show.
+        if let Some(e) = not_kafka(size) {
+            if let ConnError::Http { .. } = e {
+                let _ = tx.send(http_refusal()).await;
+            }
+            log_close(peer, &e);
+            refused = true;
+            break;
+        }
         let started = std::time::Instant::now();
         let pending = async {
             let frame = read_frame(&mut reader, size, shared.config.frame_bytes_max).await?;
@@ -160,6 +174,37 @@ fn log_close(peer: SocketAddr, e: &ConnError) {
         ConnError::Io(e) => tracing::debug!(%peer, error = %e, "Kafka connection failed"),
         e => tracing::warn!(%peer, error = %e, "closing Kafka connection"),
     }
+}
+
+/// The first four bytes of a connection that speaks HTTP or TLS instead of
+/// Kafka (read as a frame size, they are far past any limit).
+fn not_kafka(size: i32) -> Option<ConnError> {
+    let bytes = size.to_be_bytes();
+    const METHODS: [&[u8; 4]; 9] = [
+        b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"PATC", b"OPTI", b"CONN", b"TRAC",
+    ];
+    if METHODS.contains(&&bytes) {
+        return Some(ConnError::Http {
+            start: String::from_utf8_lossy(&bytes).trim_end().to_owned(),
+        });
+    }
+    // A TLS record: handshake (22), version 3.x.
+    if bytes[0] == 0x16 && bytes[1] == 0x03 {
+        return Some(ConnError::Tls);
+    }
+    None
+}
+
+/// What an HTTP client that reached the Kafka listener is told.
+fn http_refusal() -> Pending {
+    let body = "This port speaks the Kafka protocol, not HTTP: the HTTP API of tidings serve listens on its --http-addr (127.0.0.1:8080 by default).\n";
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    Box::pin(std::future::ready(Ok(Some(BytesMut::from(
+        response.as_bytes(),
+    )))))
 }
 
 /// An answer that is ready now.

@@ -49,22 +49,31 @@ impl fmt::Display for FsyncPolicy {
 
 /// A string that is not `always`, `never` or `interval:<ms>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("fsync policy {0:?} is not one of 'always', 'never' or 'interval:<milliseconds>' (1 ms or more)")]
-pub struct FsyncPolicyParseError(String);
+#[error("fsync policy {input:?}: {reason}")]
+pub struct FsyncPolicyParseError {
+    input: String,
+    reason: &'static str,
+}
 
 impl FromStr for FsyncPolicy {
     type Err = FsyncPolicyParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let refuse = |reason| FsyncPolicyParseError {
+            input: s.to_owned(),
+            reason,
+        };
         match s {
             "always" => Ok(FsyncPolicy::Always),
             "never" => Ok(FsyncPolicy::Never),
-            _ => s
-                .strip_prefix("interval:")
-                .and_then(|ms| ms.parse::<u64>().ok())
-                .filter(|&ms| ms > 0)
-                .map(|ms| FsyncPolicy::Interval(Duration::from_millis(ms)))
-                .ok_or_else(|| FsyncPolicyParseError(s.to_owned())),
+            _ => match s.strip_prefix("interval:").map(str::parse::<u64>) {
+                Some(Ok(0)) => Err(refuse(
+                    "an interval of 0 ms would sync after every write; give 'always', or an interval of 1 ms or more",
+                )),
+                Some(Ok(ms)) => Ok(FsyncPolicy::Interval(Duration::from_millis(ms))),
+                Some(Err(_)) => Err(refuse("the interval is a whole number of milliseconds")),
+                None => Err(refuse("expected 'always', 'never' or 'interval:<milliseconds>'")),
+            },
         }
     }
 }

@@ -24,10 +24,20 @@ use tokio_util::sync::CancellationToken;
 
 mod config;
 
+/// The README's Rust examples, compiled and run as this crate's doc tests, so
+/// a README that no longer builds fails the suite.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;
+
 pub use config::{Config, ListenAddr, ServeArgs};
 pub use tidings_telemetry::LogFormat;
 
-/// Runs the server until SIGINT or SIGTERM, then shuts it down gracefully.
+/// How often a draining server says what it waits for.
+const DRAIN_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs the server until SIGINT or SIGTERM, then shuts it down gracefully; a
+/// second signal stops it at once.
 pub fn run(config: Config) -> Result<()> {
     init_logging(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -35,7 +45,33 @@ pub fn run(config: Config) -> Result<()> {
         .thread_name("tidings")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, shutdown_signal()))
+    runtime.block_on(serve(config, async {
+        shutdown_signal().await;
+        // A second signal means now: the operator will not wait for the drain.
+        tokio::spawn(async {
+            let number = second_signal().await;
+            tracing::warn!(
+                "second signal; stopping now without waiting (acknowledged events are durable as their topics' fsync policy says)"
+            );
+            std::process::exit(128 + number);
+        });
+    }))
+}
+
+/// Resolves at the next SIGINT or SIGTERM with its number.
+async fn second_signal() -> i32 {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => 2,
+                _ = terminate.recv() => 15,
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    2
 }
 
 /// Resolves at the first SIGINT or SIGTERM.
@@ -132,21 +168,49 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         // taken), waiting requests end; Kafka connections finish the request
         // they are handling, then close.
         shutdown.cancel();
-        // Consumers can still answer their leases while the listener is open.
-        let left = draining_broker.drain(lease_wait).await;
+        // Consumers can still answer their leases while the listener is open;
+        // what is waited for is said every second.
+        let drain = draining_broker.drain(lease_wait);
+        let mut drain = std::pin::pin!(drain);
+        let started = tokio::time::Instant::now();
+        let left = loop {
+            tokio::select! {
+                left = &mut drain => break left,
+                () = tokio::time::sleep(DRAIN_REPORT_EVERY) => {
+                    let held = draining_broker.leases_held().await;
+                    let groups: Vec<String> =
+                        held.iter().map(|(g, n)| format!("{g}: {n}")).collect();
+                    tracing::info!(
+                        leases = held.iter().map(|(_, n)| n).sum::<usize>(),
+                        groups = %groups.join(", "),
+                        left_s = lease_wait.saturating_sub(started.elapsed()).as_secs(),
+                        "draining: waiting for consumers to answer their leases"
+                    );
+                }
+            }
+        };
         tracing::info!(
             leases_left = left,
             "no more leases handed out; closing the listener"
         );
         let _ = stopping_tx.send(true);
     };
+    let requests = api.clone();
     let server = axum::serve(listener, tidings_http::router(api)).with_graceful_shutdown(graceful);
     let mut server = std::pin::pin!(server.into_future());
     tokio::select! {
         result = &mut server => result.context("the HTTP server failed")?,
         _ = async {
             let _ = stopping.wait_for(|s| *s).await;
-            tokio::time::sleep(config.shutdown_timeout()).await;
+            let started = tokio::time::Instant::now();
+            while started.elapsed() < config.shutdown_timeout() {
+                tokio::time::sleep(DRAIN_REPORT_EVERY).await;
+                tracing::info!(
+                    requests = requests.requests_in_flight(),
+                    left_s = config.shutdown_timeout().saturating_sub(started.elapsed()).as_secs(),
+                    "closing: waiting for requests under way"
+                );
+            }
         } => {
             tracing::warn!(timeout = ?config.shutdown_timeout(), "requests still open after the shutdown timeout; closing them");
         }

@@ -347,7 +347,7 @@ fn event_of(row: &Row, at: usize) -> Result<RecordedEvent, StoreError> {
     let stream: &str = row.get(at + 1);
     let bytes: &[u8] = row.get(at + 4);
     Ok(RecordedEvent {
-        stream: StreamName::new(stream).map_err(|e| corrupt(e.to_string()))?,
+        stream: StreamName::stored(stream).map_err(|e| corrupt(e.to_string()))?,
         version: StreamVersion(to_u64(row.get(at + 2))),
         position: Position(position),
         recorded: TimestampMs(row.get(at + 3)),

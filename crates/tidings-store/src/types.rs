@@ -18,8 +18,11 @@ pub const READ_LIMIT_MAX: usize = 10_000;
 
 /// The name of a stream: the ordered events of one entity, such as `order-123`.
 ///
-/// Non-empty, at most [`STREAM_NAME_BYTES_MAX`] bytes, no control characters, and
-/// not starting with `$`, which names the store's own streams (`$all`).
+/// Non-empty, at most [`STREAM_NAME_BYTES_MAX`] bytes, made of what a topic
+/// name is made of — ASCII letters, digits, `.`, `_` and `-` — so it needs no
+/// escaping in a URL, a shell or a log line. `$` names the store's own streams
+/// (`$all`). Events of streams named before this rule (any text without
+/// control characters) still read back, in `$all` and their category.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamName(Arc<str>);
 
@@ -35,8 +38,35 @@ impl StreamName {
         if name.starts_with('$') {
             return Err(NameError::Reserved(name.to_owned()));
         }
-        if name.chars().any(char::is_control) {
-            return Err(NameError::Control(name.to_owned()));
+        if let Some(ch) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(NameError::BadCharacter {
+                name: name.to_owned(),
+                ch,
+            });
+        }
+        Ok(StreamName(name.into()))
+    }
+
+    /// A name read back from storage, under the rule it was written with:
+    /// any text without control characters.
+    pub(crate) fn stored(name: &str) -> Result<StreamName, NameError> {
+        if name.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if name.len() > STREAM_NAME_BYTES_MAX {
+            return Err(NameError::TooLong(name.len()));
+        }
+        if name.starts_with('$') {
+            return Err(NameError::Reserved(name.to_owned()));
+        }
+        if let Some(ch) = name.chars().find(|c| c.is_control()) {
+            return Err(NameError::BadCharacter {
+                name: name.to_owned(),
+                ch,
+            });
         }
         Ok(StreamName(name.into()))
     }
@@ -90,9 +120,14 @@ pub enum NameError {
     /// The name starts with `$`.
     #[error("stream name {0:?} starts with '$', which is reserved for the store's own streams")]
     Reserved(String),
-    /// The name holds a control character.
-    #[error("stream name {0:?} holds a control character")]
-    Control(String),
+    /// The name holds a character a stream name may not.
+    #[error("stream name {name:?} holds {ch:?}: a stream name is ASCII letters, digits, '.', '_' and '-', as a topic name is")]
+    BadCharacter {
+        /// The name.
+        name: String,
+        /// The first character it may not hold.
+        ch: char,
+    },
 }
 
 /// The version of an event in its stream: the first event is version 0.

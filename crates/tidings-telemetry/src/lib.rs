@@ -4,9 +4,11 @@
 //!   the text exposition format. Everything else in this crate records into it
 //!   through the `metrics` facade: request counts and latencies of every listener
 //!   ([`http`], [`kafka`]), what consumers were handed ([`delivered`]), publish
-//!   latency ([`appended`]), and, at each scrape, the broker's offsets, sizes,
-//!   counters and lag ([`mirror_broker`]), read from the broker so the figures
-//!   are never stale and the broker needs no metrics code.
+//!   latency ([`appended`]), each with its `# HELP` line.
+//! - [`render_broker`] renders, at each scrape, the broker's offsets, sizes,
+//!   counters and lag, read from the broker so the figures are never stale,
+//!   a deleted topic or group leaves no series behind, and the broker needs no
+//!   metrics code.
 //! - [`MeasuredSync`] is the `fdatasync` the server hands the log, timed.
 //! - [`init_logging`] installs the log subscriber.
 //!
@@ -43,6 +45,7 @@ impl Metrics {
             .map_err(|e| e.to_string())?
             .install_recorder()
             .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+        describe();
         Ok(Metrics { handle })
     }
 
@@ -50,6 +53,53 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.handle.render()
     }
+}
+
+/// The help line of every metric the recorder holds.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "tidings_http_requests_total",
+        "HTTP requests answered, by method, route and status."
+    );
+    describe_histogram!(
+        "tidings_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time from an HTTP request's arrival to its answer, by method and route."
+    );
+    describe_counter!(
+        "tidings_kafka_requests_total",
+        "Kafka protocol requests answered, by API."
+    );
+    describe_histogram!(
+        "tidings_kafka_request_duration_seconds",
+        Unit::Seconds,
+        "Time from a Kafka request's arrival to its answer (for Produce, its appends durable), by API."
+    );
+    describe_counter!(
+        "tidings_kafka_connections_total",
+        "Kafka connections accepted."
+    );
+    describe_gauge!("tidings_kafka_connections", "Kafka connections open now.");
+    describe_counter!(
+        "tidings_kafka_connections_refused_total",
+        "Kafka connections closed for what the client sent."
+    );
+    describe_histogram!(
+        "tidings_publish_to_deliver_seconds",
+        Unit::Seconds,
+        "Time from an event's append to its hand-over to a consumer."
+    );
+    describe_histogram!(
+        "tidings_append_duration_seconds",
+        Unit::Seconds,
+        "Time a publish over HTTP took, dedup and the durable append included."
+    );
+    describe_histogram!(
+        "tidings_fsync_duration_seconds",
+        Unit::Seconds,
+        "Time an fdatasync of the log took."
+    );
 }
 
 /// What the HTTP listener records.
@@ -109,10 +159,11 @@ pub fn delivered(latency_ms: i64) {
     metrics::histogram!("tidings_publish_to_deliver_seconds").record(seconds);
 }
 
-/// A publish to `topic` took `elapsed`, dedup and the durable append included.
-pub fn appended(topic: &str, elapsed: Duration) {
-    metrics::histogram!("tidings_append_duration_seconds", "topic" => topic.to_owned())
-        .record(elapsed.as_secs_f64());
+/// A publish took `elapsed`, dedup and the durable append included. (Not per
+/// topic: a series of the recorder outlives a deleted topic; per-topic
+/// figures come from [`render_broker`].)
+pub fn appended(elapsed: Duration) {
+    metrics::histogram!("tidings_append_duration_seconds").record(elapsed.as_secs_f64());
 }
 
 /// `fdatasync` through the operating system, timed into the histogram
@@ -130,17 +181,14 @@ impl tidings_broker::FileSync for MeasuredSync {
     }
 }
 
-/// Sets the gauges and counters that mirror the broker's state: per partition
-/// its offsets, size and publish counters; per stream group its members and
-/// lag; per queue group its lag, leases in flight, retries waiting,
-/// dead-letter depth and what it has done since the broker started. Called at
-/// each scrape.
-pub async fn mirror_broker(broker: &Broker) {
-    mirror_topics_and_groups(broker);
-    mirror_queues(broker).await;
-}
-
-fn mirror_topics_and_groups(broker: &Broker) {
+/// The broker's state in the Prometheus text format, read afresh at each
+/// scrape: per partition its offsets, size and publish counters; per stream
+/// group its members and lag; per queue group its lag, leases in flight,
+/// retries waiting, dead-letter depth and what it has done since the broker
+/// started. Nothing of it is kept between scrapes, so a deleted topic or group
+/// has no series left.
+pub async fn render_broker(broker: &Broker) -> String {
+    let mut families = Families::default();
     for topic in broker.list_topics() {
         let name = topic.name.to_string();
         for p in &topic.partitions {
@@ -148,34 +196,31 @@ fn mirror_topics_and_groups(broker: &Broker) {
                 ("topic", name.clone()),
                 ("partition", p.partition.0.to_string()),
             ];
-            metrics::counter!("tidings_published_events_total", &labels)
-                .absolute(p.published_events);
-            metrics::counter!("tidings_published_bytes_total", &labels).absolute(p.published_bytes);
-            metrics::gauge!("tidings_partition_high_watermark", &labels)
-                .set(p.high_watermark.0 as f64);
-            metrics::gauge!("tidings_partition_log_start_offset", &labels)
-                .set(p.log_start.0 as f64);
-            metrics::gauge!("tidings_partition_size_bytes", &labels).set(p.size_bytes as f64);
+            families.add(&PUBLISHED_EVENTS, &labels, p.published_events as f64);
+            families.add(&PUBLISHED_BYTES, &labels, p.published_bytes as f64);
+            families.add(&HIGH_WATERMARK, &labels, p.high_watermark.0 as f64);
+            families.add(&LOG_START, &labels, p.log_start.0 as f64);
+            families.add(&SIZE_BYTES, &labels, p.size_bytes as f64);
         }
     }
     for group in broker.list_groups() {
-        let Ok(description) = broker.describe_group(&group) else {
+        let Ok(d) = broker.describe_group(&group) else {
             continue;
         };
-        metrics::gauge!("tidings_group_members", "group" => group.clone())
-            .set(description.members.len() as f64);
-        for p in &description.partitions {
+        families.add(
+            &GROUP_MEMBERS,
+            &[("group", group.clone())],
+            d.members.len() as f64,
+        );
+        for p in &d.partitions {
             let labels = [
                 ("group", group.clone()),
-                ("topic", description.topic.to_string()),
+                ("topic", d.topic.to_string()),
                 ("partition", p.partition.0.to_string()),
             ];
-            metrics::gauge!("tidings_group_lag", &labels).set(p.lag as f64);
+            families.add(&GROUP_LAG, &labels, p.lag as f64);
         }
     }
-}
-
-async fn mirror_queues(broker: &Broker) {
     for group in broker.list_queue_groups() {
         let Ok(stats) = broker.queue_stats(&group).await else {
             continue;
@@ -183,26 +228,200 @@ async fn mirror_queues(broker: &Broker) {
         let topic = stats.topic.to_string();
         let labels = [("group", group.clone()), ("topic", topic.clone())];
         let c = stats.counters;
-        for (name, value) in [
-            ("tidings_queue_delivered_total", c.delivered),
-            ("tidings_queue_redelivered_total", c.redelivered),
-            ("tidings_queue_acked_total", c.acked),
-            ("tidings_queue_nacked_total", c.nacked),
-            ("tidings_queue_expired_total", c.expired),
-            ("tidings_queue_dead_lettered_total", c.dead_lettered),
+        for (family, value) in [
+            (&QUEUE_DELIVERED, c.delivered),
+            (&QUEUE_REDELIVERED, c.redelivered),
+            (&QUEUE_ACKED, c.acked),
+            (&QUEUE_NACKED, c.nacked),
+            (&QUEUE_EXPIRED, c.expired),
+            (&QUEUE_DEAD_LETTERED, c.dead_lettered),
+            (&QUEUE_RELEASED, c.released),
+            (&QUEUE_REDRIVEN, c.redriven),
+            (&QUEUE_DEAD_LETTERS, stats.dead_letters),
+            (&QUEUE_REDRIVEN_PENDING, stats.redriven.lag),
         ] {
-            metrics::counter!(name, &labels).absolute(value);
+            families.add(family, &labels, value as f64);
         }
-        metrics::gauge!("tidings_queue_dead_letters", &labels).set(stats.dead_letters as f64);
         for p in &stats.partitions {
             let labels = [
                 ("group", group.clone()),
                 ("topic", topic.clone()),
                 ("partition", p.partition.0.to_string()),
             ];
-            metrics::gauge!("tidings_queue_lag", &labels).set(p.lag as f64);
-            metrics::gauge!("tidings_queue_in_flight", &labels).set(p.in_flight as f64);
-            metrics::gauge!("tidings_queue_retrying", &labels).set(p.retrying as f64);
+            families.add(&QUEUE_LAG, &labels, p.lag as f64);
+            families.add(&QUEUE_IN_FLIGHT, &labels, p.in_flight as f64);
+            families.add(&QUEUE_RETRYING, &labels, p.retrying as f64);
         }
+    }
+    families.render()
+}
+
+/// A metric family of the broker's state: its name, type and help.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        kind: "counter",
+        help,
+    }
+}
+
+const fn gauge(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        kind: "gauge",
+        help,
+    }
+}
+
+const PUBLISHED_EVENTS: Family = counter(
+    "tidings_published_events_total",
+    "Events appended to the partition since the broker started.",
+);
+const PUBLISHED_BYTES: Family = counter(
+    "tidings_published_bytes_total",
+    "Bytes of event data appended to the partition since the broker started.",
+);
+const HIGH_WATERMARK: Family = gauge(
+    "tidings_partition_high_watermark",
+    "The offset the partition's next event gets.",
+);
+const LOG_START: Family = gauge(
+    "tidings_partition_log_start_offset",
+    "The partition's first offset still stored (retention removed those below).",
+);
+const SIZE_BYTES: Family = gauge(
+    "tidings_partition_size_bytes",
+    "The partition's bytes on disk.",
+);
+const GROUP_MEMBERS: Family = gauge("tidings_group_members", "Members of the stream group.");
+const GROUP_LAG: Family = gauge(
+    "tidings_group_lag",
+    "Events in the partition after the stream group's committed offset.",
+);
+const QUEUE_DELIVERED: Family = counter(
+    "tidings_queue_delivered_total",
+    "Deliveries of the queue group, first attempts and retries, since the broker started.",
+);
+const QUEUE_REDELIVERED: Family = counter(
+    "tidings_queue_redelivered_total",
+    "Deliveries that were retries.",
+);
+const QUEUE_ACKED: Family = counter("tidings_queue_acked_total", "Deliveries acked.");
+const QUEUE_NACKED: Family = counter("tidings_queue_nacked_total", "Deliveries nacked.");
+const QUEUE_EXPIRED: Family = counter(
+    "tidings_queue_expired_total",
+    "Leases that ran out before an answer.",
+);
+const QUEUE_DEAD_LETTERED: Family = counter(
+    "tidings_queue_dead_lettered_total",
+    "Events dead-lettered, after their last attempt or by a reject.",
+);
+const QUEUE_RELEASED: Family = counter(
+    "tidings_queue_released_total",
+    "Deliveries given back unhandled by a stopping consumer.",
+);
+const QUEUE_REDRIVEN: Family = counter(
+    "tidings_queue_redriven_total",
+    "Dead letters redriven to the queue group.",
+);
+const QUEUE_DEAD_LETTERS: Family = gauge(
+    "tidings_queue_dead_letters",
+    "Dead letters of the queue group not yet redriven or purged.",
+);
+const QUEUE_REDRIVEN_PENDING: Family = gauge(
+    "tidings_queue_redriven",
+    "Dead letters redriven to the queue group and not yet acked or dead-lettered again.",
+);
+const QUEUE_LAG: Family = gauge(
+    "tidings_queue_lag",
+    "Events of the partition the queue group has not acked or dead-lettered.",
+);
+const QUEUE_IN_FLIGHT: Family = gauge(
+    "tidings_queue_in_flight",
+    "Deliveries of the partition leased now.",
+);
+const QUEUE_RETRYING: Family = gauge(
+    "tidings_queue_retrying",
+    "Events of the partition waiting for a retry.",
+);
+
+/// Samples gathered by family, rendered each under its `# HELP` and `# TYPE`.
+#[derive(Default)]
+struct Families {
+    /// In the order first seen.
+    families: Vec<(&'static Family, String)>,
+}
+
+impl Families {
+    fn add(&mut self, family: &'static Family, labels: &[(&str, String)], value: f64) {
+        let at = match self
+            .families
+            .iter()
+            .position(|(f, _)| f.name == family.name)
+        {
+            Some(at) => at,
+            None => {
+                self.families.push((family, String::new()));
+                self.families.len() - 1
+            }
+        };
+        let out = &mut self.families[at].1;
+        out.push_str(family.name);
+        out.push('{');
+        for (i, (name, value)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(name);
+            out.push_str("=\"");
+            for c in value.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '"' => out.push_str("\\\""),
+                    '\n' => out.push_str("\\n"),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        }
+        out.push_str("} ");
+        out.push_str(&value.to_string());
+        out.push('\n');
+    }
+
+    fn render(self) -> String {
+        let mut text = String::new();
+        for (family, samples) in self.families {
+            text.push_str(&format!(
+                "# HELP {} {}\n# TYPE {} {}\n{samples}",
+                family.name, family.help, family.name, family.kind
+            ));
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_render_under_their_help_with_escaped_labels() {
+        let mut f = Families::default();
+        f.add(&GROUP_MEMBERS, &[("group", "a\"b".into())], 2.0);
+        f.add(&GROUP_MEMBERS, &[("group", "c".into())], 0.0);
+        assert_eq!(
+            f.render(),
+            "# HELP tidings_group_members Members of the stream group.\n\
+             # TYPE tidings_group_members gauge\n\
+             tidings_group_members{group=\"a\\\"b\"} 2\n\
+             tidings_group_members{group=\"c\"} 0\n"
+        );
     }
 }

@@ -55,16 +55,38 @@ impl FromStr for LogFormat {
     }
 }
 
+/// Whether log lines are colored: on a terminal, unless `NO_COLOR` is set to
+/// anything but the empty string (no-color.org).
+fn colors(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Installs the process's log subscriber. A second install (tests that run the
 /// server twice in one process) keeps the first.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colors(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colors;
+
+    #[test]
+    fn no_color_turns_colors_off_on_a_terminal() {
+        assert!(colors(true, None));
+        assert!(colors(true, Some("".into())));
+        assert!(!colors(true, Some("1".into())));
+        assert!(!colors(false, None));
+    }
 }

@@ -651,6 +651,18 @@ impl Broker {
             .collect()
     }
 
+    /// Leases held right now, per queue group that holds any, by name.
+    pub async fn leases_held(&self) -> Vec<(String, usize)> {
+        let mut held = Vec::new();
+        for (name, g) in self.queues.all() {
+            let n = g.lock().await.state.leases();
+            if n > 0 {
+                held.push((name.to_string(), n));
+            }
+        }
+        held
+    }
+
     /// Leases held right now, over every queue group.
     pub(crate) async fn leases_in_flight(&self) -> usize {
         let mut n = 0;

@@ -363,7 +363,7 @@ fn health_metrics_and_the_openapi_document_are_served() {
     );
     for histogram in [
         "tidings_fsync_duration_seconds_bucket",
-        "tidings_append_duration_seconds_bucket{topic=\"orders\"",
+        "tidings_append_duration_seconds_bucket{le=",
     ] {
         assert!(
             metrics.text.contains(histogram),
@@ -378,6 +378,48 @@ fn health_metrics_and_the_openapi_document_are_served() {
     assert!(metrics
         .text
         .contains("tidings_http_request_duration_seconds_bucket"));
+    // Every family says what it is.
+    let helped: std::collections::BTreeSet<&str> = metrics
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# HELP "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    for line in metrics
+        .text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|f| helped.contains(f))
+            .unwrap_or(name);
+        assert!(helped.contains(family), "no # HELP for {name}");
+    }
+    // A deleted topic and group leave no series behind.
+    let queue = post_json(
+        &server.url("/v1/queues"),
+        &json!({"name": "billing", "topic": "orders"}),
+    );
+    assert_eq!(queue.status, 201);
+    assert!(get(&server.url("/metrics"))
+        .text
+        .contains("group=\"billing\""));
+    assert_eq!(
+        call("DELETE", &server.url("/v1/queues/billing"), &[], b"").status,
+        200
+    );
+    assert_eq!(
+        call("DELETE", &server.url("/v1/topics/orders"), &[], b"").status,
+        204
+    );
+    let after = get(&server.url("/metrics")).text;
+    assert!(
+        !after.contains("\"orders") && !after.contains("\"billing\""),
+        "{after}"
+    );
 
     let openapi = get(&server.url("/openapi.json"));
     assert_eq!(openapi.status, 200);

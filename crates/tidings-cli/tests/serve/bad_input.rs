@@ -286,6 +286,79 @@ impl Rng {
 }
 
 #[test]
+fn settings_errors_say_what_to_give_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let dedup = post_json(
+        &server.url("/v1/topics"),
+        &json!({"name": "a", "dedup_window_ms": 0}),
+    );
+    assert_eq!(dedup.code(), "invalid_topic");
+    assert_eq!(
+        dedup.json["message"],
+        "dedup_window_ms is 0; give 1..=86400000 ms, or null to turn dedup off"
+    );
+    let fsync = post_json(
+        &server.url("/v1/topics"),
+        &json!({"name": "a", "fsync": "interval:0"}),
+    );
+    assert!(
+        fsync.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("an interval of 0 ms would sync after every write; give 'always'"),
+        "{}",
+        fsync.text
+    );
+    // A topic's settings are a JSON Merge Patch, and say so.
+    create_topic(&server, json!({"name": "a"}));
+    let patched = call(
+        "PATCH",
+        &server.url("/v1/topics/a"),
+        &[("content-type", "application/merge-patch+json")],
+        br#"{"retention_ms": null}"#,
+    );
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    assert_eq!(
+        patched.json["config"]["retention_ms"],
+        serde_json::Value::Null
+    );
+    // Stream names are checked as topic names are.
+    let stream = call(
+        "POST",
+        &server.url("/v1/streams/order%201/events"),
+        &[("content-type", "application/cloudevents+json")],
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#,
+    );
+    assert_eq!(stream.code(), "invalid_stream", "{}", stream.text);
+    // A member's poll takes a limit.
+    let joined = post_json(&server.url("/v1/groups/g/members"), &json!({"topic": "a"}));
+    let member = joined.json["member"].as_str().unwrap().to_owned();
+    let batch: Vec<serde_json::Value> = (0..5)
+        .map(|i| json!({"specversion": "1.0", "id": format!("e-{i}"), "source": "/s", "type": "t"}))
+        .collect();
+    let published = call(
+        "POST",
+        &server.url("/v1/topics/a/events"),
+        &[("content-type", "application/cloudevents-batch+json")],
+        json!(batch).to_string().as_bytes(),
+    );
+    assert_eq!(published.status, 200);
+    let poll =
+        |query: &str| get(&server.url(&format!("/v1/groups/g/members/{member}/events?{query}")));
+    let two = poll("limit=2");
+    assert_eq!(
+        two.json["events"].as_array().unwrap().len(),
+        2,
+        "{}",
+        two.text
+    );
+    assert_eq!(two.json["next"], json!({"0": 2}));
+    assert_eq!(poll("limit=0").code(), "invalid_request");
+    assert_eq!(poll("").json["events"].as_array().unwrap().len(), 3);
+}
+
+#[test]
 fn malformed_truncated_and_oversized_bodies_never_get_a_500() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--body-bytes-max", "65536"]);

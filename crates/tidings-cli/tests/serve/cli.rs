@@ -117,6 +117,17 @@ fn publish_tail_and_administer_topics() {
     let described: Value = serde_json::from_str(described.trim()).unwrap();
     assert_eq!(described["config"]["partitions"], 3);
     assert_eq!(described["config"]["dedup_window_ms"], Value::Null);
+    let same = ok(&tidings(
+        &server,
+        &["topics", "alter", "orders", "--partitions", "3"],
+        "",
+    ));
+    assert_eq!(same, "no change: orders has those settings already\n");
+    let text = ok(&tidings(&server, &["topics", "describe", "orders"], ""));
+    assert!(
+        text.contains("fsync always, segments of ") && text.contains("dedup window off"),
+        "{text}"
+    );
     ok(&tidings(&server, &["topics", "delete", "orders"], ""));
     let err = failure(&tidings(&server, &["tail", "orders"], ""));
     assert!(
@@ -241,11 +252,27 @@ fn replay_copies_events_and_errors_are_plain_with_a_failing_exit() {
     for (args, expected) in [
         (vec!["publish", "nope", "x"], "topic nope does not exist"),
         (vec!["topics", "create", "bad name"], "invalid_topic"),
+        // A value is named by the flag it came in, not the API's parameter.
         (
             vec!["topics", "create", "t", "--fsync", "sometimes"],
-            "fsync=\"sometimes\"",
+            "invalid value 'sometimes' for '--fsync <FSYNC>': expected always, never or interval:<ms>",
         ),
-        (vec!["tail", "orders", "--from", "soon"], "from=\"soon\""),
+        (
+            vec!["topics", "create", "t", "--fsync", "interval:0"],
+            "interval:0 would sync after every write",
+        ),
+        (
+            vec!["tail", "orders", "--from", "soon"],
+            "invalid value 'soon' for '--from <FROM>'",
+        ),
+        (
+            vec!["consume", "orders", "--group", "g", "--from", "7"],
+            "an offset names a place in one partition",
+        ),
+        (
+            vec!["topics", "alter", "orders"],
+            "nothing to change: give --partitions",
+        ),
         (vec!["groups", "describe", "ghost"], "unknown_group"),
         (vec!["dlq", "list", "ghost"], "unknown_group"),
         (vec!["publish", "orders"], "nothing to publish"),
@@ -393,5 +420,271 @@ fn streams_append_read_and_list_the_event_store() {
     ));
     assert_eq!(all.lines().count(), 3, "{all}");
     let info = ok(&tidings(&server, &["streams", "info", "order-5"], ""));
-    assert!(info.contains("version=2"), "{info}");
+    assert_eq!(info, "order-5\tcategory order\tversion 2\tno read limits\n");
+    let missing = failure(&tidings(&server, &["streams", "read", "nosuch"], ""));
+    assert!(
+        missing.contains("stream nosuch does not exist: no event was ever appended to it"),
+        "{missing}"
+    );
+    let bad = failure(&tidings(
+        &server,
+        &["streams", "append", "order 6", "x"],
+        "",
+    ));
+    assert!(
+        bad.contains("stream name \"order 6\" holds ' '") && bad.contains("invalid_stream"),
+        "{bad}"
+    );
+}
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (./scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_server_address_takes_host_port_and_https_through_the_system_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    ok(&tidings(&server, &["topics", "create", "orders"], ""));
+    let run = |server_arg: &str, env: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+        command
+            .args(["--server", server_arg, "topics", "list"])
+            .env_remove("TIDINGS_URL")
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+    // host:port is plain HTTP.
+    let plain = run(&server.addr.to_string(), &[]);
+    assert!(ok(&plain).starts_with("orders\t"));
+
+    // https:// through a TLS front (Python's ssl) with a certificate of a
+    // test CA: trusted once the CA is among the roots (SSL_CERT_FILE), and
+    // refused before.
+    let certs = dir.path();
+    openssl(
+        certs,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Tidings test CA",
+        ],
+    );
+    openssl(
+        certs,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        certs.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        certs,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/tls_proxy.py");
+    let mut proxy = Command::new("python3")
+        .arg(script)
+        .arg(certs.join("server.pem"))
+        .arg(certs.join("server.key"))
+        .arg(server.addr.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proxy.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let https = format!("https://localhost:{}", port.trim());
+    let ca = certs.join("ca.pem");
+    let trusted = run(&https, &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let untrusted = run(&https, &[]);
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert!(ok(&trusted).starts_with("orders\t"));
+    // Refused at the handshake (or, on a machine with no roots at all, before).
+    let err = failure(&untrusted);
+    assert!(err.contains("certificate"), "{err}");
+
+    // What is not an address is named with the flag or variable it came from.
+    assert!(failure(&run("ftp://host", &[]))
+        .starts_with("error: --server \"ftp://host\": invalid server address"));
+    let from_env = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["topics", "list"])
+        .env("TIDINGS_URL", "nowhere")
+        .output()
+        .unwrap();
+    assert!(
+        failure(&from_env).starts_with("error: TIDINGS_URL \"nowhere\": invalid server address")
+    );
+}
+
+#[test]
+fn human_output_reads_as_words_and_help_shows_what_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    // Empty lists say so.
+    assert_eq!(
+        ok(&tidings(&server, &["topics", "list"], "")),
+        "no topics\n"
+    );
+    assert_eq!(
+        ok(&tidings(&server, &["groups", "list"], "")),
+        "no stream groups\n"
+    );
+    assert_eq!(
+        ok(&tidings(&server, &["queues", "list"], "")),
+        "no queue groups\n"
+    );
+    ok(&tidings(&server, &["topics", "create", "jobs"], ""));
+    ok(&tidings(
+        &server,
+        &[
+            "queues",
+            "create",
+            "workers",
+            "--topic",
+            "jobs",
+            "--max-deliveries",
+            "1",
+        ],
+        "",
+    ));
+    assert_eq!(
+        ok(&tidings(&server, &["dlq", "list", "workers"], "")),
+        "no dead letters in workers\n"
+    );
+    // JSON that does not parse is refused, unless sent as text.
+    let refused = failure(&tidings(&server, &["publish", "jobs", "{\"total\": 4"], ""));
+    assert!(
+        refused.contains("argument 1: this looks like JSON but does not parse")
+            && refused.contains("pass --raw"),
+        "{refused}"
+    );
+    assert_eq!(
+        ok(&tidings(
+            &server,
+            &["publish", "jobs", "--raw", "{\"total\": 4"],
+            ""
+        )),
+        "published 1 event to jobs\n"
+    );
+    // A dead letter shows its event's attributes, not a JSON object.
+    let got = post_json(&server.url("/v1/queues/workers/receive"), &json!({}));
+    let lease = got.json["deliveries"][0]["lease"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let nack = post_json(
+        &server.url(&format!("/v1/queues/workers/leases/{lease}/nack")),
+        &json!({"error": "no handler"}),
+    );
+    assert_eq!(nack.status, 204);
+    let shown = ok(&tidings(&server, &["dlq", "show", "workers", "0"], ""));
+    assert!(
+        shown.contains("\n  type: tidings.cli.published\n")
+            && shown.contains("\n  data: {\"total\": 4\n")
+            && !shown.contains("null"),
+        "{shown}"
+    );
+    let described = ok(&tidings(&server, &["queues", "describe", "workers"], ""));
+    assert!(
+        described.contains("1 delivered (0 again), 0 acked, 1 nacked") && !described.contains('{'),
+        "{described}"
+    );
+    // Help names only flags a command has; serve's lists only the server's.
+    let help = |args: &[&str]| ok(&tidings(&server, args, ""));
+    let consume = help(&["consume", "--help"]);
+    assert!(!consume.contains("--partition"), "{consume}");
+    let serve = help(&["serve", "--help"]);
+    assert!(
+        serve.contains("--http-addr") && !serve.contains("--server") && !serve.contains("--json"),
+        "{serve}"
+    );
+}
+
+#[test]
+fn a_following_consumer_with_retry_carries_on_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let (http, kafka) = (server.addr.to_string(), server.kafka_addr.to_string());
+    ok(&tidings(&server, &["topics", "create", "jobs"], ""));
+    ok(&tidings(
+        &server,
+        &["queues", "create", "workers", "--topic", "jobs"],
+        "",
+    ));
+    ok(&tidings(&server, &["publish", "jobs", "before"], ""));
+    let consumer = crate::support::Running::start(
+        &server,
+        &["consume", "--queue", "workers", "--follow", "--retry"],
+        dir.path(),
+    );
+    assert!(consumer.line().contains("\tbefore lease="));
+    drop(server); // SIGKILL
+    let server = Server::start_on(dir.path(), &http, &kafka, &[]);
+    ok(&tidings(&server, &["publish", "jobs", "after"], ""));
+    // "before" may come again first: its ack may have died with the server.
+    while !consumer.line().contains("\tafter lease=") {}
+    consumer.signal("INT");
+    let (code, err, _) = consumer.wait();
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        err.contains("retrying"),
+        "it said it lost the server: {err}"
+    );
 }

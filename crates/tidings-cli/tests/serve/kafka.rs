@@ -370,6 +370,35 @@ fn malformed_frames_close_only_their_connection() {
 }
 
 #[test]
+fn http_and_tls_sent_to_the_kafka_port_are_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut s = connect(&server);
+    s.write_all(b"GET /v1/topics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n")
+            && answer.contains("This port speaks the Kafka protocol, not HTTP"),
+        "{answer}"
+    );
+    // A TLS ClientHello's first bytes.
+    let mut s = connect(&server);
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "no Kafka answer to TLS");
+    // The log lines come from the server's stderr, a moment later.
+    crate::support::eventually("both are logged as what they are", || {
+        let logs = server.logs();
+        logs.contains("the client sent HTTP (\"GET\"...) to the Kafka listener")
+            && logs.contains("the client started a TLS handshake")
+    });
+    assert_serving(&server);
+}
+
+#[test]
 fn a_kcat_consumer_group_commits_offsets_the_http_api_shows() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);

@@ -9,6 +9,7 @@ mod consumers;
 mod groups;
 mod kafka;
 mod reading;
+mod readme;
 mod shutdown;
 mod store;
 mod streams;

@@ -220,3 +220,71 @@ fn consumers_answer_their_leases_while_the_server_drains() {
     );
     assert_eq!(again.json["deliveries"], json!([]), "{}", again.text);
 }
+
+#[test]
+fn a_draining_server_says_what_it_waits_for_and_a_second_signal_stops_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // A minute to drain: only the second signal ends this test in time.
+    let server = Server::start(dir.path(), &["--shutdown-timeout-ms", "60000"]);
+    create_topic(&server, json!({"name": "jobs"}));
+    let q = crate::support::post_json(
+        &server.url("/v1/queues"),
+        &json!({"name": "workers", "topic": "jobs", "ack_timeout_ms": 3_600_000}),
+    );
+    assert_eq!(q.status, 201);
+    let published = call(
+        "POST",
+        &server.url("/v1/topics/jobs/events"),
+        &[("content-type", "application/cloudevents+json")],
+        json!({"specversion": "1.0", "id": "j-1", "source": "/t", "type": "t"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(published.status, 200);
+    let held = crate::support::post_json(&server.url("/v1/queues/workers/receive"), &json!({}));
+    assert_eq!(held.json["deliveries"].as_array().unwrap().len(), 1);
+
+    server.signal_term();
+    crate::support::eventually("the drain names the lease it waits for", || {
+        server
+            .logs()
+            .contains("draining: waiting for consumers to answer their leases")
+            && server.logs().contains("groups=workers: 1")
+    });
+    server.signal_term();
+    let status = server.wait();
+    assert_eq!(status.code(), Some(143));
+}
+
+#[test]
+fn log_lines_are_colored_on_a_terminal_unless_no_color_is_set() {
+    // `script` (util-linux) runs the server on a pseudo-terminal; `timeout`
+    // stops it once its first lines are out.
+    let run = |no_color: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let serve = format!(
+            "{} serve --data-dir {} --http-addr 127.0.0.1:0 --kafka-addr 127.0.0.1:0",
+            env!("CARGO_BIN_EXE_tidings"),
+            dir.path().display()
+        );
+        let mut command = std::process::Command::new("timeout");
+        command.args(["-s", "TERM", "2", "script", "-qfec", &serve, "/dev/null"]);
+        if no_color {
+            command.env("NO_COLOR", "1");
+        } else {
+            command.env_remove("NO_COLOR");
+        }
+        let out = command.output().expect("timeout and script are installed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let colored = run(false);
+    assert!(
+        colored.contains("listening") && colored.contains("\u{1b}["),
+        "{colored:?}"
+    );
+    let plain = run(true);
+    assert!(
+        plain.contains("listening") && !plain.contains("\u{1b}["),
+        "{plain:?}"
+    );
+}

@@ -82,7 +82,7 @@ pub(crate) fn decode(stored: &StoredRecord) -> Result<Entry, StoreError> {
         .as_ref()
         .ok_or_else(|| corrupt("record has no stream name".to_owned()))?;
     let name = std::str::from_utf8(key).map_err(|_| corrupt("stream name is not UTF-8".into()))?;
-    let stream = StreamName::new(name).map_err(|e| corrupt(e.to_string()))?;
+    let stream = StreamName::stored(name).map_err(|e| corrupt(e.to_string()))?;
     let header = |name: &str| {
         record
             .headers
@@ -120,4 +120,32 @@ pub(crate) fn decode(stored: &StoredRecord) -> Result<Entry, StoreError> {
         recorded: record.timestamp,
         event,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use tidings_types::Offset;
+
+    use super::*;
+
+    #[test]
+    fn a_stream_named_before_the_name_rule_reads_back() {
+        let state = StreamState::default();
+        let mut record =
+            metadata_record(&StreamName::new("order-1").unwrap(), &state, TimestampMs(1));
+        // Written when names could hold any text without control characters.
+        record.key = Some(Bytes::from_static(b"order 1"));
+        let stored = StoredRecord {
+            offset: Offset(3),
+            record,
+        };
+        match decode(&stored).unwrap() {
+            Entry::Metadata { stream, .. } => assert_eq!(stream.as_str(), "order 1"),
+            _ => panic!("metadata"),
+        }
+        assert!(
+            StreamName::new("order 1").is_err(),
+            "no new stream takes it"
+        );
+    }
 }

@@ -1154,4 +1154,14 @@ pub(crate) async fn bad_appends_are_refused_without_writing(b: &impl Backend) {
     assert!(tidings_store::StreamName::new("$all").is_err());
     assert!(tidings_store::StreamName::new("").is_err());
     assert!(tidings_store::StreamName::new(&"x".repeat(300)).is_err());
+    for bad in ["order 1", "order/1", "order\n1", "zoë-1"] {
+        assert!(
+            matches!(
+                tidings_store::StreamName::new(bad),
+                Err(tidings_store::NameError::BadCharacter { .. })
+            ),
+            "{bad}"
+        );
+    }
+    assert!(tidings_store::StreamName::new("order_1.v2-17").is_ok());
 }

@@ -1,0 +1,142 @@
+//! The README's examples, run: every `sh` block after the first (the two
+//! commands that start the server and the suite) runs line by line with bash
+//! against a fresh server, `curl` failing on an error answer, and a command
+//! that follows stopped with Ctrl-C after a moment (it must stop cleanly).
+//! The TOML example starts a server. (The Rust examples are doc tests of
+//! `tidings-server`.)
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::support::Server;
+
+fn readme() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// The fenced blocks of `text` in `language`, in order.
+fn blocks(text: &str, language: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match &mut current {
+            None if line.trim_end() == format!("```{language}") => current = Some(String::new()),
+            None => {}
+            Some(_) if line.starts_with("```") => out.push(current.take().unwrap()),
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// `line` without a trailing `# comment` (one outside quotes, after a space).
+fn without_comment(line: &str) -> &str {
+    let (mut single, mut double) = (false, false);
+    let mut previous = ' ';
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && previous.is_whitespace() => return line[..i].trim_end(),
+            _ => {}
+        }
+        previous = c;
+    }
+    line
+}
+
+/// A block as a bash script: each command on its own, a follower stopped
+/// by SIGINT after two seconds and required to exit as interrupted (130).
+fn script(block: &str, server: &Server) -> String {
+    let mut out =
+        String::from("set -euo pipefail\ncurl() { command curl --fail-with-body \"$@\"; echo; }\n");
+    let mut command = String::new();
+    for line in block.lines() {
+        command.push_str(line);
+        if let Some(rest) = command.strip_suffix('\\') {
+            command = format!("{rest} ");
+            continue;
+        }
+        let text = without_comment(command.trim()).to_owned();
+        command.clear();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        let text = text
+            .replace("localhost:8080", &server.addr.to_string())
+            .replace("127.0.0.1:9092", &server.kafka_addr.to_string());
+        out.push_str(&format!("echo '+ {}' >&2\n", text.replace('\'', "'\\''")));
+        if text.contains("--follow") {
+            out.push_str(&format!(
+                "status=0; timeout --preserve-status -s INT 2 {text} || status=$?\n\
+                 [ \"$status\" -eq 130 ] || {{ echo \"a follower exited with $status\" >&2; exit 1; }}\n"
+            ));
+        } else {
+            out.push_str(&text);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn every_shell_example_of_the_readme_runs() {
+    let text = readme();
+    let sh = blocks(&text, "sh");
+    assert!(sh.len() >= 4, "the README's sh blocks: {}", sh.len());
+    let bin_dir: PathBuf = PathBuf::from(env!("CARGO_BIN_EXE_tidings"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // The first block starts the server and the suite: not run here.
+    for (n, block) in sh.iter().enumerate().skip(1) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path(), &[]);
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(script(block, &server))
+            .current_dir(&work)
+            .env("PATH", &path)
+            .env("TIDINGS_URL", server.url(""))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "README sh block {n} failed:\n{block}\n--- its output:\n{}\n{}\n--- the server's log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            server.logs()
+        );
+    }
+}
+
+#[test]
+fn the_readmes_configuration_file_starts_a_server() {
+    let toml = blocks(&readme(), "toml");
+    assert_eq!(toml.len(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tidings.toml");
+    std::fs::write(&file, &toml[0]).unwrap();
+    // Its addresses, data directory and log format are overridden by the
+    // flags the test server starts with, as flags override the file.
+    let server = Server::start(
+        dir.path(),
+        &["--config", file.to_str().unwrap(), "--log-format", "text"],
+    );
+    let limits = crate::support::get(&server.url("/v1/limits"));
+    assert_eq!(
+        limits.json["body_bytes_max"], 1_048_576,
+        "the file's [limits]"
+    );
+}
