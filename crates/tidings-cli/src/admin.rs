@@ -428,14 +428,7 @@ pub(crate) async fn queues(ctx: &mut Ctx, q: Queues) -> Result<()> {
 }
 
 fn dead_letter_text(d: &DeadLetter) -> String {
-    let attribute = |name: &str| {
-        d.entry
-            .event
-            .as_ref()
-            .and_then(|e| e[name].as_str())
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let attribute = |name: &str| crate::output::attribute(&d.entry, name);
     format!(
         "{}\tfrom {}@{}\tattempts {}\terror {}\t{} {}",
         d.entry.offset,

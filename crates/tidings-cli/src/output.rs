@@ -179,6 +179,17 @@ impl EventLine for RecordedEvent {
     }
 }
 
+/// A string attribute of a stored event's CloudEvent; empty for a raw record
+/// or an attribute it lacks.
+pub(crate) fn attribute(entry: &StoredEvent, name: &str) -> String {
+    entry
+        .event
+        .as_ref()
+        .and_then(|e| e[name].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// A CloudEvent's attributes, one per line (`  name: value`), data last as
 /// text, JSON or base64.
 pub(crate) fn event_details(event: &Value) -> String {

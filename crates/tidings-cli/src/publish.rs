@@ -225,29 +225,53 @@ fn blank(line: &[u8]) -> bool {
     line.iter().all(u8::is_ascii_whitespace)
 }
 
-/// Reads the lines of `reader`, numbered from 1, calling `each` with the
-/// non-blank ones.
-fn for_each_line(
-    mut reader: impl BufRead,
-    mut each: impl FnMut(u64, &[u8]) -> Result<()>,
-) -> Result<()> {
-    let mut line = Vec::new();
-    let mut number = 0;
-    loop {
-        line.clear();
-        if reader
-            .read_until(b'\n', &mut line)
-            .context("reading events")?
-            == 0
-        {
-            return Ok(());
-        }
-        number += 1;
-        let content = trim_line_ending(&line);
-        if !blank(content) {
-            each(number, content)?;
+/// The non-blank lines of a reader, numbered from 1 (blank ones count), one
+/// at a time, without their line endings.
+struct Lines<R> {
+    reader: R,
+    line: Vec<u8>,
+    number: u64,
+}
+
+impl<R: BufRead> Lines<R> {
+    fn new(reader: R) -> Lines<R> {
+        Lines {
+            reader,
+            line: Vec::new(),
+            number: 0,
         }
     }
+
+    /// The next non-blank line and its number; `None` at the end.
+    fn next(&mut self) -> Result<Option<(u64, &[u8])>> {
+        loop {
+            self.line.clear();
+            let read = self
+                .reader
+                .read_until(b'\n', &mut self.line)
+                .context("reading events")?;
+            if read == 0 {
+                return Ok(None);
+            }
+            self.number += 1;
+            if !blank(trim_line_ending(&self.line)) {
+                return Ok(Some((self.number, trim_line_ending(&self.line))));
+            }
+        }
+    }
+}
+
+/// Reads the non-blank lines of `reader`, numbered from 1, calling `each`
+/// with each.
+fn for_each_line(
+    reader: impl BufRead,
+    mut each: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut lines = Lines::new(reader);
+    while let Some((number, line)) = lines.next()? {
+        each(number, line)?;
+    }
+    Ok(())
 }
 
 /// Most bad lines a check lists before it counts the rest.
@@ -467,23 +491,8 @@ async fn publish_file(
         "\nthe ids of a file's events are stable: publishing the file again appends only what is missing",
     );
     // The send: read again, one batch in memory at a time.
-    let mut reader = BufReader::new(open()?);
-    let mut line = Vec::new();
-    let mut number = 0;
-    loop {
-        line.clear();
-        if reader
-            .read_until(b'\n', &mut line)
-            .context("reading events")?
-            == 0
-        {
-            break;
-        }
-        number += 1;
-        let content = trim_line_ending(&line);
-        if blank(content) {
-            continue;
-        }
+    let mut lines = Lines::new(BufReader::new(open()?));
+    while let Some((number, content)) = lines.next()? {
         let origin = Origin::Line(number);
         let bytes = match encode(&builder, &sender, origin, content) {
             Ok(bytes) => bytes,

@@ -257,6 +257,35 @@ async fn from_position(
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// The waits of a command that retries while the server is away: doubling
+/// from [`RETRY_FIRST`] up to [`RETRY_MAX`], back to the first once it is
+/// reached again.
+struct Retry {
+    wait: Duration,
+}
+
+impl Retry {
+    fn new() -> Retry {
+        Retry { wait: RETRY_FIRST }
+    }
+
+    /// The server answered: the next outage starts with a short wait.
+    fn reached(&mut self) {
+        self.wait = RETRY_FIRST;
+    }
+
+    /// Says why, then waits before the next try; a signal ends the wait.
+    async fn pause(&mut self, why: &ClientError, signals: &Signals) -> Result<()> {
+        eprintln!("tidings: {why}; retrying in {:?}", self.wait);
+        tokio::select! {
+            () = tokio::time::sleep(self.wait) => {}
+            i = signals.wait() => return Err(i.into()),
+        }
+        self.wait = (self.wait * 2).min(RETRY_MAX);
+        Ok(())
+    }
+}
+
 /// Whether a failure means the server went away (or is going), rather than
 /// a refusal of what was asked.
 fn server_gone(e: &ClientError) -> bool {
@@ -277,7 +306,7 @@ async fn follow(ctx: &mut Ctx, t: &Tail, mut resume: Option<String>) -> Result<(
         limit: None,
         partition: t.partition,
     };
-    let mut wait = RETRY_FIRST;
+    let mut retry = Retry::new();
     loop {
         let opened = tokio::select! {
             opened = ctx.client.follow_events_after(&t.topic, &query, resume.as_deref()) => opened,
@@ -286,17 +315,12 @@ async fn follow(ctx: &mut Ctx, t: &Tail, mut resume: Option<String>) -> Result<(
         let mut stream = match opened {
             Ok(stream) => stream,
             Err(e) if t.retry && server_gone(&e) => {
-                eprintln!("tidings: {e}; reconnecting in {wait:?}");
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    i = signals.wait() => return Err(i.into()),
-                }
-                wait = (wait * 2).min(RETRY_MAX);
+                retry.pause(&e, &signals).await?;
                 continue;
             }
             Err(e) => return Err(e.into()),
         };
-        wait = RETRY_FIRST;
+        retry.reached();
         let ended = loop {
             let item = tokio::select! {
                 item = stream.next() => item,
@@ -379,7 +403,7 @@ async fn consume_queue(ctx: &mut Ctx, c: &Consume, queue: &str, signals: &Signal
     // Leases received and not yet answered: given back if the command stops.
     let mut held: Vec<String> = Vec::new();
     let mut counts = [0u64; 3];
-    let mut wait = RETRY_FIRST;
+    let mut retry = Retry::new();
     let result: Result<()> = async {
         loop {
             if let Some(i) = signals.caught() {
@@ -388,17 +412,12 @@ async fn consume_queue(ctx: &mut Ctx, c: &Consume, queue: &str, signals: &Signal
             let answer = match ctx.client.receive(queue, &query).await {
                 Ok(answer) => answer,
                 Err(e) if c.retry && server_gone(&e) => {
-                    eprintln!("tidings: {e}; retrying in {wait:?}");
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        i = signals.wait() => return Err(i.into()),
-                    }
-                    wait = (wait * 2).min(RETRY_MAX);
+                    retry.pause(&e, signals).await?;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
-            wait = RETRY_FIRST;
+            retry.reached();
             if answer.deliveries.is_empty() && !c.follow {
                 return Ok(());
             }
@@ -487,14 +506,7 @@ async fn run(
         (Some(event), _) => event.to_string(),
         (None, record) => serde_json::to_string(record).expect("API types encode"),
     };
-    let attribute = |name: &str| {
-        d.entry
-            .event
-            .as_ref()
-            .and_then(|e| e[name].as_str())
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let attribute = |name: &str| crate::output::attribute(&d.entry, name);
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -575,7 +587,7 @@ async fn consume_group(ctx: &mut Ctx, c: &Consume, group: &str, signals: &Signal
         session_timeout_ms: None,
     };
     let mut member = ctx.client.join_group(group, &join).await?.member;
-    let mut wait = RETRY_FIRST;
+    let mut retry = Retry::new();
     // What this member committed last, per partition.
     let mut committed: BTreeMap<u32, u64> = BTreeMap::new();
     let result: Result<()> = async {
@@ -598,17 +610,12 @@ async fn consume_group(ctx: &mut Ctx, c: &Consume, group: &str, signals: &Signal
                     continue;
                 }
                 Err(e) if c.retry && server_gone(&e) => {
-                    eprintln!("tidings: {e}; retrying in {wait:?}");
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        i = signals.wait() => return Err(i.into()),
-                    }
-                    wait = (wait * 2).min(RETRY_MAX);
+                    retry.pause(&e, signals).await?;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
-            wait = RETRY_FIRST;
+            retry.reached();
             for e in &polled.events {
                 ctx.out.event(e)?;
             }

@@ -29,30 +29,20 @@ pub struct StreamName(Arc<str>);
 impl StreamName {
     /// Checks and wraps a stream name.
     pub fn new(name: &str) -> Result<StreamName, NameError> {
-        if name.is_empty() {
-            return Err(NameError::Empty);
-        }
-        if name.len() > STREAM_NAME_BYTES_MAX {
-            return Err(NameError::TooLong(name.len()));
-        }
-        if name.starts_with('$') {
-            return Err(NameError::Reserved(name.to_owned()));
-        }
-        if let Some(ch) = name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
-            return Err(NameError::BadCharacter {
-                name: name.to_owned(),
-                ch,
-            });
-        }
-        Ok(StreamName(name.into()))
+        StreamName::checked(name, |c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        })
     }
 
     /// A name read back from storage, under the rule it was written with:
     /// any text without control characters.
     pub(crate) fn stored(name: &str) -> Result<StreamName, NameError> {
+        StreamName::checked(name, char::is_control)
+    }
+
+    /// `name`, if it is not empty, not too long, not reserved, and holds no
+    /// character `refused` says no to.
+    fn checked(name: &str, refused: impl Fn(char) -> bool) -> Result<StreamName, NameError> {
         if name.is_empty() {
             return Err(NameError::Empty);
         }
@@ -62,7 +52,7 @@ impl StreamName {
         if name.starts_with('$') {
             return Err(NameError::Reserved(name.to_owned()));
         }
-        if let Some(ch) = name.chars().find(|c| c.is_control()) {
+        if let Some(ch) = name.chars().find(|c| refused(*c)) {
             return Err(NameError::BadCharacter {
                 name: name.to_owned(),
                 ch,

@@ -406,13 +406,25 @@ impl Broker {
         group: &str,
         leases: &[LeaseId],
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        self.answer_each(group, leases, QueueState::ack).await
+    }
+
+    /// Answers each of `leases` with `answer` under one lock and one sync,
+    /// each on its own: a lease that is unknown or ran out does not stop the
+    /// others.
+    async fn answer_each(
+        &self,
+        group: &str,
+        leases: &[LeaseId],
+        answer: fn(&mut QueueState, usize, u64),
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
         let mut g = self.queues.lock(group).await?;
         self.expire_leases(&mut g).await?;
         let results: Vec<Result<(), QueueError>> = leases
             .iter()
             .map(|lease| {
                 let (p, off) = g.state.held(lease)?;
-                g.state.ack(p, off);
+                answer(&mut g.state, p, off);
                 Ok(())
             })
             .collect();
@@ -491,21 +503,7 @@ impl Broker {
         group: &str,
         leases: &[LeaseId],
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
-        let mut g = self.queues.lock(group).await?;
-        self.expire_leases(&mut g).await?;
-        let results: Vec<Result<(), QueueError>> = leases
-            .iter()
-            .map(|lease| {
-                let (p, off) = g.state.held(lease)?;
-                g.state.release(p, off);
-                Ok(())
-            })
-            .collect();
-        let staged = self.stage(&mut g).await?;
-        drop(g);
-        staged.durable().await?;
-        self.queues.answered.notify_waiters();
-        Ok(results)
+        self.answer_each(group, leases, QueueState::release).await
     }
 
     /// Which of `leases` the group still holds (neither answered nor run out).

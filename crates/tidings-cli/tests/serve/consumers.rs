@@ -31,6 +31,13 @@ fn publish(server: &Server, topic: &str, events: &[(&str, &str)]) {
     assert_eq!(answer.status, 200, "{}", answer.text);
 }
 
+/// Publishes `e-0`, `e-1`, ... up to `n` events to `topic`.
+fn publish_numbered(server: &Server, topic: &str, n: usize) {
+    let ids: Vec<String> = (0..n).map(|i| format!("e-{i}")).collect();
+    let events: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "x")).collect();
+    publish(server, topic, &events);
+}
+
 /// The ids in the CLI's JSON event lines.
 fn ids_of(out: &str) -> Vec<String> {
     out.lines()
@@ -173,12 +180,7 @@ fn a_stopped_queue_consumer_gives_back_what_it_did_not_handle() {
         ],
         "",
     ));
-    let events: Vec<(String, String)> = (0..20).map(|i| (format!("e-{i}"), "x".into())).collect();
-    let refs: Vec<(&str, &str)> = events
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    publish(&server, "jobs", &refs);
+    publish_numbered(&server, "jobs", 20);
 
     // SIGTERM after the first event: the rest of its prefetch goes back.
     let consumer = Running::start(
@@ -254,12 +256,7 @@ fn a_queue_stream_holds_max_in_flight_and_gives_back_what_it_holds_when_closed()
         &json!({"name": "workers", "topic": "jobs", "ack_timeout_ms": 3_600_000}),
     );
     assert_eq!(q.status, 201);
-    let events: Vec<(String, String)> = (0..5).map(|i| (format!("e-{i}"), "x".into())).collect();
-    let refs: Vec<(&str, &str)> = events
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    publish(&server, "jobs", &refs);
+    publish_numbered(&server, "jobs", 5);
 
     let request = ureq::http::Request::builder()
         .method("POST")
