@@ -9,9 +9,8 @@
 //! may read `x-request-id`. Requests from other origins are served as if CORS
 //! did not exist, so browsers keep their answers from the page.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::Api;
@@ -55,15 +54,24 @@ impl Cors {
     }
 }
 
-/// The CORS layer: answers preflights of allowed origins, marks their answers.
-pub(crate) async fn layer(State(api): State<Api>, request: Request, next: Next) -> Response {
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .filter(|o| api.inner.cors.allows(o))
-        .cloned();
+/// The CORS part of the request middleware: answers preflights of allowed
+/// origins and marks their answers; with CORS off (no origins) it costs one
+/// check.
+pub(crate) async fn around(
+    api: &Api,
+    request: Request,
+    next: impl AsyncFnOnce(Request) -> Response,
+) -> Response {
+    let origin = match api.inner.cors.origins.is_empty() {
+        true => None,
+        false => request
+            .headers()
+            .get(header::ORIGIN)
+            .filter(|o| api.inner.cors.allows(o))
+            .cloned(),
+    };
     let Some(origin) = origin else {
-        return next.run(request).await;
+        return next(request).await;
     };
     let preflight = request.method() == Method::OPTIONS
         && request
@@ -88,7 +96,7 @@ pub(crate) async fn layer(State(api): State<Api>, request: Request, next: Next) 
         );
         response
     } else {
-        let mut response = next.run(request).await;
+        let mut response = next(request).await;
         response.headers_mut().insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static("x-request-id"),

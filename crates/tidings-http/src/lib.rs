@@ -251,7 +251,6 @@ pub fn router(api: Api) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(api.clone(), around_request))
-        .layer(middleware::from_fn_with_state(api.clone(), cors::layer))
         .with_state(api)
 }
 
@@ -401,6 +400,14 @@ const REQUEST_ID_BYTES_MAX: usize = 64;
 /// one), a log span carrying it, a line when it ends, and request metrics; while
 /// the server drains, refuses new work with 503.
 async fn around_request(State(api): State<Api>, request: Request, next: Next) -> Response {
+    cors::around(&api, request, async |request| {
+        handle(&api, request, next).await
+    })
+    .await
+}
+
+/// [`around_request`] within CORS.
+async fn handle(api: &Api, request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get("x-request-id")
@@ -424,7 +431,7 @@ async fn around_request(State(api): State<Api>, request: Request, next: Next) ->
     let rule = draining_rule(&method, &route);
     let started = Instant::now();
     // Counted until the answer is made (a stream's body goes on after).
-    let counted = InFlight::enter(&api);
+    let counted = InFlight::enter(api);
     let mut response = if api.draining() && rule == Draining::Refused {
         ApiError::shutting_down().into_response()
     } else {
