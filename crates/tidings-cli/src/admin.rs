@@ -202,10 +202,12 @@ fn topic_line(t: &Topic) -> String {
         .sum();
     let bytes: u64 = t.partitions.iter().map(|p| p.size_bytes).sum();
     format!(
-        "{}\t{} partitions\tfsync {}\t{events} events\t{bytes} bytes",
+        "{}\t{}\tfsync {}\t{}\t{}",
         t.name,
-        t.partitions.len(),
-        t.config.fsync
+        plural(t.partitions.len() as u64, "partition"),
+        t.config.fsync,
+        plural(events, "event"),
+        plural(bytes, "byte")
     )
 }
 
@@ -214,11 +216,12 @@ fn config_text(c: &tidings_api::TopicConfig) -> String {
     let or_none =
         |v: Option<u64>, unit: &str| v.map_or("none".to_owned(), |v| format!("{v} {unit}"));
     format!(
-        "fsync {}, segments of {} bytes, retention by age {}, by size {}, dedup window {}",
+        "fsync {}, segments of {}, retention by age {}, by size {}, dedup window {}",
         c.fsync,
-        c.segment_bytes,
+        plural(c.segment_bytes, "byte"),
         or_none(c.retention_ms, "ms"),
-        or_none(c.retention_bytes, "bytes"),
+        c.retention_bytes
+            .map_or("none".to_owned(), |b| plural(b, "byte")),
         c.dedup_window_ms
             .map_or("off".to_owned(), |v| format!("{v} ms")),
     )
@@ -247,9 +250,22 @@ pub(crate) async fn topics(ctx: &mut Ctx, t: Topics) -> Result<()> {
                 let mut s = topic_line(a);
                 s.push_str(&format!("\n  {}", config_text(&a.config)));
                 for p in &a.partitions {
+                    let stored = if p.high_watermark == p.log_start + 1 {
+                        format!("1 event at offset {}", p.log_start)
+                    } else if p.high_watermark > p.log_start {
+                        format!(
+                            "{} at offsets {} to {}",
+                            plural(p.high_watermark - p.log_start, "event"),
+                            p.log_start,
+                            p.high_watermark - 1
+                        )
+                    } else {
+                        format!("no events stored, the next at offset {}", p.high_watermark)
+                    };
                     s.push_str(&format!(
-                        "\n  partition {}: offsets {}..{}, {} bytes",
-                        p.partition, p.log_start, p.high_watermark, p.size_bytes
+                        "\n  partition {}: {stored}, {}",
+                        p.partition,
+                        plural(p.size_bytes, "byte")
                     ));
                 }
                 s
@@ -297,11 +313,11 @@ fn lines_or(items: impl Iterator<Item = String>, empty: &str) -> String {
 
 fn group_text(g: &Group) -> String {
     let mut s = format!(
-        "{}\ttopic {}\tgeneration {}\t{} members\tlag {}",
+        "{}\ttopic {}\tgeneration {}\t{}\tlag {}",
         g.group,
         g.topic,
         g.generation,
-        g.members.len(),
+        plural(g.members.len() as u64, "member"),
         g.lag
     );
     for p in &g.partitions {

@@ -8,6 +8,7 @@ use clap::Subcommand;
 use serde_json::Value;
 use tidings_api::{AllQuery, StreamQuery};
 
+use crate::output::plural;
 use crate::publish::{build_all, read_lines, Builder, Ids, Template};
 use crate::send::Origin;
 use crate::Ctx;
@@ -188,7 +189,7 @@ pub(crate) async fn streams(ctx: &mut Ctx, s: Streams) -> Result<()> {
                     (count, age) => {
                         let mut parts = Vec::new();
                         if let Some(c) = count {
-                            parts.push(format!("the newest {c} events"));
+                            parts.push(format!("the newest {}", plural(c, "event")));
                         }
                         if let Some(ms) = age {
                             parts.push(format!("events younger than {ms} ms"));
