@@ -371,6 +371,8 @@ pub(crate) struct QueueGroup {
     name: GroupName,
     topic: TopicName,
     dead_letters: TopicName,
+    /// `<topic>.<group>.retry`, or why that is no topic name.
+    retry: Result<TopicName, tidings_types::TopicNameError>,
     state: QueueState,
     /// The snapshot's generation; the journal follows it.
     generation: u64,
@@ -473,6 +475,7 @@ impl Queues {
             state.restart(first_lease);
             let group = QueueGroup {
                 name: name.clone(),
+                retry: dead_letters::retry_topic_of(&snapshot.topic, &name),
                 topic: snapshot.topic,
                 dead_letters: snapshot.dead_letters,
                 state,

@@ -55,9 +55,17 @@ pub(super) struct SlotRecord {
     pub(super) offset: Offset,
 }
 
-/// The name of a group's retry topic.
+/// The name of the retry topic of group `group` on `topic`.
+pub(super) fn retry_topic_of(
+    topic: &TopicName,
+    group: &crate::GroupName,
+) -> Result<TopicName, tidings_types::TopicNameError> {
+    TopicName::new(&format!("{topic}.{group}.retry"))
+}
+
+/// The name of a group's retry topic (worked out once, with the group).
 pub(super) fn retry_topic_name(g: &QueueGroup) -> Result<TopicName, QueueError> {
-    Ok(TopicName::new(&format!("{}.{}.retry", g.topic, g.name))?)
+    g.retry.clone().map_err(QueueError::from)
 }
 
 /// `record` as a lane record's content: its origin headers taken off and read.

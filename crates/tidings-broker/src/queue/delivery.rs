@@ -124,6 +124,7 @@ impl Broker {
             reason: e.to_string(),
         })?;
         let mut g = QueueGroup {
+            retry: super::dead_letters::retry_topic_of(&t.name, &name),
             name: name.clone(),
             topic: t.name.clone(),
             dead_letters,
