@@ -21,6 +21,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 5),
 ];
 
+/// Produce versions advertised but refused when used, as Kafka 4.0 does
+/// (KAFKA-18659): librdkafka before 2.11.1 compresses only when the broker
+/// advertises Produce v0, and otherwise sends gzip, snappy and lz4 batches
+/// uncompressed. A v0–2 request is answered UNSUPPORTED_VERSION per partition
+/// (see `produce::refuse_old_version`).
+pub(crate) const PRODUCE_ADVERTISED_MIN: i16 = 0;
+
 /// The name of a supported API, as metrics label it.
 pub(crate) fn name(api: ApiKey) -> &'static str {
     match api {
@@ -53,6 +60,11 @@ fn api_list() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
         .map(|&(key, min, max)| {
+            let min = if key == ApiKey::Produce {
+                PRODUCE_ADVERTISED_MIN
+            } else {
+                min
+            };
             ApiVersion::default()
                 .with_api_key(key as i16)
                 .with_min_version(min)
@@ -81,6 +93,21 @@ mod tests {
     fn every_supported_api_has_a_name() {
         for &(key, _, _) in SUPPORTED {
             assert_eq!(name(key), format!("{key:?}"));
+        }
+    }
+
+    #[test]
+    fn produce_is_advertised_from_v0_for_old_librdkafka_and_the_rest_as_handled() {
+        let answer = api_versions(&ApiVersionsRequest::default());
+        for listed in &answer.api_keys {
+            let key = ApiKey::try_from(listed.api_key).unwrap();
+            let (min, max) = versions(key).unwrap();
+            let advertised_min = if key == ApiKey::Produce { 0 } else { min };
+            assert_eq!(
+                (listed.min_version, listed.max_version),
+                (advertised_min, max),
+                "{key:?}"
+            );
         }
     }
 

@@ -293,6 +293,38 @@ impl Call {
     }
 }
 
+/// Answers a Produce request of a version advertised only for old
+/// librdkafka's sake: UNSUPPORTED_VERSION for every partition, or nothing
+/// with `acks` 0.
+fn refuse_old_produce(call: Call, mut frame: Bytes) -> Result<Pending, ConnError> {
+    let malformed = |what, reason: String| ConnError::Malformed {
+        what,
+        api: call.api,
+        version: call.version,
+        reason,
+    };
+    RequestHeader::decode(&mut frame, 1).map_err(|e| malformed("request header", e.to_string()))?;
+    let (acks, body) = produce::refuse_old_version(&mut frame, call.version)
+        .map_err(|reason| malformed("body", reason))?;
+    tracing::warn!(
+        version = call.version,
+        "refused a Produce request older than v3: this server stores RecordBatch v2, which Produce v3 brought"
+    );
+    if acks == 0 {
+        return Ok(Box::pin(std::future::ready(Ok(None))));
+    }
+    let mut out = BytesMut::with_capacity(8 + body.len());
+    let size = i32::try_from(4 + body.len()).map_err(|_| ConnError::Encode {
+        api: call.api,
+        version: call.version,
+        reason: format!("{} bytes do not fit a frame", body.len()),
+    })?;
+    out.put_i32(size);
+    out.put_i32(call.correlation_id); // response header v0
+    out.extend_from_slice(&body);
+    ready(out)
+}
+
 /// Handles one request, and says which API it was for the metrics.
 async fn handle(shared: &Arc<Shared>, frame: Bytes) -> Result<(ApiKey, Pending), ConnError> {
     let raw_api = (&frame[0..2]).get_i16();
@@ -313,6 +345,9 @@ async fn answer(shared: &Arc<Shared>, api: ApiKey, mut frame: Bytes) -> Result<P
     let Some((min, max)) = apis::versions(api) else {
         return Err(ConnError::UnsupportedApi { api, version });
     };
+    if api == ApiKey::Produce && (apis::PRODUCE_ADVERTISED_MIN..min).contains(&version) {
+        return refuse_old_produce(call, frame);
+    }
     if !(min..=max).contains(&version) {
         if api == ApiKey::ApiVersions {
             // The client learns the versions from this answer, which every

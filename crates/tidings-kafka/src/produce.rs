@@ -100,3 +100,71 @@ fn fail(out: &mut PartitionProduceResponse, f: Failure, version: i16) {
         out.error_message = Some(StrBytes::from_string(f.message));
     }
 }
+
+/// A Produce request of version 0, 1 or 2: advertised so that librdkafka
+/// before 2.11.1 compresses (it checks for v0 before it compresses gzip,
+/// snappy and lz4), and refused when used, as Kafka 4.0 does. The codec does
+/// not know these versions, so the body is read and the answer written here:
+/// every partition asked for is answered UNSUPPORTED_VERSION; nothing is
+/// appended. Returns `acks` (0 takes no answer) and the response body.
+pub(crate) fn refuse_old_version(
+    body: &mut bytes::Bytes,
+    version: i16,
+) -> Result<(i16, BytesMut), String> {
+    use bytes::{Buf, BufMut};
+    fn need(body: &bytes::Bytes, n: usize, what: &str) -> Result<(), String> {
+        if body.remaining() < n {
+            return Err(format!("truncated at {what}"));
+        }
+        Ok(())
+    }
+    fn count(body: &mut bytes::Bytes, what: &str) -> Result<usize, String> {
+        need(body, 4, what)?;
+        let n = body.get_i32();
+        // Each element takes at least a byte, so a count past what remains is
+        // malformed, checked before anything is reserved for it.
+        usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= body.remaining())
+            .ok_or_else(|| format!("{what} count {n} is not possible here"))
+    }
+    need(body, 6, "acks and timeout")?;
+    let acks = body.get_i16();
+    let _timeout_ms = body.get_i32();
+    let topics = count(body, "topics")?;
+    let mut out = BytesMut::new();
+    out.put_i32(i32::try_from(topics).expect("counted from an i32"));
+    for _ in 0..topics {
+        need(body, 2, "topic name")?;
+        let len = usize::try_from(body.get_i16()).map_err(|_| "a null topic name")?;
+        need(body, len, "topic name")?;
+        let name = body.split_to(len);
+        out.put_i16(i16::try_from(len).expect("read as an i16"));
+        out.put_slice(&name);
+        let partitions = count(body, "partitions")?;
+        out.put_i32(i32::try_from(partitions).expect("counted from an i32"));
+        for _ in 0..partitions {
+            need(body, 8, "partition")?;
+            let index = body.get_i32();
+            let records = body.get_i32();
+            if records > 0 {
+                let records = usize::try_from(records).expect("positive");
+                need(body, records, "records")?;
+                body.advance(records);
+            }
+            out.put_i32(index);
+            out.put_i16(ResponseError::UnsupportedVersion.code());
+            out.put_i64(-1); // base offset
+            if version >= 2 {
+                out.put_i64(-1); // log append time
+            }
+        }
+    }
+    if body.has_remaining() {
+        return Err(format!("{} bytes after the last topic", body.remaining()));
+    }
+    if version >= 1 {
+        out.put_i32(0); // throttle time
+    }
+    Ok((acks, out))
+}

@@ -188,6 +188,11 @@ pub(crate) async fn create_topics(
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.clone();
+        let given: Vec<String> = topic
+            .configs
+            .iter()
+            .map(|c| c.name.as_str().to_owned())
+            .collect();
         let result = async {
             let mut spec = TopicSpec::with_partitions(shared.config.default_partitions);
             if topic.num_partitions != -1 {
@@ -243,7 +248,7 @@ pub(crate) async fn create_topics(
                     out = out
                         .with_num_partitions(i32::try_from(spec.log.partitions).unwrap_or(i32::MAX))
                         .with_replication_factor(1)
-                        .with_configs(Some(describe_configs(&spec)));
+                        .with_configs(Some(describe_configs(&spec, &given)));
                 }
             }
             Err(f) => {
@@ -259,7 +264,22 @@ pub(crate) async fn create_topics(
     CreateTopicsResponse::default().with_topics(results)
 }
 
-fn describe_configs(spec: &TopicSpec) -> Vec<CreatableTopicConfigs> {
+/// Where a topic config's value comes from, in Kafka's numbering
+/// (`ConfigSource`): every client parses it, and some refuse an unknown one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ConfigSource {
+    /// Set for this topic.
+    Topic = 1,
+    /// The server's default.
+    Default = 5,
+}
+
+/// A topic's configs as Kafka names them, each with where its value comes
+/// from: `given` lists the names the request set.
+pub(crate) fn topic_configs(
+    spec: &TopicSpec,
+    given: &[String],
+) -> Vec<(&'static str, String, ConfigSource)> {
     let ms =
         |d: Option<Duration>| d.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let entries = [
@@ -277,9 +297,24 @@ fn describe_configs(spec: &TopicSpec) -> Vec<CreatableTopicConfigs> {
     entries
         .into_iter()
         .map(|(name, value)| {
+            let source = if given.iter().any(|g| g == name) {
+                ConfigSource::Topic
+            } else {
+                ConfigSource::Default
+            };
+            (name, value, source)
+        })
+        .collect()
+}
+
+fn describe_configs(spec: &TopicSpec, given: &[String]) -> Vec<CreatableTopicConfigs> {
+    topic_configs(spec, given)
+        .into_iter()
+        .map(|(name, value, source)| {
             CreatableTopicConfigs::default()
                 .with_name(StrBytes::from_static_str(name))
                 .with_value(Some(StrBytes::from_string(value)))
+                .with_config_source(source as i8)
         })
         .collect()
 }

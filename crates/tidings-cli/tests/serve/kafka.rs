@@ -98,6 +98,138 @@ fn kcat_produces_and_consumes_keyed_records_with_every_codec() {
     assert!(server.metric("tidings_kafka_request_duration_seconds_count{api=\"Metadata\"}") >= 1.0);
 }
 
+/// The codec bits (attributes & 7) of every batch stored for `topic`, read
+/// from its segment files: RecordBatch v2 back to back, base offset (8
+/// bytes), length (4), then 9 bytes to the attributes.
+fn stored_codecs(data_dir: &std::path::Path, topic: &str) -> Vec<u16> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "log") {
+                out.push(path);
+            }
+        }
+    }
+    let mut segments = Vec::new();
+    walk(&data_dir.join("topics").join(topic), &mut segments);
+    assert!(!segments.is_empty(), "no segment of {topic}");
+    let mut codecs = Vec::new();
+    for segment in segments {
+        let bytes = std::fs::read(&segment).unwrap();
+        let mut at = 0;
+        // The active segment is allocated ahead: zeros end its batches.
+        while at + 23 <= bytes.len() {
+            let len = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap());
+            if len <= 0 {
+                break;
+            }
+            codecs.push(u16::from_be_bytes([bytes[at + 21], bytes[at + 22]]) & 7);
+            at += 12 + len as usize;
+        }
+    }
+    codecs
+}
+
+/// librdkafka before 2.11.1 (Debian's kcat among them) compresses gzip,
+/// snappy and lz4 only if the broker advertises Produce v0; the batches it
+/// sends must be stored compressed, not merely arrive.
+#[test]
+fn kcat_batches_are_stored_with_the_codec_they_were_produced_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    for (codec, bits) in [
+        ("none", 0),
+        ("gzip", 1),
+        ("snappy", 2),
+        ("lz4", 3),
+        ("zstd", 4),
+    ] {
+        let topic = format!("codec-{codec}");
+        create_topic(&server, json!({"name": topic, "partitions": 1}));
+        let lines: Vec<String> = (0..50)
+            .map(|i| format!("k{i}:{codec} value {i} "))
+            .collect();
+        kcat(
+            &server,
+            &["-P", "-t", &topic, "-K:", "-z", codec],
+            &(lines.join("\n") + "\n"),
+        );
+        let codecs = stored_codecs(dir.path(), &topic);
+        assert!(!codecs.is_empty(), "{codec}: nothing stored");
+        assert!(
+            codecs.iter().all(|c| *c == bits),
+            "{codec}: stored batches carry codecs {codecs:?}, not {bits}"
+        );
+        assert_eq!(consume_all(&server, &topic, &[]).len(), 50, "{codec}");
+    }
+}
+
+/// Produce v0–2 are advertised (for old librdkafka) and refused when used,
+/// partition by partition, as Kafka 4.0 does; the connection goes on.
+#[test]
+fn produce_before_v3_is_answered_unsupported_version_and_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    create_topic(&server, json!({"name": "old", "partitions": 2}));
+    let body = |acks: i16| {
+        let mut b = Vec::new();
+        b.extend_from_slice(&acks.to_be_bytes());
+        b.extend_from_slice(&1000i32.to_be_bytes());
+        b.extend_from_slice(&1i32.to_be_bytes()); // one topic
+        b.extend_from_slice(&3i16.to_be_bytes());
+        b.extend_from_slice(b"old");
+        b.extend_from_slice(&2i32.to_be_bytes()); // two partitions
+        for p in 0..2i32 {
+            b.extend_from_slice(&p.to_be_bytes());
+            b.extend_from_slice(&5i32.to_be_bytes());
+            b.extend_from_slice(b"hello"); // a v0 message set, never read
+        }
+        b
+    };
+    let mut s = connect(&server);
+    for version in 0..3i16 {
+        s.write_all(&frame(0, version, 40 + i32::from(version), &body(1)))
+            .unwrap();
+        let (correlation, answer) = read_response(&mut s).expect("an answer");
+        assert_eq!(correlation, 40 + i32::from(version));
+        let per_partition = 4 + 2 + 8 + if version >= 2 { 8 } else { 0 };
+        let throttle = if version >= 1 { 4 } else { 0 };
+        assert_eq!(answer.len(), 4 + 2 + 3 + 4 + 2 * per_partition + throttle);
+        for p in 0..2 {
+            let at = 4 + 2 + 3 + 4 + p * per_partition;
+            assert_eq!(
+                i32::from_be_bytes(answer[at..at + 4].try_into().unwrap()),
+                p as i32
+            );
+            assert_eq!(
+                i16::from_be_bytes([answer[at + 4], answer[at + 5]]),
+                35,
+                "v{version} partition {p}: UNSUPPORTED_VERSION"
+            );
+        }
+    }
+    // acks 0 takes no answer; the next request on the connection is answered.
+    s.write_all(&frame(0, 2, 50, &body(0))).unwrap();
+    s.write_all(&frame(18, 0, 51, &[])).unwrap();
+    assert_eq!(read_response(&mut s).unwrap().0, 51);
+    let topic = get(&server.url("/v1/topics/old")).json;
+    for p in topic["partitions"].as_array().unwrap() {
+        assert_eq!(p["high_watermark"], 0, "{topic}");
+    }
+    // ApiVersions says Produce 0..=10.
+    s.write_all(&frame(18, 0, 52, &[])).unwrap();
+    let (_, answer) = read_response(&mut s).unwrap();
+    let count = i32::from_be_bytes(answer[2..6].try_into().unwrap()) as usize;
+    let produce = (0..count)
+        .map(|i| &answer[6 + i * 6..12 + i * 6])
+        .find(|e| e[0..2] == [0, 0])
+        .expect("Produce listed");
+    assert_eq!((produce[3], produce[5]), (0, 10), "Produce min and max");
+    assert_serving(&server);
+}
+
 /// The listener's settings reach it from the configuration file and from flags.
 #[test]
 fn kafka_settings_come_from_the_configuration_file_and_flags() {

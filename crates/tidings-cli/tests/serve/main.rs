@@ -8,6 +8,7 @@ mod cli;
 mod consumers;
 mod groups;
 mod kafka;
+mod kafka_defaults;
 mod reading;
 mod readme;
 mod shutdown;
