@@ -56,8 +56,6 @@ pub enum ErrorCode {
     TopicExists,
     /// 409: the group exists.
     GroupExists,
-    /// 409: the group consumes another topic.
-    WrongTopic,
     /// 409: the member does not own the partition.
     NotAssigned,
     /// 409: the group has members.
@@ -88,7 +86,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 34] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidTopic,
         ErrorCode::InvalidEvent,
@@ -109,7 +107,6 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::TopicExists,
         ErrorCode::GroupExists,
-        ErrorCode::WrongTopic,
         ErrorCode::NotAssigned,
         ErrorCode::GroupActive,
         ErrorCode::LeaseExpired,
@@ -148,7 +145,6 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::TopicExists => "topic_exists",
             ErrorCode::GroupExists => "group_exists",
-            ErrorCode::WrongTopic => "wrong_topic",
             ErrorCode::NotAssigned => "not_assigned",
             ErrorCode::GroupActive => "group_active",
             ErrorCode::LeaseExpired => "lease_expired",
@@ -193,7 +189,6 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::TopicExists
             | ErrorCode::GroupExists
-            | ErrorCode::WrongTopic
             | ErrorCode::NotAssigned
             | ErrorCode::GroupActive
             | ErrorCode::LeaseExpired
@@ -226,7 +221,6 @@ impl ErrorCode {
             ErrorKind::GroupExists => ErrorCode::GroupExists,
             ErrorKind::OffsetOutOfRange => ErrorCode::OffsetOutOfRange,
             ErrorKind::OffsetBeyondEnd => ErrorCode::OffsetBeyondEnd,
-            ErrorKind::WrongTopic => ErrorCode::WrongTopic,
             ErrorKind::NotAssigned => ErrorCode::NotAssigned,
             ErrorKind::GroupActive => ErrorCode::GroupActive,
             ErrorKind::LeaseExpired => ErrorCode::LeaseExpired,

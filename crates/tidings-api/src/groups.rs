@@ -12,13 +12,15 @@ use crate::StoredEvent;
 pub struct GroupMember {
     /// The member id.
     pub member: String,
-    /// Its partitions.
-    pub partitions: Vec<u32>,
+    /// Its partitions, by topic.
+    pub assignment: BTreeMap<String, Vec<u32>>,
 }
 
 /// One partition's progress in a group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
     /// The partition.
     pub partition: u32,
     /// The committed offset (the next to read), `null` before any commit.
@@ -34,13 +36,14 @@ pub struct PartitionLag {
 pub struct Group {
     /// The group.
     pub group: String,
-    /// The topic it consumes.
-    pub topic: String,
+    /// The topics it consumes: its members' and those it has committed
+    /// offsets for.
+    pub topics: Vec<String>,
     /// It changes at every rebalance.
     pub generation: u64,
     /// Its live members.
     pub members: Vec<GroupMember>,
-    /// Per partition.
+    /// Per partition of each topic.
     pub partitions: Vec<PartitionLag>,
     /// The sum of the partitions' lag.
     pub lag: u64,

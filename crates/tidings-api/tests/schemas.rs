@@ -84,13 +84,14 @@ fn topic() -> Topic {
 fn group() -> Group {
     Group {
         group: "g".into(),
-        topic: "orders".into(),
+        topics: vec!["orders".into()],
         generation: 2,
         members: vec![GroupMember {
             member: "m".into(),
-            partitions: vec![0, 1],
+            assignment: BTreeMap::from([("orders".into(), vec![0, 1])]),
         }],
         partitions: vec![PartitionLag {
+            topic: "orders".into(),
             partition: 0,
             committed: Some(3),
             high_watermark: 5,

@@ -21,9 +21,30 @@ use crate::{Broker, Entry, GroupName, ReadError};
 
 /// Longest session timeout a member may ask for.
 pub const SESSION_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
-/// Most partitions' offsets one group file holds (bounded by the topic limit).
-const GROUP_FILE_BYTES_MAX: u64 = 16 + 255 + 12 * tidings_log::limits::PARTITIONS_MAX as u64 + 8;
+/// Longest metadata string stored with a committed offset (Kafka's
+/// `offset.metadata.max.bytes` default).
+pub const COMMIT_METADATA_BYTES_MAX: usize = 4096;
+/// Most (topic, partition) offsets one group holds: a group may consume many
+/// topics, each of up to the log's partition limit.
+pub const GROUP_OFFSETS_MAX: usize = 16_384;
 const GROUP_MAGIC: [u8; 4] = *b"TDGO";
+/// Revision 1: one topic, `partition:u32 offset:u64` entries. Read and
+/// rewritten as revision 2 when the broker opens.
+const GROUP_FILE_V1: u16 = 1;
+/// Revision 2: `topic_len:u16 topic partition:u32 offset:u64 metadata_len:u16
+/// metadata` entries, any number of topics.
+const GROUP_FILE_V2: u16 = 2;
+/// Header (magic, revision, count) and checksum of a group file.
+const GROUP_FILE_FRAME_BYTES: u64 = 4 + 2 + 4 + 4;
+/// The largest revision-2 entry.
+const GROUP_ENTRY_BYTES_MAX: u64 =
+    2 + tidings_types::TOPIC_NAME_BYTES_MAX as u64 + 4 + 8 + 2 + COMMIT_METADATA_BYTES_MAX as u64;
+/// No group file is larger: checked before one is read into memory.
+const GROUP_FILE_BYTES_MAX: u64 =
+    GROUP_FILE_FRAME_BYTES + GROUP_ENTRY_BYTES_MAX * GROUP_OFFSETS_MAX as u64;
+const _: () = assert!(COMMIT_METADATA_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(GROUP_OFFSETS_MAX >= tidings_log::limits::PARTITIONS_MAX as usize);
+const _: () = assert!(GROUP_FILE_BYTES_MAX <= 128 * 1024 * 1024);
 
 /// Where a member starts reading a partition the group has no committed offset for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -76,13 +97,32 @@ pub struct Polled {
 pub struct MemberDescription {
     /// The member id.
     pub member: String,
-    /// Its partitions.
-    pub partitions: Vec<PartitionId>,
+    /// The topics it subscribes to.
+    pub topics: Vec<TopicName>,
+    /// Its partitions, by topic.
+    pub partitions: Vec<(TopicName, PartitionId)>,
+}
+
+/// A committed offset: where the group reads a partition next, and what the
+/// committer said with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedOffset {
+    /// The topic.
+    pub topic: TopicName,
+    /// The partition.
+    pub partition: PartitionId,
+    /// The next offset to read.
+    pub offset: Offset,
+    /// Kafka's commit metadata: any text the consumer stores with its offset
+    /// (empty for HTTP commits).
+    pub metadata: String,
 }
 
 /// One partition's progress in a group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionLag {
+    /// The topic.
+    pub topic: TopicName,
     /// The partition.
     pub partition: PartitionId,
     /// The group's committed offset, if any.
@@ -99,13 +139,14 @@ pub struct PartitionLag {
 pub struct GroupDescription {
     /// The group.
     pub group: GroupName,
-    /// The topic it consumes.
-    pub topic: TopicName,
+    /// The topics it consumes: its members' and those it has offsets for.
+    pub topics: Vec<TopicName>,
     /// Its generation.
     pub generation: u64,
     /// Its live members.
     pub members: Vec<MemberDescription>,
-    /// Per-partition progress.
+    /// Per-partition progress, by topic; a deleted topic's offsets are left
+    /// out.
     pub partitions: Vec<PartitionLag>,
 }
 
@@ -130,14 +171,6 @@ pub enum GroupError {
         /// The member.
         member: String,
     },
-    /// The group consumes another topic.
-    #[error("group {group} consumes topic {topic}")]
-    WrongTopic {
-        /// The group.
-        group: String,
-        /// The topic it consumes.
-        topic: TopicName,
-    },
     /// A commit names a partition the member does not own (a rebalance moved it).
     #[error("partition {partition} is not assigned to member {member} in generation {generation}")]
     NotAssigned {
@@ -159,6 +192,20 @@ pub enum GroupError {
         offset: Offset,
         /// The high-watermark.
         high_watermark: Offset,
+    },
+    /// A commit's metadata is longer than [`COMMIT_METADATA_BYTES_MAX`].
+    #[error("commit metadata is {len} bytes; the limit is {COMMIT_METADATA_BYTES_MAX}")]
+    MetadataTooLarge {
+        /// Its length.
+        len: usize,
+    },
+    /// The group holds [`GROUP_OFFSETS_MAX`] offsets already.
+    #[error(
+        "group {group} holds offsets for {GROUP_OFFSETS_MAX} partitions, the most a group may"
+    )]
+    TooManyOffsets {
+        /// The group.
+        group: String,
     },
     /// Offsets can only be reset while the group has no members.
     #[error(
@@ -195,10 +242,11 @@ impl GroupError {
             GroupError::UnknownTopic(_) => ErrorKind::UnknownTopic,
             GroupError::UnknownGroup(_) => ErrorKind::UnknownGroup,
             GroupError::UnknownMember { .. } => ErrorKind::UnknownMember,
-            GroupError::WrongTopic { .. } => ErrorKind::WrongTopic,
             GroupError::NotAssigned { .. } => ErrorKind::NotAssigned,
             GroupError::OffsetBeyondEnd { .. } => ErrorKind::OffsetBeyondEnd,
             GroupError::Active { .. } => ErrorKind::GroupActive,
+            GroupError::MetadataTooLarge { .. } => ErrorKind::TooLarge,
+            GroupError::TooManyOffsets { .. } => ErrorKind::LimitReached,
             GroupError::Read(e) => e.kind(),
             GroupError::Io { .. } => ErrorKind::StorageFailed,
         }
@@ -207,25 +255,36 @@ impl GroupError {
 
 #[derive(Debug)]
 struct Member {
+    /// The topic it reads.
+    topic: TopicName,
     last_seen: i64,
     session_ms: i64,
     start: StartPosition,
+    /// Its partitions of `topic`.
     partitions: Vec<u32>,
     positions: HashMap<u32, Offset>,
     /// Polls so far: which partition a poll reads first.
     turn: usize,
 }
 
+/// A committed offset and its metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Committed {
+    offset: Offset,
+    metadata: String,
+}
+
+type Offsets = BTreeMap<(TopicName, u32), Committed>;
+
 #[derive(Debug)]
 pub(crate) struct Group {
     name: GroupName,
-    topic: TopicName,
     generation: u64,
     members: BTreeMap<String, Member>,
-    committed: BTreeMap<u32, Offset>,
-    /// The topic's partition count at the last assignment; a topic that gained
-    /// partitions since is rebalanced.
-    assigned: u32,
+    committed: Offsets,
+    /// Each member topic's partition count at the last assignment; a topic
+    /// that gained partitions since is rebalanced.
+    assigned: BTreeMap<TopicName, u32>,
     /// Deleted: whoever still holds it finds it gone.
     deleted: bool,
 }
@@ -243,69 +302,131 @@ pub(crate) fn path(dir: &Path, group: &GroupName) -> PathBuf {
         .join(format!("{group}.offsets"))
 }
 
-fn encode(group: &Group) -> Vec<u8> {
-    let topic = group.topic.as_str().as_bytes();
-    let mut out = Vec::with_capacity(16 + topic.len() + 12 * group.committed.len());
+/// A group file in revision 2 (see ARCHITECTURE.md, "Group offsets").
+fn encode(committed: &Offsets) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + 32 * committed.len());
     out.extend_from_slice(&GROUP_MAGIC);
-    out.extend_from_slice(&format::FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&GROUP_FILE_V2.to_le_bytes());
     out.extend_from_slice(
-        &u16::try_from(topic.len())
-            .expect("topic names are short")
+        &u32::try_from(committed.len())
+            .expect("bounded by GROUP_OFFSETS_MAX")
             .to_le_bytes(),
     );
-    out.extend_from_slice(topic);
-    out.extend_from_slice(
-        &u32::try_from(group.committed.len())
-            .expect("bounded")
-            .to_le_bytes(),
-    );
-    for (p, o) in &group.committed {
-        out.extend_from_slice(&p.to_le_bytes());
-        out.extend_from_slice(&o.0.to_le_bytes());
+    for ((topic, partition), c) in committed {
+        let topic = topic.as_str().as_bytes();
+        out.extend_from_slice(&u16::try_from(topic.len()).expect("short").to_le_bytes());
+        out.extend_from_slice(topic);
+        out.extend_from_slice(&partition.to_le_bytes());
+        out.extend_from_slice(&c.offset.0.to_le_bytes());
+        let metadata = c.metadata.as_bytes();
+        out.extend_from_slice(
+            &u16::try_from(metadata.len())
+                .expect("bounded by COMMIT_METADATA_BYTES_MAX")
+                .to_le_bytes(),
+        );
+        out.extend_from_slice(metadata);
     }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
-fn decode(bytes: &[u8]) -> Result<(TopicName, BTreeMap<u32, Offset>), String> {
-    let err = |what: &str| Err(what.to_owned());
-    if bytes.len() < 16 {
-        return err("too short");
+/// Reads fields off a checked body; every read is bounds-checked.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err(format!("truncated {what}"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u16(&mut self, what: &str) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(
+            self.take(2, what)?.try_into().expect("2"),
+        ))
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4"),
+        ))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8"),
+        ))
+    }
+    fn topic(&mut self) -> Result<TopicName, String> {
+        let len = usize::from(self.u16("topic name length")?);
+        let bytes = self.take(len, "topic name")?;
+        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+        TopicName::new(text).map_err(|e| e.to_string())
+    }
+}
+
+/// A group file of either revision, and whether it is the old one.
+fn decode(bytes: &[u8]) -> Result<(Offsets, u16), String> {
+    if bytes.len() < GROUP_FILE_FRAME_BYTES as usize {
+        return Err("too short".into());
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-        return err("checksum mismatch");
+        return Err("checksum mismatch".into());
     }
-    if body[0..4] != GROUP_MAGIC {
-        return err("not a group offsets file");
+    let mut f = Fields(body);
+    if f.take(4, "magic")? != GROUP_MAGIC {
+        return Err("not a group offsets file".into());
     }
-    let version = u16::from_le_bytes(body[4..6].try_into().expect("2"));
-    if version != format::FORMAT_VERSION {
-        return Err(format!("format version {version} is not supported"));
+    let revision = f.u16("revision")?;
+    let mut committed = Offsets::new();
+    match revision {
+        GROUP_FILE_V1 => {
+            let topic = f.topic()?;
+            let count = f.u32("entry count")? as usize;
+            if f.0.len() != count.saturating_mul(12) {
+                return Err("entry count does not match the file size".into());
+            }
+            for _ in 0..count {
+                let partition = f.u32("partition")?;
+                let offset = Offset(f.u64("offset")?);
+                let metadata = String::new();
+                committed.insert((topic.clone(), partition), Committed { offset, metadata });
+            }
+        }
+        GROUP_FILE_V2 => {
+            let count = f.u32("entry count")? as usize;
+            if count > GROUP_OFFSETS_MAX {
+                return Err(format!(
+                    "{count} entries; a group holds at most {GROUP_OFFSETS_MAX}"
+                ));
+            }
+            for _ in 0..count {
+                let topic = f.topic()?;
+                let partition = f.u32("partition")?;
+                let offset = Offset(f.u64("offset")?);
+                let len = usize::from(f.u16("metadata length")?);
+                if len > COMMIT_METADATA_BYTES_MAX {
+                    return Err(format!("{len} bytes of commit metadata"));
+                }
+                let metadata = std::str::from_utf8(f.take(len, "metadata")?)
+                    .map_err(|e| e.to_string())?
+                    .to_owned();
+                if committed
+                    .insert((topic, partition), Committed { offset, metadata })
+                    .is_some()
+                {
+                    return Err("a partition is listed twice".into());
+                }
+            }
+            if !f.0.is_empty() {
+                return Err(format!("{} bytes after the last entry", f.0.len()));
+            }
+        }
+        other => return Err(format!("group file revision {other} is not supported")),
     }
-    let topic_len = usize::from(u16::from_le_bytes(body[6..8].try_into().expect("2")));
-    let rest = &body[8..];
-    if rest.len() < topic_len + 4 {
-        return err("truncated topic name");
-    }
-    let topic = std::str::from_utf8(&rest[..topic_len]).map_err(|e| e.to_string())?;
-    let topic = TopicName::new(topic).map_err(|e| e.to_string())?;
-    let rest = &rest[topic_len..];
-    let count = u32::from_le_bytes(rest[0..4].try_into().expect("4")) as usize;
-    let entries = &rest[4..];
-    if entries.len() != count * 12 {
-        return err("entry count does not match the file size");
-    }
-    let committed = entries
-        .chunks_exact(12)
-        .map(|c| {
-            let p = u32::from_le_bytes(c[0..4].try_into().expect("4"));
-            let o = u64::from_le_bytes(c[4..12].try_into().expect("8"));
-            (p, Offset(o))
-        })
-        .collect();
-    Ok((topic, committed))
+    Ok((committed, revision))
 }
 
 impl Groups {
@@ -340,16 +461,15 @@ impl Groups {
                 return Err((path, format!("{len} bytes is larger than any group file")));
             }
             let bytes = std::fs::read(&path).map_err(|e| (path.clone(), e.to_string()))?;
-            let (topic, committed) = decode(&bytes).map_err(|e| (path.clone(), e))?;
-            let group = Group {
-                name: name.clone(),
-                topic,
-                generation: 0,
-                members: BTreeMap::new(),
-                committed,
-                assigned: 0,
-                deleted: false,
-            };
+            let (committed, revision) = decode(&bytes).map_err(|e| (path.clone(), e))?;
+            if revision == GROUP_FILE_V1 {
+                // Replaced whole or not at all: a crash leaves either file,
+                // and both read.
+                format::replace_durably(&path, &encode(&committed))
+                    .map_err(|e| (path.clone(), format!("migrating to revision 2: {e}")))?;
+                tracing::info!(group = %name, path = %path.display(), "group offsets file migrated to revision 2");
+            }
+            let group = Group::new(name.clone(), committed);
             groups
                 .groups
                 .lock()
@@ -363,38 +483,55 @@ impl Groups {
         self.groups.lock().expect("groups lock").get(name).cloned()
     }
 
-    /// The group `name`, created (without members or offsets) to consume
-    /// `topic` if it does not exist; a group consuming another topic refuses.
-    fn get_or_create(
-        &self,
-        name: &GroupName,
-        topic: &TopicName,
-    ) -> Result<Arc<Mutex<Group>>, GroupError> {
-        let g = Arc::clone(
+    /// The group `name`, created without members or offsets if it does not
+    /// exist.
+    fn get_or_create(&self, name: &GroupName) -> Arc<Mutex<Group>> {
+        Arc::clone(
             self.groups
                 .lock()
                 .expect("groups lock")
                 .entry(name.clone())
-                .or_insert_with(|| {
-                    Arc::new(Mutex::new(Group {
-                        name: name.clone(),
-                        topic: topic.clone(),
-                        generation: 0,
-                        members: BTreeMap::new(),
-                        committed: BTreeMap::new(),
-                        assigned: 0,
-                        deleted: false,
-                    }))
-                }),
-        );
-        let current = g.lock().expect("group lock").topic.clone();
-        if current != *topic {
-            return Err(GroupError::WrongTopic {
-                group: name.to_string(),
-                topic: current,
-            });
+                .or_insert_with(|| Arc::new(Mutex::new(Group::new(name.clone(), Offsets::new())))),
+        )
+    }
+
+    /// [`get_or_create`](Self::get_or_create), but never a group deleted
+    /// after it was looked up: that one is created anew.
+    fn live(&self, name: &GroupName) -> Arc<Mutex<Group>> {
+        loop {
+            let g = self.get_or_create(name);
+            if !g.lock().expect("group lock").deleted {
+                return g;
+            }
         }
-        Ok(g)
+    }
+}
+
+impl Group {
+    fn new(name: GroupName, committed: Offsets) -> Group {
+        Group {
+            name,
+            generation: 0,
+            members: BTreeMap::new(),
+            committed,
+            assigned: BTreeMap::new(),
+            deleted: false,
+        }
+    }
+
+    /// The topics its members read, each once, in order.
+    fn member_topics(&self) -> Vec<TopicName> {
+        let topics: std::collections::BTreeSet<&TopicName> =
+            self.members.values().map(|m| &m.topic).collect();
+        topics.into_iter().cloned().collect()
+    }
+
+    /// Its members' topics and those it has offsets for.
+    fn topics(&self) -> Vec<TopicName> {
+        let mut topics: std::collections::BTreeSet<TopicName> =
+            self.committed.keys().map(|(t, _)| t.clone()).collect();
+        topics.extend(self.member_topics());
+        topics.into_iter().collect()
     }
 }
 
@@ -430,50 +567,73 @@ impl Broker {
             })
     }
 
-    /// Removes members whose session ran out, and rebalances if any did or if
-    /// `force` is set. Called with the group locked.
+    /// Removes members whose session ran out, and rebalances if any did, if a
+    /// member topic gained partitions, or if `force` is set. Called with the
+    /// group locked. Each topic's partitions are shared out round-robin among
+    /// the members that read it.
     fn settle(&self, g: &mut Group, force: bool) -> Result<(), GroupError> {
         let now = self.clock.now().0;
         let before = g.members.len();
         g.members
             .retain(|_, m| now.saturating_sub(m.last_seen) <= m.session_ms);
-        let partitions = self.group_topic(g.topic.as_str())?.partitions();
-        if g.members.len() == before && !force && partitions == g.assigned {
+        let mut counts = BTreeMap::new();
+        for topic in g.member_topics() {
+            let partitions = self.group_topic(topic.as_str())?.partitions();
+            counts.insert(topic, partitions);
+        }
+        if g.members.len() == before && !force && counts == g.assigned {
             return Ok(());
         }
         g.generation += 1;
-        // Partitions added while the group was assigned hold only events
-        // published after it existed: they start at their beginning.
-        let added = g.assigned..partitions;
-        let grew = g.assigned > 0;
-        g.assigned = partitions;
-        let count = g.members.len();
-        let ids: Vec<String> = g.members.keys().cloned().collect();
-        for (i, id) in ids.iter().enumerate() {
-            let owned: Vec<u32> = (0..partitions)
-                .filter(|p| *p as usize % count == i)
+        let previous = std::mem::replace(&mut g.assigned, counts.clone());
+        for (topic, &partitions) in &counts {
+            // Partitions added while the group read the topic hold only events
+            // published after it did: they start at their beginning.
+            let had = previous.get(topic).copied().unwrap_or(0);
+            let added = had..partitions;
+            let readers: Vec<String> = g
+                .members
+                .iter()
+                .filter(|(_, m)| m.topic == *topic)
+                .map(|(id, _)| id.clone())
                 .collect();
-            let mut positions = HashMap::new();
-            let (start, old_positions) = {
-                let m = &g.members[id];
-                (m.start, m.positions.clone())
-            };
-            for &p in &owned {
-                let start = if grew && added.contains(&p) {
-                    StartPosition::Earliest
-                } else {
-                    start
+            for (i, id) in readers.iter().enumerate() {
+                let owned: Vec<u32> = (0..partitions)
+                    .filter(|p| *p as usize % readers.len() == i)
+                    .collect();
+                let (start, old_positions) = {
+                    let m = &g.members[id];
+                    (m.start, m.positions.clone())
                 };
-                let pos = match (old_positions.get(&p), g.committed.get(&p)) {
-                    (Some(pos), _) => *pos,
-                    (None, Some(committed)) => *committed,
-                    (None, None) => self.resolve(&g.topic, p, start)?,
-                };
-                positions.insert(p, pos);
+                let mut positions = HashMap::new();
+                for &p in &owned {
+                    let start = if had > 0 && added.contains(&p) {
+                        StartPosition::Earliest
+                    } else {
+                        start
+                    };
+                    // A committed offset past the partition's end (a Kafka
+                    // client may commit any) starts where the member asked,
+                    // as a Kafka consumer resets an offset out of range.
+                    let committed = g
+                        .committed
+                        .get(&(topic.clone(), p))
+                        .map(|c| c.offset)
+                        .filter(|&o| {
+                            self.offsets(topic.as_str(), PartitionId(p))
+                                .is_ok_and(|(_, end)| o <= end)
+                        });
+                    let pos = match (old_positions.get(&p), committed) {
+                        (Some(pos), _) => *pos,
+                        (None, Some(committed)) => committed,
+                        (None, None) => self.resolve(topic, p, start)?,
+                    };
+                    positions.insert(p, pos);
+                }
+                let m = g.members.get_mut(id).expect("listed");
+                m.partitions = owned;
+                m.positions = positions;
             }
-            let m = g.members.get_mut(id).expect("listed");
-            m.partitions = owned;
-            m.positions = positions;
         }
         Ok(())
     }
@@ -485,7 +645,7 @@ impl Broker {
         let path = path(&self.dir, &g.name);
         let write = || -> io::Result<()> {
             std::fs::create_dir_all(path.parent().expect("a directory"))?;
-            format::replace_durably(&path, &encode(g))
+            format::replace_durably(&path, &encode(&g.committed))
         };
         write().map_err(|source| GroupError::Io {
             path: path.clone(),
@@ -508,8 +668,10 @@ impl Broker {
         Ok(g)
     }
 
-    /// Joins `group`, which consumes `topic` (a new group is created on first
-    /// join), and returns the new member's id. The group rebalances.
+    /// Joins `group` to read `topic` (a new group is created on first join),
+    /// and returns the new member's id. The group rebalances: the topic's
+    /// partitions are shared out among the members that read it. Members of
+    /// one group may read different topics.
     pub fn join_group(
         &self,
         group: &str,
@@ -524,14 +686,13 @@ impl Broker {
             )));
         }
         let t = self.group_topic(topic)?;
-        let g = loop {
-            let g = self.groups.get_or_create(&name, &t.name)?;
-            // A group deleted after it was looked up is created anew.
-            if !g.lock().expect("group lock").deleted {
-                break g;
-            }
-        };
+        let g = self.groups.live(&name);
         let mut g = g.lock().expect("group lock");
+        if g.deleted {
+            // Deleted between the look-up and the lock: join the new one.
+            drop(g);
+            return self.join_group(group, topic, options);
+        }
         let n = self
             .groups
             .next_member
@@ -540,6 +701,7 @@ impl Broker {
         g.members.insert(
             id.clone(),
             Member {
+                topic: t.name.clone(),
                 last_seen: self.clock.now().0,
                 session_ms: ms(options.session_timeout),
                 start: options.start,
@@ -633,7 +795,8 @@ impl Broker {
                     m.partitions.iter().map(|p| (*p, m.positions[p])).collect();
                 let first = m.turn % positions.len().max(1);
                 positions.rotate_left(first);
-                (g.generation, g.topic.clone(), positions)
+                let topic = m.topic.clone();
+                (g.generation, topic, positions)
             };
             let mut entries = Vec::new();
             let mut next = Vec::new();
@@ -699,15 +862,62 @@ impl Broker {
         }
     }
 
-    /// Checks that no offset is past its partition's high-watermark, then records
-    /// and persists them; on a failed write the group keeps its old offsets.
+    /// Records `offsets` and persists them in one write; on a failed write the
+    /// group keeps its old offsets.
     fn store_commits(
         &self,
         g: &mut Group,
-        t: &crate::topics::BrokerTopic,
+        offsets: Vec<CommittedOffset>,
+    ) -> Result<(), GroupError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let before = g.committed.clone();
+        for c in offsets {
+            g.committed.insert(
+                (c.topic, c.partition.0),
+                Committed {
+                    offset: c.offset,
+                    metadata: c.metadata,
+                },
+            );
+        }
+        if g.committed.len() > GROUP_OFFSETS_MAX {
+            g.committed = before;
+            return Err(GroupError::TooManyOffsets {
+                group: g.name.to_string(),
+            });
+        }
+        if let Err(e) = self.persist(g) {
+            g.committed = before;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Commits offsets for the member's partitions of its topic: the next
+    /// offset to read, as Kafka does. An offset past a partition's
+    /// high-watermark is refused (no member has read there). Durable before it
+    /// returns.
+    pub fn commit(
+        &self,
+        group: &str,
+        member: &str,
         offsets: &[(PartitionId, Offset)],
     ) -> Result<(), GroupError> {
+        let g = self.member_group(group, member)?;
+        let mut g = g.lock().expect("group lock");
+        let m = &g.members[member];
+        let t = self.group_topic(m.topic.as_str())?;
+        let mut commits = Vec::with_capacity(offsets.len());
         for &(partition, offset) in offsets {
+            if !m.partitions.contains(&partition.0) {
+                return Err(GroupError::NotAssigned {
+                    member: member.to_owned(),
+                    partition,
+                    generation: g.generation,
+                });
+            }
             let high_watermark = t
                 .partition(partition)
                 .map_err(ReadError::from)?
@@ -719,78 +929,85 @@ impl Broker {
                     high_watermark,
                 });
             }
+            commits.push(CommittedOffset {
+                topic: t.name.clone(),
+                partition,
+                offset,
+                metadata: String::new(),
+            });
         }
-        let before = g.committed.clone();
-        for &(partition, offset) in offsets {
-            g.committed.insert(partition.0, offset);
-        }
-        if let Err(e) = self.persist(g) {
-            g.committed = before;
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// Commits offsets for the member's partitions: the next offset to read, as
-    /// Kafka does. Durable before it returns.
-    pub fn commit(
-        &self,
-        group: &str,
-        member: &str,
-        offsets: &[(PartitionId, Offset)],
-    ) -> Result<(), GroupError> {
-        let g = self.member_group(group, member)?;
-        let mut g = g.lock().expect("group lock");
-        let t = self.group_topic(g.topic.as_str())?;
-        let m = &g.members[member];
-        for &(partition, _) in offsets {
-            if !m.partitions.contains(&partition.0) {
-                return Err(GroupError::NotAssigned {
-                    member: member.to_owned(),
-                    partition,
-                    generation: g.generation,
-                });
-            }
-        }
-        self.store_commits(&mut g, &t, offsets)
+        self.store_commits(&mut g, commits)
     }
 
     /// Commits offsets for a group whose membership lives elsewhere (the Kafka
-    /// listener's group coordinator checks members and generations itself). The
-    /// group is created on its first commit, consuming `topic`; its lag then shows
-    /// like any group's. A group that consumes another topic refuses. Durable
-    /// before it returns.
+    /// listener's group coordinator checks members and generations itself),
+    /// across any number of topics, with their metadata. As Kafka, any offset
+    /// of an existing partition is stored, even one past its end. The group
+    /// is created on its first commit; its lag then shows like any group's.
+    ///
+    /// Returns each offset's own answer, in order: an unknown topic or
+    /// partition, or metadata over [`COMMIT_METADATA_BYTES_MAX`], refuses that
+    /// offset alone. The others are durable, in one write, before it returns;
+    /// a failed write refuses them all (the error).
     pub fn commit_offsets(
         &self,
         group: &str,
-        topic: &str,
-        offsets: &[(PartitionId, Offset)],
-    ) -> Result<(), GroupError> {
+        offsets: Vec<CommittedOffset>,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         let name = GroupName::new(group)?;
-        let t = self.group_topic(topic)?;
-        let g = self.groups.get_or_create(&name, &t.name)?;
-        let mut g = g.lock().expect("group lock");
-        self.store_commits(&mut g, &t, offsets)
+        let mut answers = Vec::with_capacity(offsets.len());
+        let mut accepted = Vec::with_capacity(offsets.len());
+        for c in offsets {
+            let checked = (|| {
+                if c.metadata.len() > COMMIT_METADATA_BYTES_MAX {
+                    return Err(GroupError::MetadataTooLarge {
+                        len: c.metadata.len(),
+                    });
+                }
+                let t = self.group_topic(c.topic.as_str())?;
+                t.partition(c.partition).map_err(ReadError::from)?;
+                Ok(())
+            })();
+            if checked.is_ok() {
+                accepted.push(c);
+            }
+            answers.push(checked);
+        }
+        if accepted.is_empty() {
+            return Ok(answers);
+        }
+        let g = self.groups.live(&name);
+        let mut locked = g.lock().expect("group lock");
+        if locked.deleted {
+            drop(locked);
+            return self.commit_offsets(group, accepted).map(|_| answers);
+        }
+        self.store_commits(&mut locked, accepted)?;
+        Ok(answers)
     }
 
-    /// A group's topic and committed offsets, or `None` when there is no such
-    /// group.
-    pub fn committed_offsets(
-        &self,
-        group: &str,
-    ) -> Option<(TopicName, Vec<(PartitionId, Offset)>)> {
+    /// A group's committed offsets, in topic and partition order, or `None`
+    /// when there is no such group.
+    pub fn committed_offsets(&self, group: &str) -> Option<Vec<CommittedOffset>> {
         let g = self.groups.get(group)?;
         let g = g.lock().expect("group lock");
-        let offsets = g
-            .committed
-            .iter()
-            .map(|(p, o)| (PartitionId(*p), *o))
-            .collect();
-        Some((g.topic.clone(), offsets))
+        Some(
+            g.committed
+                .iter()
+                .map(|((topic, partition), c)| CommittedOffset {
+                    topic: topic.clone(),
+                    partition: PartitionId(*partition),
+                    offset: c.offset,
+                    metadata: c.metadata.clone(),
+                })
+                .collect(),
+        )
     }
 
-    /// Moves the group's committed offsets (for replay or to skip ahead). Only
-    /// while the group has no members, as in Kafka.
+    /// Moves the group's committed offsets (for replay or to skip ahead), on
+    /// every partition of every topic it has offsets for. Only while the group
+    /// has no members, as in Kafka. A deleted topic's offsets stay as they
+    /// are.
     pub fn reset_offsets(&self, group: &str, to: StartPosition) -> Result<(), GroupError> {
         let g = self.group(group)?;
         let mut g = g.lock().expect("group lock");
@@ -801,10 +1018,16 @@ impl Broker {
                 members: g.members.len(),
             });
         }
-        let t = self.group_topic(g.topic.as_str())?;
-        let mut committed = BTreeMap::new();
-        for p in 0..t.partitions() {
-            committed.insert(p, self.resolve(&g.topic, p, to)?);
+        let mut committed = g.committed.clone();
+        for topic in g.topics() {
+            let Some(t) = self.topic(topic.as_str()) else {
+                continue;
+            };
+            for p in 0..t.partitions() {
+                let offset = self.resolve(&topic, p, to)?;
+                let metadata = String::new();
+                committed.insert((topic.clone(), p), Committed { offset, metadata });
+            }
         }
         let before = std::mem::replace(&mut g.committed, committed);
         if let Err(e) = self.persist(&g) {
@@ -856,30 +1079,42 @@ impl Broker {
         let g = self.group(group)?;
         let mut g = g.lock().expect("group lock");
         self.settle(&mut g, false)?;
-        let t = self.group_topic(g.topic.as_str())?;
+        let topics = g.topics();
         let mut partitions = Vec::new();
-        for p in 0..t.partitions() {
-            let part = t.partition(PartitionId(p)).map_err(ReadError::from)?;
-            let committed = g.committed.get(&p).copied();
-            let high_watermark = part.high_watermark();
-            let from = committed.unwrap_or(part.log_start_offset());
-            partitions.push(PartitionLag {
-                partition: PartitionId(p),
-                committed,
-                high_watermark,
-                lag: high_watermark.0.saturating_sub(from.0),
-            });
+        for topic in &topics {
+            // A deleted topic has no partitions to show.
+            let Some(t) = self.topic(topic.as_str()) else {
+                continue;
+            };
+            for p in 0..t.partitions() {
+                let part = t.partition(PartitionId(p)).map_err(ReadError::from)?;
+                let committed = g.committed.get(&(topic.clone(), p)).map(|c| c.offset);
+                let high_watermark = part.high_watermark();
+                let from = committed.unwrap_or(part.log_start_offset());
+                partitions.push(PartitionLag {
+                    topic: topic.clone(),
+                    partition: PartitionId(p),
+                    committed,
+                    high_watermark,
+                    lag: high_watermark.0.saturating_sub(from.0),
+                });
+            }
         }
         Ok(GroupDescription {
             group: g.name.clone(),
-            topic: g.topic.clone(),
+            topics,
             generation: g.generation,
             members: g
                 .members
                 .iter()
                 .map(|(id, m)| MemberDescription {
                     member: id.clone(),
-                    partitions: m.partitions.iter().map(|p| PartitionId(*p)).collect(),
+                    topics: vec![m.topic.clone()],
+                    partitions: m
+                        .partitions
+                        .iter()
+                        .map(|p| (m.topic.clone(), PartitionId(*p)))
+                        .collect(),
                 })
                 .collect(),
             partitions,

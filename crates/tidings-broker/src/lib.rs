@@ -70,8 +70,8 @@ pub use append::Published;
 pub use dedup::DEDUP_ENTRIES_MAX;
 pub use error::{AdminError, OpenError, PublishError, ReadError};
 pub use groups::{
-    GroupDescription, GroupError, JoinOptions, MemberDescription, PartitionLag, Polled,
-    StartPosition, SESSION_TIMEOUT_MAX,
+    CommittedOffset, GroupDescription, GroupError, JoinOptions, MemberDescription, PartitionLag,
+    Polled, StartPosition, COMMIT_METADATA_BYTES_MAX, GROUP_OFFSETS_MAX, SESSION_TIMEOUT_MAX,
 };
 pub use names::GroupName;
 pub use queue::{

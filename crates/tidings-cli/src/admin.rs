@@ -312,17 +312,30 @@ fn lines_or(items: impl Iterator<Item = String>, empty: &str) -> String {
 }
 
 fn group_text(g: &Group) -> String {
+    let topics = if g.topics.is_empty() {
+        "no topics".to_owned()
+    } else {
+        format!(
+            "{} {}",
+            if g.topics.len() == 1 {
+                "topic"
+            } else {
+                "topics"
+            },
+            g.topics.join(", ")
+        )
+    };
     let mut s = format!(
-        "{}\ttopic {}\tgeneration {}\t{}\tlag {}",
+        "{}\t{topics}\tgeneration {}\t{}\tlag {}",
         g.group,
-        g.topic,
         g.generation,
         plural(g.members.len() as u64, "member"),
         g.lag
     );
     for p in &g.partitions {
         s.push_str(&format!(
-            "\n  partition {}: committed {}, high-watermark {}, lag {}",
+            "\n  {} partition {}: committed {}, high-watermark {}, lag {}",
+            p.topic,
             p.partition,
             p.committed.map_or("nothing".to_owned(), |c| c.to_string()),
             p.high_watermark,

@@ -31,20 +31,31 @@ fn group(d: GroupDescription) -> Group {
     Group {
         lag: d.partitions.iter().map(|p| p.lag).sum(),
         group: d.group.to_string(),
-        topic: d.topic.to_string(),
+        topics: d.topics.iter().map(ToString::to_string).collect(),
         generation: d.generation,
         members: d
             .members
             .into_iter()
-            .map(|m| GroupMember {
-                member: m.member,
-                partitions: m.partitions.iter().map(|p| p.0).collect(),
+            .map(|m| {
+                let mut assignment: BTreeMap<String, Vec<u32>> = m
+                    .topics
+                    .iter()
+                    .map(|t| (t.to_string(), Vec::new()))
+                    .collect();
+                for (topic, p) in m.partitions {
+                    assignment.entry(topic.to_string()).or_default().push(p.0);
+                }
+                GroupMember {
+                    member: m.member,
+                    assignment,
+                }
             })
             .collect(),
         partitions: d
             .partitions
             .into_iter()
             .map(|p| PartitionLag {
+                topic: p.topic.to_string(),
                 partition: p.partition.0,
                 committed: p.committed.map(|o| o.0),
                 high_watermark: p.high_watermark.0,

@@ -47,7 +47,6 @@ pub(crate) fn code(kind: ErrorKind) -> ResponseError {
         | ErrorKind::UnknownMember
         | ErrorKind::UnknownLease
         | ErrorKind::GroupExists
-        | ErrorKind::WrongTopic
         | ErrorKind::NotAssigned
         | ErrorKind::GroupActive
         | ErrorKind::LeaseExpired

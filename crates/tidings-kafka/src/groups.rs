@@ -34,7 +34,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use tidings_broker::GroupError;
+use tidings_broker::{CommittedOffset, GroupError};
 use tidings_types::{Clock, Offset, PartitionId, TimestampMs};
 use tokio::sync::oneshot;
 
@@ -637,73 +637,109 @@ pub(crate) async fn offset_commit(
             _ => None,
         }
     };
-    let mut topics = Vec::with_capacity(request.topics.len());
-    for topic in request.topics {
-        let name = topic.name.0.as_str().to_owned();
-        let offsets: Vec<(PartitionId, Offset)> = topic
-            .partitions
-            .iter()
-            .filter_map(|p| {
-                Some((
-                    PartitionId(u32::try_from(p.partition_index).ok()?),
-                    Offset(u64::try_from(p.committed_offset).ok()?),
-                ))
-            })
-            .collect();
-        let malformed = offsets.len() != topic.partitions.len();
-        let code = match refused {
-            Some(code) => Some(code),
-            None if malformed => Some(ResponseError::InvalidCommitOffsetSize),
-            None => {
-                let broker = Arc::clone(&shared.broker);
-                let (g, t) = (group.clone(), name.clone());
-                let committed =
-                    tokio::task::spawn_blocking(move || broker.commit_offsets(&g, &t, &offsets))
-                        .await;
-                match committed {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => {
-                        if matches!(e, GroupError::WrongTopic { .. }) {
-                            tracing::warn!(group = %group, topic = %name, error = %e, "Kafka offset commit refused: a group stores offsets for one topic");
-                        }
-                        Some(crate::errors::code(e.kind()))
-                    }
-                    Err(_) => Some(ResponseError::UnknownServerError),
+    // Every well-formed offset of the request goes to the broker in one
+    // durable write; each partition gets its own answer.
+    let mut answers: Vec<Vec<Option<ResponseError>>> = Vec::with_capacity(request.topics.len());
+    let mut commits = Vec::new();
+    let mut slots = Vec::new();
+    for (t, topic) in request.topics.iter().enumerate() {
+        let name = tidings_types::TopicName::new(topic.name.0.as_str());
+        let mut codes = Vec::with_capacity(topic.partitions.len());
+        for (p, partition) in topic.partitions.iter().enumerate() {
+            let index = u32::try_from(partition.partition_index).ok();
+            let offset = u64::try_from(partition.committed_offset).ok();
+            let code = match (refused, &name, index, offset) {
+                (Some(code), ..) => Some(code),
+                (None, Err(_), ..) => Some(ResponseError::UnknownTopicOrPartition),
+                (None, Ok(_), None, _) => Some(ResponseError::UnknownTopicOrPartition),
+                (None, Ok(_), _, None) => Some(ResponseError::InvalidCommitOffsetSize),
+                (None, Ok(name), Some(index), Some(offset)) => {
+                    commits.push(CommittedOffset {
+                        topic: name.clone(),
+                        partition: PartitionId(index),
+                        offset: Offset(offset),
+                        metadata: partition
+                            .committed_metadata
+                            .as_ref()
+                            .map_or_else(String::new, |m| m.as_str().to_owned()),
+                    });
+                    slots.push((t, p));
+                    None
                 }
-            }
+            };
+            codes.push(code);
+        }
+        answers.push(codes);
+    }
+    if !commits.is_empty() {
+        let broker = Arc::clone(&shared.broker);
+        let g = group.clone();
+        let committed =
+            tokio::task::spawn_blocking(move || broker.commit_offsets(&g, commits)).await;
+        let codes: Vec<Option<ResponseError>> = match committed {
+            Ok(Ok(each)) => each
+                .into_iter()
+                .map(|answer| answer.err().map(|e| commit_code(&group, &e)))
+                .collect(),
+            Ok(Err(e)) => vec![Some(commit_code(&group, &e)); slots.len()],
+            Err(_) => vec![Some(ResponseError::UnknownServerError); slots.len()],
         };
-        topics.push(
+        for ((t, p), code) in slots.into_iter().zip(codes) {
+            answers[t][p] = code;
+        }
+    }
+    let topics = request
+        .topics
+        .into_iter()
+        .zip(answers)
+        .map(|(topic, codes)| {
             OffsetCommitResponseTopic::default()
-                .with_name(topic.name)
                 .with_partitions(
                     topic
                         .partitions
                         .iter()
-                        .map(|p| {
+                        .zip(codes)
+                        .map(|(p, code)| {
                             OffsetCommitResponsePartition::default()
                                 .with_partition_index(p.partition_index)
                                 .with_error_code(code.map_or(0, |c| c.code()))
                         })
                         .collect(),
-                ),
-        );
-    }
+                )
+                .with_name(topic.name)
+        })
+        .collect();
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// The Kafka error code of a refused commit.
+fn commit_code(group: &str, e: &GroupError) -> ResponseError {
+    match e {
+        GroupError::MetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
+        e => {
+            if e.kind() == tidings_types::ErrorKind::StorageFailed {
+                tracing::error!(group, error = %e, "Kafka offset commit failed");
+            }
+            crate::errors::code(e.kind())
+        }
+    }
+}
+
 pub(crate) fn offset_fetch(shared: &Shared, request: &OffsetFetchRequest) -> OffsetFetchResponse {
-    let committed = shared.broker.committed_offsets(request.group_id.0.as_str());
-    let lookup = |topic: &str, partition: i32| -> i64 {
+    let committed = shared
+        .broker
+        .committed_offsets(request.group_id.0.as_str())
+        .unwrap_or_default();
+    let lookup = |topic: &str, partition: i32| -> (i64, &str) {
         committed
-            .as_ref()
-            .filter(|(t, _)| t.as_str() == topic)
-            .and_then(|(_, offsets)| {
-                offsets
-                    .iter()
-                    .find(|(p, _)| i64::from(p.0) == i64::from(partition))
-                    .map(|(_, o)| i64::try_from(o.0).unwrap_or(i64::MAX))
+            .iter()
+            .find(|c| c.topic.as_str() == topic && i64::from(c.partition.0) == i64::from(partition))
+            .map_or((-1, ""), |c| {
+                (
+                    i64::try_from(c.offset.0).unwrap_or(i64::MAX),
+                    c.metadata.as_str(),
+                )
             })
-            .unwrap_or(-1)
     };
     let wanted: Vec<(String, Vec<i32>)> = match &request.topics {
         Some(topics) => topics
@@ -711,18 +747,15 @@ pub(crate) fn offset_fetch(shared: &Shared, request: &OffsetFetchRequest) -> Off
             .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
             .collect(),
         // Every topic the group has offsets for.
-        None => committed
-            .iter()
-            .map(|(t, offsets)| {
-                (
-                    t.to_string(),
-                    offsets
-                        .iter()
-                        .filter_map(|(p, _)| i32::try_from(p.0).ok())
-                        .collect(),
-                )
-            })
-            .collect(),
+        None => {
+            let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            for c in &committed {
+                if let Ok(p) = i32::try_from(c.partition.0) {
+                    by_topic.entry(c.topic.to_string()).or_default().push(p);
+                }
+            }
+            by_topic.into_iter().collect()
+        }
     };
     let topics = wanted
         .into_iter()
@@ -730,10 +763,11 @@ pub(crate) fn offset_fetch(shared: &Shared, request: &OffsetFetchRequest) -> Off
             let partitions = partitions
                 .into_iter()
                 .map(|p| {
+                    let (offset, metadata) = lookup(&name, p);
                     OffsetFetchResponsePartition::default()
                         .with_partition_index(p)
-                        .with_committed_offset(lookup(&name, p))
-                        .with_metadata(Some(StrBytes::default()))
+                        .with_committed_offset(offset)
+                        .with_metadata(Some(StrBytes::from_string(metadata.to_owned())))
                 })
                 .collect();
             OffsetFetchResponseTopic::default()

@@ -215,7 +215,7 @@ pub async fn render_broker(broker: &Broker) -> String {
         for p in &d.partitions {
             let labels = [
                 ("group", group.clone()),
-                ("topic", d.topic.to_string()),
+                ("topic", p.topic.to_string()),
                 ("partition", p.partition.0.to_string()),
             ];
             families.add(&GROUP_LAG, &labels, p.lag as f64);

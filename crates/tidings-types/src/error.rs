@@ -44,8 +44,6 @@ pub enum ErrorKind {
     OffsetOutOfRange,
     /// An offset to commit lies beyond the partition's end.
     OffsetBeyondEnd,
-    /// The group consumes another topic.
-    WrongTopic,
     /// The member does not own that partition in this generation.
     NotAssigned,
     /// The group has members, and the operation needs it to have none.

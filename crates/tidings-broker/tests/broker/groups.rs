@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_broker::{
-    Broker, BrokerOptions, GroupError, JoinOptions, Payload, StartPosition, TopicSpec,
+    Broker, BrokerOptions, CommittedOffset, GroupError, JoinOptions, Payload, StartPosition,
+    TopicSpec, COMMIT_METADATA_BYTES_MAX,
 };
 use tidings_types::Clock;
 use tidings_types::{CloudEvent, Offset, PartitionId};
@@ -44,6 +45,11 @@ impl Fixture {
 
     fn poll(&self, member: &str) -> tidings_broker::Polled {
         rt().block_on(self.b().poll("g", member, 1 << 20, Duration::ZERO))
+            .unwrap()
+    }
+
+    fn poll_group(&self, group: &str, member: &str) -> tidings_broker::Polled {
+        rt().block_on(self.b().poll(group, member, 1 << 20, Duration::ZERO))
             .unwrap()
     }
 
@@ -311,11 +317,6 @@ fn stale_members_and_bad_requests_get_typed_errors() {
         fx.b().join_group("g", "orders", zero),
         Err(GroupError::InvalidOptions(_))
     ));
-    fx.b().create_topic("other", TopicSpec::default()).unwrap();
-    assert!(matches!(
-        fx.b().join_group("g", "other", JoinOptions::default()),
-        Err(GroupError::WrongTopic { .. })
-    ));
     assert_eq!(
         fx.b().describe_group("g").unwrap().members.len(),
         2,
@@ -378,4 +379,216 @@ fn a_damaged_group_offsets_file_is_refused_with_its_path() {
     let err = Broker::open(fx.dir.path(), options(&fx.clock)).unwrap_err();
     assert!(err.to_string().contains("g.offsets"), "{err}");
     assert!(err.to_string().contains("checksum"), "{err}");
+}
+
+/// A commit as the Kafka listener makes it.
+fn kafka_commit(topic: &str, partition: u32, offset: u64, metadata: &str) -> CommittedOffset {
+    CommittedOffset {
+        topic: tidings_types::TopicName::new(topic).unwrap(),
+        partition: PartitionId(partition),
+        offset: Offset(offset),
+        metadata: metadata.to_owned(),
+    }
+}
+
+#[test]
+fn one_group_reads_several_topics_each_shared_among_its_readers() {
+    let fx = Fixture::new(2);
+    fx.b()
+        .create_topic("payments", TopicSpec::with_partitions(3))
+        .unwrap();
+    fx.publish(10);
+    let a = fx
+        .b()
+        .join_group("g", "orders", JoinOptions::default())
+        .unwrap();
+    let b = fx
+        .b()
+        .join_group("g", "payments", JoinOptions::default())
+        .unwrap();
+    let c = fx
+        .b()
+        .join_group("g", "payments", JoinOptions::default())
+        .unwrap();
+    // The only orders reader owns both orders partitions; the payments
+    // readers share three.
+    assert_eq!(fx.assignment(&a), BTreeSet::from([0, 1]));
+    let (pb, pc) = (fx.assignment(&b), fx.assignment(&c));
+    assert_eq!(pb.len() + pc.len(), 3);
+    assert!(pb.is_disjoint(&pc));
+    assert_eq!(fx.poll(&a).entries.len(), 0, "read already by assignment()");
+    fx.b()
+        .commit("g", &a, &[(PartitionId(0), Offset(0))])
+        .unwrap();
+    let mine = *pb.iter().next().unwrap();
+    fx.b()
+        .commit("g", &b, &[(PartitionId(mine), Offset(0))])
+        .unwrap();
+    let d = fx.b().describe_group("g").unwrap();
+    let topics: Vec<&str> = d.topics.iter().map(|t| t.as_str()).collect();
+    assert_eq!(topics, ["orders", "payments"]);
+    assert_eq!(d.partitions.len(), 5, "{d:?}");
+    let committed: Vec<(String, u32, Option<u64>)> = d
+        .partitions
+        .iter()
+        .map(|p| (p.topic.to_string(), p.partition.0, p.committed.map(|o| o.0)))
+        .collect();
+    assert!(
+        committed.contains(&("orders".into(), 0, Some(0))),
+        "{committed:?}"
+    );
+    assert!(
+        committed.contains(&("payments".into(), mine, Some(0))),
+        "{committed:?}"
+    );
+    let member_b = d.members.iter().find(|m| m.member == b).unwrap();
+    assert!(member_b
+        .partitions
+        .iter()
+        .all(|(t, _)| t.as_str() == "payments"));
+    // A member commits on its own topic only: another topic's partition of
+    // the same number is not its own.
+    let err = fx
+        .b()
+        .commit(
+            "g",
+            &c,
+            &[(PartitionId(*pb.iter().next().unwrap()), Offset(0))],
+        )
+        .unwrap_err();
+    assert!(matches!(err, GroupError::NotAssigned { .. }), "{err}");
+}
+
+#[test]
+fn kafka_commits_span_topics_keep_their_metadata_and_take_any_offset_of_a_partition() {
+    let mut fx = Fixture::new(2);
+    fx.b()
+        .create_topic("payments", TopicSpec::with_partitions(1))
+        .unwrap();
+    fx.publish(20);
+    let answers = fx
+        .b()
+        .commit_offsets(
+            "notify",
+            vec![
+                kafka_commit("orders", 0, 1, "host-a"),
+                kafka_commit("orders", 1, 1_000_000, ""),
+                kafka_commit("payments", 0, 0, "{\"v\":1}"),
+                kafka_commit("payments", 7, 0, ""),
+                kafka_commit("gone", 0, 0, ""),
+                kafka_commit("orders", 0, 3, &"x".repeat(COMMIT_METADATA_BYTES_MAX + 1)),
+            ],
+        )
+        .unwrap();
+    let kinds: Vec<Option<tidings_types::ErrorKind>> = answers
+        .iter()
+        .map(|a| a.as_ref().err().map(GroupError::kind))
+        .collect();
+    use tidings_types::ErrorKind;
+    assert_eq!(
+        kinds,
+        [
+            None,
+            None,
+            None,
+            Some(ErrorKind::UnknownPartition),
+            Some(ErrorKind::UnknownTopic),
+            Some(ErrorKind::TooLarge),
+        ]
+    );
+    let expected = vec![
+        kafka_commit("orders", 0, 1, "host-a"),
+        kafka_commit("orders", 1, 1_000_000, ""),
+        kafka_commit("payments", 0, 0, "{\"v\":1}"),
+    ];
+    assert_eq!(fx.b().committed_offsets("notify").unwrap(), expected);
+    fx.reopen();
+    assert_eq!(
+        fx.b().committed_offsets("notify").unwrap(),
+        expected,
+        "durable, metadata included"
+    );
+    let d = fx.b().describe_group("notify").unwrap();
+    let lag: u64 = d.partitions.iter().map(|p| p.lag).sum();
+    let (hw0, hw1) = (
+        d.partitions[0].high_watermark.0,
+        d.partitions[1].high_watermark.0,
+    );
+    assert_eq!(lag, hw0 - 1, "past the end is no lag; nothing in payments");
+    // An HTTP member of the group resumes at the committed offsets; one past
+    // a partition's end starts where the member asked (earliest), as a Kafka
+    // consumer resets an offset out of range.
+    let m = fx
+        .b()
+        .join_group("notify", "orders", JoinOptions::default())
+        .unwrap();
+    let polled = fx.poll_group("notify", &m);
+    assert_eq!(polled.entries.len() as u64, hw0 - 1 + hw1);
+}
+
+/// A revision-1 group file (one topic, no metadata), built byte by byte as
+/// the broker wrote it before groups spanned topics.
+fn revision_1_file(topic: &str, offsets: &[(u32, u64)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"TDGO");
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&(topic.len() as u16).to_le_bytes());
+    out.extend_from_slice(topic.as_bytes());
+    out.extend_from_slice(&(offsets.len() as u32).to_le_bytes());
+    for (p, o) in offsets {
+        out.extend_from_slice(&p.to_le_bytes());
+        out.extend_from_slice(&o.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[test]
+fn revision_1_group_files_are_migrated_on_open_and_a_crash_mid_migration_loses_nothing() {
+    let mut fx = Fixture::new(2);
+    fx.publish(10);
+    fx.broker.take().unwrap().close().unwrap();
+    let groups = fx.dir.path().join("broker/groups");
+    std::fs::create_dir_all(&groups).unwrap();
+    let old = revision_1_file("orders", &[(0, 2), (1, 3)]);
+    std::fs::write(groups.join("g.offsets"), &old).unwrap();
+    // A migration cut short leaves the old file and a partial new one beside
+    // it, never a partial file under the real name.
+    std::fs::write(groups.join("g.offsets.tmp"), &old[..9]).unwrap();
+    fx.broker = Some(Broker::open(fx.dir.path(), options(&fx.clock)).unwrap());
+    let expected = vec![
+        kafka_commit("orders", 0, 2, ""),
+        kafka_commit("orders", 1, 3, ""),
+    ];
+    assert_eq!(fx.b().committed_offsets("g").unwrap(), expected);
+    let migrated = std::fs::read(groups.join("g.offsets")).unwrap();
+    assert_eq!(&migrated[0..6], b"TDGO\x02\x00", "rewritten as revision 2");
+    fx.reopen();
+    assert_eq!(fx.b().committed_offsets("g").unwrap(), expected);
+    let m = fx
+        .b()
+        .join_group("g", "orders", JoinOptions::default())
+        .unwrap();
+    let hw: u64 = fx
+        .b()
+        .describe_topic("orders")
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.high_watermark.0)
+        .sum();
+    assert_eq!(
+        fx.poll(&m).entries.len() as u64,
+        hw - 5,
+        "resumes at the migrated offsets"
+    );
+    // A damaged revision-1 file is refused with its path, not migrated.
+    fx.broker.take().unwrap().close().unwrap();
+    let mut bad = revision_1_file("orders", &[(0, 2)]);
+    bad[8] ^= 1;
+    std::fs::write(groups.join("h.offsets"), &bad).unwrap();
+    let err = Broker::open(fx.dir.path(), options(&fx.clock)).unwrap_err();
+    assert!(err.to_string().contains("h.offsets"), "{err}");
+    assert_eq!(std::fs::read(groups.join("h.offsets")).unwrap(), bad);
 }

@@ -51,3 +51,48 @@ fn kafka_python_admin_creates_topics_and_reads_where_each_config_comes_from() {
     );
     assert_eq!(out["listed"], json!(["admin-configured", "admin-plain"]));
 }
+
+/// Runs a kafkajs script of `tests/clients` with `args`; its one JSON line.
+fn node(script: &str, args: &[&str], server: &Server) -> Value {
+    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("node").arg(path).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed (run ./scripts/test to install kafkajs): {}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Seed 003's order flow: the notification service's group consumes
+/// payment.completed and payment.failed, and commits both. Every order is
+/// notified, a second instance takes its share after a rebalance, and a
+/// fresh instance finds nothing left over.
+#[test]
+fn the_guides_order_flow_in_kafkajs_notifies_every_order_from_a_group_on_two_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let orders = 200;
+    let out = node(
+        "kafkajs_order_flow.js",
+        &[&server.kafka_addr.to_string(), &orders.to_string()],
+        &server,
+    );
+    assert_eq!(out["notified"], orders, "{out}");
+    assert_eq!(out["failed"], orders / 10, "{out}");
+    assert_eq!(out["after_resume"], json!([]), "{out}");
+    let b = out["by_member"][1].as_u64().unwrap();
+    assert!(
+        b > 0,
+        "the second instance took a share after the rebalance: {out}"
+    );
+    // The group's offsets, committed over Kafka, cover both topics.
+    let group = crate::support::get(&server.url("/v1/groups/notification-service")).json;
+    assert_eq!(
+        group["topics"],
+        json!(["payment.completed", "payment.failed"]),
+        "{group}"
+    );
+    assert_eq!(group["lag"], 0, "{group}");
+}
