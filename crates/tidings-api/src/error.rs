@@ -222,6 +222,11 @@ impl ErrorCode {
             ErrorKind::OffsetOutOfRange => ErrorCode::OffsetOutOfRange,
             ErrorKind::OffsetBeyondEnd => ErrorCode::OffsetBeyondEnd,
             ErrorKind::NotAssigned => ErrorCode::NotAssigned,
+            // Kafka producers' sequence checks; nothing over HTTP carries a
+            // producer id, so only a bad raw batch could meet them.
+            ErrorKind::OutOfOrderSequence | ErrorKind::InvalidProducerEpoch => {
+                ErrorCode::InvalidRequest
+            }
             ErrorKind::GroupActive => ErrorCode::GroupActive,
             ErrorKind::LeaseExpired => ErrorCode::LeaseExpired,
             ErrorKind::WrongExpectedVersion => ErrorCode::WrongExpectedVersion,

@@ -275,8 +275,10 @@ impl Broker {
         let queued = p.queue_append_batches(batches).await?;
         Ok(async move {
             let appended = queued.await?;
-            let events = appended.last_offset.0 - appended.base_offset.0 + 1;
-            t.count_published(partition, events, bytes);
+            if !appended.duplicate {
+                let events = appended.last_offset.0 - appended.base_offset.0 + 1;
+                t.count_published(partition, events, bytes);
+            }
             Ok(appended)
         })
     }

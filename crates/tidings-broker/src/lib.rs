@@ -52,7 +52,7 @@ pub use tidings_log::{
     Appended, Batches, CloseError, FileSync, FsyncPolicy, FsyncPolicyParseError, Header,
     LogOptions, OsFileSync, Record, TopicConfig,
 };
-use tidings_types::Clock;
+use tidings_types::{Clock, PartitionId};
 
 mod append;
 mod dedup;
@@ -61,6 +61,7 @@ mod groups;
 mod journal;
 mod names;
 pub mod partitioner;
+mod producer_ids;
 mod queue;
 mod read;
 mod settings;
@@ -74,6 +75,7 @@ pub use groups::{
     Polled, StartPosition, COMMIT_METADATA_BYTES_MAX, GROUP_OFFSETS_MAX, SESSION_TIMEOUT_MAX,
 };
 pub use names::GroupName;
+pub use producer_ids::{ProducerIdError, PRODUCER_ID_BLOCK};
 pub use queue::{
     Backoff, DeadLetter, Delivery, LeaseId, QueueConfig, QueueCounters, QueueError,
     QueuePartitionStats, QueueStats, RedriveTarget, ACK_TIMEOUT_MAX, DLQ_HEADER_PREFIX,
@@ -119,6 +121,8 @@ pub struct Broker {
     started_ms: i64,
     /// See [`BrokerOptions::partitions_total_max`].
     partitions_total_max: u32,
+    /// Ids for Kafka's idempotent producers.
+    producer_ids: producer_ids::ProducerIds,
 }
 
 impl std::fmt::Debug for Broker {
@@ -144,6 +148,13 @@ impl Broker {
         let topics = topics::load(&log, &dir, clock.now().0)?;
         let groups = groups::Groups::load(&dir)
             .map_err(|(path, reason)| OpenError::Settings { path, reason })?;
+        let seen = topics
+            .values()
+            .flat_map(|t| (0..t.partitions()).filter_map(|p| t.partition(PartitionId(p)).ok()))
+            .filter_map(|p| p.producer_id_max())
+            .max();
+        let producer_ids = producer_ids::ProducerIds::load(&dir, seen)
+            .map_err(|(path, reason)| OpenError::Settings { path, reason })?;
         let started_ms = clock.now().0;
         let queues = queue::Queues::load(&dir, queue::first_lease(started_ms))
             .map_err(|(path, reason)| OpenError::Settings { path, reason })?;
@@ -157,6 +168,7 @@ impl Broker {
             admin: std::sync::Mutex::new(()),
             started_ms,
             partitions_total_max: options.partitions_total_max,
+            producer_ids,
         })
     }
 

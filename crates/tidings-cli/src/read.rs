@@ -318,6 +318,11 @@ async fn follow(ctx: &mut Ctx, t: &Tail, mut resume: Option<String>) -> Result<(
                 retry.pause(&e, &signals).await?;
                 continue;
             }
+            // Gone between the history read and the stream: said the same way
+            // as a stream that ends.
+            Err(e) if server_gone(&e) => {
+                bail!("{e}: the server went away or is shutting down (--retry reconnects)")
+            }
             Err(e) => return Err(e.into()),
         };
         retry.reached();

@@ -19,6 +19,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 3),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 5),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// Produce versions advertised but refused when used, as Kafka 4.0 does
@@ -44,6 +45,7 @@ pub(crate) fn name(api: ApiKey) -> &'static str {
         ApiKey::SyncGroup => "SyncGroup",
         ApiKey::ApiVersions => "ApiVersions",
         ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::InitProducerId => "InitProducerId",
         _ => "unsupported",
     }
 }

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreateTopicsRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
-    SyncGroupRequest,
+    HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
+    RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -436,6 +436,10 @@ async fn answer(shared: &Arc<Shared>, api: ApiKey, mut frame: Bytes) -> Result<P
         ApiKey::OffsetFetch => {
             let request: OffsetFetchRequest = call.decode(body)?;
             call.respond(&groups::offset_fetch(shared, &request))?
+        }
+        ApiKey::InitProducerId => {
+            let request: InitProducerIdRequest = call.decode(body)?;
+            call.respond(&produce::init_producer_id(shared, &request).await)?
         }
         _ => return Err(ConnError::UnsupportedApi { api, version }),
     };

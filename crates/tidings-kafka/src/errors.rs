@@ -1,7 +1,7 @@
 //! Broker errors as Kafka error codes, with the message clients show.
 
 use kafka_protocol::ResponseError;
-use tidings_broker::{AdminError, GroupError, PublishError, ReadError};
+use tidings_broker::{AdminError, GroupError, ProducerIdError, PublishError, ReadError};
 use tidings_types::ErrorKind;
 
 /// A Kafka error code and the text behind it.
@@ -35,6 +35,8 @@ pub(crate) fn code(kind: ErrorKind) -> ResponseError {
             ResponseError::UnknownTopicOrPartition
         }
         ErrorKind::TopicExists => ResponseError::TopicAlreadyExists,
+        ErrorKind::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber,
+        ErrorKind::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
         ErrorKind::OffsetOutOfRange | ErrorKind::OffsetBeyondEnd => ResponseError::OffsetOutOfRange,
         ErrorKind::LimitReached => ResponseError::PolicyViolation,
         ErrorKind::ShuttingDown | ErrorKind::StorageFailed => ResponseError::KafkaStorageError,
@@ -66,4 +68,10 @@ macro_rules! from_broker_errors {
     };
 }
 
-from_broker_errors!(PublishError, ReadError, AdminError, GroupError);
+from_broker_errors!(
+    PublishError,
+    ReadError,
+    AdminError,
+    GroupError,
+    ProducerIdError
+);

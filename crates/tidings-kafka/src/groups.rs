@@ -330,9 +330,12 @@ pub(crate) fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let mut out = FindCoordinatorResponse::default();
     if request.key_type != 0 {
-        out.error_code = ResponseError::CoordinatorNotAvailable.code();
+        // A transaction coordinator: there is none. A code clients treat as
+        // fatal, so a transactional producer stops with it at once.
+        tracing::warn!(key = %request.key.as_str(), "{}", crate::produce::TRANSACTIONS_UNSUPPORTED);
+        out.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
         if version >= 1 {
-            out.error_message = Some(text("transactions are not supported"));
+            out.error_message = Some(text(crate::produce::TRANSACTIONS_UNSUPPORTED));
         }
         out.node_id = BrokerId(-1);
         out.port = -1;

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tidings_types::PartitionId;
@@ -34,7 +36,7 @@ pub(crate) async fn produce(
             if request.transactional_id.is_some() {
                 let f = Failure::new(
                     ResponseError::TransactionalIdAuthorizationFailed,
-                    "transactions are not supported",
+                    TRANSACTIONS_UNSUPPORTED,
                 );
                 fail(&mut partitions[p], f, version);
                 continue;
@@ -89,6 +91,43 @@ pub(crate) async fn produce(
             }
         }
         ProduceResponse::default().with_responses(topics)
+    }
+}
+
+/// What a transactional producer is told: Tidings has no transaction
+/// coordinator. The code is one every client treats as fatal, so a producer
+/// configured with a `transactional.id` stops at once instead of retrying.
+pub(crate) const TRANSACTIONS_UNSUPPORTED: &str =
+    "transactions are not supported by Tidings; an idempotent producer (the default of Kafka 3+ clients) without transactional.id works";
+
+/// InitProducerId: a new producer id, epoch 0, for an idempotent producer
+/// (as Kafka does for a producer without a transactional id, a request to
+/// bump an existing id's epoch gets a new id too). A transactional id is
+/// refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+pub(crate) async fn init_producer_id(
+    shared: &Arc<Shared>,
+    request: &InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let failed = |code: ResponseError| {
+        InitProducerIdResponse::default()
+            .with_error_code(code.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    if let Some(id) = &request.transactional_id {
+        tracing::warn!(transactional_id = %id.0.as_str(), "{TRANSACTIONS_UNSUPPORTED}");
+        return failed(ResponseError::TransactionalIdAuthorizationFailed);
+    }
+    let broker = Arc::clone(&shared.broker);
+    match tokio::task::spawn_blocking(move || broker.init_producer_id()).await {
+        Ok(Ok(id)) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot hand out a producer id");
+            failed(Failure::from(e).code)
+        }
+        Err(_) => failed(ResponseError::UnknownServerError),
     }
 }
 

@@ -201,6 +201,10 @@ pub struct LogOptions {
     pub file_sync: Arc<dyn FileSync>,
     /// How often each partition's writer checks retention when idle.
     pub retention_check_interval: Duration,
+    /// How long a partition keeps an idle idempotent producer's state (Kafka's
+    /// `producer.id.expiration.ms`, one day by default): a batch it sends
+    /// again after that is accepted as from a new producer.
+    pub producer_id_expiration: Duration,
 }
 
 impl Default for LogOptions {
@@ -209,6 +213,7 @@ impl Default for LogOptions {
             clock: Arc::new(SystemClock),
             file_sync: Arc::new(OsFileSync),
             retention_check_interval: Duration::from_secs(60),
+            producer_id_expiration: Duration::from_secs(24 * 3600),
         }
     }
 }

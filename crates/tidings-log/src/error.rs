@@ -191,6 +191,39 @@ pub enum AppendError {
         /// What failed.
         reason: Arc<str>,
     },
+    /// An idempotent producer's batch does not follow its last one: a batch
+    /// in between is missing (Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER).
+    #[error("producer {producer_id} sent sequence {received} to {topic}/{partition}; the next is {expected}")]
+    OutOfOrderSequence {
+        /// The topic.
+        topic: TopicName,
+        /// The partition.
+        partition: PartitionId,
+        /// The producer id.
+        producer_id: i64,
+        /// The first sequence expected.
+        expected: i32,
+        /// The first sequence sent.
+        received: i32,
+    },
+    /// An idempotent producer's batch carries an older epoch than the
+    /// producer's last: a newer instance took over (Kafka's
+    /// INVALID_PRODUCER_EPOCH).
+    #[error(
+        "producer {producer_id} sent epoch {epoch} to {topic}/{partition}; its epoch is {current}"
+    )]
+    InvalidProducerEpoch {
+        /// The topic.
+        topic: TopicName,
+        /// The partition.
+        partition: PartitionId,
+        /// The producer id.
+        producer_id: i64,
+        /// The epoch sent.
+        epoch: i16,
+        /// The producer's epoch.
+        current: i16,
+    },
     /// The log is closed or the topic deleted.
     #[error("partition {topic}/{partition} is closed")]
     Closed {
@@ -283,6 +316,8 @@ impl AppendError {
             // A roll or retention pass failed; the next append tries again.
             AppendError::Maintenance { .. } => ErrorKind::Unavailable,
             AppendError::Closed { .. } => ErrorKind::ShuttingDown,
+            AppendError::OutOfOrderSequence { .. } => ErrorKind::OutOfOrderSequence,
+            AppendError::InvalidProducerEpoch { .. } => ErrorKind::InvalidProducerEpoch,
         }
     }
 }

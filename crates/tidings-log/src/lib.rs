@@ -62,6 +62,7 @@ pub mod format;
 mod index;
 pub mod limits;
 mod partition;
+mod producers;
 mod recovery;
 mod segment;
 mod topic;

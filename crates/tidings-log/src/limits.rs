@@ -56,3 +56,13 @@ const _: () = assert!(BATCH_BYTES_MAX <= GROUP_COMMIT_BYTES_MAX);
 const _: () = assert!((BATCH_BYTES_MAX as u64) < SEGMENT_BYTES_MAX);
 // Positions inside a segment are stored as u32 in the index.
 const _: () = assert!(SEGMENT_FILE_BYTES_MAX < u32::MAX as u64);
+
+/// Batches kept per idempotent producer and partition, to answer a retried one
+/// with where it was stored (Kafka keeps five, and idempotent clients keep at
+/// most five requests in flight for that reason).
+pub const PRODUCER_BATCHES_KEPT: usize = 5;
+
+/// Most idempotent producers one partition keeps state for; past it the
+/// longest idle is forgotten (its next batch is then accepted whatever its
+/// sequence, as after expiry).
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;

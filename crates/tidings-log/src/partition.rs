@@ -29,6 +29,7 @@ use crate::limits::{
     APPEND_QUEUE_DEPTH, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, GROUP_COMMIT_BYTES_MAX,
     OPEN_SEGMENTS_PER_PARTITION_MAX, RECORD_BYTES_MAX,
 };
+use crate::producers::{self, BatchId, Producers, SequenceFault, Verdict};
 use crate::recovery;
 use crate::segment::{self, Segment};
 
@@ -43,6 +44,10 @@ pub struct Appended {
     pub base_offset: Offset,
     /// Offset of the last appended record.
     pub last_offset: Offset,
+    /// The append was an idempotent producer's batch stored already (see
+    /// `producers`): nothing was appended, and the offsets are where it was
+    /// stored the first time.
+    pub duplicate: bool,
 }
 
 /// A batch queued by [`Partition::queue_append`]: a future of where it landed,
@@ -152,6 +157,8 @@ pub struct Partition {
     failure: Mutex<Option<Arc<str>>>,
     shutdown: Notify,
     writer: Mutex<Option<JoinHandle<io::Result<()>>>>,
+    /// The largest idempotent producer id this partition has state for, or -1.
+    producer_id_max: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Command {
@@ -189,6 +196,14 @@ impl Partition {
         ));
         let mut segments = recovered.sealed;
         segments.push(Arc::clone(&active));
+        let (producers, producers_seen) =
+            rebuild_producers(dir, &segments, recovered.next, &config, &options).map_err(
+                |source| RecoveryError::Io {
+                    action: "rebuild the producer state of",
+                    path: dir.to_owned(),
+                    source,
+                },
+            )?;
         let partition = Arc::new(Partition {
             topic,
             id,
@@ -203,6 +218,7 @@ impl Partition {
             failure: Mutex::new(None),
             shutdown: Notify::new(),
             writer: Mutex::new(None),
+            producer_id_max: std::sync::atomic::AtomicI64::new(producers.max_id().unwrap_or(-1)),
         });
         let writer = Writer {
             config: partition.config(),
@@ -224,6 +240,8 @@ impl Partition {
             sync_due: None,
             last_sync: Instant::now(),
             failed: None,
+            producers_seen,
+            producers,
         };
         let name = format!("tidings-log-{}-{}", partition.topic, partition.id);
         let handle = std::thread::Builder::new()
@@ -236,6 +254,14 @@ impl Partition {
             })?;
         *partition.writer.lock().expect("writer handle lock") = Some(handle);
         Ok(partition)
+    }
+
+    /// The largest idempotent producer id this partition has appended for (of
+    /// those it still keeps state for), if any: whoever hands out producer ids
+    /// starts above it.
+    pub fn producer_id_max(&self) -> Option<i64> {
+        let max = self.producer_id_max.load(Ordering::Acquire);
+        (max >= 0).then_some(max)
     }
 
     /// The topic this partition belongs to.
@@ -684,6 +710,11 @@ struct Writer {
     sync_due: Option<Instant>,
     last_sync: Instant,
     failed: Option<Arc<str>>,
+    /// Idempotent producers' recent batches, in the order of the log.
+    producers: Producers,
+    /// Whether this partition has had an idempotent producer's batch since
+    /// it was opened, or had state to rebuild.
+    producers_seen: bool,
 }
 
 impl Writer {
@@ -786,6 +817,19 @@ impl Writer {
                 .failed("the partition has used up its offsets".into())));
             return;
         }
+        match self.admit(&prepared) {
+            Ok(None) => {}
+            Ok(Some(stored)) => {
+                // Answered with the original's place once this group is
+                // durable: the original may be in it.
+                self.replies.push((reply, stored));
+                return;
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        }
         if self.needs_roll(prepared.bytes.len() as u64, count) {
             // The staged batches must be written before the segment is sealed; if
             // that fails the partition has stopped and this append is refused too.
@@ -823,8 +867,94 @@ impl Writer {
             Appended {
                 base_offset,
                 last_offset,
+                duplicate: false,
             },
         ));
+    }
+
+    /// Checks the idempotent producers' batches of an append against their
+    /// state and records them at the offsets they are about to get. `Some`
+    /// when the append is a batch stored already: where it was stored.
+    fn admit(&mut self, prepared: &Prepared) -> Result<Option<Appended>, AppendError> {
+        let mut at = 0;
+        let mut next = self.next;
+        let mut undo = Vec::new();
+        for header in &prepared.headers {
+            let count = header.offset_count();
+            if let Some(id) = BatchId::of(&prepared.bytes[at..], header) {
+                let refused = match self.producers.check(&id) {
+                    Ok(Verdict::New) => {
+                        let last = Offset(next.0 + count - 1);
+                        let now = self.p.options.clock.now().0;
+                        undo.push(self.producers.record(&id, next, last, now));
+                        None
+                    }
+                    Ok(Verdict::Duplicate { base, last }) if prepared.headers.len() == 1 => {
+                        return Ok(Some(Appended {
+                            base_offset: base,
+                            last_offset: last,
+                            duplicate: true,
+                        }));
+                    }
+                    // A retried batch travels alone; beside others it is out
+                    // of place.
+                    Ok(Verdict::Duplicate { .. }) => Some(SequenceFault::OutOfOrder {
+                        expected: self.producers.expected(id.producer_id).unwrap_or(0),
+                        received: id.first_seq,
+                    }),
+                    Err(fault) => Some(fault),
+                };
+                if let Some(fault) = refused {
+                    for u in undo.into_iter().rev() {
+                        self.producers.undo(u);
+                    }
+                    return Err(self.sequence_error(id, fault));
+                }
+                self.producers_seen = true;
+                self.p
+                    .producer_id_max
+                    .fetch_max(id.producer_id, Ordering::AcqRel);
+            }
+            next = next.plus(count);
+            at += header.bytes;
+        }
+        Ok(None)
+    }
+
+    fn sequence_error(&self, id: BatchId, fault: SequenceFault) -> AppendError {
+        let (topic, partition) = (self.p.topic.clone(), self.p.id);
+        match fault {
+            SequenceFault::StaleEpoch { epoch, current } => AppendError::InvalidProducerEpoch {
+                topic,
+                partition,
+                producer_id: id.producer_id,
+                epoch,
+                current,
+            },
+            SequenceFault::OutOfOrder { expected, received } => AppendError::OutOfOrderSequence {
+                topic,
+                partition,
+                producer_id: id.producer_id,
+                expected,
+                received,
+            },
+        }
+    }
+
+    /// Writes the producer snapshot as of the log's end and forgets idle
+    /// producers. A failure costs the next open a longer scan, nothing else.
+    fn snapshot_producers(&mut self) {
+        let expiration = ms(self.p.options.producer_id_expiration);
+        self.producers
+            .expire(self.p.options.clock.now().0, expiration);
+        if !self.producers_seen {
+            // Never an idempotent producer here: no snapshot needed, and none
+            // to keep up to date.
+            return;
+        }
+        if let Err(e) = producers::write_snapshot(&self.p.dir, &self.producers, self.next) {
+            tracing::warn!(topic = %self.p.topic, partition = %self.p.id, error = %e, "cannot write the producer snapshot; the next open scans the log instead");
+        }
     }
 
     fn needs_roll(&self, bytes: u64, count: u64) -> bool {
@@ -1036,6 +1166,7 @@ impl Writer {
         self.segment_started = None;
         self.sync_due = None;
         self.last_sync = Instant::now();
+        self.snapshot_producers();
         Ok(())
     }
 
@@ -1122,6 +1253,7 @@ impl Writer {
         self.trim()?;
         self.publish();
         self.index_files.sync()?;
+        self.snapshot_producers();
         recovery::write_clean_marker(&self.p.dir, self.active.base, self.len, self.next)
     }
 }
@@ -1145,4 +1277,82 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The producer state of a partition just recovered: the newest snapshot that
+/// reads back, then every batch after it. Without a snapshot, the log from the
+/// first segment whose newest timestamp is within the expiration (producers'
+/// own timestamps: a skewed one scans more, never less).
+fn rebuild_producers(
+    dir: &Path,
+    segments: &[Arc<Segment>],
+    next: Offset,
+    config: &TopicConfig,
+    options: &LogOptions,
+) -> io::Result<(Producers, bool)> {
+    let now = options.clock.now().0;
+    let expiration = ms(options.producer_id_expiration);
+    let (from, mut state) = match producers::newest_snapshot(dir, next)? {
+        Some((offset, state)) => (Some(offset), state),
+        None => (None, Producers::default()),
+    };
+    let mut seen = from.is_some();
+    let mut first = 0;
+    if from.is_none() {
+        let cutoff = now.saturating_sub(expiration);
+        while first + 1 < segments.len() {
+            let end = segments[first + 1].base;
+            let newest = segments[first]
+                .with_index(end, config.index_interval_bytes, |ix| {
+                    ix.sealed_max_timestamp()
+                })
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            if newest.is_some_and(|ts| ts >= cutoff) {
+                break;
+            }
+            first += 1;
+        }
+    }
+    let from = from.unwrap_or(Offset(0));
+    let mut scanned = 0u64;
+    for (i, seg) in segments.iter().enumerate().skip(first) {
+        let end = segments.get(i + 1).map_or(next, |s| s.base);
+        if end <= from {
+            continue;
+        }
+        let file = seg
+            .open_file()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        segment::scan(
+            &file,
+            seg.base,
+            0,
+            seg.base,
+            seg.readable_len(),
+            |_, header, bytes| {
+                let base = Offset(u64::try_from(header.base_offset).unwrap_or(0));
+                if base >= from {
+                    if let Some(id) = BatchId::of(bytes, header) {
+                        seen = true;
+                        let last = Offset(base.0 + header.offset_count() - 1);
+                        // When it was appended is not stored (batches keep the
+                        // producer's own timestamps, which may be skewed): count
+                        // it as seen now, which keeps state longer, never shorter.
+                        state.record(&id, base, last, now);
+                    }
+                    scanned += 1;
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
+    }
+    state.expire(now, expiration);
+    if scanned > 0 {
+        tracing::debug!(dir = %dir.display(), batches = scanned, producers = state.len(), "producer state rebuilt from the log");
+    }
+    Ok((state, seen))
 }

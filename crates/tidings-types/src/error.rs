@@ -46,6 +46,10 @@ pub enum ErrorKind {
     OffsetBeyondEnd,
     /// The member does not own that partition in this generation.
     NotAssigned,
+    /// An idempotent producer's batch does not follow its last one.
+    OutOfOrderSequence,
+    /// An idempotent producer's batch carries an epoch older than its own.
+    InvalidProducerEpoch,
     /// The group has members, and the operation needs it to have none.
     GroupActive,
     /// The lease ran out; its event goes to another attempt.

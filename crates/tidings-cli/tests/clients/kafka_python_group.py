@@ -12,8 +12,8 @@ from kafka import KafkaConsumer, KafkaProducer
 
 broker, topic, group, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
-# Idempotent producers need InitProducerId, which the listener does not offer yet.
-producer = KafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=5, enable_idempotence=False)
+# kafka-python 3's defaults: idempotent, acks all.
+producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
 futures = [producer.send(topic, key=f"k{i % 5}".encode(), value=f"py-{i}".encode()) for i in range(count)]
 offsets = [f.get(timeout=30).offset for f in futures]
 producer.close()

@@ -375,7 +375,7 @@ fn cloud_events_cross_between_http_and_kafka() {
 
 /// A hand-made request frame: API key, version, correlation id, client id
 /// (header v1), then `body`.
-fn frame(api: i16, version: i16, correlation: i32, body: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(api: i16, version: i16, correlation: i32, body: &[u8]) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&api.to_be_bytes());
     f.extend_from_slice(&version.to_be_bytes());
@@ -387,7 +387,7 @@ fn frame(api: i16, version: i16, correlation: i32, body: &[u8]) -> Vec<u8> {
     out
 }
 
-fn connect(server: &Server) -> TcpStream {
+pub(crate) fn connect(server: &Server) -> TcpStream {
     let s = TcpStream::connect(server.kafka_addr).unwrap_or_else(|e| {
         panic!(
             "cannot connect to the Kafka listener: {e}; server log:\n{}",
@@ -399,7 +399,7 @@ fn connect(server: &Server) -> TcpStream {
 }
 
 /// Reads one response frame: its correlation id and the rest.
-fn read_response(s: &mut TcpStream) -> Option<(i32, Vec<u8>)> {
+pub(crate) fn read_response(s: &mut TcpStream) -> Option<(i32, Vec<u8>)> {
     let mut size = [0u8; 4];
     s.read_exact(&mut size).ok()?;
     let mut body = vec![0; i32::from_be_bytes(size) as usize];

@@ -96,3 +96,33 @@ fn the_guides_order_flow_in_kafkajs_notifies_every_order_from_a_group_on_two_top
     );
     assert_eq!(group["lag"], 0, "{group}");
 }
+
+/// kafka-python 3's defaults: an idempotent producer (InitProducerId) and a
+/// group on two topics that rebalances half-way and resumes from commits
+/// covering both.
+#[test]
+fn kafka_python_3_produces_idempotently_and_consumes_two_topics_in_one_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    // Two partitions each: the range assignor (kafka-python's first) gives
+    // each member a partition of each topic.
+    for topic in ["payment.completed", "payment.failed"] {
+        crate::support::create_topic(&server, json!({"name": topic, "partitions": 2}));
+    }
+    let count = 100;
+    let out = python(
+        "kafka_python_two_topics.py",
+        &[&server.kafka_addr.to_string(), &count.to_string()],
+        &server,
+    );
+    assert_eq!(out["idempotent"], true, "{out}");
+    assert_eq!(out["unique"], 2 * count, "{out}");
+    assert!(out["by_member"]["b"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(out["again"], json!([]), "{out}");
+    let group = crate::support::get(&server.url("/v1/groups/notifier")).json;
+    assert_eq!(group["lag"], 0, "{group}");
+    assert!(
+        server.metric("tidings_kafka_requests_total{api=\"InitProducerId\"}") >= 1.0,
+        "the producer asked for an id"
+    );
+}

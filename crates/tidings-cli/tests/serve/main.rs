@@ -9,6 +9,7 @@ mod consumers;
 mod groups;
 mod kafka;
 mod kafka_defaults;
+mod kafka_producers;
 mod reading;
 mod readme;
 mod shutdown;

@@ -7,4 +7,5 @@ mod behaviour;
 mod crash_images;
 mod kill9;
 mod model;
+mod producers;
 mod support;
