@@ -47,7 +47,7 @@ use std::time::Duration;
 use tidings_log::Log;
 // The parts of the log that the broker's own API speaks in: front ends take
 // them from here and never depend on the log themselves.
-pub use tidings_log::limits::PARTITIONS_MAX;
+pub use tidings_log::limits::{BATCH_BYTES_MAX, PARTITIONS_MAX};
 pub use tidings_log::{
     Appended, Batches, CloseError, FileSync, FsyncPolicy, FsyncPolicyParseError, Header,
     LogOptions, OsFileSync, Record, TopicConfig,
@@ -123,6 +123,8 @@ pub struct Broker {
     partitions_total_max: u32,
     /// Ids for Kafka's idempotent producers.
     producer_ids: producer_ids::ProducerIds,
+    /// How long partitions keep an idle idempotent producer's state.
+    producer_id_expiration: Duration,
 }
 
 impl std::fmt::Debug for Broker {
@@ -144,6 +146,7 @@ impl Broker {
             )));
         }
         let clock = Arc::clone(&options.log.clock);
+        let producer_id_expiration = options.log.producer_id_expiration;
         let log = Log::open(&dir, options.log)?;
         let topics = topics::load(&log, &dir, clock.now().0)?;
         let groups = groups::Groups::load(&dir)
@@ -169,6 +172,7 @@ impl Broker {
             started_ms,
             partitions_total_max: options.partitions_total_max,
             producer_ids,
+            producer_id_expiration,
         })
     }
 

@@ -142,6 +142,11 @@ impl crate::Broker {
     pub fn init_producer_id(&self) -> Result<i64, ProducerIdError> {
         self.producer_ids.allocate()
     }
+
+    /// How long a partition keeps an idle idempotent producer's state.
+    pub fn producer_id_expiration(&self) -> std::time::Duration {
+        self.producer_id_expiration
+    }
 }
 
 #[cfg(test)]

@@ -81,6 +81,12 @@ impl TopicSpec {
         if let Some(window) = changes.dedup_window {
             self.dedup_window = window;
         }
+        if let Some(age) = changes.segment_age {
+            self.log.segment_age = age;
+        }
+        if let Some(bytes) = changes.index_interval_bytes {
+            self.log.index_interval_bytes = bytes;
+        }
         self
     }
 
@@ -118,6 +124,10 @@ pub struct TopicChanges {
     pub retention_bytes: Option<Option<u64>>,
     /// The dedup window; `Some(None)` turns dedup off.
     pub dedup_window: Option<Option<Duration>>,
+    /// Segment age before a roll (`None` inside: never by age).
+    pub segment_age: Option<Option<Duration>>,
+    /// Spacing of the sparse index entries, for segments written from now on.
+    pub index_interval_bytes: Option<u32>,
 }
 
 /// One partition as [`Broker::describe_topic`] reports it.

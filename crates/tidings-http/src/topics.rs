@@ -75,6 +75,7 @@ fn changes(settings: &TopicSettings) -> Result<TopicChanges, ApiError> {
         retention_age: millis(settings.retention_ms),
         retention_bytes: settings.retention_bytes,
         dedup_window: millis(settings.dedup_window_ms),
+        ..TopicChanges::default()
     })
 }
 

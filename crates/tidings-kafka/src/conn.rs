@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
-    RequestHeader, ResponseHeader, SyncGroupRequest,
+    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -20,7 +21,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::{apis, fetch, groups, produce, topics, Shared};
+use crate::{admin, apis, fetch, groups, produce, topics, Shared};
 
 /// Bytes a request needs before its body: API key, version, correlation id.
 const REQUEST_HEADER_MIN_BYTES: usize = 8;
@@ -436,6 +437,26 @@ async fn answer(shared: &Arc<Shared>, api: ApiKey, mut frame: Bytes) -> Result<P
         ApiKey::OffsetFetch => {
             let request: OffsetFetchRequest = call.decode(body)?;
             call.respond(&groups::offset_fetch(shared, &request))?
+        }
+        ApiKey::DeleteTopics => {
+            let request: DeleteTopicsRequest = call.decode(body)?;
+            call.respond(&admin::delete_topics(shared, request, version).await)?
+        }
+        ApiKey::CreatePartitions => {
+            let request: CreatePartitionsRequest = call.decode(body)?;
+            call.respond(&admin::create_partitions(shared, request).await)?
+        }
+        ApiKey::DescribeConfigs => {
+            let request: DescribeConfigsRequest = call.decode(body)?;
+            call.respond(&admin::describe_configs(shared, &request, version))?
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let request: IncrementalAlterConfigsRequest = call.decode(body)?;
+            call.respond(&admin::incremental_alter_configs(shared, request).await)?
+        }
+        ApiKey::DescribeCluster => {
+            let request: DescribeClusterRequest = call.decode(body)?;
+            call.respond(&admin::describe_cluster(shared, &request))?
         }
         ApiKey::InitProducerId => {
             let request: InitProducerIdRequest = call.decode(body)?;

@@ -30,7 +30,9 @@ use tidings_broker::Broker;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod admin;
 mod apis;
+mod configs;
 mod conn;
 mod errors;
 mod fetch;

@@ -1,7 +1,5 @@
 //! Metadata (with topic auto-creation) and CreateTopics.
 
-use std::time::Duration;
-
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -20,7 +18,7 @@ use crate::errors::Failure;
 use crate::{Shared, NODE_ID};
 
 /// The cluster id every Metadata answer carries.
-const CLUSTER_ID: &str = "tidings";
+pub(crate) const CLUSTER_ID: &str = "tidings";
 
 fn name_of(topic: &TopicName) -> &str {
     topic.0.as_str()
@@ -140,46 +138,6 @@ async fn topic_metadata(
     }
 }
 
-/// Applies one topic config from a CreateTopics request to `spec`.
-fn apply_config(spec: &mut TopicSpec, name: &str, value: Option<&str>) -> Result<(), String> {
-    let value = value.ok_or_else(|| format!("config {name} has no value"))?;
-    let number = || {
-        value
-            .parse::<i64>()
-            .map_err(|_| format!("config {name}={value} is not a number"))
-    };
-    match name {
-        "retention.ms" => {
-            spec.log.retention_age = match number()? {
-                -1 => None,
-                ms if ms > 0 => Some(Duration::from_millis(ms as u64)),
-                _ => return Err(format!("retention.ms={value} must be -1 or positive")),
-            }
-        }
-        "retention.bytes" => {
-            spec.log.retention_bytes = match number()? {
-                -1 => None,
-                b if b > 0 => Some(b as u64),
-                _ => return Err(format!("retention.bytes={value} must be -1 or positive")),
-            }
-        }
-        "segment.bytes" => {
-            spec.log.segment_bytes = u64::try_from(number()?)
-                .map_err(|_| format!("segment.bytes={value} must be positive"))?;
-        }
-        "cleanup.policy" if value == "delete" => {}
-        "cleanup.policy" => {
-            return Err(format!(
-                "cleanup.policy={value} is not supported; only delete (compaction is not offered)"
-            ))
-        }
-        // Single node: one replica is all there is.
-        "min.insync.replicas" if value == "1" => {}
-        _ => return Err(format!("unknown or unsupported topic config {name}")),
-    }
-    Ok(())
-}
-
 pub(crate) async fn create_topics(
     shared: &Shared,
     request: CreateTopicsRequest,
@@ -188,11 +146,6 @@ pub(crate) async fn create_topics(
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.clone();
-        let given: Vec<String> = topic
-            .configs
-            .iter()
-            .map(|c| c.name.as_str().to_owned())
-            .collect();
         let result = async {
             let mut spec = TopicSpec::with_partitions(shared.config.default_partitions);
             if topic.num_partitions != -1 {
@@ -222,7 +175,8 @@ pub(crate) async fn create_topics(
                 ));
             }
             for config in &topic.configs {
-                apply_config(
+                // A config set to null in CreateTopics means its default.
+                crate::configs::set_topic_config(
                     &mut spec,
                     config.name.as_str(),
                     config.value.as_ref().map(StrBytes::as_str),
@@ -248,7 +202,7 @@ pub(crate) async fn create_topics(
                     out = out
                         .with_num_partitions(i32::try_from(spec.log.partitions).unwrap_or(i32::MAX))
                         .with_replication_factor(1)
-                        .with_configs(Some(describe_configs(&spec, &given)));
+                        .with_configs(Some(describe_configs(&spec)));
                 }
             }
             Err(f) => {
@@ -264,57 +218,15 @@ pub(crate) async fn create_topics(
     CreateTopicsResponse::default().with_topics(results)
 }
 
-/// Where a topic config's value comes from, in Kafka's numbering
-/// (`ConfigSource`): every client parses it, and some refuse an unknown one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ConfigSource {
-    /// Set for this topic.
-    Topic = 1,
-    /// The server's default.
-    Default = 5,
-}
-
-/// A topic's configs as Kafka names them, each with where its value comes
-/// from: `given` lists the names the request set.
-pub(crate) fn topic_configs(
-    spec: &TopicSpec,
-    given: &[String],
-) -> Vec<(&'static str, String, ConfigSource)> {
-    let ms =
-        |d: Option<Duration>| d.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let entries = [
-        ("cleanup.policy", "delete".to_owned()),
-        ("retention.ms", ms(spec.log.retention_age).to_string()),
-        (
-            "retention.bytes",
-            spec.log
-                .retention_bytes
-                .map_or(-1, |b| b as i64)
-                .to_string(),
-        ),
-        ("segment.bytes", spec.log.segment_bytes.to_string()),
-    ];
-    entries
+fn describe_configs(spec: &TopicSpec) -> Vec<CreatableTopicConfigs> {
+    crate::configs::topic_configs(spec)
         .into_iter()
-        .map(|(name, value)| {
-            let source = if given.iter().any(|g| g == name) {
-                ConfigSource::Topic
-            } else {
-                ConfigSource::Default
-            };
-            (name, value, source)
-        })
-        .collect()
-}
-
-fn describe_configs(spec: &TopicSpec, given: &[String]) -> Vec<CreatableTopicConfigs> {
-    topic_configs(spec, given)
-        .into_iter()
-        .map(|(name, value, source)| {
+        .map(|c| {
             CreatableTopicConfigs::default()
-                .with_name(StrBytes::from_static_str(name))
-                .with_value(Some(StrBytes::from_string(value)))
-                .with_config_source(source as i8)
+                .with_name(StrBytes::from_static_str(c.name))
+                .with_value(Some(StrBytes::from_string(c.value)))
+                .with_read_only(c.read_only)
+                .with_config_source(c.source as i8)
         })
         .collect()
 }

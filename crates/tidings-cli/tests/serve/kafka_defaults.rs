@@ -25,10 +25,11 @@ fn python(script: &str, args: &[&str], server: &Server) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// kafka-python 3 reads every config's source in a CreateTopics answer and
-/// refuses one it does not know.
+/// kafka-python 3's admin client: CreateTopics (whose answer's config
+/// sources it parses, refusing one it does not know), DescribeConfigs,
+/// IncrementalAlterConfigs, CreatePartitions, DescribeCluster, DeleteTopics.
 #[test]
-fn kafka_python_admin_creates_topics_and_reads_where_each_config_comes_from() {
+fn kafka_python_admin_manages_topics_their_configs_and_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let out = python(
@@ -49,7 +50,54 @@ fn kafka_python_admin_creates_topics_and_reads_where_each_config_comes_from() {
         json!(["delete", "DEFAULT_CONFIG"]),
         "{out}"
     );
-    assert_eq!(out["listed"], json!(["admin-configured", "admin-plain"]));
+    // DescribeConfigs and IncrementalAlterConfigs.
+    assert_eq!(out["modified_before"], json!({}), "{out}");
+    assert_eq!(
+        out["altered"],
+        json!({"topic": {"admin-plain": "OK"}}),
+        "{out}"
+    );
+    assert_eq!(
+        out["modified_after"],
+        json!({
+            "retention.ms": ["60000", "DYNAMIC_TOPIC_CONFIG", false],
+            "segment.bytes": ["1048576", "DYNAMIC_TOPIC_CONFIG", false],
+        }),
+        "{out}"
+    );
+    assert_eq!(
+        out["all_topic_configs"]["min.insync.replicas"],
+        json!(["1", "DEFAULT_CONFIG", true]),
+        "{out}"
+    );
+    assert_eq!(
+        out["broker_configs"]["num.partitions"],
+        json!(["1", "DEFAULT_CONFIG", true]),
+        "{out}"
+    );
+    let bad = out["bad_alter"].as_str().unwrap();
+    assert!(
+        bad.contains("InvalidConfiguration") && bad.contains("retention.ms=-7"),
+        "{bad}"
+    );
+    let topic = crate::support::get(&server.url("/v1/topics/admin-plain")).json;
+    assert_eq!(topic["config"]["retention_ms"], 60000, "{topic}");
+    // CreatePartitions, DescribeCluster, DeleteTopics.
+    assert_eq!(out["partitions_error"], 0, "{out}");
+    assert_eq!(topic["partitions"].as_array().unwrap().len(), 4, "{topic}");
+    assert_eq!(out["shrink_error"], "InvalidPartitionsError", "{out}");
+    assert_eq!(out["cluster"]["cluster_id"], "tidings", "{out}");
+    assert_eq!(
+        out["cluster"]["brokers"][0]["port"],
+        server.kafka_addr.port(),
+        "{out}"
+    );
+    assert_eq!(out["deleted"], json!([0]), "{out}");
+    assert_eq!(
+        out["delete_missing"], "UnknownTopicOrPartitionError",
+        "{out}"
+    );
+    assert_eq!(out["listed"], json!(["admin-plain"]));
 }
 
 /// Runs a kafkajs script of `tests/clients` with `args`; its one JSON line.
