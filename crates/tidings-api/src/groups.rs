@@ -12,6 +12,9 @@ use crate::StoredEvent;
 pub struct GroupMember {
     /// The member id.
     pub member: String,
+    /// The Kafka client id of a member that joined over Kafka, or
+    /// `tidings-http` for one joined over HTTP.
+    pub client: String,
     /// Its partitions, by topic.
     pub assignment: BTreeMap<String, Vec<u32>>,
 }

@@ -88,6 +88,7 @@ fn group() -> Group {
         generation: 2,
         members: vec![GroupMember {
             member: "m".into(),
+            client: "tidings-http".into(),
             assignment: BTreeMap::from([("orders".into(), vec![0, 1])]),
         }],
         partitions: vec![PartitionLag {

@@ -71,8 +71,11 @@ pub use append::Published;
 pub use dedup::DEDUP_ENTRIES_MAX;
 pub use error::{AdminError, OpenError, PublishError, ReadError};
 pub use groups::{
-    CommittedOffset, GroupDescription, GroupError, JoinOptions, MemberDescription, PartitionLag,
-    Polled, StartPosition, COMMIT_METADATA_BYTES_MAX, GROUP_OFFSETS_MAX, SESSION_TIMEOUT_MAX,
+    ClassicError, CommittedOffset, DescribedGroup, DescribedMember, GroupDescription, GroupError,
+    JoinOptions, JoinWait, Joined, KafkaJoin, ListedGroup, MemberDescription, PartitionLag, Polled,
+    StartPosition, SyncOutcome, SyncWait, COMMIT_METADATA_BYTES_MAX, GROUP_MEMBERS_MAX,
+    GROUP_OFFSETS_MAX, HTTP_CLIENT_ID, KAFKA_SESSION_TIMEOUT_MAX, KAFKA_SESSION_TIMEOUT_MIN,
+    SESSION_TIMEOUT_MAX,
 };
 pub use names::GroupName;
 pub use producer_ids::{ProducerIdError, PRODUCER_ID_BLOCK};

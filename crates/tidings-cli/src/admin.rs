@@ -332,6 +332,26 @@ fn group_text(g: &Group) -> String {
         plural(g.members.len() as u64, "member"),
         g.lag
     );
+    for m in &g.members {
+        let owned: Vec<String> = m
+            .assignment
+            .iter()
+            .map(|(topic, ps)| {
+                let ps: Vec<String> = ps.iter().map(u32::to_string).collect();
+                if ps.is_empty() {
+                    format!("{topic} (no partitions)")
+                } else {
+                    format!("{topic} {}", ps.join(", "))
+                }
+            })
+            .collect();
+        let owned = if owned.is_empty() {
+            "nothing yet".to_owned()
+        } else {
+            owned.join("; ")
+        };
+        s.push_str(&format!("\n  member {} ({}): {owned}", m.member, m.client));
+    }
     for p in &g.partitions {
         s.push_str(&format!(
             "\n  {} partition {}: committed {}, high-watermark {}, lag {}",

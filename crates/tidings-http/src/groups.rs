@@ -47,6 +47,7 @@ fn group(d: GroupDescription) -> Group {
                 }
                 GroupMember {
                     member: m.member,
+                    client: m.client,
                     assignment,
                 }
             })

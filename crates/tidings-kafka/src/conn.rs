@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
     OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -110,7 +111,7 @@ pub(crate) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
         let started = std::time::Instant::now();
         let pending = async {
             let frame = read_frame(&mut reader, size, shared.config.frame_bytes_max).await?;
-            handle(&shared, frame).await
+            handle(&shared, frame, peer).await
         }
         .await
         .map(|(api, pending)| measured(api, started, pending));
@@ -327,15 +328,24 @@ fn refuse_old_produce(call: Call, mut frame: Bytes) -> Result<Pending, ConnError
 }
 
 /// Handles one request, and says which API it was for the metrics.
-async fn handle(shared: &Arc<Shared>, frame: Bytes) -> Result<(ApiKey, Pending), ConnError> {
+async fn handle(
+    shared: &Arc<Shared>,
+    frame: Bytes,
+    peer: SocketAddr,
+) -> Result<(ApiKey, Pending), ConnError> {
     let raw_api = (&frame[0..2]).get_i16();
     let api = ApiKey::try_from(raw_api).map_err(|()| ConnError::UnknownApi(raw_api))?;
-    Ok((api, answer(shared, api, frame).await?))
+    Ok((api, answer(shared, api, frame, peer).await?))
 }
 
 /// Answers one request. Everything but Produce is answered here; a Produce
 /// request's appends are queued here and answered when durable.
-async fn answer(shared: &Arc<Shared>, api: ApiKey, mut frame: Bytes) -> Result<Pending, ConnError> {
+async fn answer(
+    shared: &Arc<Shared>,
+    api: ApiKey,
+    mut frame: Bytes,
+    peer: SocketAddr,
+) -> Result<Pending, ConnError> {
     let version = (&frame[2..4]).get_i16();
     let correlation_id = (&frame[4..8]).get_i32();
     let call = Call {
@@ -416,7 +426,8 @@ async fn answer(shared: &Arc<Shared>, api: ApiKey, mut frame: Bytes) -> Result<P
         }
         ApiKey::JoinGroup => {
             let request: JoinGroupRequest = call.decode(body)?;
-            call.respond(&groups::join_group(shared, request, version, &client_id).await)?
+            let host = peer.ip().to_string();
+            call.respond(&groups::join_group(shared, request, version, &client_id, &host).await)?
         }
         ApiKey::SyncGroup => {
             let request: SyncGroupRequest = call.decode(body)?;
@@ -457,6 +468,22 @@ async fn answer(shared: &Arc<Shared>, api: ApiKey, mut frame: Bytes) -> Result<P
         ApiKey::DescribeCluster => {
             let request: DescribeClusterRequest = call.decode(body)?;
             call.respond(&admin::describe_cluster(shared, &request))?
+        }
+        ApiKey::ListGroups => {
+            let request: ListGroupsRequest = call.decode(body)?;
+            call.respond(&groups::list_groups(shared, &request, version))?
+        }
+        ApiKey::DescribeGroups => {
+            let request: DescribeGroupsRequest = call.decode(body)?;
+            call.respond(&groups::describe_groups(shared, &request, version))?
+        }
+        ApiKey::DeleteGroups => {
+            let request: DeleteGroupsRequest = call.decode(body)?;
+            call.respond(&groups::delete_groups(shared, request).await)?
+        }
+        ApiKey::OffsetDelete => {
+            let request: OffsetDeleteRequest = call.decode(body)?;
+            call.respond(&groups::offset_delete(shared, request).await)?
         }
         ApiKey::InitProducerId => {
             let request: InitProducerIdRequest = call.decode(body)?;

@@ -104,6 +104,25 @@ pub struct KafkaConfig {
     )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertised_addr: Option<String>,
+    /// How long a new consumer group waits for more members before its
+    /// first generation, in milliseconds (Kafka's
+    /// `group.initial.rebalance.delay.ms`): consumers started together then
+    /// form one generation instead of rebalancing once per member. Each member
+    /// joining meanwhile waits this long again, up to the first member's
+    /// rebalance timeout. 0 forms the group at once.
+    #[arg(
+        id = "kafka.initial_rebalance_delay_ms",
+        value_name = "MS",
+        long = "kafka-initial-rebalance-delay-ms",
+        env = "TIDINGS_KAFKA_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = KafkaConfig::default().initial_rebalance_delay_ms
+    )]
+    #[serde(default = "default_initial_rebalance_delay_ms")]
+    pub initial_rebalance_delay_ms: u64,
+}
+
+fn default_initial_rebalance_delay_ms() -> u64 {
+    KafkaConfig::default().initial_rebalance_delay_ms
 }
 
 impl Default for KafkaConfig {
@@ -114,6 +133,7 @@ impl Default for KafkaConfig {
             default_partitions: 1,
             fetch_wait_max_ms: 30_000,
             advertised_addr: None,
+            initial_rebalance_delay_ms: 3_000,
         }
     }
 }
@@ -149,6 +169,10 @@ fn parse_advertised(text: &str) -> Result<Advertised, String> {
     })
 }
 
+/// The longest initial rebalance delay (Kafka's rebalance timeouts default
+/// to 5 minutes, and the delay never waits past one).
+pub const INITIAL_REBALANCE_DELAY_MAX_MS: u64 = 300_000;
+
 /// The smallest frame limit: room for a request header and a small body.
 pub const FRAME_BYTES_MIN: usize = 1024;
 
@@ -156,6 +180,11 @@ impl KafkaConfig {
     /// Longest a Fetch may wait.
     pub fn fetch_wait_max(&self) -> Duration {
         Duration::from_millis(self.fetch_wait_max_ms)
+    }
+
+    /// How long a new group waits for more members.
+    pub fn initial_rebalance_delay(&self) -> Duration {
+        Duration::from_millis(self.initial_rebalance_delay_ms)
     }
 
     /// Checks the settings against what the listener and the log accept; the
@@ -169,6 +198,12 @@ impl KafkaConfig {
         }
         if let Some(addr) = &self.advertised_addr {
             parse_advertised(addr)?;
+        }
+        if self.initial_rebalance_delay_ms > INITIAL_REBALANCE_DELAY_MAX_MS {
+            return Err(format!(
+                "kafka.initial_rebalance_delay_ms is {}; it must be at most {INITIAL_REBALANCE_DELAY_MAX_MS} (5 minutes)",
+                self.initial_rebalance_delay_ms
+            ));
         }
         let partitions_max = tidings_broker::PARTITIONS_MAX;
         if !(1..=partitions_max).contains(&self.default_partitions) {
@@ -192,8 +227,6 @@ pub(crate) struct Shared {
     pub(crate) advertised: Advertised,
     /// Cancelled when the server stops: long-polls end early.
     pub(crate) shutdown: CancellationToken,
-    /// Consumer-group membership.
-    pub(crate) coordinator: groups::Coordinator,
 }
 
 /// Serves the Kafka protocol on `listener` until `shutdown` is cancelled, then stops
@@ -228,7 +261,6 @@ pub async fn serve(
         }
     };
     let shared = Arc::new(Shared {
-        coordinator: groups::Coordinator::new(Arc::clone(broker.clock())),
         broker,
         config,
         advertised,
@@ -242,7 +274,7 @@ pub async fn serve(
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = every.tick() => ticking.coordinator.tick(),
+                _ = every.tick() => ticking.broker.tick_groups(),
                 () = ticker_stop.cancelled() => break,
             }
         }

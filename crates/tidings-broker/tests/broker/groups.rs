@@ -470,6 +470,7 @@ fn kafka_commits_span_topics_keep_their_metadata_and_take_any_offset_of_a_partit
         .b()
         .commit_offsets(
             "notify",
+            None,
             vec![
                 kafka_commit("orders", 0, 1, "host-a"),
                 kafka_commit("orders", 1, 1_000_000, ""),

@@ -4,6 +4,7 @@
 
 mod alter;
 mod groups;
+mod kafka_groups;
 mod publish;
 mod queue;
 mod support;

@@ -608,6 +608,18 @@ fn human_output_reads_as_words_and_help_shows_what_exists() {
         ok(&tidings(&server, &["dlq", "list", "workers"], "")),
         "no dead letters in workers\n"
     );
+    // A group shows each member, who it is and what it owns.
+    let joined = post_json(
+        &server.url("/v1/groups/readers/members"),
+        &json!({"topic": "jobs"}),
+    );
+    let member = joined.json["member"].as_str().unwrap().to_owned();
+    let described = ok(&tidings(&server, &["groups", "describe", "readers"], ""));
+    assert!(
+        described.starts_with("readers\ttopic jobs\tgeneration 1\t1 member\tlag 0\n")
+            && described.contains(&format!("\n  member {member} (tidings-http): jobs 0\n")),
+        "{described}"
+    );
     // JSON that does not parse is refused, unless sent as text.
     let refused = failure(&tidings(&server, &["publish", "jobs", "{\"total\": 4"], ""));
     assert!(

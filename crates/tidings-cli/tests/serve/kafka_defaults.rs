@@ -174,3 +174,60 @@ fn kafka_python_3_produces_idempotently_and_consumes_two_topics_in_one_group() {
         "the producer asked for an id"
     );
 }
+
+/// One group, a kafka-python consumer and an HTTP member: the Kafka leader
+/// gives the HTTP member its share in one rebalance, every record is read
+/// once, ListGroups and DescribeGroups show both members with their
+/// assignments, DeleteGroups removes the group once they have left.
+#[test]
+fn a_kafka_consumer_and_an_http_member_share_one_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let out = python(
+        "kafka_python_mixed_group.py",
+        &[&server.kafka_addr.to_string(), &server.url("")],
+        &server,
+    );
+    assert_eq!(
+        (out["unique"].as_u64(), out["reads"].as_u64()),
+        (Some(60), Some(60)),
+        "{out}"
+    );
+    assert!(out["by"]["http"].as_u64().unwrap() > 0, "{out}");
+    assert!(out["by"]["kafka"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(
+        (&out["kafka_assigned"], &out["http_assigned"]),
+        (&json!([0]), &json!([1])),
+        "{out}"
+    );
+    let listed = &out["listed"][0];
+    assert_eq!(
+        (
+            &listed["group_id"],
+            &listed["group_state"],
+            &listed["protocol_type"]
+        ),
+        (&json!("mixed-group"), &json!("Stable"), &json!("consumer")),
+        "{out}"
+    );
+    let members = out["described"]["mixed-group"]["members"]
+        .as_array()
+        .unwrap();
+    let clients: Vec<&str> = members
+        .iter()
+        .map(|m| m["client_id"].as_str().unwrap())
+        .collect();
+    assert!(clients.contains(&"tidings-http"), "{out}");
+    for m in members {
+        assert_eq!(
+            m["member_assignment"]["assigned_partitions"][0]["partitions"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1,
+            "each member one partition: {out}"
+        );
+    }
+    assert_eq!(out["deleted"], json!({"mixed-group": "OK"}), "{out}");
+    assert_eq!(out["after"]["mixed-group"]["group_state"], "Dead", "{out}");
+}

@@ -7,7 +7,7 @@
 //! do); committed offsets are durable, one file per group, replaced atomically on
 //! every commit. Session timeouts are measured on the broker's clock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,21 @@ use std::time::Duration;
 
 use tidings_log::format;
 use tidings_types::{ErrorKind, Offset, PartitionId, TimestampMs, TopicName};
+
+mod file;
+mod kafka;
+mod members;
+mod protocol;
+
+pub use kafka::{
+    ClassicError, DescribedGroup, DescribedMember, JoinWait, Joined, KafkaJoin, ListedGroup,
+    SyncOutcome, SyncWait, GROUP_MEMBERS_MAX, HTTP_CLIENT_ID, KAFKA_SESSION_TIMEOUT_MAX,
+    KAFKA_SESSION_TIMEOUT_MIN,
+};
+use members::{Group, HttpMember, Kind, Member, State};
+
+pub(crate) use file::path;
+use file::{decode, encode, Committed, Offsets, GROUP_FILE_BYTES_MAX, GROUP_FILE_V1};
 
 use crate::read::wait_for_any;
 use crate::{Broker, Entry, GroupName, ReadError};
@@ -27,24 +42,8 @@ pub const COMMIT_METADATA_BYTES_MAX: usize = 4096;
 /// Most (topic, partition) offsets one group holds: a group may consume many
 /// topics, each of up to the log's partition limit.
 pub const GROUP_OFFSETS_MAX: usize = 16_384;
-const GROUP_MAGIC: [u8; 4] = *b"TDGO";
-/// Revision 1: one topic, `partition:u32 offset:u64` entries. Read and
-/// rewritten as revision 2 when the broker opens.
-const GROUP_FILE_V1: u16 = 1;
-/// Revision 2: `topic_len:u16 topic partition:u32 offset:u64 metadata_len:u16
-/// metadata` entries, any number of topics.
-const GROUP_FILE_V2: u16 = 2;
-/// Header (magic, revision, count) and checksum of a group file.
-const GROUP_FILE_FRAME_BYTES: u64 = 4 + 2 + 4 + 4;
-/// The largest revision-2 entry.
-const GROUP_ENTRY_BYTES_MAX: u64 =
-    2 + tidings_types::TOPIC_NAME_BYTES_MAX as u64 + 4 + 8 + 2 + COMMIT_METADATA_BYTES_MAX as u64;
-/// No group file is larger: checked before one is read into memory.
-const GROUP_FILE_BYTES_MAX: u64 =
-    GROUP_FILE_FRAME_BYTES + GROUP_ENTRY_BYTES_MAX * GROUP_OFFSETS_MAX as u64;
-const _: () = assert!(COMMIT_METADATA_BYTES_MAX <= u16::MAX as usize);
-const _: () = assert!(GROUP_OFFSETS_MAX >= tidings_log::limits::PARTITIONS_MAX as usize);
-const _: () = assert!(GROUP_FILE_BYTES_MAX <= 128 * 1024 * 1024);
+/// How long a poll waiting for a rebalance to end sleeps between looks.
+const REBALANCE_POLL_STEP: Duration = Duration::from_millis(20);
 
 /// Where a member starts reading a partition the group has no committed offset for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,6 +96,8 @@ pub struct Polled {
 pub struct MemberDescription {
     /// The member id.
     pub member: String,
+    /// Its Kafka client id, or `tidings-http` for a member joined over HTTP.
+    pub client: String,
     /// The topics it subscribes to.
     pub topics: Vec<TopicName>,
     /// Its partitions, by topic.
@@ -220,6 +221,9 @@ pub enum GroupError {
     /// The options are out of range.
     #[error("invalid options: {0}")]
     InvalidOptions(String),
+    /// A Kafka commit's member is not (or no longer) in that generation.
+    #[error("commit refused: {0}")]
+    Fenced(ClassicError),
     /// Reading failed.
     #[error(transparent)]
     Read(#[from] ReadError),
@@ -239,6 +243,7 @@ impl GroupError {
         match self {
             GroupError::InvalidName(_) => ErrorKind::InvalidGroupName,
             GroupError::InvalidOptions(_) => ErrorKind::InvalidRequest,
+            GroupError::Fenced(_) => ErrorKind::UnknownMember,
             GroupError::UnknownTopic(_) => ErrorKind::UnknownTopic,
             GroupError::UnknownGroup(_) => ErrorKind::UnknownGroup,
             GroupError::UnknownMember { .. } => ErrorKind::UnknownMember,
@@ -253,180 +258,11 @@ impl GroupError {
     }
 }
 
-#[derive(Debug)]
-struct Member {
-    /// The topic it reads.
-    topic: TopicName,
-    last_seen: i64,
-    session_ms: i64,
-    start: StartPosition,
-    /// Its partitions of `topic`.
-    partitions: Vec<u32>,
-    positions: HashMap<u32, Offset>,
-    /// Polls so far: which partition a poll reads first.
-    turn: usize,
-}
-
-/// A committed offset and its metadata.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Committed {
-    offset: Offset,
-    metadata: String,
-}
-
-type Offsets = BTreeMap<(TopicName, u32), Committed>;
-
-#[derive(Debug)]
-pub(crate) struct Group {
-    name: GroupName,
-    generation: u64,
-    members: BTreeMap<String, Member>,
-    committed: Offsets,
-    /// Each member topic's partition count at the last assignment; a topic
-    /// that gained partitions since is rebalanced.
-    assigned: BTreeMap<TopicName, u32>,
-    /// Deleted: whoever still holds it finds it gone.
-    deleted: bool,
-}
-
 /// Every group, by name.
 #[derive(Default)]
 pub(crate) struct Groups {
     groups: Mutex<HashMap<GroupName, Arc<Mutex<Group>>>>,
     next_member: std::sync::atomic::AtomicU64,
-}
-
-pub(crate) fn path(dir: &Path, group: &GroupName) -> PathBuf {
-    dir.join("broker")
-        .join("groups")
-        .join(format!("{group}.offsets"))
-}
-
-/// A group file in revision 2 (see ARCHITECTURE.md, "Group offsets").
-fn encode(committed: &Offsets) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + 32 * committed.len());
-    out.extend_from_slice(&GROUP_MAGIC);
-    out.extend_from_slice(&GROUP_FILE_V2.to_le_bytes());
-    out.extend_from_slice(
-        &u32::try_from(committed.len())
-            .expect("bounded by GROUP_OFFSETS_MAX")
-            .to_le_bytes(),
-    );
-    for ((topic, partition), c) in committed {
-        let topic = topic.as_str().as_bytes();
-        out.extend_from_slice(&u16::try_from(topic.len()).expect("short").to_le_bytes());
-        out.extend_from_slice(topic);
-        out.extend_from_slice(&partition.to_le_bytes());
-        out.extend_from_slice(&c.offset.0.to_le_bytes());
-        let metadata = c.metadata.as_bytes();
-        out.extend_from_slice(
-            &u16::try_from(metadata.len())
-                .expect("bounded by COMMIT_METADATA_BYTES_MAX")
-                .to_le_bytes(),
-        );
-        out.extend_from_slice(metadata);
-    }
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
-}
-
-/// Reads fields off a checked body; every read is bounds-checked.
-struct Fields<'a>(&'a [u8]);
-
-impl<'a> Fields<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
-        if self.0.len() < n {
-            return Err(format!("truncated {what}"));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn u16(&mut self, what: &str) -> Result<u16, String> {
-        Ok(u16::from_le_bytes(
-            self.take(2, what)?.try_into().expect("2"),
-        ))
-    }
-    fn u32(&mut self, what: &str) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(
-            self.take(4, what)?.try_into().expect("4"),
-        ))
-    }
-    fn u64(&mut self, what: &str) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(
-            self.take(8, what)?.try_into().expect("8"),
-        ))
-    }
-    fn topic(&mut self) -> Result<TopicName, String> {
-        let len = usize::from(self.u16("topic name length")?);
-        let bytes = self.take(len, "topic name")?;
-        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-        TopicName::new(text).map_err(|e| e.to_string())
-    }
-}
-
-/// A group file of either revision, and whether it is the old one.
-fn decode(bytes: &[u8]) -> Result<(Offsets, u16), String> {
-    if bytes.len() < GROUP_FILE_FRAME_BYTES as usize {
-        return Err("too short".into());
-    }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-        return Err("checksum mismatch".into());
-    }
-    let mut f = Fields(body);
-    if f.take(4, "magic")? != GROUP_MAGIC {
-        return Err("not a group offsets file".into());
-    }
-    let revision = f.u16("revision")?;
-    let mut committed = Offsets::new();
-    match revision {
-        GROUP_FILE_V1 => {
-            let topic = f.topic()?;
-            let count = f.u32("entry count")? as usize;
-            if f.0.len() != count.saturating_mul(12) {
-                return Err("entry count does not match the file size".into());
-            }
-            for _ in 0..count {
-                let partition = f.u32("partition")?;
-                let offset = Offset(f.u64("offset")?);
-                let metadata = String::new();
-                committed.insert((topic.clone(), partition), Committed { offset, metadata });
-            }
-        }
-        GROUP_FILE_V2 => {
-            let count = f.u32("entry count")? as usize;
-            if count > GROUP_OFFSETS_MAX {
-                return Err(format!(
-                    "{count} entries; a group holds at most {GROUP_OFFSETS_MAX}"
-                ));
-            }
-            for _ in 0..count {
-                let topic = f.topic()?;
-                let partition = f.u32("partition")?;
-                let offset = Offset(f.u64("offset")?);
-                let len = usize::from(f.u16("metadata length")?);
-                if len > COMMIT_METADATA_BYTES_MAX {
-                    return Err(format!("{len} bytes of commit metadata"));
-                }
-                let metadata = std::str::from_utf8(f.take(len, "metadata")?)
-                    .map_err(|e| e.to_string())?
-                    .to_owned();
-                if committed
-                    .insert((topic, partition), Committed { offset, metadata })
-                    .is_some()
-                {
-                    return Err("a partition is listed twice".into());
-                }
-            }
-            if !f.0.is_empty() {
-                return Err(format!("{} bytes after the last entry", f.0.len()));
-            }
-        }
-        other => return Err(format!("group file revision {other} is not supported")),
-    }
-    Ok((committed, revision))
 }
 
 impl Groups {
@@ -479,6 +315,19 @@ impl Groups {
         Ok(groups)
     }
 
+    /// Forgets groups with neither members nor offsets (nothing on disk,
+    /// nothing to show); whoever still holds one finds it deleted.
+    fn forget_idle(&self) {
+        self.groups.lock().expect("groups lock").retain(|_, g| {
+            let Ok(mut g) = g.try_lock() else { return true };
+            let idle = g.members.is_empty() && g.pending.is_empty() && g.committed.is_empty();
+            if idle {
+                g.deleted = true;
+            }
+            !idle
+        });
+    }
+
     fn get(&self, name: &str) -> Option<Arc<Mutex<Group>>> {
         self.groups.lock().expect("groups lock").get(name).cloned()
     }
@@ -507,35 +356,7 @@ impl Groups {
     }
 }
 
-impl Group {
-    fn new(name: GroupName, committed: Offsets) -> Group {
-        Group {
-            name,
-            generation: 0,
-            members: BTreeMap::new(),
-            committed,
-            assigned: BTreeMap::new(),
-            deleted: false,
-        }
-    }
-
-    /// The topics its members read, each once, in order.
-    fn member_topics(&self) -> Vec<TopicName> {
-        let topics: std::collections::BTreeSet<&TopicName> =
-            self.members.values().map(|m| &m.topic).collect();
-        topics.into_iter().cloned().collect()
-    }
-
-    /// Its members' topics and those it has offsets for.
-    fn topics(&self) -> Vec<TopicName> {
-        let mut topics: std::collections::BTreeSet<TopicName> =
-            self.committed.keys().map(|(t, _)| t.clone()).collect();
-        topics.extend(self.member_topics());
-        topics.into_iter().collect()
-    }
-}
-
-fn ms(d: Duration) -> i64 {
+pub(crate) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -567,77 +388,6 @@ impl Broker {
             })
     }
 
-    /// Removes members whose session ran out, and rebalances if any did, if a
-    /// member topic gained partitions, or if `force` is set. Called with the
-    /// group locked. Each topic's partitions are shared out round-robin among
-    /// the members that read it.
-    fn settle(&self, g: &mut Group, force: bool) -> Result<(), GroupError> {
-        let now = self.clock.now().0;
-        let before = g.members.len();
-        g.members
-            .retain(|_, m| now.saturating_sub(m.last_seen) <= m.session_ms);
-        let mut counts = BTreeMap::new();
-        for topic in g.member_topics() {
-            let partitions = self.group_topic(topic.as_str())?.partitions();
-            counts.insert(topic, partitions);
-        }
-        if g.members.len() == before && !force && counts == g.assigned {
-            return Ok(());
-        }
-        g.generation += 1;
-        let previous = std::mem::replace(&mut g.assigned, counts.clone());
-        for (topic, &partitions) in &counts {
-            // Partitions added while the group read the topic hold only events
-            // published after it did: they start at their beginning.
-            let had = previous.get(topic).copied().unwrap_or(0);
-            let added = had..partitions;
-            let readers: Vec<String> = g
-                .members
-                .iter()
-                .filter(|(_, m)| m.topic == *topic)
-                .map(|(id, _)| id.clone())
-                .collect();
-            for (i, id) in readers.iter().enumerate() {
-                let owned: Vec<u32> = (0..partitions)
-                    .filter(|p| *p as usize % readers.len() == i)
-                    .collect();
-                let (start, old_positions) = {
-                    let m = &g.members[id];
-                    (m.start, m.positions.clone())
-                };
-                let mut positions = HashMap::new();
-                for &p in &owned {
-                    let start = if had > 0 && added.contains(&p) {
-                        StartPosition::Earliest
-                    } else {
-                        start
-                    };
-                    // A committed offset past the partition's end (a Kafka
-                    // client may commit any) starts where the member asked,
-                    // as a Kafka consumer resets an offset out of range.
-                    let committed = g
-                        .committed
-                        .get(&(topic.clone(), p))
-                        .map(|c| c.offset)
-                        .filter(|&o| {
-                            self.offsets(topic.as_str(), PartitionId(p))
-                                .is_ok_and(|(_, end)| o <= end)
-                        });
-                    let pos = match (old_positions.get(&p), committed) {
-                        (Some(pos), _) => *pos,
-                        (None, Some(committed)) => committed,
-                        (None, None) => self.resolve(topic, p, start)?,
-                    };
-                    positions.insert(p, pos);
-                }
-                let m = g.members.get_mut(id).expect("listed");
-                m.partitions = owned;
-                m.positions = positions;
-            }
-        }
-        Ok(())
-    }
-
     fn persist(&self, g: &Group) -> Result<(), GroupError> {
         if g.deleted {
             return Err(GroupError::UnknownGroup(g.name.to_string()));
@@ -653,12 +403,17 @@ impl Broker {
         })
     }
 
+    /// The group of HTTP member `member`, its sessions checked.
     fn member_group(&self, group: &str, member: &str) -> Result<Arc<Mutex<Group>>, GroupError> {
         let g = self.group(group)?;
         {
             let mut locked = g.lock().expect("group lock");
-            self.settle(&mut locked, false)?;
-            if !locked.members.contains_key(member) {
+            self.expire(&mut locked, self.clock.now().0);
+            let known = locked
+                .members
+                .values()
+                .any(|m| m.id == member && matches!(m.kind, Kind::Http(_)));
+            if !known {
                 return Err(GroupError::UnknownMember {
                     group: group.to_owned(),
                     member: member.to_owned(),
@@ -669,9 +424,11 @@ impl Broker {
     }
 
     /// Joins `group` to read `topic` (a new group is created on first join),
-    /// and returns the new member's id. The group rebalances: the topic's
-    /// partitions are shared out among the members that read it. Members of
-    /// one group may read different topics.
+    /// and returns the new member's id. The group rebalances: with HTTP
+    /// members only, each topic's partitions are shared out among the
+    /// members that read it at once; with Kafka members, once they have
+    /// rejoined and their leader has assigned. Members of one group may read
+    /// different topics.
     pub fn join_group(
         &self,
         group: &str,
@@ -693,27 +450,39 @@ impl Broker {
             drop(g);
             return self.join_group(group, topic, options);
         }
+        let now = self.clock.now().0;
+        self.expire(&mut g, now);
+        if let Some(pt) = g.protocol_type.as_deref().filter(|pt| *pt != "consumer") {
+            return Err(members::protocol_mismatch(&g.name, pt));
+        }
+        if g.members.len() + g.pending.len() >= kafka::GROUP_MEMBERS_MAX {
+            return Err(GroupError::InvalidOptions(format!(
+                "group {group} has {} members, the most a group may",
+                kafka::GROUP_MEMBERS_MAX
+            )));
+        }
         let n = self
             .groups
             .next_member
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("{group}-{:x}-{n}", self.started_ms);
-        g.members.insert(
-            id.clone(),
-            Member {
+        g.insert(Member {
+            id: id.clone(),
+            session_ms: ms(options.session_timeout),
+            rebalance_ms: 0,
+            last_seen: now,
+            owned: Vec::new(),
+            kind: Kind::Http(HttpMember {
                 topic: t.name.clone(),
-                last_seen: self.clock.now().0,
-                session_ms: ms(options.session_timeout),
                 start: options.start,
-                partitions: Vec::new(),
                 positions: HashMap::new(),
                 turn: 0,
-            },
-        );
-        if let Err(e) = self.settle(&mut g, true) {
-            g.members.remove(&id);
-            return Err(e);
+            }),
+        });
+        if g.state != State::PreparingRebalance {
+            self.prepare_rebalance(&mut g, now);
         }
+        self.try_complete_join(&mut g, now, false);
         Ok(id)
     }
 
@@ -721,8 +490,9 @@ impl Broker {
     pub fn leave_group(&self, group: &str, member: &str) -> Result<(), GroupError> {
         let g = self.member_group(group, member)?;
         let mut g = g.lock().expect("group lock");
-        g.members.remove(member);
-        self.settle(&mut g, true)
+        g.remove(member);
+        self.member_left(&mut g, self.clock.now().0);
+        Ok(())
     }
 
     /// Keeps the member's session alive without reading.
@@ -730,8 +500,8 @@ impl Broker {
         let g = self.member_group(group, member)?;
         let mut g = g.lock().expect("group lock");
         let now = self.clock.now().0;
-        g.members.get_mut(member).expect("checked").last_seen = now;
-        Ok(g.generation)
+        g.member(member).expect("checked").last_seen = now;
+        Ok(u64::try_from(g.generation).unwrap_or(0))
     }
 
     /// Reads up to about `max_bytes` of events from the member's partitions, from
@@ -766,7 +536,9 @@ impl Broker {
 
     /// [`poll_until`](Self::poll_until) answering at most `max_events`
     /// events. The partitions take turns being read first, so a busy one
-    /// does not starve the others of a small limit.
+    /// does not starve the others of a small limit. While the group
+    /// rebalances (its Kafka members rejoining) the member owns nothing, and
+    /// the poll waits for the rebalance to end within `wait`.
     pub async fn poll_limited(
         &self,
         group: &str,
@@ -785,18 +557,21 @@ impl Broker {
         let mut stop = std::pin::pin!(stop);
         loop {
             let g = self.member_group(group, member)?;
-            let (generation, topic, positions) = {
+            let (generation, stable, topic, positions) = {
                 let mut g = g.lock().expect("group lock");
                 let now = self.clock.now().0;
-                let m = g.members.get_mut(member).expect("checked");
+                let stable = g.state == State::Stable;
+                let generation = u64::try_from(g.generation).unwrap_or(0);
+                let m = g.member(member).expect("checked");
                 m.last_seen = now;
-                m.turn = m.turn.wrapping_add(1);
+                let owned: Vec<u32> = m.owned.iter().map(|(_, p)| *p).collect();
+                let h = m.http().expect("checked");
+                h.turn = h.turn.wrapping_add(1);
                 let mut positions: Vec<(u32, Offset)> =
-                    m.partitions.iter().map(|p| (*p, m.positions[p])).collect();
-                let first = m.turn % positions.len().max(1);
+                    owned.iter().map(|p| (*p, h.positions[p])).collect();
+                let first = h.turn % positions.len().max(1);
                 positions.rotate_left(first);
-                let topic = m.topic.clone();
-                (g.generation, topic, positions)
+                (generation, stable, h.topic.clone(), positions)
             };
             let mut entries = Vec::new();
             let mut next = Vec::new();
@@ -829,14 +604,16 @@ impl Broker {
             }
             {
                 let mut g = g.lock().expect("group lock");
-                if g.generation != generation {
+                if u64::try_from(g.generation).unwrap_or(0) != generation
+                    || g.state != State::Stable && stable
+                {
                     // A rebalance happened while reading: these events may belong to
                     // another member now. Drop them; the next poll reads afresh.
                     continue;
                 }
-                if let Some(m) = g.members.get_mut(member) {
+                if let Some(h) = g.member(member).and_then(Member::http) {
                     for (p, pos) in &next {
-                        m.positions.insert(*p, *pos);
+                        h.positions.insert(*p, *pos);
                     }
                 }
             }
@@ -854,6 +631,16 @@ impl Broker {
             };
             if !polled.entries.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(polled);
+            }
+            if !stable {
+                // Waiting for the Kafka members to rejoin and their leader to
+                // assign: look again shortly.
+                let soon = (tokio::time::Instant::now() + REBALANCE_POLL_STEP).min(deadline);
+                tokio::select! {
+                    () = tokio::time::sleep_until(soon) => {}
+                    () = &mut stop => return Ok(polled),
+                }
+                continue;
             }
             tokio::select! {
                 () = wait_for_any(watchers, deadline) => {}
@@ -907,15 +694,18 @@ impl Broker {
     ) -> Result<(), GroupError> {
         let g = self.member_group(group, member)?;
         let mut g = g.lock().expect("group lock");
-        let m = &g.members[member];
-        let t = self.group_topic(m.topic.as_str())?;
+        let generation = u64::try_from(g.generation).unwrap_or(0);
+        let m = g.member(member).expect("checked");
+        let owned: Vec<u32> = m.owned.iter().map(|(_, p)| *p).collect();
+        let topic = m.http().expect("checked").topic.clone();
+        let t = self.group_topic(topic.as_str())?;
         let mut commits = Vec::with_capacity(offsets.len());
         for &(partition, offset) in offsets {
-            if !m.partitions.contains(&partition.0) {
+            if !owned.contains(&partition.0) {
                 return Err(GroupError::NotAssigned {
                     member: member.to_owned(),
                     partition,
-                    generation: g.generation,
+                    generation,
                 });
             }
             let high_watermark = t
@@ -939,19 +729,23 @@ impl Broker {
         self.store_commits(&mut g, commits)
     }
 
-    /// Commits offsets for a group whose membership lives elsewhere (the Kafka
-    /// listener's group coordinator checks members and generations itself),
-    /// across any number of topics, with their metadata. As Kafka, any offset
-    /// of an existing partition is stored, even one past its end. The group
-    /// is created on its first commit; its lag then shows like any group's.
+    /// A Kafka OffsetCommit: offsets across any number of topics, with their
+    /// metadata. `fence` is the committing member and its generation (see
+    /// [`kafka_commit_allowed`](Self::kafka_commit_allowed)), checked under the
+    /// same lock as the store, so a member fenced by a rebalance meanwhile
+    /// stores nothing; `None` for an HTTP-side or administrative commit. As
+    /// Kafka, any offset of an existing partition is stored, even one past its
+    /// end. The group is created on its first commit; its lag then shows like
+    /// any group's.
     ///
     /// Returns each offset's own answer, in order: an unknown topic or
     /// partition, or metadata over [`COMMIT_METADATA_BYTES_MAX`], refuses that
     /// offset alone. The others are durable, in one write, before it returns;
-    /// a failed write refuses them all (the error).
+    /// a failed write, or the fence, refuses them all (the error).
     pub fn commit_offsets(
         &self,
         group: &str,
+        fence: Option<(&str, i32)>,
         offsets: Vec<CommittedOffset>,
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         let name = GroupName::new(group)?;
@@ -973,6 +767,10 @@ impl Broker {
             }
             answers.push(checked);
         }
+        if let Some((member, generation)) = fence {
+            self.kafka_commit_allowed(group, member, generation)
+                .map_err(GroupError::Fenced)?;
+        }
         if accepted.is_empty() {
             return Ok(answers);
         }
@@ -980,7 +778,26 @@ impl Broker {
         let mut locked = g.lock().expect("group lock");
         if locked.deleted {
             drop(locked);
-            return self.commit_offsets(group, accepted).map(|_| answers);
+            return self.commit_offsets(group, fence, accepted).map(|_| answers);
+        }
+        if let Some((member, generation)) = fence {
+            // Again under the lock the store takes: no rebalance in between.
+            let now = self.clock.now().0;
+            let named = generation >= 0 || !member.is_empty();
+            let fenced = if named {
+                match locked.check(member, generation, now) {
+                    Ok(members::State::CompletingRebalance) => {
+                        Some(ClassicError::RebalanceInProgress)
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(e),
+                }
+            } else {
+                (!locked.members.is_empty()).then_some(ClassicError::IllegalGeneration)
+            };
+            if let Some(e) = fenced {
+                return Err(GroupError::Fenced(e));
+            }
         }
         self.store_commits(&mut locked, accepted)?;
         Ok(answers)
@@ -1011,7 +828,7 @@ impl Broker {
     pub fn reset_offsets(&self, group: &str, to: StartPosition) -> Result<(), GroupError> {
         let g = self.group(group)?;
         let mut g = g.lock().expect("group lock");
-        self.settle(&mut g, false)?;
+        self.expire(&mut g, self.clock.now().0);
         if !g.members.is_empty() {
             return Err(GroupError::Active {
                 group: group.to_owned(),
@@ -1045,7 +862,7 @@ impl Broker {
         if locked.deleted {
             return Err(GroupError::UnknownGroup(group.to_owned()));
         }
-        self.settle(&mut locked, false)?;
+        self.expire(&mut locked, self.clock.now().0);
         if !locked.members.is_empty() {
             return Err(GroupError::Active {
                 group: group.to_owned(),
@@ -1078,7 +895,7 @@ impl Broker {
     pub fn describe_group(&self, group: &str) -> Result<GroupDescription, GroupError> {
         let g = self.group(group)?;
         let mut g = g.lock().expect("group lock");
-        self.settle(&mut g, false)?;
+        self.expire(&mut g, self.clock.now().0);
         let topics = g.topics();
         let mut partitions = Vec::new();
         for topic in &topics {
@@ -1103,17 +920,21 @@ impl Broker {
         Ok(GroupDescription {
             group: g.name.clone(),
             topics,
-            generation: g.generation,
+            generation: u64::try_from(g.generation).unwrap_or(0),
             members: g
                 .members
-                .iter()
-                .map(|(id, m)| MemberDescription {
-                    member: id.clone(),
-                    topics: vec![m.topic.clone()],
+                .values()
+                .map(|m| MemberDescription {
+                    member: m.id.clone(),
+                    client: match &m.kind {
+                        Kind::Kafka(k) => k.client_id.clone(),
+                        Kind::Http(_) => kafka::HTTP_CLIENT_ID.to_owned(),
+                    },
+                    topics: m.topics(&g.protocol),
                     partitions: m
-                        .partitions
+                        .owned
                         .iter()
-                        .map(|p| (m.topic.clone(), PartitionId(*p)))
+                        .map(|(t, p)| (t.clone(), PartitionId(*p)))
                         .collect(),
                 })
                 .collect(),
