@@ -72,6 +72,19 @@ impl Broker {
         Ok(t.partition(partition)?.read(from, max_bytes)?)
     }
 
+    /// The first record with a partition's largest timestamp, and that
+    /// timestamp; `None` for an empty partition.
+    pub fn offset_of_max_timestamp(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+    ) -> Result<Option<(Offset, TimestampMs)>, ReadError> {
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| ReadError::UnknownTopic(topic.to_owned()))?;
+        Ok(t.partition(partition)?.offset_of_max_timestamp()?)
+    }
+
     /// A partition's log-start offset and high-watermark.
     pub fn offsets(
         &self,

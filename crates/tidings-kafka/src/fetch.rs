@@ -206,7 +206,11 @@ fn offset_for(
     match timestamp {
         LATEST => Ok((-1, to_i64(high))),
         EARLIEST => Ok((-1, to_i64(log_start))),
-        MAX_TIMESTAMP => Err(ResponseError::UnsupportedVersion),
+        MAX_TIMESTAMP => Ok(shared
+            .broker
+            .offset_of_max_timestamp(topic, partition)
+            .map_err(|e| Failure::from(e).code)?
+            .map_or((-1, -1), |(offset, ts)| (ts.0, to_i64(offset)))),
         ts if ts >= 0 => {
             let found = shared
                 .broker

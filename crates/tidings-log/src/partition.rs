@@ -579,6 +579,81 @@ impl Partition {
         Ok(None)
     }
 
+    /// The first record with the partition's largest timestamp, and that
+    /// timestamp (Kafka's ListOffsets "max timestamp", KIP-734); `None` when
+    /// the partition holds nothing. The sealed segment with the largest
+    /// newest timestamp (its time index says) and the active segment are
+    /// scanned; on a tie the earlier record wins, as in Kafka.
+    pub fn offset_of_max_timestamp(&self) -> Result<Option<(Offset, TimestampMs)>, ReadError> {
+        let hwm = self.high_watermark();
+        let segments: Vec<(Arc<Segment>, Offset)> = {
+            let segments = self.segments.read().expect("segments lock");
+            segments
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (Arc::clone(s), segments.get(i + 1).map_or(hwm, |n| n.base)))
+                .collect()
+        };
+        let interval = self.config().index_interval_bytes;
+        let mut sealed_best: Option<(i64, usize)> = None;
+        for (i, (seg, end)) in segments.iter().enumerate() {
+            if !seg.is_sealed() {
+                continue;
+            }
+            if let Some(newest) = seg.with_index(*end, interval, |ix| ix.sealed_max_timestamp())? {
+                if sealed_best.is_none_or(|(ts, _)| newest > ts) {
+                    sealed_best = Some((newest, i));
+                }
+            }
+        }
+        let mut candidates: Vec<usize> = sealed_best.map(|(_, i)| i).into_iter().collect();
+        candidates.extend(segments.iter().position(|(s, _)| !s.is_sealed()));
+        let mut best: Option<(i64, Bytes, PathBuf)> = None;
+        for i in candidates {
+            let seg = &segments[i].0;
+            let file = self.open_segment(seg, seg.base)?;
+            let scanned = segment::scan(
+                &file,
+                seg.base,
+                0,
+                seg.base,
+                seg.readable_len(),
+                |_, h, whole| {
+                    if best.as_ref().is_none_or(|(ts, _, _)| h.max_timestamp > *ts) {
+                        best = Some((
+                            h.max_timestamp,
+                            Bytes::copy_from_slice(whole),
+                            seg.path.clone(),
+                        ));
+                    }
+                    ControlFlow::Continue(())
+                },
+            )
+            .map_err(|source| ReadError::Io {
+                path: seg.path.clone(),
+                source,
+            })?;
+            if let Some((position, fault)) = scanned.fault {
+                return Err(ReadError::Corrupt {
+                    file: seg.path.clone(),
+                    position,
+                    fault,
+                });
+            }
+        }
+        let Some((ts, whole, path)) = best else {
+            return Ok(None);
+        };
+        let records = batch::decode(whole).map_err(|reason| ReadError::Decode {
+            file: path.clone(),
+            reason,
+        })?;
+        Ok(records
+            .into_iter()
+            .find(|r| r.record.timestamp.0 == ts)
+            .map(|r| (r.offset, TimestampMs(ts))))
+    }
+
     /// Byte position and offset of the index entry at or before `offset`.
     fn floor(
         &self,

@@ -2,6 +2,7 @@
 //! the listener: what a team's existing services do when pointed at
 //! `tidings serve` without touching their client settings.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 
 use serde_json::{json, Value};
@@ -230,4 +231,67 @@ fn a_kafka_consumer_and_an_http_member_share_one_group() {
     }
     assert_eq!(out["deleted"], json!({"mixed-group": "OK"}), "{out}");
     assert_eq!(out["after"]["mixed-group"]["group_state"], "Dead", "{out}");
+}
+
+/// The Java client (kafka-clients 4.x) at its defaults: an idempotent
+/// producer, two consumers subscribed to two topics in one group with a
+/// rebalance in the middle, and the AdminClient on topics and groups.
+#[test]
+fn the_java_client_at_its_defaults_produces_consumes_and_administers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let java = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/java");
+    let out = Command::new("java")
+        .current_dir(java)
+        .args(["-cp", "lib/*", "KafkaDefaults.java"])
+        .arg(server.kafka_addr.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the Java client failed (run ./scripts/test to install it): {}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+    let out: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out["partitions"], json!([2, 2]), "{out}");
+    assert_eq!(out["cluster_nodes"], 1, "{out}");
+    // Keyed records land by the Java client's murmur2 partitioner, each
+    // partition's offsets counting up from 0 in send order.
+    let placements: Vec<&str> = out["placements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(placements.len(), 50, "{out}");
+    let mut next: BTreeMap<String, u64> = BTreeMap::new();
+    for p in &placements {
+        let (partition, offset) = p.rsplit_once('/').unwrap();
+        let expected = next.entry(partition.to_owned()).or_default();
+        assert_eq!(
+            offset.parse::<u64>().unwrap(),
+            *expected,
+            "{p} in {placements:?}"
+        );
+        *expected += 1;
+    }
+    assert_eq!(
+        (out["unique"].as_u64(), out["reads"].as_u64()),
+        (Some(100), Some(100)),
+        "{out}"
+    );
+    assert!(
+        out["by_member"][1].as_u64().unwrap() > 0,
+        "the second member took a share: {out}"
+    );
+    assert_eq!(out["group_state"], "Stable", "{out}");
+    assert_eq!(out["group_members"], 2, "{out}");
+    assert_eq!(out["listed"], json!(["java-group"]), "{out}");
+    assert_eq!(out["after_resume"], 0, "{out}");
+    assert_eq!(out["committed_total"], 100, "{out}");
+    assert_eq!(out["topics_after_delete"], json!([]), "{out}");
+    // The default producer is idempotent: it asked for a producer id.
+    assert!(server.metric("tidings_kafka_requests_total{api=\"InitProducerId\"}") >= 1.0);
 }

@@ -8,6 +8,7 @@ mod cli;
 mod consumers;
 mod groups;
 mod kafka;
+mod kafka_compare;
 mod kafka_defaults;
 mod kafka_producers;
 mod reading;
