@@ -86,9 +86,17 @@ pub(crate) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
     // Answers leave in request order, each when it is ready.
     let writing = tokio::spawn(write_responses(writer, rx, peer));
     loop {
+        let idle = shared.config.idle_timeout();
         let size = tokio::select! {
             size = reader.read_i32() => size,
             () = shared.shutdown.cancelled() => break,
+            () = tokio::time::sleep(idle) => {
+                // Kafka's connections.max.idle.ms: clients reconnect when
+                // they next need the connection.
+                tracing::debug!(%peer, "closing an idle Kafka connection");
+                tidings_telemetry::kafka::connection_idle_closed();
+                break;
+            }
         };
         let size = match size {
             Ok(size) => size,
@@ -258,8 +266,12 @@ impl Call {
         })
     }
 
-    /// The response frame: size, header, body.
-    fn respond<T: Encodable>(&self, body: &T) -> Result<BytesMut, ConnError> {
+    /// The response frame: size, header, body. Its error codes are counted.
+    fn respond<T: Encodable + crate::errors::ErrorCodes>(
+        &self,
+        body: &T,
+    ) -> Result<BytesMut, ConnError> {
+        crate::errors::record(apis::name(self.api), body);
         self.respond_as(
             body,
             self.version,
@@ -306,8 +318,12 @@ fn refuse_old_produce(call: Call, mut frame: Bytes) -> Result<Pending, ConnError
         reason,
     };
     RequestHeader::decode(&mut frame, 1).map_err(|e| malformed("request header", e.to_string()))?;
-    let (acks, body) = produce::refuse_old_version(&mut frame, call.version)
+    let (acks, body, refused) = produce::refuse_old_version(&mut frame, call.version)
         .map_err(|reason| malformed("body", reason))?;
+    let name = crate::errors::code_name(kafka_protocol::ResponseError::UnsupportedVersion.code());
+    for _ in 0..refused {
+        tidings_telemetry::kafka::request_error(apis::name(call.api), &name);
+    }
     tracing::warn!(
         version = call.version,
         "refused a Produce request older than v3: this server stores RecordBatch v2, which Produce v3 brought"

@@ -75,3 +75,120 @@ from_broker_errors!(
     GroupError,
     ProducerIdError
 );
+
+/// The error codes a response carries, for the metrics: every non-zero code
+/// at any level (the response, a topic, a partition, a member).
+pub(crate) trait ErrorCodes {
+    fn codes(&self, out: &mut Vec<i16>);
+}
+
+macro_rules! error_codes {
+    ($($ty:ty => |$r:ident, $out:ident| $body:expr;)*) => {
+        $(impl ErrorCodes for $ty {
+            fn codes(&self, $out: &mut Vec<i16>) {
+                let $r = self;
+                $body
+            }
+        })*
+    };
+}
+
+use kafka_protocol::messages as m;
+
+error_codes! {
+    m::ApiVersionsResponse => |r, out| out.push(r.error_code);
+    m::MetadataResponse => |r, out| for t in &r.topics {
+        out.push(t.error_code);
+        out.extend(t.partitions.iter().map(|p| p.error_code));
+    };
+    m::CreateTopicsResponse => |r, out| out.extend(r.topics.iter().map(|t| t.error_code));
+    m::ProduceResponse => |r, out| for t in &r.responses {
+        out.extend(t.partition_responses.iter().map(|p| p.error_code));
+    };
+    m::FetchResponse => |r, out| {
+        out.push(r.error_code);
+        for t in &r.responses {
+            out.extend(t.partitions.iter().map(|p| p.error_code));
+        }
+    };
+    m::ListOffsetsResponse => |r, out| for t in &r.topics {
+        out.extend(t.partitions.iter().map(|p| p.error_code));
+    };
+    m::FindCoordinatorResponse => |r, out| out.push(r.error_code);
+    m::JoinGroupResponse => |r, out| out.push(r.error_code);
+    m::SyncGroupResponse => |r, out| out.push(r.error_code);
+    m::HeartbeatResponse => |r, out| out.push(r.error_code);
+    m::LeaveGroupResponse => |r, out| {
+        out.push(r.error_code);
+        out.extend(r.members.iter().map(|mb| mb.error_code));
+    };
+    m::OffsetCommitResponse => |r, out| for t in &r.topics {
+        out.extend(t.partitions.iter().map(|p| p.error_code));
+    };
+    m::OffsetFetchResponse => |r, out| {
+        out.push(r.error_code);
+        for t in &r.topics {
+            out.extend(t.partitions.iter().map(|p| p.error_code));
+        }
+    };
+    m::InitProducerIdResponse => |r, out| out.push(r.error_code);
+    m::DeleteTopicsResponse => |r, out| out.extend(r.responses.iter().map(|t| t.error_code));
+    m::CreatePartitionsResponse => |r, out| out.extend(r.results.iter().map(|t| t.error_code));
+    m::DescribeConfigsResponse => |r, out| out.extend(r.results.iter().map(|t| t.error_code));
+    m::IncrementalAlterConfigsResponse => |r, out| out.extend(r.responses.iter().map(|t| t.error_code));
+    m::DescribeClusterResponse => |r, out| out.push(r.error_code);
+    m::ListGroupsResponse => |r, out| out.push(r.error_code);
+    m::DescribeGroupsResponse => |r, out| out.extend(r.groups.iter().map(|g| g.error_code));
+    m::DeleteGroupsResponse => |r, out| out.extend(r.results.iter().map(|g| g.error_code));
+    m::OffsetDeleteResponse => |r, out| {
+        out.push(r.error_code);
+        for t in &r.topics {
+            out.extend(t.partitions.iter().map(|p| p.error_code));
+        }
+    };
+}
+
+/// Kafka's name of an error code, as its documentation and clients spell it
+/// (`UNKNOWN_TOPIC_OR_PARTITION`).
+pub(crate) fn code_name(code: i16) -> String {
+    let e = match ResponseError::try_from_code(code) {
+        Some(ResponseError::Unknown(_)) | None => return format!("CODE_{code}"),
+        Some(e) => e,
+    };
+    let camel = format!("{e:?}");
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// Records every error code of a response in the metrics.
+pub(crate) fn record(api: &'static str, response: &impl ErrorCodes) {
+    let mut codes = Vec::new();
+    response.codes(&mut codes);
+    for code in codes.into_iter().filter(|c| *c != 0) {
+        tidings_telemetry::kafka::request_error(api, &code_name(code));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_names_are_kafkas() {
+        assert_eq!(
+            code_name(ResponseError::UnknownTopicOrPartition.code()),
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
+        assert_eq!(
+            code_name(ResponseError::OutOfOrderSequenceNumber.code()),
+            "OUT_OF_ORDER_SEQUENCE_NUMBER"
+        );
+        assert_eq!(code_name(-12345), "CODE_-12345");
+    }
+}

@@ -119,6 +119,23 @@ pub struct KafkaConfig {
     )]
     #[serde(default = "default_initial_rebalance_delay_ms")]
     pub initial_rebalance_delay_ms: u64,
+    /// A connection that sends no request for this long is closed, in
+    /// milliseconds (Kafka's `connections.max.idle.ms`, 10 minutes); clients
+    /// reconnect when they next need it. A request being answered (a
+    /// long-poll, a join waiting for a rebalance) is not idleness.
+    #[arg(
+        id = "kafka.idle_timeout_ms",
+        value_name = "MS",
+        long = "kafka-idle-timeout-ms",
+        env = "TIDINGS_KAFKA_IDLE_TIMEOUT_MS",
+        default_value_t = KafkaConfig::default().idle_timeout_ms
+    )]
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    KafkaConfig::default().idle_timeout_ms
 }
 
 fn default_initial_rebalance_delay_ms() -> u64 {
@@ -134,6 +151,7 @@ impl Default for KafkaConfig {
             fetch_wait_max_ms: 30_000,
             advertised_addr: None,
             initial_rebalance_delay_ms: 3_000,
+            idle_timeout_ms: 600_000,
         }
     }
 }
@@ -169,6 +187,10 @@ fn parse_advertised(text: &str) -> Result<Advertised, String> {
     })
 }
 
+/// The shortest idle timeout: a client between two requests of a busy
+/// moment is not idle.
+pub const IDLE_TIMEOUT_MIN_MS: u64 = 1_000;
+
 /// The longest initial rebalance delay (Kafka's rebalance timeouts default
 /// to 5 minutes, and the delay never waits past one).
 pub const INITIAL_REBALANCE_DELAY_MAX_MS: u64 = 300_000;
@@ -180,6 +202,11 @@ impl KafkaConfig {
     /// Longest a Fetch may wait.
     pub fn fetch_wait_max(&self) -> Duration {
         Duration::from_millis(self.fetch_wait_max_ms)
+    }
+
+    /// How long a connection may send nothing.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
     }
 
     /// How long a new group waits for more members.
@@ -198,6 +225,12 @@ impl KafkaConfig {
         }
         if let Some(addr) = &self.advertised_addr {
             parse_advertised(addr)?;
+        }
+        if self.idle_timeout_ms < IDLE_TIMEOUT_MIN_MS {
+            return Err(format!(
+                "kafka.idle_timeout_ms is {}; it must be at least {IDLE_TIMEOUT_MIN_MS}",
+                self.idle_timeout_ms
+            ));
         }
         if self.initial_rebalance_delay_ms > INITIAL_REBALANCE_DELAY_MAX_MS {
             return Err(format!(

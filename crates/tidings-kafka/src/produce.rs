@@ -145,11 +145,12 @@ fn fail(out: &mut PartitionProduceResponse, f: Failure, version: i16) {
 /// snappy and lz4), and refused when used, as Kafka 4.0 does. The codec does
 /// not know these versions, so the body is read and the answer written here:
 /// every partition asked for is answered UNSUPPORTED_VERSION; nothing is
-/// appended. Returns `acks` (0 takes no answer) and the response body.
+/// appended. Returns `acks` (0 takes no answer), the response body and how
+/// many partitions it refuses.
 pub(crate) fn refuse_old_version(
     body: &mut bytes::Bytes,
     version: i16,
-) -> Result<(i16, BytesMut), String> {
+) -> Result<(i16, BytesMut, usize), String> {
     use bytes::{Buf, BufMut};
     fn need(body: &bytes::Bytes, n: usize, what: &str) -> Result<(), String> {
         if body.remaining() < n {
@@ -171,6 +172,7 @@ pub(crate) fn refuse_old_version(
     let acks = body.get_i16();
     let _timeout_ms = body.get_i32();
     let topics = count(body, "topics")?;
+    let mut refused = 0;
     let mut out = BytesMut::new();
     out.put_i32(i32::try_from(topics).expect("counted from an i32"));
     for _ in 0..topics {
@@ -191,6 +193,7 @@ pub(crate) fn refuse_old_version(
                 need(body, records, "records")?;
                 body.advance(records);
             }
+            refused += 1;
             out.put_i32(index);
             out.put_i16(ResponseError::UnsupportedVersion.code());
             out.put_i64(-1); // base offset
@@ -205,5 +208,5 @@ pub(crate) fn refuse_old_version(
     if version >= 1 {
         out.put_i32(0); // throttle time
     }
-    Ok((acks, out))
+    Ok((acks, out, refused))
 }

@@ -138,6 +138,43 @@ async fn topic_metadata(
     }
 }
 
+/// A manual replica assignment is taken as Kafka takes it, when it can hold
+/// on one node: partitions 0..n, each with this node as its only replica
+/// (and no partition count or replication factor beside it). The partition
+/// count it gives.
+fn single_node_assignment(
+    topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+) -> Result<u32, Failure> {
+    let refuse = |why: String| Err(Failure::new(ResponseError::InvalidReplicaAssignment, why));
+    if topic.num_partitions != -1 || topic.replication_factor != -1 {
+        return Err(Failure::new(
+            ResponseError::InvalidRequest,
+            "with a replica assignment, the partition count and replication factor must be -1",
+        ));
+    }
+    for (i, a) in topic.assignments.iter().enumerate() {
+        if usize::try_from(a.partition_index).ok() != Some(i) {
+            return refuse(format!(
+                "partition {} assigned out of order: the assignment must list partitions 0..{}",
+                a.partition_index,
+                topic.assignments.len()
+            ));
+        }
+        if a.broker_ids != [BrokerId(NODE_ID)] {
+            return refuse(format!(
+                "partition {i} on brokers {:?}: this is a single node, broker {NODE_ID}, with one replica",
+                a.broker_ids.iter().map(|b| b.0).collect::<Vec<_>>()
+            ));
+        }
+    }
+    u32::try_from(topic.assignments.len()).map_err(|_| {
+        Failure::new(
+            ResponseError::InvalidReplicaAssignment,
+            "too many partitions",
+        )
+    })
+}
+
 pub(crate) async fn create_topics(
     shared: &Shared,
     request: CreateTopicsRequest,
@@ -169,10 +206,7 @@ pub(crate) async fn create_topics(
                 ));
             }
             if !topic.assignments.is_empty() {
-                return Err(Failure::new(
-                    ResponseError::InvalidReplicaAssignment,
-                    "manual replica assignment is not supported on a single node",
-                ));
+                spec.log.partitions = single_node_assignment(&topic)?;
             }
             for config in &topic.configs {
                 // A config set to null in CreateTopics means its default.

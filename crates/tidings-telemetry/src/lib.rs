@@ -77,6 +77,14 @@ fn describe() {
         "Time from a Kafka request's arrival to its answer (for Produce, its appends durable), by API."
     );
     describe_counter!(
+        "tidings_kafka_request_errors_total",
+        "Kafka error codes answered, by API and Kafka's name of the error, once per topic, partition or member they were given for."
+    );
+    describe_counter!(
+        "tidings_kafka_connections_idle_closed_total",
+        "Kafka connections closed after sending nothing for kafka.idle_timeout_ms."
+    );
+    describe_counter!(
         "tidings_kafka_connections_total",
         "Kafka connections accepted."
     );
@@ -135,6 +143,23 @@ pub mod kafka {
         metrics::counter!("tidings_kafka_requests_total", "api" => api).increment(1);
         metrics::histogram!("tidings_kafka_request_duration_seconds", "api" => api)
             .record(elapsed.as_secs_f64());
+    }
+
+    /// A response carried Kafka error `error` (its name, such as
+    /// `UNKNOWN_TOPIC_OR_PARTITION`), once per topic, partition or member
+    /// it was given for.
+    pub fn request_error(api: &'static str, error: &str) {
+        metrics::counter!(
+            "tidings_kafka_request_errors_total",
+            "api" => api,
+            "error" => error.to_owned()
+        )
+        .increment(1);
+    }
+
+    /// A connection was closed for idleness.
+    pub fn connection_idle_closed() {
+        metrics::counter!("tidings_kafka_connections_idle_closed_total").increment(1);
     }
 
     /// A client connected.

@@ -228,6 +228,53 @@ fn produce_before_v3_is_answered_unsupported_version_and_appends_nothing() {
         .expect("Produce listed");
     assert_eq!((produce[3], produce[5]), (0, 10), "Produce min and max");
     assert_serving(&server);
+    // Every refusal counts in the metrics, by API and Kafka's error name:
+    // four requests (the acks 0 one too), two partitions each.
+    assert_eq!(
+        server.metric(
+            "tidings_kafka_request_errors_total{api=\"Produce\",error=\"UNSUPPORTED_VERSION\"}"
+        ),
+        8.0
+    );
+}
+
+/// Kafka's connections.max.idle.ms: a connection that sends nothing for the
+/// idle timeout is closed; one that keeps asking is not.
+#[test]
+fn idle_kafka_connections_are_closed_and_busy_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--kafka-idle-timeout-ms", "1000"]);
+    let mut idle = connect(&server);
+    let mut busy = connect(&server);
+    for i in 0..6 {
+        std::thread::sleep(Duration::from_millis(300));
+        busy.write_all(&frame(18, 0, i, &[])).unwrap();
+        assert_eq!(
+            read_response(&mut busy).unwrap().0,
+            i,
+            "the busy one is answered"
+        );
+    }
+    let mut rest = Vec::new();
+    assert_eq!(
+        idle.read_to_end(&mut rest).unwrap(),
+        0,
+        "closed, nothing sent"
+    );
+    assert_eq!(
+        server.metric("tidings_kafka_connections_idle_closed_total"),
+        1.0
+    );
+    let refused = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["serve", "--kafka-idle-timeout-ms", "10"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("kafka.idle_timeout_ms is 10; it must be at least 1000"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
 
 /// The listener's settings reach it from the configuration file and from flags.

@@ -295,3 +295,33 @@ fn the_java_client_at_its_defaults_produces_consumes_and_administers() {
     // The default producer is idempotent: it asked for a producer id.
     assert!(server.metric("tidings_kafka_requests_total{api=\"InitProducerId\"}") >= 1.0);
 }
+
+/// librdkafka (through confluent-kafka-python) with `enable.idempotence=true`:
+/// librdkafka refuses to produce at all without InitProducerId. Its batches
+/// are stored once each, densely; a two-topic group rebalances half-way and
+/// resumes from its commits.
+#[test]
+fn librdkafka_with_idempotence_produces_and_consumes_two_topics_in_one_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--kafka-default-partitions", "2"]);
+    let count = 100;
+    let out = python(
+        "confluent_kafka_idempotent.py",
+        &[&server.kafka_addr.to_string(), &count.to_string()],
+        &server,
+    );
+    assert_eq!(out["errors"], json!([]), "{out}");
+    assert_eq!(out["delivered"], 2 * count, "{out}");
+    assert_eq!(
+        out["offsets_dense"], true,
+        "no offset twice, none skipped: {out}"
+    );
+    assert_eq!(
+        (out["unique"].as_u64(), out["reads"].as_u64()),
+        (Some(200), Some(200)),
+        "{out}"
+    );
+    assert!(out["by_member"]["b"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(out["again"], json!([]), "{out}");
+    assert!(server.metric("tidings_kafka_requests_total{api=\"InitProducerId\"}") >= 1.0);
+}

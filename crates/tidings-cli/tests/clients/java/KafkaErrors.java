@@ -42,6 +42,12 @@ public class KafkaErrors {
             out.put("create_again", outcome(() -> admin.createTopics(List.of(new NewTopic(topic, 2, (short) 1))).all().get()));
             out.put("create_zero_partitions", outcome(() -> admin.createTopics(List.of(new NewTopic(prefix + ".zero", 0, (short) 1))).all().get()));
             out.put("create_three_replicas", outcome(() -> admin.createTopics(List.of(new NewTopic(prefix + ".rf", 1, (short) 3))).all().get()));
+            out.put("create_assigned", outcome(() -> admin.createTopics(List.of(new NewTopic(prefix + ".assigned",
+                Map.of(0, List.of(1), 1, List.of(1))))).all().get()));
+            out.put("assigned_partitions", String.valueOf(admin.describeTopics(List.of(prefix + ".assigned"))
+                .allTopicNames().get().get(prefix + ".assigned").partitions().size()));
+            out.put("create_on_missing_broker", outcome(() -> admin.createTopics(List.of(new NewTopic(prefix + ".elsewhere",
+                Map.of(0, List.of(2))))).all().get()));
             out.put("shrink_partitions", outcome(() -> admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(1))).all().get()));
             out.put("grow_partitions", outcome(() -> admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(3))).all().get()));
             out.put("delete_missing_topic", outcome(() -> admin.deleteTopics(List.of(prefix + ".never")).all().get()));
@@ -90,7 +96,7 @@ public class KafkaErrors {
                 out.put("delete_busy_group", outcome(() -> admin.deleteConsumerGroups(List.of(group)).all().get()));
             }
             out.put("delete_left_group", outcome(() -> admin.deleteConsumerGroups(List.of(group)).all().get()));
-            out.put("delete_topic", outcome(() -> admin.deleteTopics(List.of(topic)).all().get()));
+            out.put("delete_topic", outcome(() -> admin.deleteTopics(List.of(topic, prefix + ".assigned")).all().get()));
         }
         StringBuilder json = new StringBuilder("{");
         for (Map.Entry<String, String> e : out.entrySet()) {
