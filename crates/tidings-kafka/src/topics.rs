@@ -152,10 +152,13 @@ fn single_node_assignment(
             "with a replica assignment, the partition count and replication factor must be -1",
         ));
     }
-    for (i, a) in topic.assignments.iter().enumerate() {
+    // Clients send the assignment as a map: in any order.
+    let mut assignments: Vec<_> = topic.assignments.iter().collect();
+    assignments.sort_by_key(|a| a.partition_index);
+    for (i, a) in assignments.into_iter().enumerate() {
         if usize::try_from(a.partition_index).ok() != Some(i) {
             return refuse(format!(
-                "partition {} assigned out of order: the assignment must list partitions 0..{}",
+                "partition {} assigned: the assignment must name each of partitions 0..{} once",
                 a.partition_index,
                 topic.assignments.len()
             ));

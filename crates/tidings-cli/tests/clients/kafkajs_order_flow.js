@@ -2,7 +2,8 @@
 // settings, against the Kafka listener: the order service publishes
 // order.placed; the payment service (group payment-service) charges and
 // publishes payment.completed or payment.failed; the notification service
-// (group notification-service) subscribes to both in one group. A second
+// (group notification-service) subscribes to both in one group; the payment
+// service's producer is idempotent (`idempotent: true`). A second
 // notification instance joins half-way (a rebalance across two topics); at
 // the end both stop, and a fresh instance must find nothing left, because
 // the group's commits covered both topics. Prints one JSON line.
@@ -26,8 +27,12 @@ async function waitFor(what, check, ms = 90000) {
 }
 
 async function main() {
+  // The order service publishes with kafkajs' defaults; the payment service
+  // with an idempotent producer, so a retried payment event is stored once.
   const producer = kafka.producer();
   await producer.connect();
+  const payer = kafka.producer({ idempotent: true });
+  await payer.connect();
 
   // Payment service: a charge fails for every tenth order.
   const payments = kafka.consumer({ groupId: 'payment-service' });
@@ -42,7 +47,7 @@ async function main() {
       const value = topic === 'payment.failed'
         ? JSON.stringify({ orderId, reason: 'card declined' })
         : JSON.stringify({ orderId, transactionId: `tx-${orderId}` });
-      await producer.send({ topic, messages: [{ key: orderId, value }] });
+      await payer.send({ topic, messages: [{ key: orderId, value }] });
     },
   });
 
@@ -94,6 +99,7 @@ async function main() {
   await sleep(2000);
   await fresh.disconnect();
   await producer.disconnect();
+  await payer.disconnect();
 
   const unique = new Set(notified.slice(0, before).map((n) => n.orderId));
   console.log(JSON.stringify({

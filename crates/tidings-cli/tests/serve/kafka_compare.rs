@@ -40,8 +40,10 @@ fn the_java_clients_at_their_defaults_see_the_same_on_tidings_as_on_kafka() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let ours = server.kafka_addr.to_string();
-    let mut on_tidings = java("KafkaDefaults", &[&ours], "Tidings");
-    let mut on_kafka = java("KafkaDefaults", &[&kafka()], "Apache Kafka");
+    // Fresh names on the long-lived Kafka broker; the same on both.
+    let prefix = format!("java{}", std::process::id());
+    let mut on_tidings = java("KafkaDefaults", &[&ours, &prefix], "Tidings");
+    let mut on_kafka = java("KafkaDefaults", &[&kafka(), &prefix], "Apache Kafka");
     // How many records each member happened to read depends on timing alone.
     for out in [&mut on_tidings, &mut on_kafka] {
         out.as_object_mut().unwrap().remove("by_member");

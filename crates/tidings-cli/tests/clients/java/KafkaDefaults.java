@@ -5,7 +5,11 @@
 // the middle; a fresh consumer finds nothing left. Prints one JSON line.
 // Driven by crates/tidings-cli/tests/serve/kafka_defaults.rs:
 //
-//   java -cp 'lib/*' KafkaDefaults.java <bootstrap servers>
+//   java -cp 'lib/*' KafkaDefaults.java <bootstrap servers> <name prefix>
+//
+// Topics are <prefix>.orders and <prefix>.payments, the group <prefix>-group:
+// a broker that lives on between runs (deleting a topic is not instant on
+// Kafka) gets fresh names each time.
 import java.time.Duration;
 import java.util.*;
 import java.util.concurrent.*;
@@ -20,8 +24,8 @@ import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
 
 public class KafkaDefaults {
-    static final List<String> TOPICS = List.of("java.orders", "java.payments");
-    static final String GROUP = "java-group";
+    static List<String> TOPICS;
+    static String GROUP;
     static final int PER_TOPIC = 50;
 
     static Properties base(String bootstrap) {
@@ -77,6 +81,8 @@ public class KafkaDefaults {
 
     public static void main(String[] args) throws Exception {
         String bootstrap = args[0];
+        TOPICS = List.of(args[1] + ".orders", args[1] + ".payments");
+        GROUP = args[1] + "-group";
         StringBuilder out = new StringBuilder("{");
         try (Admin admin = Admin.create(base(bootstrap))) {
             admin.createTopics(TOPICS.stream().map(t -> new NewTopic(t, 2, (short) 1)).toList()).all().get();
@@ -124,8 +130,10 @@ public class KafkaDefaults {
                 ConsumerGroupDescription group = admin.describeConsumerGroups(List.of(GROUP)).all().get().get(GROUP);
                 out.append(",\"group_state\":").append(quote(group.groupState().toString()));
                 out.append(",\"group_members\":").append(group.members().size());
-                out.append(",\"listed\":").append(list(admin.listGroups().all().get().stream()
-                    .map(g -> g.groupId()).sorted().toList()));
+                out.append(",\"owned_per_member\":").append(list(group.members().stream()
+                    .map(m -> m.assignment().topicPartitions().size()).sorted().toList()));
+                out.append(",\"listed\":").append(admin.listGroups().all().get().stream()
+                    .anyMatch(g -> g.groupId().equals(GROUP)));
                 a.stop.set(true);
                 b.stop.set(true);
                 ta.join();

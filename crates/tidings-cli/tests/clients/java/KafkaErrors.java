@@ -31,6 +31,19 @@ public class KafkaErrors {
         }
     }
 
+    interface Value { String get() throws Exception; }
+
+    /// The value, or the exception class and message that stopped it.
+    static String value(Value v) {
+        try {
+            return v.get();
+        } catch (ExecutionException e) {
+            return e.getCause().getClass().getSimpleName() + ": " + e.getCause().getMessage();
+        } catch (Exception e) {
+            return e.getClass().getSimpleName() + ": " + e.getMessage();
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         String bootstrap = args[0], prefix = args[1];
         String topic = prefix + ".errors", group = prefix + "-busy";
@@ -44,8 +57,8 @@ public class KafkaErrors {
             out.put("create_three_replicas", outcome(() -> admin.createTopics(List.of(new NewTopic(prefix + ".rf", 1, (short) 3))).all().get()));
             out.put("create_assigned", outcome(() -> admin.createTopics(List.of(new NewTopic(prefix + ".assigned",
                 Map.of(0, List.of(1), 1, List.of(1))))).all().get()));
-            out.put("assigned_partitions", String.valueOf(admin.describeTopics(List.of(prefix + ".assigned"))
-                .allTopicNames().get().get(prefix + ".assigned").partitions().size()));
+            out.put("assigned_partitions", value(() -> String.valueOf(admin.describeTopics(List.of(prefix + ".assigned"))
+                .allTopicNames().get().get(prefix + ".assigned").partitions().size())));
             out.put("create_on_missing_broker", outcome(() -> admin.createTopics(List.of(new NewTopic(prefix + ".elsewhere",
                 Map.of(0, List.of(2))))).all().get()));
             out.put("shrink_partitions", outcome(() -> admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(1))).all().get()));
@@ -94,7 +107,16 @@ public class KafkaErrors {
                     consumer.poll(Duration.ofMillis(100));
                 }
                 out.put("delete_busy_group", outcome(() -> admin.deleteConsumerGroups(List.of(group)).all().get()));
+                // Positions known (not still being reset) before they are committed.
+                for (TopicPartition tp : consumer.assignment()) consumer.position(tp);
+                consumer.commitSync();
+                out.put("delete_subscribed_offsets", outcome(() -> admin.deleteConsumerGroupOffsets(group,
+                    Set.of(new TopicPartition(topic, 0))).all().get()));
             }
+            out.put("delete_left_offsets", outcome(() -> admin.deleteConsumerGroupOffsets(group,
+                Set.of(new TopicPartition(topic, 0))).all().get()));
+            out.put("offsets_left", String.valueOf(admin.listConsumerGroupOffsets(group)
+                .partitionsToOffsetAndMetadata().get().keySet().stream().map(TopicPartition::partition).sorted().toList()));
             out.put("delete_left_group", outcome(() -> admin.deleteConsumerGroups(List.of(group)).all().get()));
             out.put("delete_topic", outcome(() -> admin.deleteTopics(List.of(topic, prefix + ".assigned")).all().get()));
         }
