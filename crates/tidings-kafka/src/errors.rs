@@ -79,13 +79,32 @@ from_broker_errors!(
 /// The error codes a response carries, for the metrics: every non-zero code
 /// at any level (the response, a topic, a partition, a member).
 pub(crate) trait ErrorCodes {
-    fn codes(&self, out: &mut Vec<i16>);
+    fn codes(&self, out: &mut Codes);
+}
+
+/// The non-zero codes of a response; nothing is allocated for an answer
+/// without errors.
+#[derive(Default)]
+pub(crate) struct Codes(Vec<i16>);
+
+impl Codes {
+    fn push(&mut self, code: i16) {
+        if code != 0 {
+            self.0.push(code);
+        }
+    }
+
+    fn extend(&mut self, codes: impl IntoIterator<Item = i16>) {
+        for code in codes {
+            self.push(code);
+        }
+    }
 }
 
 macro_rules! error_codes {
     ($($ty:ty => |$r:ident, $out:ident| $body:expr;)*) => {
         $(impl ErrorCodes for $ty {
-            fn codes(&self, $out: &mut Vec<i16>) {
+            fn codes(&self, $out: &mut Codes) {
                 let $r = self;
                 $body
             }
@@ -168,9 +187,9 @@ pub(crate) fn code_name(code: i16) -> String {
 
 /// Records every error code of a response in the metrics.
 pub(crate) fn record(api: &'static str, response: &impl ErrorCodes) {
-    let mut codes = Vec::new();
+    let mut codes = Codes::default();
     response.codes(&mut codes);
-    for code in codes.into_iter().filter(|c| *c != 0) {
+    for code in codes.0 {
         tidings_telemetry::kafka::request_error(api, &code_name(code));
     }
 }
