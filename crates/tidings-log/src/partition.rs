@@ -466,7 +466,7 @@ impl Partition {
         let mut first = None;
         let mut next = from;
         let limit = seg.readable_len();
-        let scanned = segment::scan(&file, seg.base, start.0, start.1, limit, |_, h, whole| {
+        scan_stored(&seg, &file, start, limit, |_, h, whole| {
             let batch_next =
                 Offset(u64::try_from(h.base_offset).expect("checked") + h.offset_count());
             if batch_next <= from {
@@ -479,18 +479,7 @@ impl Partition {
             bytes.extend_from_slice(whole);
             next = batch_next;
             ControlFlow::Continue(())
-        })
-        .map_err(|source| ReadError::Io {
-            path: seg.path.clone(),
-            source,
         })?;
-        if let Some((position, fault)) = scanned.fault {
-            return Err(ReadError::Corrupt {
-                file: seg.path.clone(),
-                position,
-                fault,
-            });
-        }
         out.bytes = bytes.freeze();
         out.first_offset = first.unwrap_or(from);
         out.next_offset = next;
@@ -612,11 +601,10 @@ impl Partition {
         for i in candidates {
             let seg = &segments[i].0;
             let file = self.open_segment(seg, seg.base)?;
-            let scanned = segment::scan(
+            scan_stored(
+                seg,
                 &file,
-                seg.base,
-                0,
-                seg.base,
+                (0, seg.base),
                 seg.readable_len(),
                 |_, h, whole| {
                     if best.as_ref().is_none_or(|(ts, _, _)| h.max_timestamp > *ts) {
@@ -628,18 +616,7 @@ impl Partition {
                     }
                     ControlFlow::Continue(())
                 },
-            )
-            .map_err(|source| ReadError::Io {
-                path: seg.path.clone(),
-                source,
-            })?;
-            if let Some((position, fault)) = scanned.fault {
-                return Err(ReadError::Corrupt {
-                    file: seg.path.clone(),
-                    position,
-                    fault,
-                });
-            }
+            )?;
         }
         let Some((ts, whole, path)) = best else {
             return Ok(None);
@@ -1351,6 +1328,33 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+/// `segment::scan` of a stored segment from `start` (byte position, offset)
+/// to `limit`: its I/O failure, or a batch that fails its checks, as a read
+/// error naming the file.
+fn scan_stored(
+    seg: &Segment,
+    file: &File,
+    start: (u64, Offset),
+    limit: u64,
+    on_batch: impl FnMut(u64, &BatchHeader, &[u8]) -> ControlFlow<()>,
+) -> Result<(), ReadError> {
+    let scanned =
+        segment::scan(file, seg.base, start.0, start.1, limit, on_batch).map_err(|source| {
+            ReadError::Io {
+                path: seg.path.clone(),
+                source,
+            }
+        })?;
+    match scanned.fault {
+        Some((position, fault)) => Err(ReadError::Corrupt {
+            file: seg.path.clone(),
+            position,
+            fault,
+        }),
+        None => Ok(()),
     }
 }
 

@@ -460,14 +460,7 @@ impl Broker {
     /// members nor offsets. Called every 100 ms by the Kafka listener.
     pub fn tick_groups(&self) {
         let now = self.now_ms();
-        let all: Vec<_> = self
-            .groups
-            .groups
-            .lock()
-            .expect("groups lock")
-            .values()
-            .cloned()
-            .collect();
+        let all = self.groups.all();
         for g in all {
             let mut g = g.lock().expect("group lock");
             self.expire(&mut g, now);
@@ -478,14 +471,7 @@ impl Broker {
     /// Every group, as ListGroups shows it.
     pub fn kafka_list_groups(&self) -> Vec<ListedGroup> {
         let now = self.now_ms();
-        let all: Vec<_> = self
-            .groups
-            .groups
-            .lock()
-            .expect("groups lock")
-            .values()
-            .cloned()
-            .collect();
+        let all = self.groups.all();
         let mut out: Vec<ListedGroup> = all
             .into_iter()
             .map(|g| {

@@ -328,6 +328,16 @@ impl Groups {
         });
     }
 
+    /// Every group, each to be locked on its own.
+    fn all(&self) -> Vec<Arc<Mutex<Group>>> {
+        self.groups
+            .lock()
+            .expect("groups lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
     fn get(&self, name: &str) -> Option<Arc<Mutex<Group>>> {
         self.groups.lock().expect("groups lock").get(name).cloned()
     }
