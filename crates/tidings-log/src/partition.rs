@@ -498,18 +498,22 @@ impl Partition {
         Ok(records)
     }
 
+    /// Every segment with the offset where its readable data ends (the next
+    /// segment's base, or the high-watermark for the active one).
+    fn segments_with_ends(&self) -> Vec<(Arc<Segment>, Offset)> {
+        let hwm = self.high_watermark();
+        let segments = self.segments.read().expect("segments lock");
+        segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (Arc::clone(s), segments.get(i + 1).map_or(hwm, |n| n.base)))
+            .collect()
+    }
+
     /// The first offset whose record has a timestamp at or after `ts`, as Kafka's
     /// ListOffsets answers; `None` when every readable record is older.
     pub fn offset_for_timestamp(&self, ts: TimestampMs) -> Result<Option<Offset>, ReadError> {
-        let hwm = self.high_watermark();
-        let segments: Vec<(Arc<Segment>, Offset)> = {
-            let segments = self.segments.read().expect("segments lock");
-            segments
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (Arc::clone(s), segments.get(i + 1).map_or(hwm, |n| n.base)))
-                .collect()
-        };
+        let segments = self.segments_with_ends();
         let interval = self.config().index_interval_bytes;
         for (seg, end) in segments {
             if seg.is_sealed() {
@@ -574,15 +578,7 @@ impl Partition {
     /// newest timestamp (its time index says) and the active segment are
     /// scanned; on a tie the earlier record wins, as in Kafka.
     pub fn offset_of_max_timestamp(&self) -> Result<Option<(Offset, TimestampMs)>, ReadError> {
-        let hwm = self.high_watermark();
-        let segments: Vec<(Arc<Segment>, Offset)> = {
-            let segments = self.segments.read().expect("segments lock");
-            segments
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (Arc::clone(s), segments.get(i + 1).map_or(hwm, |n| n.base)))
-                .collect()
-        };
+        let segments = self.segments_with_ends();
         let interval = self.config().index_interval_bytes;
         let mut sealed_best: Option<(i64, usize)> = None;
         for (i, (seg, end)) in segments.iter().enumerate() {

@@ -245,11 +245,22 @@ impl Broker {
         }
         let (tx, rx) = oneshot::channel();
         let was_empty = g.state == State::Empty;
+        // Only consumers' metadata is a subscription; other protocol types
+        // (Connect workers) read no topics here.
+        let subscribed = if join.protocol_type == "consumer" {
+            join.protocols
+                .first()
+                .and_then(|(_, meta)| protocol::subscription_topics(meta))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         if let Some(m) = g.member(&member_id) {
             m.session_ms = ms(join.session);
             m.rebalance_ms = ms(join.rebalance);
             m.last_seen = now;
             let k = m.kafka().ok_or(ClassicError::UnknownMemberId)?;
+            k.subscribed = subscribed;
             k.protocols = join.protocols;
             if let Some(old) = k.join.replace(tx) {
                 tracing::debug!(group, member = %member_id, "a newer join replaces a pending one");
@@ -266,6 +277,7 @@ impl Broker {
                     client_id: join.client_id,
                     client_host: join.client_host,
                     protocols: join.protocols,
+                    subscribed,
                     join: Some(tx),
                     sync: None,
                     assignment: Bytes::new(),

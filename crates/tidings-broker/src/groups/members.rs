@@ -67,6 +67,9 @@ pub(crate) struct KafkaMember {
     pub(crate) client_host: String,
     /// The protocols it offers (assignor names) with its metadata for each.
     pub(crate) protocols: Vec<(String, Bytes)>,
+    /// The topics its subscription names (read once, at its join: every
+    /// assignor's metadata names the same topics).
+    pub(crate) subscribed: Vec<TopicName>,
     /// Its JoinGroup, waiting for the rebalance to complete.
     pub(crate) join: Option<JoinReply>,
     /// Its SyncGroup, waiting for the leader's.
@@ -129,16 +132,10 @@ impl Member {
 
     /// The topics it subscribes to: an HTTP member's one topic, or what a
     /// Kafka consumer's subscription names.
-    pub(crate) fn topics(&self, protocol: &str) -> Vec<TopicName> {
+    pub(crate) fn topics(&self) -> &[TopicName] {
         match &self.kind {
-            Kind::Http(h) => vec![h.topic.clone()],
-            Kind::Kafka(k) => k
-                .protocols
-                .iter()
-                .find(|(p, _)| p == protocol)
-                .or(k.protocols.first())
-                .and_then(|(_, meta)| protocol::subscription_topics(meta))
-                .unwrap_or_default(),
+            Kind::Http(h) => std::slice::from_ref(&h.topic),
+            Kind::Kafka(k) => &k.subscribed,
         }
     }
 }
@@ -230,7 +227,7 @@ impl Group {
         let mut topics: Vec<TopicName> = self
             .members
             .values()
-            .flat_map(|m| m.topics(&self.protocol))
+            .flat_map(|m| m.topics().iter().cloned())
             .collect();
         topics.sort();
         topics.dedup();

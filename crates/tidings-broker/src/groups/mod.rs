@@ -940,7 +940,7 @@ impl Broker {
                         Kind::Kafka(k) => k.client_id.clone(),
                         Kind::Http(_) => kafka::HTTP_CLIENT_ID.to_owned(),
                     },
-                    topics: m.topics(&g.protocol),
+                    topics: m.topics().to_vec(),
                     partitions: m
                         .owned
                         .iter()
