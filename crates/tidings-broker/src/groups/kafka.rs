@@ -445,26 +445,17 @@ impl Broker {
         if group.is_empty() {
             return Err(ClassicError::InvalidGroupId);
         }
-        let now = self.now_ms();
-        let named = generation >= 0 || !member.is_empty();
         let Some(g) = self.groups.get(group) else {
+            let named = generation >= 0 || !member.is_empty();
             return if named {
                 Err(ClassicError::UnknownMemberId)
             } else {
                 Ok(())
             };
         };
+        let now = self.now_ms();
         let mut g = g.lock().expect("group lock");
-        if named {
-            match g.check(member, generation, now)? {
-                State::CompletingRebalance => Err(ClassicError::RebalanceInProgress),
-                _ => Ok(()),
-            }
-        } else if g.members.is_empty() {
-            Ok(())
-        } else {
-            Err(ClassicError::IllegalGeneration)
-        }
+        g.commit_fence(member, generation, now)
     }
 
     /// Expires sessions, ends rebalances at their deadlines and initial

@@ -243,6 +243,28 @@ impl Group {
         topics
     }
 
+    /// Whether a Kafka OffsetCommit from `member` of `generation` may store:
+    /// a member of the current generation outside the hand-out of
+    /// assignments, or a consumer assigning its own partitions (generation
+    /// -1, no member id) while the group has no members.
+    pub(crate) fn commit_fence(
+        &mut self,
+        member: &str,
+        generation: i32,
+        now: i64,
+    ) -> Result<(), ClassicError> {
+        if generation >= 0 || !member.is_empty() {
+            match self.check(member, generation, now)? {
+                State::CompletingRebalance => Err(ClassicError::RebalanceInProgress),
+                _ => Ok(()),
+            }
+        } else if self.members.is_empty() {
+            Ok(())
+        } else {
+            Err(ClassicError::IllegalGeneration)
+        }
+    }
+
     /// Checks a Kafka member and its generation; `Ok` with the state.
     pub(crate) fn check(
         &mut self,

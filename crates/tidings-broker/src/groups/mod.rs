@@ -792,22 +792,9 @@ impl Broker {
         }
         if let Some((member, generation)) = fence {
             // Again under the lock the store takes: no rebalance in between.
-            let now = self.clock.now().0;
-            let named = generation >= 0 || !member.is_empty();
-            let fenced = if named {
-                match locked.check(member, generation, now) {
-                    Ok(members::State::CompletingRebalance) => {
-                        Some(ClassicError::RebalanceInProgress)
-                    }
-                    Ok(_) => None,
-                    Err(e) => Some(e),
-                }
-            } else {
-                (!locked.members.is_empty()).then_some(ClassicError::IllegalGeneration)
-            };
-            if let Some(e) = fenced {
-                return Err(GroupError::Fenced(e));
-            }
+            locked
+                .commit_fence(member, generation, self.clock.now().0)
+                .map_err(GroupError::Fenced)?;
         }
         self.store_commits(&mut locked, accepted)?;
         Ok(answers)
