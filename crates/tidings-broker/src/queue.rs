@@ -276,6 +276,23 @@ impl LeaseId {
     pub fn offset(&self) -> Offset {
         Offset(self.offset)
     }
+
+    /// Which delivery of the event this lease is for.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The lease with these parts, as [`partition`](Self::partition),
+    /// [`offset`](Self::offset) and [`id`](Self::id) answer them: how a
+    /// client that keeps the three as numbers names the lease again. A lease
+    /// the group never handed out is refused when used, as a text one is.
+    pub fn from_parts(partition: PartitionId, offset: Offset, id: u64) -> LeaseId {
+        LeaseId {
+            partition: partition.0,
+            offset: offset.0,
+            id,
+        }
+    }
 }
 
 impl fmt::Display for LeaseId {

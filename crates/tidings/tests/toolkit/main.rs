@@ -1,0 +1,8 @@
+//! The toolkit's tests. `conformance` holds the checks every backend must
+//! pass, in each mode, as far as its declared capabilities reach; each
+//! backend module runs every one of them against a fresh backend.
+
+mod conformance;
+mod embedded;
+mod server;
+mod support;

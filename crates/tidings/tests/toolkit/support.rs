@@ -1,0 +1,225 @@
+//! What the checks share: a backend to run against, fresh names, and
+//! collecting deliveries until a deadline.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings::{Backend, CloudEvent, Mode, SubscribeOptions, Subscriber, Subscription};
+
+/// How long a check waits for what it expects before it fails.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A backend under test, in one mode.
+pub(crate) trait Harness: Send + Sync {
+    /// The backend.
+    fn backend(&self) -> Arc<dyn Backend>;
+    /// The mode the checks subscribe in.
+    fn mode(&self) -> Mode;
+    /// Stops the backing server hard (SIGKILL) and starts it again on the
+    /// same data and address; `false` when there is no server to restart.
+    fn restart(&self) -> bool;
+}
+
+/// A name no other check uses.
+pub(crate) fn fresh(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{nanos:x}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Event `n` of a run: type `test.n`, data `{"n": n}`, keyed when `key` is.
+pub(crate) fn event(n: u64, key: Option<&str>) -> CloudEvent {
+    let e = CloudEvent::new("/conformance", "test.n")
+        .with_json(&serde_json::json!({ "n": n }))
+        .unwrap();
+    match key {
+        Some(k) => e.with_partitionkey(k),
+        None => e,
+    }
+}
+
+/// The `n` of an event made by [`event`].
+pub(crate) fn n_of(e: &CloudEvent) -> u64 {
+    e.json::<serde_json::Value>().unwrap()["n"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Subscription options of the harness's mode.
+pub(crate) fn options(h: &impl Harness, topic: &str, group: &str) -> SubscribeOptions {
+    match h.mode() {
+        Mode::Queue => SubscribeOptions::queue(topic, group),
+        Mode::Stream => SubscribeOptions::stream(topic, group),
+    }
+}
+
+/// Subscribes with `options`.
+pub(crate) async fn subscribe(h: &impl Harness, options: SubscribeOptions) -> Subscription {
+    Subscriber::new(h.backend())
+        .subscribe(options)
+        .await
+        .unwrap()
+}
+
+/// Receives and acks until `n` events were received or [`PATIENCE`] ran
+/// out; answers how many times each `n` came.
+pub(crate) async fn take_acked(sub: &mut Subscription, n: usize) -> BTreeMap<u64, u32> {
+    let mut seen = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut total = 0;
+    while total < n && tokio::time::Instant::now() < deadline {
+        for d in sub
+            .next_batch(64, Duration::from_millis(200))
+            .await
+            .unwrap()
+        {
+            *seen.entry(n_of(d.event().unwrap())).or_insert(0) += 1;
+            total += 1;
+            d.ack().await.unwrap();
+        }
+    }
+    seen
+}
+
+/// The events of a group's dead-letter topic, read by a queue group of
+/// their own: (n, dlqattempts, dlqerror) in order of arrival.
+pub(crate) async fn dead_letters(
+    h: &impl Harness,
+    topic: &str,
+    group: &str,
+    expected: usize,
+) -> Vec<(u64, u32, String)> {
+    let backend = h.backend();
+    let dlq = backend.dead_letter_topic(topic, group);
+    let mut sub = Subscriber::new(backend)
+        .subscribe(SubscribeOptions::queue(&dlq, fresh("dlq-reader")))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while out.len() < expected && tokio::time::Instant::now() < deadline {
+        for d in sub
+            .next_batch(64, Duration::from_millis(200))
+            .await
+            .unwrap()
+        {
+            let e = d.event().unwrap();
+            let text = |name: &str| {
+                e.extension(name)
+                    .map(|v| v.to_canonical_string())
+                    .unwrap_or_default()
+            };
+            out.push((
+                n_of(e),
+                text("dlqattempts").parse().unwrap_or(0),
+                text("dlqerror"),
+            ));
+            d.ack().await.unwrap();
+        }
+    }
+    sub.close().await.unwrap();
+    out
+}
+
+/// The `tidings` binary of this build: `TIDINGS_BIN`, or beside the test
+/// executable's directory (`cargo test --workspace` builds it).
+fn tidings_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TIDINGS_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("tidings"))
+        .unwrap();
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build -p tidings-cli), as `cargo test --workspace` does, or set TIDINGS_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A `tidings serve` child process on loopback.
+pub(crate) struct ServerProcess {
+    child: Child,
+    pub(crate) http: SocketAddr,
+    kafka: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts a server on `data_dir`, on free ports when `at` is `None`.
+    pub(crate) fn start(data_dir: &Path, at: Option<(SocketAddr, SocketAddr)>) -> ServerProcess {
+        let (http, kafka) = at.map_or(
+            ("127.0.0.1:0".to_owned(), "127.0.0.1:0".to_owned()),
+            |(h, k)| (h.to_string(), k.to_string()),
+        );
+        let mut child = Command::new(tidings_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--http-addr", &http, "--kafka-addr", &kafka])
+            .args(["--shutdown-timeout-ms", "2000"])
+            .env("RUST_LOG", "warn,tidings_server=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tidings serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let field = |name: &str| {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(name))
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                };
+                if let (Some(h), Some(k)) = (field("http_addr="), field("kafka_addr=")) {
+                    let _ = tx.send((h, k));
+                }
+            }
+        });
+        let (http, kafka) = rx
+            .recv_timeout(PATIENCE)
+            .expect("the server reports its addresses");
+        ServerProcess { child, http, kafka }
+    }
+
+    /// Kills it (SIGKILL) and starts it again where it was.
+    pub(crate) fn restart(&mut self, data_dir: &Path) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut again = None;
+        // The ports were just freed; another process may not have them yet.
+        for _ in 0..50 {
+            let started = std::panic::catch_unwind(|| {
+                ServerProcess::start(data_dir, Some((self.http, self.kafka)))
+            });
+            if let Ok(s) = started {
+                again = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        *self = again.expect("the server starts again on its address");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
