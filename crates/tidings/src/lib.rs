@@ -70,6 +70,8 @@ pub mod backend;
 mod delivery;
 pub mod embedded;
 mod error;
+pub mod nats;
+pub mod postgres;
 mod publisher;
 pub mod router;
 pub mod server;
@@ -86,7 +88,9 @@ pub use tidings_types::CloudEvent;
 /// Opens the backend `url` names:
 /// - `embedded:<dir>`: the broker in this process, on the data directory
 ///   `<dir>` (created when missing);
-/// - `http://host:port` or `https://...`: a `tidings serve`.
+/// - `http://host:port` or `https://...`: a `tidings serve`;
+/// - `nats://host:port[,host:port...][?replicas=N]`: NATS JetStream;
+/// - `postgres://...` (or `postgresql://`): tables in a PostgreSQL database.
 pub async fn connect(url: &str) -> Result<Arc<dyn Backend>, Error> {
     if let Some(dir) = url.strip_prefix("embedded:") {
         if dir.is_empty() {
@@ -99,8 +103,14 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Backend>, Error> {
     if url.starts_with("http://") || url.starts_with("https://") {
         return Ok(Arc::new(server::Server::connect(url)?));
     }
+    if url.starts_with("nats://") {
+        return Ok(Arc::new(nats::Nats::connect(url).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(postgres::Postgres::connect(url).await?));
+    }
     Err(Error::Config(format!(
-        "unknown backend {url:?}: expected embedded:<data dir> or http(s)://host:port"
+        "unknown backend {url:?}: expected embedded:<data dir>, http(s)://host:port, nats://host:port or postgres://..."
     )))
 }
 

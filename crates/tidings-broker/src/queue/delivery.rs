@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_log::{format, FsyncPolicy, Partition, StoredRecord};
-use tidings_types::{Offset, PartitionId, TopicName};
+use tidings_types::{ErrorKind, Offset, PartitionId, TopicName};
 
 use super::state::{Failure, Outcome, QueueState, LANE};
 use super::{
@@ -106,8 +106,13 @@ impl Broker {
             };
             spec.log.partitions = 1;
             spec.log.fsync = FsyncPolicy::Always;
-            self.create_topic(&dlq, spec)
-                .map_err(QueueError::DeadLetterTopic)?;
+            match self.create_topic(&dlq, spec) {
+                Ok(_) => {}
+                // Created meanwhile (a reader of the dead letters came
+                // first): the group uses it as it is.
+                Err(e) if e.kind() == ErrorKind::TopicExists => {}
+                Err(e) => return Err(QueueError::DeadLetterTopic(e)),
+            }
         }
         let mut starts = Vec::new();
         for p in 0..t.partitions() {

@@ -433,12 +433,12 @@ pub(crate) async fn the_router_retries_in_process_and_keeps_the_lease(h: &impl H
     let tries: Arc<Mutex<Vec<(u32, u32)>>> = Arc::default();
     let mut router = Router::new(h.backend());
     let seen = Arc::clone(&tries);
-    let fixed = Duration::from_millis(300);
+    let fixed = Duration::from_millis(1000);
     router
         .route(&topic, &group)
         .mode(h.mode())
-        // Three waits of 150 to 300 ms: longer than the lease, together.
-        .ack_timeout(Duration::from_millis(300))
+        // Three waits of 0.5 to 1 s: longer than the lease, together.
+        .ack_timeout(Duration::from_millis(1000))
         .retry(Retry {
             tries: 4,
             backoff: Backoff {
@@ -462,7 +462,7 @@ pub(crate) async fn the_router_retries_in_process_and_keeps_the_lease(h: &impl H
     let (stop, run) = spawn_router(router);
     until("the fourth try", || tries.lock().unwrap().len() >= 4).await;
     // Long enough for a lost lease to show as a second delivery.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.send(()).unwrap();
     let report = run.await.unwrap();
     assert_eq!(
@@ -607,8 +607,13 @@ pub(crate) async fn an_open_breaker_pauses_without_spending_deliveries(h: &impl 
     let (topic, group) = (fresh("breaker"), fresh("g"));
     publish_range(h, &topic, 0, 6, None).await;
     let down = Arc::new(AtomicBool::new(true));
+    let failures = Arc::new(AtomicU64::new(0));
     let handled: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
-    let (d, seen) = (Arc::clone(&down), Arc::clone(&handled));
+    let (d, f, seen) = (
+        Arc::clone(&down),
+        Arc::clone(&failures),
+        Arc::clone(&handled),
+    );
     let mut router = Router::new(h.backend());
     router
         .route(&topic, &group)
@@ -625,9 +630,10 @@ pub(crate) async fn an_open_breaker_pauses_without_spending_deliveries(h: &impl 
             open_for: Duration::from_millis(500),
         })
         .on_event("test.n", move |ctx| {
-            let (down, seen) = (Arc::clone(&d), Arc::clone(&seen));
+            let (down, failures, seen) = (Arc::clone(&d), Arc::clone(&f), Arc::clone(&seen));
             async move {
                 if down.load(Ordering::SeqCst) {
+                    failures.fetch_add(1, Ordering::SeqCst);
                     return Err("payment gateway down");
                 }
                 seen.lock().unwrap().insert(n_of(ctx.event()));
@@ -635,8 +641,9 @@ pub(crate) async fn an_open_breaker_pauses_without_spending_deliveries(h: &impl 
             }
         });
     let (stop, run) = spawn_router(router);
-    // Without the breaker, 400 ms of failures 10 ms apart would spend every
-    // delivery of the first events.
+    // The breaker opens at the third failure; without it, 400 ms more of
+    // failures 10 ms apart would spend every delivery of the first events.
+    until("three failures", || failures.load(Ordering::SeqCst) >= 3).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     down.store(false, Ordering::SeqCst);
     until("every event handled", || handled.lock().unwrap().len() == 6).await;
@@ -753,6 +760,9 @@ pub(crate) async fn a_backend_restart_loses_nothing_acknowledged(h: &impl Harnes
         .route(&topic, &group)
         .mode(h.mode())
         .concurrency(4)
+        // A delivery or an answer lost in the failure comes back when its
+        // lease runs out: short leases keep that within the check's patience.
+        .ack_timeout(Duration::from_secs(2))
         .on_event("test.n", move |ctx| {
             let seen = Arc::clone(&seen);
             async move {
@@ -763,7 +773,7 @@ pub(crate) async fn a_backend_restart_loses_nothing_acknowledged(h: &impl Harnes
         });
     let (stop, run) = spawn_router(router);
     until("a third handled", || handled.lock().unwrap().len() >= 30).await;
-    if !h.restart() {
+    if !h.restart().await {
         stop.send(()).unwrap();
         run.await.unwrap();
         return;

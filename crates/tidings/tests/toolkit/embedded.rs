@@ -24,7 +24,7 @@ impl Harness for EmbeddedHarness {
         self.mode
     }
 
-    fn restart(&self) -> bool {
+    async fn restart(&self) -> bool {
         false
     }
 }

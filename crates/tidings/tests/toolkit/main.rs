@@ -4,5 +4,7 @@
 
 mod conformance;
 mod embedded;
+mod nats;
+mod postgres;
 mod server;
 mod support;

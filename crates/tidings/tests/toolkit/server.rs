@@ -26,8 +26,8 @@ impl Harness for ServerHarness {
         self.mode
     }
 
-    fn restart(&self) -> bool {
-        self.process.lock().unwrap().restart(self.dir.path());
+    async fn restart(&self) -> bool {
+        tokio::task::block_in_place(|| self.process.lock().unwrap().restart(self.dir.path()));
         true
     }
 }

@@ -21,9 +21,10 @@ pub(crate) trait Harness: Send + Sync {
     fn backend(&self) -> Arc<dyn Backend>;
     /// The mode the checks subscribe in.
     fn mode(&self) -> Mode;
-    /// Stops the backing server hard (SIGKILL) and starts it again on the
-    /// same data and address; `false` when there is no server to restart.
-    fn restart(&self) -> bool;
+    /// Fails the backing server: kills it (SIGKILL) and starts it again on
+    /// the same data and address, or cuts every connection to it; `false`
+    /// when there is no server to fail.
+    fn restart(&self) -> impl std::future::Future<Output = bool> + Send;
 }
 
 /// A name no other check uses.

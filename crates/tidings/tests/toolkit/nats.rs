@@ -1,0 +1,154 @@
+//! The conformance suite on the NATS JetStream backend (queue mode): a
+//! three-node JetStream cluster of Debian's `nats-server` on loopback per
+//! check, streams replicated on all three; the failure a check causes is a
+//! node killed with SIGKILL and started again.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tidings::nats::Nats;
+use tidings::{Backend, Mode};
+
+use crate::conformance::conformance;
+use crate::support::{Harness, PATIENCE};
+
+const NODES: usize = 3;
+
+/// Three nodes and the backend that reaches them all.
+pub(crate) struct NatsHarness {
+    backend: Arc<dyn Backend>,
+    cluster: Mutex<Cluster>,
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    /// (client port, cluster port) per node.
+    ports: Vec<(u16, u16)>,
+    nodes: Vec<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..NODES).map(|_| (free_port(), free_port())).collect();
+        let mut cluster = Cluster {
+            dir,
+            ports,
+            nodes: Vec::new(),
+        };
+        for n in 0..NODES {
+            let node = cluster.node(n);
+            cluster.nodes.push(node);
+        }
+        cluster
+    }
+
+    fn node(&self, n: usize) -> Child {
+        let (client, route) = self.ports[n];
+        let routes: Vec<String> = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != n)
+            .map(|(_, (_, r))| format!("nats://127.0.0.1:{r}"))
+            .collect();
+        let store = self.dir.path().join(format!("n{n}"));
+        Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &client.to_string()])
+            .args(["--server_name", &format!("n{n}")])
+            .args(["--cluster_name", "tidings"])
+            .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
+            .args(["--routes", &routes.join(",")])
+            .arg("-js")
+            .arg("-sd")
+            .arg(&store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs (the test command installs it)")
+    }
+
+    fn url(&self) -> String {
+        let servers: Vec<String> = self
+            .ports
+            .iter()
+            .map(|(c, _)| format!("127.0.0.1:{c}"))
+            .collect();
+        format!("nats://{}?replicas={NODES}", servers.join(","))
+    }
+
+    /// Kills node 0 hard and starts it again on its ports and store.
+    fn restart_one(&mut self) {
+        let _ = self.nodes[0].kill();
+        let _ = self.nodes[0].wait();
+        self.nodes[0] = self.node(0);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
+impl Harness for NatsHarness {
+    fn backend(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.backend)
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::Queue
+    }
+
+    async fn restart(&self) -> bool {
+        self.cluster.lock().unwrap().restart_one();
+        true
+    }
+}
+
+/// A cluster whose JetStream is ready (a stream of three replicas can be
+/// made), and the backend on it.
+pub(crate) async fn nats() -> Option<NatsHarness> {
+    let cluster = Cluster::start();
+    let url = cluster.url();
+    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    let backend = loop {
+        let attempt = async {
+            let backend = Nats::connect(&url).await?;
+            backend
+                .ensure_topic(&crate::support::fresh("ready"), 1)
+                .await?;
+            Ok::<Nats, tidings::Error>(backend)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(backend)) => break backend,
+            other => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the NATS cluster did not become ready: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    Some(NatsHarness {
+        backend: Arc::new(backend),
+        cluster: Mutex::new(cluster),
+    })
+}
+
+conformance!(nats());

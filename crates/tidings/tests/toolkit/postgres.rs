@@ -1,0 +1,96 @@
+//! The conformance suite on the PostgreSQL backend (queue mode: its groups
+//! share partitions), a fresh database per check.
+//!
+//! `TIDINGS_TEST_PG_URL` names a server the tests may create databases on
+//! (the project's test command starts a throwaway one). Without it these
+//! tests fail, unless `TIDINGS_TEST_PG_SKIP=1` asks to skip them.
+
+use std::sync::Arc;
+
+use tidings::postgres::Postgres;
+use tidings::{Backend, Mode};
+use tokio_postgres::NoTls;
+
+use crate::conformance::conformance;
+use crate::support::Harness;
+
+/// A backend on a database of its own.
+pub(crate) struct PgHarness {
+    backend: Arc<dyn Backend>,
+    admin_url: String,
+    database: String,
+}
+
+impl Harness for PgHarness {
+    fn backend(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.backend)
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::Queue
+    }
+
+    /// Cuts every connection to the check's database, as a failover or a
+    /// restart of the server does.
+    async fn restart(&self) -> bool {
+        let (client, connection) = tokio_postgres::connect(&self.admin_url, NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let cut = client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&self.database],
+            )
+            .await
+            .unwrap();
+        assert!(cut > 0, "the backend had connections to cut");
+        true
+    }
+}
+
+/// A database for one check; `None` only when skipping was asked for.
+pub(crate) async fn postgres() -> Option<PgHarness> {
+    let Ok(admin_url) = std::env::var("TIDINGS_TEST_PG_URL") else {
+        if std::env::var("TIDINGS_TEST_PG_SKIP").as_deref() == Ok("1") {
+            eprintln!("skipped: TIDINGS_TEST_PG_SKIP=1");
+            return None;
+        }
+        panic!(
+            "TIDINGS_TEST_PG_URL is not set: run ./scripts/test, which starts a PostgreSQL \
+             server, or set TIDINGS_TEST_PG_SKIP=1 to skip the PostgreSQL tests"
+        );
+    };
+    let (client, connection) = tokio_postgres::connect(&admin_url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let database = crate::support::fresh("tidings_toolkit").replace('-', "_");
+    client
+        .batch_execute(&format!("CREATE DATABASE {database}"))
+        .await
+        .unwrap();
+    let url = database_url(&admin_url, &database);
+    let backend = Postgres::connect(&url).await.unwrap();
+    Some(PgHarness {
+        backend: Arc::new(backend),
+        admin_url,
+        database,
+    })
+}
+
+/// `admin_url` with its database replaced by `database`.
+fn database_url(admin_url: &str, database: &str) -> String {
+    let (base, query) = admin_url
+        .split_once('?')
+        .map_or((admin_url, None), |(b, q)| (b, Some(q)));
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+conformance!(postgres());
