@@ -67,6 +67,7 @@
 use std::sync::Arc;
 
 pub mod backend;
+pub mod bridge;
 mod delivery;
 pub mod embedded;
 mod error;

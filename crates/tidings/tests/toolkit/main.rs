@@ -2,6 +2,7 @@
 //! pass, in each mode, as far as its declared capabilities reach; each
 //! backend module runs every one of them against a fresh backend.
 
+mod bridge;
 mod conformance;
 mod embedded;
 mod nats;
