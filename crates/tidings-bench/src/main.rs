@@ -27,6 +27,7 @@ mod bus;
 mod kafka;
 mod peers;
 mod store;
+mod toolkit;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -85,6 +86,21 @@ enum Command {
         #[arg(long, env = "TIDINGS_TEST_PG_URL")]
         pg_url: Option<String>,
     },
+    /// The application toolkit's publish → handle → ack on every backend
+    /// through the same router, against the broker used directly (needs
+    /// nats-server; PostgreSQL with TIDINGS_TEST_PG_URL; `scripts/bench
+    /// toolkit` provides them).
+    Toolkit {
+        /// Short runs that check every backend runs; the figures mean little.
+        #[arg(long)]
+        quick: bool,
+        /// Directory for the throwaway data directories (default: the system's).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// A PostgreSQL server the benchmark may create a database on.
+        #[arg(long, env = "TIDINGS_TEST_PG_URL")]
+        pg_url: Option<String>,
+    },
     /// Tidings against Redis Streams, NATS JetStream and PostgreSQL as a queue
     /// (needs redis-server, nats-server and TIDINGS_TEST_PG_URL;
     /// `scripts/bench peers` provides them).
@@ -132,6 +148,9 @@ fn main() -> Result<()> {
             broker::run(&dir.unwrap_or_else(std::env::temp_dir), quick)
         }
         Command::Kafka { quick, dir } => kafka::run(&dir.unwrap_or_else(std::env::temp_dir), quick),
+        Command::Toolkit { quick, dir, pg_url } => {
+            toolkit::run(&dir.unwrap_or_else(std::env::temp_dir), quick, pg_url)
+        }
         Command::Store { quick, dir, pg_url } => {
             store::run(&dir.unwrap_or_else(std::env::temp_dir), quick, pg_url)
         }

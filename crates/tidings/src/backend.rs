@@ -320,16 +320,21 @@ pub trait Source: Send + Sync + 'static {
         answer: Answer<'a>,
     ) -> BoxFuture<'a, Result<(), Error>>;
 
-    /// Acknowledges several deliveries at once, each answered on its own.
-    /// The default answers them one by one.
+    /// Acknowledges several deliveries at once, each answered on its own, in
+    /// order. The default sends the single acks concurrently.
     fn ack_many<'a>(&'a self, tickets: &'a [Ticket]) -> BoxFuture<'a, Vec<Result<(), Error>>> {
-        Box::pin(async move {
-            let mut out = Vec::with_capacity(tickets.len());
-            for t in tickets {
-                out.push(self.answer(t, Answer::Ack).await);
-            }
-            out
-        })
+        Box::pin(futures_util::future::join_all(
+            tickets.iter().map(|t| self.answer(t, Answer::Ack)),
+        ))
+    }
+
+    /// Whether acks sent together through [`ack_many`](Self::ack_many) cost
+    /// less than the same acks sent one by one at once (one request for
+    /// many over a network); the router batches them then. `false` by
+    /// default: a backend that group-commits concurrent acks itself gains
+    /// nothing from waiting for a batch.
+    fn batches_acks(&self) -> bool {
+        false
     }
 
     /// Gives the consumer until `timeout` from now to answer the delivery.

@@ -135,6 +135,13 @@ impl Settle {
         source.answer(&self.ticket, answer).await
     }
 
+    /// The ticket, for someone else to answer with (the router's batched
+    /// acks); dropping the handle then releases nothing.
+    pub(crate) fn into_ticket(mut self) -> Ticket {
+        self.source = None;
+        self.ticket.clone()
+    }
+
     pub(crate) async fn extend(&self, timeout: Duration) -> Result<(), Error> {
         let source = self.source.as_ref().expect("not yet answered");
         source.extend(&self.ticket, timeout).await

@@ -77,6 +77,14 @@ pub(crate) fn from_kind(backend: &'static str, kind: ErrorKind, message: String)
     }
 }
 
+/// A queue group's name is the group's alone: one that exists on another
+/// topic is refused, never silently consumed.
+pub(crate) fn group_elsewhere(group: &str, consumes: &str, asked: &str) -> Error {
+    Error::Config(format!(
+        "queue group {group} consumes topic {consumes}, not {asked}: choose another group name"
+    ))
+}
+
 macro_rules! broker_err {
     ($e:expr) => {{
         let e = $e;
@@ -200,7 +208,20 @@ impl Backend for Embedded {
                     );
                     match created {
                         Ok(()) => {}
-                        Err(e) if e.kind() == ErrorKind::GroupExists => {}
+                        Err(e) if e.kind() == ErrorKind::GroupExists => {
+                            let stats = self
+                                .broker
+                                .queue_stats(&options.group)
+                                .await
+                                .map_err(|e| broker_err!(e))?;
+                            if stats.topic.as_str() != options.topic {
+                                return Err(group_elsewhere(
+                                    &options.group,
+                                    stats.topic.as_str(),
+                                    &options.topic,
+                                ));
+                            }
+                        }
                         Err(e) => return Err(broker_err!(e)),
                     }
                     let source: Arc<dyn Source> = Arc::new(QueueSource {

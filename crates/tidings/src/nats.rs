@@ -52,6 +52,10 @@ const NAME: &str = "nats";
 const WAIT_SLICE: Duration = Duration::from_secs(1);
 /// JetStream's duplicate window for publish dedup.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How often, and how far apart, a publish to a stream not ready yet is
+/// tried again (5 s in all).
+const STREAM_READY_TRIES: u32 = 50;
+const STREAM_READY_WAIT: Duration = Duration::from_millis(100);
 /// Messages a subscriber remembers (releases, last errors) before it forgets
 /// the ones whose lease ran out longest ago.
 const HELD_MAX: usize = 10_000;
@@ -205,8 +209,11 @@ async fn publish_all(
         acks.push(ack);
     }
     let mut receipts = Vec::with_capacity(acks.len());
-    for ack in acks {
-        let ack = ack.await.map_err(err)?;
+    for (event, ack) in events.iter().zip(acks) {
+        let ack = match ack.await {
+            Ok(ack) => ack,
+            Err(e) => republish(js, topic, event, e).await?,
+        };
         receipts.push(Receipt {
             partition: 0,
             offset: ack.sequence,
@@ -214,6 +221,42 @@ async fn publish_all(
         });
     }
     Ok(receipts)
+}
+
+/// Publishes `event` again after `first` failed, while the failure is a
+/// stream not ready yet: a stream just created on a cluster takes a moment
+/// before its subject is served. The same `Nats-Msg-Id` keeps a publish that
+/// did land from being stored twice.
+async fn republish(
+    js: &jetstream::Context,
+    topic: &str,
+    event: &CloudEvent,
+    first: jetstream::context::PublishError,
+) -> Result<jetstream::publish::PublishAck, Error> {
+    let not_ready = |e: &jetstream::context::PublishError| {
+        let text = e.to_string();
+        text.contains("no stream found") || text.contains("no responders")
+    };
+    if !not_ready(&first) {
+        return Err(err(first));
+    }
+    let mut last = first;
+    for _ in 0..STREAM_READY_TRIES {
+        tokio::time::sleep(STREAM_READY_WAIT).await;
+        let (headers, payload) = to_message(event)?;
+        let sent = js
+            .publish_with_headers(subject(topic), headers, payload)
+            .await;
+        match sent {
+            Ok(ack) => match ack.await {
+                Ok(ack) => return Ok(ack),
+                Err(e) if not_ready(&e) => last = e,
+                Err(e) => return Err(err(e)),
+            },
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Err(err(last))
 }
 
 impl Backend for Nats {

@@ -520,10 +520,11 @@ impl Backend for Postgres {
             tx.commit().await.map_err(pg_err)?;
             let topic: String = row.get(0);
             if topic != options.topic {
-                return Err(Error::Config(format!(
-                    "group {} consumes {topic}, not {}",
-                    options.group, options.topic
-                )));
+                return Err(crate::embedded::group_elsewhere(
+                    &options.group,
+                    &topic,
+                    &options.topic,
+                ));
             }
             let config = QueueConfig {
                 ack_timeout_ms: row.get(1),

@@ -52,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 pub use handler::{Classify, Context, ErrorClass, HandlerError};
 
 use crate::backend::{
-    Answer, Backend, Backoff, Incoming, Mode, Payload, Source, Start, SubscribeOptions,
+    Answer, Backend, Backoff, Incoming, Mode, Payload, Source, Start, SubscribeOptions, Ticket,
 };
 use crate::delivery::Settle;
 use crate::subscriber::Subscriber;
@@ -66,6 +66,50 @@ const RECEIVE_WAIT: Duration = Duration::from_secs(1);
 const BACKEND_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Most deliveries that wait for their key, per unit of concurrency.
 const WAITING_PER_SLOT: usize = 4;
+/// Most acks sent to the backend together.
+const ACK_BATCH_MAX: usize = 256;
+/// Batches of acks under way at once.
+const ACK_BATCHES_IN_FLIGHT: usize = 4;
+
+/// An ack for the route's acker, and where its answer goes.
+type AckRequest = (Ticket, tokio::sync::oneshot::Sender<Result<(), Error>>);
+
+/// Sends the route's acks in batches: whatever is queued when a batch can go
+/// goes in it, so a busy route shares its backend calls (one HTTP request,
+/// one journal write) and an idle one waits for nothing. Up to
+/// [`ACK_BATCHES_IN_FLIGHT`] batches are under way at once, so a backend's
+/// own group commit still overlaps them.
+async fn ack_loop(source: Arc<dyn Source>, mut requests: mpsc::Receiver<AckRequest>) {
+    let in_flight = Arc::new(Semaphore::new(ACK_BATCHES_IN_FLIGHT));
+    let mut batches = JoinSet::new();
+    loop {
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            break;
+        };
+        let Some(first) = requests.recv().await else {
+            break;
+        };
+        let mut batch = vec![first];
+        while batch.len() < ACK_BATCH_MAX {
+            match requests.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let source = Arc::clone(&source);
+        batches.spawn(async move {
+            let tickets: Vec<Ticket> = batch.iter().map(|(t, _)| t.clone()).collect();
+            let results = source.ack_many(&tickets).await;
+            for ((_, reply), result) in batch.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+            drop(permit);
+        });
+        // Reap what finished, so the set does not grow.
+        while batches.try_join_next().is_some() {}
+    }
+    while batches.join_next().await.is_some() {}
+}
 
 /// Retries in process: `tries` tries in all, waiting a jittered
 /// `backoff` between them.
@@ -424,6 +468,18 @@ impl RouteRun {
             self.route.breaker.map(|b| (b, Arc::clone(&self.breaker))),
             concurrency,
         ));
+        // Acks go in batches where the backend gains by it; otherwise each
+        // is sent at once (the channel then closes unused).
+        let (acks, ack_requests) = mpsc::channel::<AckRequest>(ACK_BATCH_MAX);
+        let acker = if self.source.batches_acks() {
+            Some(tokio::spawn(ack_loop(
+                Arc::clone(&self.source),
+                ack_requests,
+            )))
+        } else {
+            drop(ack_requests);
+            None
+        };
         let mut tasks: JoinSet<(Option<String>, Outcome)> = JoinSet::new();
         // Per key: the event that holds it (partition, offset), and the
         // deliveries waiting for it.
@@ -449,7 +505,7 @@ impl RouteRun {
                             _ => { busy.insert(k.clone(), place); }
                         }
                     }
-                    self.start(&mut tasks, &slots, key, taken);
+                    self.start(&mut tasks, &slots, &acks, key, taken);
                 }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     let Ok((key, outcome)) = done else { continue };
@@ -460,7 +516,7 @@ impl RouteRun {
                                 waiting_now -= 1;
                                 let place = (next.incoming.ticket.partition, next.incoming.ticket.offset);
                                 busy.insert(k.clone(), place);
-                                self.start(&mut tasks, &slots, Some(k.clone()), next);
+                                self.start(&mut tasks, &slots, &acks, Some(k.clone()), next);
                             }
                             if waiting.get(&k).is_some_and(VecDeque::is_empty) {
                                 waiting.remove(&k);
@@ -500,6 +556,10 @@ impl RouteRun {
                 }
             }
         }
+        drop(acks);
+        if let Some(acker) = acker {
+            let _ = acker.await;
+        }
         if let Err(e) = self.source.close().await {
             tracing::warn!(error = %e, group = %self.route.options.group, "closing the subscription");
         }
@@ -520,12 +580,14 @@ impl RouteRun {
         &self,
         tasks: &mut JoinSet<(Option<String>, Outcome)>,
         slots: &Arc<Semaphore>,
+        acks: &mpsc::Sender<AckRequest>,
         key: Option<String>,
         taken: Taken,
     ) {
         let work = Work {
             route: Arc::clone(&self.route),
             source: Arc::clone(&self.source),
+            acks: acks.clone(),
             publisher: self.publisher.clone(),
             counters: Arc::clone(&self.counters),
             lease_extension: self.lease_extension,
@@ -669,6 +731,7 @@ async fn receive_loop(
 struct Work {
     route: Arc<Route>,
     source: Arc<dyn Source>,
+    acks: mpsc::Sender<AckRequest>,
     publisher: Publisher,
     counters: Arc<Counters>,
     lease_extension: bool,
@@ -738,7 +801,7 @@ impl Work {
                 Ok(()) => match self.publish_outputs(&ctx).await {
                     Ok(()) => {
                         self.breaker_success();
-                        return self.answer(settle, Answer::Ack, Outcome::Handled).await;
+                        return self.ack(settle).await;
                     }
                     Err(e) => {
                         HandlerError::retry(format!("publishing the handler's events failed: {e}"))
@@ -791,6 +854,29 @@ impl Work {
             reason: &reason,
         };
         self.answer(settle, answer, Outcome::Nacked).await
+    }
+
+    /// Acks through the route's acker.
+    async fn ack(&self, settle: Settle) -> Outcome {
+        let ticket = settle.into_ticket();
+        let (reply, answered) = tokio::sync::oneshot::channel();
+        let result = match self.acks.send((ticket.clone(), reply)).await {
+            Ok(()) => answered.await.unwrap_or(Err(Error::Closed)),
+            // No acker: the backend takes single acks as well.
+            Err(_) => self.source.answer(&ticket, Answer::Ack).await,
+        };
+        match result {
+            Ok(()) => Outcome::Handled,
+            Err(e) => {
+                tracing::warn!(
+                    partition = ticket.partition,
+                    offset = ticket.offset,
+                    error = %e,
+                    "the backend refused an ack; the event goes to another attempt"
+                );
+                Outcome::AnswerFailed
+            }
+        }
     }
 
     async fn answer(&self, settle: Settle, answer: Answer<'_>, outcome: Outcome) -> Outcome {

@@ -258,7 +258,19 @@ impl Backend for Server {
                     };
                     match own.create_queue(&create).await {
                         Ok(_) => {}
-                        Err(e) if e.code() == Some(ErrorCode::GroupExists) => {}
+                        Err(e) if e.code() == Some(ErrorCode::GroupExists) => {
+                            let queue = own
+                                .describe_queue(&options.group)
+                                .await
+                                .map_err(client_err)?;
+                            if queue.topic != options.topic {
+                                return Err(crate::embedded::group_elsewhere(
+                                    &options.group,
+                                    &queue.topic,
+                                    &options.topic,
+                                ));
+                            }
+                        }
                         Err(e) => return Err(client_err(e)),
                     }
                     let source: Arc<dyn Source> = Arc::new(QueueSource {
@@ -431,6 +443,11 @@ impl Source for QueueSource {
                 }
             }
         })
+    }
+
+    /// One HTTP request acks up to a thousand.
+    fn batches_acks(&self) -> bool {
+        true
     }
 
     fn extend<'a>(

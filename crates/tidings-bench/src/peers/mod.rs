@@ -18,7 +18,7 @@ mod kafka;
 mod nats;
 mod postgres;
 mod redis;
-mod servers;
+pub(crate) mod servers;
 mod tidings;
 
 use std::future::Future;

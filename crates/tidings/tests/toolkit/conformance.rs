@@ -38,7 +38,8 @@ macro_rules! conformance {
             an_open_breaker_pauses_without_spending_deliveries,
             a_slow_try_times_out,
             shutdown_lets_handlers_finish_and_loses_nothing,
-            a_backend_restart_loses_nothing_acknowledged
+            a_backend_restart_loses_nothing_acknowledged,
+            a_group_never_consumes_another_topic_than_asked
         );
     };
     (@each $make:expr; $($check:ident),*) => {
@@ -797,4 +798,28 @@ pub(crate) async fn a_backend_restart_loses_nothing_acknowledged(h: &impl Harnes
     .await;
     stop.send(()).unwrap();
     run.await.unwrap();
+}
+
+pub(crate) async fn a_group_never_consumes_another_topic_than_asked(h: &impl Harness) {
+    let (first, second, group) = (fresh("first"), fresh("second"), fresh("g"));
+    publish_range(h, &first, 0, 3, None).await;
+    publish_range(h, &second, 100, 103, None).await;
+    let mut on_first = subscribe(h, options(h, &first, &group)).await;
+    assert_eq!(take_acked(&mut on_first, 3).await.len(), 3);
+    on_first.close().await.unwrap();
+    // The same group name on another topic: refused where group names are
+    // the backend's alone, another group where they are the topic's; never
+    // the first topic's events.
+    match tidings::Subscriber::new(h.backend())
+        .subscribe(options(h, &second, &group))
+        .await
+    {
+        Err(Error::Config(message)) => assert!(message.contains(&first), "{message}"),
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(mut on_second) => {
+            let got = take_acked(&mut on_second, 3).await;
+            assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![100, 101, 102]);
+            on_second.close().await.unwrap();
+        }
+    }
 }
