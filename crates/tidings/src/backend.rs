@@ -64,6 +64,34 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// Everything, natively: the broker's queue groups, and what tables or
+    /// a server built on them offer.
+    pub const NATIVE: Capabilities = Capabilities {
+        consumer_groups: Support::Native,
+        per_message_ack: Support::Native,
+        nack_delay: Support::Native,
+        dead_letters: Support::Native,
+        key_ordering: Support::Native,
+        replay: Support::Native,
+        publish_dedup: Support::Native,
+        lease_extension: Support::Native,
+    };
+
+    /// A mode a backend does not offer: nothing but the publish side's
+    /// dedup, which does not depend on the mode.
+    pub const fn unavailable(publish_dedup: Support) -> Capabilities {
+        Capabilities {
+            consumer_groups: Support::Absent,
+            per_message_ack: Support::Absent,
+            nack_delay: Support::Absent,
+            dead_letters: Support::Absent,
+            key_ordering: Support::Absent,
+            replay: Support::Absent,
+            publish_dedup,
+            lease_extension: Support::Absent,
+        }
+    }
+
     /// Every capability by name, for logs and documentation.
     pub fn each(&self) -> [(&'static str, Support); 8] {
         [
@@ -126,10 +154,15 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// The bound before jitter of retry `retry` (1-based).
+    /// The bound before jitter of retry `retry` (1-based): the broker's
+    /// rule, so every backend backs off alike.
     pub fn ceiling(&self, retry: u32) -> Duration {
-        let grown = (1..retry).try_fold(self.initial, |d, _| d.checked_mul(self.factor));
-        grown.map_or(self.max, |d| d.min(self.max))
+        tidings_broker::Backoff {
+            initial: self.initial,
+            factor: self.factor,
+            max: self.max,
+        }
+        .ceiling(retry)
     }
 
     /// The delay of retry `retry`, jittered with `random` (any `u64`).

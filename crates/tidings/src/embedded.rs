@@ -130,16 +130,7 @@ impl Backend for Embedded {
 
     fn capabilities(&self, mode: Mode) -> Capabilities {
         match mode {
-            Mode::Queue => Capabilities {
-                consumer_groups: Support::Native,
-                per_message_ack: Support::Native,
-                nack_delay: Support::Native,
-                dead_letters: Support::Native,
-                key_ordering: Support::Native,
-                replay: Support::Native,
-                publish_dedup: Support::Native,
-                lease_extension: Support::Native,
-            },
+            Mode::Queue => Capabilities::NATIVE,
             Mode::Stream => STREAM_CAPABILITIES,
         }
     }

@@ -280,16 +280,7 @@ impl Backend for Nats {
                 publish_dedup: Support::Native,
                 lease_extension: Support::Native,
             },
-            Mode::Stream => Capabilities {
-                consumer_groups: Support::Absent,
-                per_message_ack: Support::Absent,
-                nack_delay: Support::Absent,
-                dead_letters: Support::Absent,
-                key_ordering: Support::Absent,
-                replay: Support::Absent,
-                publish_dedup: Support::Native,
-                lease_extension: Support::Absent,
-            },
+            Mode::Stream => Capabilities::unavailable(Support::Native),
         }
     }
 

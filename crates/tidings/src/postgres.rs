@@ -374,26 +374,8 @@ impl Backend for Postgres {
 
     fn capabilities(&self, mode: Mode) -> Capabilities {
         match mode {
-            Mode::Queue => Capabilities {
-                consumer_groups: Support::Native,
-                per_message_ack: Support::Native,
-                nack_delay: Support::Native,
-                dead_letters: Support::Native,
-                key_ordering: Support::Native,
-                replay: Support::Native,
-                publish_dedup: Support::Native,
-                lease_extension: Support::Native,
-            },
-            Mode::Stream => Capabilities {
-                consumer_groups: Support::Absent,
-                per_message_ack: Support::Absent,
-                nack_delay: Support::Absent,
-                dead_letters: Support::Absent,
-                key_ordering: Support::Absent,
-                replay: Support::Absent,
-                publish_dedup: Support::Native,
-                lease_extension: Support::Absent,
-            },
+            Mode::Queue => Capabilities::NATIVE,
+            Mode::Stream => Capabilities::unavailable(Support::Native),
         }
     }
 

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{
     Answer, Backend, BoxFuture, Capabilities, Incoming, Mode, Payload, RawRecord, Receipt, Source,
-    Start, SubscribeOptions, Support, Ticket,
+    Start, SubscribeOptions, Ticket,
 };
 use crate::stream::{self, DeadLetterInfo, GroupLog, Polled, StreamSource};
 use crate::Error;
@@ -192,16 +192,7 @@ impl Backend for Server {
 
     fn capabilities(&self, mode: Mode) -> Capabilities {
         match mode {
-            Mode::Queue => Capabilities {
-                consumer_groups: Support::Native,
-                per_message_ack: Support::Native,
-                nack_delay: Support::Native,
-                dead_letters: Support::Native,
-                key_ordering: Support::Native,
-                replay: Support::Native,
-                publish_dedup: Support::Native,
-                lease_extension: Support::Native,
-            },
+            Mode::Queue => Capabilities::NATIVE,
             Mode::Stream => crate::embedded::STREAM_CAPABILITIES,
         }
     }
