@@ -52,6 +52,22 @@ const NAME: &str = "nats";
 const WAIT_SLICE: Duration = Duration::from_secs(1);
 /// JetStream's duplicate window for publish dedup.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long a pull request may go unanswered beyond its expiry before the
+/// subscriber gives it up: a request sent to a server that died (or over a
+/// connection being replaced) is never answered. A message the server sends
+/// to an abandoned request comes again when its lease runs out.
+const PULL_ANSWER_MAX: Duration = Duration::from_secs(3);
+
+/// Runs `pull`, or answers a transient error once `limit` has passed.
+async fn within(
+    limit: Duration,
+    pull: impl std::future::Future<Output = Result<(), Error>>,
+) -> Result<(), Error> {
+    tokio::time::timeout(limit, pull)
+        .await
+        .unwrap_or_else(|_| Err(err(format!("a pull request went unanswered for {limit:?}"))))
+}
+
 /// How often, and how far apart, a publish to a stream not ready yet is
 /// tried again (5 s in all).
 const STREAM_READY_TRIES: u32 = 50;
@@ -402,17 +418,20 @@ impl QueueSource {
 
     /// Takes up to `max` messages available now, without waiting.
     async fn fetch_now(&self, max: usize, into: &mut Vec<jetstream::Message>) -> Result<(), Error> {
-        let mut now = self
-            .consumer
-            .fetch()
-            .max_messages(max)
-            .messages()
-            .await
-            .map_err(err)?;
-        while let Some(message) = now.next().await {
-            into.push(message.map_err(err)?);
-        }
-        Ok(())
+        let fetch = async {
+            let mut now = self
+                .consumer
+                .fetch()
+                .max_messages(max)
+                .messages()
+                .await
+                .map_err(err)?;
+            while let Some(message) = now.next().await {
+                into.push(message.map_err(err)?);
+            }
+            Ok(())
+        };
+        within(PULL_ANSWER_MAX, fetch).await
     }
 
     /// Bounds what the subscriber remembers: past [`HELD_MAX`], the half
@@ -505,17 +524,22 @@ impl Source for QueueSource {
             let mut messages = Vec::new();
             self.fetch_now(max.max(1), &mut messages).await?;
             if messages.is_empty() {
-                let mut first = self
-                    .consumer
-                    .batch()
-                    .max_messages(1)
-                    .expires(wait.clamp(Duration::from_millis(50), WAIT_SLICE))
-                    .messages()
-                    .await
-                    .map_err(err)?;
-                while let Some(message) = first.next().await {
-                    messages.push(message.map_err(err)?);
-                }
+                let expires = wait.clamp(Duration::from_millis(50), WAIT_SLICE);
+                let first = async {
+                    let mut first = self
+                        .consumer
+                        .batch()
+                        .max_messages(1)
+                        .expires(expires)
+                        .messages()
+                        .await
+                        .map_err(err)?;
+                    while let Some(message) = first.next().await {
+                        messages.push(message.map_err(err)?);
+                    }
+                    Ok(())
+                };
+                within(expires + PULL_ANSWER_MAX, first).await?;
                 if !messages.is_empty() && max > 1 {
                     self.fetch_now(max - 1, &mut messages).await?;
                 }
