@@ -126,6 +126,23 @@ pub(crate) fn random_seed() -> u64 {
     splitmix(nanos ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed))
 }
 
+/// Jitter shared by the tasks of one source: a SplitMix64 stream behind a
+/// lock.
+pub(crate) struct Jitter(std::sync::Mutex<u64>);
+
+impl Jitter {
+    pub(crate) fn new() -> Jitter {
+        Jitter(std::sync::Mutex::new(random_seed()))
+    }
+
+    /// The next pseudo-random value.
+    pub(crate) fn next(&self) -> u64 {
+        let mut x = self.0.lock().expect("jitter lock");
+        *x = splitmix(*x);
+        *x
+    }
+}
+
 /// SplitMix64: the next pseudo-random value after `x` (jitter needs no
 /// more).
 pub(crate) fn splitmix(x: u64) -> u64 {

@@ -371,7 +371,7 @@ impl Backend for Nats {
                 ack_timeout: options.ack_timeout,
                 backoff: options.backoff,
                 held: Mutex::new(HashMap::new()),
-                random: Mutex::new(crate::random_seed()),
+                random: crate::Jitter::new(),
                 stop: CancellationToken::new(),
             });
             Ok(source)
@@ -405,17 +405,11 @@ struct QueueSource {
     backoff: crate::backend::Backoff,
     /// By stream sequence.
     held: Mutex<HashMap<u64, Held>>,
-    random: Mutex<u64>,
+    random: crate::Jitter,
     stop: CancellationToken,
 }
 
 impl QueueSource {
-    fn random(&self) -> u64 {
-        let mut r = self.random.lock().expect("random lock");
-        *r = crate::splitmix(*r);
-        *r
-    }
-
     /// Takes up to `max` messages available now, without waiting.
     async fn fetch_now(&self, max: usize, into: &mut Vec<jetstream::Message>) -> Result<(), Error> {
         let fetch = async {
@@ -626,7 +620,8 @@ impl Source for QueueSource {
                         .await
                 }
                 Answer::Nack { delay, reason } => {
-                    let delay = delay.unwrap_or_else(|| self.backoff.delay(attempt, self.random()));
+                    let delay =
+                        delay.unwrap_or_else(|| self.backoff.delay(attempt, self.random.next()));
                     if let Some(h) = self.held.lock().expect("held lock").get_mut(&ticket.offset) {
                         h.error = Some(reason.to_owned());
                         h.deadline = Instant::now();

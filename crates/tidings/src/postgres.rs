@@ -530,7 +530,7 @@ impl Backend for Postgres {
                 group: options.group.clone(),
                 config,
                 stop: CancellationToken::new(),
-                random: Mutex::new(crate::random_seed()),
+                random: crate::Jitter::new(),
             });
             Ok(source)
         })
@@ -559,16 +559,10 @@ struct QueueSource {
     dead_letters: String,
     config: QueueConfig,
     stop: CancellationToken,
-    random: Mutex<u64>,
+    random: crate::Jitter,
 }
 
 impl QueueSource {
-    fn random(&self) -> u64 {
-        let mut r = self.random.lock().expect("random lock");
-        *r = crate::splitmix(*r);
-        *r
-    }
-
     /// Dead-letters rows whose last lease ran out on their last attempt.
     async fn expire(&self) -> Result<(), Error> {
         let mut client = self.backend.pool.get().await.map_err(pool_err)?;
@@ -625,7 +619,7 @@ impl QueueSource {
     /// Leases up to `max` due rows.
     async fn lease(&self, max: usize) -> Result<Vec<Incoming>, Error> {
         let client = self.backend.pool.get().await.map_err(pool_err)?;
-        let lease = i64::try_from(self.random() >> 1).unwrap_or(1);
+        let lease = i64::try_from(self.random.next() >> 1).unwrap_or(1);
         let max = i64::try_from(max).unwrap_or(1);
         let rows = client
             .query(
@@ -887,8 +881,8 @@ impl Source for QueueSource {
                 }
                 Answer::Nack { delay, reason } => {
                     let retry = u32::try_from(attempts).unwrap_or(1);
-                    let delay =
-                        delay.unwrap_or_else(|| self.config.backoff.delay(retry, self.random()));
+                    let delay = delay
+                        .unwrap_or_else(|| self.config.backoff.delay(retry, self.random.next()));
                     tx.execute(
                         "UPDATE tidings_toolkit_pending
                          SET lease = NULL, lease_until_ms = NULL, last_error = $4,

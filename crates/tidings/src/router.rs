@@ -469,16 +469,13 @@ impl RouteRun {
             concurrency,
         ));
         // Acks go in batches where the backend gains by it; otherwise each
-        // is sent at once (the channel then closes unused).
-        let (acks, ack_requests) = mpsc::channel::<AckRequest>(ACK_BATCH_MAX);
-        let acker = if self.source.batches_acks() {
-            Some(tokio::spawn(ack_loop(
-                Arc::clone(&self.source),
-                ack_requests,
-            )))
+        // is sent at once, with no channel on the way.
+        let (acks, acker) = if self.source.batches_acks() {
+            let (acks, ack_requests) = mpsc::channel::<AckRequest>(ACK_BATCH_MAX);
+            let acker = tokio::spawn(ack_loop(Arc::clone(&self.source), ack_requests));
+            (Some(acks), Some(acker))
         } else {
-            drop(ack_requests);
-            None
+            (None, None)
         };
         let mut tasks: JoinSet<(Option<String>, Outcome)> = JoinSet::new();
         // Per key: the event that holds it (partition, offset), and the
@@ -580,7 +577,7 @@ impl RouteRun {
         &self,
         tasks: &mut JoinSet<(Option<String>, Outcome)>,
         slots: &Arc<Semaphore>,
-        acks: &mpsc::Sender<AckRequest>,
+        acks: &Option<mpsc::Sender<AckRequest>>,
         key: Option<String>,
         taken: Taken,
     ) {
@@ -731,7 +728,8 @@ async fn receive_loop(
 struct Work {
     route: Arc<Route>,
     source: Arc<dyn Source>,
-    acks: mpsc::Sender<AckRequest>,
+    /// The route's acker, where the source batches acks.
+    acks: Option<mpsc::Sender<AckRequest>>,
     publisher: Publisher,
     counters: Arc<Counters>,
     lease_extension: bool,
@@ -856,13 +854,16 @@ impl Work {
         self.answer(settle, answer, Outcome::Nacked).await
     }
 
-    /// Acks through the route's acker.
+    /// Acks at once, or through the route's acker where there is one.
     async fn ack(&self, settle: Settle) -> Outcome {
+        let Some(acks) = &self.acks else {
+            return self.answer(settle, Answer::Ack, Outcome::Handled).await;
+        };
         let ticket = settle.into_ticket();
         let (reply, answered) = tokio::sync::oneshot::channel();
-        let result = match self.acks.send((ticket.clone(), reply)).await {
+        let result = match acks.send((ticket.clone(), reply)).await {
             Ok(()) => answered.await.unwrap_or(Err(Error::Closed)),
-            // No acker: the backend takes single acks as well.
+            // The acker ended (never while the route runs): ack alone.
             Err(_) => self.source.answer(&ticket, Answer::Ack).await,
         };
         match result {

@@ -295,12 +295,13 @@ impl Backend for Server {
                         member: std::sync::Mutex::new(member),
                         dead_letters: self.dead_letter_topic(&options.topic, &options.group),
                     };
-                    Ok(stream::shared(StreamSource::new(
+                    let source: Arc<dyn Source> = Arc::new(StreamSource::new(
                         log,
                         &options.topic,
                         options.max_deliveries,
                         options.backoff,
-                    )))
+                    ));
+                    Ok(source)
                 }
             }
         })

@@ -19,7 +19,7 @@
 //! [`GroupLog`] is the little a log must offer; [`StreamSource`] is the rest.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -118,7 +118,6 @@ struct State {
     generation: u64,
     parts: HashMap<u32, Part>,
     retries: Vec<Retry>,
-    random: u64,
 }
 
 /// Per-delivery answers over a [`GroupLog`]; see the module documentation.
@@ -128,6 +127,7 @@ pub(crate) struct StreamSource<L> {
     max_deliveries: u32,
     backoff: Backoff,
     state: Mutex<State>,
+    random: crate::Jitter,
     stop: CancellationToken,
 }
 
@@ -142,8 +142,8 @@ impl<L: GroupLog> StreamSource<L> {
                 generation: u64::MAX,
                 parts: HashMap::new(),
                 retries: Vec::new(),
-                random: crate::random_seed(),
             }),
+            random: crate::Jitter::new(),
             stop: CancellationToken::new(),
         }
     }
@@ -276,12 +276,6 @@ impl<L: GroupLog> StreamSource<L> {
             part.outstanding.remove(&offset);
         }
     }
-
-    fn random(&self) -> u64 {
-        let mut s = self.state.lock().expect("stream state");
-        s.random = crate::splitmix(s.random);
-        s.random
-    }
 }
 
 impl<L: GroupLog> Source for StreamSource<L> {
@@ -356,7 +350,7 @@ impl<L: GroupLog> Source for StreamSource<L> {
                         return self.dead_letter(ticket, attempts, reason).await;
                     }
                     let delay =
-                        delay.unwrap_or_else(|| self.backoff.delay(attempts, self.random()));
+                        delay.unwrap_or_else(|| self.backoff.delay(attempts, self.random.next()));
                     self.retry_later(ticket, delay, attempts + 1);
                     Ok(())
                 }
@@ -409,9 +403,4 @@ pub(crate) fn dead_letter_extensions(info: &DeadLetterInfo<'_>) -> [(&'static st
         ("dlqattempts", info.attempts.to_string()),
         ("dlqerror", info.error.to_owned()),
     ]
-}
-
-/// Shares one source among the deliveries that answer through it.
-pub(crate) fn shared<L: GroupLog>(source: StreamSource<L>) -> Arc<dyn Source> {
-    Arc::new(source)
 }
