@@ -88,8 +88,9 @@ enum Command {
     },
     /// The application toolkit's publish → handle → ack on every backend
     /// through the same router, against the broker used directly (needs
-    /// nats-server; PostgreSQL with TIDINGS_TEST_PG_URL; `scripts/bench
-    /// toolkit` provides them).
+    /// nats-server; PostgreSQL with TIDINGS_TEST_PG_URL; an Apache Kafka
+    /// broker with TIDINGS_TEST_KAFKA; the Kafka backend when built with
+    /// `--features tidings/kafka`; `scripts/bench toolkit` provides them all).
     Toolkit {
         /// Short runs that check every backend runs; the figures mean little.
         #[arg(long)]
@@ -100,6 +101,9 @@ enum Command {
         /// A PostgreSQL server the benchmark may create a database on.
         #[arg(long, env = "TIDINGS_TEST_PG_URL")]
         pg_url: Option<String>,
+        /// An Apache Kafka broker (host:port) the benchmark may create topics on.
+        #[arg(long, env = "TIDINGS_TEST_KAFKA")]
+        kafka: Option<String>,
     },
     /// Tidings against Redis Streams, NATS JetStream and PostgreSQL as a queue
     /// (needs redis-server, nats-server and TIDINGS_TEST_PG_URL;
@@ -148,9 +152,17 @@ fn main() -> Result<()> {
             broker::run(&dir.unwrap_or_else(std::env::temp_dir), quick)
         }
         Command::Kafka { quick, dir } => kafka::run(&dir.unwrap_or_else(std::env::temp_dir), quick),
-        Command::Toolkit { quick, dir, pg_url } => {
-            toolkit::run(&dir.unwrap_or_else(std::env::temp_dir), quick, pg_url)
-        }
+        Command::Toolkit {
+            quick,
+            dir,
+            pg_url,
+            kafka,
+        } => toolkit::run(
+            &dir.unwrap_or_else(std::env::temp_dir),
+            quick,
+            pg_url,
+            kafka,
+        ),
         Command::Store { quick, dir, pg_url } => {
             store::run(&dir.unwrap_or_else(std::env::temp_dir), quick, pg_url)
         }

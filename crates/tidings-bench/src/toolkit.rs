@@ -53,7 +53,12 @@ struct System {
     backend: Arc<dyn Backend>,
 }
 
-pub(crate) fn run(dir: &Path, quick: bool, pg_url: Option<String>) -> Result<()> {
+pub(crate) fn run(
+    dir: &Path,
+    quick: bool,
+    pg_url: Option<String>,
+    apache_kafka: Option<String>,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -62,7 +67,7 @@ pub(crate) fn run(dir: &Path, quick: bool, pg_url: Option<String>) -> Result<()>
 
     // The servers live until the end of the run.
     let data = tempfile::tempdir_in(dir).context("creating a throwaway data directory")?;
-    let (server, _kafka) = servers::tidings(dir)?;
+    let (server, listener) = servers::tidings(dir)?;
     let nats = servers::nats(dir)?;
     let systems = rt.block_on(async {
         let embedded = tidings::embedded::Embedded::open(data.path().join("embedded")).await?;
@@ -89,6 +94,28 @@ pub(crate) fn run(dir: &Path, quick: bool, pg_url: Option<String>) -> Result<()>
                 });
             }
             None => println!("(PostgreSQL skipped: no --pg-url or TIDINGS_TEST_PG_URL)\n"),
+        }
+        // The Kafka backend, where this build has it: on the server's Kafka
+        // listener, and on Apache Kafka.
+        let mut kafkas = vec![(
+            "toolkit, Kafka (the server's listener)".to_owned(),
+            listener.to_string(),
+        )];
+        match apache_kafka {
+            Some(address) => {
+                kafkas.push(("toolkit, Kafka (Apache Kafka 4.3.1)".to_owned(), address))
+            }
+            None => println!("(Apache Kafka skipped: no --kafka or TIDINGS_TEST_KAFKA)\n"),
+        }
+        for (name, address) in kafkas {
+            match tidings::connect(&format!("kafka://{address}")).await {
+                Ok(backend) => systems.push(System { name, backend }),
+                Err(tidings::Error::Config(why)) => {
+                    println!("(Kafka skipped: {why})\n");
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         anyhow::Ok(systems)
     })?;
@@ -250,6 +277,8 @@ async fn router_end_to_end(s: &System, rate: u64, seconds: u64) -> Result<Vec<u3
     let epoch = Instant::now();
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
     let seen = Arc::clone(&latencies);
+    let ready = Arc::new(tokio::sync::Notify::new());
+    let warmed = Arc::clone(&ready);
     let mut router = Router::new(Arc::clone(&s.backend));
     router
         .route(&topic, &group)
@@ -262,13 +291,23 @@ async fn router_end_to_end(s: &System, rate: u64, seconds: u64) -> Result<Vec<u3
                 .expect("latencies lock")
                 .push(u32::try_from(micros).unwrap_or(u32::MAX));
             async { Ok::<(), HandlerError>(()) }
+        })
+        .on_event("bench.warmup", move |_ctx| {
+            warmed.notify_one();
+            async { Ok::<(), HandlerError>(()) }
         });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(router.run(async {
         let _ = stopped.await;
     }));
-    // Let the subscription settle before the clock matters.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The clock starts once the subscription is ready (a Kafka group takes
+    // seconds to form): one event through first.
+    publisher
+        .publish(&topic, CloudEvent::new("/bench", "bench.warmup"))
+        .await?;
+    tokio::time::timeout(Duration::from_secs(60), ready.notified())
+        .await
+        .with_context(|| format!("{}: the warm-up event never reached the handler", s.name))?;
     let gap = Duration::from_nanos(1_000_000_000 / rate);
     let start = Instant::now();
     let mut publishes = Vec::with_capacity(total as usize);

@@ -416,6 +416,7 @@ impl GroupLog for Member {
                     .map(|e| incoming(e, polled.generation, 1))
                     .collect(),
                 positions: polled.positions.iter().map(|(p, o)| (p.0, o.0)).collect(),
+                restarted: Vec::new(),
             })
         })
     }

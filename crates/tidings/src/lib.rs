@@ -71,6 +71,8 @@ pub mod bridge;
 mod delivery;
 pub mod embedded;
 mod error;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod nats;
 pub mod postgres;
 mod publisher;
@@ -82,7 +84,7 @@ mod subscriber;
 pub use backend::{Backend, Capabilities, Mode, Receipt, Start, SubscribeOptions, Support};
 pub use delivery::Delivery;
 pub use error::Error;
-pub use publisher::{Publisher, DEFAULT_PARTITIONS};
+pub use publisher::{PublishHook, Publisher, DEFAULT_PARTITIONS};
 pub use subscriber::{StopHandle, Subscriber, Subscription};
 pub use tidings_types::CloudEvent;
 
@@ -91,7 +93,9 @@ pub use tidings_types::CloudEvent;
 ///   `<dir>` (created when missing);
 /// - `http://host:port` or `https://...`: a `tidings serve`;
 /// - `nats://host:port[,host:port...][?replicas=N]`: NATS JetStream;
-/// - `postgres://...` (or `postgresql://`): tables in a PostgreSQL database.
+/// - `postgres://...` (or `postgresql://`): tables in a PostgreSQL database;
+/// - `kafka://host:port[,host:port...][?property=value&...]`: a Kafka
+///   cluster (feature `kafka`), librdkafka properties in the query.
 pub async fn connect(url: &str) -> Result<Arc<dyn Backend>, Error> {
     if let Some(dir) = url.strip_prefix("embedded:") {
         if dir.is_empty() {
@@ -110,8 +114,16 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Backend>, Error> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Arc::new(postgres::Postgres::connect(url).await?));
     }
+    if url.starts_with("kafka://") {
+        #[cfg(feature = "kafka")]
+        return Ok(Arc::new(kafka::Kafka::connect(url).await?));
+        #[cfg(not(feature = "kafka"))]
+        return Err(Error::Config(format!(
+            "{url:?}: this build has no Kafka backend; build tidings with the `kafka` feature"
+        )));
+    }
     Err(Error::Config(format!(
-        "unknown backend {url:?}: expected embedded:<data dir>, http(s)://host:port, nats://host:port or postgres://..."
+        "unknown backend {url:?}: expected embedded:<data dir>, http(s)://host:port, nats://host:port, postgres://... or kafka://host:port"
     )))
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tidings_types::CloudEvent;
 
-use crate::backend::{Backend, Receipt};
+use crate::backend::{Backend, BoxFuture, Receipt};
 use crate::Error;
 
 /// Partitions of a topic the toolkit creates on first use, unless told
@@ -18,6 +18,22 @@ pub const DEFAULT_PARTITIONS: u32 = 3;
 pub struct Publisher {
     backend: Arc<dyn Backend>,
     topics: Arc<Topics>,
+    hooks: Arc<[Arc<dyn PublishHook>]>,
+}
+
+/// Code that sees every batch a [`Publisher`] is about to publish: where a
+/// schema check refuses events and trace context is stamped on them. Hooks
+/// run in the order they were added, before the topic is created and before
+/// anything is sent; an error refuses the whole batch, so nothing of it is
+/// stored.
+pub trait PublishHook: Send + Sync + 'static {
+    /// Checks, and may change, `events` before they are published to
+    /// `topic`.
+    fn before_publish<'a>(
+        &'a self,
+        topic: &'a str,
+        events: &'a mut [CloudEvent],
+    ) -> BoxFuture<'a, Result<(), Error>>;
 }
 
 /// The topics a handle has made sure of, and how it creates new ones.
@@ -68,7 +84,17 @@ impl Publisher {
         Publisher {
             backend,
             topics: Arc::new(Topics::new(partitions)),
+            hooks: Arc::new([]),
         }
+    }
+
+    /// The same publisher with `hook` run on every batch after the hooks it
+    /// already has.
+    pub fn with_hook(mut self, hook: Arc<dyn PublishHook>) -> Publisher {
+        let mut hooks = self.hooks.to_vec();
+        hooks.push(hook);
+        self.hooks = hooks.into();
+        self
     }
 
     /// The backend it publishes to.
@@ -91,10 +117,13 @@ impl Publisher {
     pub async fn publish_all(
         &self,
         topic: &str,
-        events: Vec<CloudEvent>,
+        mut events: Vec<CloudEvent>,
     ) -> Result<Vec<Receipt>, Error> {
         if events.is_empty() {
             return Ok(Vec::new());
+        }
+        for hook in self.hooks.iter() {
+            hook.before_publish(topic, &mut events).await?;
         }
         self.topics.ensure(&*self.backend, topic).await?;
         let n = events.len();

@@ -15,6 +15,9 @@
 //!    so they burn no delivery attempts.
 //! 3. **Timeout** per try, and the handler run under a lease kept alive: the
 //!    lease is extended while the handler runs and while a retry waits.
+//!    [`Middleware`] (the router's, then the route's) runs around the handler
+//!    inside the timeout, once per try: where an inbox, a schema check or
+//!    tracing plugs in.
 //! 4. **Retry in process** with exponential backoff and jitter, for errors
 //!    classed [`ErrorClass::Retry`].
 //! 5. **Redelivery by the backend**: after the last try in process, a nack
@@ -23,7 +26,8 @@
 //!    and the attempt count; at once for [`ErrorClass::DeadLetter`].
 //!
 //! A successful handler's emitted events are published (correlation and
-//! causation set, see [`Context::emit`]) before its event is acknowledged.
+//! causation set, see [`Context::emit`]; through the router's
+//! [`PublishHook`](crate::PublishHook)s) before its event is acknowledged.
 //!
 //! Concurrency is bounded per route; with key ordering, one event per
 //! `partitionkey` is handled at a time (the next one waits until the first is
@@ -49,7 +53,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use handler::{Classify, Context, ErrorClass, HandlerError};
+pub use handler::{Classify, Context, ErrorClass, HandlerError, Middleware, Next};
 
 use crate::backend::{
     Answer, Backend, Backoff, Incoming, Mode, Payload, Source, Start, SubscribeOptions, Ticket,
@@ -222,6 +226,7 @@ pub struct Route {
     timeout: Option<Duration>,
     redelivery_delay: Option<Duration>,
     breaker: Option<Breaker>,
+    middleware: Vec<Arc<dyn Middleware>>,
 }
 
 impl Route {
@@ -235,7 +240,16 @@ impl Route {
             timeout: None,
             redelivery_delay: None,
             breaker: None,
+            middleware: Vec::new(),
         }
+    }
+
+    /// Runs `middleware` around every try of this route's handlers, inside
+    /// the router's middleware and the route's added before it (see
+    /// [`Middleware`] for where in the pipeline).
+    pub fn wrap(&mut self, middleware: impl Middleware) -> &mut Route {
+        self.middleware.push(Arc::new(middleware));
+        self
     }
 
     /// Queue mode (the default) or stream mode.
@@ -349,6 +363,8 @@ pub struct Router {
     routes: Vec<Route>,
     shutdown_timeout: Duration,
     partitions: u32,
+    middleware: Vec<Arc<dyn Middleware>>,
+    publish_hooks: Vec<Arc<dyn crate::PublishHook>>,
 }
 
 impl Router {
@@ -359,7 +375,23 @@ impl Router {
             routes: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),
             partitions: crate::DEFAULT_PARTITIONS,
+            middleware: Vec::new(),
+            publish_hooks: Vec::new(),
         }
+    }
+
+    /// Runs `middleware` around every try of every route's handlers, outside
+    /// the routes' own and inside the router's added before it.
+    pub fn wrap(mut self, middleware: impl Middleware) -> Router {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// Runs `hook` on every batch of events the handlers emit, before it is
+    /// published (see [`PublishHook`](crate::PublishHook)).
+    pub fn publish_hook(mut self, hook: Arc<dyn crate::PublishHook>) -> Router {
+        self.publish_hooks.push(hook);
+        self
     }
 
     /// How long handlers under way get to finish once the run is told to
@@ -394,12 +426,26 @@ impl Router {
     /// then shuts down as the module documentation says. Returns what was
     /// done; fails only when a subscription cannot be opened.
     pub async fn run(self, stop: impl Future<Output = ()> + Send) -> Result<Report, Error> {
-        let publisher = Publisher::with_partitions(Arc::clone(&self.backend), self.partitions);
+        let publisher = self.publish_hooks.into_iter().fold(
+            Publisher::with_partitions(Arc::clone(&self.backend), self.partitions),
+            Publisher::with_hook,
+        );
         let subscriber = Subscriber::with_partitions(Arc::clone(&self.backend), self.partitions);
         let stopping = CancellationToken::new();
         let counters = Arc::new(Counters::default());
         let mut runs = JoinSet::new();
-        for route in self.routes {
+        for mut route in self.routes {
+            let layers: Vec<Arc<dyn Middleware>> = self
+                .middleware
+                .iter()
+                .chain(&route.middleware)
+                .cloned()
+                .collect();
+            if !layers.is_empty() {
+                for handler in route.handlers.values_mut().chain(route.fallback.as_mut()) {
+                    *handler = handler::wrap(Arc::clone(handler), &layers);
+                }
+            }
             let sub = subscriber.subscribe(route.options.clone()).await?;
             let source = sub.source();
             let lease_extension = self

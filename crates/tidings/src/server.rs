@@ -514,6 +514,7 @@ impl GroupLog for Member {
                     .map(|e| incoming(e, generation, 1))
                     .collect::<Result<_, _>>()?,
                 positions: answer.next.into_iter().collect(),
+                restarted: Vec::new(),
             })
         })
     }

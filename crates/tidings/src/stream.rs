@@ -38,6 +38,10 @@ pub(crate) struct Polled {
     pub(crate) entries: Vec<Incoming>,
     /// Where the member reads next in each owned partition.
     pub(crate) positions: Vec<(u32, u64)>,
+    /// Partitions whose reading starts again from the committed offset (a
+    /// rebalance gave them anew): what was delivered from them is delivered
+    /// again, so the source forgets it.
+    pub(crate) restarted: Vec<u32>,
 }
 
 /// Why an event went to the dead letters, and where it came from.
@@ -69,6 +73,10 @@ pub(crate) trait GroupLog: Send + Sync + 'static {
         partition: u32,
         offset: u64,
     ) -> BoxFuture<'_, Result<Option<Incoming>, Error>>;
+
+    /// The event at `offset` was acked (or is gone): a log that keeps
+    /// delivered events for [`read_one`](Self::read_one) lets it go.
+    fn forget(&self, _partition: u32, _offset: u64) {}
 
     /// Publishes `payload` to the group's dead-letter topic with `info`.
     fn dead_letter<'a>(
@@ -177,6 +185,10 @@ impl<L: GroupLog> StreamSource<L> {
     /// longer owns; events read are outstanding at their first attempt.
     fn take(&self, polled: &mut Polled) {
         let mut s = self.state.lock().expect("stream state");
+        for p in &polled.restarted {
+            s.parts.remove(p);
+            s.retries.retain(|r| r.partition != *p);
+        }
         if polled.generation != s.generation {
             s.generation = polled.generation;
             let owned = &polled.assignment;
@@ -238,6 +250,7 @@ impl<L: GroupLog> StreamSource<L> {
                 part.outstanding.remove(&ticket.offset);
             }
         }
+        self.log.forget(ticket.partition, ticket.offset);
         self.commit_floor(ticket.partition).await
     }
 
@@ -275,6 +288,8 @@ impl<L: GroupLog> StreamSource<L> {
         if let Some(part) = s.parts.get_mut(&partition) {
             part.outstanding.remove(&offset);
         }
+        drop(s);
+        self.log.forget(partition, offset);
     }
 }
 

@@ -12,7 +12,7 @@ use crate::support::Server;
 /// Runs a client script of `tests/clients` with `args`; its one JSON line.
 fn python(script: &str, args: &[&str], server: &Server) -> Value {
     let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
+    let out = crate::support::third_party("python3")
         .arg(path)
         .args(args)
         .output()
@@ -104,7 +104,11 @@ fn kafka_python_admin_manages_topics_their_configs_and_partitions() {
 /// Runs a kafkajs script of `tests/clients` with `args`; its one JSON line.
 fn node(script: &str, args: &[&str], server: &Server) -> Value {
     let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("node").arg(path).args(args).output().unwrap();
+    let out = crate::support::third_party("node")
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{script} failed (run ./scripts/test to install kafkajs): {}\nserver log:\n{}",

@@ -6,7 +6,6 @@
 //! `tidings-server`.)
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use crate::support::Server;
 
@@ -103,7 +102,7 @@ fn every_shell_example_of_the_readme_runs() {
         let server = Server::start(dir.path(), &[]);
         let work = dir.path().join("work");
         std::fs::create_dir(&work).unwrap();
-        let out = Command::new("bash")
+        let out = crate::support::third_party("bash")
             .arg("-c")
             .arg(script(block, &server))
             .current_dir(&work)

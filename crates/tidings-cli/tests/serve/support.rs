@@ -263,9 +263,25 @@ pub(crate) fn failure(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).unwrap()
 }
 
+/// `program`, loading the system's shared libraries: `cargo test` puts the
+/// directories where build scripts left native libraries on
+/// `LD_LIBRARY_PATH`, and the toolkit's Kafka backend builds a librdkafka of
+/// its own (without zstd) that kcat and the librdkafka-based clients would
+/// load instead of the system's.
+pub(crate) fn third_party(program: &str) -> Command {
+    let mut command = Command::new(program);
+    if let Some(paths) = std::env::var_os("LD_LIBRARY_PATH") {
+        let kept: Vec<std::path::PathBuf> = std::env::split_paths(&paths)
+            .filter(|p| !p.to_string_lossy().contains("rdkafka-sys"))
+            .collect();
+        command.env("LD_LIBRARY_PATH", std::env::join_paths(kept).unwrap());
+    }
+    command
+}
+
 /// Runs kcat against the server with `args`, feeding `input`; returns stdout.
 pub(crate) fn kcat(server: &Server, args: &[&str], input: &str) -> String {
-    let mut child = Command::new("kcat")
+    let mut child = third_party("kcat")
         .arg("-b")
         .arg(server.kafka_addr.to_string())
         .args(args)

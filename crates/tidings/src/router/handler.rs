@@ -149,6 +149,60 @@ impl Classify for serde_json::Error {
 pub(crate) type DynHandler =
     Arc<dyn Fn(Context) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
 
+/// Code around every try of a route's handlers: where the inbox (skip an
+/// event handled before), a schema check (dead-letter an event that does not
+/// match) and tracing (a span per try) plug in. It runs at one fixed place
+/// of the router's pipeline, whatever the order of configuration: after
+/// dispatch, the breaker and the retry loop decided to try, inside the
+/// try's timeout and panic guard, around the handler. An error it answers is
+/// classified like a handler's (retry, dead letter, drop); an `Ok` without
+/// calling [`Next::run`] acknowledges the event without the handler.
+///
+/// Several middleware nest: the router's, in the order added, outside the
+/// route's, in the order added. A closure `Fn(Context, Next) -> impl Future`
+/// is middleware.
+pub trait Middleware: Send + Sync + 'static {
+    /// Handles one try; `next.run(ctx)` goes on to the inner middleware and
+    /// the handler.
+    fn call(&self, ctx: Context, next: Next) -> BoxFuture<'static, Result<(), HandlerError>>;
+}
+
+impl<F, Fut> Middleware for F
+where
+    F: Fn(Context, Next) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    fn call(&self, ctx: Context, next: Next) -> BoxFuture<'static, Result<(), HandlerError>> {
+        Box::pin(self(ctx, next))
+    }
+}
+
+/// What comes after a [`Middleware`]: the inner middleware, then the
+/// handler.
+#[derive(Clone)]
+pub struct Next(DynHandler);
+
+impl fmt::Debug for Next {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Next")
+    }
+}
+
+impl Next {
+    /// Runs the rest of the try.
+    pub fn run(self, ctx: Context) -> BoxFuture<'static, Result<(), HandlerError>> {
+        (self.0)(ctx)
+    }
+}
+
+/// `handler` inside `layers`, the first outermost.
+pub(crate) fn wrap(handler: DynHandler, layers: &[Arc<dyn Middleware>]) -> DynHandler {
+    layers.iter().rev().fold(handler, |inner, layer| {
+        let layer = Arc::clone(layer);
+        Arc::new(move |ctx: Context| layer.call(ctx, Next(Arc::clone(&inner))))
+    })
+}
+
 /// Wraps a handler of raw CloudEvents.
 pub(crate) fn raw<F, Fut, E>(handler: F) -> DynHandler
 where

@@ -39,7 +39,8 @@ macro_rules! conformance {
             a_slow_try_times_out,
             shutdown_lets_handlers_finish_and_loses_nothing,
             a_backend_restart_loses_nothing_acknowledged,
-            a_group_never_consumes_another_topic_than_asked
+            a_group_never_consumes_another_topic_than_asked,
+            a_new_group_starts_where_it_is_asked
         );
     };
     (@each $make:expr; $($check:ident),*) => {
@@ -828,5 +829,68 @@ pub(crate) async fn a_group_never_consumes_another_topic_than_asked(h: &impl Har
             assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![100, 101, 102]);
             on_second.close().await.unwrap();
         }
+    }
+}
+
+pub(crate) async fn a_new_group_starts_where_it_is_asked(h: &impl Harness) {
+    if !h.backend().capabilities(h.mode()).replay.available() {
+        return;
+    }
+    let topic = fresh("replay");
+    publish_range(h, &topic, 0, 5, None).await;
+    // Clocks count milliseconds: a gap on both sides of the time asked.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish_range(h, &topic, 5, 10, None).await;
+    let mut from_time = options(h, &topic, &fresh("g"));
+    from_time.start = tidings::Start::Time(i64::try_from(at).unwrap());
+    let mut latest = options(h, &topic, &fresh("g"));
+    latest.start = tidings::Start::Latest;
+    let mut from_time = subscribe(h, from_time).await;
+    let mut latest = subscribe(h, latest).await;
+    let mut earliest = subscribe(h, options(h, &topic, &fresh("g"))).await;
+
+    let got = take_acked(&mut from_time, 5).await;
+    assert_eq!(
+        got.keys().copied().collect::<Vec<_>>(),
+        (5..10).collect::<Vec<_>>()
+    );
+    let got = take_acked(&mut earliest, 10).await;
+    assert_eq!(
+        got.keys().copied().collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    // A group from the latest event sees only what comes after it joined;
+    // joining may take a while, so publish until something arrives.
+    let deadline = Instant::now() + PATIENCE;
+    let mut n = 100;
+    let first = loop {
+        assert!(
+            Instant::now() < deadline,
+            "a group from the latest event got nothing"
+        );
+        publish_range(h, &topic, n, n + 1, None).await;
+        n += 1;
+        if let Some(d) = latest
+            .next_batch(1, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .pop()
+        {
+            let first = n_of(d.event().unwrap());
+            d.ack().await.unwrap();
+            break first;
+        }
+    };
+    assert!(
+        first >= 100,
+        "a group from the latest event got event {first}"
+    );
+    for sub in [from_time, latest, earliest] {
+        sub.close().await.unwrap();
     }
 }

@@ -5,6 +5,9 @@
 mod bridge;
 mod conformance;
 mod embedded;
+mod hooks;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod nats;
 mod postgres;
 mod server;

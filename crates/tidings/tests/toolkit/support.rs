@@ -155,7 +155,7 @@ fn tidings_bin() -> PathBuf {
 pub(crate) struct ServerProcess {
     child: Child,
     pub(crate) http: SocketAddr,
-    kafka: SocketAddr,
+    pub(crate) kafka: SocketAddr,
 }
 
 impl ServerProcess {
