@@ -77,21 +77,6 @@ impl Capabilities {
         lease_extension: Support::Native,
     };
 
-    /// A mode a backend does not offer: nothing but the publish side's
-    /// dedup, which does not depend on the mode.
-    pub const fn unavailable(publish_dedup: Support) -> Capabilities {
-        Capabilities {
-            consumer_groups: Support::Absent,
-            per_message_ack: Support::Absent,
-            nack_delay: Support::Absent,
-            dead_letters: Support::Absent,
-            key_ordering: Support::Absent,
-            replay: Support::Absent,
-            publish_dedup,
-            lease_extension: Support::Absent,
-        }
-    }
-
     /// Every capability by name, for logs and documentation.
     pub fn each(&self) -> [(&'static str, Support); 8] {
         [
@@ -115,7 +100,10 @@ pub enum Mode {
     #[default]
     Queue,
     /// Partitions are assigned to members, which read them in order and
-    /// commit how far they got (Kafka's consumer groups).
+    /// commit how far they got (Kafka's consumer groups). A backend without
+    /// partitions to assign (NATS JetStream, PostgreSQL) serves this mode
+    /// with its queue groups: deliveries are answered the same way, so code
+    /// written for either mode runs on every backend.
     Stream,
 }
 

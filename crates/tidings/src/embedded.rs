@@ -22,7 +22,7 @@ use crate::backend::{
     Answer, Backend, BoxFuture, Capabilities, Incoming, Mode, Payload, RawRecord, Receipt, Source,
     Start, SubscribeOptions, Support, Ticket,
 };
-use crate::stream::{self, DeadLetterInfo, GroupLog, Polled, StreamSource};
+use crate::stream::{self, Commit, DeadLetterInfo, GroupLog, Polled, StreamSource};
 use crate::Error;
 
 const NAME: &str = "embedded";
@@ -417,15 +417,16 @@ impl GroupLog for Member {
                     .collect(),
                 positions: polled.positions.iter().map(|(p, o)| (p.0, o.0)).collect(),
                 restarted: Vec::new(),
+                notes: Vec::new(),
             })
         })
     }
 
-    fn commit<'a>(&'a self, offsets: &'a [(u32, u64)]) -> BoxFuture<'a, Result<(), Error>> {
+    fn commit<'a>(&'a self, commits: &'a [Commit]) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            let offsets: Vec<(PartitionId, Offset)> = offsets
+            let offsets: Vec<(PartitionId, Offset)> = commits
                 .iter()
-                .map(|&(p, o)| (PartitionId(p), Offset(o)))
+                .map(|c| (PartitionId(c.partition), Offset(c.next)))
                 .collect();
             self.broker
                 .commit(&self.group, &self.id(), &offsets)

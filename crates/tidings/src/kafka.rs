@@ -48,7 +48,7 @@ use crate::backend::{
     Backend, BoxFuture, Capabilities, Incoming, Mode, Payload, RawRecord, Receipt, Source, Start,
     SubscribeOptions, Support, Ticket,
 };
-use crate::stream::{self, DeadLetterInfo, GroupLog, Polled, StreamSource};
+use crate::stream::{self, Commit, DeadLetterInfo, GroupLog, Polled, StreamSource};
 use crate::Error;
 
 const NAME: &str = "kafka";
@@ -58,9 +58,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a publish waits in the producer's queue when it is full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
 
-/// Both modes: the stream emulation on consumer groups, without publish
-/// dedup.
+/// Both modes: the stream emulation on consumer groups, with attempts kept
+/// in the commits' metadata, without publish dedup.
 const CAPABILITIES: Capabilities = Capabilities {
+    nack_delay: Support::Emulated(
+        "the event stays unacked, holding back the commit of those above it, and comes again after the delay; its attempt and due time are committed with the partition's offset (commit metadata), so they survive a restart or a rebalance",
+    ),
+    dead_letters: Support::Emulated(
+        "attempts are counted across restarts in the commit metadata; the toolkit publishes the event to <topic>.<group>.dlq, then acks it",
+    ),
     publish_dedup: Support::Absent,
     lease_extension: Support::Emulated(
         "a delivery is held while its member owns the partition; librdkafka heartbeats for it",
@@ -502,6 +508,46 @@ impl Member {
             .collect())
     }
 
+    /// The notes committed with `partitions`' offsets. Failing to read them
+    /// costs only the attempts they carry (they start over), never an event.
+    async fn notes(&self, partitions: &[u32]) -> Vec<(u32, u64, String)> {
+        let consumer = Arc::clone(&self.consumer);
+        let topic = self.topic.clone();
+        let partitions = partitions.to_vec();
+        let read = blocking(move || {
+            let mut list = TopicPartitionList::new();
+            for p in partitions {
+                let p = i32::try_from(p).map_err(|_| Error::backend(NAME, "partition"))?;
+                list.add_partition(&topic, p);
+            }
+            let committed = consumer
+                .committed_offsets(list, REQUEST_TIMEOUT)
+                .map_err(err)?;
+            Ok(committed
+                .elements()
+                .iter()
+                .filter_map(|e| {
+                    let Offset::Offset(next) = e.offset() else {
+                        return None;
+                    };
+                    // rdkafka's accessor panics on metadata that is not
+                    // UTF-8, which another client may have written.
+                    let note = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        e.metadata().to_owned()
+                    }))
+                    .ok()?;
+                    let partition = u32::try_from(e.partition()).ok()?;
+                    (!note.is_empty()).then_some((partition, u64::try_from(next).ok()?, note))
+                })
+                .collect())
+        })
+        .await;
+        read.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, topic = %self.topic, "could not read the attempts committed with the offsets; they start over");
+            Vec::new()
+        })
+    }
+
     /// A message as a delivery; the payload is held until the ack.
     fn take_in(&self, message: &BorrowedMessage<'_>) -> Incoming {
         let record = KafkaMessage {
@@ -558,6 +604,10 @@ impl Member {
 }
 
 impl GroupLog for Member {
+    fn keeps_notes(&self) -> bool {
+        true
+    }
+
     fn poll<'a>(
         &'a self,
         max: usize,
@@ -638,26 +688,32 @@ impl GroupLog for Member {
                 let next = positions.entry(e.ticket.partition).or_default();
                 *next = (*next).max(e.ticket.offset + 1);
             }
+            let notes = if restarted.is_empty() {
+                Vec::new()
+            } else {
+                self.notes(&restarted).await
+            };
             Ok(Polled {
                 generation,
                 assignment,
                 entries,
                 positions: positions.into_iter().collect(),
                 restarted,
+                notes,
             })
         })
     }
 
-    fn commit<'a>(&'a self, offsets: &'a [(u32, u64)]) -> BoxFuture<'a, Result<(), Error>> {
+    fn commit<'a>(&'a self, commits: &'a [Commit]) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             let owned = self.partitions()?;
-            if let Some((p, o)) = offsets.iter().find(|(p, _)| !owned.contains(p)) {
+            if let Some(c) = commits.iter().find(|c| !owned.contains(&c.partition)) {
                 return Err(Error::LeaseExpired(format!(
-                    "{}:{p} (this member no longer owns the partition; not committing {o})",
-                    self.topic
+                    "{}:{} (this member no longer owns the partition; not committing {})",
+                    self.topic, c.partition, c.next
                 )));
             }
-            Commits::commit(&self.commits, &self.topic, offsets).await
+            Commits::commit(&self.commits, &self.topic, commits).await
         })
     }
 
@@ -770,8 +826,9 @@ impl GroupLog for Member {
 }
 
 /// Commits shared by concurrent acks: one synchronous commit at a time, of
-/// the highest offset each partition asked for; the acks that arrive during
-/// a commit go in the next.
+/// the highest offset each partition asked for (with the note asked with it;
+/// the latest at that offset); the acks that arrive during a commit go in the
+/// next.
 struct Commits {
     consumer: Arc<StreamConsumer<Rebalances>>,
     state: Mutex<CommitState>,
@@ -779,19 +836,21 @@ struct Commits {
 
 #[derive(Default)]
 struct CommitState {
-    pending: HashMap<u32, u64>,
+    pending: HashMap<u32, (u64, String)>,
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
     running: bool,
 }
 
 impl Commits {
-    async fn commit(this: &Arc<Commits>, topic: &str, offsets: &[(u32, u64)]) -> Result<(), Error> {
+    async fn commit(this: &Arc<Commits>, topic: &str, commits: &[Commit]) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut state = this.state.lock().expect("commit lock");
-            for &(p, o) in offsets {
-                let next = state.pending.entry(p).or_default();
-                *next = (*next).max(o);
+            for c in commits {
+                let pending = state.pending.entry(c.partition).or_default();
+                if c.next >= pending.0 {
+                    *pending = (c.next, c.note.clone());
+                }
             }
             state.waiters.push(tx);
             !std::mem::replace(&mut state.running, true)
@@ -824,13 +883,18 @@ impl Commits {
             let topic = topic.clone();
             let result = blocking(move || {
                 let mut list = TopicPartitionList::new();
-                for (p, o) in pending {
+                for (p, (o, note)) in pending {
                     let (p, o) = (
                         i32::try_from(p).map_err(|_| Error::backend(NAME, "partition"))?,
                         i64::try_from(o).map_err(|_| Error::backend(NAME, "offset"))?,
                     );
                     list.add_partition_offset(&topic, p, Offset::Offset(o))
                         .map_err(err)?;
+                    if !note.is_empty() {
+                        if let Some(mut e) = list.find_partition(&topic, p) {
+                            e.set_metadata(note);
+                        }
+                    }
                 }
                 consumer.commit(&list, CommitMode::Sync).map_err(err)
             })

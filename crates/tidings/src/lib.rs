@@ -1,11 +1,13 @@
 //! Tidings' application toolkit: publish and handle CloudEvents with one API,
 //! on the embedded engine (the default: no server, no network), on a
-//! `tidings serve`, and (in later releases) on existing distributed engines.
+//! `tidings serve`, and on existing distributed engines: NATS JetStream,
+//! PostgreSQL and Kafka (feature `kafka`).
 //!
 //! - [`Publisher`] publishes events and answers where each was stored.
 //! - [`Subscriber`] opens a [`Subscription`]: deliveries of a topic to a
 //!   group, in queue mode (each delivery leased and answered on its own) or
-//!   stream mode (partitions assigned to members, read in order). A
+//!   stream mode (partitions assigned to members, read in order; served by
+//!   the queue groups where a backend has no partitions to assign). A
 //!   [`Delivery`] is answered once: `ack`, `nack(delay)`, `reject(reason)`
 //!   take it by value, so a second answer does not compile.
 //! - [`router::Router`] runs handlers per topic, group and event type with a
@@ -16,7 +18,7 @@
 //!   emulates, and the declaration says how.
 //!
 //! Switching backend is one line: [`connect`] takes `embedded:<dir>` or the
-//! URL of a server.
+//! URL of a server, a NATS or Kafka cluster, or a PostgreSQL database.
 //!
 //! ```
 //! use std::sync::Arc;

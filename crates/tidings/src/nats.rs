@@ -24,7 +24,9 @@
 //!   event goes to another process. Key ordering is the router's (one event
 //!   per key in flight within one process).
 //!
-//! Stream mode is not offered.
+//! Stream mode is served by the same queue group: a JetStream stream has no
+//! partitions to assign, and deliveries are answered one by one in either
+//! mode, so the capabilities are the same.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -280,23 +282,21 @@ impl Backend for Nats {
         NAME
     }
 
-    fn capabilities(&self, mode: Mode) -> Capabilities {
-        match mode {
-            Mode::Queue => Capabilities {
-                consumer_groups: Support::Native,
-                per_message_ack: Support::Native,
-                nack_delay: Support::Native,
-                dead_letters: Support::Emulated(
-                    "the toolkit counts attempts, publishes to <topic>.<group>.dlq and terminates the message",
-                ),
-                key_ordering: Support::Emulated(
-                    "the router keeps one event per key in flight, within one process",
-                ),
-                replay: Support::Native,
-                publish_dedup: Support::Native,
-                lease_extension: Support::Native,
-            },
-            Mode::Stream => Capabilities::unavailable(Support::Native),
+    /// Both modes are the same queue group.
+    fn capabilities(&self, _mode: Mode) -> Capabilities {
+        Capabilities {
+            consumer_groups: Support::Native,
+            per_message_ack: Support::Native,
+            nack_delay: Support::Native,
+            dead_letters: Support::Emulated(
+                "the toolkit counts attempts, publishes to <topic>.<group>.dlq and terminates the message",
+            ),
+            key_ordering: Support::Emulated(
+                "the router keeps one event per key in flight, within one process",
+            ),
+            replay: Support::Native,
+            publish_dedup: Support::Native,
+            lease_extension: Support::Native,
         }
     }
 
@@ -327,12 +327,6 @@ impl Backend for Nats {
         options: &'a SubscribeOptions,
     ) -> BoxFuture<'a, Result<Arc<dyn Source>, Error>> {
         Box::pin(async move {
-            if options.mode == Mode::Stream {
-                return Err(Error::Unsupported {
-                    backend: NAME,
-                    what: "consume in stream mode (use queue mode)",
-                });
-            }
             let stream = self.stream(&options.topic).await?;
             let deliver_policy = match options.start {
                 Start::Earliest => DeliverPolicy::All,

@@ -22,8 +22,9 @@
 //!   [`POLL_INTERVAL`] too, so a lost notification only delays.
 //!
 //! Times (leases, due times) are the database's clock, so consumers on
-//! machines with different clocks agree. Stream mode is not offered: groups
-//! here share partitions.
+//! machines with different clocks agree. Stream mode is served by the same
+//! queue groups (they share partitions rather than assign them; deliveries
+//! are answered one by one in either mode), with the same capabilities.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -40,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{
     Answer, Backend, BoxFuture, Capabilities, Incoming, Mode, Payload, Receipt, Source, Start,
-    SubscribeOptions, Support, Ticket,
+    SubscribeOptions, Ticket,
 };
 use crate::stream::{dead_letter_extensions, DeadLetterInfo};
 use crate::Error;
@@ -372,11 +373,9 @@ impl Backend for Postgres {
         NAME
     }
 
-    fn capabilities(&self, mode: Mode) -> Capabilities {
-        match mode {
-            Mode::Queue => Capabilities::NATIVE,
-            Mode::Stream => Capabilities::unavailable(Support::Native),
-        }
+    /// Both modes are the same queue groups.
+    fn capabilities(&self, _mode: Mode) -> Capabilities {
+        Capabilities::NATIVE
     }
 
     fn ensure_topic<'a>(
@@ -426,12 +425,6 @@ impl Backend for Postgres {
         options: &'a SubscribeOptions,
     ) -> BoxFuture<'a, Result<Arc<dyn Source>, Error>> {
         Box::pin(async move {
-            if options.mode == Mode::Stream {
-                return Err(Error::Unsupported {
-                    backend: NAME,
-                    what: "consume in stream mode (its groups share partitions: use queue mode)",
-                });
-            }
             let partitions = self.partition_count(&options.topic).await?;
             let mut client = self.pool.get().await.map_err(pool_err)?;
             let tx = client.transaction().await.map_err(pg_err)?;

@@ -29,7 +29,7 @@ use crate::backend::{
     Answer, Backend, BoxFuture, Capabilities, Incoming, Mode, Payload, RawRecord, Receipt, Source,
     Start, SubscribeOptions, Ticket,
 };
-use crate::stream::{self, DeadLetterInfo, GroupLog, Polled, StreamSource};
+use crate::stream::{self, Commit, DeadLetterInfo, GroupLog, Polled, StreamSource};
 use crate::Error;
 
 const NAME: &str = "server";
@@ -515,14 +515,15 @@ impl GroupLog for Member {
                     .collect::<Result<_, _>>()?,
                 positions: answer.next.into_iter().collect(),
                 restarted: Vec::new(),
+                notes: Vec::new(),
             })
         })
     }
 
-    fn commit<'a>(&'a self, offsets: &'a [(u32, u64)]) -> BoxFuture<'a, Result<(), Error>> {
+    fn commit<'a>(&'a self, commits: &'a [Commit]) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             let commit = CommitRequest {
-                offsets: offsets.iter().copied().collect(),
+                offsets: commits.iter().map(|c| (c.partition, c.next)).collect(),
             };
             self.other
                 .commit(&self.group, &self.id(), &commit)

@@ -9,8 +9,12 @@
 //!   acked above an unacked one is delivered again after a crash or a
 //!   rebalance (at least once).
 //! - **Nack with a delay** keeps the event unacked and hands it out again when
-//!   the delay has passed (or after the backoff of its attempt); attempts are
-//!   counted in memory, so they start over after a restart or a rebalance.
+//!   the delay has passed (or after the backoff of its attempt). Attempts are
+//!   counted in memory; a log that stores metadata with its commits (Kafka)
+//!   also gets them in a [note](encode_note) committed with the partition's
+//!   offset at each nack, so a member that owns the partition next — after a
+//!   restart or a rebalance — continues the count and waits out the delay.
+//!   Elsewhere they start over.
 //! - **Dead letters**: after `max_deliveries` attempts, or at a reject, the
 //!   event is published to `<topic>.<group>.dlq` with the same `dlq*`
 //!   extensions the broker's queue groups write, then acked.
@@ -42,6 +46,17 @@ pub(crate) struct Polled {
     /// rebalance gave them anew): what was delivered from them is delivered
     /// again, so the source forgets it.
     pub(crate) restarted: Vec<u32>,
+    /// The note committed with each restarted partition's offset, where the
+    /// log keeps one: (partition, committed offset, note).
+    pub(crate) notes: Vec<(u32, u64, String)>,
+}
+
+/// One partition's commit: the next offset to read, and the note of the
+/// attempts above it (empty where the log keeps none).
+pub(crate) struct Commit {
+    pub(crate) partition: u32,
+    pub(crate) next: u64,
+    pub(crate) note: String,
 }
 
 /// Why an event went to the dead letters, and where it came from.
@@ -64,8 +79,14 @@ pub(crate) trait GroupLog: Send + Sync + 'static {
         stop: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<Polled, Error>>;
 
-    /// Commits, per partition, the next offset to read.
-    fn commit<'a>(&'a self, offsets: &'a [(u32, u64)]) -> BoxFuture<'a, Result<(), Error>>;
+    /// Whether [`commit`](Self::commit) stores notes, and polls answer them.
+    fn keeps_notes(&self) -> bool {
+        false
+    }
+
+    /// Commits, per partition, the next offset to read (and its note, where
+    /// the log keeps notes).
+    fn commit<'a>(&'a self, commits: &'a [Commit]) -> BoxFuture<'a, Result<(), Error>>;
 
     /// Reads the event at `offset` again (`None`: it is gone).
     fn read_one(
@@ -126,6 +147,9 @@ struct State {
     generation: u64,
     parts: HashMap<u32, Part>,
     retries: Vec<Retry>,
+    /// Attempts read from a commit's note, for events not read again yet:
+    /// (partition, offset) → (attempt, due in ms since the epoch).
+    carried: HashMap<(u32, u64), (u32, i64)>,
 }
 
 /// Per-delivery answers over a [`GroupLog`]; see the module documentation.
@@ -150,6 +174,7 @@ impl<L: GroupLog> StreamSource<L> {
                 generation: u64::MAX,
                 parts: HashMap::new(),
                 retries: Vec::new(),
+                carried: HashMap::new(),
             }),
             random: crate::Jitter::new(),
             stop: CancellationToken::new(),
@@ -182,28 +207,56 @@ impl<L: GroupLog> StreamSource<L> {
     }
 
     /// Takes a poll's answer in: a new generation drops what the member no
-    /// longer owns; events read are outstanding at their first attempt.
+    /// longer owns; events read are outstanding at their first attempt, or at
+    /// the attempt a note carried for them — and one whose retry is not due
+    /// yet waits for it instead of being handed out.
     fn take(&self, polled: &mut Polled) {
         let mut s = self.state.lock().expect("stream state");
         for p in &polled.restarted {
             s.parts.remove(p);
             s.retries.retain(|r| r.partition != *p);
+            s.carried.retain(|(partition, _), _| partition != p);
+        }
+        for (partition, committed, note) in &polled.notes {
+            for (offset, attempt, due_ms) in decode_note(note, *committed) {
+                s.carried.insert((*partition, offset), (attempt, due_ms));
+            }
         }
         if polled.generation != s.generation {
             s.generation = polled.generation;
             let owned = &polled.assignment;
             s.parts.retain(|p, _| owned.contains(p));
             s.retries.retain(|r| owned.contains(&r.partition));
+            s.carried.retain(|(p, _), _| owned.contains(p));
         }
-        for e in &mut polled.entries {
+        let (now, now_ms) = (Instant::now(), epoch_ms());
+        let s = &mut *s;
+        polled.entries.retain_mut(|e| {
             e.ticket.lease = polled.generation;
-            let part = s.parts.entry(e.ticket.partition).or_insert_with(|| Part {
+            let (partition, offset) = (e.ticket.partition, e.ticket.offset);
+            let part = s.parts.entry(partition).or_insert_with(|| Part {
                 outstanding: BTreeMap::new(),
-                next: e.ticket.offset,
-                committed: e.ticket.offset,
+                next: offset,
+                committed: offset,
             });
-            part.outstanding.insert(e.ticket.offset, 1);
-        }
+            let Some((attempt, due_ms)) = s.carried.remove(&(partition, offset)) else {
+                part.outstanding.insert(offset, 1);
+                return true;
+            };
+            part.outstanding.insert(offset, attempt);
+            e.attempt = attempt;
+            let wait_ms = u64::try_from(due_ms.saturating_sub(now_ms)).unwrap_or(0);
+            if wait_ms == 0 {
+                return true;
+            }
+            s.retries.push(Retry {
+                due: now + Duration::from_millis(wait_ms),
+                partition,
+                offset,
+                attempt,
+            });
+            false
+        });
         for &(p, next) in &polled.positions {
             let part = s.parts.entry(p).or_insert_with(|| Part {
                 outstanding: BTreeMap::new(),
@@ -214,16 +267,30 @@ impl<L: GroupLog> StreamSource<L> {
         }
     }
 
-    /// Commits the partition's floor if it moved.
-    async fn commit_floor(&self, partition: u32) -> Result<(), Error> {
-        let floor = {
+    /// Commits the partition's floor if it moved, or `always` (a nack whose
+    /// attempt the note must keep).
+    async fn commit_floor(&self, partition: u32, always: bool) -> Result<(), Error> {
+        let commit = {
             let s = self.state.lock().expect("stream state");
             match s.parts.get(&partition) {
-                Some(part) if part.floor() > part.committed => part.floor(),
+                Some(part) if always || part.floor() > part.committed => {
+                    let next = part.floor().max(part.committed);
+                    let note = if self.log.keeps_notes() {
+                        encode_note(part, &s.retries, partition, next)
+                    } else {
+                        String::new()
+                    };
+                    Commit {
+                        partition,
+                        next,
+                        note,
+                    }
+                }
                 _ => return Ok(()),
             }
         };
-        self.log.commit(&[(partition, floor)]).await?;
+        let floor = commit.next;
+        self.log.commit(std::slice::from_ref(&commit)).await?;
         let mut s = self.state.lock().expect("stream state");
         if let Some(part) = s.parts.get_mut(&partition) {
             part.committed = part.committed.max(floor);
@@ -251,7 +318,7 @@ impl<L: GroupLog> StreamSource<L> {
             }
         }
         self.log.forget(ticket.partition, ticket.offset);
-        self.commit_floor(ticket.partition).await
+        self.commit_floor(ticket.partition, false).await
     }
 
     async fn dead_letter(&self, ticket: &Ticket, attempts: u32, error: &str) -> Result<(), Error> {
@@ -337,6 +404,7 @@ impl<L: GroupLog> Source for StreamSource<L> {
                     s.generation = u64::MAX;
                     s.parts.clear();
                     s.retries.clear();
+                    s.carried.clear();
                     return Ok(Vec::new());
                 }
                 Err(e) => return Err(e),
@@ -367,6 +435,11 @@ impl<L: GroupLog> Source for StreamSource<L> {
                     let delay =
                         delay.unwrap_or_else(|| self.backoff.delay(attempts, self.random.next()));
                     self.retry_later(ticket, delay, attempts + 1);
+                    if self.log.keeps_notes() {
+                        // The attempt is kept with the commit, so the count
+                        // goes on after a restart or a rebalance.
+                        self.commit_floor(ticket.partition, true).await?;
+                    }
                     Ok(())
                 }
                 Answer::Release => {
@@ -401,7 +474,7 @@ impl<L: GroupLog> Source for StreamSource<L> {
                 s.parts.keys().copied().collect()
             };
             for p in parts {
-                self.commit_floor(p).await?;
+                self.commit_floor(p, false).await?;
             }
             self.log.leave().await
         })
@@ -418,4 +491,156 @@ pub(crate) fn dead_letter_extensions(info: &DeadLetterInfo<'_>) -> [(&'static st
         ("dlqattempts", info.attempts.to_string()),
         ("dlqerror", info.error.to_owned()),
     ]
+}
+
+/// The longest note: within the broker's limit on commit metadata
+/// ([`tidings_broker::COMMIT_METADATA_BYTES_MAX`]) and Apache Kafka's default
+/// `offset.metadata.max.bytes` (4096), both of which refuse a longer one.
+const NOTE_BYTES_MAX: usize = 3_072;
+const _: () = assert!(NOTE_BYTES_MAX <= tidings_broker::COMMIT_METADATA_BYTES_MAX);
+const _: () = assert!(NOTE_BYTES_MAX <= 4_096);
+
+/// What a note starts with; a note without it (another client's metadata)
+/// carries nothing.
+const NOTE_PREFIX: &str = "tidings-attempts/1";
+
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The note committed with a partition's offset `next`: for each event above
+/// it that has failed at least once, `<offset − next>:<attempt>:<due ms>`
+/// (the attempt it is due for, and when; 0 when due now), lowest offsets
+/// first — the first to come again — as many as [`NOTE_BYTES_MAX`] holds. An
+/// event left out starts its count over after a restart, as without notes.
+fn encode_note(part: &Part, retries: &[Retry], partition: u32, next: u64) -> String {
+    let (now, now_ms) = (Instant::now(), epoch_ms());
+    let mut note = String::new();
+    let mut left_out = 0usize;
+    for (&offset, &attempt) in part.outstanding.range(next..) {
+        if attempt <= 1 {
+            continue;
+        }
+        let due_ms = retries
+            .iter()
+            .find(|r| (r.partition, r.offset) == (partition, offset))
+            .map_or(0, |r| {
+                let wait = r.due.saturating_duration_since(now);
+                now_ms.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
+            });
+        let entry = format!(" {}:{attempt}:{due_ms}", offset - next);
+        if NOTE_PREFIX.len() + note.len() + entry.len() > NOTE_BYTES_MAX {
+            left_out += 1;
+            continue;
+        }
+        note.push_str(&entry);
+    }
+    if left_out > 0 {
+        tracing::warn!(
+            partition,
+            left_out,
+            "too many failed events above the commit to note them all; theirs start over after a restart"
+        );
+    }
+    if note.is_empty() {
+        return note;
+    }
+    format!("{NOTE_PREFIX}{note}")
+}
+
+/// A note's entries as (offset, attempt, due ms), for a note committed with
+/// offset `next`; a malformed note (or another client's metadata) carries
+/// none.
+fn decode_note(note: &str, next: u64) -> Vec<(u64, u32, i64)> {
+    let Some(entries) = note.strip_prefix(NOTE_PREFIX) else {
+        return Vec::new();
+    };
+    let parse = |entry: &str| -> Option<(u64, u32, i64)> {
+        let mut fields = entry.split(':');
+        let above: u64 = fields.next()?.parse().ok()?;
+        let attempt: u32 = fields.next()?.parse().ok()?;
+        let due_ms: i64 = fields.next()?.parse().ok()?;
+        if fields.next().is_some() || attempt < 2 {
+            return None;
+        }
+        Some((next.checked_add(above)?, attempt, due_ms))
+    };
+    let parsed: Option<Vec<_>> = entries.split_whitespace().map(parse).collect();
+    parsed.unwrap_or_else(|| {
+        tracing::warn!(note, "a malformed attempts note; its attempts start over");
+        Vec::new()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(next: u64, outstanding: &[(u64, u32)]) -> Part {
+        Part {
+            outstanding: outstanding.iter().copied().collect(),
+            next,
+            committed: 0,
+        }
+    }
+
+    #[test]
+    fn a_note_carries_the_failed_events_above_the_commit() {
+        let retry = Retry {
+            due: Instant::now() + Duration::from_secs(60),
+            partition: 3,
+            offset: 12,
+            attempt: 4,
+        };
+        // 10 is delivered at its first attempt, 11 is being retried now, 12
+        // waits a minute for its fourth; 9 is below the commit.
+        let p = part(20, &[(9, 2), (10, 1), (11, 2), (12, 4)]);
+        let note = encode_note(&p, &[retry], 3, 10);
+        assert!(note.starts_with(NOTE_PREFIX), "{note}");
+        let entries = decode_note(&note, 10);
+        assert_eq!(entries.len(), 2, "{note}");
+        assert_eq!(entries[0], (11, 2, 0));
+        let (offset, attempt, due_ms) = entries[1];
+        assert_eq!((offset, attempt), (12, 4));
+        let wait = due_ms - epoch_ms();
+        assert!((50_000..=60_000).contains(&wait), "due in {wait} ms");
+    }
+
+    #[test]
+    fn nothing_failed_is_an_empty_note() {
+        assert_eq!(encode_note(&part(5, &[(3, 1), (4, 1)]), &[], 0, 3), "");
+        assert!(decode_note("", 0).is_empty());
+    }
+
+    #[test]
+    fn a_note_stays_within_its_bound_keeping_the_lowest_offsets() {
+        let many: Vec<(u64, u32)> = (0..1_000).map(|o| (1_000_000 + o, 7)).collect();
+        let note = encode_note(&part(1_001_000, &many), &[], 0, 1_000_000);
+        assert!(note.len() <= NOTE_BYTES_MAX, "{} bytes", note.len());
+        let entries = decode_note(&note, 1_000_000);
+        assert!(entries.len() > 100, "{} entries", entries.len());
+        for (i, (offset, attempt, _)) in entries.iter().enumerate() {
+            assert_eq!((*offset, *attempt), (1_000_000 + i as u64, 7));
+        }
+    }
+
+    #[test]
+    fn foreign_or_malformed_notes_carry_nothing() {
+        for note in [
+            "someone else's metadata",
+            "tidings-attempts/1 x:2:0",
+            "tidings-attempts/1 1:2",
+            "tidings-attempts/1 1:2:0:9",
+            "tidings-attempts/1 1:1:0",
+            "tidings-attempts/1 18446744073709551615:2:0",
+        ] {
+            assert!(decode_note(note, 1).is_empty(), "{note}");
+        }
+        assert_eq!(
+            decode_note("tidings-attempts/1 0:2:5 3:9:0", 7),
+            vec![(7, 2, 5), (10, 9, 0)]
+        );
+    }
 }

@@ -27,6 +27,7 @@ macro_rules! conformance {
             a_subscriber_that_restarts_resumes_where_it_left,
             a_nack_is_delivered_again_after_its_delay,
             after_max_deliveries_an_event_is_dead_lettered_with_reason_and_attempts,
+            attempts_outlive_the_subscriber_that_counted_them,
             a_reject_dead_letters_at_once,
             an_expired_lease_is_delivered_again,
             a_dropped_delivery_is_given_back_uncounted,
@@ -302,6 +303,38 @@ pub(crate) async fn after_max_deliveries_an_event_is_dead_lettered_with_reason_a
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!((dead[0].0, dead[0].1), (7, 2));
     assert!(dead[0].2.contains("boom 2"), "{dead:?}");
+    sub.close().await.unwrap();
+}
+
+pub(crate) async fn attempts_outlive_the_subscriber_that_counted_them(h: &impl Harness) {
+    if !h.attempts_are_durable() {
+        return;
+    }
+    let (topic, group) = (fresh("attempts"), fresh("g"));
+    publish_range(h, &topic, 4, 5, None).await;
+    let mut o = options(h, &topic, &group);
+    o.max_deliveries = 3;
+    let mut sub = subscribe(h, o.clone()).await;
+    let d = sub.next().await.unwrap().unwrap();
+    assert_eq!(d.attempt(), 1);
+    d.nack(Some(Duration::ZERO), "first").await.unwrap();
+    let d = sub.next().await.unwrap().unwrap();
+    assert_eq!(d.attempt(), 2);
+    d.nack(Some(Duration::from_millis(200)), "second")
+        .await
+        .unwrap();
+    sub.close().await.unwrap();
+
+    // Another subscriber of the group goes on counting: its first delivery
+    // is the third attempt, and the last.
+    let mut sub = subscribe(h, o).await;
+    let d = sub.next().await.unwrap().unwrap();
+    assert_eq!((n_of(d.event().unwrap()), d.attempt()), (4, 3));
+    d.nack(None, "third").await.unwrap();
+    let dead = dead_letters(h, &topic, &group, 1).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0].0, dead[0].1), (4, 3));
+    assert!(dead[0].2.contains("third"), "{dead:?}");
     sub.close().await.unwrap();
 }
 

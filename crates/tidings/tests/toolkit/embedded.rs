@@ -24,6 +24,10 @@ impl Harness for EmbeddedHarness {
         self.mode
     }
 
+    fn attempts_are_durable(&self) -> bool {
+        self.mode == Mode::Queue
+    }
+
     async fn restart(&self) -> bool {
         false
     }

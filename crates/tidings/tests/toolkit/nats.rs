@@ -1,4 +1,5 @@
-//! The conformance suite on the NATS JetStream backend (queue mode): a
+//! The conformance suite on the NATS JetStream backend (queue mode, and a
+//! few checks in stream mode, which the same queue groups serve): a
 //! three-node JetStream cluster of Debian's `nats-server` on loopback per
 //! check, streams replicated on all three; the failure a check causes is a
 //! node killed with SIGKILL and started again.
@@ -19,6 +20,7 @@ const NODES: usize = 3;
 /// Three nodes and the backend that reaches them all.
 pub(crate) struct NatsHarness {
     backend: Arc<dyn Backend>,
+    mode: Mode,
     cluster: Mutex<Cluster>,
 }
 
@@ -111,7 +113,7 @@ impl Harness for NatsHarness {
     }
 
     fn mode(&self) -> Mode {
-        Mode::Queue
+        self.mode
     }
 
     async fn restart(&self) -> bool {
@@ -122,7 +124,7 @@ impl Harness for NatsHarness {
 
 /// A cluster whose JetStream is ready (a stream of three replicas can be
 /// made), and the backend on it.
-pub(crate) async fn nats() -> Option<NatsHarness> {
+pub(crate) async fn nats(mode: Mode) -> Option<NatsHarness> {
     let cluster = Cluster::start();
     let url = cluster.url();
     let deadline = tokio::time::Instant::now() + PATIENCE * 3;
@@ -147,8 +149,22 @@ pub(crate) async fn nats() -> Option<NatsHarness> {
     };
     Some(NatsHarness {
         backend: Arc::new(backend),
+        mode,
         cluster: Mutex::new(cluster),
     })
 }
 
-conformance!(nats());
+mod queue {
+    use super::*;
+    conformance!(nats(Mode::Queue));
+}
+
+/// Stream mode is the same queue group: enough checks to show it is served.
+mod stream {
+    use super::*;
+    conformance!(@each nats(Mode::Stream);
+        events_round_trip_with_their_attributes,
+        groups_share_the_load_and_fan_out,
+        a_subscriber_that_restarts_resumes_where_it_left
+    );
+}

@@ -1,5 +1,6 @@
-//! The conformance suite on the PostgreSQL backend (queue mode: its groups
-//! share partitions), a fresh database per check.
+//! The conformance suite on the PostgreSQL backend, a fresh database per
+//! check: queue mode, and a few checks in stream mode, which the same queue
+//! groups serve (they share partitions rather than assign them).
 //!
 //! `TIDINGS_TEST_PG_URL` names a server the tests may create databases on
 //! (the project's test command starts a throwaway one). Without it these
@@ -17,6 +18,7 @@ use crate::support::Harness;
 /// A backend on a database of its own.
 pub(crate) struct PgHarness {
     backend: Arc<dyn Backend>,
+    mode: Mode,
     admin_url: String,
     database: String,
 }
@@ -27,7 +29,7 @@ impl Harness for PgHarness {
     }
 
     fn mode(&self) -> Mode {
-        Mode::Queue
+        self.mode
     }
 
     /// Cuts every connection to the check's database, as a failover or a
@@ -51,7 +53,7 @@ impl Harness for PgHarness {
 }
 
 /// A database for one check; `None` only when skipping was asked for.
-pub(crate) async fn postgres() -> Option<PgHarness> {
+pub(crate) async fn postgres(mode: Mode) -> Option<PgHarness> {
     let Ok(admin_url) = std::env::var("TIDINGS_TEST_PG_URL") else {
         if std::env::var("TIDINGS_TEST_PG_SKIP").as_deref() == Ok("1") {
             eprintln!("skipped: TIDINGS_TEST_PG_SKIP=1");
@@ -73,6 +75,7 @@ pub(crate) async fn postgres() -> Option<PgHarness> {
     let backend = Postgres::connect(&url).await.unwrap();
     Some(PgHarness {
         backend: Arc::new(backend),
+        mode,
         admin_url,
         database,
     })
@@ -93,4 +96,17 @@ fn database_url(admin_url: &str, database: &str) -> String {
     }
 }
 
-conformance!(postgres());
+mod queue {
+    use super::*;
+    conformance!(postgres(Mode::Queue));
+}
+
+/// Stream mode is the same queue groups: enough checks to show it is served.
+mod stream {
+    use super::*;
+    conformance!(@each postgres(Mode::Stream);
+        events_round_trip_with_their_attributes,
+        groups_share_the_load_and_fan_out,
+        a_subscriber_that_restarts_resumes_where_it_left
+    );
+}

@@ -26,6 +26,10 @@ impl Harness for ServerHarness {
         self.mode
     }
 
+    fn attempts_are_durable(&self) -> bool {
+        self.mode == Mode::Queue
+    }
+
     async fn restart(&self) -> bool {
         tokio::task::block_in_place(|| self.process.lock().unwrap().restart(self.dir.path()));
         true

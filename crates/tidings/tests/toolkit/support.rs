@@ -25,6 +25,12 @@ pub(crate) trait Harness: Send + Sync {
     /// the same data and address, or cuts every connection to it; `false`
     /// when there is no server to fail.
     fn restart(&self) -> impl std::future::Future<Output = bool> + Send;
+    /// Whether a delivery's attempts outlive the subscriber that counted
+    /// them: everywhere but the stream emulation on the broker's stream
+    /// groups, whose commits carry no note (its capabilities say so).
+    fn attempts_are_durable(&self) -> bool {
+        true
+    }
 }
 
 /// A name no other check uses.
