@@ -15,6 +15,24 @@ use crate::backend::{Answer, Incoming, Payload, Source, Ticket};
 use crate::Error;
 
 /// One event handed to a consumer under a lease.
+///
+/// Answered once: every answer takes the delivery, so the compiler refuses
+/// a second.
+///
+/// ```
+/// # async fn handle(delivery: tidings::Delivery) -> Result<(), tidings::Error> {
+/// delivery.ack().await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// ```compile_fail,E0382
+/// # async fn handle(delivery: tidings::Delivery) -> Result<(), tidings::Error> {
+/// delivery.nack(None, "busy").await?;
+/// delivery.ack().await?; // the delivery was moved into the nack
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "answer a delivery (ack, nack, reject or release); dropping one releases it"]
 pub struct Delivery {
     payload: Payload,

@@ -10,5 +10,6 @@ mod hooks;
 mod kafka;
 mod nats;
 mod postgres;
+mod readme;
 mod server;
 mod support;

@@ -82,7 +82,7 @@ pub(crate) async fn postgres(mode: Mode) -> Option<PgHarness> {
 }
 
 /// `admin_url` with its database replaced by `database`.
-fn database_url(admin_url: &str, database: &str) -> String {
+pub(crate) fn database_url(admin_url: &str, database: &str) -> String {
     let (base, query) = admin_url
         .split_once('?')
         .map_or((admin_url, None), |(b, q)| (b, Some(q)));
