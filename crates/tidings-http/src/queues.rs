@@ -16,9 +16,7 @@ use tidings_api::{
     PurgeAnswer, Queue, QueueConfig, QueueCounters, QueueList, QueuePartition, ReceiveAnswer,
     ReceiveQuery, RedriveAnswer, RedriveRequest, RejectRequest, ACK_BATCH_LEASES_MAX, RECEIVE_MAX,
 };
-use tidings_broker::{
-    Backoff, Broker, LeaseId, QueueError, QueueStats, RedriveTarget, StartPosition,
-};
+use tidings_broker::{Backoff, Broker, LeaseId, QueueError, QueueStats, RedriveTarget};
 use tidings_types::{ErrorKind, Offset};
 
 use crate::extract::{PathJson, QueryJson};
@@ -97,15 +95,9 @@ pub(crate) async fn create(
         },
         key_ordering: q.key_ordering.unwrap_or(d.key_ordering),
     };
-    let start = match wire::parse_start(q.from.as_deref())? {
-        StartPosition::Offset(_) => {
-            return Err(ApiError::invalid_request(format!(
-                "from={:?}: a queue group reads every partition; give earliest, latest or an RFC 3339 time",
-                q.from.as_deref().unwrap_or_default()
-            )))
-        }
-        start => start,
-    };
+    // An offset is the same in every partition, clamped into what each
+    // stores, as for a stream group.
+    let start = wire::parse_start(q.from.as_deref())?;
     let broker = Arc::clone(api.broker());
     let (name, topic) = (q.name.clone(), q.topic.clone());
     crate::blocking(move || Ok(broker.create_queue_group(&name, &topic, config, start)?)).await?;

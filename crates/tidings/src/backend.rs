@@ -117,6 +117,10 @@ pub enum Start {
     Latest,
     /// The first event appended at or after this time (ms since the epoch).
     Time(i64),
+    /// This offset in every partition, clamped into what the partition
+    /// stores: with one partition (or the one a key goes to), where a
+    /// [`Receipt`] said an event was stored.
+    Offset(u64),
 }
 
 /// Exponential backoff: retry `n` (from 1) waits a random time between half

@@ -97,6 +97,7 @@ fn start_position(start: Start) -> StartPosition {
         Start::Earliest => StartPosition::Earliest,
         Start::Latest => StartPosition::Latest,
         Start::Time(ms) => StartPosition::Timestamp(TimestampMs(ms)),
+        Start::Offset(offset) => StartPosition::Offset(Offset(offset)),
     }
 }
 

@@ -345,11 +345,11 @@ impl Backend for Kafka {
                     "auto.offset.reset",
                     match options.start {
                         Start::Latest => "latest",
-                        Start::Earliest | Start::Time(_) => "earliest",
+                        Start::Earliest | Start::Time(_) | Start::Offset(_) => "earliest",
                     },
                 );
-            if let Start::Time(ms) = options.start {
-                start_at_time(&config, &options.topic, ms).await?;
+            if matches!(options.start, Start::Time(_) | Start::Offset(_)) {
+                start_at(&config, &options.topic, options.start).await?;
             }
             let context = Rebalances {
                 topic: options.topic.clone(),
@@ -383,69 +383,101 @@ impl Backend for Kafka {
     }
 }
 
-/// A new group starting at a time: unless the group has committed offsets
-/// for the topic already, commits, per partition, the first offset at or
-/// after `ms` before the first member joins.
-async fn start_at_time(config: &ClientConfig, topic: &str, ms: i64) -> Result<(), Error> {
-    let consumer: BaseConsumer = config.create().map_err(err)?;
-    let topic = topic.to_owned();
-    blocking(move || {
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), REQUEST_TIMEOUT)
+/// A new group starting at a time or an offset: unless the group has
+/// committed offsets for the topic already, commits, per partition, the first
+/// offset at or after the time, or the offset clamped into what the
+/// partition stores, before the first member joins.
+async fn start_at(config: &ClientConfig, topic: &str, start: Start) -> Result<(), Error> {
+    let consumer: Arc<BaseConsumer> = Arc::new(config.create().map_err(err)?);
+    let mut tries = 0;
+    loop {
+        let (consumer, topic) = (Arc::clone(&consumer), topic.to_owned());
+        match blocking(move || start_at_once(&consumer, &topic, start)).await {
+            // A new group's coordinator may still be loading.
+            Err(e) if e.is_transient() && tries < START_TRIES => {
+                tracing::debug!(error = %e, "placing a new group's offsets; trying again");
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// How often placing a new group's offsets is tried.
+const START_TRIES: u32 = 25;
+
+fn start_at_once(consumer: &BaseConsumer, topic: &str, start: Start) -> Result<(), Error> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+        .map_err(err)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut all = TopicPartitionList::new();
+    for &p in &partitions {
+        all.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(all, REQUEST_TIMEOUT)
+        .map_err(err)?;
+    if committed
+        .elements()
+        .iter()
+        .any(|e| matches!(e.offset(), Offset::Offset(_)))
+    {
+        return Ok(());
+    }
+    let ms = match start {
+        Start::Time(ms) => ms,
+        Start::Offset(offset) => {
+            let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+            let mut at = TopicPartitionList::new();
+            for &p in &partitions {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
+                    .map_err(err)?;
+                at.add_partition_offset(topic, p, Offset::Offset(offset.clamp(low, high)))
+                    .map_err(err)?;
+            }
+            return consumer.commit(&at, CommitMode::Sync).map_err(err);
+        }
+        Start::Earliest | Start::Latest => return Ok(()),
+    };
+    let mut at = TopicPartitionList::new();
+    for &p in &partitions {
+        at.add_partition_offset(topic, p, Offset::Offset(ms))
             .map_err(err)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        let mut all = TopicPartitionList::new();
-        for &p in &partitions {
-            all.add_partition(&topic, p);
-        }
-        let committed = consumer
-            .committed_offsets(all, REQUEST_TIMEOUT)
+    }
+    let found = consumer
+        .offsets_for_times(at, REQUEST_TIMEOUT)
+        .map_err(err)?;
+    let mut start = TopicPartitionList::new();
+    for e in found.elements() {
+        let offset = match e.offset() {
+            // No event at or after the time: start at the end.
+            Offset::End | Offset::Invalid => {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, e.partition(), REQUEST_TIMEOUT)
+                    .map_err(err)?;
+                high
+            }
+            Offset::Offset(o) => o,
+            other => {
+                return Err(Error::backend(
+                    NAME,
+                    format!("offsets for time answered {other:?}"),
+                ))
+            }
+        };
+        start
+            .add_partition_offset(topic, e.partition(), Offset::Offset(offset))
             .map_err(err)?;
-        if committed
-            .elements()
-            .iter()
-            .any(|e| matches!(e.offset(), Offset::Offset(_)))
-        {
-            return Ok(());
-        }
-        let mut at = TopicPartitionList::new();
-        for &p in &partitions {
-            at.add_partition_offset(&topic, p, Offset::Offset(ms))
-                .map_err(err)?;
-        }
-        let found = consumer
-            .offsets_for_times(at, REQUEST_TIMEOUT)
-            .map_err(err)?;
-        let mut start = TopicPartitionList::new();
-        for e in found.elements() {
-            let offset = match e.offset() {
-                // No event at or after the time: start at the end.
-                Offset::End | Offset::Invalid => {
-                    let (_, high) = consumer
-                        .fetch_watermarks(&topic, e.partition(), REQUEST_TIMEOUT)
-                        .map_err(err)?;
-                    high
-                }
-                Offset::Offset(o) => o,
-                other => {
-                    return Err(Error::backend(
-                        NAME,
-                        format!("offsets for time answered {other:?}"),
-                    ))
-                }
-            };
-            start
-                .add_partition_offset(&topic, e.partition(), Offset::Offset(offset))
-                .map_err(err)?;
-        }
-        consumer.commit(&start, CommitMode::Sync).map_err(err)
-    })
-    .await
+    }
+    consumer.commit(&start, CommitMode::Sync).map_err(err)
 }
 
 /// What librdkafka's rebalances tell the member: a generation that moves at

@@ -329,7 +329,9 @@ impl Backend for Nats {
         Box::pin(async move {
             let stream = self.stream(&options.topic).await?;
             let deliver_policy = match options.start {
-                Start::Earliest => DeliverPolicy::All,
+                // Offsets are stream sequences, from 1.
+                Start::Earliest | Start::Offset(0..=1) => DeliverPolicy::All,
+                Start::Offset(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
                 Start::Latest => DeliverPolicy::New,
                 Start::Time(ms) => DeliverPolicy::ByStartTime {
                     start_time: time::OffsetDateTime::from_unix_timestamp_nanos(

@@ -461,6 +461,19 @@ impl Backend for Postgres {
                             .await
                             .map_err(pg_err)?
                             .get(0),
+                        Start::Offset(offset) => tx
+                            .query_one(
+                                "SELECT least($3, next_offset) FROM tidings_toolkit_partitions
+                                 WHERE topic = $1 AND partition = $2",
+                                &[
+                                    &options.topic,
+                                    &p,
+                                    &i64::try_from(offset).unwrap_or(i64::MAX),
+                                ],
+                            )
+                            .await
+                            .map_err(pg_err)?
+                            .get(0),
                         Start::Time(at) => tx
                             .query_one(
                                 "SELECT coalesce(

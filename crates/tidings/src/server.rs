@@ -113,6 +113,7 @@ fn start_text(start: Start) -> Option<String> {
     match start {
         Start::Earliest => None,
         Start::Latest => Some("latest".into()),
+        Start::Offset(offset) => Some(offset.to_string()),
         Start::Time(ms) => {
             let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);

@@ -926,4 +926,23 @@ pub(crate) async fn a_new_group_starts_where_it_is_asked(h: &impl Harness) {
     for sub in [from_time, latest, earliest] {
         sub.close().await.unwrap();
     }
+
+    // From an offset: one key keeps its events in one partition, and a group
+    // from the offset a receipt named starts with that event.
+    let keyed = fresh("replay-offset");
+    let receipts = Publisher::new(h.backend())
+        .publish_all(&keyed, (0..10).map(|n| event(n, Some("k"))).collect())
+        .await
+        .unwrap();
+    let mut from_offset = options(h, &keyed, &fresh("g"));
+    from_offset.start = tidings::Start::Offset(receipts[6].offset);
+    let mut from_offset = subscribe(h, from_offset).await;
+    let got = take_acked(&mut from_offset, 4).await;
+    assert_eq!(
+        got.keys().copied().collect::<Vec<_>>(),
+        (6..10).collect::<Vec<_>>(),
+        "from offset {}",
+        receipts[6].offset
+    );
+    from_offset.close().await.unwrap();
 }
