@@ -15,9 +15,10 @@ struct OrderPlaced {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?; // or a directory of your own
-                                    // The one line that picks the engine: embedded:<dir>, http://127.0.0.1:8080,
-                                    // nats://127.0.0.1:4222, postgres://user@host/db or kafka://127.0.0.1:9092.
+    let dir = tempfile::tempdir()?; // a service names a directory of its own
+
+    // The one line that picks the engine: embedded:<dir>, http://127.0.0.1:8080,
+    // nats://127.0.0.1:4222, postgres://user@host/db or kafka://127.0.0.1:9092.
     let url =
         std::env::var("TIDINGS_BACKEND").unwrap_or(format!("embedded:{}", dir.path().display()));
     let backend = tidings::connect(&url).await?;
