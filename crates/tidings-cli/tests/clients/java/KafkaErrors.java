@@ -72,7 +72,16 @@ public class KafkaErrors {
                 List.of(new AlterConfigOp(new ConfigEntry("retention.ms", "-7"), AlterConfigOp.OpType.SET)))).all().get()));
             out.put("good_retention", outcome(() -> admin.incrementalAlterConfigs(Map.of(mine,
                 List.of(new AlterConfigOp(new ConfigEntry("retention.ms", "60000"), AlterConfigOp.OpType.SET)))).all().get()));
-            out.put("retention_after", admin.describeConfigs(List.of(mine)).all().get().get(mine).get("retention.ms").value());
+            // A KRaft broker applies an altered config once the controller's
+            // record reaches it: a describe right after may still see the old
+            // value, so look again for up to 10 s.
+            String retention = "";
+            for (int i = 0; i < 100; i++) {
+                retention = admin.describeConfigs(List.of(mine)).all().get().get(mine).get("retention.ms").value();
+                if (retention.equals("60000")) break;
+                Thread.sleep(100);
+            }
+            out.put("retention_after", retention);
             // The record with the largest timestamp (ListOffsets v7, KIP-734).
             Properties pp = new Properties();
             pp.put("bootstrap.servers", bootstrap);
