@@ -76,6 +76,7 @@ mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod nats;
+pub mod outbox;
 pub mod postgres;
 mod publisher;
 pub mod router;

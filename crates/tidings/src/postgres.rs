@@ -48,10 +48,12 @@ use crate::Error;
 
 const NAME: &str = "postgres";
 
-/// The migrations, in order; each runs once, in its own transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("postgres/schema.sql"))];
-/// Key of the advisory lock that serializes migrations.
-const MIGRATION_LOCK: i64 = 0x7469_6469_6e67_7302;
+/// The backend's migrations.
+const MIGRATIONS: Migrations = Migrations {
+    table: "tidings_toolkit_migrations",
+    lock: 0x7469_6469_6e67_7302,
+    steps: &[(1, include_str!("postgres/schema.sql"))],
+};
 /// The channel publishes notify on (the payload is the topic).
 const CHANNEL: &str = "tidings_toolkit_events";
 /// How often a waiting receive looks again without a notification.
@@ -91,7 +93,7 @@ impl std::fmt::Debug for Postgres {
 /// connection exceptions (08), insufficient resources (53), operator
 /// intervention (57: a server shutting down, a backend terminated) and
 /// transaction rollbacks (40: serialization failures, deadlocks).
-fn pg_err(e: tokio_postgres::Error) -> Error {
+pub(crate) fn pg_err(e: tokio_postgres::Error) -> Error {
     let transient = match e.code() {
         None => true,
         Some(code) => ["08", "40", "53", "57"]
@@ -110,7 +112,7 @@ fn pg_err(e: tokio_postgres::Error) -> Error {
     }
 }
 
-fn pool_err(e: deadpool_postgres::PoolError) -> Error {
+pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> Error {
     Error::transient(NAME, e)
 }
 
@@ -118,28 +120,47 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A schema's migrations: applied in order, each once, under an advisory
+/// lock, in the caller's transaction, and recorded in `table`.
+pub(crate) struct Migrations {
+    pub(crate) table: &'static str,
+    pub(crate) lock: i64,
+    pub(crate) steps: &'static [(i32, &'static str)],
+}
+
+/// A pool of connections to the database at `url`, and its configuration.
+pub(crate) fn pool(url: &str) -> Result<(Pool, tokio_postgres::Config), Error> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| Error::Config(format!("{url}: {e}")))?;
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(POOL_SIZE_MAX)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    Ok((pool, config))
+}
+
 impl Postgres {
     /// Connects to the database at `url` (`postgres://...` or key=value),
     /// creates the toolkit's tables when they are missing, and starts
     /// listening for publishes.
     pub async fn connect(url: &str) -> Result<Postgres, Error> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| Error::Config(format!("{url}: {e}")))?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE_MAX)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| Error::Config(e.to_string()))?;
-        migrate(&pool).await?;
+        let (pool, config) = pool(url)?;
+        {
+            let mut client = pool.get().await.map_err(pool_err)?;
+            let tx = client.transaction().await.map_err(pg_err)?;
+            migrate(&tx, &MIGRATIONS).await?;
+            tx.commit().await.map_err(pg_err)?;
+        }
         let woken = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(config, Arc::clone(&woken)));
         Ok(Postgres {
@@ -298,40 +319,48 @@ fn receipt(partition: i32, offset: i64, duplicate: bool) -> Receipt {
     }
 }
 
-async fn migrate(pool: &Pool) -> Result<(), Error> {
-    let mut client = pool.get().await.map_err(pool_err)?;
-    let tx = client.transaction().await.map_err(pg_err)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+/// Applies the `migrations` not applied yet, inside `tx`; see
+/// [`Migrations`].
+pub(crate) async fn migrate(
+    tx: &tokio_postgres::Transaction<'_>,
+    migrations: &Migrations,
+) -> Result<(), Error> {
+    let Migrations { table, lock, steps } = migrations;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[lock])
         .await
         .map_err(pg_err)?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS tidings_toolkit_migrations (
+    tx.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
              version integer PRIMARY KEY,
-             applied_at timestamptz NOT NULL DEFAULT now())",
-    )
+             applied_at timestamptz NOT NULL DEFAULT now())"
+    ))
     .await
     .map_err(pg_err)?;
     let applied: Vec<i32> = tx
-        .query("SELECT version FROM tidings_toolkit_migrations", &[])
+        .query(&format!("SELECT version FROM {table}"), &[])
         .await
         .map_err(pg_err)?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    for (version, sql) in MIGRATIONS {
+    for (version, sql) in *steps {
         if applied.contains(version) {
             continue;
         }
         tx.batch_execute(sql).await.map_err(pg_err)?;
         tx.execute(
-            "INSERT INTO tidings_toolkit_migrations (version) VALUES ($1)",
+            &format!("INSERT INTO {table} (version) VALUES ($1)"),
             &[version],
         )
         .await
         .map_err(pg_err)?;
-        tracing::info!(version, "applied the toolkit's PostgreSQL migration");
+        tracing::info!(
+            table,
+            version,
+            "applied a PostgreSQL migration of the toolkit"
+        );
     }
-    tx.commit().await.map_err(pg_err)
+    Ok(())
 }
 
 /// Keeps a connection listening for publishes and wakes waiting receivers.

@@ -9,6 +9,7 @@ mod hooks;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod nats;
+mod outbox;
 mod postgres;
 mod readme;
 mod server;

@@ -1,0 +1,357 @@
+//! The transactional outbox: events staged in a PostgreSQL transaction of
+//! the test's own (a business table beside them), relayed to the embedded
+//! engine, the PostgreSQL backend and the Apache Kafka broker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings::backend::BoxFuture;
+use tidings::outbox::{self, Relay, RelayOptions};
+use tidings::{Backend, CloudEvent, Error, PublishHook, Publisher, SubscribeOptions, Subscription};
+use tokio::sync::oneshot;
+use tokio_postgres::{Client, NoTls};
+
+use crate::support::{event, fresh, n_of, take_acked, PATIENCE};
+
+/// A fresh database with the outbox installed and an `orders` table; `None`
+/// only when PostgreSQL tests are skipped.
+async fn database() -> Option<(Client, String)> {
+    let Ok(admin_url) = std::env::var("TIDINGS_TEST_PG_URL") else {
+        assert_eq!(
+            std::env::var("TIDINGS_TEST_PG_SKIP").as_deref(),
+            Ok("1"),
+            "TIDINGS_TEST_PG_URL is not set: run ./scripts/test, or set TIDINGS_TEST_PG_SKIP=1"
+        );
+        return None;
+    };
+    let (admin, connection) = tokio_postgres::connect(&admin_url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let name = fresh("tidings_outbox").replace('-', "_");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let url = crate::postgres::database_url(&admin_url, &name);
+    let (mut client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    outbox::install(&mut client).await.unwrap();
+    client
+        .batch_execute("CREATE TABLE orders (id text PRIMARY KEY, cents bigint NOT NULL)")
+        .await
+        .unwrap();
+    Some((client, url))
+}
+
+/// An order written and its events staged in one transaction, committed or
+/// rolled back.
+async fn place(client: &mut Client, topic: &str, order: &str, events: &[CloudEvent], commit: bool) {
+    let tx = client.transaction().await.unwrap();
+    tx.execute("INSERT INTO orders VALUES ($1, 100)", &[&order])
+        .await
+        .unwrap();
+    outbox::stage(&tx, topic, events).await.unwrap();
+    if commit {
+        tx.commit().await.unwrap();
+    } else {
+        tx.rollback().await.unwrap();
+    }
+}
+
+/// Runs a relay in the background; the sender stops it.
+fn spawn_relay(relay: Arc<Relay>) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        relay
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (stop, run)
+}
+
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn embedded() -> (Arc<dyn Backend>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("embedded:{}", dir.path().display());
+    (tidings::connect(&url).await.unwrap(), dir)
+}
+
+/// A stream-mode group of one member: each partition's events in their
+/// stored order.
+async fn subscribe(backend: &Arc<dyn Backend>, topic: &str) -> Subscription {
+    tidings::Subscriber::new(Arc::clone(backend))
+        .subscribe(SubscribeOptions::stream(topic, fresh("g")))
+        .await
+        .unwrap()
+}
+
+fn keyed(n: u64, key: &str) -> CloudEvent {
+    event(n, Some(key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_go_out_when_their_transaction_commits_and_never_when_it_rolls_back() {
+    let Some((mut client, url)) = database().await else {
+        return;
+    };
+    let (backend, _dir) = embedded().await;
+    let topic = fresh("orders");
+    place(
+        &mut client,
+        &topic,
+        "o-1",
+        &[keyed(1, "o-1"), keyed(2, "o-1")],
+        true,
+    )
+    .await;
+    place(&mut client, &topic, "o-2", &[keyed(3, "o-2")], false).await;
+    place(&mut client, &topic, "o-3", &[keyed(4, "o-3")], true).await;
+
+    let relay = Arc::new(
+        Relay::connect(
+            &url,
+            Publisher::new(Arc::clone(&backend)),
+            RelayOptions::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    let (stop, run) = spawn_relay(Arc::clone(&relay));
+    until("the relay published the committed events", || {
+        relay.stats().published == 3
+    })
+    .await;
+    let mut sub = subscribe(&backend, &topic).await;
+    let got = take_acked(&mut sub, 4).await;
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), [1, 2, 4]);
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM tidings_outbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "published rows are deleted");
+    let orders: i64 = client
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orders, 2, "the rolled-back order is not there either");
+    stop.send(()).unwrap();
+    run.await.unwrap();
+    sub.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_commits_late_is_not_passed_over_and_keeps_its_place() {
+    let Some((mut client, url)) = database().await else {
+        return;
+    };
+    let (mut late, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let (backend, _dir) = embedded().await;
+    let topic = fresh("late");
+
+    // The long transaction stages first and stays open.
+    let long = late.transaction().await.unwrap();
+    long.execute("INSERT INTO orders VALUES ('o-1', 1)", &[])
+        .await
+        .unwrap();
+    outbox::stage(&long, &topic, &[keyed(1, "k")])
+        .await
+        .unwrap();
+    place(&mut client, &topic, "o-2", &[keyed(2, "k")], true).await;
+
+    let relay = Arc::new(
+        Relay::connect(
+            &url,
+            Publisher::new(Arc::clone(&backend)),
+            RelayOptions::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    let (stop, run) = spawn_relay(Arc::clone(&relay));
+    until("the relay saw the committed row", || {
+        relay.stats().pending == 1
+    })
+    .await;
+    assert_eq!(
+        relay.stats().published,
+        0,
+        "a row staged after an open transaction began waits for it"
+    );
+    long.commit().await.unwrap();
+    until("the relay published both", || relay.stats().published == 2).await;
+    let mut sub = subscribe(&backend, &topic).await;
+    let mut order = Vec::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while order.len() < 2 && tokio::time::Instant::now() < deadline {
+        for d in sub.next_batch(8, Duration::from_millis(200)).await.unwrap() {
+            order.push(n_of(d.event().unwrap()));
+            d.ack().await.unwrap();
+        }
+    }
+    assert_eq!(order, [1, 2], "in the order of the transactions");
+    stop.send(()).unwrap();
+    run.await.unwrap();
+    sub.close().await.unwrap();
+}
+
+/// Refuses events of one type for good, as a backend refuses one too large
+/// for it.
+struct Refuse;
+
+impl PublishHook for Refuse {
+    fn before_publish<'a>(
+        &'a self,
+        _topic: &'a str,
+        events: &'a mut [CloudEvent],
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            if events.iter().any(|e| n_of(e) == 13) {
+                return Err(Error::InvalidEvent("13 is refused".into()));
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_refused_for_good_moves_aside_and_the_rest_goes_out_in_bounded_batches() {
+    let Some((mut client, url)) = database().await else {
+        return;
+    };
+    let (backend, _dir) = embedded().await;
+    let topic = fresh("batches");
+    // 5 keys, 40 events each, staged 10 to a transaction; event 13 refused.
+    for batch in 0..20u64 {
+        let key = format!("k{}", batch % 5);
+        let events: Vec<CloudEvent> = (batch * 10..batch * 10 + 10)
+            .map(|n| keyed(n, &key))
+            .collect();
+        place(&mut client, &topic, &format!("o-{batch}"), &events, true).await;
+    }
+    let options = RelayOptions {
+        batch_max: 16,
+        ..RelayOptions::default()
+    };
+    let publisher = Publisher::new(Arc::clone(&backend)).with_hook(Arc::new(Refuse));
+    let relay = Arc::new(Relay::connect(&url, publisher, options).await.unwrap());
+    // A second relay stands by while the first holds the lock.
+    let standby = Arc::new(
+        Relay::connect(&url, Publisher::new(Arc::clone(&backend)), options)
+            .await
+            .unwrap(),
+    );
+    let (stop, run) = spawn_relay(Arc::clone(&relay));
+    until("the first relay is active", || relay.stats().active).await;
+    let (stop_standby, run_standby) = spawn_relay(Arc::clone(&standby));
+    until("everything went out", || {
+        relay.stats().published + relay.stats().dead == 200
+    })
+    .await;
+    assert_eq!(relay.stats().dead, 1);
+    assert_eq!(standby.stats().published, 0, "one relay at a time");
+    let dead: Vec<(String, String)> = client
+        .query("SELECT event, reason FROM tidings_outbox_dead", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].1.contains("13 is refused"), "{dead:?}");
+
+    let mut sub = subscribe(&backend, &topic).await;
+    let mut per_key: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    let mut n = 0;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while n < 199 && tokio::time::Instant::now() < deadline {
+        for d in sub
+            .next_batch(64, Duration::from_millis(200))
+            .await
+            .unwrap()
+        {
+            let e = d.event().unwrap();
+            per_key
+                .entry(e.partitionkey().unwrap().to_owned())
+                .or_default()
+                .push(n_of(e));
+            n += 1;
+            d.ack().await.unwrap();
+        }
+    }
+    assert_eq!(n, 199);
+    for (key, got) in &per_key {
+        let k: u64 = key[1..].parse().unwrap();
+        let expected: Vec<u64> = (0..20u64)
+            .filter(|b| b % 5 == k)
+            .flat_map(|b| b * 10..b * 10 + 10)
+            .filter(|n| *n != 13)
+            .collect();
+        assert_eq!(got, &expected, "key {key}: in the order staged");
+    }
+    for (stop, run) in [(stop, run), (stop_standby, run_standby)] {
+        stop.send(()).unwrap();
+        run.await.unwrap();
+    }
+    sub.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_feeds_other_backends() {
+    let Some((mut client, url)) = database().await else {
+        return;
+    };
+    let mut backends: Vec<(&str, Arc<dyn Backend>)> =
+        vec![("PostgreSQL", tidings::connect(&url).await.unwrap())];
+    #[cfg(feature = "kafka")]
+    {
+        let address = std::env::var("TIDINGS_TEST_KAFKA").expect(
+            "TIDINGS_TEST_KAFKA must name an Apache Kafka broker (scripts/test starts one with scripts/kafka)",
+        );
+        backends.push((
+            "Apache Kafka",
+            tidings::connect(&format!("kafka://{address}"))
+                .await
+                .unwrap(),
+        ));
+    }
+    for (name, backend) in backends {
+        let topic = fresh("feed");
+        place(
+            &mut client,
+            &topic,
+            &fresh("o"),
+            &[keyed(1, "k"), keyed(2, "k")],
+            true,
+        )
+        .await;
+        let relay = Arc::new(
+            Relay::connect(
+                &url,
+                Publisher::new(Arc::clone(&backend)),
+                RelayOptions::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        let (stop, run) = spawn_relay(Arc::clone(&relay));
+        until(name, || relay.stats().published == 2).await;
+        let mut sub = subscribe(&backend, &topic).await;
+        let got = take_acked(&mut sub, 2).await;
+        assert_eq!(got.keys().copied().collect::<Vec<_>>(), [1, 2], "{name}");
+        stop.send(()).unwrap();
+        run.await.unwrap();
+        sub.close().await.unwrap();
+    }
+}
