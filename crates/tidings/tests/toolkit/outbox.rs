@@ -355,3 +355,236 @@ async fn the_relay_feeds_other_backends() {
         sub.close().await.unwrap();
     }
 }
+
+/// Set in the child of the kill test: `<database url> <data dir> <first n>`.
+const CHILD_ENV: &str = "TIDINGS_OUTBOX_KILL_CHILD";
+const KILL_ROUNDS: u64 = 12;
+const KILL_TOPIC: &str = "orders";
+
+/// The kill test's child: writes orders, each with two events staged in its
+/// transaction (one in seven rolled back), and relays them to an embedded
+/// engine, both until it is killed. Prints `COMMITTED n` after each commit.
+fn kill_child(args: &str) -> ! {
+    let mut args = args.split(' ');
+    let (url, dir, first) = (
+        args.next().unwrap().to_owned(),
+        args.next().unwrap().to_owned(),
+        args.next().unwrap().parse::<u64>().unwrap(),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let backend = tidings::connect(&format!("embedded:{dir}")).await.unwrap();
+        let options = RelayOptions {
+            batch_max: 8,
+            poll_interval: Duration::from_millis(5),
+            ..RelayOptions::default()
+        };
+        let relay = Relay::connect(&url, Publisher::new(backend), options)
+            .await
+            .unwrap();
+        tokio::spawn(async move { relay.run(std::future::pending()).await.unwrap() });
+        let (mut client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        for n in first.. {
+            let key = format!("o-{n}");
+            let tx = client.transaction().await.unwrap();
+            tx.execute(
+                "INSERT INTO orders VALUES ($1, $2)",
+                &[&key, &i64::try_from(n).unwrap()],
+            )
+            .await
+            .unwrap();
+            let events = [keyed(2 * n, &key), keyed(2 * n + 1, &key)];
+            outbox::stage(&tx, KILL_TOPIC, &events).await.unwrap();
+            if n % 7 == 3 {
+                tx.rollback().await.unwrap();
+            } else {
+                tx.commit().await.unwrap();
+                println!("COMMITTED {n}");
+            }
+        }
+    });
+    unreachable!("the child writes until it is killed")
+}
+
+/// Writers and the relay SIGKILLed at random moments, twelve times over:
+/// afterwards every order in the table has exactly its two events in the
+/// topic, once each and in order, and no other order has any — whatever step
+/// the kill interrupted (the business write, the staging, the commit, the
+/// publish, the delete). The broker's publish dedup turns a batch published
+/// again after a kill into nothing.
+#[test]
+fn killed_writers_and_relays_lose_and_double_nothing() {
+    if let Ok(args) = std::env::var(CHILD_ENV) {
+        kill_child(&args);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some((client, url)) = runtime.block_on(database()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut printed = std::collections::BTreeSet::new();
+    let mut rng = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
+    for round in 0..KILL_ROUNDS {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let run_ms = 150 + rng % 400;
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "outbox::killed_writers_and_relays_lose_and_double_nothing",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(
+                CHILD_ENV,
+                format!("{url} {} {}", dir.path().display(), round * 1_000_000),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| {
+                    l.strip_prefix("COMMITTED ")
+                        .map(|n| n.parse::<u64>().unwrap())
+                })
+                .collect::<Vec<u64>>()
+        });
+        std::thread::sleep(Duration::from_millis(run_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        printed.extend(reader.join().unwrap());
+    }
+
+    runtime.block_on(async move {
+        // What committed is what the table holds: a kill during a commit may
+        // have committed without the line being printed.
+        let orders: std::collections::BTreeSet<u64> = client
+            .query("SELECT cents FROM orders", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap())
+            .collect();
+        assert!(
+            printed.is_subset(&orders),
+            "a printed commit is in the table"
+        );
+        assert!(
+            orders.len() > 20,
+            "only {} orders committed in {KILL_ROUNDS} rounds",
+            orders.len()
+        );
+        assert!(
+            orders.iter().all(|n| n % 7 != 3),
+            "rolled back orders stay out"
+        );
+
+        // A last relay, not killed, publishes what the killed ones left.
+        let backend = tidings::connect(&format!("embedded:{}", dir.path().display()))
+            .await
+            .unwrap();
+        let relay = Arc::new(
+            Relay::connect(
+                &url,
+                Publisher::new(Arc::clone(&backend)),
+                RelayOptions::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        let (stop, run) = spawn_relay(Arc::clone(&relay));
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let left: i64 = client
+                .query_one("SELECT count(*) FROM tidings_outbox", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if left == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{left} rows left in the outbox"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.send(()).unwrap();
+        run.await.unwrap();
+
+        // Every event in the topic, with where it is stored.
+        let mut sub = tidings::Subscriber::new(Arc::clone(&backend))
+            .subscribe(SubscribeOptions::queue(KILL_TOPIC, fresh("audit")))
+            .await
+            .unwrap();
+        let expected = orders.len() * 2;
+        let mut seen: std::collections::BTreeMap<u64, Vec<(u32, u64)>> = Default::default();
+        let mut total = 0;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while tokio::time::Instant::now() < deadline {
+            let batch = sub
+                .next_batch(256, Duration::from_millis(300))
+                .await
+                .unwrap();
+            if batch.is_empty() && total >= expected {
+                break;
+            }
+            for d in batch {
+                total += 1;
+                seen.entry(n_of(d.event().unwrap()))
+                    .or_default()
+                    .push((d.partition(), d.offset()));
+                d.ack().await.unwrap();
+            }
+        }
+        sub.close().await.unwrap();
+        let published: std::collections::BTreeSet<u64> = seen.keys().map(|e| e / 2).collect();
+        let lost: Vec<u64> = orders.difference(&published).copied().collect();
+        let extra: Vec<u64> = published.difference(&orders).copied().collect();
+        assert!(
+            lost.is_empty() && extra.is_empty(),
+            "{} committed orders without their events (first {:?}); {} orders with events that did not commit (first {:?})",
+            lost.len(),
+            &lost[..lost.len().min(10)],
+            extra.len(),
+            &extra[..extra.len().min(10)]
+        );
+        for (event, places) in &seen {
+            assert_eq!(
+                places.len(),
+                1,
+                "event {event} stored {} times",
+                places.len()
+            );
+        }
+        for n in &orders {
+            let (first, second) = (seen[&(2 * n)][0], seen[&(2 * n + 1)][0]);
+            assert_eq!(first.0, second.0, "order {n}: one key, one partition");
+            assert!(
+                first.1 < second.1,
+                "order {n}: its events in the order staged"
+            );
+        }
+        println!(
+            "{} orders, {} events, each once, after {KILL_ROUNDS} kills",
+            orders.len(),
+            total
+        );
+    });
+}
