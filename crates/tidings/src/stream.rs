@@ -56,6 +56,8 @@ pub(crate) struct Polled {
 pub(crate) struct Commit {
     pub(crate) partition: u32,
     pub(crate) next: u64,
+    /// Read only by a log that keeps notes: Kafka's, behind its feature.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) note: String,
 }
 

@@ -103,9 +103,14 @@ impl System for Nats {
                 .get_consumer(GROUP)
                 .await
                 .map_err(|e| anyhow::anyhow!("NATS consumer {GROUP}: {e}"))?;
+            // Short pull requests with heartbeats: nats-server 2.9 now and
+            // then leaves a pull request unanswered, and the client notices
+            // only when heartbeats stop (by default after half a minute).
             let messages = consumer
                 .stream()
                 .max_messages_per_batch(super::IN_FLIGHT)
+                .expires(Duration::from_secs(1))
+                .heartbeat(Duration::from_millis(250))
                 .messages()
                 .await?;
             let c: Box<dyn Consumer> = Box::new(NatsConsumer {
@@ -154,6 +159,8 @@ impl Consumer for NatsConsumer {
             while let Some(m) = next {
                 let m = match m {
                     Ok(m) => m,
+                    // The client pulls again on its own; so does the caller.
+                    Err(e) if e.kind() == pull::MessagesErrorKind::MissingHeartbeat => break,
                     Err(e) => bail!("NATS consumer: {e}"),
                 };
                 events.push(m.payload.clone());

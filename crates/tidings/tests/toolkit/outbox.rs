@@ -312,6 +312,7 @@ async fn the_relay_feeds_other_backends() {
     let Some((mut client, url)) = database().await else {
         return;
     };
+    #[cfg_attr(not(feature = "kafka"), allow(unused_mut))]
     let mut backends: Vec<(&str, Arc<dyn Backend>)> =
         vec![("PostgreSQL", tidings::connect(&url).await.unwrap())];
     #[cfg(feature = "kafka")]
