@@ -25,6 +25,7 @@
 mod broker;
 mod bus;
 mod kafka;
+mod outbox;
 mod peers;
 mod store;
 mod toolkit;
@@ -83,6 +84,21 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
         /// A PostgreSQL server the benchmark may create a database on.
+        #[arg(long, env = "TIDINGS_TEST_PG_URL")]
+        pg_url: Option<String>,
+    },
+    /// The transactional outbox on PostgreSQL: relay throughput, and the
+    /// latency it adds between a commit and a subscriber, relaying to the
+    /// embedded engine and to the PostgreSQL backend (needs PostgreSQL:
+    /// TIDINGS_TEST_PG_URL; `scripts/bench outbox` starts one).
+    Outbox {
+        /// Short runs that check the harness works; the figures mean little.
+        #[arg(long)]
+        quick: bool,
+        /// Directory for the throwaway data directories (default: the system's).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// The PostgreSQL server to create the benchmark's database on.
         #[arg(long, env = "TIDINGS_TEST_PG_URL")]
         pg_url: Option<String>,
     },
@@ -163,6 +179,9 @@ fn main() -> Result<()> {
             pg_url,
             kafka,
         ),
+        Command::Outbox { quick, dir, pg_url } => {
+            outbox::run(&dir.unwrap_or_else(std::env::temp_dir), quick, pg_url)
+        }
         Command::Store { quick, dir, pg_url } => {
             store::run(&dir.unwrap_or_else(std::env::temp_dir), quick, pg_url)
         }

@@ -60,7 +60,7 @@ use deadpool_postgres::Pool;
 use tidings_types::CloudEvent;
 use tokio_postgres::GenericClient;
 
-use crate::postgres::{migrate, pg_err, pool, pool_err, Migrations};
+use crate::postgres::{listen, migrate, pg_err, pool, pool_err, Migrations};
 use crate::{Error, Publisher};
 
 /// The outbox's migrations, in order.
@@ -69,6 +69,10 @@ const MIGRATIONS: Migrations = Migrations {
     lock: 0x7469_6469_6e67_7303,
     steps: &[(1, include_str!("postgres/outbox.sql"))],
 };
+
+/// The channel a staging transaction notifies at its commit, which wakes
+/// the relay.
+const CHANNEL: &str = "tidings_outbox";
 
 /// The advisory lock the active relay holds.
 const RELAY_LOCK: i64 = 0x7469_6469_6e67_7304;
@@ -114,15 +118,18 @@ pub async fn stage<C: GenericClient>(
             .map_err(|e| Error::InvalidEvent(e.to_string()))?;
         bodies.push(String::from_utf8(json).map_err(|e| Error::InvalidEvent(e.to_string()))?);
     }
-    client
-        .execute(
-            "INSERT INTO tidings_outbox (topic, partitionkey, event)
-             SELECT $1, k, e FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS s(k, e, n)
-             ORDER BY n",
-            &[&topic, &keys, &bodies],
-        )
-        .await
-        .map_err(pg_err)?;
+    // Sent together (pipelined): the notification goes out at the commit,
+    // and wakes the relay at once.
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&topic, &keys, &bodies];
+    let channel: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&CHANNEL];
+    let insert = client.execute(
+        "INSERT INTO tidings_outbox (topic, partitionkey, event)
+         SELECT $1, k, e FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS s(k, e, n)
+         ORDER BY n",
+        &params,
+    );
+    let notify = client.execute("SELECT pg_notify($1, '')", &channel);
+    tokio::try_join!(insert, notify).map_err(pg_err)?;
     Ok(())
 }
 
@@ -131,7 +138,8 @@ pub async fn stage<C: GenericClient>(
 pub struct RelayOptions {
     /// Most rows read, published and deleted at a time.
     pub batch_max: usize,
-    /// How long an idle relay waits before it looks again.
+    /// How long an idle relay waits before it looks again when no commit
+    /// woke it (notifications are a shortcut; a lost one only delays).
     pub poll_interval: Duration,
     /// How long it waits after a failure that may pass.
     pub retry_delay: Duration,
@@ -167,9 +175,18 @@ pub struct RelayStats {
 /// Publishes what [`stage`] staged; see the module documentation.
 pub struct Relay {
     pool: Pool,
+    /// Woken by a staging transaction's commit.
+    woken: Arc<tokio::sync::Notify>,
+    listener: tokio::task::JoinHandle<()>,
     publisher: Publisher,
     options: RelayOptions,
     stats: Arc<Mutex<RelayStats>>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
 }
 
 impl std::fmt::Debug for Relay {
@@ -200,14 +217,21 @@ impl Relay {
                 "an outbox relay's batch_max must be at least 1".into(),
             ));
         }
-        let (pool, _) = pool(url)?;
+        let (pool, config) = pool(url)?;
         let mut client = pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err)?;
         migrate(&tx, &MIGRATIONS).await?;
         tx.commit().await.map_err(pg_err)?;
         drop(client);
+        let woken = Arc::new(tokio::sync::Notify::new());
+        let permit = Arc::clone(&woken);
+        // `notify_one` keeps a permit while the relay is busy, so a commit
+        // during a batch is looked for right after it.
+        let listener = tokio::spawn(listen(config, CHANNEL, move || permit.notify_one()));
         Ok(Relay {
             pool,
+            woken,
+            listener,
             publisher,
             options,
             stats: Arc::default(),
@@ -249,14 +273,14 @@ impl Relay {
                 unlocked.map_err(pg_err)?;
                 Ok(true)
             };
-            let wait = tokio::select! {
+            let (wait, wake) = tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 result = round => match result {
-                    Ok(_) => self.options.poll_interval,
+                    Ok(_) => (self.options.poll_interval, true),
                     Err(e) if e.is_transient() => {
                         tracing::warn!(error = %e, "the outbox relay failed; trying again");
                         self.stats.lock().expect("relay stats").last_error = Some(e.to_string());
-                        self.options.retry_delay
+                        (self.options.retry_delay, false)
                     }
                     Err(e) => return Err(e),
                 },
@@ -264,6 +288,7 @@ impl Relay {
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 () = tokio::time::sleep(wait) => {}
+                () = self.woken.notified(), if wake => {}
             }
         }
     }

@@ -162,7 +162,8 @@ impl Postgres {
             tx.commit().await.map_err(pg_err)?;
         }
         let woken = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(config, Arc::clone(&woken)));
+        let waiters = Arc::clone(&woken);
+        let listener = tokio::spawn(listen(config, CHANNEL, move || waiters.notify_waiters()));
         Ok(Postgres {
             pool,
             partitions: Mutex::new(HashMap::new()),
@@ -365,17 +366,21 @@ pub(crate) async fn migrate(
 
 /// Keeps a connection listening for publishes and wakes waiting receivers.
 /// Reconnects after a failure; receivers poll meanwhile.
-async fn listen(config: tokio_postgres::Config, woken: Arc<Notify>) {
+pub(crate) async fn listen(
+    config: tokio_postgres::Config,
+    channel: &'static str,
+    on_notification: impl Fn() + Clone + Send + 'static,
+) {
     loop {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
-                let woken = Arc::clone(&woken);
+                let woken = on_notification.clone();
                 let driver = tokio::spawn(async move {
                     while let Some(message) =
                         std::future::poll_fn(|cx| connection.poll_message(cx)).await
                     {
                         match message {
-                            Ok(AsyncMessage::Notification(_)) => woken.notify_waiters(),
+                            Ok(AsyncMessage::Notification(_)) => woken(),
                             Ok(_) => {}
                             Err(e) => {
                                 tracing::warn!(error = %e, "the toolkit's PostgreSQL listener failed");
@@ -384,7 +389,7 @@ async fn listen(config: tokio_postgres::Config, woken: Arc<Notify>) {
                         }
                     }
                 });
-                if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                if let Err(e) = client.batch_execute(&format!("LISTEN {channel}")).await {
                     tracing::warn!(error = %e, "the toolkit could not LISTEN");
                     driver.abort();
                 } else {
