@@ -217,7 +217,9 @@ impl Relay {
                 "an outbox relay's batch_max must be at least 1".into(),
             ));
         }
-        let (pool, config) = pool(url)?;
+        // One connection: the session that holds the relay lock is always
+        // the one the relay unlocks on.
+        let (pool, config) = pool(url, 1)?;
         let mut client = pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err)?;
         migrate(&tx, &MIGRATIONS).await?;
@@ -265,16 +267,15 @@ impl Relay {
                     return Ok::<_, Error>(false);
                 }
                 let result = self.drain(&client).await;
-                let unlocked = client
-                    .execute("SELECT pg_advisory_unlock($1)", &[&RELAY_LOCK])
-                    .await;
+                // All of it: a round cut short by a shutdown left its hold.
+                let unlocked = client.execute("SELECT pg_advisory_unlock_all()", &[]).await;
                 self.stats.lock().expect("relay stats").active = false;
                 result?;
                 unlocked.map_err(pg_err)?;
                 Ok(true)
             };
             let (wait, wake) = tokio::select! {
-                () = &mut shutdown => return Ok(()),
+                () = &mut shutdown => return self.step_down().await,
                 result = round => match result {
                     Ok(_) => (self.options.poll_interval, true),
                     Err(e) if e.is_transient() => {
@@ -286,11 +287,28 @@ impl Relay {
                 },
             };
             tokio::select! {
-                () = &mut shutdown => return Ok(()),
+                () = &mut shutdown => return self.step_down().await,
                 () = tokio::time::sleep(wait) => {}
                 () = self.woken.notified(), if wake => {}
             }
         }
+    }
+
+    /// Gives the relay lock up at a shutdown, so a standby takes over while
+    /// this relay is kept but not run; a round the shutdown cut short held
+    /// it on the pool's one connection. A failure here only delays the
+    /// standby until the connection closes.
+    async fn step_down(&self) -> Result<(), Error> {
+        self.stats.lock().expect("relay stats").active = false;
+        match self.pool.get().await {
+            Ok(client) => {
+                if let Err(e) = client.execute("SELECT pg_advisory_unlock_all()", &[]).await {
+                    tracing::warn!(error = %e, "the outbox relay could not give its lock up");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the outbox relay could not give its lock up"),
+        }
+        Ok(())
     }
 
     /// Publishes every visible row, batch after batch, while this relay

@@ -128,8 +128,9 @@ pub(crate) struct Migrations {
     pub(crate) steps: &'static [(i32, &'static str)],
 }
 
-/// A pool of connections to the database at `url`, and its configuration.
-pub(crate) fn pool(url: &str) -> Result<(Pool, tokio_postgres::Config), Error> {
+/// A pool of at most `size` connections to the database at `url`, and its
+/// configuration.
+pub(crate) fn pool(url: &str, size: usize) -> Result<(Pool, tokio_postgres::Config), Error> {
     let config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| Error::Config(format!("{url}: {e}")))?;
@@ -141,7 +142,7 @@ pub(crate) fn pool(url: &str) -> Result<(Pool, tokio_postgres::Config), Error> {
         },
     );
     let pool = Pool::builder(manager)
-        .max_size(POOL_SIZE_MAX)
+        .max_size(size)
         .wait_timeout(Some(Duration::from_secs(10)))
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
@@ -154,7 +155,7 @@ impl Postgres {
     /// creates the toolkit's tables when they are missing, and starts
     /// listening for publishes.
     pub async fn connect(url: &str) -> Result<Postgres, Error> {
-        let (pool, config) = pool(url)?;
+        let (pool, config) = pool(url, POOL_SIZE_MAX)?;
         {
             let mut client = pool.get().await.map_err(pool_err)?;
             let tx = client.transaction().await.map_err(pg_err)?;

@@ -589,3 +589,65 @@ fn killed_writers_and_relays_lose_and_double_nothing() {
         );
     });
 }
+
+/// Slows every publish down, so a relay can be stopped in the middle of
+/// draining.
+struct Slow;
+
+impl PublishHook for Slow {
+    fn before_publish<'a>(
+        &'a self,
+        _topic: &'a str,
+        _events: &'a mut [CloudEvent],
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_stopped_mid_drain_hands_over_to_a_standby() {
+    let Some((mut client, url)) = database().await else {
+        return;
+    };
+    let (backend, _dir) = embedded().await;
+    let topic = fresh("handover");
+    let events: Vec<CloudEvent> = (0..40).map(|n| keyed(n, "k")).collect();
+    place(&mut client, &topic, "o-1", &events, true).await;
+    let options = RelayOptions {
+        batch_max: 4,
+        ..RelayOptions::default()
+    };
+    let slow = Publisher::new(Arc::clone(&backend)).with_hook(Arc::new(Slow));
+    let first = Arc::new(Relay::connect(&url, slow, options).await.unwrap());
+    let (stop, run) = spawn_relay(Arc::clone(&first));
+    until("the first relay is draining", || {
+        first.stats().published >= 4
+    })
+    .await;
+    stop.send(()).unwrap();
+    run.await.unwrap();
+    assert!(!first.stats().active);
+
+    // The stopped relay is kept, not dropped: its connection stays open.
+    let second = Arc::new(
+        Relay::connect(&url, Publisher::new(Arc::clone(&backend)), options)
+            .await
+            .unwrap(),
+    );
+    let (stop, run) = spawn_relay(Arc::clone(&second));
+    until("the standby published the rest", || {
+        first.stats().published + second.stats().published >= 40
+    })
+    .await;
+    stop.send(()).unwrap();
+    run.await.unwrap();
+    let mut sub = subscribe(&backend, &topic).await;
+    let got = take_acked(&mut sub, 40).await;
+    assert_eq!(got.len(), 40, "every event once: {got:?}");
+    assert!(got.values().all(|&times| times == 1), "{got:?}");
+    sub.close().await.unwrap();
+    drop(first);
+}
