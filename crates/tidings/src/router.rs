@@ -17,7 +17,8 @@
 //!    lease is extended while the handler runs and while a retry waits.
 //!    [`Middleware`] (the router's, then the route's) runs around the handler
 //!    inside the timeout, once per try: where an inbox, a schema check or
-//!    tracing plugs in.
+//!    tracing plugs in, handing what the handler needs (a transaction, a
+//!    span) on through [`Context::insert`].
 //! 4. **Retry in process** with exponential backoff and jitter, for errors
 //!    classed [`ErrorClass::Retry`].
 //! 5. **Redelivery by the backend**: after the last try in process, a nack

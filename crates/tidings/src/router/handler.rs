@@ -1,5 +1,6 @@
 //! Handlers, their errors, and the context they run in.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -258,6 +259,8 @@ struct Inner {
     try_number: Mutex<u32>,
     outputs: Mutex<Vec<(String, CloudEvent)>>,
     publisher: Publisher,
+    /// What middleware hands on to the handler, one value per type.
+    values: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl fmt::Debug for Context {
@@ -287,6 +290,7 @@ impl Context {
                 try_number: Mutex::new(1),
                 outputs: Mutex::new(Vec::new()),
                 publisher,
+                values: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -328,6 +332,32 @@ impl Context {
         let cause = &self.inner.event;
         let id = derived_id(&self.inner.group, cause, outputs.len());
         outputs.push((topic.to_owned(), event.caused_by(cause).with_id(id)));
+    }
+
+    /// Hands `value` on to what runs inside (the next middleware, the
+    /// handler): an inbox's transaction, a span. One value per type; a new
+    /// one replaces the last. Values live as long as the delivery, across
+    /// its tries.
+    pub fn insert<T: Any + Send + Sync>(&self, value: T) {
+        let mut values = self.inner.values.lock().expect("context lock");
+        values.retain(|v| !v.is::<T>());
+        values.push(Arc::new(value));
+    }
+
+    /// The value of type `T` middleware inserted, if any.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let values = self.inner.values.lock().expect("context lock");
+        values
+            .iter()
+            .find_map(|v| Arc::clone(v).downcast::<T>().ok())
+    }
+
+    /// Takes the value of type `T` out, if any (middleware that inserted a
+    /// value for one try and is done with it).
+    pub fn remove<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let mut values = self.inner.values.lock().expect("context lock");
+        let at = values.iter().position(|v| v.is::<T>())?;
+        values.remove(at).downcast::<T>().ok()
     }
 
     /// A publisher for events that go out whatever the handler's outcome

@@ -247,3 +247,64 @@ async fn publish_hooks_change_or_refuse_a_batch_before_it_is_stored() {
         sub.close().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn middleware_hands_values_on_to_the_handler() {
+    #[derive(Debug, PartialEq)]
+    struct Tenant(&'static str);
+    #[derive(Debug, PartialEq)]
+    struct Try(u32);
+
+    let h = embedded(Mode::Queue).await.unwrap();
+    let topic = fresh("values");
+    Publisher::new(h.backend())
+        .publish(&topic, event(1, None))
+        .await
+        .unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let handler_seen = Arc::clone(&seen);
+    let mut router = Router::new(h.backend());
+    router
+        .route(&topic, &fresh("g"))
+        // Inside the router's: sees its value, and replaces its own per try.
+        .wrap(|ctx: Context, next: Next| async move {
+            assert_eq!(ctx.get::<Tenant>().as_deref(), Some(&Tenant("acme")));
+            ctx.insert(Try(ctx.try_number()));
+            next.run(ctx).await
+        })
+        .retry(Retry {
+            tries: 2,
+            backoff: Backoff {
+                initial: Duration::from_millis(10),
+                factor: 1,
+                max: Duration::from_millis(10),
+            },
+        })
+        .on_event("test.n", move |ctx| {
+            let seen = Arc::clone(&handler_seen);
+            async move {
+                let tenant = ctx.get::<Tenant>().map(|t| t.0);
+                let try_number = ctx.get::<Try>().map(|t| t.0);
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{tenant:?} {try_number:?}"));
+                if ctx.try_number() == 1 {
+                    return Err(HandlerError::retry("once more"));
+                }
+                // Taken out, it is gone.
+                assert_eq!(ctx.remove::<Try>().as_deref(), Some(&Try(2)));
+                assert!(ctx.get::<Try>().is_none());
+                Ok::<(), HandlerError>(())
+            }
+        });
+    let router = router.wrap(|ctx: Context, next: Next| async move {
+        ctx.insert(Tenant("acme"));
+        next.run(ctx).await
+    });
+    let report = run_until(router, || seen.lock().unwrap().len() >= 2).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [r#"Some("acme") Some(1)"#, r#"Some("acme") Some(2)"#]
+    );
+    assert_eq!((report.handled, report.retried), (1, 1));
+}
