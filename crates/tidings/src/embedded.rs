@@ -5,7 +5,9 @@
 //! Queue mode is the broker's queue groups: leases, acks, nacks with delays,
 //! dead letters and key ordering are all native. Stream mode is the broker's
 //! consumer groups (shared with Kafka clients of a `tidings serve` on the same
-//! data), with per-delivery answers emulated as [`crate::stream`] describes.
+//! data), with per-delivery answers emulated (acks commit in order, nacks
+//! wait in the subscriber's memory, dead letters are published by the
+//! toolkit), as [`Capabilities`](crate::Capabilities) of stream mode say.
 
 use std::path::Path;
 use std::sync::Arc;

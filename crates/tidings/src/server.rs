@@ -1,8 +1,8 @@
 //! The server backend: a `tidings serve` over its HTTP API, through
 //! `tidings-client`. The same broker as the embedded backend, so the same
 //! capabilities: queue mode is the server's queue groups, stream mode its
-//! consumer groups with per-delivery answers emulated (see
-//! [`crate::stream`]).
+//! consumer groups with per-delivery answers emulated, as on the embedded
+//! backend.
 //!
 //! A client holds one connection and makes one call at a time, so the
 //! backend keeps a small pool for publishes and answers, and each
