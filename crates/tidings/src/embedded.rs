@@ -7,7 +7,7 @@
 //! consumer groups (shared with Kafka clients of a `tidings serve` on the same
 //! data), with per-delivery answers emulated (acks commit in order, nacks
 //! wait in the subscriber's memory, dead letters are published by the
-//! toolkit), as [`Capabilities`](crate::Capabilities) of stream mode say.
+//! toolkit), as the [`Capabilities`] of stream mode say.
 
 use std::path::Path;
 use std::sync::Arc;
