@@ -57,6 +57,11 @@ async fn place(client: &mut Client, topic: &str, order: &str, events: &[CloudEve
     }
 }
 
+/// A relay of the outbox at `url` to `publisher`'s backend.
+async fn connect_relay(url: &str, publisher: Publisher, options: RelayOptions) -> Arc<Relay> {
+    Arc::new(Relay::connect(url, publisher, options).await.unwrap())
+}
+
 /// Runs a relay in the background; the sender stops it.
 fn spawn_relay(relay: Arc<Relay>) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = oneshot::channel::<()>();
@@ -116,15 +121,12 @@ async fn events_go_out_when_their_transaction_commits_and_never_when_it_rolls_ba
     place(&mut client, &topic, "o-2", &[keyed(3, "o-2")], false).await;
     place(&mut client, &topic, "o-3", &[keyed(4, "o-3")], true).await;
 
-    let relay = Arc::new(
-        Relay::connect(
-            &url,
-            Publisher::new(Arc::clone(&backend)),
-            RelayOptions::default(),
-        )
-        .await
-        .unwrap(),
-    );
+    let relay = connect_relay(
+        &url,
+        Publisher::new(Arc::clone(&backend)),
+        RelayOptions::default(),
+    )
+    .await;
     let (stop, run) = spawn_relay(Arc::clone(&relay));
     until("the relay published the committed events", || {
         relay.stats().published == 3
@@ -170,15 +172,12 @@ async fn a_transaction_that_commits_late_is_not_passed_over_and_keeps_its_place(
         .unwrap();
     place(&mut client, &topic, "o-2", &[keyed(2, "k")], true).await;
 
-    let relay = Arc::new(
-        Relay::connect(
-            &url,
-            Publisher::new(Arc::clone(&backend)),
-            RelayOptions::default(),
-        )
-        .await
-        .unwrap(),
-    );
+    let relay = connect_relay(
+        &url,
+        Publisher::new(Arc::clone(&backend)),
+        RelayOptions::default(),
+    )
+    .await;
     let (stop, run) = spawn_relay(Arc::clone(&relay));
     until("the relay saw the committed row", || {
         relay.stats().pending == 1
@@ -245,13 +244,9 @@ async fn an_event_refused_for_good_moves_aside_and_the_rest_goes_out_in_bounded_
         ..RelayOptions::default()
     };
     let publisher = Publisher::new(Arc::clone(&backend)).with_hook(Arc::new(Refuse));
-    let relay = Arc::new(Relay::connect(&url, publisher, options).await.unwrap());
+    let relay = connect_relay(&url, publisher, options).await;
     // A second relay stands by while the first holds the lock.
-    let standby = Arc::new(
-        Relay::connect(&url, Publisher::new(Arc::clone(&backend)), options)
-            .await
-            .unwrap(),
-    );
+    let standby = connect_relay(&url, Publisher::new(Arc::clone(&backend)), options).await;
     let (stop, run) = spawn_relay(Arc::clone(&relay));
     until("the first relay is active", || relay.stats().active).await;
     let (stop_standby, run_standby) = spawn_relay(Arc::clone(&standby));
@@ -337,15 +332,12 @@ async fn the_relay_feeds_other_backends() {
             true,
         )
         .await;
-        let relay = Arc::new(
-            Relay::connect(
-                &url,
-                Publisher::new(Arc::clone(&backend)),
-                RelayOptions::default(),
-            )
-            .await
-            .unwrap(),
-        );
+        let relay = connect_relay(
+            &url,
+            Publisher::new(Arc::clone(&backend)),
+            RelayOptions::default(),
+        )
+        .await;
         let (stop, run) = spawn_relay(Arc::clone(&relay));
         until(name, || relay.stats().published == 2).await;
         let mut sub = subscribe(&backend, &topic).await;
@@ -500,15 +492,7 @@ fn killed_writers_and_relays_lose_and_double_nothing() {
         let backend = tidings::connect(&format!("embedded:{}", dir.path().display()))
             .await
             .unwrap();
-        let relay = Arc::new(
-            Relay::connect(
-                &url,
-                Publisher::new(Arc::clone(&backend)),
-                RelayOptions::default(),
-            )
-            .await
-            .unwrap(),
-        );
+        let relay = connect_relay(&url, Publisher::new(Arc::clone(&backend)), RelayOptions::default()).await;
         let (stop, run) = spawn_relay(Arc::clone(&relay));
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
@@ -621,7 +605,7 @@ async fn a_relay_stopped_mid_drain_hands_over_to_a_standby() {
         ..RelayOptions::default()
     };
     let slow = Publisher::new(Arc::clone(&backend)).with_hook(Arc::new(Slow));
-    let first = Arc::new(Relay::connect(&url, slow, options).await.unwrap());
+    let first = connect_relay(&url, slow, options).await;
     let (stop, run) = spawn_relay(Arc::clone(&first));
     until("the first relay is draining", || {
         first.stats().published >= 4
@@ -632,11 +616,7 @@ async fn a_relay_stopped_mid_drain_hands_over_to_a_standby() {
     assert!(!first.stats().active);
 
     // The stopped relay is kept, not dropped: its connection stays open.
-    let second = Arc::new(
-        Relay::connect(&url, Publisher::new(Arc::clone(&backend)), options)
-            .await
-            .unwrap(),
-    );
+    let second = connect_relay(&url, Publisher::new(Arc::clone(&backend)), options).await;
     let (stop, run) = spawn_relay(Arc::clone(&second));
     until("the standby published the rest", || {
         first.stats().published + second.stats().published >= 40
