@@ -73,6 +73,7 @@ pub mod bridge;
 mod delivery;
 pub mod embedded;
 mod error;
+pub mod inbox;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod nats;

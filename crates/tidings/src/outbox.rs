@@ -64,7 +64,7 @@ use crate::postgres::{listen, migrate, pg_err, pool, pool_err, Migrations};
 use crate::{Error, Publisher};
 
 /// The outbox's migrations, in order.
-const MIGRATIONS: Migrations = Migrations {
+pub(crate) const MIGRATIONS: Migrations = Migrations {
     table: "tidings_outbox_migrations",
     lock: 0x7469_6469_6e67_7303,
     steps: &[(1, include_str!("postgres/outbox.sql"))],

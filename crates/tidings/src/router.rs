@@ -54,7 +54,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use handler::{Classify, Context, ErrorClass, HandlerError, Middleware, Next};
+pub use handler::{Classify, Context, ErrorClass, HandlerError, Middleware, Next, RoutePolicy};
 
 use crate::backend::{
     Answer, Backend, Backoff, Incoming, Mode, Payload, Source, Start, SubscribeOptions, Ticket,
@@ -62,6 +62,7 @@ use crate::backend::{
 use crate::delivery::Settle;
 use crate::subscriber::Subscriber;
 use crate::{Delivery, Error, Publisher};
+pub(crate) use handler::runs_by_topic;
 use handler::DynHandler;
 
 /// How long the router's receive waits before asking again.
@@ -348,6 +349,21 @@ impl Route {
         self.register(event_type, handler::raw(handler))
     }
 
+    /// The policy middleware checks itself against.
+    fn policy(&self) -> RoutePolicy {
+        RoutePolicy {
+            topic: self.options.topic.clone(),
+            group: self.options.group.clone(),
+            mode: self.options.mode,
+            ack_timeout: self.options.ack_timeout,
+            max_deliveries: self.options.max_deliveries,
+            redelivery_wait_max: self.redelivery_delay.unwrap_or(self.options.backoff.max),
+            tries: self.retry.tries,
+            try_timeout: self.timeout,
+            retry_wait_max: self.retry.backoff.max,
+        }
+    }
+
     fn register(&mut self, event_type: &str, handler: DynHandler) -> &mut Route {
         if event_type == "*" {
             self.fallback = Some(handler);
@@ -432,6 +448,18 @@ impl Router {
             Publisher::with_hook,
         );
         let subscriber = Subscriber::with_partitions(Arc::clone(&self.backend), self.partitions);
+        // Every route is checked before any subscribes.
+        for route in &self.routes {
+            let policy = route.policy();
+            for layer in self.middleware.iter().chain(&route.middleware) {
+                layer.check(&policy).map_err(|e| {
+                    Error::Config(format!(
+                        "the route of topic {} and group {}: {e}",
+                        policy.topic, policy.group
+                    ))
+                })?;
+            }
+        }
         let stopping = CancellationToken::new();
         let counters = Arc::new(Counters::default());
         let mut runs = JoinSet::new();
@@ -944,23 +972,8 @@ impl Work {
     }
 
     async fn publish_outputs(&self, ctx: &Context) -> Result<(), Error> {
-        let outputs = ctx.take_outputs();
-        // In emission order, one batch per run of the same topic.
-        let mut batch: Vec<tidings_types::CloudEvent> = Vec::new();
-        let mut topic: Option<String> = None;
-        for (t, event) in outputs {
-            if topic.as_deref() != Some(t.as_str()) {
-                if let Some(previous) = topic.take() {
-                    self.publisher
-                        .publish_all(&previous, std::mem::take(&mut batch))
-                        .await?;
-                }
-                topic = Some(t);
-            }
-            batch.push(event);
-        }
-        if let Some(t) = topic {
-            self.publisher.publish_all(&t, batch).await?;
+        for (topic, batch) in handler::runs_by_topic(ctx.take_outputs()) {
+            self.publisher.publish_all(&topic, batch).await?;
         }
         Ok(())
     }

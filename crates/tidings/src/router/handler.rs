@@ -4,6 +4,7 @@ use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -119,6 +120,8 @@ impl fmt::Display for HandlerError {
     }
 }
 
+impl std::error::Error for HandlerError {}
+
 impl Classify for HandlerError {
     fn class(&self) -> ErrorClass {
         self.class
@@ -128,6 +131,10 @@ impl Classify for HandlerError {
 impl Classify for Box<dyn std::error::Error + Send + Sync> {}
 impl Classify for std::io::Error {}
 impl Classify for String {}
+/// A database error: tried again (a transaction that failed on a conflict
+/// or a lost connection succeeds on the next try; one that cannot ends in
+/// the dead letters after the route's deliveries).
+impl Classify for tokio_postgres::Error {}
 impl Classify for &'static str {}
 impl Classify for crate::Error {
     fn class(&self) -> ErrorClass {
@@ -166,6 +173,67 @@ pub trait Middleware: Send + Sync + 'static {
     /// Handles one try; `next.run(ctx)` goes on to the inner middleware and
     /// the handler.
     fn call(&self, ctx: Context, next: Next) -> BoxFuture<'static, Result<(), HandlerError>>;
+
+    /// Checks, before the router subscribes, that this middleware can work
+    /// under a route's policy (an inbox must remember an event for as long
+    /// as it can be delivered again); an error stops [`Router::run`] with
+    /// it, naming the route. Accepts every route by default.
+    ///
+    /// [`Router::run`]: crate::router::Router::run
+    fn check(&self, route: &RoutePolicy) -> Result<(), String> {
+        let _ = route;
+        Ok(())
+    }
+}
+
+/// A route's policy, as [`Middleware::check`] sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoutePolicy {
+    /// The topic.
+    pub topic: String,
+    /// The group.
+    pub group: String,
+    /// Queue or stream.
+    pub mode: crate::Mode,
+    /// The lease of one delivery.
+    pub ack_timeout: Duration,
+    /// Deliveries before the backend dead-letters an event.
+    pub max_deliveries: u32,
+    /// The longest wait between two deliveries (the route's redelivery
+    /// delay, or its backoff's bound).
+    pub redelivery_wait_max: Duration,
+    /// Tries in process per delivery.
+    pub tries: u32,
+    /// The longest one try may take, if bounded.
+    pub try_timeout: Option<Duration>,
+    /// The longest wait between two tries in process.
+    pub retry_wait_max: Duration,
+}
+
+impl RoutePolicy {
+    /// How long after an event was handled the backend may still deliver
+    /// it again under this policy, the process staying up: the delivery
+    /// that handled it lost its acknowledgement (a crash, a connection
+    /// cut), and each delivery after it, up to `max_deliveries`, takes at
+    /// most a lease, its tries and the wait before the next. A try without
+    /// a timeout counts as one lease (the router keeps extending the lease
+    /// while it runs, so its length is the handler's). Time a stopped
+    /// consumer stays down, and replays, come on top.
+    pub fn redelivery_horizon(&self) -> Duration {
+        let try_bound = match self.try_timeout {
+            Some(t) => t.saturating_mul(self.tries).saturating_add(
+                self.retry_wait_max
+                    .saturating_mul(self.tries.saturating_sub(1)),
+            ),
+            None => self.ack_timeout,
+        };
+        let per_delivery = self
+            .ack_timeout
+            .saturating_add(try_bound)
+            .saturating_add(self.redelivery_wait_max);
+        per_delivery.saturating_mul(self.max_deliveries.saturating_sub(1).max(1))
+    }
 }
 
 impl<F, Fut> Middleware for F
@@ -375,6 +443,18 @@ impl Context {
     pub(crate) fn take_outputs(&self) -> Vec<(String, CloudEvent)> {
         std::mem::take(&mut *self.inner.outputs.lock().expect("context lock"))
     }
+}
+
+/// Emitted events in emission order, one batch per run of the same topic.
+pub(crate) fn runs_by_topic(outputs: Vec<(String, CloudEvent)>) -> Vec<(String, Vec<CloudEvent>)> {
+    let mut runs: Vec<(String, Vec<CloudEvent>)> = Vec::new();
+    for (topic, event) in outputs {
+        match runs.last_mut() {
+            Some((t, batch)) if *t == topic => batch.push(event),
+            _ => runs.push((topic, vec![event])),
+        }
+    }
+    runs
 }
 
 /// A UUID (version 8, RFC 9562's custom layout) from SHA-256 of the group,

@@ -41,7 +41,8 @@ macro_rules! conformance {
             shutdown_lets_handlers_finish_and_loses_nothing,
             a_backend_restart_loses_nothing_acknowledged,
             a_group_never_consumes_another_topic_than_asked,
-            a_new_group_starts_where_it_is_asked
+            a_new_group_starts_where_it_is_asked,
+            the_inbox_makes_each_effect_once
         );
     };
     (@each $make:expr; $($check:ident),*) => {
@@ -945,4 +946,92 @@ pub(crate) async fn a_new_group_starts_where_it_is_asked(h: &impl Harness) {
         receipts[6].offset
     );
     from_offset.close().await.unwrap();
+}
+
+/// The inbox (PostgreSQL, beside the backend) makes each event's effect
+/// once however often the backend delivers it: every event is published
+/// twice (the backend keeps both where it has no publish dedup) and its
+/// first acknowledgement is lost (a middleware outside the inbox fails the
+/// try after the inbox committed), so it comes again. The effects hold
+/// each event once, and the events the handler emitted, relayed from the
+/// outbox back to the backend, are published once each.
+pub(crate) async fn the_inbox_makes_each_effect_once(h: &impl Harness) {
+    use tidings::inbox::{Inbox, InboxOptions};
+    use tidings::outbox::{Relay, RelayOptions};
+
+    let Some((client, url)) = crate::inbox::database().await else {
+        return;
+    };
+    const N: u64 = 10;
+    let (topic, group, out) = (fresh("inbox"), fresh("g"), fresh("receipts"));
+    let events: Vec<CloudEvent> = (0..N).map(|n| event(n, None)).collect();
+    let publisher = Publisher::new(h.backend());
+    for _ in 0..2 {
+        publisher.publish_all(&topic, events.clone()).await.unwrap();
+    }
+    let inbox = Inbox::connect(&url, InboxOptions::default()).await.unwrap();
+    let relay = Relay::connect(&url, Publisher::new(h.backend()), RelayOptions::default())
+        .await
+        .unwrap();
+    let (stop_relay, relay_run) = crate::inbox::spawn_relay(relay);
+    let lost: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let lose_first_ack = move |ctx: tidings::router::Context, next: tidings::router::Next| {
+        let lost = Arc::clone(&lost);
+        async move {
+            next.run(ctx.clone()).await?;
+            if lost.lock().unwrap().insert(ctx.event().id().to_owned()) {
+                return Err(HandlerError::retry("the acknowledgement was lost"));
+            }
+            Ok(())
+        }
+    };
+    let mut router = Router::new(h.backend()).wrap(lose_first_ack);
+    router
+        .route(&topic, &group)
+        .mode(h.mode())
+        .retry(Retry {
+            tries: 1,
+            ..Retry::default()
+        })
+        .redelivery_delay(Duration::from_millis(100))
+        .wrap(inbox.clone())
+        .on_event(
+            "test.n",
+            crate::inbox::effect_handler(out.clone(), Duration::from_millis(20)),
+        );
+    let (stop, run) = spawn_router(router);
+    until("every event handled and delivered again", || {
+        let s = inbox.stats();
+        s.handled == N && s.duplicates >= N
+    })
+    .await;
+    stop.send(()).unwrap();
+    let report = run.await.unwrap();
+    assert!(report.nacked >= N, "{report:?}");
+    let made = crate::inbox::effects(&client).await;
+    assert_eq!(made, (0..N).map(|n| (n, 1)).collect(), "one effect each");
+
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left: i64 = client
+            .query_one("SELECT count(*) FROM tidings_outbox", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} emitted events not relayed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_relay.send(()).unwrap();
+    let relay = relay_run.await.unwrap();
+    assert_eq!(relay.stats().published, N, "one emitted event each");
+    let mut sub = subscribe(h, options(h, &out, &fresh("reader"))).await;
+    let got = take_acked(&mut sub, N as usize).await;
+    assert_eq!(got, (0..N).map(|n| (n, 1)).collect());
+    sub.close().await.unwrap();
 }

@@ -6,6 +6,7 @@ mod bridge;
 mod conformance;
 mod embedded;
 mod hooks;
+mod inbox;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod nats;

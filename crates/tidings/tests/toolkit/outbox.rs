@@ -16,24 +16,7 @@ use crate::support::{event, fresh, n_of, take_acked, PATIENCE};
 /// A fresh database with the outbox installed and an `orders` table; `None`
 /// only when PostgreSQL tests are skipped.
 async fn database() -> Option<(Client, String)> {
-    let Ok(admin_url) = std::env::var("TIDINGS_TEST_PG_URL") else {
-        assert_eq!(
-            std::env::var("TIDINGS_TEST_PG_SKIP").as_deref(),
-            Ok("1"),
-            "TIDINGS_TEST_PG_URL is not set: run ./scripts/test, or set TIDINGS_TEST_PG_SKIP=1"
-        );
-        return None;
-    };
-    let (admin, connection) = tokio_postgres::connect(&admin_url, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let name = fresh("tidings_outbox").replace('-', "_");
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let url = crate::postgres::database_url(&admin_url, &name);
-    let (mut client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let (mut client, url) = crate::postgres::fresh_database("tidings_outbox").await?;
     outbox::install(&mut client).await.unwrap();
     client
         .batch_execute("CREATE TABLE orders (id text PRIMARY KEY, cents bigint NOT NULL)")

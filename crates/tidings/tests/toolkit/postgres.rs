@@ -54,6 +54,20 @@ impl Harness for PgHarness {
 
 /// A database for one check; `None` only when skipping was asked for.
 pub(crate) async fn postgres(mode: Mode) -> Option<PgHarness> {
+    let (admin_url, database) = create_database("tidings_toolkit").await?;
+    let url = database_url(&admin_url, &database);
+    let backend = Postgres::connect(&url).await.unwrap();
+    Some(PgHarness {
+        backend: Arc::new(backend),
+        mode,
+        admin_url,
+        database,
+    })
+}
+
+/// A fresh, empty database named after `prefix`: the server's admin URL
+/// and the database's name; `None` only when skipping was asked for.
+async fn create_database(prefix: &str) -> Option<(String, String)> {
     let Ok(admin_url) = std::env::var("TIDINGS_TEST_PG_URL") else {
         if std::env::var("TIDINGS_TEST_PG_SKIP").as_deref() == Ok("1") {
             eprintln!("skipped: TIDINGS_TEST_PG_SKIP=1");
@@ -66,19 +80,22 @@ pub(crate) async fn postgres(mode: Mode) -> Option<PgHarness> {
     };
     let (client, connection) = tokio_postgres::connect(&admin_url, NoTls).await.unwrap();
     tokio::spawn(connection);
-    let database = crate::support::fresh("tidings_toolkit").replace('-', "_");
+    let database = crate::support::fresh(prefix).replace('-', "_");
     client
         .batch_execute(&format!("CREATE DATABASE {database}"))
         .await
         .unwrap();
+    Some((admin_url, database))
+}
+
+/// A fresh database named after `prefix`, a client connected to it and its
+/// URL; `None` only when skipping was asked for.
+pub(crate) async fn fresh_database(prefix: &str) -> Option<(tokio_postgres::Client, String)> {
+    let (admin_url, database) = create_database(prefix).await?;
     let url = database_url(&admin_url, &database);
-    let backend = Postgres::connect(&url).await.unwrap();
-    Some(PgHarness {
-        backend: Arc::new(backend),
-        mode,
-        admin_url,
-        database,
-    })
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    Some((client, url))
 }
 
 /// `admin_url` with its database replaced by `database`.
