@@ -81,6 +81,7 @@ pub mod outbox;
 pub mod postgres;
 mod publisher;
 pub mod router;
+pub mod saga;
 pub mod server;
 mod stream;
 mod subscriber;

@@ -122,6 +122,13 @@ impl fmt::Display for HandlerError {
 
 impl std::error::Error for HandlerError {}
 
+/// A toolkit error as a handler's: classified by [`Classify`].
+impl From<crate::Error> for HandlerError {
+    fn from(e: crate::Error) -> HandlerError {
+        HandlerError::classified(e)
+    }
+}
+
 impl Classify for HandlerError {
     fn class(&self) -> ErrorClass {
         self.class

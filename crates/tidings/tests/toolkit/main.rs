@@ -13,5 +13,6 @@ mod nats;
 mod outbox;
 mod postgres;
 mod readme;
+mod saga;
 mod server;
 mod support;

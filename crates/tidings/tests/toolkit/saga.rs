@@ -1,0 +1,801 @@
+//! Sagas: a checkout that asks for a payment, waits for its answer or its
+//! deadline, and on a failure undoes its two steps last first, run on the
+//! embedded engine with its state in PostgreSQL — completed, compensated,
+//! timed out, started twice at once, dead-lettered, and killed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tidings::outbox::{Relay, RelayOptions};
+use tidings::router::{Context, HandlerError, Report, Retry, Router};
+use tidings::saga::{self, Compensation, Correlation, Saga, SagaOptions, SagaRunner, Status, Step};
+use tidings::{Backend, CloudEvent, Publisher, SubscribeOptions};
+use tokio::sync::oneshot;
+
+use crate::support::{fresh, PATIENCE};
+
+/// The checkout's topics.
+#[derive(Clone, Debug)]
+struct Topics {
+    orders: String,
+    requests: String,
+    results: String,
+    undo: String,
+}
+
+impl Topics {
+    fn fresh() -> Topics {
+        Topics {
+            orders: fresh("orders"),
+            requests: fresh("payment-requests"),
+            results: fresh("payment-results"),
+            undo: fresh("undo"),
+        }
+    }
+}
+
+/// What an order asks of the test: how the payment service answers, how
+/// long the checkout waits, whether its stock release fails for good.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Order {
+    n: u64,
+    /// "succeed", "fail" or "ignore".
+    payment: String,
+    deadline_ms: u64,
+    #[serde(default)]
+    release_fails: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Checkout {
+    placed: u32,
+    paid: bool,
+}
+
+struct CheckoutSaga {
+    name: String,
+    topics: Topics,
+}
+
+impl Saga for CheckoutSaga {
+    type State = Checkout;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn correlate(&self, event: &CloudEvent) -> Option<Correlation> {
+        let key = event.partitionkey()?.to_owned();
+        match event.ty() {
+            "order.placed" => Some(Correlation::start(key)),
+            "payment.succeeded" | "payment.failed" => Some(Correlation::join(key)),
+            _ => None,
+        }
+    }
+
+    async fn on_event(
+        &self,
+        state: &mut Checkout,
+        event: &CloudEvent,
+        step: &mut Step,
+    ) -> Result<(), HandlerError> {
+        let key = event.partitionkey().unwrap_or_default().to_owned();
+        match event.ty() {
+            "order.placed" => {
+                state.placed += 1;
+                if state.placed > 1 {
+                    // The same order placed again: already under way.
+                    return Ok(());
+                }
+                let order: Order = event.json().map_err(HandlerError::dead_letter)?;
+                step.compensate_with(
+                    "release-stock",
+                    serde_json::json!({ "key": key, "fails": order.release_fails }),
+                );
+                step.compensate_with("cancel-booking", serde_json::json!({ "key": key }));
+                let request = CloudEvent::new("/checkout", "payment.requested")
+                    .with_partitionkey(&key)
+                    .with_json(&order)
+                    .map_err(HandlerError::dead_letter)?;
+                step.send(&self.topics.requests, request);
+                step.schedule("payment-deadline", Duration::from_millis(order.deadline_ms));
+            }
+            "payment.succeeded" => {
+                state.paid = true;
+                step.complete();
+            }
+            _ => step.fail("the payment failed"),
+        }
+        Ok(())
+    }
+
+    async fn on_timeout(
+        &self,
+        _state: &mut Checkout,
+        timeout: &str,
+        step: &mut Step,
+    ) -> Result<(), HandlerError> {
+        step.fail(format!("{timeout}: no answer in time"));
+        Ok(())
+    }
+
+    async fn compensate(
+        &self,
+        compensation: &Compensation,
+        step: &mut Step,
+    ) -> Result<(), HandlerError> {
+        if compensation.data["fails"].as_bool() == Some(true) {
+            return Err(HandlerError::retry("the stock service refuses"));
+        }
+        let key = compensation.data["key"].as_str().unwrap_or_default();
+        let undo = CloudEvent::new("/checkout", compensation.name.clone()).with_partitionkey(key);
+        step.send(&self.topics.undo, undo);
+        Ok(())
+    }
+}
+
+/// A payment service: answers each request as its order says.
+fn payment_service(router: &mut Router, topics: &Topics) {
+    let results = topics.results.clone();
+    router.route(&topics.requests, "payment-service").on(
+        "payment.requested",
+        move |ctx: Context, order: Order| {
+            let results = results.clone();
+            async move {
+                let key = ctx.event().partitionkey().unwrap_or_default().to_owned();
+                let ty = match order.payment.as_str() {
+                    "succeed" => "payment.succeeded",
+                    "fail" => "payment.failed",
+                    _ => return Ok::<(), HandlerError>(()),
+                };
+                ctx.emit(
+                    &results,
+                    CloudEvent::new("/payments", ty).with_partitionkey(key),
+                );
+                Ok(())
+            }
+        },
+    );
+}
+
+/// The checkout's routes: orders and payment results, one group each.
+fn checkout_routes(router: &mut Router, runner: &SagaRunner<CheckoutSaga>, topics: &Topics) {
+    runner.attach(
+        router
+            .route(&topics.orders, "checkout-orders")
+            .key_ordering(),
+    );
+    runner.attach(router.route(&topics.results, "checkout-payments"));
+}
+
+fn order_event(key: &str, order: &Order) -> CloudEvent {
+    CloudEvent::new("/shop", "order.placed")
+        .with_partitionkey(key)
+        .with_json(order)
+        .unwrap()
+}
+
+fn options() -> SagaOptions {
+    SagaOptions {
+        poll_interval: Duration::from_millis(50),
+        compensation_retry: Retry {
+            tries: 3,
+            backoff: tidings::backend::Backoff {
+                initial: Duration::from_millis(10),
+                factor: 2,
+                max: Duration::from_millis(50),
+            },
+        },
+        ..SagaOptions::default()
+    }
+}
+
+fn spawn_router(router: Router) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Report>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        router
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
+    });
+    (stop, run)
+}
+
+async fn embedded() -> (Arc<dyn Backend>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("embedded:{}", dir.path().display());
+    (tidings::connect(&url).await.unwrap(), dir)
+}
+
+/// Every event of `topic` until `expected` came and then nothing for a
+/// while: (partitionkey, type) in the order of each key's partition.
+async fn read_all(
+    backend: &Arc<dyn Backend>,
+    topic: &str,
+    expected: usize,
+) -> Vec<(String, String)> {
+    let mut sub = tidings::Subscriber::new(Arc::clone(backend))
+        .subscribe(SubscribeOptions::stream(topic, fresh("audit")))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        let batch = sub
+            .next_batch(256, Duration::from_millis(300))
+            .await
+            .unwrap();
+        if batch.is_empty() && got.len() >= expected {
+            break;
+        }
+        for d in batch {
+            let e = d.event().unwrap();
+            got.push((
+                e.partitionkey().unwrap_or_default().to_owned(),
+                e.ty().to_owned(),
+            ));
+            d.ack().await.unwrap();
+        }
+    }
+    sub.close().await.unwrap();
+    got
+}
+
+/// Waits until every key's instance has ended.
+async fn until_final(runner: &SagaRunner<CheckoutSaga>, keys: &[String]) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for key in keys {
+        loop {
+            if let Some(i) = runner.instance(key).await.unwrap() {
+                if i.status.is_final() {
+                    break;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "instance {key} has not ended: {:?}",
+                runner.instance(key).await.unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A paid order completes; a refused payment and a missed deadline each
+/// undo the two steps last first; an instance under way shows its pending
+/// deadline; and every instance's history says what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_completes_or_compensates_in_reverse_and_times_out() {
+    let Some((_client, url)) = crate::inbox::database().await else {
+        return;
+    };
+    let (backend, _dir) = embedded().await;
+    let topics = Topics::fresh();
+    let runner = SagaRunner::connect(
+        &url,
+        CheckoutSaga {
+            name: "checkout".into(),
+            topics: topics.clone(),
+        },
+        options(),
+    )
+    .await
+    .unwrap();
+    let relay = Relay::connect(
+        &url,
+        Publisher::new(Arc::clone(&backend)),
+        RelayOptions::default(),
+    )
+    .await
+    .unwrap();
+    let (stop_relay, relay_run) = crate::inbox::spawn_relay(relay);
+    let mut router = Router::new(Arc::clone(&backend));
+    checkout_routes(&mut router, &runner, &topics);
+    payment_service(&mut router, &topics);
+    let (stop, run) = spawn_router(router);
+
+    let orders = [
+        ("paid", "succeed", 60_000),
+        ("refused", "fail", 60_000),
+        ("late", "ignore", 300),
+        ("waiting", "ignore", 3_600_000),
+    ];
+    let publisher = Publisher::new(Arc::clone(&backend));
+    for (n, (key, payment, deadline_ms)) in orders.iter().enumerate() {
+        let order = Order {
+            n: n as u64,
+            payment: (*payment).into(),
+            deadline_ms: *deadline_ms,
+            release_fails: false,
+        };
+        publisher
+            .publish(&topics.orders, order_event(key, &order))
+            .await
+            .unwrap();
+    }
+    let ended: Vec<String> = ["paid", "refused", "late"].map(String::from).to_vec();
+    until_final(&runner, &ended).await;
+
+    let status = |key: &'static str| {
+        let runner = &runner;
+        async move { runner.instance(key).await.unwrap().unwrap() }
+    };
+    let paid = status("paid").await;
+    assert_eq!(paid.status, Status::Completed);
+    assert_eq!(paid.state["paid"], true);
+    assert!(paid.timeouts.is_empty(), "completing cancels the deadline");
+    let refused = status("refused").await;
+    assert_eq!(refused.status, Status::Compensated);
+    let inputs: Vec<&str> = refused
+        .history
+        .iter()
+        .map(|h| h.input.split(' ').take(2).last().unwrap())
+        .collect();
+    assert_eq!(
+        inputs,
+        [
+            "order.placed",
+            "payment.failed",
+            "cancel-booking",
+            "release-stock"
+        ]
+    );
+    assert_eq!(
+        refused.history[1].note.as_deref(),
+        Some("the payment failed")
+    );
+    let late = status("late").await;
+    assert_eq!(late.status, Status::Compensated);
+    assert_eq!(late.history[1].input, "timeout payment-deadline");
+    let waiting = status("waiting").await;
+    assert_eq!(waiting.status, Status::Running);
+    assert_eq!(waiting.timeouts.len(), 1);
+    assert_eq!(waiting.timeouts[0].name, "payment-deadline");
+    let in_an_hour = waiting.timeouts[0].due_at_ms - waiting.updated_at_ms;
+    assert!(
+        (3_590_000..=3_600_000).contains(&in_an_hour),
+        "due {in_an_hour} ms after the order"
+    );
+    assert_eq!(waiting.compensations.len(), 2);
+    let (state_status, state) = runner.state("waiting").await.unwrap().unwrap();
+    assert_eq!(
+        (state_status, state.placed, state.paid),
+        (Status::Running, 1, false)
+    );
+
+    // The undo events, in the order they ran, per order.
+    let undone = read_all(&backend, &topics.undo, 4).await;
+    let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, ty) in undone {
+        per_key.entry(key).or_default().push(ty);
+    }
+    let reverse = vec!["cancel-booking".to_owned(), "release-stock".to_owned()];
+    assert_eq!(
+        per_key,
+        BTreeMap::from([
+            ("late".to_owned(), reverse.clone()),
+            ("refused".to_owned(), reverse)
+        ])
+    );
+    let requests = read_all(&backend, &topics.requests, 4).await;
+    assert_eq!(requests.len(), 4, "one payment request per order");
+    for r in &requests {
+        assert_eq!(r.1, "payment.requested");
+    }
+
+    stop.send(()).unwrap();
+    run.await.unwrap();
+    stop_relay.send(()).unwrap();
+    relay_run.await.unwrap();
+}
+
+/// Two start events of one instance at once make one instance: the second
+/// waits for the first's, then joins it (and is ignored by the saga).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_start_events_at_once_make_one_instance() {
+    let Some((client, url)) = crate::inbox::database().await else {
+        return;
+    };
+    let (backend, _dir) = embedded().await;
+    let topics = Topics::fresh();
+    let runner = SagaRunner::connect(
+        &url,
+        CheckoutSaga {
+            name: "checkout".into(),
+            topics: topics.clone(),
+        },
+        options(),
+    )
+    .await
+    .unwrap();
+    let mut router = Router::new(Arc::clone(&backend));
+    // No key ordering: both start events of a key are handled at once.
+    runner.attach(router.route(&topics.orders, "checkout-orders"));
+    let publisher = Publisher::new(Arc::clone(&backend));
+    let keys: Vec<String> = (0..10).map(|n| format!("o-{n}")).collect();
+    for key in &keys {
+        let order = Order {
+            n: 0,
+            payment: "ignore".into(),
+            deadline_ms: 3_600_000,
+            release_fails: false,
+        };
+        // Two events (two ids) that both start the instance.
+        publisher
+            .publish_all(
+                &topics.orders,
+                vec![order_event(key, &order), order_event(key, &order)],
+            )
+            .await
+            .unwrap();
+    }
+    let (stop, run) = spawn_router(router);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let s = runner.inbox().stats();
+        if s.handled == 20 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    run.await.unwrap();
+    let instances: i64 = client
+        .query_one("SELECT count(*) FROM tidings_sagas", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(instances, 10);
+    for key in &keys {
+        let i = runner.instance(key).await.unwrap().unwrap();
+        assert_eq!(i.version, 2, "{key}: both events applied, one at a time");
+        assert_eq!(i.state["placed"], 2);
+        assert_eq!(
+            i.compensations.len(),
+            2,
+            "{key}: the first start's steps only"
+        );
+    }
+    let staged: i64 = client
+        .query_one("SELECT count(*) FROM tidings_outbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(staged, 10, "one payment request per order");
+}
+
+/// A compensation that keeps failing ends the instance `failed`, after the
+/// compensations before it in the undo order ran, with a dead letter that
+/// names the saga's id and what was left to undo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compensation_that_fails_for_good_is_dead_lettered_with_the_saga_id() {
+    let Some((_client, url)) = crate::inbox::database().await else {
+        return;
+    };
+    let (backend, _dir) = embedded().await;
+    let topics = Topics::fresh();
+    let name = fresh("checkout");
+    let runner = SagaRunner::connect(
+        &url,
+        CheckoutSaga {
+            name: name.clone(),
+            topics: topics.clone(),
+        },
+        options(),
+    )
+    .await
+    .unwrap();
+    let relay = Relay::connect(
+        &url,
+        Publisher::new(Arc::clone(&backend)),
+        RelayOptions::default(),
+    )
+    .await
+    .unwrap();
+    let (stop_relay, relay_run) = crate::inbox::spawn_relay(relay);
+    let mut router = Router::new(Arc::clone(&backend));
+    checkout_routes(&mut router, &runner, &topics);
+    payment_service(&mut router, &topics);
+    let (stop, run) = spawn_router(router);
+    let order = Order {
+        n: 9,
+        payment: "fail".into(),
+        deadline_ms: 60_000,
+        release_fails: true,
+    };
+    Publisher::new(Arc::clone(&backend))
+        .publish(&topics.orders, order_event("o-9", &order))
+        .await
+        .unwrap();
+    until_final(&runner, &["o-9".to_owned()]).await;
+    let i = runner.instance("o-9").await.unwrap().unwrap();
+    assert_eq!(i.status, Status::Failed);
+    let last = i.history.last().unwrap();
+    assert_eq!(last.input, "compensation release-stock");
+    assert_eq!(last.note.as_deref(), Some("the stock service refuses"));
+    assert_eq!(i.compensations.len(), 1, "release-stock is left to undo");
+
+    let mut sub = tidings::Subscriber::new(Arc::clone(&backend))
+        .subscribe(SubscribeOptions::queue(
+            saga::dead_letter_topic(&name),
+            "ops",
+        ))
+        .await
+        .unwrap();
+    let letter = loop {
+        let mut got = sub.next_batch(1, Duration::from_millis(300)).await.unwrap();
+        if let Some(d) = got.pop() {
+            let e = d.event().unwrap().clone();
+            d.ack().await.unwrap();
+            break e;
+        }
+    };
+    sub.close().await.unwrap();
+    assert_eq!(letter.ty(), "tidings.saga.failed");
+    assert_eq!(
+        letter.extension("sagaid").unwrap().to_canonical_string(),
+        format!("{name}/o-9")
+    );
+    let data: serde_json::Value = letter.json().unwrap();
+    assert_eq!(data["reason"], "the stock service refuses");
+    assert_eq!(data["compensations_left"][0]["name"], "release-stock");
+    let undone = read_all(&backend, &topics.undo, 1).await;
+    assert_eq!(undone, [("o-9".to_owned(), "cancel-booking".to_owned())]);
+
+    stop.send(()).unwrap();
+    run.await.unwrap();
+    stop_relay.send(()).unwrap();
+    relay_run.await.unwrap();
+}
+
+/// Set in the child of the kill test: `<database url> <data dir>`.
+const CHILD_ENV: &str = "TIDINGS_SAGA_KILL_CHILD";
+const KILL_ROUNDS: u64 = 10;
+const KILL_ORDERS: u64 = 1500;
+
+fn kill_topics() -> Topics {
+    Topics {
+        orders: "orders".into(),
+        requests: "payment-requests".into(),
+        results: "payment-results".into(),
+        undo: "undo".into(),
+    }
+}
+
+/// The kill test's orders: a third paid, a third refused, a third left to
+/// their deadline.
+fn kill_order(n: u64) -> Order {
+    Order {
+        n,
+        payment: ["succeed", "fail", "ignore"][(n % 3) as usize].into(),
+        deadline_ms: 200 + n % 5 * 100,
+        release_fails: false,
+    }
+}
+
+/// Runs the checkout, the payment service and the relay on the engine in
+/// `dir` until `stop`.
+async fn run_checkout(url: &str, dir: &str, stop: impl std::future::Future<Output = ()> + Send) {
+    let backend = tidings::connect(&format!("embedded:{dir}")).await.unwrap();
+    let relay = Relay::connect(
+        url,
+        Publisher::new(Arc::clone(&backend)),
+        RelayOptions {
+            batch_max: 16,
+            poll_interval: Duration::from_millis(5),
+            ..RelayOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (stop_relay, relay_run) = crate::inbox::spawn_relay(relay);
+    let topics = kill_topics();
+    let runner = SagaRunner::connect(
+        url,
+        CheckoutSaga {
+            name: "checkout".into(),
+            topics: topics.clone(),
+        },
+        options(),
+    )
+    .await
+    .unwrap();
+    let mut router = Router::new(backend);
+    checkout_routes(&mut router, &runner, &topics);
+    payment_service(&mut router, &topics);
+    for (group, topic) in [
+        ("checkout-orders", &topics.orders),
+        ("checkout-payments", &topics.results),
+    ] {
+        router
+            .route(topic, group)
+            .ack_timeout(Duration::from_secs(1))
+            .redelivery_delay(Duration::from_millis(50));
+    }
+    router
+        .route(&topics.requests, "payment-service")
+        .ack_timeout(Duration::from_secs(1));
+    router.run(stop).await.unwrap();
+    stop_relay.send(()).unwrap();
+    relay_run.await.unwrap();
+}
+
+/// Checkouts SIGKILLed at random moments, ten times over — between an
+/// event's receipt, its transition, the state's save, the requests and undo
+/// events staged and relayed, a timeout's firing and each compensation —
+/// then one run to the end: every instance ended as its order says
+/// (completed, or compensated with both steps undone last first), with one
+/// payment request each and no undo event twice.
+#[test]
+fn killed_sagas_end_completed_or_compensated() {
+    if let Ok(args) = std::env::var(CHILD_ENV) {
+        let (url, dir) = args.split_once(' ').unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(run_checkout(url, dir, std::future::pending()));
+        unreachable!("the child runs until it is killed");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some((client, url)) = runtime.block_on(crate::inbox::database()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dir_text = dir.path().display().to_string();
+    {
+        // On a runtime of its own, dropped before the children start.
+        let setup = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        setup.block_on(async {
+            let engine = tidings::embedded::Embedded::open(dir.path()).await.unwrap();
+            let broker = Arc::clone(engine.broker());
+            let publisher = Publisher::new(Arc::new(engine));
+            let orders = (0..KILL_ORDERS)
+                .map(|n| order_event(&format!("o-{n}"), &kill_order(n)))
+                .collect();
+            publisher.publish_all("orders", orders).await.unwrap();
+            broker.close().unwrap();
+        });
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = 0x5851_f42d_4c95_7f2du64 ^ u64::from(std::process::id());
+    let mut ended_before = Vec::new();
+    let count_ended = || -> i64 {
+        runtime.block_on(async {
+            client
+                .query_one(
+                    "SELECT count(*) FROM tidings_sagas WHERE status IN ('completed', 'compensated')",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0)
+        })
+    };
+    for _ in 0..KILL_ROUNDS {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let run_ms = 400 + rng % 600;
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "saga::killed_sagas_end_completed_or_compensated",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, format!("{url} {dir_text}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(run_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        ended_before.push(count_ended());
+    }
+    let with_work_left = ended_before
+        .iter()
+        .filter(|&&n| n < KILL_ORDERS as i64)
+        .count();
+    assert!(
+        with_work_left >= 3,
+        "kills came with work under way only {with_work_left} times: {ended_before:?}"
+    );
+
+    runtime.block_on(async {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let last = tokio::spawn({
+            let (url, dir) = (url.clone(), dir_text.clone());
+            async move {
+                run_checkout(&url, &dir, async {
+                    let _ = stopped.await;
+                })
+                .await;
+            }
+        });
+        let deadline = tokio::time::Instant::now() + 3 * PATIENCE;
+        loop {
+            let row = client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM tidings_sagas WHERE status IN ('completed', 'compensated')),
+                            (SELECT count(*) FROM tidings_outbox)",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let (ended, left): (i64, i64) = (row.get(0), row.get(1));
+            if ended == KILL_ORDERS as i64 && left == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{ended} of {KILL_ORDERS} instances ended; {left} events not relayed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.send(()).unwrap();
+        last.await.unwrap();
+
+        let statuses: BTreeMap<String, String> = client
+            .query("SELECT key, status FROM tidings_sagas", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(statuses.len() as u64, KILL_ORDERS);
+        for n in 0..KILL_ORDERS {
+            let expected = if n % 3 == 0 { "completed" } else { "compensated" };
+            assert_eq!(statuses[&format!("o-{n}")], expected, "order {n}");
+        }
+
+        let backend = tidings::connect(&format!("embedded:{dir_text}")).await.unwrap();
+        let requests = read_all(&backend, "payment-requests", KILL_ORDERS as usize).await;
+        let requested: BTreeMap<&str, usize> =
+            requests.iter().fold(BTreeMap::new(), |mut m, (k, _)| {
+                *m.entry(k.as_str()).or_insert(0) += 1;
+                m
+            });
+        let twice: Vec<_> = requested.iter().filter(|(_, &c)| c != 1).collect();
+        assert!(twice.is_empty(), "payment requested more than once: {twice:?}");
+        assert_eq!(requested.len() as u64, KILL_ORDERS);
+
+        let compensated: BTreeSet<String> = (0..KILL_ORDERS)
+            .filter(|n| n % 3 != 0)
+            .map(|n| format!("o-{n}"))
+            .collect();
+        let undone = read_all(&backend, "undo", 2 * compensated.len()).await;
+        let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (key, ty) in undone {
+            per_key.entry(key).or_default().push(ty);
+        }
+        assert_eq!(
+            per_key.keys().cloned().collect::<BTreeSet<_>>(),
+            compensated,
+            "undo events for exactly the compensated orders"
+        );
+        for (key, undone) in &per_key {
+            assert_eq!(
+                undone,
+                &["cancel-booking", "release-stock"],
+                "{key}: both steps undone once, last first"
+            );
+        }
+        println!(
+            "{KILL_ORDERS} checkouts ended as their orders say after {KILL_ROUNDS} kills (ended before each kill: {ended_before:?})"
+        );
+    });
+}
