@@ -42,7 +42,8 @@ macro_rules! conformance {
             a_backend_restart_loses_nothing_acknowledged,
             a_group_never_consumes_another_topic_than_asked,
             a_new_group_starts_where_it_is_asked,
-            the_inbox_makes_each_effect_once
+            the_inbox_makes_each_effect_once,
+            a_saga_completes_compensates_and_times_out
         );
     };
     (@each $make:expr; $($check:ident),*) => {
@@ -1034,4 +1035,114 @@ pub(crate) async fn the_inbox_makes_each_effect_once(h: &impl Harness) {
     let got = take_acked(&mut sub, N as usize).await;
     assert_eq!(got, (0..N).map(|n| (n, 1)).collect());
     sub.close().await.unwrap();
+}
+
+/// A saga (its state in PostgreSQL beside the backend) over the backend:
+/// a paid checkout completes, a refused one and one past its deadline undo
+/// their two steps last first, each undo event published once; the
+/// deadline fires whatever the backend's delayed delivery.
+pub(crate) async fn a_saga_completes_compensates_and_times_out(h: &impl Harness) {
+    use crate::saga::{
+        checkout_routes, options, order_event, payment_service, until_final, CheckoutSaga, Order,
+        Topics,
+    };
+    use tidings::outbox::{Relay, RelayOptions};
+    use tidings::saga::{SagaRunner, Status};
+
+    let Some((_client, url)) = crate::inbox::database().await else {
+        return;
+    };
+    let topics = Topics::fresh();
+    let runner = SagaRunner::connect(
+        &url,
+        CheckoutSaga {
+            name: "checkout".into(),
+            topics: topics.clone(),
+        },
+        options(),
+    )
+    .await
+    .unwrap();
+    let relay = Relay::connect(&url, Publisher::new(h.backend()), RelayOptions::default())
+        .await
+        .unwrap();
+    let (stop_relay, relay_run) = crate::inbox::spawn_relay(relay);
+    let mut router = Router::new(h.backend());
+    checkout_routes(&mut router, &runner, &topics, h.mode());
+    payment_service(&mut router, &topics, h.mode());
+    let (stop, run) = spawn_router(router);
+    let orders = [
+        ("paid", "succeed", 60_000),
+        ("refused", "fail", 60_000),
+        ("late", "ignore", 300),
+    ];
+    let publisher = Publisher::new(h.backend());
+    for (n, (key, payment, deadline_ms)) in orders.iter().enumerate() {
+        let order = Order {
+            n: n as u64,
+            payment: (*payment).into(),
+            deadline_ms: *deadline_ms,
+            release_fails: false,
+        };
+        publisher
+            .publish(&topics.orders, order_event(key, &order))
+            .await
+            .unwrap();
+    }
+    let keys: Vec<String> = orders.iter().map(|o| o.0.to_owned()).collect();
+    until_final(&runner, &keys).await;
+    for (key, status, undo) in [
+        ("paid", Status::Completed, vec![]),
+        (
+            "refused",
+            Status::Compensated,
+            vec!["cancel-booking", "release-stock"],
+        ),
+        (
+            "late",
+            Status::Compensated,
+            vec!["cancel-booking", "release-stock"],
+        ),
+    ] {
+        let i = runner.instance(key).await.unwrap().unwrap();
+        assert_eq!(i.status, status, "{key}");
+        let undone: Vec<&str> = i
+            .history
+            .iter()
+            .filter_map(|h| h.input.strip_prefix("compensation "))
+            .collect();
+        assert_eq!(undone, undo, "{key}: undone last first");
+    }
+    let mut sub = subscribe(h, options_for(h, &topics.undo)).await;
+    let mut seen: BTreeMap<(String, String), u32> = BTreeMap::new();
+    let deadline = Instant::now() + PATIENCE;
+    while seen.values().sum::<u32>() < 4 && Instant::now() < deadline {
+        for d in sub
+            .next_batch(16, Duration::from_millis(200))
+            .await
+            .unwrap()
+        {
+            let e = d.event().unwrap();
+            let key = (e.partitionkey().unwrap().to_owned(), e.ty().to_owned());
+            *seen.entry(key).or_insert(0) += 1;
+            d.ack().await.unwrap();
+        }
+    }
+    sub.close().await.unwrap();
+    let expected: BTreeMap<(String, String), u32> = ["refused", "late"]
+        .iter()
+        .flat_map(|k| {
+            ["cancel-booking", "release-stock"].map(|ty| ((k.to_string(), ty.to_owned()), 1))
+        })
+        .collect();
+    assert_eq!(seen, expected);
+    stop.send(()).unwrap();
+    run.await.unwrap();
+    stop_relay.send(()).unwrap();
+    relay_run.await.unwrap();
+}
+
+/// Subscription options of the harness's mode for a reader of `topic`.
+fn options_for(h: &impl Harness, topic: &str) -> tidings::SubscribeOptions {
+    options(h, topic, &fresh("reader"))
 }

@@ -11,22 +11,22 @@ use serde::{Deserialize, Serialize};
 use tidings::outbox::{Relay, RelayOptions};
 use tidings::router::{Context, HandlerError, Report, Retry, Router};
 use tidings::saga::{self, Compensation, Correlation, Saga, SagaOptions, SagaRunner, Status, Step};
-use tidings::{Backend, CloudEvent, Publisher, SubscribeOptions};
+use tidings::{Backend, CloudEvent, Mode, Publisher, SubscribeOptions};
 use tokio::sync::oneshot;
 
 use crate::support::{fresh, PATIENCE};
 
 /// The checkout's topics.
 #[derive(Clone, Debug)]
-struct Topics {
-    orders: String,
-    requests: String,
-    results: String,
-    undo: String,
+pub(crate) struct Topics {
+    pub(crate) orders: String,
+    pub(crate) requests: String,
+    pub(crate) results: String,
+    pub(crate) undo: String,
 }
 
 impl Topics {
-    fn fresh() -> Topics {
+    pub(crate) fn fresh() -> Topics {
         Topics {
             orders: fresh("orders"),
             requests: fresh("payment-requests"),
@@ -39,24 +39,24 @@ impl Topics {
 /// What an order asks of the test: how the payment service answers, how
 /// long the checkout waits, whether its stock release fails for good.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Order {
-    n: u64,
+pub(crate) struct Order {
+    pub(crate) n: u64,
     /// "succeed", "fail" or "ignore".
-    payment: String,
-    deadline_ms: u64,
+    pub(crate) payment: String,
+    pub(crate) deadline_ms: u64,
     #[serde(default)]
-    release_fails: bool,
+    pub(crate) release_fails: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Checkout {
+pub(crate) struct Checkout {
     placed: u32,
     paid: bool,
 }
 
-struct CheckoutSaga {
-    name: String,
-    topics: Topics,
+pub(crate) struct CheckoutSaga {
+    pub(crate) name: String,
+    pub(crate) topics: Topics,
 }
 
 impl Saga for CheckoutSaga {
@@ -137,11 +137,12 @@ impl Saga for CheckoutSaga {
 }
 
 /// A payment service: answers each request as its order says.
-fn payment_service(router: &mut Router, topics: &Topics) {
+pub(crate) fn payment_service(router: &mut Router, topics: &Topics, mode: Mode) {
     let results = topics.results.clone();
-    router.route(&topics.requests, "payment-service").on(
-        "payment.requested",
-        move |ctx: Context, order: Order| {
+    router
+        .route(&topics.requests, "payment-service")
+        .mode(mode)
+        .on("payment.requested", move |ctx: Context, order: Order| {
             let results = results.clone();
             async move {
                 let key = ctx.event().partitionkey().unwrap_or_default().to_owned();
@@ -156,28 +157,37 @@ fn payment_service(router: &mut Router, topics: &Topics) {
                 );
                 Ok(())
             }
-        },
-    );
+        });
 }
 
 /// The checkout's routes: orders and payment results, one group each.
-fn checkout_routes(router: &mut Router, runner: &SagaRunner<CheckoutSaga>, topics: &Topics) {
+pub(crate) fn checkout_routes(
+    router: &mut Router,
+    runner: &SagaRunner<CheckoutSaga>,
+    topics: &Topics,
+    mode: Mode,
+) {
     runner.attach(
         router
             .route(&topics.orders, "checkout-orders")
+            .mode(mode)
             .key_ordering(),
     );
-    runner.attach(router.route(&topics.results, "checkout-payments"));
+    runner.attach(
+        router
+            .route(&topics.results, "checkout-payments")
+            .mode(mode),
+    );
 }
 
-fn order_event(key: &str, order: &Order) -> CloudEvent {
+pub(crate) fn order_event(key: &str, order: &Order) -> CloudEvent {
     CloudEvent::new("/shop", "order.placed")
         .with_partitionkey(key)
         .with_json(order)
         .unwrap()
 }
 
-fn options() -> SagaOptions {
+pub(crate) fn options() -> SagaOptions {
     SagaOptions {
         poll_interval: Duration::from_millis(50),
         compensation_retry: Retry {
@@ -246,7 +256,7 @@ async fn read_all(
 }
 
 /// Waits until every key's instance has ended.
-async fn until_final(runner: &SagaRunner<CheckoutSaga>, keys: &[String]) {
+pub(crate) async fn until_final(runner: &SagaRunner<CheckoutSaga>, keys: &[String]) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     for key in keys {
         loop {
@@ -294,8 +304,8 @@ async fn a_saga_completes_or_compensates_in_reverse_and_times_out() {
     .unwrap();
     let (stop_relay, relay_run) = crate::inbox::spawn_relay(relay);
     let mut router = Router::new(Arc::clone(&backend));
-    checkout_routes(&mut router, &runner, &topics);
-    payment_service(&mut router, &topics);
+    checkout_routes(&mut router, &runner, &topics, Mode::Queue);
+    payment_service(&mut router, &topics, Mode::Queue);
     let (stop, run) = spawn_router(router);
 
     let orders = [
@@ -499,8 +509,8 @@ async fn a_compensation_that_fails_for_good_is_dead_lettered_with_the_saga_id() 
     .unwrap();
     let (stop_relay, relay_run) = crate::inbox::spawn_relay(relay);
     let mut router = Router::new(Arc::clone(&backend));
-    checkout_routes(&mut router, &runner, &topics);
-    payment_service(&mut router, &topics);
+    checkout_routes(&mut router, &runner, &topics, Mode::Queue);
+    payment_service(&mut router, &topics, Mode::Queue);
     let (stop, run) = spawn_router(router);
     let order = Order {
         n: 9,
@@ -606,8 +616,8 @@ async fn run_checkout(url: &str, dir: &str, stop: impl std::future::Future<Outpu
     .await
     .unwrap();
     let mut router = Router::new(backend);
-    checkout_routes(&mut router, &runner, &topics);
-    payment_service(&mut router, &topics);
+    checkout_routes(&mut router, &runner, &topics, Mode::Queue);
+    payment_service(&mut router, &topics, Mode::Queue);
     for (group, topic) in [
         ("checkout-orders", &topics.orders),
         ("checkout-payments", &topics.results),
