@@ -50,6 +50,10 @@ pub enum ErrorCode {
     UnknownLease,
     /// 404: no dead letter at that offset.
     UnknownDeadLetter,
+    /// 404: no such saga instance.
+    UnknownSagaInstance,
+    /// 404: the server reads no sagas' database.
+    SagasNotConfigured,
     /// 405: the route takes other methods.
     MethodNotAllowed,
     /// 409: the topic exists.
@@ -86,7 +90,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 33] = [
+    pub const ALL: [ErrorCode; 35] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidTopic,
         ErrorCode::InvalidEvent,
@@ -104,6 +108,8 @@ impl ErrorCode {
         ErrorCode::UnknownMember,
         ErrorCode::UnknownLease,
         ErrorCode::UnknownDeadLetter,
+        ErrorCode::UnknownSagaInstance,
+        ErrorCode::SagasNotConfigured,
         ErrorCode::MethodNotAllowed,
         ErrorCode::TopicExists,
         ErrorCode::GroupExists,
@@ -142,6 +148,8 @@ impl ErrorCode {
             ErrorCode::UnknownMember => "unknown_member",
             ErrorCode::UnknownLease => "unknown_lease",
             ErrorCode::UnknownDeadLetter => "unknown_dead_letter",
+            ErrorCode::UnknownSagaInstance => "unknown_saga_instance",
+            ErrorCode::SagasNotConfigured => "sagas_not_configured",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::TopicExists => "topic_exists",
             ErrorCode::GroupExists => "group_exists",
@@ -185,7 +193,9 @@ impl ErrorCode {
             | ErrorCode::UnknownGroup
             | ErrorCode::UnknownMember
             | ErrorCode::UnknownLease
-            | ErrorCode::UnknownDeadLetter => 404,
+            | ErrorCode::UnknownDeadLetter
+            | ErrorCode::UnknownSagaInstance
+            | ErrorCode::SagasNotConfigured => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::TopicExists
             | ErrorCode::GroupExists

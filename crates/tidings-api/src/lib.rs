@@ -28,6 +28,7 @@ mod events;
 mod groups;
 mod queues;
 mod routes;
+mod sagas;
 mod store;
 mod topics;
 
@@ -48,6 +49,10 @@ pub use queues::{
     ACK_BATCH_LEASES_MAX, RECEIVE_MAX,
 };
 pub use routes::{Draining, Method, Operation, Route, ROUTES};
+pub use sagas::{
+    SagaCompensation, SagaInstance, SagaInstanceList, SagaInstanceSummary, SagaListQuery,
+    SagaTimeout, SagaTransition, SAGA_LIST_MAX,
+};
 pub use store::{
     AllQuery, AppendAnswer, AppendQuery, RecordedEvent, StoreReadAnswer, Stream, StreamMetadata,
     StreamQuery, StreamReadAnswer, EXPECTED_VERSION_HEADER,

@@ -123,6 +123,10 @@ pub enum Operation {
     RedriveDeadLetters,
     /// `GET /v1/queues/{group}/dead-letters/{offset}`.
     GetDeadLetter,
+    /// `GET /v1/sagas/{saga}/instances`.
+    ListSagaInstances,
+    /// `GET /v1/sagas/{saga}/instances/{key}`.
+    DescribeSagaInstance,
 }
 
 impl Operation {
@@ -169,6 +173,8 @@ impl Operation {
             Operation::PurgeDeadLetters => "purgeDeadLetters",
             Operation::RedriveDeadLetters => "redriveDeadLetters",
             Operation::GetDeadLetter => "getDeadLetter",
+            Operation::ListSagaInstances => "listSagaInstances",
+            Operation::DescribeSagaInstance => "describeSagaInstance",
         }
     }
 }
@@ -368,6 +374,18 @@ pub const ROUTES: &[Route] = &[
         Get,
         "/v1/queues/{group}/dead-letters/{offset}",
         Operation::GetDeadLetter,
+        Refused,
+    ),
+    route(
+        Get,
+        "/v1/sagas/{saga}/instances",
+        Operation::ListSagaInstances,
+        Refused,
+    ),
+    route(
+        Get,
+        "/v1/sagas/{saga}/instances/{key}",
+        Operation::DescribeSagaInstance,
         Refused,
     ),
 ];

@@ -443,3 +443,55 @@ fn health_and_errors() {
         },
     );
 }
+
+#[test]
+fn sagas() {
+    let transition = SagaTransition {
+        version: 2,
+        input: "event payment.failed p-1".into(),
+        status: "compensating".into(),
+        note: Some("the payment failed".into()),
+        at_ms: 1_700_000_000_000,
+    };
+    check("SagaTransition", transition.clone());
+    let timeout = SagaTimeout {
+        name: "payment-deadline".into(),
+        due_ms: 1_700_000_600_000,
+    };
+    check("SagaTimeout", timeout.clone());
+    let compensation = SagaCompensation {
+        name: "release-stock".into(),
+        data: json!({"order": "o-17"}),
+    };
+    check("SagaCompensation", compensation.clone());
+    check(
+        "SagaInstance",
+        SagaInstance {
+            saga: "checkout".into(),
+            key: "o-17".into(),
+            status: "compensating".into(),
+            state: json!({"paid": false}),
+            version: 2,
+            correlation: "c-1".into(),
+            started_ms: 1_700_000_000_000,
+            updated_ms: 1_700_000_000_100,
+            history: vec![transition],
+            timeouts: vec![timeout],
+            compensations: vec![compensation],
+        },
+    );
+    let summary = SagaInstanceSummary {
+        key: "o-17".into(),
+        status: "running".into(),
+        version: 1,
+        updated_ms: 1_700_000_000_100,
+    };
+    check("SagaInstanceSummary", summary.clone());
+    check(
+        "SagaInstanceList",
+        SagaInstanceList {
+            saga: "checkout".into(),
+            instances: vec![summary],
+        },
+    );
+}

@@ -20,6 +20,7 @@ mod admin;
 mod output;
 mod publish;
 mod read;
+mod sagas;
 mod send;
 mod signals;
 mod store;
@@ -78,6 +79,10 @@ enum Command {
     /// stream, read or follow `$all` or a category.
     #[command(subcommand)]
     Streams(store::Streams),
+    /// Instances of the application's sagas (the server needs
+    /// --sagas-database): list them, show one with its history.
+    #[command(subcommand)]
+    Sagas(sagas::Sagas),
 }
 
 /// The command line: `--server` and `--json` are global, for every client
@@ -177,6 +182,7 @@ fn run(cli: Cli, server_from: &str) -> Result<()> {
             Command::Topics(t) => admin::topics(&mut ctx, t).await,
             Command::Groups(g) => admin::groups(&mut ctx, g).await,
             Command::Queues(q) => admin::queues(&mut ctx, q).await,
+            Command::Sagas(s) => sagas::sagas(&mut ctx, s).await,
             Command::Dlq(d) => admin::dlq(&mut ctx, d).await,
             Command::Streams(s) => store::streams(&mut ctx, s).await,
         }

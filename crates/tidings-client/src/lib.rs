@@ -807,6 +807,32 @@ impl Client {
             .await
     }
 
+    // Sagas.
+
+    /// `GET /v1/sagas/{saga}/instances`: the saga's instances, most
+    /// recently changed first.
+    pub async fn saga_instances(
+        &self,
+        saga: &str,
+        query: &tidings_api::SagaListQuery,
+    ) -> Result<tidings_api::SagaInstanceList, ClientError> {
+        self.get(&with_query(
+            format!("/v1/sagas/{}/instances", seg(saga)),
+            query,
+        ))
+        .await
+    }
+
+    /// `GET /v1/sagas/{saga}/instances/{key}`: one instance as it stands.
+    pub async fn saga_instance(
+        &self,
+        saga: &str,
+        key: &str,
+    ) -> Result<tidings_api::SagaInstance, ClientError> {
+        self.get(&format!("/v1/sagas/{}/instances/{}", seg(saga), seg(key)))
+            .await
+    }
+
     // The event store.
 
     /// `POST /v1/streams/{stream}/events`: appends `events` (in the CloudEvents

@@ -49,6 +49,7 @@ mod extract;
 mod groups;
 mod metrics;
 mod queues;
+mod sagas;
 mod sse;
 mod stop;
 mod streams;
@@ -164,6 +165,8 @@ struct Inner {
     cors: Cors,
     /// Requests being answered now, streams included.
     in_flight: std::sync::atomic::AtomicUsize,
+    /// The database of the toolkit's sagas, if the server reads one.
+    sagas: Option<tidings_store::sagas::SagaReader>,
 }
 
 impl Api {
@@ -189,6 +192,7 @@ impl Api {
                 streams: Arc::new(tokio::sync::Semaphore::new(limits.sse_connections_max)),
                 cors: Cors::default(),
                 in_flight: std::sync::atomic::AtomicUsize::new(0),
+                sagas: None,
             }),
         }
     }
@@ -200,6 +204,19 @@ impl Api {
             .expect("with_cors is called before the API is shared")
             .cors = cors;
         self
+    }
+
+    /// The API answering `GET /v1/sagas/...` from the sagas' database
+    /// `reader` reads. Called before the API is shared.
+    pub fn with_sagas(mut self, reader: tidings_store::sagas::SagaReader) -> Api {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_sagas is called before the API is shared")
+            .sagas = Some(reader);
+        self
+    }
+
+    fn sagas(&self) -> Option<&tidings_store::sagas::SagaReader> {
+        self.inner.sagas.as_ref()
     }
 
     fn broker(&self) -> &Arc<Broker> {
@@ -305,6 +322,8 @@ fn handler(route: &Route) -> MethodRouter<Api> {
         Operation::PurgeDeadLetters => on(method, queues::purge),
         Operation::RedriveDeadLetters => on(method, queues::redrive),
         Operation::GetDeadLetter => on(method, queues::dead_letter),
+        Operation::ListSagaInstances => on(method, sagas::list),
+        Operation::DescribeSagaInstance => on(method, sagas::describe),
     }
 }
 

@@ -20,6 +20,10 @@ use tidings_http::Limits;
 use tidings_kafka::KafkaConfig;
 use tidings_telemetry::LogFormat;
 
+/// Connections the server opens to the sagas' database at most: reading
+/// instances for operators needs few.
+const SAGAS_CONNECTIONS_MAX: usize = 4;
+
 /// Everything `tidings serve` runs with.
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +60,12 @@ pub struct Config {
     )]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cors_origins: Vec<String>,
+    /// The PostgreSQL database of the application's sagas (the toolkit's
+    /// `tidings::saga`), postgres://... or key=value: `GET /v1/sagas/...`
+    /// reads their instances from it. None by default.
+    #[arg(long, value_name = "URL", env = "TIDINGS_SAGAS_DATABASE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sagas_database: Option<String>,
     /// Log line format.
     #[arg(
         long,
@@ -95,6 +105,7 @@ impl Default for Config {
             http_addr: ListenAddr("127.0.0.1:8080".into()),
             kafka_addr: ListenAddr("127.0.0.1:9092".into()),
             cors_origins: Vec::new(),
+            sagas_database: None,
             log_format: LogFormat::Text,
             shutdown_timeout_ms: 10_000,
             partitions_total_max: tidings_broker::PARTITIONS_TOTAL_MAX,
@@ -202,7 +213,17 @@ impl Config {
         self.limits.validate().map_err(anyhow::Error::msg)?;
         self.kafka.validate().map_err(anyhow::Error::msg)?;
         tidings_http::Cors::new(self.cors_origins.clone()).map_err(anyhow::Error::msg)?;
+        if let Some(url) = &self.sagas_database {
+            self.sagas_reader(url)?;
+        }
         Ok(())
+    }
+
+    /// A reader of the sagas' database at `url`: the URL is checked here,
+    /// the database reached on the first request.
+    pub(crate) fn sagas_reader(&self, url: &str) -> Result<tidings_store::sagas::SagaReader> {
+        tidings_store::sagas::SagaReader::new(url, SAGAS_CONNECTIONS_MAX)
+            .map_err(|e| anyhow::anyhow!("sagas_database is not a PostgreSQL URL: {e}"))
     }
 }
 

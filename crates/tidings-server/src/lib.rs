@@ -141,6 +141,10 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         shutdown.clone(),
     )
     .with_cors(tidings_http::Cors::new(config.cors_origins.clone()).map_err(anyhow::Error::msg)?);
+    let api = match &config.sagas_database {
+        Some(url) => api.with_sagas(config.sagas_reader(url)?),
+        None => api,
+    };
     let listener = tokio::net::TcpListener::bind(config.http_addr.as_str())
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;

@@ -49,6 +49,7 @@ mod embedded;
 mod error;
 mod postgres;
 pub mod projection;
+pub mod sagas;
 mod store;
 mod subscription;
 mod types;

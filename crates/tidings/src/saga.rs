@@ -93,7 +93,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tidings_types::CloudEvent;
 use tokio_postgres::GenericClient;
 
@@ -102,11 +102,15 @@ use crate::postgres::{listen, migrate, pg_err, pool, pool_err, Migrations};
 use crate::router::{Context, ErrorClass, HandlerError, Retry, Route};
 use crate::Error;
 
+pub use tidings_store::sagas::{
+    Compensation, HistoryEntry, Instance, InstanceSummary, PendingTimeout, Status,
+};
+
 /// The sagas' migrations, in order.
 const MIGRATIONS: Migrations = Migrations {
     table: "tidings_saga_migrations",
     lock: 0x7469_6469_6e67_7306,
-    steps: &[(1, include_str!("postgres/saga.sql"))],
+    steps: &[(1, tidings_store::sagas::SCHEMA)],
 };
 
 /// The channel a transition notifies when it schedules a timeout or starts
@@ -138,73 +142,6 @@ impl Correlation {
             key: key.into(),
             starts: false,
         }
-    }
-}
-
-/// A step to undo if the saga fails: a name and its data, handed to
-/// [`Saga::compensate`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Compensation {
-    /// What to undo.
-    pub name: String,
-    /// What it needs.
-    pub data: serde_json::Value,
-}
-
-/// Where an instance stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    /// Taking events.
-    Running,
-    /// Done; later events are ignored.
-    Completed,
-    /// Failed; its compensations are running, last first.
-    Compensating,
-    /// Failed, and every compensation ran.
-    Compensated,
-    /// A compensation failed for good: dead-lettered for an operator.
-    Failed,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Running => "running",
-            Status::Completed => "completed",
-            Status::Compensating => "compensating",
-            Status::Compensated => "compensated",
-            Status::Failed => "failed",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Status, Error> {
-        Ok(match s {
-            "running" => Status::Running,
-            "completed" => Status::Completed,
-            "compensating" => Status::Compensating,
-            "compensated" => Status::Compensated,
-            "failed" => Status::Failed,
-            other => {
-                return Err(Error::backend(
-                    "postgres",
-                    format!("a saga instance has the unknown status {other:?}"),
-                ))
-            }
-        })
-    }
-
-    /// Whether the instance takes no more events.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Status::Completed | Status::Compensated | Status::Failed
-        )
-    }
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -687,7 +624,7 @@ impl<S: Saga> Shared<S> {
         };
         let compensations: String = row.get(2);
         Ok(Some(Row {
-            status: Status::parse(row.get(0))?,
+            status: Status::parse(row.get(0)).map_err(store_err)?,
             state: row.get(1),
             compensations: serde_json::from_str(&compensations).map_err(|e| {
                 Error::backend(
@@ -1005,57 +942,13 @@ fn from_json<T: DeserializeOwned>(text: &str, key: &str) -> Result<T, HandlerErr
     })
 }
 
-/// A saga instance as it stands.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Instance {
-    /// The saga's name.
-    pub saga: String,
-    /// The instance's key.
-    pub key: String,
-    /// Where it stands.
-    pub status: Status,
-    /// Its state, as JSON.
-    pub state: serde_json::Value,
-    /// Transitions applied.
-    pub version: i64,
-    /// The correlation id of its flow.
-    pub correlation: String,
-    /// When it started and last changed, in milliseconds since the epoch.
-    pub started_at_ms: i64,
-    /// See `started_at_ms`.
-    pub updated_at_ms: i64,
-    /// Its transitions, oldest first.
-    pub history: Vec<HistoryEntry>,
-    /// Its pending timeouts, soonest first.
-    pub timeouts: Vec<PendingTimeout>,
-    /// The compensations still to run if it fails (or running), in the
-    /// order they were added.
-    pub compensations: Vec<Compensation>,
-}
-
-/// One transition of an instance.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HistoryEntry {
-    /// The instance's version after it.
-    pub version: i64,
-    /// What was applied: `event <type> <id>`, `timeout <name>`,
-    /// `compensation <name>`.
-    pub input: String,
-    /// The status after it.
-    pub status: Status,
-    /// Why it failed, where it did.
-    pub note: Option<String>,
-    /// When, in milliseconds since the epoch.
-    pub at_ms: i64,
-}
-
-/// A timeout not fired yet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PendingTimeout {
-    /// Its name.
-    pub name: String,
-    /// When it is due, in milliseconds since the epoch.
-    pub due_at_ms: i64,
+/// The toolkit's error for a failure reading the sagas' tables.
+fn store_err(e: tidings_store::StoreError) -> Error {
+    match e {
+        tidings_store::StoreError::Postgres(e) => pg_err(e),
+        tidings_store::StoreError::Pool(m) => Error::transient("postgres", m),
+        other => Error::backend("postgres", other),
+    }
 }
 
 /// Instance `key` of saga `saga`, read through `client` from the sagas'
@@ -1065,77 +958,20 @@ pub async fn inspect<C: GenericClient>(
     saga: &str,
     key: &str,
 ) -> Result<Option<Instance>, Error> {
-    let ms = |column: &str| format!("(EXTRACT(EPOCH FROM {column}) * 1000)::int8");
-    let Some(row) = client
-        .query_opt(
-            &format!(
-                "SELECT status, state, compensations, correlation, version, {}, {}
-                 FROM tidings_sagas WHERE saga = $1 AND key = $2",
-                ms("started_at"),
-                ms("updated_at")
-            ),
-            &[&saga, &key],
-        )
+    tidings_store::sagas::inspect(client, saga, key)
         .await
-        .map_err(pg_err)?
-    else {
-        return Ok(None);
-    };
-    let bad = |what: &str, e: serde_json::Error| {
-        Error::backend("postgres", format!("saga instance {key}'s {what}: {e}"))
-    };
-    let state: String = row.get(1);
-    let compensations: String = row.get(2);
-    let history = client
-        .query(
-            &format!(
-                "SELECT version, input, status, note, {} FROM tidings_saga_history
-                 WHERE saga = $1 AND key = $2 ORDER BY version",
-                ms("at")
-            ),
-            &[&saga, &key],
-        )
+        .map_err(store_err)
+}
+
+/// Instances of saga `saga` read through `client`, with `status` if given,
+/// most recently changed first, at most `limit`.
+pub async fn list<C: GenericClient>(
+    client: &C,
+    saga: &str,
+    status: Option<Status>,
+    limit: usize,
+) -> Result<Vec<InstanceSummary>, Error> {
+    tidings_store::sagas::list(client, saga, status, limit)
         .await
-        .map_err(pg_err)?
-        .iter()
-        .map(|r| {
-            Ok(HistoryEntry {
-                version: r.get(0),
-                input: r.get(1),
-                status: Status::parse(r.get(2))?,
-                note: r.get(3),
-                at_ms: r.get(4),
-            })
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
-    let timeouts = client
-        .query(
-            &format!(
-                "SELECT name, {} FROM tidings_saga_timeouts
-                 WHERE saga = $1 AND key = $2 ORDER BY due_at",
-                ms("due_at")
-            ),
-            &[&saga, &key],
-        )
-        .await
-        .map_err(pg_err)?
-        .iter()
-        .map(|r| PendingTimeout {
-            name: r.get(0),
-            due_at_ms: r.get(1),
-        })
-        .collect();
-    Ok(Some(Instance {
-        saga: saga.to_owned(),
-        key: key.to_owned(),
-        status: Status::parse(row.get(0))?,
-        state: serde_json::from_str(&state).map_err(|e| bad("state", e))?,
-        version: row.get(4),
-        correlation: row.get(3),
-        started_at_ms: row.get(5),
-        updated_at_ms: row.get(6),
-        history,
-        timeouts,
-        compensations: serde_json::from_str(&compensations).map_err(|e| bad("compensations", e))?,
-    }))
+        .map_err(store_err)
 }

@@ -809,3 +809,172 @@ fn killed_sagas_end_completed_or_compensated() {
         );
     });
 }
+
+/// `tidings serve --sagas-database` answers `GET /v1/sagas/...` with what
+/// the runner says of the same instances, and `tidings sagas` prints them;
+/// a server without the database, an unknown instance and a bad status
+/// get their specific errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_shows_instances_as_the_library_does() {
+    let Some((_client, url)) = crate::inbox::database().await else {
+        return;
+    };
+    let (backend, _dir) = embedded().await;
+    let topics = Topics::fresh();
+    let runner = SagaRunner::connect(
+        &url,
+        CheckoutSaga {
+            name: "checkout".into(),
+            topics: topics.clone(),
+        },
+        options(),
+    )
+    .await
+    .unwrap();
+    let relay = Relay::connect(
+        &url,
+        Publisher::new(Arc::clone(&backend)),
+        RelayOptions::default(),
+    )
+    .await
+    .unwrap();
+    let (stop_relay, relay_run) = crate::inbox::spawn_relay(relay);
+    let mut router = Router::new(Arc::clone(&backend));
+    checkout_routes(&mut router, &runner, &topics, Mode::Queue);
+    payment_service(&mut router, &topics, Mode::Queue);
+    let (stop, run) = spawn_router(router);
+    let publisher = Publisher::new(Arc::clone(&backend));
+    for (key, payment) in [("o-1", "fail"), ("o-2", "ignore")] {
+        let order = Order {
+            n: 1,
+            payment: payment.into(),
+            deadline_ms: 3_600_000,
+            release_fails: false,
+        };
+        publisher
+            .publish(&topics.orders, order_event(key, &order))
+            .await
+            .unwrap();
+    }
+    until_final(&runner, &["o-1".to_owned()]).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while runner.instance("o-2").await.unwrap().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "o-2 started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    run.await.unwrap();
+    stop_relay.send(()).unwrap();
+    relay_run.await.unwrap();
+
+    let data = tempfile::tempdir().unwrap();
+    let server =
+        crate::support::ServerProcess::start_with(data.path(), None, &["--sagas-database", &url]);
+    let http = tidings_client::Client::new(&format!("http://{}", server.http)).unwrap();
+    for key in ["o-1", "o-2"] {
+        let ours = runner.instance(key).await.unwrap().unwrap();
+        let served = http.saga_instance("checkout", key).await.unwrap();
+        assert_eq!(served.status, ours.status.to_string(), "{key}");
+        assert_eq!(served.state, ours.state);
+        assert_eq!(served.version, ours.version);
+        let inputs = |h: &[String]| h.to_vec();
+        assert_eq!(
+            inputs(
+                &served
+                    .history
+                    .iter()
+                    .map(|h| h.input.clone())
+                    .collect::<Vec<_>>()
+            ),
+            ours.history
+                .iter()
+                .map(|h| h.input.clone())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            served
+                .timeouts
+                .iter()
+                .map(|t| (t.name.clone(), t.due_ms))
+                .collect::<Vec<_>>(),
+            ours.timeouts
+                .iter()
+                .map(|t| (t.name.clone(), t.due_at_ms))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(served.compensations.len(), ours.compensations.len());
+    }
+    let running = http
+        .saga_instances(
+            "checkout",
+            &tidings_api::SagaListQuery {
+                status: Some("running".into()),
+                limit: None,
+            },
+        )
+        .await
+        .unwrap();
+    let keys: Vec<&str> = running.instances.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, ["o-2"]);
+    let all = http
+        .saga_instances("checkout", &tidings_api::SagaListQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.instances.len(), 2);
+
+    let code = |e: tidings_client::ClientError| e.to_string();
+    let unknown = code(http.saga_instance("checkout", "o-404").await.unwrap_err());
+    assert!(unknown.contains("unknown_saga_instance"), "{unknown}");
+    assert!(
+        unknown.contains("saga checkout has no instance o-404"),
+        "{unknown}"
+    );
+    let bad = code(
+        http.saga_instances(
+            "checkout",
+            &tidings_api::SagaListQuery {
+                status: Some("paused".into()),
+                limit: None,
+            },
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(
+        bad.contains("invalid_request") && bad.contains("\"paused\""),
+        "{bad}"
+    );
+
+    // The command line prints the same instance.
+    let out = std::process::Command::new(crate::support::tidings_bin())
+        .args(["--server", &format!("http://{}", server.http)])
+        .args(["sagas", "show", "checkout", "o-1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for part in [
+        "saga checkout instance o-1: compensated at version 4",
+        "event payment.failed",
+        "-> compensating (the payment failed)",
+        "compensation cancel-booking -> compensating",
+        "compensation release-stock -> compensated",
+        "no pending timeouts",
+    ] {
+        assert!(text.contains(part), "{part:?} not in:\n{text}");
+    }
+    drop(server);
+
+    // A server without the database says how to give it one.
+    let bare = crate::support::ServerProcess::start(data.path(), None);
+    let http = tidings_client::Client::new(&format!("http://{}", bare.http)).unwrap();
+    let err = code(http.saga_instance("checkout", "o-1").await.unwrap_err());
+    assert!(
+        err.contains("sagas_not_configured") && err.contains("--sagas-database"),
+        "{err}"
+    );
+}

@@ -139,7 +139,7 @@ pub(crate) async fn dead_letters(
 
 /// The `tidings` binary of this build: `TIDINGS_BIN`, or beside the test
 /// executable's directory (`cargo test --workspace` builds it).
-fn tidings_bin() -> PathBuf {
+pub(crate) fn tidings_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("TIDINGS_BIN") {
         return bin.into();
     }
@@ -167,6 +167,15 @@ pub(crate) struct ServerProcess {
 impl ServerProcess {
     /// Starts a server on `data_dir`, on free ports when `at` is `None`.
     pub(crate) fn start(data_dir: &Path, at: Option<(SocketAddr, SocketAddr)>) -> ServerProcess {
+        ServerProcess::start_with(data_dir, at, &[])
+    }
+
+    /// [`start`](Self::start), with more flags.
+    pub(crate) fn start_with(
+        data_dir: &Path,
+        at: Option<(SocketAddr, SocketAddr)>,
+        flags: &[&str],
+    ) -> ServerProcess {
         let (http, kafka) = at.map_or(
             ("127.0.0.1:0".to_owned(), "127.0.0.1:0".to_owned()),
             |(h, k)| (h.to_string(), k.to_string()),
@@ -177,6 +186,7 @@ impl ServerProcess {
             .arg(data_dir)
             .args(["--http-addr", &http, "--kafka-addr", &kafka])
             .args(["--shutdown-timeout-ms", "2000"])
+            .args(flags)
             .env("RUST_LOG", "warn,tidings_server=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
