@@ -10,6 +10,10 @@
 //!   the event published right after the commit (no outbox: an event lost if
 //!   the process dies in between) and once staged in the transaction and
 //!   relayed. The difference is what the guarantee costs.
+//! - **The outbox on the event store** (`tidings::outbox::store`): the same
+//!   two workloads with each order an event-sourced write (its stream's
+//!   first event) and its announcement in one append, on the embedded store
+//!   and on the PostgreSQL store, forwarded to the embedded engine.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -136,8 +140,185 @@ pub(crate) fn run(dir: &Path, quick: bool, pg_url: Option<String>) -> Result<()>
                 );
             }
         }
-        anyhow::Ok(())
+        store_outbox_runs(data.path(), &pg_url, &backends[0].1, orders, rate, seconds).await
     })
+}
+
+/// The event store's outbox, on the embedded store and on PostgreSQL,
+/// forwarding to `engine`.
+async fn store_outbox_runs(
+    dir: &Path,
+    pg_url: &str,
+    engine: &Arc<dyn Backend>,
+    orders: u64,
+    rate: u64,
+    seconds: u64,
+) -> Result<()> {
+    use tidings_store::{EmbeddedOptions, EmbeddedStore, PgOptions, PgStore};
+
+    let embedded = Arc::new(EmbeddedStore::open(
+        dir.join("store"),
+        EmbeddedOptions::default(),
+    )?);
+    let pg = Arc::new(
+        PgStore::connect(
+            &crate::store::fresh_database(pg_url).await?,
+            PgOptions::default(),
+        )
+        .await?,
+    );
+    println!(
+        "\n## The outbox on the event store: {orders} orders written beforehand, one unit each\n"
+    );
+    println!("| forwarder | events | events/s |");
+    println!("|---|---:|---:|");
+    let throughput_embedded =
+        store_forwarder_throughput(&embedded, engine, "embedded", orders).await?;
+    println!("| from the embedded store | {orders} | {throughput_embedded:.0} |");
+    let throughput_pg = store_forwarder_throughput(&pg, engine, "postgres", orders).await?;
+    println!("| from the PostgreSQL store | {orders} | {throughput_pg:.0} |");
+
+    println!("\n## Append → a subscriber holds the event, {rate} orders/s for {seconds} s\n");
+    println!("| how | events | p50 ms | p99 ms | max ms |");
+    println!("|---|---:|---:|---:|---:|");
+    for staged in [false, true] {
+        for (name, latencies) in [
+            (
+                "embedded store",
+                store_latency(&embedded, engine, "e", rate, seconds, staged).await?,
+            ),
+            (
+                "PostgreSQL store",
+                store_latency(&pg, engine, "p", rate, seconds, staged).await?,
+            ),
+        ] {
+            let mut latencies = latencies;
+            latencies.sort_unstable();
+            let how = if staged {
+                format!("in one append, forwarded, {name}")
+            } else {
+                format!("appended then published (no outbox), {name}")
+            };
+            println!(
+                "| {how} | {} | {:.2} | {:.2} | {:.2} |",
+                latencies.len(),
+                percentile(&latencies, 0.50),
+                percentile(&latencies, 0.99),
+                percentile(&latencies, 1.0),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Orders written beforehand, each its stream's first event and its
+/// announcement in one append (what `StoreTx::commit` writes), then a
+/// forwarder started and timed until every event is published: events per
+/// second.
+async fn store_forwarder_throughput<S: tidings_store::EventStore>(
+    store: &Arc<S>,
+    engine: &Arc<dyn Backend>,
+    name: &str,
+    orders: u64,
+) -> Result<f64> {
+    use tidings::outbox::store::{outbox_stream, ForwarderOptions, StoreOutbox};
+    use tidings_store::{ExpectedVersion, StreamAppend, StreamName};
+    let topic = format!("store-relay-{name}");
+    let outbox = outbox_stream(&topic)?;
+    for n in 0..orders {
+        store
+            .append(vec![
+                StreamAppend::new(
+                    StreamName::new(&format!("order{name}-{n}"))?,
+                    ExpectedVersion::NoStream,
+                    vec![CloudEvent::new("/bench", "order.placed")],
+                ),
+                StreamAppend::new(outbox.clone(), ExpectedVersion::Any, vec![event(n)]),
+            ])
+            .await?;
+    }
+    let start = Instant::now();
+    let forwarder = StoreOutbox::start(
+        Arc::clone(store),
+        Publisher::new(Arc::clone(engine)),
+        ForwarderOptions::default(),
+    )?;
+    while forwarder.stats().forwarded < orders {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(orders as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Orders at `rate` per second for `seconds`, each one unit; the latency of
+/// each from its commit to a subscriber holding its announcement, in
+/// microseconds. Without `staged`, the order is appended alone and its
+/// event published after (no outbox).
+async fn store_latency<S: tidings_store::EventStore>(
+    store: &Arc<S>,
+    engine: &Arc<dyn Backend>,
+    name: &str,
+    rate: u64,
+    seconds: u64,
+    staged: bool,
+) -> Result<Vec<u32>> {
+    use tidings::outbox::store::{ForwarderOptions, StoreOutbox};
+    use tidings_store::{ExpectedVersion, StreamName};
+    let topic = format!("store-latency-{name}-{staged}");
+    engine
+        .ensure_topic(&topic, tidings::DEFAULT_PARTITIONS)
+        .await?;
+    let count = rate * seconds;
+    let mut sub = Subscriber::new(Arc::clone(engine))
+        .subscribe(SubscribeOptions::queue(&topic, format!("{topic}-reader")))
+        .await?;
+    let reader = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while held.len() < usize::try_from(count)? {
+            for d in sub.next_batch(64, Duration::from_millis(100)).await? {
+                let at = Instant::now();
+                held.push((n_of(d.event().context("an event")?), at));
+                d.ack().await?;
+            }
+        }
+        sub.close().await?;
+        anyhow::Ok(held)
+    });
+    let publisher = Publisher::new(Arc::clone(engine));
+    let outbox = StoreOutbox::start(
+        Arc::clone(store),
+        publisher.clone(),
+        ForwarderOptions::default(),
+    )?;
+    let mut committed = vec![None; usize::try_from(count)?];
+    let interval = Duration::from_secs(1) / u32::try_from(rate)?;
+    let begin = tokio::time::Instant::now();
+    for n in 0..count {
+        tokio::time::sleep_until(begin + interval * u32::try_from(n)?).await;
+        let mut tx = outbox.transaction();
+        tx.append(
+            StreamName::new(&format!("order{name}{staged}-{n}"))?,
+            ExpectedVersion::NoStream,
+            vec![CloudEvent::new("/bench", "order.placed")],
+        );
+        if staged {
+            tx.stage(&topic, vec![event(n)])?;
+        }
+        tx.commit().await?;
+        committed[usize::try_from(n)?] = Some(Instant::now());
+        if !staged {
+            publisher.publish(&topic, event(n)).await?;
+        }
+    }
+    let held = reader.await??;
+    drop(outbox);
+    let mut latencies = Vec::with_capacity(held.len());
+    for (n, at) in held {
+        let commit =
+            committed[usize::try_from(n)?].context("an event of an order never committed")?;
+        let us = at.saturating_duration_since(commit).as_micros();
+        latencies.push(u32::try_from(us).unwrap_or(u32::MAX));
+    }
+    Ok(latencies)
 }
 
 /// Orders at `rate` per second for `seconds`, each in its own transaction;

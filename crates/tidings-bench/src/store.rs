@@ -132,11 +132,15 @@ fn thousands(v: f64) -> String {
     out
 }
 
-/// Creates a database of its own for this run on the server at `admin_url`.
+/// Creates a database of its own for this run (and this call) on the server
+/// at `admin_url`.
 pub(crate) async fn fresh_database(admin_url: &str) -> Result<String> {
     let (client, connection) = tokio_postgres::connect(admin_url, NoTls).await?;
     tokio::spawn(connection);
-    let name = format!("tidings_bench_{}", std::process::id());
+    // One per call: a run may need several at once.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("tidings_bench_{}_{call}", std::process::id());
     // Two statements: CREATE DATABASE cannot share a transaction.
     client
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))

@@ -1,5 +1,6 @@
 //! The outbox benchmark's smoke run: `tidings-bench outbox --quick` must run
-//! both workloads for both relays and print a figure for each. It checks
+//! both workloads for both relays, and for the event store's outbox on both
+//! stores, and print a figure for each. It checks
 //! that the harness works, never a speed.
 
 use std::process::Command;
@@ -29,4 +30,7 @@ fn the_quick_outbox_run_reports_every_row() {
     );
     assert_eq!(rows("| staged in the transaction"), 2, "{stdout}");
     assert_eq!(rows("| published after the commit"), 2, "{stdout}");
+    assert_eq!(rows("| from the "), 2, "forwarders, both stores:\n{stdout}");
+    assert_eq!(rows("| in one append, forwarded"), 2, "{stdout}");
+    assert_eq!(rows("| appended then published"), 2, "{stdout}");
 }

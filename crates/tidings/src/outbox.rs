@@ -53,6 +53,8 @@
 //! # }
 //! ```
 
+pub mod store;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

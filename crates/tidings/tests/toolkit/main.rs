@@ -15,4 +15,5 @@ mod postgres;
 mod readme;
 mod saga;
 mod server;
+mod store_outbox;
 mod support;
