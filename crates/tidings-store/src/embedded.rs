@@ -725,6 +725,18 @@ impl EventStore for EmbeddedStore {
         .expect("checkpoint writer does not panic")
     }
 
+    async fn locate_event(&self, id: &str) -> Result<Option<Position>, StoreError> {
+        let durable = self.durable();
+        let index = self.inner.index.lock().expect("index lock");
+        // Only what reads may see: durable and acknowledged.
+        Ok(index
+            .ids
+            .get(&IdKey::of(id))
+            .copied()
+            .filter(|&p| p < durable)
+            .map(Position))
+    }
+
     async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
         let _guard = self.inner.checkpoints.lock().expect("checkpoints lock");
         Ok(self.read_checkpoints()?.get(name).map(|&p| Position(p)))

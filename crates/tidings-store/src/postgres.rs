@@ -639,6 +639,17 @@ impl EventStore for PgStore {
         Ok(())
     }
 
+    async fn locate_event(&self, id: &str) -> Result<Option<Position>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT position FROM tidings_events WHERE event_id = $1",
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|r| Position(to_u64(r.get(0)))))
+    }
+
     async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
         let client = self.client().await?;
         let row = client

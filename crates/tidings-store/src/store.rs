@@ -107,6 +107,14 @@ pub trait EventStore: Send + Sync + 'static {
         stream: &StreamName,
     ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
 
+    /// Where the event with id `id` is stored in the global order, if an
+    /// append stored it (ids are unique in the store): how a consumer asks
+    /// whether it recorded something before, without reading a stream.
+    fn locate_event(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
+
     /// Durably stores the checkpoint of a named subscription.
     fn save_checkpoint(
         &self,

@@ -52,6 +52,8 @@
 //! # }
 //! ```
 
+pub mod store;
+
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -34,7 +34,8 @@ macro_rules! conformance {
             upcasters_bring_old_events_to_the_current_shape,
             projections_catch_up_continue_and_rebuild,
             everything_survives_a_restart,
-            bad_appends_are_refused_without_writing
+            bad_appends_are_refused_without_writing,
+            an_event_is_located_by_its_id
         );
     };
     (@each $make:expr; $($check:ident),*) => {
@@ -1164,4 +1165,46 @@ pub(crate) async fn bad_appends_are_refused_without_writing(b: &impl Backend) {
         );
     }
     assert!(tidings_store::StreamName::new("order_1.v2-17").is_ok());
+}
+
+pub(crate) async fn an_event_is_located_by_its_id(b: &impl Backend) {
+    let store = b.open().await;
+    let (s1, s2) = (stream("inbox-1"), stream("order-2"));
+    let done = store
+        .append(vec![
+            StreamAppend::new(s1.clone(), ExpectedVersion::NoStream, events("a", 0, 2)),
+            StreamAppend::new(s2.clone(), ExpectedVersion::NoStream, events("b", 10, 1)),
+        ])
+        .await
+        .unwrap();
+    let first = store
+        .read_stream(&s1, ReadStream::forward(StreamVersion(0)))
+        .await
+        .unwrap();
+    for e in &first.events {
+        assert_eq!(
+            store.locate_event(e.event.id()).await.unwrap(),
+            Some(e.position)
+        );
+    }
+    let other = store
+        .read_stream(&s2, ReadStream::forward(StreamVersion(0)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .locate_event(other.events[0].event.id())
+            .await
+            .unwrap(),
+        Some(done[1].first_position)
+    );
+    assert_eq!(store.locate_event("never-stored").await.unwrap(), None);
+    // A refused append stores no id.
+    let refused = event("c", 20);
+    let id = refused.id().to_owned();
+    assert!(store
+        .append_to(&s2, ExpectedVersion::NoStream, vec![refused])
+        .await
+        .is_err());
+    assert_eq!(store.locate_event(&id).await.unwrap(), None);
 }

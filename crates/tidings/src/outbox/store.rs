@@ -154,13 +154,8 @@ impl<S: EventStore> StoreOutbox<S> {
 
     /// A new unit of work: appends and staged events, written together at
     /// [`StoreTx::commit`].
-    pub fn transaction(&self) -> StoreTx<'_, S> {
-        StoreTx {
-            store: &self.store,
-            appends: Vec::new(),
-            staged: BTreeMap::new(),
-            order: Vec::new(),
-        }
+    pub fn transaction(&self) -> StoreTx<S> {
+        StoreTx::new(Arc::clone(&self.store))
     }
 
     /// Where the forwarder stands; cheap, for metrics.
@@ -170,8 +165,8 @@ impl<S: EventStore> StoreOutbox<S> {
 }
 
 /// Appends and staged events, written in one atomic append.
-pub struct StoreTx<'a, S: EventStore> {
-    store: &'a S,
+pub struct StoreTx<S: EventStore> {
+    store: Arc<S>,
     appends: Vec<StreamAppend>,
     /// Staged events per topic.
     staged: BTreeMap<String, Vec<CloudEvent>>,
@@ -179,7 +174,7 @@ pub struct StoreTx<'a, S: EventStore> {
     order: Vec<String>,
 }
 
-impl<S: EventStore> std::fmt::Debug for StoreTx<'_, S> {
+impl<S: EventStore> std::fmt::Debug for StoreTx<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreTx")
             .field("appends", &self.appends.len())
@@ -188,7 +183,18 @@ impl<S: EventStore> std::fmt::Debug for StoreTx<'_, S> {
     }
 }
 
-impl<S: EventStore> StoreTx<'_, S> {
+impl<S: EventStore> StoreTx<S> {
+    /// An empty unit of work on `store` (what [`StoreOutbox::transaction`]
+    /// answers; staged events go out through the store's forwarder).
+    pub fn new(store: Arc<S>) -> StoreTx<S> {
+        StoreTx {
+            store,
+            appends: Vec::new(),
+            staged: BTreeMap::new(),
+            order: Vec::new(),
+        }
+    }
+
     /// Appends `events` to `stream` at the commit, if `expected` holds then.
     pub fn append(
         &mut self,

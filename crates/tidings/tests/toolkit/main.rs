@@ -15,5 +15,6 @@ mod postgres;
 mod readme;
 mod saga;
 mod server;
+mod store_inbox;
 mod store_outbox;
 mod support;
