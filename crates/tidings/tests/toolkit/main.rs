@@ -3,6 +3,7 @@
 //! backend module runs every one of them against a fresh backend.
 
 mod bridge;
+mod chain;
 mod conformance;
 mod embedded;
 mod hooks;

@@ -86,14 +86,26 @@ async fn run_on(name: &str, url: &str) {
 }
 
 /// One JetStream server on loopback, killed when dropped.
-struct NatsServer {
+pub(crate) struct NatsServer {
     child: std::process::Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl NatsServer {
-    fn start() -> NatsServer {
+    /// Waits until it takes connections.
+    pub(crate) fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub(crate) fn start() -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
