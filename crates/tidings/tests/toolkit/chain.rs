@@ -51,7 +51,7 @@ fn consumer(
             let n = i64::try_from(n_of(ctx.event())).unwrap();
             db.execute("INSERT INTO deliveries (n) VALUES ($1)", &[&n])
                 .await
-                .map_err(|e| tidings::router::HandlerError::retry(e))?;
+                .map_err(tidings::router::HandlerError::retry)?;
             next.run(ctx.clone()).await?;
             tokio::time::sleep(ack_delay).await;
             Ok(())
