@@ -29,6 +29,7 @@ const CHILD_ENV: &str = "TIDINGS_CHAIN_KILL_CHILD";
 const ROUNDS: u64 = 6;
 /// The consumer settings of the Kafka runs: a killed member's partitions
 /// go to the living after 6 s instead of librdkafka's 45.
+#[cfg(feature = "kafka")]
 pub(crate) const KAFKA_SESSION: &str = "session.timeout.ms=6000&heartbeat.interval.ms=1000";
 
 /// The service's consumer: one effect per order, through the inbox. Each
