@@ -19,7 +19,7 @@ use tidings::router::{Context, Router};
 use tidings::{Backend, Publisher};
 use tokio_postgres::NoTls;
 
-use crate::support::{event, fresh, n_of, PATIENCE};
+use crate::support::{event, fresh, n_of, Children, PATIENCE};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -164,25 +164,10 @@ fn run_chain_rounds(test: &str, backend_url: &str, run_ms: u64, orders: u64, rou
         return;
     };
     let topic = fresh("orders");
-    let exe = std::env::current_exe().unwrap();
-    let mut rng = 0x6a09_e667_f3bc_c908u64 ^ u64::from(std::process::id());
+    let mut children = Children::new(test, CHILD_ENV, 0x6a09_e667_f3bc_c908);
     for round in 0..rounds {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let mut child = std::process::Command::new(&exe)
-            .args([test, "--exact", "--nocapture"])
-            .env(
-                CHILD_ENV,
-                format!("{db} {topic} {} {orders} {backend_url}", round * 1_000_000),
-            )
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(run_ms + rng % run_ms));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let value = format!("{db} {topic} {} {orders} {backend_url}", round * 1_000_000);
+        children.run(&value, run_ms, run_ms);
     }
 
     runtime.block_on(async move {

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tidings::backend::Backoff;
-use tidings::router::{Breaker, HandlerError, Report, Retry, Router};
+use tidings::router::{Breaker, HandlerError, Retry, Router};
 use tidings::{CloudEvent, Error, Publisher, Support};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::support::{
-    dead_letters, event, fresh, n_of, options, subscribe, take_acked, Harness, PATIENCE,
+    dead_letters, event, fresh, n_of, options, spawn_router, subscribe, take_acked, until, Harness,
+    PATIENCE,
 };
 
 /// Runs every check of the suite against the harness `$make` yields (`None`
@@ -57,30 +57,6 @@ macro_rules! conformance {
     };
 }
 pub(crate) use conformance;
-
-/// Runs `router` in the background; the sender stops it, the handle answers
-/// its report.
-fn spawn_router(router: Router) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Report>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(async move {
-        router
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap()
-    });
-    (stop, run)
-}
-
-/// Waits until `done` holds, or fails the check after [`PATIENCE`].
-async fn until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// Publishes events `from..to` to `topic`, keyed by `key`.
 async fn publish_range(h: &impl Harness, topic: &str, from: u64, to: u64, key: Option<&str>) {

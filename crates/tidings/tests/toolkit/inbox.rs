@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use tidings::inbox::{Inbox, InboxOptions, InboxTx};
 use tidings::outbox::{Relay, RelayOptions};
-use tidings::router::{Context, HandlerError, Next, Report, Retry, Router};
+use tidings::router::{Context, HandlerError, Next, Retry, Router};
 use tidings::{Backend, Error, Publisher, SubscribeOptions};
 use tokio::sync::oneshot;
 use tokio_postgres::Client;
 
-use crate::support::{event, fresh, n_of, PATIENCE};
+use crate::support::{
+    embedded_engine, event, fresh, n_of, publish_before_children, spawn_router, until, Children,
+    PATIENCE,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -63,19 +66,6 @@ pub(crate) fn effect_handler(
     }
 }
 
-fn spawn_router(router: Router) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Report>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(async move {
-        router
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap()
-    });
-    (stop, run)
-}
-
 pub(crate) fn spawn_relay(relay: Relay) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Relay>) {
     let (stop, stopped) = oneshot::channel::<()>();
     let run = tokio::spawn(async move {
@@ -88,20 +78,6 @@ pub(crate) fn spawn_relay(relay: Relay) -> (oneshot::Sender<()>, tokio::task::Jo
         relay
     });
     (stop, run)
-}
-
-async fn until(what: &str, done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn embedded() -> (Arc<dyn Backend>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("embedded:{}", dir.path().display());
-    (tidings::connect(&url).await.unwrap(), dir)
 }
 
 /// Connections in the database left inside a transaction.
@@ -126,7 +102,7 @@ async fn failed_and_timed_out_tries_leave_nothing_behind() {
     let Some((client, url)) = database().await else {
         return;
     };
-    let (backend, _dir) = embedded().await;
+    let (backend, _dir) = embedded_engine().await;
     let (topic, out) = (fresh("payments"), fresh("receipts"));
     Publisher::new(Arc::clone(&backend))
         .publish_all(&topic, (0..6).map(|n| event(n, None)).collect())
@@ -204,7 +180,7 @@ async fn concurrent_deliveries_of_one_event_make_one_effect() {
     let Some((client, url)) = database().await else {
         return;
     };
-    let (backend, _dir) = embedded().await;
+    let (backend, _dir) = embedded_engine().await;
     let (topic, out) = (fresh("orders"), fresh("receipts"));
     Publisher::new(Arc::clone(&backend))
         .publish_all(&topic, (0..20).map(|n| event(n, None)).collect())
@@ -271,7 +247,7 @@ async fn a_route_that_outlives_the_retention_is_refused() {
     let Some((_client, url)) = database().await else {
         return;
     };
-    let (backend, _dir) = embedded().await;
+    let (backend, _dir) = embedded_engine().await;
     let short = Inbox::connect(
         &url,
         InboxOptions {
@@ -357,7 +333,7 @@ async fn records_past_their_retention_are_cleaned_in_batches() {
     assert_eq!(inbox.clean().await.unwrap(), 0);
 
     // A route without an inbox: the handler's call says what is missing.
-    let (backend, _dir) = embedded().await;
+    let (backend, _dir) = embedded_engine().await;
     let topic = fresh("payments");
     Publisher::new(Arc::clone(&backend))
         .publish(&topic, event(1, None))
@@ -463,46 +439,19 @@ fn killed_consumers_make_every_effect_once() {
     };
     let dir = tempfile::tempdir().unwrap();
     let engine = format!("embedded:{}", dir.path().display());
-    {
-        // On a runtime of its own, dropped before the children start: its
-        // tasks go with it, and so does the engine's lock.
-        let setup = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        setup.block_on(async {
-            let engine = tidings::embedded::Embedded::open(dir.path()).await.unwrap();
-            let broker = Arc::clone(engine.broker());
-            let publisher = Publisher::new(Arc::new(engine));
-            for from in (0..KILL_EVENTS).step_by(500) {
-                let batch = (from..from + 500).map(|n| event(n, None)).collect();
-                publisher.publish_all(KILL_TOPIC, batch).await.unwrap();
-            }
-            broker.close().unwrap();
-        });
-    }
-    let exe = std::env::current_exe().unwrap();
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    publish_before_children(
+        dir.path(),
+        KILL_TOPIC,
+        (0..KILL_EVENTS).map(|n| event(n, None)).collect(),
+    );
+    let mut children = Children::new(
+        "inbox::killed_consumers_make_every_effect_once",
+        CHILD_ENV,
+        0x9e37_79b9_7f4a_7c15,
+    );
     let mut made_before = Vec::new();
     for _ in 0..KILL_ROUNDS {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let run_ms = 300 + rng % 500;
-        let mut child = std::process::Command::new(&exe)
-            .args([
-                "inbox::killed_consumers_make_every_effect_once",
-                "--exact",
-                "--nocapture",
-            ])
-            .env(CHILD_ENV, format!("{url} {}", dir.path().display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(run_ms));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        children.run(&format!("{url} {}", dir.path().display()), 300, 500);
         made_before.push(runtime.block_on(effects(&client)).len());
     }
 

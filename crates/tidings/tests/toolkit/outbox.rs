@@ -11,7 +11,7 @@ use tidings::{Backend, CloudEvent, Error, PublishHook, Publisher, SubscribeOptio
 use tokio::sync::oneshot;
 use tokio_postgres::{Client, NoTls};
 
-use crate::support::{event, fresh, n_of, take_acked, PATIENCE};
+use crate::support::{embedded_engine, event, fresh, n_of, take_acked, until, Children, PATIENCE};
 
 /// A fresh database with the outbox installed and an `orders` table; `None`
 /// only when PostgreSQL tests are skipped.
@@ -59,20 +59,6 @@ fn spawn_relay(relay: Arc<Relay>) -> (oneshot::Sender<()>, tokio::task::JoinHand
     (stop, run)
 }
 
-async fn until(what: &str, done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn embedded() -> (Arc<dyn Backend>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("embedded:{}", dir.path().display());
-    (tidings::connect(&url).await.unwrap(), dir)
-}
-
 /// A stream-mode group of one member: each partition's events in their
 /// stored order.
 async fn subscribe(backend: &Arc<dyn Backend>, topic: &str) -> Subscription {
@@ -91,7 +77,7 @@ async fn events_go_out_when_their_transaction_commits_and_never_when_it_rolls_ba
     let Some((mut client, url)) = database().await else {
         return;
     };
-    let (backend, _dir) = embedded().await;
+    let (backend, _dir) = embedded_engine().await;
     let topic = fresh("orders");
     place(
         &mut client,
@@ -142,7 +128,7 @@ async fn a_transaction_that_commits_late_is_not_passed_over_and_keeps_its_place(
     };
     let (mut late, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
     tokio::spawn(connection);
-    let (backend, _dir) = embedded().await;
+    let (backend, _dir) = embedded_engine().await;
     let topic = fresh("late");
 
     // The long transaction stages first and stays open.
@@ -212,7 +198,7 @@ async fn an_event_refused_for_good_moves_aside_and_the_rest_goes_out_in_bounded_
     let Some((mut client, url)) = database().await else {
         return;
     };
-    let (backend, _dir) = embedded().await;
+    let (backend, _dir) = embedded_engine().await;
     let topic = fresh("batches");
     // 5 keys, 40 events each, staged 10 to a transaction; event 13 refused.
     for batch in 0..20u64 {
@@ -407,44 +393,19 @@ fn killed_writers_and_relays_lose_and_double_nothing() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
+    let mut children = Children::new(
+        "outbox::killed_writers_and_relays_lose_and_double_nothing",
+        CHILD_ENV,
+        0x2545_f491_4f6c_dd1d,
+    );
     let mut printed = std::collections::BTreeSet::new();
-    let mut rng = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
     for round in 0..KILL_ROUNDS {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let run_ms = 150 + rng % 400;
-        let mut child = std::process::Command::new(&exe)
-            .args([
-                "outbox::killed_writers_and_relays_lose_and_double_nothing",
-                "--exact",
-                "--nocapture",
-            ])
-            .env(
-                CHILD_ENV,
-                format!("{url} {} {}", dir.path().display(), round * 1_000_000),
-            )
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            use std::io::BufRead;
-            std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| {
-                    l.strip_prefix("COMMITTED ")
-                        .map(|n| n.parse::<u64>().unwrap())
-                })
-                .collect::<Vec<u64>>()
-        });
-        std::thread::sleep(Duration::from_millis(run_ms));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        printed.extend(reader.join().unwrap());
+        let value = format!("{url} {} {}", dir.path().display(), round * 1_000_000);
+        let lines = children.run(&value, 150, 400);
+        printed.extend(lines.iter().filter_map(|l| {
+            l.strip_prefix("COMMITTED ")
+                .map(|n| n.parse::<u64>().unwrap())
+        }));
     }
 
     runtime.block_on(async move {
@@ -579,7 +540,7 @@ async fn a_relay_stopped_mid_drain_hands_over_to_a_standby() {
     let Some((mut client, url)) = database().await else {
         return;
     };
-    let (backend, _dir) = embedded().await;
+    let (backend, _dir) = embedded_engine().await;
     let topic = fresh("handover");
     let events: Vec<CloudEvent> = (0..40).map(|n| keyed(n, "k")).collect();
     place(&mut client, &topic, "o-1", &events, true).await;

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tidings::outbox::{Relay, RelayOptions};
-use tidings::router::{Context, HandlerError, Report, Retry, Router};
+use tidings::router::{Context, HandlerError, Retry, Router};
 use tidings::saga::{self, Compensation, Correlation, Saga, SagaOptions, SagaRunner, Status, Step};
 use tidings::{Backend, CloudEvent, Mode, Publisher, SubscribeOptions};
 use tokio::sync::oneshot;
 
-use crate::support::{fresh, PATIENCE};
+use crate::support::{
+    embedded_engine, fresh, publish_before_children, spawn_router, Children, PATIENCE,
+};
 
 /// The checkout's topics.
 #[derive(Clone, Debug)]
@@ -202,25 +204,6 @@ pub(crate) fn options() -> SagaOptions {
     }
 }
 
-fn spawn_router(router: Router) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Report>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(async move {
-        router
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap()
-    });
-    (stop, run)
-}
-
-async fn embedded() -> (Arc<dyn Backend>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("embedded:{}", dir.path().display());
-    (tidings::connect(&url).await.unwrap(), dir)
-}
-
 /// Every event of `topic` until `expected` came and then nothing for a
 /// while: (partitionkey, type) in the order of each key's partition.
 async fn read_all(
@@ -283,7 +266,7 @@ async fn a_saga_completes_or_compensates_in_reverse_and_times_out() {
     let Some((_client, url)) = crate::inbox::database().await else {
         return;
     };
-    let (backend, _dir) = embedded().await;
+    let (backend, _dir) = embedded_engine().await;
     let topics = Topics::fresh();
     let runner = SagaRunner::connect(
         &url,
@@ -410,7 +393,7 @@ async fn two_start_events_at_once_make_one_instance() {
     let Some((client, url)) = crate::inbox::database().await else {
         return;
     };
-    let (backend, _dir) = embedded().await;
+    let (backend, _dir) = embedded_engine().await;
     let topics = Topics::fresh();
     let runner = SagaRunner::connect(
         &url,
@@ -487,7 +470,7 @@ async fn a_compensation_that_fails_for_good_is_dead_lettered_with_the_saga_id() 
     let Some((_client, url)) = crate::inbox::database().await else {
         return;
     };
-    let (backend, _dir) = embedded().await;
+    let (backend, _dir) = embedded_engine().await;
     let topics = Topics::fresh();
     let name = fresh("checkout");
     let runner = SagaRunner::connect(
@@ -650,33 +633,24 @@ async fn run_checkout(
 /// Publishes the orders to the backend at `backend_url`, on a runtime of
 /// its own dropped afterwards (with it the embedded engine's lock).
 fn publish_orders(backend_url: &str, topic: &str, orders: u64) {
+    let events: Vec<CloudEvent> = (0..orders)
+        .map(|n| order_event(&format!("o-{n}"), &kill_order(n)))
+        .collect();
+    if let Some(dir) = backend_url.strip_prefix("embedded:") {
+        publish_before_children(std::path::Path::new(dir), topic, events);
+        return;
+    }
     let setup = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     setup.block_on(async {
-        let events: Vec<CloudEvent> = (0..orders)
-            .map(|n| order_event(&format!("o-{n}"), &kill_order(n)))
-            .collect();
-        match backend_url.strip_prefix("embedded:") {
-            Some(dir) => {
-                let engine = tidings::embedded::Embedded::open(dir).await.unwrap();
-                let broker = Arc::clone(engine.broker());
-                Publisher::new(Arc::new(engine))
-                    .publish_all(topic, events)
-                    .await
-                    .unwrap();
-                broker.close().unwrap();
-            }
-            None => {
-                let backend = tidings::connect(backend_url).await.unwrap();
-                for chunk in events.chunks(100) {
-                    Publisher::new(Arc::clone(&backend))
-                        .publish_all(topic, chunk.to_vec())
-                        .await
-                        .unwrap();
-                }
-            }
+        let backend = tidings::connect(backend_url).await.unwrap();
+        for chunk in events.chunks(100) {
+            Publisher::new(Arc::clone(&backend))
+                .publish_all(topic, chunk.to_vec())
+                .await
+                .unwrap();
         }
     });
 }
@@ -778,8 +752,7 @@ fn killed_sagas_with(
     let prefix = fresh("checkout");
     let topics = kill_topics(&prefix);
     publish_orders(backend_url, &topics.orders, orders);
-    let exe = std::env::current_exe().unwrap();
-    let mut rng = 0x5851_f42d_4c95_7f2du64 ^ u64::from(std::process::id());
+    let mut children = Children::new(test, CHILD_ENV, 0x5851_f42d_4c95_7f2d);
     let mut ended_before = Vec::new();
     let count_ended = || -> i64 {
         runtime.block_on(async {
@@ -794,19 +767,7 @@ fn killed_sagas_with(
         })
     };
     for _ in 0..rounds {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let mut child = std::process::Command::new(&exe)
-            .args([test, "--exact", "--nocapture"])
-            .env(CHILD_ENV, format!("{url} {prefix} {backend_url}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(run_ms + rng % run_ms));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        children.run(&format!("{url} {prefix} {backend_url}"), run_ms, run_ms);
         ended_before.push(count_ended());
     }
     let with_work_left = ended_before.iter().filter(|&&n| n < orders as i64).count();
@@ -971,7 +932,7 @@ async fn the_server_shows_instances_as_the_library_does() {
     let Some((_client, url)) = crate::inbox::database().await else {
         return;
     };
-    let (backend, _dir) = embedded().await;
+    let (backend, _dir) = embedded_engine().await;
     let topics = Topics::fresh();
     let runner = SagaRunner::connect(
         &url,

@@ -10,15 +10,16 @@ use std::time::Duration;
 
 use tidings::inbox::store::{StoreInbox, StoreUnit};
 use tidings::outbox::store::{ForwarderOptions, StoreOutbox};
-use tidings::router::{Context, HandlerError, Next, Report, Retry, Router};
+use tidings::router::{Context, HandlerError, Next, Retry, Router};
 use tidings::{Backend, Publisher, SubscribeOptions};
 use tidings_store::{
     EmbeddedOptions, EmbeddedStore, EventStore, ExpectedVersion, PgOptions, PgStore, ReadStream,
     StreamName, StreamVersion,
 };
-use tokio::sync::oneshot;
 
-use crate::support::{event, fresh, n_of, PATIENCE};
+use crate::support::{
+    event, fresh, n_of, publish_before_children, spawn_router, Children, PATIENCE,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -66,19 +67,6 @@ fn effect_handler<S: EventStore>(
             Ok(())
         })
     }
-}
-
-fn spawn_router(router: Router) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Report>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(async move {
-        router
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap()
-    });
-    (stop, run)
 }
 
 fn forwarding() -> ForwarderOptions {
@@ -261,45 +249,18 @@ fn killed_consumers_append_every_effect_once() {
         store_dir.path().display().to_string(),
         engine_dir.path().display().to_string(),
     );
-    {
-        let setup = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        setup.block_on(async {
-            let engine = tidings::embedded::Embedded::open(engine_dir.path())
-                .await
-                .unwrap();
-            let broker = Arc::clone(engine.broker());
-            let publisher = Publisher::new(Arc::new(engine));
-            for from in (0..KILL_EVENTS).step_by(500) {
-                let batch = (from..from + 500).map(|n| event(n, None)).collect();
-                publisher.publish_all(KILL_TOPIC, batch).await.unwrap();
-            }
-            broker.close().unwrap();
-        });
-    }
-    let exe = std::env::current_exe().unwrap();
-    let mut rng = 0xd1b5_4a32_d192_ed03u64 ^ u64::from(std::process::id());
+    publish_before_children(
+        engine_dir.path(),
+        KILL_TOPIC,
+        (0..KILL_EVENTS).map(|n| event(n, None)).collect(),
+    );
+    let mut children = Children::new(
+        "store_inbox::killed_consumers_append_every_effect_once",
+        CHILD_ENV,
+        0xd1b5_4a32_d192_ed03,
+    );
     for _ in 0..KILL_ROUNDS {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let run_ms = 200 + rng % 500;
-        let mut child = std::process::Command::new(&exe)
-            .args([
-                "store_inbox::killed_consumers_append_every_effect_once",
-                "--exact",
-                "--nocapture",
-            ])
-            .env(CHILD_ENV, format!("{store_text} {engine_text}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(run_ms));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        children.run(&format!("{store_text} {engine_text}"), 200, 500);
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

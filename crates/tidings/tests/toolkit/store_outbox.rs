@@ -13,13 +13,7 @@ use tidings_store::{
     Position, Selector, StreamName,
 };
 
-use crate::support::{event, fresh, n_of, PATIENCE};
-
-async fn embedded_engine() -> (Arc<dyn Backend>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("embedded:{}", dir.path().display());
-    (tidings::connect(&url).await.unwrap(), dir)
-}
+use crate::support::{embedded_engine, event, fresh, n_of, Children, PATIENCE};
 
 fn options() -> ForwarderOptions {
     ForwarderOptions {
@@ -205,35 +199,19 @@ fn killed_writers_and_forwarders_lose_and_double_nothing() {
     }
     let store_dir = tempfile::tempdir().unwrap();
     let engine_dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut rng = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
+    let mut children = Children::new(
+        "store_outbox::killed_writers_and_forwarders_lose_and_double_nothing",
+        CHILD_ENV,
+        0x2545_f491_4f6c_dd1d,
+    );
     for round in 0..KILL_ROUNDS {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let run_ms = 150 + rng % 400;
-        let mut child = std::process::Command::new(&exe)
-            .args([
-                "store_outbox::killed_writers_and_forwarders_lose_and_double_nothing",
-                "--exact",
-                "--nocapture",
-            ])
-            .env(
-                CHILD_ENV,
-                format!(
-                    "{} {} {}",
-                    store_dir.path().display(),
-                    engine_dir.path().display(),
-                    round * 1_000_000
-                ),
-            )
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(run_ms));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let value = format!(
+            "{} {} {}",
+            store_dir.path().display(),
+            engine_dir.path().display(),
+            round * 1_000_000
+        );
+        children.run(&value, 150, 400);
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

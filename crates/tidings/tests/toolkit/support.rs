@@ -240,3 +240,115 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `router` in the background; the sender stops it, the handle
+/// answers its report.
+pub(crate) fn spawn_router(
+    router: tidings::router::Router,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<tidings::router::Report>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        router
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
+    });
+    (stop, run)
+}
+
+/// Waits until `done` holds, or fails the check after [`PATIENCE`].
+pub(crate) async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A fresh embedded engine, and the directory it lives in.
+pub(crate) async fn embedded_engine() -> (Arc<dyn Backend>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("embedded:{}", dir.path().display());
+    (tidings::connect(&url).await.unwrap(), dir)
+}
+
+/// Publishes `events` to `topic` of the embedded engine in `dir` before
+/// the kill tests' children open it: on a runtime of its own, dropped
+/// afterwards, and with it the engine's tasks and its lock.
+pub(crate) fn publish_before_children(dir: &Path, topic: &str, events: Vec<CloudEvent>) {
+    let setup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    setup.block_on(async {
+        let engine = tidings::embedded::Embedded::open(dir).await.unwrap();
+        let broker = Arc::clone(engine.broker());
+        let publisher = tidings::Publisher::new(Arc::new(engine));
+        for chunk in events.chunks(500) {
+            publisher.publish_all(topic, chunk.to_vec()).await.unwrap();
+        }
+        broker.close().unwrap();
+    });
+}
+
+/// The kill tests' children: this test binary run again as one test, told
+/// by an environment variable that it is the child, SIGKILLed after a
+/// jittered while.
+pub(crate) struct Children {
+    exe: PathBuf,
+    test: String,
+    env: &'static str,
+    rng: u64,
+}
+
+impl Children {
+    /// Children running `test` with `env` set; `seed` varies the moments
+    /// they are killed at (with the process id, so runs differ).
+    pub(crate) fn new(test: &str, env: &'static str, seed: u64) -> Children {
+        Children {
+            exe: std::env::current_exe().unwrap(),
+            test: test.to_owned(),
+            env,
+            rng: seed ^ u64::from(std::process::id()),
+        }
+    }
+
+    /// A while of `base` ms plus up to `span` ms more.
+    fn jitter(&mut self, base: u64, span: u64) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        Duration::from_millis(base + self.rng % span.max(1))
+    }
+
+    /// Runs one child with `value` in its variable, kills it after `base`
+    /// ms plus up to `span` ms, and answers the lines it printed.
+    pub(crate) fn run(&mut self, value: &str, base: u64, span: u64) -> Vec<String> {
+        let mut child = Command::new(&self.exe)
+            .args([self.test.as_str(), "--exact", "--nocapture"])
+            .env(self.env, value)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<String>>()
+        });
+        std::thread::sleep(self.jitter(base, span));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap()
+    }
+}
