@@ -1018,35 +1018,14 @@ pub(crate) async fn the_inbox_makes_each_effect_once(h: &impl Harness) {
 /// their two steps last first, each undo event published once; the
 /// deadline fires whatever the backend's delayed delivery.
 pub(crate) async fn a_saga_completes_compensates_and_times_out(h: &impl Harness) {
-    use crate::saga::{
-        checkout_routes, options, order_event, payment_service, until_final, CheckoutSaga, Order,
-        Topics,
-    };
-    use tidings::outbox::{Relay, RelayOptions};
-    use tidings::saga::{SagaRunner, Status};
+    use crate::saga::{order_event, until_final, Order, Running};
+    use tidings::saga::Status;
 
     let Some((_client, url)) = crate::inbox::database().await else {
         return;
     };
-    let topics = Topics::fresh();
-    let runner = SagaRunner::connect(
-        &url,
-        CheckoutSaga {
-            name: "checkout".into(),
-            topics: topics.clone(),
-        },
-        options(),
-    )
-    .await
-    .unwrap();
-    let relay = Relay::connect(&url, Publisher::new(h.backend()), RelayOptions::default())
-        .await
-        .unwrap();
-    let (stop_relay, relay_run) = crate::inbox::spawn_relay(relay);
-    let mut router = Router::new(h.backend());
-    checkout_routes(&mut router, &runner, &topics, h.mode());
-    payment_service(&mut router, &topics, h.mode());
-    let (stop, run) = spawn_router(router);
+    let checkout = Running::start(&url, &h.backend(), "checkout", h.mode()).await;
+    let (runner, topics) = (&checkout.runner, checkout.topics.clone());
     let orders = [
         ("paid", "succeed", 60_000),
         ("refused", "fail", 60_000),
@@ -1066,7 +1045,7 @@ pub(crate) async fn a_saga_completes_compensates_and_times_out(h: &impl Harness)
             .unwrap();
     }
     let keys: Vec<String> = orders.iter().map(|o| o.0.to_owned()).collect();
-    until_final(&runner, &keys).await;
+    until_final(runner, &keys).await;
     for (key, status, undo) in [
         ("paid", Status::Completed, vec![]),
         (
@@ -1112,10 +1091,7 @@ pub(crate) async fn a_saga_completes_compensates_and_times_out(h: &impl Harness)
         })
         .collect();
     assert_eq!(seen, expected);
-    stop.send(()).unwrap();
-    run.await.unwrap();
-    stop_relay.send(()).unwrap();
-    relay_run.await.unwrap();
+    checkout.stop().await;
 }
 
 /// Subscription options of the harness's mode for a reader of `topic`.

@@ -3,20 +3,20 @@
 //! inbox's record, in PostgreSQL, under deliveries repeated, concurrent,
 //! timed out, failed, and killed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tidings::inbox::{Inbox, InboxOptions, InboxTx};
 use tidings::outbox::{Relay, RelayOptions};
 use tidings::router::{Context, HandlerError, Next, Retry, Router};
-use tidings::{Backend, Error, Publisher, SubscribeOptions};
+use tidings::{Backend, Error, Publisher};
 use tokio::sync::oneshot;
 use tokio_postgres::Client;
 
 use crate::support::{
-    embedded_engine, event, fresh, n_of, publish_before_children, spawn_router, until, Children,
-    PATIENCE,
+    assert_each_once, embedded_engine, event, fresh, n_of, publish_before_children, spawn_router,
+    until, Children, PATIENCE,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -512,38 +512,7 @@ fn killed_consumers_make_every_effect_once() {
         assert_eq!(made.len() as u64, KILL_EVENTS);
 
         // Every emitted event, once, in the output topic.
-        let mut sub = tidings::Subscriber::new(Arc::clone(&backend))
-            .subscribe(SubscribeOptions::queue(KILL_OUT, fresh("audit")))
-            .await
-            .unwrap();
-        let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
-        let mut total = 0u64;
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while tokio::time::Instant::now() < deadline {
-            let batch = sub
-                .next_batch(256, Duration::from_millis(300))
-                .await
-                .unwrap();
-            if batch.is_empty() && total >= KILL_EVENTS {
-                break;
-            }
-            for d in batch {
-                total += 1;
-                *seen.entry(n_of(d.event().unwrap())).or_insert(0) += 1;
-                d.ack().await.unwrap();
-            }
-        }
-        sub.close().await.unwrap();
-        let missing: BTreeSet<u64> = (0..KILL_EVENTS).filter(|n| !seen.contains_key(n)).collect();
-        let twice: Vec<u64> = seen.iter().filter(|(_, &c)| c > 1).map(|(&n, _)| n).collect();
-        assert!(
-            missing.is_empty() && twice.is_empty(),
-            "{} emitted events missing (first {:?}), {} twice (first {:?})",
-            missing.len(),
-            missing.iter().take(10).collect::<Vec<_>>(),
-            twice.len(),
-            &twice[..twice.len().min(10)]
-        );
+        assert_each_once(&backend, KILL_OUT, KILL_EVENTS).await;
         println!(
             "{KILL_EVENTS} events, each one effect and one emitted event, after {KILL_ROUNDS} kills (effects made before each kill: {made_before:?}); the last run found {} handled before",
             inbox.stats().duplicates

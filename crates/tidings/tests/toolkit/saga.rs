@@ -258,6 +258,69 @@ pub(crate) async fn until_final(runner: &SagaRunner<CheckoutSaga>, keys: &[Strin
     }
 }
 
+/// A checkout running over a backend: the saga (state in the database at
+/// `url`), the relay of its outbox, its routes and the payment service.
+pub(crate) struct Running {
+    pub(crate) runner: SagaRunner<CheckoutSaga>,
+    pub(crate) topics: Topics,
+    stop_relay: oneshot::Sender<()>,
+    relay_run: tokio::task::JoinHandle<Relay>,
+    stop: oneshot::Sender<()>,
+    run: tokio::task::JoinHandle<tidings::router::Report>,
+}
+
+impl Running {
+    /// Starts saga `name` on fresh topics, its routes in `mode`.
+    pub(crate) async fn start(
+        url: &str,
+        backend: &Arc<dyn Backend>,
+        name: &str,
+        mode: Mode,
+    ) -> Running {
+        let topics = Topics::fresh();
+        let runner = SagaRunner::connect(
+            url,
+            CheckoutSaga {
+                name: name.to_owned(),
+                topics: topics.clone(),
+            },
+            options(),
+        )
+        .await
+        .unwrap();
+        let relay = Relay::connect(
+            url,
+            Publisher::new(Arc::clone(backend)),
+            RelayOptions::default(),
+        )
+        .await
+        .unwrap();
+        let (stop_relay, relay_run) = crate::inbox::spawn_relay(relay);
+        let mut router = Router::new(Arc::clone(backend));
+        checkout_routes(&mut router, &runner, &topics, mode);
+        payment_service(&mut router, &topics, mode);
+        let (stop, run) = spawn_router(router);
+        Running {
+            runner,
+            topics,
+            stop_relay,
+            relay_run,
+            stop,
+            run,
+        }
+    }
+
+    /// Stops the routes, then the relay; answers the runner, for what is
+    /// read afterwards.
+    pub(crate) async fn stop(self) -> SagaRunner<CheckoutSaga> {
+        self.stop.send(()).unwrap();
+        self.run.await.unwrap();
+        self.stop_relay.send(()).unwrap();
+        self.relay_run.await.unwrap();
+        self.runner
+    }
+}
+
 /// A paid order completes; a refused payment and a missed deadline each
 /// undo the two steps last first; an instance under way shows its pending
 /// deadline; and every instance's history says what happened.
@@ -267,29 +330,8 @@ async fn a_saga_completes_or_compensates_in_reverse_and_times_out() {
         return;
     };
     let (backend, _dir) = embedded_engine().await;
-    let topics = Topics::fresh();
-    let runner = SagaRunner::connect(
-        &url,
-        CheckoutSaga {
-            name: "checkout".into(),
-            topics: topics.clone(),
-        },
-        options(),
-    )
-    .await
-    .unwrap();
-    let relay = Relay::connect(
-        &url,
-        Publisher::new(Arc::clone(&backend)),
-        RelayOptions::default(),
-    )
-    .await
-    .unwrap();
-    let (stop_relay, relay_run) = crate::inbox::spawn_relay(relay);
-    let mut router = Router::new(Arc::clone(&backend));
-    checkout_routes(&mut router, &runner, &topics, Mode::Queue);
-    payment_service(&mut router, &topics, Mode::Queue);
-    let (stop, run) = spawn_router(router);
+    let checkout = Running::start(&url, &backend, "checkout", Mode::Queue).await;
+    let (runner, topics) = (&checkout.runner, checkout.topics.clone());
 
     let orders = [
         ("paid", "succeed", 60_000),
@@ -311,7 +353,7 @@ async fn a_saga_completes_or_compensates_in_reverse_and_times_out() {
             .unwrap();
     }
     let ended: Vec<String> = ["paid", "refused", "late"].map(String::from).to_vec();
-    until_final(&runner, &ended).await;
+    until_final(runner, &ended).await;
 
     let status = |key: &'static str| {
         let runner = &runner;
@@ -380,10 +422,7 @@ async fn a_saga_completes_or_compensates_in_reverse_and_times_out() {
         assert_eq!(r.1, "payment.requested");
     }
 
-    stop.send(()).unwrap();
-    run.await.unwrap();
-    stop_relay.send(()).unwrap();
-    relay_run.await.unwrap();
+    checkout.stop().await;
 }
 
 /// Two start events of one instance at once make one instance: the second
@@ -471,30 +510,9 @@ async fn a_compensation_that_fails_for_good_is_dead_lettered_with_the_saga_id() 
         return;
     };
     let (backend, _dir) = embedded_engine().await;
-    let topics = Topics::fresh();
     let name = fresh("checkout");
-    let runner = SagaRunner::connect(
-        &url,
-        CheckoutSaga {
-            name: name.clone(),
-            topics: topics.clone(),
-        },
-        options(),
-    )
-    .await
-    .unwrap();
-    let relay = Relay::connect(
-        &url,
-        Publisher::new(Arc::clone(&backend)),
-        RelayOptions::default(),
-    )
-    .await
-    .unwrap();
-    let (stop_relay, relay_run) = crate::inbox::spawn_relay(relay);
-    let mut router = Router::new(Arc::clone(&backend));
-    checkout_routes(&mut router, &runner, &topics, Mode::Queue);
-    payment_service(&mut router, &topics, Mode::Queue);
-    let (stop, run) = spawn_router(router);
+    let checkout = Running::start(&url, &backend, &name, Mode::Queue).await;
+    let (runner, topics) = (&checkout.runner, checkout.topics.clone());
     let order = Order {
         n: 9,
         payment: "fail".into(),
@@ -505,7 +523,7 @@ async fn a_compensation_that_fails_for_good_is_dead_lettered_with_the_saga_id() 
         .publish(&topics.orders, order_event("o-9", &order))
         .await
         .unwrap();
-    until_final(&runner, &["o-9".to_owned()]).await;
+    until_final(runner, &["o-9".to_owned()]).await;
     let i = runner.instance("o-9").await.unwrap().unwrap();
     assert_eq!(i.status, Status::Failed);
     let last = i.history.last().unwrap();
@@ -540,10 +558,7 @@ async fn a_compensation_that_fails_for_good_is_dead_lettered_with_the_saga_id() 
     let undone = read_all(&backend, &topics.undo, 1).await;
     assert_eq!(undone, [("o-9".to_owned(), "cancel-booking".to_owned())]);
 
-    stop.send(()).unwrap();
-    run.await.unwrap();
-    stop_relay.send(()).unwrap();
-    relay_run.await.unwrap();
+    checkout.stop().await;
 }
 
 /// Set in a child of the kill tests: `<database url> <topic prefix>
@@ -933,29 +948,8 @@ async fn the_server_shows_instances_as_the_library_does() {
         return;
     };
     let (backend, _dir) = embedded_engine().await;
-    let topics = Topics::fresh();
-    let runner = SagaRunner::connect(
-        &url,
-        CheckoutSaga {
-            name: "checkout".into(),
-            topics: topics.clone(),
-        },
-        options(),
-    )
-    .await
-    .unwrap();
-    let relay = Relay::connect(
-        &url,
-        Publisher::new(Arc::clone(&backend)),
-        RelayOptions::default(),
-    )
-    .await
-    .unwrap();
-    let (stop_relay, relay_run) = crate::inbox::spawn_relay(relay);
-    let mut router = Router::new(Arc::clone(&backend));
-    checkout_routes(&mut router, &runner, &topics, Mode::Queue);
-    payment_service(&mut router, &topics, Mode::Queue);
-    let (stop, run) = spawn_router(router);
+    let checkout = Running::start(&url, &backend, "checkout", Mode::Queue).await;
+    let (runner, topics) = (&checkout.runner, checkout.topics.clone());
     let publisher = Publisher::new(Arc::clone(&backend));
     for (key, payment) in [("o-1", "fail"), ("o-2", "ignore")] {
         let order = Order {
@@ -969,16 +963,13 @@ async fn the_server_shows_instances_as_the_library_does() {
             .await
             .unwrap();
     }
-    until_final(&runner, &["o-1".to_owned()]).await;
+    until_final(runner, &["o-1".to_owned()]).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while runner.instance("o-2").await.unwrap().is_none() {
         assert!(tokio::time::Instant::now() < deadline, "o-2 started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    stop.send(()).unwrap();
-    run.await.unwrap();
-    stop_relay.send(()).unwrap();
-    relay_run.await.unwrap();
+    let runner = checkout.stop().await;
 
     let data = tempfile::tempdir().unwrap();
     let server =

@@ -11,14 +11,14 @@ use std::time::Duration;
 use tidings::inbox::store::{StoreInbox, StoreUnit};
 use tidings::outbox::store::{ForwarderOptions, StoreOutbox};
 use tidings::router::{Context, HandlerError, Next, Retry, Router};
-use tidings::{Backend, Publisher, SubscribeOptions};
+use tidings::{Backend, Publisher};
 use tidings_store::{
     EmbeddedOptions, EmbeddedStore, EventStore, ExpectedVersion, PgOptions, PgStore, ReadStream,
     StreamName, StreamVersion,
 };
 
 use crate::support::{
-    event, fresh, n_of, publish_before_children, spawn_router, Children, PATIENCE,
+    assert_each_once, event, fresh, n_of, publish_before_children, spawn_router, Children, PATIENCE,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -308,35 +308,7 @@ fn killed_consumers_append_every_effect_once() {
             &doubled[..doubled.len().min(10)]
         );
         assert_eq!(made.len() as u64, KILL_EVENTS);
-        let mut sub = tidings::Subscriber::new(Arc::clone(&backend))
-            .subscribe(SubscribeOptions::queue(KILL_OUT, fresh("audit")))
-            .await
-            .unwrap();
-        let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
-        let mut total = 0u64;
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while tokio::time::Instant::now() < deadline {
-            let batch = sub.next_batch(256, Duration::from_millis(300)).await.unwrap();
-            if batch.is_empty() && total >= KILL_EVENTS {
-                break;
-            }
-            for d in batch {
-                total += 1;
-                *seen.entry(n_of(d.event().unwrap())).or_insert(0) += 1;
-                d.ack().await.unwrap();
-            }
-        }
-        sub.close().await.unwrap();
-        let missing: Vec<u64> = (0..KILL_EVENTS).filter(|n| !seen.contains_key(n)).collect();
-        let twice: Vec<u64> = seen.iter().filter(|(_, &c)| c > 1).map(|(&n, _)| n).collect();
-        assert!(
-            missing.is_empty() && twice.is_empty(),
-            "{} emitted events missing (first {:?}), {} twice (first {:?})",
-            missing.len(),
-            &missing[..missing.len().min(10)],
-            twice.len(),
-            &twice[..twice.len().min(10)]
-        );
+        assert_each_once(&backend, KILL_OUT, KILL_EVENTS).await;
         let recorded_before = found_recorded(&inbox);
         assert!(
             recorded_before > 0,

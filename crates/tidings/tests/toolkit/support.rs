@@ -352,3 +352,45 @@ impl Children {
         reader.join().unwrap()
     }
 }
+
+/// Reads every event of `topic` with a queue group of its own, until at
+/// least `expected` came and then nothing for a while, and checks that each
+/// `n` of `0..expected` came exactly once (the kill tests' emitted events).
+pub(crate) async fn assert_each_once(backend: &Arc<dyn Backend>, topic: &str, expected: u64) {
+    let mut sub = Subscriber::new(Arc::clone(backend))
+        .subscribe(SubscribeOptions::queue(topic, fresh("audit")))
+        .await
+        .unwrap();
+    let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut total = 0u64;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        let batch = sub
+            .next_batch(256, Duration::from_millis(300))
+            .await
+            .unwrap();
+        if batch.is_empty() && total >= expected {
+            break;
+        }
+        for d in batch {
+            total += 1;
+            *seen.entry(n_of(d.event().unwrap())).or_insert(0) += 1;
+            d.ack().await.unwrap();
+        }
+    }
+    sub.close().await.unwrap();
+    let missing: Vec<u64> = (0..expected).filter(|n| !seen.contains_key(n)).collect();
+    let twice: Vec<u64> = seen
+        .iter()
+        .filter(|(_, &c)| c > 1)
+        .map(|(&n, _)| n)
+        .collect();
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "{} emitted events missing (first {:?}), {} twice (first {:?})",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        twice.len(),
+        &twice[..twice.len().min(10)]
+    );
+}
