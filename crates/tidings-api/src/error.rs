@@ -22,6 +22,9 @@ pub enum ErrorCode {
     InvalidTopic,
     /// 400: an event is invalid.
     InvalidEvent,
+    /// 400: an event fails its topic's schema, or its topic validates and no
+    /// schema is registered for it; the message names the failing path.
+    SchemaRejected,
     /// 400: a stream name is invalid.
     InvalidStream,
     /// 400: an expected version does not parse.
@@ -90,10 +93,11 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 35] = [
+    pub const ALL: [ErrorCode; 36] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidTopic,
         ErrorCode::InvalidEvent,
+        ErrorCode::SchemaRejected,
         ErrorCode::InvalidStream,
         ErrorCode::InvalidExpectedVersion,
         ErrorCode::InvalidDirection,
@@ -134,6 +138,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::InvalidTopic => "invalid_topic",
             ErrorCode::InvalidEvent => "invalid_event",
+            ErrorCode::SchemaRejected => "schema_rejected",
             ErrorCode::InvalidStream => "invalid_stream",
             ErrorCode::InvalidExpectedVersion => "invalid_expected_version",
             ErrorCode::InvalidDirection => "invalid_direction",
@@ -180,6 +185,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest
             | ErrorCode::InvalidTopic
             | ErrorCode::InvalidEvent
+            | ErrorCode::SchemaRejected
             | ErrorCode::InvalidStream
             | ErrorCode::InvalidExpectedVersion
             | ErrorCode::InvalidDirection
@@ -221,6 +227,7 @@ impl ErrorCode {
             ErrorKind::InvalidRequest | ErrorKind::InvalidGroupName => ErrorCode::InvalidRequest,
             ErrorKind::InvalidTopicName | ErrorKind::InvalidTopicConfig => ErrorCode::InvalidTopic,
             ErrorKind::InvalidEvent | ErrorKind::MalformedRecords => ErrorCode::InvalidEvent,
+            ErrorKind::SchemaRejected => ErrorCode::SchemaRejected,
             ErrorKind::TooLarge | ErrorKind::TooMany => ErrorCode::TooLarge,
             ErrorKind::UnknownTopic => ErrorCode::UnknownTopic,
             ErrorKind::UnknownPartition => ErrorCode::UnknownPartition,

@@ -23,15 +23,21 @@
 //! assert_eq!(ErrorCode::of(ErrorKind::UnknownTopic).status(), 404);
 //! ```
 
+mod catalog;
 mod error;
 mod events;
 mod groups;
 mod queues;
+mod registry;
 mod routes;
 mod sagas;
 mod store;
 mod topics;
 
+pub use catalog::{
+    asyncapi, catalog_id, eventcatalog, Catalog, CatalogConsumer, CatalogEvent, CatalogSchema,
+    CatalogTopic, Drift,
+};
 pub use error::{ErrorBody, ErrorCode};
 pub use events::{
     PublishAnswer, PublishEntry, PublishedEvent, RawHeader, RawRecord, ReadAnswer, ReadQuery,
@@ -47,6 +53,11 @@ pub use queues::{
     NackRequest, PurgeAnswer, Queue, QueueConfig, QueueCounters, QueueList, QueuePartition,
     ReceiveAnswer, ReceiveQuery, RedriveAnswer, RedriveRequest, RejectRequest,
     ACK_BATCH_LEASES_MAX, RECEIVE_MAX,
+};
+pub use registry::{
+    CompatibilityAnswer, ConfigAnswer, ConfigRequest, Incompatibility, ModeAnswer, RegisteredId,
+    RegistryErrorBody, SchemaById, SchemaReference, SchemaRequest, SubjectVersionBody,
+    SubjectVersionRef, REGISTRY_MEDIA_TYPE, REGISTRY_PREFIX,
 };
 pub use routes::{Draining, Method, Operation, Route, ROUTES};
 pub use sagas::{

@@ -127,6 +127,10 @@ pub enum Operation {
     ListSagaInstances,
     /// `GET /v1/sagas/{saga}/instances/{key}`.
     DescribeSagaInstance,
+    /// `GET /v1/catalog`.
+    GetCatalog,
+    /// `GET /v1/catalog/asyncapi`.
+    GetCatalogAsyncApi,
 }
 
 impl Operation {
@@ -175,6 +179,8 @@ impl Operation {
             Operation::GetDeadLetter => "getDeadLetter",
             Operation::ListSagaInstances => "listSagaInstances",
             Operation::DescribeSagaInstance => "describeSagaInstance",
+            Operation::GetCatalog => "getCatalog",
+            Operation::GetCatalogAsyncApi => "getCatalogAsyncApi",
         }
     }
 }
@@ -386,6 +392,13 @@ pub const ROUTES: &[Route] = &[
         Get,
         "/v1/sagas/{saga}/instances/{key}",
         Operation::DescribeSagaInstance,
+        Refused,
+    ),
+    route(Get, "/v1/catalog", Operation::GetCatalog, Refused),
+    route(
+        Get,
+        "/v1/catalog/asyncapi",
+        Operation::GetCatalogAsyncApi,
         Refused,
     ),
 ];

@@ -19,6 +19,9 @@ pub struct TopicConfig {
     pub retention_bytes: Option<u64>,
     /// How long an event id is remembered for dedup.
     pub dedup_window_ms: Option<u64>,
+    /// `off`, or `validate`: events are checked against their schemas in the
+    /// registry before they are appended.
+    pub schema_validation: String,
 }
 
 /// One partition's offsets and size.
@@ -96,6 +99,9 @@ pub struct TopicSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub dedup_window_ms: Option<Option<u64>>,
+    /// `off` or `validate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_validation: Option<String>,
 }
 
 /// `POST /v1/topics`: a name and the settings, in one object.

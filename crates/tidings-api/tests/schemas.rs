@@ -68,6 +68,7 @@ fn topic() -> Topic {
             retention_ms: Some(1000),
             retention_bytes: None,
             dedup_window_ms: Some(120_000),
+            schema_validation: "validate".into(),
         },
         partitions: vec![PartitionState {
             partition: 0,
@@ -148,6 +149,7 @@ fn settings() -> TopicSettings {
         retention_ms: Some(None),
         retention_bytes: Some(Some(1 << 30)),
         dedup_window_ms: Some(Some(1000)),
+        schema_validation: Some("off".into()),
     }
 }
 
@@ -494,4 +496,69 @@ fn sagas() {
             instances: vec![summary],
         },
     );
+}
+
+#[test]
+fn catalog() {
+    let schema = CatalogSchema {
+        subject: "order.placed".into(),
+        versions: vec![1, 2],
+        version: 2,
+        id: 3,
+        schema: json!({"type": "object"}),
+    };
+    let mut catalog = Catalog {
+        generated_ms: 1_700_000_000_000,
+        complete: true,
+        topics: vec![CatalogTopic {
+            name: "orders".into(),
+            schema_validation: "validate".into(),
+            unscanned: 0,
+            value_schema: None,
+            events: vec![
+                CatalogEvent {
+                    ty: Some("order.placed".into()),
+                    count: 2,
+                    first_seen_ms: 1,
+                    last_seen_ms: 2,
+                    sources: vec!["/shop".into()],
+                    more_sources: false,
+                    dataschemas: vec![],
+                    schema: Some(schema.clone()),
+                },
+                CatalogEvent {
+                    ty: None,
+                    count: 1,
+                    first_seen_ms: 3,
+                    last_seen_ms: 3,
+                    sources: vec![],
+                    more_sources: false,
+                    dataschemas: vec![],
+                    schema: None,
+                },
+            ],
+            consumers: vec![CatalogConsumer {
+                group: "billing".into(),
+                mode: "queue".into(),
+            }],
+        }],
+        unused_subjects: vec!["old".into()],
+        drift: vec![],
+    };
+    catalog.find_drift();
+    let kinds: Vec<&str> = catalog.drift.iter().map(|d| d.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "type_without_schema",
+            "consumer_of_undocumented_type",
+            "schema_without_events"
+        ]
+    );
+    check("CatalogSchema", schema);
+    check("CatalogConsumer", catalog.topics[0].consumers[0].clone());
+    check("CatalogEvent", catalog.topics[0].events[0].clone());
+    check("CatalogTopic", catalog.topics[0].clone());
+    check("Drift", catalog.drift[0].clone());
+    check("Catalog", catalog);
 }

@@ -27,6 +27,7 @@ mod bus;
 mod kafka;
 mod outbox;
 mod peers;
+mod schemas;
 mod store;
 mod toolkit;
 
@@ -87,6 +88,16 @@ enum Command {
         #[arg(long, env = "TIDINGS_TEST_PG_URL")]
         pg_url: Option<String>,
     },
+    /// Publishing with the schema check off and on, side by side, and the
+    /// check alone per event.
+    Schemas {
+        /// Short runs that check the harness works; the figures mean little.
+        #[arg(long)]
+        quick: bool,
+        /// Directory for the throwaway data directories (default: the system's).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// The transactional outbox on PostgreSQL: relay throughput, and the
     /// latency it adds between a commit and a subscriber, relaying to the
     /// embedded engine and to the PostgreSQL backend (needs PostgreSQL:
@@ -145,7 +156,7 @@ enum Command {
     /// Runs `tidings serve` (the peer benchmark starts the server this way, in
     /// a process of its own).
     #[command(hide = true)]
-    Serve(tidings_server::ServeArgs),
+    Serve(Box<tidings_server::ServeArgs>),
     Log {
         /// Short runs that check the harness works; the figures mean little.
         #[arg(long)]
@@ -179,6 +190,9 @@ fn main() -> Result<()> {
             pg_url,
             kafka,
         ),
+        Command::Schemas { quick, dir } => {
+            schemas::run(&dir.unwrap_or_else(std::env::temp_dir), quick)
+        }
         Command::Outbox { quick, dir, pg_url } => {
             outbox::run(&dir.unwrap_or_else(std::env::temp_dir), quick, pg_url)
         }

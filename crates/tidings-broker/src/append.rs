@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use tidings_log::{Appended, Header, Record};
 use tidings_types::{CloudEvent, KafkaMessage, Offset, PartitionId, TimestampMs, TopicName};
@@ -58,61 +59,73 @@ impl Broker {
     /// with the broker's append time, and the topic's counters count what was
     /// appended. Durable under the topic's fsync policy once this returns.
     pub(crate) async fn append_records(&self, t: &BrokerTopic, records: Vec<Record>) -> Placed {
-        let partitions = t.partitions();
-        let now = self.clock.now();
-        let mut plan: BTreeMap<u32, (Vec<usize>, Vec<Record>)> = BTreeMap::new();
-        for (i, mut record) in records.into_iter().enumerate() {
-            record.timestamp = now;
-            let p = match &record.key {
-                Some(key) => partitioner::partition_for_key(key, partitions),
-                None => t.next_unkeyed.fetch_add(1, Ordering::Relaxed) % partitions,
-            };
-            let (indexes, group) = plan.entry(p).or_default();
-            indexes.push(i);
-            group.push(record);
-        }
-        let count: usize = plan.values().map(|(indexes, _)| indexes.len()).sum();
-        let mut placed = Placed {
-            placements: vec![None; count],
-            failure: None,
+        append_to(self.clock.as_ref(), t, records).await
+    }
+}
+
+/// [`Broker::append_records`] with the clock given, so an append can run on a
+/// task of its own.
+async fn append_to(
+    clock: &dyn tidings_types::Clock,
+    t: &BrokerTopic,
+    records: Vec<Record>,
+) -> Placed {
+    let partitions = t.partitions();
+    let now = clock.now();
+    let mut plan: BTreeMap<u32, (Vec<usize>, Vec<Record>)> = BTreeMap::new();
+    for (i, mut record) in records.into_iter().enumerate() {
+        record.timestamp = now;
+        let p = match &record.key {
+            Some(key) => partitioner::partition_for_key(key, partitions),
+            None => t.next_unkeyed.fetch_add(1, Ordering::Relaxed) % partitions,
         };
-        let mut appends = Vec::with_capacity(plan.len());
-        for (p, (indexes, group)) in plan {
-            let partition = match t.partition(PartitionId(p)) {
-                Ok(partition) => partition,
-                Err(e) => {
-                    placed.failure.get_or_insert(e.into());
-                    continue;
-                }
-            };
-            appends.push(async move {
-                let bytes: usize = group
-                    .iter()
-                    .map(|r| r.value.as_ref().map_or(0, |v| v.len()))
-                    .sum();
-                let appended = partition.append(&group).await;
-                (PartitionId(p), indexes, bytes, appended)
-            });
-        }
-        for (partition, indexes, bytes, appended) in join_all(appends).await {
-            match appended {
-                Ok(appended) => {
-                    t.count_published(partition, indexes.len() as u64, bytes as u64);
-                    for (n, i) in indexes.into_iter().enumerate() {
-                        placed.placements[i] = Some(Placement {
-                            partition,
-                            offset: appended.base_offset.plus(n as u64),
-                        });
-                    }
-                }
-                Err(e) => {
-                    placed.failure.get_or_insert(e.into());
+        let (indexes, group) = plan.entry(p).or_default();
+        indexes.push(i);
+        group.push(record);
+    }
+    let count: usize = plan.values().map(|(indexes, _)| indexes.len()).sum();
+    let mut placed = Placed {
+        placements: vec![None; count],
+        failure: None,
+    };
+    let mut appends = Vec::with_capacity(plan.len());
+    for (p, (indexes, group)) in plan {
+        let partition = match t.partition(PartitionId(p)) {
+            Ok(partition) => partition,
+            Err(e) => {
+                placed.failure.get_or_insert(e.into());
+                continue;
+            }
+        };
+        appends.push(async move {
+            let bytes: usize = group
+                .iter()
+                .map(|r| r.value.as_ref().map_or(0, |v| v.len()))
+                .sum();
+            let appended = partition.append(&group).await;
+            (PartitionId(p), indexes, bytes, appended)
+        });
+    }
+    for (partition, indexes, bytes, appended) in join_all(appends).await {
+        match appended {
+            Ok(appended) => {
+                t.count_published(partition, indexes.len() as u64, bytes as u64);
+                for (n, i) in indexes.into_iter().enumerate() {
+                    placed.placements[i] = Some(Placement {
+                        partition,
+                        offset: appended.base_offset.plus(n as u64),
+                    });
                 }
             }
+            Err(e) => {
+                placed.failure.get_or_insert(e.into());
+            }
         }
-        placed
     }
+    placed
+}
 
+impl Broker {
     /// Publishes one event. See [`publish_batch`](Self::publish_batch).
     pub async fn publish(&self, topic: &str, event: CloudEvent) -> Result<Published, PublishError> {
         let mut out = self.publish_batch(topic, vec![event]).await?;
@@ -147,6 +160,9 @@ impl Broker {
         let t = self
             .topic(topic)
             .ok_or_else(|| PublishError::UnknownTopic(topic.to_owned()))?;
+        if t.validates_schemas() {
+            self.check_payloads(&t, &payloads)?;
+        }
         let mut records = Vec::with_capacity(payloads.len());
         // The dedup key of each event; raw records have none.
         let mut keys: Vec<Option<String>> = Vec::with_capacity(payloads.len());
@@ -166,6 +182,15 @@ impl Broker {
             }
         }
         let ids: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
+        if !ids.is_empty() {
+            if let Some((partition, reason)) = t.dedup_gap() {
+                return Err(PublishError::DedupIncomplete {
+                    topic: topic.to_owned(),
+                    partition,
+                    reason,
+                });
+            }
+        }
         let (guard, known_events) = loop {
             if !t.dedup.enabled() || ids.is_empty() {
                 break (None, vec![None; ids.len()]);
@@ -207,17 +232,38 @@ impl Broker {
             .iter()
             .map(|&i| records[i].take().expect("each record appended once"))
             .collect();
-        let appended = self.append_records(&t, appending).await;
+        let appended = match guard {
+            // The ids claimed are recorded once their events are appended even
+            // when the caller stops waiting (an HTTP client that goes away
+            // drops its request, and the log finishes an append it was
+            // handed): otherwise a retry of an appended event would find no
+            // record and be appended again. So the append and the record run
+            // on a task of their own.
+            Some(guard) => {
+                let fresh_keys: Vec<Option<String>> =
+                    fresh.iter().map(|&i| keys[i].clone()).collect();
+                let (clock, topic) = (Arc::clone(&self.clock), Arc::clone(&t));
+                let task = tokio::spawn(async move {
+                    let appended = append_to(clock.as_ref(), &topic, appending).await;
+                    let done: Vec<(&str, Placement)> = fresh_keys
+                        .iter()
+                        .zip(&appended.placements)
+                        .filter_map(|(k, p)| Some((k.as_deref()?, (*p)?)))
+                        .collect();
+                    guard.finish(&done, clock.now().0);
+                    appended
+                });
+                match task.await {
+                    Ok(appended) => appended,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => panic!("the append task was cancelled: {e}"),
+                }
+            }
+            None => self.append_records(&t, appending).await,
+        };
         let mut placed: Vec<Option<Placement>> = vec![None; count];
         for (&i, placement) in fresh.iter().zip(&appended.placements) {
             placed[i] = *placement;
-        }
-        if let Some(guard) = guard {
-            let done: Vec<(&str, Placement)> = fresh
-                .iter()
-                .filter_map(|&i| Some((keys[i].as_deref()?, placed[i]?)))
-                .collect();
-            guard.finish(&done, self.clock.now().0);
         }
         if let Some(e) = appended.failure {
             return Err(e);
@@ -254,6 +300,22 @@ impl Broker {
             .await
     }
 
+    /// The trace context each record of a Kafka producer's `batches` carries
+    /// in a `traceparent` or `ce_traceparent` header, in record order, at
+    /// most `max`: for the span of the produce request. Batches that do not
+    /// decode give none (their append says why).
+    pub fn batch_trace_contexts(batches: &[u8], max: usize) -> Vec<tidings_types::TraceParent> {
+        let Ok(records) = tidings_log::decode_batches(bytes::Bytes::copy_from_slice(batches))
+        else {
+            return Vec::new();
+        };
+        records
+            .iter()
+            .filter_map(|r| record_trace_context(&r.record))
+            .take(max)
+            .collect()
+    }
+
     /// [`append_batches`](Self::append_batches) in two steps: this returns once
     /// the batches are queued in order behind earlier ones, with a future of
     /// their acknowledgement. A Kafka connection queues its produce requests one
@@ -271,6 +333,14 @@ impl Broker {
             .topic(topic)
             .ok_or_else(|| PublishError::UnknownTopic(topic.to_owned()))?;
         let p = t.partition(partition)?;
+        if t.validates_schemas() {
+            let records = tidings_log::decode_batches(bytes::Bytes::copy_from_slice(&batches))
+                .map_err(PublishError::Undecodable)?;
+            for (index, r) in records.iter().enumerate() {
+                self.check_record(&t, &r.record)
+                    .map_err(|rejection| PublishError::SchemaRejected { index, rejection })?;
+            }
+        }
         let bytes = batches.len() as u64;
         let queued = p.queue_append_batches(batches).await?;
         Ok(async move {
@@ -281,6 +351,69 @@ impl Broker {
             }
             Ok(appended)
         })
+    }
+}
+
+impl Broker {
+    fn registry(&self) -> Result<&tidings_schema::Registry, tidings_schema::Rejection> {
+        self.registry.as_deref().ok_or_else(|| {
+            tidings_schema::Rejection::NoSchema(
+                "the topic validates events and this broker has no schema registry".into(),
+            )
+        })
+    }
+
+    /// Checks every payload of a batch bound for a topic that validates;
+    /// nothing is appended unless all pass.
+    fn check_payloads(&self, t: &BrokerTopic, payloads: &[Payload]) -> Result<(), PublishError> {
+        for (index, payload) in payloads.iter().enumerate() {
+            let checked = match payload {
+                Payload::Event(event) => self.registry().and_then(|r| {
+                    r.check_event(
+                        t.name.as_str(),
+                        tidings_schema::EventRef {
+                            ty: event.ty(),
+                            dataschema: event.dataschema(),
+                            data: event.data().map(|d| &d[..]),
+                        },
+                    )
+                }),
+                Payload::Raw(record) => self.check_record(t, record),
+            };
+            checked.map_err(|rejection| PublishError::SchemaRejected { index, rejection })?;
+        }
+        Ok(())
+    }
+
+    /// Checks one record as stored: a CloudEvent in Kafka's binary mode
+    /// (`ce_type` and the other attributes as headers) by its event's schema,
+    /// any other record by its value's.
+    fn check_record(
+        &self,
+        t: &BrokerTopic,
+        record: &Record,
+    ) -> Result<u32, tidings_schema::Rejection> {
+        let registry = self.registry()?;
+        let header = |name: &str| {
+            record
+                .headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value.as_deref())
+                .and_then(|v| std::str::from_utf8(v).ok())
+        };
+        let value = record.value.as_deref();
+        match header("ce_type") {
+            Some(ty) => registry.check_event(
+                t.name.as_str(),
+                tidings_schema::EventRef {
+                    ty,
+                    dataschema: header("ce_dataschema"),
+                    data: value,
+                },
+            ),
+            None => registry.check_record(t.name.as_str(), value),
+        }
     }
 }
 
@@ -330,4 +463,17 @@ fn to_record(msg: &mut KafkaMessage) -> Record {
         // event's own time travels in `ce_time`.
         timestamp: TimestampMs(0),
     }
+}
+
+/// The trace context a record carries: its `traceparent` header (a Kafka
+/// client's instrumentation) or `ce_traceparent` (the CloudEvents binding's).
+pub(crate) fn record_trace_context(
+    record: &tidings_log::Record,
+) -> Option<tidings_types::TraceParent> {
+    record
+        .headers
+        .iter()
+        .filter(|h| h.key == "traceparent" || h.key == "ce_traceparent")
+        .filter_map(|h| std::str::from_utf8(h.value.as_deref()?).ok())
+        .find_map(tidings_types::TraceParent::parse)
 }

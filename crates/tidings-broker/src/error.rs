@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use tidings_log::{AppendError, TopicError};
-use tidings_types::{ErrorKind, EventError};
+use tidings_types::{ErrorKind, EventError, PartitionId};
 
 /// Opening the broker failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +90,32 @@ pub enum PublishError {
         /// Why.
         error: EventError,
     },
+    /// The topic validates events and one fails its schema or has none;
+    /// nothing of the batch was appended.
+    #[error("event {index} is refused by its topic's schema check: {rejection}")]
+    SchemaRejected {
+        /// Its position in the batch (for a Kafka producer's batches, the
+        /// record's position over all of them).
+        index: usize,
+        /// Why.
+        rejection: tidings_schema::Rejection,
+    },
+    /// A Kafka producer's batches bound for a topic that validates could not
+    /// be decoded to check them.
+    #[error("the record batches cannot be decoded to check them against their schemas: {0}")]
+    Undecodable(String),
+    /// The topic keeps a dedup window and recovery refused one of its
+    /// partitions: that partition's events are missing from the dedup index,
+    /// so no event is appended to the topic until it is repaired.
+    #[error("topic {topic} takes no events while its partition {partition} is refused ({reason}): that partition's events are missing from the topic's dedup index, so a repeat could be stored twice; repair the partition and restart")]
+    DedupIncomplete {
+        /// The topic.
+        topic: String,
+        /// The refused partition.
+        partition: PartitionId,
+        /// Why recovery refused it.
+        reason: String,
+    },
     /// A partition cannot be written.
     #[error(transparent)]
     Partition(#[from] TopicError),
@@ -131,6 +157,9 @@ impl PublishError {
         match self {
             PublishError::UnknownTopic(_) => ErrorKind::UnknownTopic,
             PublishError::InvalidEvent { .. } => ErrorKind::InvalidEvent,
+            PublishError::SchemaRejected { .. } => ErrorKind::SchemaRejected,
+            PublishError::Undecodable(_) => ErrorKind::MalformedRecords,
+            PublishError::DedupIncomplete { .. } => ErrorKind::StorageFailed,
             PublishError::Partition(e) => e.kind(),
             PublishError::Append(e) => e.kind(),
         }

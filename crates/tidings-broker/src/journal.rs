@@ -67,31 +67,13 @@ fn header(generation: u64) -> Vec<u8> {
 /// Appends one framed record holding `body` to `out`.
 pub(crate) fn frame(out: &mut Vec<u8>, body: &[u8]) {
     debug_assert!(body.len() <= RECORD_BYTES_MAX);
-    out.extend_from_slice(&u32::try_from(body.len()).expect("bounded").to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
-    out.extend_from_slice(body);
+    format::frame(out, body);
 }
 
 /// The valid records of a journal image and the length they end at.
 pub(crate) fn records(bytes: &[u8]) -> (Vec<Vec<u8>>, usize) {
-    let mut out = Vec::new();
-    let mut at = HEADER_BYTES as usize;
-    while let Some(head) = bytes.get(at..at + 8) {
-        let len = u32::from_le_bytes(head[..4].try_into().expect("4")) as usize;
-        let crc = u32::from_le_bytes(head[4..].try_into().expect("4"));
-        if len > RECORD_BYTES_MAX {
-            break;
-        }
-        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
-            break;
-        };
-        if crc32c::crc32c(body) != crc {
-            break;
-        }
-        out.push(body.to_vec());
-        at += 8 + len;
-    }
-    (out, at)
+    let (frames, end) = format::frames(bytes, HEADER_BYTES as usize, RECORD_BYTES_MAX);
+    (frames.into_iter().map(<[u8]>::to_vec).collect(), end)
 }
 
 fn open_append(path: &Path) -> io::Result<File> {

@@ -55,6 +55,7 @@ pub use tidings_log::{
 use tidings_types::{Clock, PartitionId};
 
 mod append;
+mod catalog;
 mod dedup;
 mod error;
 mod groups;
@@ -68,6 +69,9 @@ mod settings;
 mod topics;
 
 pub use append::Published;
+pub use catalog::{
+    TopicSeen, TypeSeen, DATASCHEMAS_PER_TYPE_MAX, SOURCES_PER_TYPE_MAX, TYPES_PER_TOPIC_MAX,
+};
 pub use dedup::DEDUP_ENTRIES_MAX;
 pub use error::{AdminError, OpenError, PublishError, ReadError};
 pub use groups::{
@@ -87,7 +91,10 @@ pub use queue::{
 };
 pub use read::{Entry, Payload};
 pub use settings::DEDUP_WINDOW_MAX;
-pub use topics::{PartitionInfo, TopicChanges, TopicDescription, TopicSpec, PARTITIONS_TOTAL_MAX};
+pub use topics::{
+    PartitionInfo, SchemaValidation, TopicChanges, TopicDescription, TopicSpec,
+    PARTITIONS_TOTAL_MAX,
+};
 
 /// Options for [`Broker::open`].
 #[derive(Clone, Debug)]
@@ -97,6 +104,9 @@ pub struct BrokerOptions {
     /// Most partitions the broker holds over all its topics, at most
     /// [`PARTITIONS_TOTAL_MAX`]; a topic that would pass it is refused.
     pub partitions_total_max: u32,
+    /// The schema registry topics that validate check events against; without
+    /// one, no topic may validate.
+    pub registry: Option<Arc<tidings_schema::Registry>>,
 }
 
 impl Default for BrokerOptions {
@@ -104,6 +114,7 @@ impl Default for BrokerOptions {
         BrokerOptions {
             log: LogOptions::default(),
             partitions_total_max: PARTITIONS_TOTAL_MAX,
+            registry: None,
         }
     }
 }
@@ -128,6 +139,10 @@ pub struct Broker {
     producer_ids: producer_ids::ProducerIds,
     /// How long partitions keep an idle idempotent producer's state.
     producer_id_expiration: Duration,
+    /// See [`BrokerOptions::registry`].
+    registry: Option<Arc<tidings_schema::Registry>>,
+    /// What the topics hold by type, as far as scanned.
+    catalog: catalog::Catalog,
 }
 
 impl std::fmt::Debug for Broker {
@@ -176,6 +191,8 @@ impl Broker {
             partitions_total_max: options.partitions_total_max,
             producer_ids,
             producer_id_expiration,
+            registry: options.registry,
+            catalog: catalog::Catalog::default(),
         })
     }
 

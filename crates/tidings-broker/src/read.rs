@@ -31,6 +31,19 @@ pub struct Entry {
     pub payload: Payload,
 }
 
+impl Entry {
+    /// The trace context the event carries (its `traceparent`), or the
+    /// record (a Kafka client's `traceparent` header).
+    pub fn trace_context(&self) -> Option<tidings_types::TraceParent> {
+        match &self.payload {
+            Payload::Event(event) => event
+                .traceparent()
+                .and_then(tidings_types::TraceParent::parse),
+            Payload::Raw(record) => crate::append::record_trace_context(record),
+        }
+    }
+}
+
 /// A stored record as an entry: a CloudEvent when its headers make one, else
 /// the raw record (written by a plain Kafka client).
 pub(crate) fn entry_of(partition: PartitionId, r: &StoredRecord) -> Entry {

@@ -6,7 +6,7 @@
 //! [`BrokerTopic::partition`], never through the log's topic directly.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +36,40 @@ pub struct TopicSpec {
     /// How long a published event id is remembered for dedup; `None` turns
     /// dedup off.
     pub dedup_window: Option<Duration>,
+    /// Whether events are checked against their schemas before they are
+    /// appended (the broker's schema registry must be configured).
+    pub schema_validation: SchemaValidation,
+}
+
+/// Whether a topic checks events against their schemas at publish.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SchemaValidation {
+    /// Events are appended without a check.
+    #[default]
+    Off,
+    /// Every event and record is resolved to its schema in the registry and
+    /// validated before anything of its batch is appended; one that fails, or
+    /// has no schema, fails the batch.
+    Validate,
+}
+
+impl SchemaValidation {
+    /// The setting's name: `off` or `validate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemaValidation::Off => "off",
+            SchemaValidation::Validate => "validate",
+        }
+    }
+
+    /// The setting named `s`.
+    pub fn parse(s: &str) -> Option<SchemaValidation> {
+        match s {
+            "off" => Some(SchemaValidation::Off),
+            "validate" => Some(SchemaValidation::Validate),
+            _ => None,
+        }
+    }
 }
 
 impl Default for TopicSpec {
@@ -43,6 +77,7 @@ impl Default for TopicSpec {
         TopicSpec {
             log: TopicConfig::default(),
             dedup_window: Some(Duration::from_secs(120)),
+            schema_validation: SchemaValidation::Off,
         }
     }
 }
@@ -81,6 +116,9 @@ impl TopicSpec {
         if let Some(window) = changes.dedup_window {
             self.dedup_window = window;
         }
+        if let Some(v) = changes.schema_validation {
+            self.schema_validation = v;
+        }
         if let Some(age) = changes.segment_age {
             self.log.segment_age = age;
         }
@@ -88,6 +126,13 @@ impl TopicSpec {
             self.log.index_interval_bytes = bytes;
         }
         self
+    }
+
+    fn settings(&self) -> settings::Settings {
+        settings::Settings {
+            dedup_window: self.dedup_window,
+            validate_schemas: self.schema_validation == SchemaValidation::Validate,
+        }
     }
 
     /// Checks every setting against the limits.
@@ -128,6 +173,8 @@ pub struct TopicChanges {
     pub segment_age: Option<Option<Duration>>,
     /// Spacing of the sparse index entries, for segments written from now on.
     pub index_interval_bytes: Option<u32>,
+    /// Whether events are checked against their schemas from now on.
+    pub schema_validation: Option<SchemaValidation>,
 }
 
 /// One partition as [`Broker::describe_topic`] reports it.
@@ -147,6 +194,9 @@ pub struct PartitionInfo {
     /// Bytes of event data those carried; for batches from Kafka producers, the
     /// batches' size as sent.
     pub published_bytes: u64,
+    /// Why it stopped accepting appends after a failed write or sync, until
+    /// the process restarts and recovers it; `None` while it accepts them.
+    pub failure: Option<Arc<str>>,
 }
 
 /// A topic's configuration and state.
@@ -156,8 +206,11 @@ pub struct TopicDescription {
     pub name: TopicName,
     /// Its configuration.
     pub spec: TopicSpec,
-    /// Its partitions, in order.
+    /// Its partitions, in order, those recovery refused left out.
     pub partitions: Vec<PartitionInfo>,
+    /// The partitions recovery refused at start (they are not served until
+    /// what refused them is repaired), with the reason.
+    pub refused: Vec<(PartitionId, String)>,
     /// Ids forgotten before their window ended because the dedup index was full.
     pub dedup_evicted: u64,
     /// Events appended since the broker started (duplicates excluded).
@@ -173,28 +226,66 @@ pub(crate) struct BrokerTopic {
     pub(crate) dedup: Arc<Dedup>,
     /// The partition the next unkeyed event goes to (round-robin).
     pub(crate) next_unkeyed: AtomicU32,
+    /// Whether events are checked against their schemas.
+    validate_schemas: AtomicBool,
+    /// Tells this topic from an earlier one of the same name: unique in the
+    /// process.
+    pub(crate) serial: u64,
     /// Per partition, events and bytes of event data appended since the
     /// broker started.
     published: Mutex<Vec<(u64, u64)>>,
+    /// A partition recovery refused, and why, when the dedup index was
+    /// rebuilt without its events: the topic then takes no events (see
+    /// [`BrokerTopic::dedup_gap`]).
+    dedup_gap: Mutex<Option<(PartitionId, String)>>,
 }
 
 impl BrokerTopic {
-    fn new(log: Arc<tidings_log::Topic>, dedup: Arc<Dedup>) -> BrokerTopic {
+    fn new(log: Arc<tidings_log::Topic>, dedup: Arc<Dedup>, validate_schemas: bool) -> BrokerTopic {
         BrokerTopic {
             name: log.name().clone(),
             log,
             dedup,
             next_unkeyed: AtomicU32::new(0),
+            validate_schemas: AtomicBool::new(validate_schemas),
+            serial: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
             published: Mutex::default(),
+            dedup_gap: Mutex::default(),
         }
     }
 
-    /// The topic's configuration now: the log's, plus the dedup window.
+    /// While the topic keeps a dedup window, a partition recovery refused at
+    /// start (with the reason): the events it holds are missing from the
+    /// dedup index, so an event sent again could be appended to another
+    /// partition as new. Events are refused until the partition is repaired
+    /// and the broker reopened; raw Kafka batches, which dedup does not
+    /// cover, and reads of the other partitions go on.
+    pub(crate) fn dedup_gap(&self) -> Option<(PartitionId, String)> {
+        if !self.dedup.enabled() {
+            return None;
+        }
+        self.dedup_gap.lock().expect("dedup gap lock").clone()
+    }
+
+    /// The topic's configuration now: the log's, plus the broker's settings.
     pub(crate) fn spec(&self) -> TopicSpec {
         TopicSpec {
             log: self.log.config(),
             dedup_window: self.dedup.window(),
+            schema_validation: if self.validates_schemas() {
+                SchemaValidation::Validate
+            } else {
+                SchemaValidation::Off
+            },
         }
+    }
+
+    /// Whether events are checked against their schemas before appending.
+    pub(crate) fn validates_schemas(&self) -> bool {
+        self.validate_schemas.load(Ordering::Acquire)
     }
 
     /// How many partitions the topic has.
@@ -236,13 +327,21 @@ impl BrokerTopic {
                     size_bytes: p.size_bytes(),
                     published_events: events,
                     published_bytes: bytes,
+                    failure: p.failure(),
                 }
             })
+            .collect();
+        let refused = self
+            .log
+            .refused()
+            .into_iter()
+            .map(|(p, e)| (p, e.to_string()))
             .collect();
         TopicDescription {
             name: self.name.clone(),
             spec: self.spec(),
             partitions,
+            refused,
             dedup_evicted: self.dedup.evicted(),
             published: published.iter().map(|p| p.0).sum(),
             published_bytes: published.iter().map(|p| p.1).sum(),
@@ -255,7 +354,20 @@ impl BrokerTopic {
         let Some(window) = self.dedup.window_ms() else {
             return Ok(());
         };
+        let refused = self.log.refused();
+        if let Some((partition, error)) = refused.first() {
+            tracing::error!(
+                topic = %self.name,
+                partition = partition.0,
+                error = %error,
+                "a refused partition's events are missing from the dedup index: the topic takes no events until it is repaired"
+            );
+            *self.dedup_gap.lock().expect("dedup gap lock") = Some((*partition, error.to_string()));
+        }
         for p in 0..self.partitions() {
+            if refused.iter().any(|(id, _)| id.0 == p) {
+                continue;
+            }
             let partition = self.partition(PartitionId(p)).map_err(|e| e.to_string())?;
             let since = tidings_types::TimestampMs(now.saturating_sub(window));
             let Some(mut at) = partition
@@ -307,11 +419,15 @@ pub(crate) fn load(
     let mut topics = BTreeMap::new();
     for topic in log.topics() {
         let name = topic.name().clone();
-        let window = settings::read(dir, &name).map_err(|reason| crate::OpenError::Settings {
+        let settings = settings::read(dir, &name).map_err(|reason| crate::OpenError::Settings {
             path: settings::path(dir, &name),
             reason,
         })?;
-        let t = BrokerTopic::new(topic, Dedup::new(window));
+        let t = BrokerTopic::new(
+            topic,
+            Dedup::new(settings.dedup_window),
+            settings.validate_schemas,
+        );
         t.rebuild_dedup(now)
             .map_err(|reason| crate::OpenError::Dedup {
                 topic: name.to_string(),
@@ -336,6 +452,16 @@ impl Broker {
             .values()
             .map(|t| t.partitions())
             .sum()
+    }
+
+    /// Refuses schema validation on a broker without a registry.
+    fn check_validation(&self, spec: &TopicSpec) -> Result<(), AdminError> {
+        if spec.schema_validation == SchemaValidation::Validate && self.registry.is_none() {
+            return Err(AdminError::InvalidSpec(
+                "schema validation needs a schema registry, and this broker has none (tidings serve always has one; an embedded broker gets one through BrokerOptions::registry)".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Refuses `asked` more partitions past the broker's limit.
@@ -364,12 +490,17 @@ impl Broker {
         self.check_partitions_left(spec.log.partitions)?;
         // The settings go first: a crash before the topic exists leaves a file
         // that the next create overwrites; a topic never exists without them.
-        settings::write(&self.dir, &name, spec.dedup_window).map_err(|source| AdminError::Io {
+        self.check_validation(&spec)?;
+        settings::write(&self.dir, &name, spec.settings()).map_err(|source| AdminError::Io {
             path: settings::path(&self.dir, &name),
             source,
         })?;
         let topic = self.log.create_topic(name.as_str(), spec.log)?;
-        let bt = Arc::new(BrokerTopic::new(topic, Dedup::new(spec.dedup_window)));
+        let bt = Arc::new(BrokerTopic::new(
+            topic,
+            Dedup::new(spec.dedup_window),
+            spec.schema_validation == SchemaValidation::Validate,
+        ));
         self.topics
             .write()
             .expect("topics lock")
@@ -441,14 +572,29 @@ impl Broker {
             return Err(AdminError::InvalidSpec(e.to_string()));
         }
         self.check_partitions_left(wanted.log.partitions - current.log.partitions)?;
+        self.check_validation(&wanted)?;
         if wanted.log != current.log {
-            self.log.alter_topic(name, wanted.log)?;
+            self.log.alter_topic(name, wanted.log.clone())?;
+        }
+        if wanted.schema_validation != current.schema_validation {
+            settings::write(&self.dir, &t.name, wanted.settings()).map_err(|source| {
+                AdminError::Io {
+                    path: settings::path(&self.dir, &t.name),
+                    source,
+                }
+            })?;
+            t.validate_schemas.store(
+                wanted.schema_validation == SchemaValidation::Validate,
+                Ordering::Release,
+            );
         }
         let window = wanted.dedup_window;
         if window != current.dedup_window {
-            settings::write(&self.dir, &t.name, window).map_err(|source| AdminError::Io {
-                path: settings::path(&self.dir, &t.name),
-                source,
+            settings::write(&self.dir, &t.name, wanted.settings()).map_err(|source| {
+                AdminError::Io {
+                    path: settings::path(&self.dir, &t.name),
+                    source,
+                }
             })?;
             let was_on = t.dedup.enabled();
             t.dedup.set_window(window);

@@ -31,6 +31,10 @@ pub(crate) struct Settings {
     /// Dedup window in milliseconds; 0 turns dedup off.
     #[arg(long)]
     dedup_window_ms: Option<u64>,
+    /// Check events against their schemas in the registry before appending:
+    /// off or validate.
+    #[arg(long, value_parser = ["off", "validate"])]
+    schema_validation: Option<String>,
 }
 
 impl Settings {
@@ -44,6 +48,7 @@ impl Settings {
             retention_ms: zero_is_off(self.retention_ms),
             retention_bytes: zero_is_off(self.retention_bytes),
             dedup_window_ms: zero_is_off(self.dedup_window_ms),
+            schema_validation: self.schema_validation.clone(),
         }
     }
 }

@@ -17,6 +17,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tidings_client::Client;
 
 mod admin;
+mod catalog;
 mod output;
 mod publish;
 mod read;
@@ -83,6 +84,10 @@ enum Command {
     /// --sagas-database): list them, show one with its history.
     #[command(subcommand)]
     Sagas(sagas::Sagas),
+    /// The event catalog, from the schema registry and what the topics hold:
+    /// a summary with the drift, or an AsyncAPI document and an EventCatalog
+    /// folder.
+    Catalog(catalog::CatalogArgs),
 }
 
 /// The command line: `--server` and `--json` are global, for every client
@@ -183,6 +188,7 @@ fn run(cli: Cli, server_from: &str) -> Result<()> {
             Command::Groups(g) => admin::groups(&mut ctx, g).await,
             Command::Queues(q) => admin::queues(&mut ctx, q).await,
             Command::Sagas(s) => sagas::sagas(&mut ctx, s).await,
+            Command::Catalog(c) => catalog::catalog(&mut ctx, c).await,
             Command::Dlq(d) => admin::dlq(&mut ctx, d).await,
             Command::Streams(s) => store::streams(&mut ctx, s).await,
         }

@@ -467,6 +467,74 @@ impl Client {
         self.empty(Method::DELETE, &path, Body::empty()).await
     }
 
+    // The event catalog.
+
+    /// `GET /v1/catalog`.
+    pub async fn catalog(&self) -> Result<Catalog, ClientError> {
+        self.get("/v1/catalog").await
+    }
+
+    /// `GET /v1/catalog/asyncapi`: the catalog as an AsyncAPI 3.0 document.
+    pub async fn catalog_asyncapi(&self) -> Result<serde_json::Value, ClientError> {
+        self.get("/v1/catalog/asyncapi").await
+    }
+
+    // The schema registry (Confluent's API, under /registry).
+
+    /// A GET of the registry answered with `T`, or `None` for a 404.
+    async fn registry_get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, ClientError> {
+        let what = format!("GET {path}");
+        let (status, bytes) = self
+            .send(Method::GET, path, Body::empty(), Duration::ZERO)
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if status.is_client_error() || status.is_server_error() {
+            return Err(server_error(&what, status, &bytes));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|cause| ClientError::Decode { what, cause })
+    }
+
+    /// `GET /registry/schemas/ids/{id}`; `None` when the registry holds no
+    /// such schema.
+    pub async fn registry_schema(&self, id: u32) -> Result<Option<SchemaById>, ClientError> {
+        self.registry_get(&format!("{REGISTRY_PREFIX}/schemas/ids/{id}"))
+            .await
+    }
+
+    /// `GET /registry/subjects/{subject}/versions/{version}` (`latest` or a
+    /// number); `None` when the subject or the version does not exist.
+    pub async fn registry_version(
+        &self,
+        subject: &str,
+        version: &str,
+    ) -> Result<Option<SubjectVersionBody>, ClientError> {
+        self.registry_get(&format!(
+            "{REGISTRY_PREFIX}/subjects/{}/versions/{}",
+            seg(subject),
+            seg(version)
+        ))
+        .await
+    }
+
+    /// `POST /registry/subjects/{subject}/versions`: registers a schema (or
+    /// finds it registered); its id. An incompatible schema is refused with
+    /// the reasons in the error's message.
+    pub async fn register_schema(
+        &self,
+        subject: &str,
+        schema: &SchemaRequest,
+    ) -> Result<RegisteredId, ClientError> {
+        let path = format!("{REGISTRY_PREFIX}/subjects/{}/versions", seg(subject));
+        self.send_json(Method::POST, &path, schema).await
+    }
+
     // Events.
 
     /// Publishes `events` as one batch (`application/cloudevents-batch+json`).
@@ -906,10 +974,18 @@ impl Client {
 /// An error answer as a [`ClientError`]: the API's error body when the server
 /// sent one, else what it sent.
 fn server_error(what: &str, status: StatusCode, bytes: &[u8]) -> ClientError {
-    match serde_json::from_slice::<ErrorBody>(bytes) {
-        Ok(body) => ClientError::Server {
+    if let Ok(body) = serde_json::from_slice::<ErrorBody>(bytes) {
+        return ClientError::Server {
             status: status.as_u16(),
             code: body.error_code,
+            message: body.message,
+        };
+    }
+    // The registry answers in Confluent's shape, with a numeric code.
+    match serde_json::from_slice::<RegistryErrorBody>(bytes) {
+        Ok(body) => ClientError::Server {
+            status: status.as_u16(),
+            code: body.error_code.to_string(),
             message: body.message,
         },
         Err(_) => {

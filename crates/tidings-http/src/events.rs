@@ -12,6 +12,7 @@ use axum::Json;
 use tidings_api::{ErrorCode, PublishAnswer, PublishedEvent, ReadAnswer, ReadQuery};
 use tidings_broker::{Broker, Payload, StartPosition};
 use tidings_types::{CloudEvent, Offset, PartitionId};
+use tracing::Instrument as _;
 
 use crate::extract::{PathJson, QueryJson};
 use crate::sse::{self, Item, Source};
@@ -32,11 +33,21 @@ pub(crate) async fn publish(
     // An unknown topic is refused before the body is read.
     api.broker().describe_topic(&topic)?;
     let bytes = body::read(&headers, request, api.limits().body_bytes_max).await?;
-    let payloads = wire::decode_payloads(&headers, bytes, api.limits().batch_events_max)?;
+    let mut payloads = wire::decode_payloads(&headers, bytes, api.limits().batch_events_max)?;
     record_correlation(payloads.iter().filter_map(|p| match p {
         Payload::Event(e) => Some(e),
         Payload::Raw(_) => None,
     }));
+    // The request's span continues the caller's trace when it sent one.
+    let continued = crate::caller_context(&headers).is_some();
+    let mut events: Vec<&mut CloudEvent> = payloads
+        .iter_mut()
+        .filter_map(|p| match p {
+            Payload::Event(e) => Some(e),
+            Payload::Raw(_) => None,
+        })
+        .collect();
+    let span = tidings_trace::publish_span(&topic, &mut events, continued);
     // The answer names each event by id; the events themselves go to the broker.
     let ids: Vec<Option<String>> = payloads
         .iter()
@@ -46,7 +57,11 @@ pub(crate) async fn publish(
         })
         .collect();
     let started = std::time::Instant::now();
-    let published = api.broker().publish_payloads(&topic, payloads).await?;
+    let published = api
+        .broker()
+        .publish_payloads(&topic, payloads)
+        .instrument(span)
+        .await?;
     tidings_telemetry::appended(started.elapsed());
     let mut answer = PublishAnswer {
         topic,

@@ -189,6 +189,7 @@ pub(crate) async fn poll(
         .broker()
         .poll_limited(&name, &member, max_bytes, limit, wait, stop.wait())
         .await?;
+    wire::received(polled.topic.as_str(), &name, polled.entries.iter());
     Ok(Json(poll_answer(&polled)?).into_response())
 }
 
@@ -226,6 +227,7 @@ impl Source for Member {
                 stop.wait(),
             )
             .await?;
+        wire::received(polled.topic.as_str(), &self.group, polled.entries.iter());
         polled
             .entries
             .iter()

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 mod body;
+mod catalog;
 mod cors;
 mod error;
 mod events;
@@ -49,6 +50,7 @@ mod extract;
 mod groups;
 mod metrics;
 mod queues;
+mod registry;
 mod sagas;
 mod sse;
 mod stop;
@@ -167,6 +169,8 @@ struct Inner {
     in_flight: std::sync::atomic::AtomicUsize,
     /// The database of the toolkit's sagas, if the server reads one.
     sagas: Option<tidings_store::sagas::SagaReader>,
+    /// The schema registry, served under `/registry` when present.
+    registry: Option<Arc<tidings_schema::Registry>>,
 }
 
 impl Api {
@@ -193,6 +197,7 @@ impl Api {
                 cors: Cors::default(),
                 in_flight: std::sync::atomic::AtomicUsize::new(0),
                 sagas: None,
+                registry: None,
             }),
         }
     }
@@ -213,6 +218,19 @@ impl Api {
             .expect("with_sagas is called before the API is shared")
             .sagas = Some(reader);
         self
+    }
+
+    /// The API serving the schema `registry` under
+    /// [`tidings_api::REGISTRY_PREFIX`]. Called before the API is shared.
+    pub fn with_registry(mut self, registry: Arc<tidings_schema::Registry>) -> Api {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_registry is called before the API is shared")
+            .registry = Some(registry);
+        self
+    }
+
+    fn registry(&self) -> Option<&Arc<tidings_schema::Registry>> {
+        self.inner.registry.as_ref()
     }
 
     fn sagas(&self) -> Option<&tidings_store::sagas::SagaReader> {
@@ -260,11 +278,15 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// paths, and the per-request middleware (request id, log span, metrics,
 /// draining).
 pub fn router(api: Api) -> Router {
-    ROUTES
-        .iter()
-        .fold(Router::new(), |router, route| {
-            router.route(route.path, handler(route))
-        })
+    let routes = ROUTES.iter().fold(Router::new(), |router, route| {
+        router.route(route.path, handler(route))
+    });
+    let routes = if api.registry().is_some() {
+        routes.nest(tidings_api::REGISTRY_PREFIX, registry::routes())
+    } else {
+        routes
+    };
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(api.clone(), around_request))
@@ -324,6 +346,8 @@ fn handler(route: &Route) -> MethodRouter<Api> {
         Operation::GetDeadLetter => on(method, queues::dead_letter),
         Operation::ListSagaInstances => on(method, sagas::list),
         Operation::DescribeSagaInstance => on(method, sagas::describe),
+        Operation::GetCatalog => on(method, catalog::get),
+        Operation::GetCatalogAsyncApi => on(method, catalog::asyncapi),
     }
 }
 
@@ -415,6 +439,14 @@ impl Drop for InFlight {
 /// replaced by our own.
 const REQUEST_ID_BYTES_MAX: usize = 64;
 
+/// The caller's trace context: a valid W3C `traceparent` header.
+pub(crate) fn caller_context(headers: &HeaderMap) -> Option<tidings_trace::TraceParent> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(tidings_trace::TraceParent::parse)
+}
+
 /// Gives every request an id (the client's `x-request-id` when it sends a usable
 /// one), a log span carrying it, a line when it ends, and request metrics; while
 /// the server drains, refuses new work with 503.
@@ -440,14 +472,41 @@ async fn handle(api: &Api, request: Request, next: Next) -> Response {
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let method = request.method().clone();
-    let span = tracing::info_span!(
-        "request",
-        id = %id,
-        method = %method,
-        path = %request.uri().path(),
-        correlationid = tracing::field::Empty,
-    );
     let rule = draining_rule(&method, &route);
+    // A server span `{method} {route}` continuing the caller's trace; probes
+    // and scrapes, every few seconds, make none (their span is below info).
+    let span = if rule == Draining::Probe {
+        tracing::debug_span!(
+            "request",
+            id = %id,
+            method = %method,
+            path = %request.uri().path(),
+            correlationid = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!(
+            "request",
+            id = %id,
+            method = %method,
+            path = %request.uri().path(),
+            correlationid = tracing::field::Empty,
+            otel.name = %format!("{method} {route}"),
+            otel.kind = "server",
+        )
+    };
+    if let Some(caller) = caller_context(request.headers()) {
+        tidings_trace::continue_from(&span, &caller);
+    }
+    tidings_trace::set_attributes(
+        &span,
+        &[
+            (
+                "http.request.method",
+                tidings_trace::Value::Str(method.as_str()),
+            ),
+            ("http.route", tidings_trace::Value::Str(&route)),
+        ],
+    );
     let started = Instant::now();
     // Counted until the answer is made (a stream's body goes on after).
     let counted = InFlight::enter(api);
@@ -468,6 +527,13 @@ async fn handle(api: &Api, request: Request, next: Next) -> Response {
             tracing::info!(status, elapsed_ms, "request done");
         }
     });
+    tidings_trace::set_attributes(
+        &span,
+        &[(
+            "http.response.status_code",
+            tidings_trace::Value::Int(i64::from(status)),
+        )],
+    );
     tidings_telemetry::http::request_done(method.as_str(), &route, status, elapsed);
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);

@@ -171,6 +171,10 @@ pub(crate) async fn receive(
         .broker()
         .receive_wait_until(&name, max, wait, stop.wait())
         .await?;
+    if !deliveries.is_empty() {
+        let topic = api.broker().queue_topic(&name).await?;
+        wire::received(topic.as_str(), &name, deliveries.iter().map(|d| &d.entry));
+    }
     let deliveries = deliveries
         .iter()
         .map(delivery)
@@ -228,6 +232,10 @@ impl Source for Deliveries {
             )
             .await?;
         self.handed.extend(got.iter().map(|d| d.lease));
+        if !got.is_empty() {
+            let topic = self.broker.queue_topic(&self.group).await?;
+            wire::received(topic.as_str(), &self.group, got.iter().map(|d| &d.entry));
+        }
         got.iter()
             .map(|d| Item::at_offset(d.entry.partition.0, d.entry.offset.0, &delivery(d)?))
             .collect()

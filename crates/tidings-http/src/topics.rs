@@ -10,7 +10,7 @@ use axum::Json;
 use tidings_api::{
     CreateTopic, ErrorCode, PartitionState, Topic, TopicConfig, TopicList, TopicSettings,
 };
-use tidings_broker::{FsyncPolicy, TopicChanges, TopicDescription, TopicSpec};
+use tidings_broker::{FsyncPolicy, SchemaValidation, TopicChanges, TopicDescription, TopicSpec};
 
 use crate::extract::PathJson;
 use crate::{blocking, body, Api, ApiError};
@@ -30,6 +30,7 @@ fn topic(d: &TopicDescription) -> Topic {
             retention_ms: d.spec.log.retention_age.map(ms),
             retention_bytes: d.spec.log.retention_bytes,
             dedup_window_ms: d.spec.dedup_window.map(ms),
+            schema_validation: d.spec.schema_validation.as_str().to_owned(),
         },
         partitions: d
             .partitions
@@ -67,6 +68,15 @@ fn changes(settings: &TopicSettings) -> Result<TopicChanges, ApiError> {
             tidings_broker::DEDUP_WINDOW_MAX.as_millis()
         )));
     }
+    let schema_validation = settings
+        .schema_validation
+        .as_deref()
+        .map(|v| {
+            SchemaValidation::parse(v).ok_or_else(|| {
+                invalid_topic(format!("schema_validation is {v:?}; give off or validate"))
+            })
+        })
+        .transpose()?;
     let millis = |v: Option<Option<u64>>| v.map(|v| v.map(Duration::from_millis));
     Ok(TopicChanges {
         partitions: settings.partitions,
@@ -75,6 +85,7 @@ fn changes(settings: &TopicSettings) -> Result<TopicChanges, ApiError> {
         retention_age: millis(settings.retention_ms),
         retention_bytes: settings.retention_bytes,
         dedup_window: millis(settings.dedup_window_ms),
+        schema_validation,
         ..TopicChanges::default()
     })
 }

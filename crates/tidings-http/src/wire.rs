@@ -225,3 +225,19 @@ pub(crate) fn wait(api: &Api, wait_ms: Option<u64>) -> Result<std::time::Duratio
 pub(crate) fn delivered(entry: &Entry) {
     tidings_telemetry::delivered(TimestampMs::now().0 - entry.timestamp.0);
 }
+
+/// The `receive {topic}` span of handing `entries` out to `group` (a
+/// consumer span under the request, linked to the trace of each event), or
+/// none when nothing was handed out: an idle consumer's empty long-polls,
+/// every few seconds, would bury the receives that matter.
+pub(crate) fn received<'a>(
+    topic: &str,
+    group: &str,
+    entries: impl ExactSizeIterator<Item = &'a Entry>,
+) {
+    if entries.len() == 0 {
+        return;
+    }
+    let span = tidings_trace::receive_span(topic, group);
+    tidings_trace::link_events(&span, entries.map(Entry::trace_context));
+}

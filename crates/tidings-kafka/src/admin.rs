@@ -248,6 +248,8 @@ fn changes_between(current: &TopicSpec, wanted: &TopicSpec) -> TopicChanges {
         segment_age: (c.segment_age != w.segment_age).then_some(w.segment_age),
         index_interval_bytes: (c.index_interval_bytes != w.index_interval_bytes)
             .then_some(w.index_interval_bytes),
+        schema_validation: (current.schema_validation != wanted.schema_validation)
+            .then_some(wanted.schema_validation),
     }
 }
 

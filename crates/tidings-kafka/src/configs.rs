@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use tidings_broker::{TopicSpec, DEDUP_WINDOW_MAX};
+use tidings_broker::{SchemaValidation, TopicSpec, DEDUP_WINDOW_MAX};
 
 use crate::Shared;
 
@@ -151,6 +151,13 @@ pub(crate) fn topic_configs(spec: &TopicSpec) -> Vec<Config> {
             "How long a published CloudEvent's source and id are remembered to drop a repeat; 0 turns dedup off.",
         ),
         entry(
+            "tidings.schema.validation",
+            spec.schema_validation.as_str().to_owned(),
+            defaults.schema_validation.as_str().to_owned(),
+            ConfigType::String,
+            "off, or validate: every record is checked against its schema in the registry (by its framing's schema id, its CloudEvent type, or <topic>-value) before its batch is appended.",
+        ),
+        entry(
             "tidings.fsync",
             log.fsync.to_string(),
             base.fsync.to_string(),
@@ -179,6 +186,7 @@ pub(crate) fn set_topic_config(
             "segment.ms" => spec.log.segment_age = defaults.log.segment_age,
             "tidings.dedup.window.ms" => spec.dedup_window = defaults.dedup_window,
             "tidings.fsync" => spec.log.fsync = defaults.log.fsync,
+            "tidings.schema.validation" => spec.schema_validation = defaults.schema_validation,
             _ if topic_configs(spec).iter().any(|c| c.name == name) => {
                 return Err(format!("{name} cannot be changed"))
             }
@@ -239,6 +247,10 @@ pub(crate) fn set_topic_config(
         }
         "tidings.fsync" => {
             spec.log.fsync = value.parse().map_err(|e| format!("{name}={value}: {e}"))?;
+        }
+        "tidings.schema.validation" => {
+            spec.schema_validation = SchemaValidation::parse(value)
+                .ok_or_else(|| format!("{name}={value} is not off or validate"))?;
         }
         "cleanup.policy" if value == "delete" => {}
         "cleanup.policy" => {

@@ -122,7 +122,11 @@ pub(crate) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
             handle(&shared, frame, peer).await
         }
         .await
-        .map(|(api, pending)| measured(api, started, pending));
+        .map(|(api, version, pending)| {
+            // The frame's size field and the frame: what the client sent.
+            let received = 4 + size.unsigned_abs() as usize;
+            measured(api, version, received, started, pending)
+        });
         match pending {
             Ok(pending) => {
                 if tx.send(pending).await.is_err() {
@@ -143,11 +147,28 @@ pub(crate) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
     tracing::debug!(%peer, "Kafka connection closed");
 }
 
-/// `pending`, recording the request in the metrics when its answer is ready.
-fn measured(api: ApiKey, started: std::time::Instant, pending: Pending) -> Pending {
+/// `pending`, recording the request in the metrics when its answer is ready:
+/// its API and version, `received` bytes in, the answer's bytes out.
+fn measured(
+    api: ApiKey,
+    version: i16,
+    received: usize,
+    started: std::time::Instant,
+    pending: Pending,
+) -> Pending {
     Box::pin(async move {
         let answer = pending.await;
-        tidings_telemetry::kafka::request_done(apis::name(api), started.elapsed());
+        let sent = match &answer {
+            Ok(Some(response)) => response.len(),
+            _ => 0,
+        };
+        tidings_telemetry::kafka::request_done(
+            apis::name(api),
+            version,
+            started.elapsed(),
+            received,
+            sent,
+        );
         answer
     })
 }
@@ -348,10 +369,11 @@ async fn handle(
     shared: &Arc<Shared>,
     frame: Bytes,
     peer: SocketAddr,
-) -> Result<(ApiKey, Pending), ConnError> {
+) -> Result<(ApiKey, i16, Pending), ConnError> {
     let raw_api = (&frame[0..2]).get_i16();
     let api = ApiKey::try_from(raw_api).map_err(|()| ConnError::UnknownApi(raw_api))?;
-    Ok((api, answer(shared, api, frame, peer).await?))
+    let version = (&frame[2..4]).get_i16();
+    Ok((api, version, answer(shared, api, frame, peer).await?))
 }
 
 /// Answers one request. Everything but Produce is answered here; a Produce

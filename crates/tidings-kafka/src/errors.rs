@@ -27,7 +27,7 @@ pub(crate) fn code(kind: ErrorKind) -> ResponseError {
         ErrorKind::InvalidTopicName => ResponseError::InvalidTopicException,
         ErrorKind::InvalidTopicConfig => ResponseError::InvalidConfig,
         ErrorKind::InvalidGroupName => ResponseError::InvalidGroupId,
-        ErrorKind::InvalidEvent => ResponseError::InvalidRecord,
+        ErrorKind::InvalidEvent | ErrorKind::SchemaRejected => ResponseError::InvalidRecord,
         ErrorKind::MalformedRecords => ResponseError::CorruptMessage,
         ErrorKind::TooLarge => ResponseError::MessageTooLarge,
         ErrorKind::TooMany => ResponseError::RecordListTooLarge,

@@ -12,6 +12,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tidings_types::PartitionId;
 
+use tracing::Instrument as _;
+
 use crate::errors::Failure;
 use crate::Shared;
 
@@ -55,13 +57,24 @@ pub(crate) async fn produce(
                 continue;
             };
             let partition = PartitionId(index);
-            match shared
-                .broker
-                .queue_append_batches(&name, partition, BytesMut::from(&records[..]))
-                .await
-            {
-                Ok(appended) => queued.push((t, p, name.clone(), partition, appended)),
-                Err(e) => fail(&mut partitions[p], Failure::from(e), version),
+            let span = tidings_trace::exporting().then(|| produce_span(&name, index, &records));
+            let queue =
+                shared
+                    .broker
+                    .queue_append_batches(&name, partition, BytesMut::from(&records[..]));
+            let queued_now = match &span {
+                Some(span) => queue.instrument(span.clone()).await,
+                None => queue.await,
+            };
+            match queued_now {
+                Ok(appended) => queued.push((t, p, name.clone(), partition, appended, span)),
+                Err(e) => {
+                    // A refusal of the client's data (a schema check, an
+                    // unknown topic): librdkafka shows its producer only the
+                    // code, so the reason is logged for whoever runs it.
+                    tracing::info!(topic = %name, partition = index, error = %e, "Kafka produce refused");
+                    fail(&mut partitions[p], Failure::from(e), version);
+                }
             }
         }
         topics.push(
@@ -72,8 +85,10 @@ pub(crate) async fn produce(
     }
     let broker = Arc::clone(&shared.broker);
     async move {
-        for (t, p, name, partition, appended) in queued {
+        for (t, p, name, partition, appended, span) in queued {
             let out = &mut topics[t].partition_responses[p];
+            // The span ends when the append is durable.
+            let _span = span;
             match appended.await {
                 Ok(a) => {
                     out.base_offset = i64::try_from(a.base_offset.0).unwrap_or(i64::MAX);
@@ -92,6 +107,44 @@ pub(crate) async fn produce(
         }
         ProduceResponse::default().with_responses(topics)
     }
+}
+
+/// Links a span to at most this many records' contexts (OpenTelemetry's
+/// SDKs keep 128 links a span by default).
+const SPAN_LINKS_MAX: usize = 128;
+
+/// The span of one partition's batches of a produce request: `publish
+/// {topic}`, continuing the trace of the one record that brings a context
+/// (what OpenTelemetry's Kafka instrumentations write in `traceparent`),
+/// or linked to each when several do. Made only while spans are exported:
+/// it decodes the batches to read their headers.
+fn produce_span(topic: &str, partition: u32, batches: &[u8]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format!("publish {topic}"),
+        otel.kind = "producer",
+    );
+    let contexts = tidings_broker::Broker::batch_trace_contexts(batches, SPAN_LINKS_MAX);
+    use tidings_trace::Value;
+    tidings_trace::set_attributes(
+        &span,
+        &[
+            ("messaging.system", Value::Str(tidings_trace::SYSTEM)),
+            ("messaging.operation.type", Value::Str("send")),
+            ("messaging.operation.name", Value::Str("publish")),
+            ("messaging.destination.name", Value::Str(topic)),
+            (
+                "messaging.destination.partition.id",
+                Value::Str(&partition.to_string()),
+            ),
+            ("network.protocol.name", Value::Str("kafka")),
+        ],
+    );
+    match &contexts[..] {
+        [one] => tidings_trace::continue_from(&span, one),
+        many => many.iter().for_each(|c| tidings_trace::link_to(&span, c)),
+    }
+    span
 }
 
 /// What a transactional producer is told: Tidings has no transaction

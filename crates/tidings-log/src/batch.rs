@@ -603,8 +603,9 @@ fn decompress_section(section: &mut Bytes, codec: Compression) -> anyhow::Result
     Ok(compression::decompress(n, section)?.into())
 }
 
-/// Decodes every record of the batches in `bytes`, decompressing compressed ones.
-pub(crate) fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, String> {
+/// Decodes every record of the batches in `bytes`, decompressing compressed
+/// ones (each through the decompressed-size cap).
+pub fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, String> {
     let mut buf = bytes;
     let mut out = Vec::new();
     while !buf.is_empty() {

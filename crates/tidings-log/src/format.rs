@@ -121,6 +121,45 @@ impl Fields<'_> {
     }
 }
 
+/// Appends one journal frame holding `body` to `out`:
+/// `[len: u32][crc32c(body): u32][body]`, little-endian. The journals of the
+/// layers above (a queue group's, the schema registry's) are a header of their
+/// own followed by these frames.
+pub fn frame(out: &mut Vec<u8>, body: &[u8]) {
+    out.extend_from_slice(
+        &u32::try_from(body.len())
+            .expect("frames are bounded")
+            .to_le_bytes(),
+    );
+    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    out.extend_from_slice(body);
+}
+
+/// The frames of a journal image from byte `start`, each body no longer than
+/// `body_bytes_max`, and the offset where the valid ones end. Only a journal's
+/// tail can be torn (every frame before it was synced before anyone was
+/// answered), so reading stops at the first frame that does not check out.
+pub fn frames(bytes: &[u8], start: usize, body_bytes_max: usize) -> (Vec<&[u8]>, usize) {
+    let mut out = Vec::new();
+    let mut at = start;
+    while let Some(head) = bytes.get(at..at + 8) {
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4")) as usize;
+        let crc = u32::from_le_bytes(head[4..].try_into().expect("4"));
+        if len > body_bytes_max {
+            break;
+        }
+        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
+            break;
+        };
+        if crc32c::crc32c(body) != crc {
+            break;
+        }
+        out.push(body);
+        at += 8 + len;
+    }
+    (out, at)
+}
+
 /// Reads a metadata file that holds a record with a body of `body_len` bytes,
 /// refusing (before allocating) a file of any other size.
 pub fn read_record_file(path: &Path, body_len: usize) -> io::Result<Vec<u8>> {

@@ -67,7 +67,7 @@ mod recovery;
 mod segment;
 mod topic;
 
-pub use batch::{BatchFault, Header, Record, StoredRecord};
+pub use batch::{decode as decode_batches, BatchFault, Header, Record, StoredRecord};
 pub use config::{
     ConfigError, FileSync, FsyncPolicy, FsyncPolicyParseError, LogOptions, OsFileSync, TopicConfig,
 };

@@ -289,6 +289,12 @@ impl Partition {
         Offset(self.log_start.load(Ordering::Acquire))
     }
 
+    /// Why the partition stopped accepting appends (a write or sync failed),
+    /// or `None` while it accepts them. Reads still serve what was durable.
+    pub fn failure(&self) -> Option<Arc<str>> {
+        self.failure.lock().expect("failure lock").clone()
+    }
+
     /// One past the last offset readers may see: everything below it is durable
     /// under the topic's fsync policy.
     pub fn high_watermark(&self) -> Offset {

@@ -96,6 +96,137 @@ pub struct Config {
     /// The Kafka listener (the file's `[kafka]`).
     #[command(flatten)]
     pub kafka: KafkaConfig,
+    /// Spans exported over OTLP (the file's `[tracing]`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub tracing: Tracing,
+}
+
+/// Where spans go: settings of `tidings serve`, each a flag, a `TIDINGS_*`
+/// environment variable and a key of the configuration file's `[tracing]`.
+/// Off unless an endpoint is given; exporting needs a build with the
+/// `otlp` feature.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// OTLP/HTTP endpoint spans are exported to: http://host:4318 (an
+    /// OpenTelemetry Collector, for one), or its /v1/traces URL. Off unless
+    /// set.
+    #[arg(
+        id = "tracing.otlp_endpoint",
+        long = "otlp-endpoint",
+        value_name = "URL",
+        env = "TIDINGS_OTLP_ENDPOINT"
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// A header sent with every export, NAME=VALUE (an API key, for one).
+    #[arg(
+        id = "tracing.otlp_headers",
+        long = "otlp-header",
+        value_name = "NAME=VALUE",
+        env = "TIDINGS_OTLP_HEADERS",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub otlp_headers: Vec<String>,
+    /// Share of new traces recorded, 0 to 1; a trace continued from a
+    /// caller's `traceparent` follows the caller's sampling decision.
+    #[arg(
+        id = "tracing.sample_ratio",
+        long = "trace-sample-ratio",
+        value_name = "RATIO",
+        env = "TIDINGS_TRACE_SAMPLE_RATIO",
+        default_value_t = SampleRatio::default()
+    )]
+    #[serde(default)]
+    pub sample_ratio: SampleRatio,
+}
+
+impl Tracing {
+    /// The export these settings ask for: `None` when off.
+    pub fn export(&self) -> Result<Option<Export>> {
+        let Some(endpoint) = &self.otlp_endpoint else {
+            anyhow::ensure!(
+                self.otlp_headers.is_empty(),
+                "otlp_headers are set without an otlp_endpoint to send them to"
+            );
+            return Ok(None);
+        };
+        let headers = self
+            .otlp_headers
+            .iter()
+            .map(|h| match h.split_once('=') {
+                Some((name, value)) if !name.trim().is_empty() => {
+                    Ok((name.trim().to_owned(), value.trim().to_owned()))
+                }
+                _ => Err(anyhow::anyhow!("otlp header {h:?}: expected NAME=VALUE")),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Export {
+            endpoint: endpoint.clone(),
+            headers,
+            sample_ratio: self.sample_ratio.0,
+        }))
+    }
+}
+
+/// What to export spans to, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Export {
+    /// The OTLP/HTTP endpoint.
+    pub endpoint: String,
+    /// Headers of every export.
+    pub headers: Vec<(String, String)>,
+    /// Share of new traces recorded.
+    pub sample_ratio: f64,
+}
+
+/// A share from 0 to 1 (1 unless said).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct SampleRatio(f64);
+
+impl Default for SampleRatio {
+    fn default() -> Self {
+        SampleRatio(1.0)
+    }
+}
+
+// A ratio is never NaN (refused when read), so equality is total.
+impl Eq for SampleRatio {}
+
+impl TryFrom<f64> for SampleRatio {
+    type Error = String;
+    fn try_from(ratio: f64) -> Result<SampleRatio, String> {
+        if (0.0..=1.0).contains(&ratio) {
+            Ok(SampleRatio(ratio))
+        } else {
+            Err(format!("trace sample ratio {ratio}: expected 0 to 1"))
+        }
+    }
+}
+
+impl From<SampleRatio> for f64 {
+    fn from(ratio: SampleRatio) -> f64 {
+        ratio.0
+    }
+}
+
+impl std::str::FromStr for SampleRatio {
+    type Err = String;
+    fn from_str(text: &str) -> Result<SampleRatio, String> {
+        let ratio: f64 = text
+            .parse()
+            .map_err(|_| format!("trace sample ratio {text:?}: expected a number from 0 to 1"))?;
+        ratio.try_into()
+    }
+}
+
+impl std::fmt::Display for SampleRatio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
 }
 
 impl Default for Config {
@@ -111,6 +242,7 @@ impl Default for Config {
             partitions_total_max: tidings_broker::PARTITIONS_TOTAL_MAX,
             limits: Limits::default(),
             kafka: KafkaConfig::default(),
+            tracing: Tracing::default(),
         }
     }
 }
@@ -213,6 +345,7 @@ impl Config {
         self.limits.validate().map_err(anyhow::Error::msg)?;
         self.kafka.validate().map_err(anyhow::Error::msg)?;
         tidings_http::Cors::new(self.cors_origins.clone()).map_err(anyhow::Error::msg)?;
+        self.tracing.export()?;
         if let Some(url) = &self.sagas_database {
             self.sagas_reader(url)?;
         }
@@ -373,5 +506,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("kafka.default_partitions"), "{err}");
+    }
+
+    #[test]
+    fn span_export_is_off_unless_an_endpoint_is_given() {
+        assert_eq!(load(&[], &[]).unwrap().tracing.export().unwrap(), None);
+        let (_dir, path) = file(
+            "[tracing]\notlp_endpoint = \"http://127.0.0.1:4318\"\notlp_headers = [\"x-api-key=k1\"]\nsample_ratio = 0.25\n",
+        );
+        let export = load(&["--config", &path], &[])
+            .unwrap()
+            .tracing
+            .export()
+            .unwrap()
+            .unwrap();
+        assert_eq!(export.endpoint, "http://127.0.0.1:4318");
+        assert_eq!(export.headers, vec![("x-api-key".into(), "k1".into())]);
+        assert_eq!(export.sample_ratio, 0.25);
+        let c = load(
+            &["--config", &path, "--trace-sample-ratio", "1"],
+            &[("TIDINGS_OTLP_HEADERS", "a=1,b=2")],
+        )
+        .unwrap();
+        let export = c.tracing.export().unwrap().unwrap();
+        assert_eq!(export.sample_ratio, 1.0, "a flag beats the file");
+        assert_eq!(export.headers.len(), 2, "the environment beats the file");
+        for (argv, said) in [
+            (vec!["--trace-sample-ratio", "1.5"], "expected 0 to 1"),
+            (vec!["--trace-sample-ratio", "half"], "a number from 0 to 1"),
+            (
+                vec![
+                    "--otlp-endpoint",
+                    "http://c:4318",
+                    "--otlp-header",
+                    "novalue",
+                ],
+                "expected NAME=VALUE",
+            ),
+            (vec!["--otlp-header", "a=1"], "without an otlp_endpoint"),
+        ] {
+            let err = format!("{:#}", load(&argv, &[]).unwrap_err());
+            assert!(err.contains(said), "{argv:?}: {err}");
+        }
     }
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tidings_broker::{Broker, BrokerOptions};
 use tidings_http::Api;
+use tidings_schema::Registry;
 use tidings_store::{EmbeddedOptions, EmbeddedStore};
 use tidings_telemetry::{init_logging, MeasuredSync, Metrics};
 use tokio_util::sync::CancellationToken;
@@ -35,17 +36,22 @@ pub use tidings_telemetry::LogFormat;
 
 /// How often a draining server says what it waits for.
 const DRAIN_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often the event catalog's scan takes its next step.
+const CATALOG_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Bytes of stored records one step of the scan reads at most (8 MiB/s).
+const CATALOG_SCAN_BYTES: usize = 8 * 1024 * 1024;
 
 /// Runs the server until SIGINT or SIGTERM, then shuts it down gracefully; a
 /// second signal stops it at once.
 pub fn run(config: Config) -> Result<()> {
-    init_logging(config.log_format);
+    let export = config.tracing.export()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tidings")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, async {
+    let spans = start_logging(&runtime, config.log_format, export)?;
+    let served = runtime.block_on(serve(config, async {
         shutdown_signal().await;
         // A second signal means now: the operator will not wait for the drain.
         tokio::spawn(async {
@@ -55,7 +61,73 @@ pub fn run(config: Config) -> Result<()> {
             );
             std::process::exit(128 + number);
         });
-    }))
+    }));
+    // The last spans leave before the process does (the runtime's workers
+    // carry the export; this thread waits for it).
+    if let Some(pipeline) = spans {
+        if let Err(e) = pipeline.shutdown() {
+            tracing::warn!(error = %e, "spans may be lost");
+        }
+    }
+    served
+}
+
+/// The span export running.
+#[cfg(feature = "otlp")]
+type Spans = tidings_trace::otlp::Pipeline;
+
+/// No span export in a build without the `otlp` feature.
+#[cfg(not(feature = "otlp"))]
+enum Spans {}
+
+#[cfg(not(feature = "otlp"))]
+impl Spans {
+    fn shutdown(&self) -> Result<(), String> {
+        match *self {}
+    }
+}
+
+/// Installs the log subscriber and, when `export` says where, the OTLP
+/// export of spans on `runtime`.
+#[cfg(feature = "otlp")]
+fn start_logging(
+    runtime: &tokio::runtime::Runtime,
+    format: tidings_telemetry::LogFormat,
+    export: Option<config::Export>,
+) -> Result<Option<Spans>> {
+    let Some(export) = export else {
+        init_logging(format);
+        return Ok(None);
+    };
+    let _on_runtime = runtime.enter();
+    let pipeline = tidings_trace::otlp::Pipeline::start(&tidings_trace::otlp::OtlpOptions {
+        endpoint: export.endpoint.clone(),
+        headers: export.headers,
+        sample_ratio: export.sample_ratio,
+        service_name: "tidings".to_owned(),
+    })
+    .map_err(anyhow::Error::msg)?;
+    tidings_telemetry::init_logging_and(format, Some(pipeline.layer()));
+    tracing::info!(endpoint = %export.endpoint, sample_ratio = export.sample_ratio, "exporting spans over OTLP");
+    Ok(Some(pipeline))
+}
+
+/// Installs the log subscriber; a build without the `otlp` feature refuses
+/// an export it cannot make.
+#[cfg(not(feature = "otlp"))]
+fn start_logging(
+    _runtime: &tokio::runtime::Runtime,
+    format: tidings_telemetry::LogFormat,
+    export: Option<config::Export>,
+) -> Result<Option<Spans>> {
+    if let Some(export) = export {
+        anyhow::bail!(
+            "otlp_endpoint {} is set, but this tidings was built without span export: build it with the `otlp` feature (cargo install --path crates/tidings-cli --features otlp)",
+            export.endpoint
+        );
+    }
+    init_logging(format);
+    Ok(None)
 }
 
 /// Resolves at the next SIGINT or SIGTERM with its number.
@@ -105,8 +177,11 @@ async fn shutdown_signal() {
 pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let data_dir = config.data_dir.clone();
     let partitions_total_max = config.partitions_total_max;
-    let (broker, store) = tokio::task::spawn_blocking(move || {
+    let (broker, store, registry) = tokio::task::spawn_blocking(move || {
+        let registry =
+            Arc::new(Registry::open(&data_dir).context("cannot open the schema registry")?);
         let options = BrokerOptions {
+            registry: Some(Arc::clone(&registry)),
             log: tidings_broker::LogOptions {
                 file_sync: Arc::new(MeasuredSync),
                 ..tidings_broker::LogOptions::default()
@@ -124,10 +199,10 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
             },
         )
         .with_context(|| format!("cannot open the event store in {}", store_dir.display()))?;
-        anyhow::Ok((broker, store))
+        anyhow::Ok((broker, store, registry))
     })
     .await
-    .context("opening the broker and the event store")??;
+    .context("opening the broker, the event store and the schema registry")??;
     let broker = Arc::new(broker);
     let metrics = Metrics::install().map_err(anyhow::Error::msg)?;
     // The one shutdown signal: cancelled at SIGINT or SIGTERM, it drains the
@@ -140,7 +215,8 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         metrics,
         shutdown.clone(),
     )
-    .with_cors(tidings_http::Cors::new(config.cors_origins.clone()).map_err(anyhow::Error::msg)?);
+    .with_cors(tidings_http::Cors::new(config.cors_origins.clone()).map_err(anyhow::Error::msg)?)
+    .with_registry(registry);
     let api = match &config.sagas_database {
         Some(url) => api.with_sagas(config.sagas_reader(url)?),
         None => api,
@@ -162,6 +238,26 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         config.kafka.clone(),
         shutdown.clone(),
     ));
+
+    // The event catalog's scan follows the topics in small steps, so a
+    // catalog request finds little left to count.
+    let scanning_broker = Arc::clone(&broker);
+    let scanning_stop = shutdown.clone();
+    let scan = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = scanning_stop.cancelled() => break,
+                () = tokio::time::sleep(CATALOG_SCAN_EVERY) => {}
+            }
+            let b = Arc::clone(&scanning_broker);
+            if tokio::task::spawn_blocking(move || b.scan_catalog(CATALOG_SCAN_BYTES))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
 
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let draining_broker = Arc::clone(&broker);
@@ -219,6 +315,7 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
             tracing::warn!(timeout = ?config.shutdown_timeout(), "requests still open after the shutdown timeout; closing them");
         }
     }
+    let _ = scan.await;
     match tokio::time::timeout(config.shutdown_timeout(), kafka).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the Kafka listener failed"),

@@ -17,12 +17,15 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tidings_broker::Broker;
+use tidings_types::{Offset, PartitionId};
 
 mod logging;
 
-pub use logging::{init_logging, LogFormat, LogFormatParseError};
+pub use logging::{init_logging, init_logging_and, LogFormat, LogFormatParseError};
 
 /// Latency buckets, in seconds: 50 µs to 10 s.
 const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
@@ -69,7 +72,17 @@ fn describe() {
     );
     describe_counter!(
         "tidings_kafka_requests_total",
-        "Kafka protocol requests answered, by API."
+        "Kafka protocol requests answered, by API and version."
+    );
+    describe_counter!(
+        "tidings_kafka_received_bytes_total",
+        Unit::Bytes,
+        "Bytes of the Kafka requests answered (each frame with its size field), by API."
+    );
+    describe_counter!(
+        "tidings_kafka_sent_bytes_total",
+        Unit::Bytes,
+        "Bytes of the Kafka responses sent (each frame with its size field), by API."
     );
     describe_histogram!(
         "tidings_kafka_request_duration_seconds",
@@ -136,13 +149,28 @@ pub mod http {
 pub mod kafka {
     use std::time::Duration;
 
-    /// A request of `api` (the Kafka API's name, such as `Produce`) was
-    /// answered `elapsed` after it was read; for Produce, once its appends were
-    /// durable (with `acks` 0, once they were, though no answer is sent).
-    pub fn request_done(api: &'static str, elapsed: Duration) {
-        metrics::counter!("tidings_kafka_requests_total", "api" => api).increment(1);
+    /// A request of `api` (the Kafka API's name, such as `Produce`) at
+    /// `version`, `received` bytes long, was answered with `sent` bytes
+    /// `elapsed` after it was read; for Produce, once its appends were
+    /// durable (with `acks` 0, once they were, though nothing is sent).
+    pub fn request_done(
+        api: &'static str,
+        version: i16,
+        elapsed: Duration,
+        received: usize,
+        sent: usize,
+    ) {
+        metrics::counter!(
+            "tidings_kafka_requests_total",
+            "api" => api,
+            "version" => version.to_string()
+        )
+        .increment(1);
         metrics::histogram!("tidings_kafka_request_duration_seconds", "api" => api)
             .record(elapsed.as_secs_f64());
+        metrics::counter!("tidings_kafka_received_bytes_total", "api" => api)
+            .increment(received as u64);
+        metrics::counter!("tidings_kafka_sent_bytes_total", "api" => api).increment(sent as u64);
     }
 
     /// A response carried Kafka error `error` (its name, such as
@@ -206,13 +234,47 @@ impl tidings_broker::FileSync for MeasuredSync {
     }
 }
 
+/// Where an age is read: the partition and the offset of the oldest event
+/// still waiting, under the labels of its series.
+struct Age {
+    family: &'static Family,
+    labels: Vec<(&'static str, String)>,
+    topic: String,
+    partition: PartitionId,
+    offset: Offset,
+}
+
+/// Seconds since the first event stored at or after `offset` was appended (0
+/// when none is: nothing waits). Reads one batch.
+fn age_seconds(broker: &Broker, topic: &str, partition: PartitionId, offset: Offset) -> f64 {
+    let Ok((start, end)) = broker.offsets(topic, partition) else {
+        return 0.0;
+    };
+    let from = offset.max(start);
+    if from >= end {
+        return 0.0;
+    }
+    let now = broker.clock().now().0;
+    match broker.read(topic, partition, from, 1) {
+        Ok(entries) => entries
+            .iter()
+            .find(|e| e.offset >= from)
+            .map_or(0.0, |e| (now - e.timestamp.0).max(0) as f64 / 1000.0),
+        Err(_) => 0.0,
+    }
+}
+
 /// The broker's state in the Prometheus text format, read afresh at each
 /// scrape: per partition its offsets, size and publish counters; per stream
-/// group its members and lag; per queue group its lag, leases in flight,
-/// retries waiting, dead-letter depth and what it has done since the broker
-/// started. Nothing of it is kept between scrapes, so a deleted topic or group
-/// has no series left.
-pub async fn render_broker(broker: &Broker) -> String {
+/// group its members and lag, in events and in seconds (the age of the
+/// oldest event after its committed offset); per queue group its lag (also
+/// in seconds: the oldest event neither acked nor dead-lettered), leases in
+/// flight, retries waiting, dead-letter depth and the age of the oldest dead
+/// letter, and what it has done since the broker started. Nothing of it is
+/// kept between scrapes, so a deleted topic or group has no series left.
+/// Ages read one batch each, on the blocking pool.
+pub async fn render_broker(broker: &Arc<Broker>) -> String {
+    let mut ages: Vec<Age> = Vec::new();
     let mut families = Families::default();
     for topic in broker.list_topics() {
         let name = topic.name.to_string();
@@ -226,6 +288,18 @@ pub async fn render_broker(broker: &Broker) -> String {
             families.add(&HIGH_WATERMARK, &labels, p.high_watermark.0 as f64);
             families.add(&LOG_START, &labels, p.log_start.0 as f64);
             families.add(&SIZE_BYTES, &labels, p.size_bytes as f64);
+            if p.failure.is_some() {
+                let labels = [labels[0].clone(), labels[1].clone(), cause("storage")];
+                families.add(&PARTITION_REFUSED, &labels, 1.0);
+            }
+        }
+        for (partition, _) in &topic.refused {
+            let labels = [
+                ("topic", name.clone()),
+                ("partition", partition.0.to_string()),
+                cause("recovery"),
+            ];
+            families.add(&PARTITION_REFUSED, &labels, 1.0);
         }
     }
     for group in broker.list_groups() {
@@ -244,6 +318,14 @@ pub async fn render_broker(broker: &Broker) -> String {
                 ("partition", p.partition.0.to_string()),
             ];
             families.add(&GROUP_LAG, &labels, p.lag as f64);
+            let from = p.committed.unwrap_or(Offset(0));
+            ages.push(Age {
+                family: &GROUP_LAG_SECONDS,
+                labels: labels.to_vec(),
+                topic: p.topic.to_string(),
+                partition: p.partition,
+                offset: if p.lag == 0 { p.high_watermark } else { from },
+            });
         }
     }
     for group in broker.list_queue_groups() {
@@ -253,6 +335,19 @@ pub async fn render_broker(broker: &Broker) -> String {
         let topic = stats.topic.to_string();
         let labels = [("group", group.clone()), ("topic", topic.clone())];
         let c = stats.counters;
+        // The oldest dead letter not yet redriven or purged: the first the
+        // group lists.
+        let oldest_dead = if stats.dead_letters == 0 {
+            0.0
+        } else {
+            match broker.dead_letters(&group, Offset(0), 1).await {
+                Ok(dead) => dead.first().map_or(0.0, |d| {
+                    (broker.clock().now().0 - d.entry.timestamp.0).max(0) as f64 / 1000.0
+                }),
+                Err(_) => 0.0,
+            }
+        };
+        families.add(&QUEUE_OLDEST_DEAD_LETTER, &labels, oldest_dead);
         for (family, value) in [
             (&QUEUE_DELIVERED, c.delivered),
             (&QUEUE_REDELIVERED, c.redelivered),
@@ -274,9 +369,34 @@ pub async fn render_broker(broker: &Broker) -> String {
                 ("partition", p.partition.0.to_string()),
             ];
             families.add(&QUEUE_LAG, &labels, p.lag as f64);
+            ages.push(Age {
+                family: &QUEUE_LAG_SECONDS,
+                labels: labels.to_vec(),
+                topic: topic.clone(),
+                partition: p.partition,
+                offset: if p.lag == 0 {
+                    p.high_watermark
+                } else {
+                    p.ack_floor
+                },
+            });
             families.add(&QUEUE_IN_FLIGHT, &labels, p.in_flight as f64);
             families.add(&QUEUE_RETRYING, &labels, p.retrying as f64);
         }
+    }
+    let reader = Arc::clone(broker);
+    let ages = tokio::task::spawn_blocking(move || {
+        ages.into_iter()
+            .map(|a| {
+                let seconds = age_seconds(&reader, &a.topic, a.partition, a.offset);
+                (a.family, a.labels, seconds)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (family, labels, seconds) in ages {
+        families.add(family, &labels, seconds);
     }
     families.render()
 }
@@ -328,6 +448,26 @@ const GROUP_MEMBERS: Family = gauge("tidings_group_members", "Members of the str
 const GROUP_LAG: Family = gauge(
     "tidings_group_lag",
     "Events in the partition after the stream group's committed offset.",
+);
+fn cause(cause: &str) -> (&'static str, String) {
+    ("cause", cause.to_owned())
+}
+
+const PARTITION_REFUSED: Family = gauge(
+    "tidings_partition_refused",
+    "1 for a partition that is not served: refused by recovery at start (cause recovery) or stopped accepting appends after a failed write or sync (cause storage); the log says why. No series while every partition is served.",
+);
+const GROUP_LAG_SECONDS: Family = gauge(
+    "tidings_group_lag_seconds",
+    "Age of the oldest event in the partition after the stream group's committed offset: how far behind it is in time (0 when it is caught up).",
+);
+const QUEUE_LAG_SECONDS: Family = gauge(
+    "tidings_queue_lag_seconds",
+    "Age of the partition's oldest event the queue group has neither acked nor dead-lettered (0 when none waits).",
+);
+const QUEUE_OLDEST_DEAD_LETTER: Family = gauge(
+    "tidings_queue_oldest_dead_letter_age_seconds",
+    "Age of the queue group's oldest dead letter not yet redriven or purged (0 when there is none).",
 );
 const QUEUE_DELIVERED: Family = counter(
     "tidings_queue_delivered_total",

@@ -4,7 +4,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// How log lines are written to standard error.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -64,18 +67,33 @@ fn colors(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
 /// Installs the process's log subscriber. A second install (tests that run the
 /// server twice in one process) keeps the first.
 pub fn init_logging(format: LogFormat) {
+    init_logging_and(format, None::<tracing_subscriber::layer::Identity>);
+}
+
+/// [`init_logging`] with `spans` beside the log lines: a layer (the OTLP
+/// export's) that sees the spans of Tidings' crates at `info` and above
+/// whatever `RUST_LOG` lets through to the log.
+pub fn init_logging_and<L>(format: LogFormat, spans: Option<L>)
+where
+    L: Layer<Registry> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(colors(
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
             std::env::var_os("NO_COLOR"),
         ))
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Text => Box::new(lines.with_filter(filter)),
+        LogFormat::Json => Box::new(lines.json().flatten_event(true).with_filter(filter)),
     };
+    let mut layers = vec![lines];
+    if let Some(spans) = spans {
+        let tidings = Targets::new().with_target("tidings", tracing::Level::INFO);
+        layers.push(Box::new(spans.with_filter(tidings)));
+    }
+    let _ = tracing_subscriber::registry().with(layers).try_init();
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub enum ErrorKind {
     InvalidEvent,
     /// Record batch bytes from a client are malformed.
     MalformedRecords,
+    /// An event fails its topic's schema, or its topic validates and no schema
+    /// is registered for it.
+    SchemaRejected,
     /// A record, a batch or an event is larger than its limit.
     TooLarge,
     /// One request carries more records or events than allowed.

@@ -394,6 +394,14 @@ impl CloudEvent {
         self.with_known_extension("traceparent", traceparent.into())
     }
 
+    /// Sets the `traceparent` extension in place.
+    pub fn set_traceparent(&mut self, traceparent: impl Into<String>) {
+        self.extensions.insert(
+            "traceparent".to_owned(),
+            ExtensionValue::String(traceparent.into()),
+        );
+    }
+
     /// Marks this event as a reaction to `cause`: it joins the cause's correlation
     /// (the cause's `correlationid`, or the cause's id when it starts the flow) and
     /// records the cause's id as its `causationid`.

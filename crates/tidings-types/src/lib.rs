@@ -23,6 +23,7 @@ mod error;
 mod event;
 mod id;
 mod topic;
+mod trace;
 
 #[cfg(feature = "manual-clock")]
 pub use clock::ManualClock;
@@ -37,6 +38,7 @@ pub use event::{
 pub use id::{uuid_v7, uuid_v7_at};
 pub use time::OffsetDateTime;
 pub use topic::{TopicName, TopicNameError, TOPIC_NAME_BYTES_MAX};
+pub use trace::{TraceParent, TRACEPARENT_LEN};
 
 /// The position of a record in one partition of a topic.
 ///

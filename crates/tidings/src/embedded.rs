@@ -69,6 +69,7 @@ pub(crate) fn from_kind(backend: &'static str, kind: ErrorKind, message: String)
         ErrorKind::UnknownTopic => Error::UnknownTopic(message),
         ErrorKind::UnknownGroup => Error::UnknownGroup(message),
         ErrorKind::InvalidEvent => Error::InvalidEvent(message),
+        ErrorKind::SchemaRejected => Error::SchemaRejected(message),
         ErrorKind::LeaseExpired
         | ErrorKind::UnknownLease
         | ErrorKind::NotAssigned

@@ -18,6 +18,11 @@ pub enum Error {
     /// The event is not valid (the backend's reason).
     #[error("invalid event: {0}")]
     InvalidEvent(String),
+    /// The event fails its schema, or its topic validates events and none is
+    /// registered for it; the message names the schema and the failing path.
+    /// Nothing of the publish was appended.
+    #[error("refused by the schema check: {0}")]
+    SchemaRejected(String),
     /// The delivery's lease ran out (or the backend restarted) before the
     /// answer: the event is, or will be, delivered again.
     #[error("the lease of {0} has run out; the event goes to another attempt")]

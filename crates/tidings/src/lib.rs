@@ -82,6 +82,7 @@ pub mod postgres;
 mod publisher;
 pub mod router;
 pub mod saga;
+pub mod schemas;
 pub mod server;
 mod stream;
 mod subscriber;
@@ -97,7 +98,9 @@ pub use tidings_types::CloudEvent;
 /// - `embedded:<dir>`: the broker in this process, on the data directory
 ///   `<dir>` (created when missing);
 /// - `http://host:port` or `https://...`: a `tidings serve`;
-/// - `nats://host:port[,host:port...][?replicas=N]`: NATS JetStream;
+/// - `nats://host:port[,host:port...][?replicas=N][&timeout=S]`: NATS
+///   JetStream (`timeout`: seconds a JetStream request or publish ack may
+///   take, 5 unless said);
 /// - `postgres://...` (or `postgresql://`): tables in a PostgreSQL database;
 /// - `kafka://host:port[,host:port...][?property=value&...]`: a Kafka
 ///   cluster (feature `kafka`), librdkafka properties in the query.

@@ -1,5 +1,8 @@
 //! The NATS JetStream backend (`nats://host:port`, several servers
-//! comma-separated; `?replicas=3` for streams replicated over a cluster).
+//! comma-separated; `?replicas=3` for streams replicated over a cluster;
+//! `&timeout=S` for how long a JetStream request or publish ack may take,
+//! 5 s unless said; an idempotent request left unanswered that long is sent
+//! again, three sends in all).
 //!
 //! - A topic is a stream (`tidings-<topic>`, its dots written `~`, one
 //!   subject) of CloudEvents in the NATS binding's binary mode (`ce-*`
@@ -74,6 +77,15 @@ async fn within(
 /// tried again (5 s in all).
 const STREAM_READY_TRIES: u32 = 50;
 const STREAM_READY_WAIT: Duration = Duration::from_millis(100);
+/// How long a JetStream API request or a publish ack may take unless the
+/// URL says otherwise (async-nats' own default), and the bounds of what it
+/// may say.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+const TIMEOUT_MAX_S: u64 = 300;
+/// How far apart stream creation is tried again while the cluster has too
+/// few nodes up to place its replicas (a node restarting, or one whose
+/// heartbeat is late): tried until the request timeout has passed again.
+const PLACEMENT_WAIT: Duration = Duration::from_millis(250);
 /// Messages a subscriber remembers (releases, last errors) before it forgets
 /// the ones whose lease ran out longest ago.
 const HELD_MAX: usize = 10_000;
@@ -83,12 +95,14 @@ pub struct Nats {
     client: async_nats::Client,
     js: jetstream::Context,
     replicas: usize,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Nats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Nats")
             .field("replicas", &self.replicas)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -112,12 +126,24 @@ fn subject(topic: &str) -> String {
 }
 
 impl Nats {
-    /// Connects to `url`: `nats://host:port[,host:port...][?replicas=N]`.
+    /// Connects to `url`:
+    /// `nats://host:port[,host:port...][?replicas=N][&timeout=S]`.
     pub async fn connect(url: &str) -> Result<Nats, Error> {
         let (servers, query) = url.split_once('?').unwrap_or((url, ""));
         let mut replicas = 1;
+        let mut timeout = DEFAULT_TIMEOUT;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
+                Some(("timeout", s)) => {
+                    timeout = s
+                        .parse()
+                        .ok()
+                        .filter(|s| (1..=TIMEOUT_MAX_S).contains(s))
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| {
+                            Error::Config(format!("timeout={s}: 1 to {TIMEOUT_MAX_S} seconds"))
+                        })?;
+                }
                 Some(("replicas", n)) => {
                     replicas = n
                         .parse()
@@ -136,27 +162,82 @@ impl Nats {
             .map_err(|e| Error::Config(format!("{url}: {e}")))?;
         let client = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
+            .request_timeout(Some(timeout))
             .connect(addresses)
             .await
             .map_err(|e| Error::Config(format!("{url}: {e}")))?;
-        let js = jetstream::new(client.clone());
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(timeout);
         Ok(Nats {
             client,
             js,
             replicas,
+            timeout,
         })
     }
 
     async fn stream(&self, topic: &str) -> Result<jetstream::stream::Stream, Error> {
-        match self.js.get_stream(stream_name(topic)).await {
-            Ok(s) => Ok(s),
-            Err(e) => match e.kind() {
-                // 404: the stream does not exist.
-                jetstream::context::GetStreamErrorKind::JetStream(js) if js.code() == 404 => {
-                    Err(Error::UnknownTopic(topic.to_owned()))
-                }
-                _ => Err(err(e)),
-            },
+        lookup_stream(&self.js, topic).await
+    }
+}
+
+/// How many times an idempotent JetStream request (a stream looked up or
+/// made, a durable consumer made, a publish carrying its `Nats-Msg-Id`) is
+/// sent while it goes unanswered within the request timeout. A request can
+/// be lost without an answer — sent to a server whose Raft group is
+/// electing a leader, or over a connection being replaced — and sending it
+/// again is then what gets it through; a request that was only slow is
+/// answered the same the second time.
+const REQUEST_TRIES: u32 = 3;
+
+/// Whether `e`, or an error under it, is a request that went unanswered
+/// within its timeout.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    use jetstream::context::{
+        CreateStreamError, CreateStreamErrorKind, PublishError, PublishErrorKind, RequestError,
+        RequestErrorKind,
+    };
+    use jetstream::stream::{ConsumerError, ConsumerErrorKind};
+    let mut at = Some(e);
+    while let Some(e) = at {
+        let said_so = e
+            .downcast_ref::<RequestError>()
+            .is_some_and(|e| e.kind() == RequestErrorKind::TimedOut)
+            || e.downcast_ref::<PublishError>()
+                .is_some_and(|e| e.kind() == PublishErrorKind::TimedOut)
+            || e.downcast_ref::<CreateStreamError>()
+                .is_some_and(|e| e.kind() == CreateStreamErrorKind::TimedOut)
+            || e.downcast_ref::<ConsumerError>()
+                .is_some_and(|e| e.kind() == ConsumerErrorKind::TimedOut);
+        if said_so {
+            return true;
+        }
+        at = e.source();
+    }
+    false
+}
+
+/// The topic's stream; [`Error::UnknownTopic`] when there is none.
+async fn lookup_stream(
+    js: &jetstream::Context,
+    topic: &str,
+) -> Result<jetstream::stream::Stream, Error> {
+    let mut tries = 1;
+    loop {
+        let e = match js.get_stream(stream_name(topic)).await {
+            Ok(s) => return Ok(s),
+            Err(e) => e,
+        };
+        match e.kind() {
+            // 404: the stream does not exist.
+            jetstream::context::GetStreamErrorKind::JetStream(js) if js.code() == 404 => {
+                return Err(Error::UnknownTopic(topic.to_owned()))
+            }
+            _ if tries < REQUEST_TRIES && timed_out(&e) => {
+                tracing::debug!(%topic, tries, error = %e, "a stream lookup went unanswered; asking again");
+                tries += 1;
+            }
+            _ => return Err(err(e)),
         }
     }
 }
@@ -195,26 +276,61 @@ fn from_message(headers: Option<&HeaderMap>, payload: Bytes) -> Result<CloudEven
     .map_err(|e| Error::backend(NAME, format!("a stored message is not a CloudEvent: {e}")))
 }
 
-async fn ensure_stream(js: &jetstream::Context, topic: &str, replicas: usize) -> Result<(), Error> {
-    js.get_or_create_stream(jetstream::stream::Config {
+/// Makes the topic's stream unless it exists. While the cluster has too few
+/// nodes up to place `replicas` copies, tries again until `patience` has
+/// passed, then says so.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    topic: &str,
+    replicas: usize,
+    patience: Duration,
+) -> Result<(), Error> {
+    let config = jetstream::stream::Config {
         name: stream_name(topic),
         subjects: vec![subject(topic)],
         storage: jetstream::stream::StorageType::File,
         num_replicas: replicas,
         duplicate_window: DUPLICATE_WINDOW,
         ..Default::default()
-    })
-    .await
-    .map(drop)
-    .map_err(err)
+    };
+    let deadline = Instant::now() + patience;
+    let mut tries = 1;
+    loop {
+        let e = match js.get_or_create_stream(config.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if tries < REQUEST_TRIES && timed_out(&e) {
+            tracing::debug!(%topic, tries, error = %e, "a stream creation went unanswered; asking again");
+            tries += 1;
+            continue;
+        }
+        let no_peers = matches!(
+            e.kind(),
+            jetstream::context::CreateStreamErrorKind::JetStream(js)
+                if js.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS
+        );
+        if !no_peers {
+            return Err(err(e));
+        }
+        if Instant::now() >= deadline {
+            return Err(err(format!(
+                "stream for {topic}: fewer than {replicas} nodes up to place its replicas \
+                 after {patience:?}: {e}"
+            )));
+        }
+        tokio::time::sleep(PLACEMENT_WAIT).await;
+    }
 }
 
 async fn publish_all(
     js: &jetstream::Context,
     topic: &str,
     events: &[CloudEvent],
+    timeout: Duration,
 ) -> Result<Vec<Receipt>, Error> {
     let mut acks = Vec::with_capacity(events.len());
+    let sent_at = Instant::now();
     for event in events {
         event
             .validate()
@@ -230,7 +346,7 @@ async fn publish_all(
     for (event, ack) in events.iter().zip(acks) {
         let ack = match ack.await {
             Ok(ack) => ack,
-            Err(e) => republish(js, topic, event, e).await?,
+            Err(e) => republish(js, topic, event, e, sent_at, timeout).await?,
         };
         receipts.push(Receipt {
             partition: 0,
@@ -241,40 +357,62 @@ async fn publish_all(
     Ok(receipts)
 }
 
-/// Publishes `event` again after `first` failed, while the failure is a
-/// stream not ready yet: a stream just created on a cluster takes a moment
-/// before its subject is served. The same `Nats-Msg-Id` keeps a publish that
-/// did land from being stored twice.
+/// Publishes `event` again after `first` failed, while the failure is one
+/// that sending again cures:
+///
+/// - no stream serves the subject: the topic has no stream
+///   ([`Error::UnknownTopic`]), or it was just made on a cluster and takes a
+///   moment before its subject is served;
+/// - the ack went unanswered: up to [`REQUEST_TRIES`] sends in all, and
+///   only while the duplicate window still covers the first send.
+///
+/// The same `Nats-Msg-Id` keeps a publish that did land from being stored
+/// twice.
 async fn republish(
     js: &jetstream::Context,
     topic: &str,
     event: &CloudEvent,
     first: jetstream::context::PublishError,
+    sent_at: Instant,
+    timeout: Duration,
 ) -> Result<jetstream::publish::PublishAck, Error> {
     let not_ready = |e: &jetstream::context::PublishError| {
         let text = e.to_string();
         text.contains("no stream found") || text.contains("no responders")
     };
-    if !not_ready(&first) {
-        return Err(err(first));
+    if not_ready(&first) {
+        // Unknown, unless it exists and is not served yet.
+        lookup_stream(js, topic).await?;
     }
+    let (mut waits, mut sends) = (0, 1);
     let mut last = first;
-    for _ in 0..STREAM_READY_TRIES {
-        tokio::time::sleep(STREAM_READY_WAIT).await;
+    loop {
+        if not_ready(&last) {
+            if waits == STREAM_READY_TRIES {
+                return Err(err(last));
+            }
+            waits += 1;
+            tokio::time::sleep(STREAM_READY_WAIT).await;
+        } else if timed_out(&last) {
+            // The next send's ack may take the whole timeout again.
+            if sends == REQUEST_TRIES || sent_at.elapsed() + timeout >= DUPLICATE_WINDOW {
+                return Err(err(last));
+            }
+            sends += 1;
+            tracing::debug!(%topic, id = event.id(), sends, "a publish ack went unanswered; sending again");
+        } else {
+            return Err(err(last));
+        }
         let (headers, payload) = to_message(event)?;
         let sent = js
             .publish_with_headers(subject(topic), headers, payload)
-            .await;
-        match sent {
-            Ok(ack) => match ack.await {
-                Ok(ack) => return Ok(ack),
-                Err(e) if not_ready(&e) => last = e,
-                Err(e) => return Err(err(e)),
-            },
-            Err(e) => return Err(err(e)),
+            .await
+            .map_err(err)?;
+        match sent.await {
+            Ok(ack) => return Ok(ack),
+            Err(e) => last = e,
         }
     }
-    Err(err(last))
 }
 
 impl Backend for Nats {
@@ -307,7 +445,7 @@ impl Backend for Nats {
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             tidings_types::TopicName::new(topic).map_err(|e| Error::Config(e.to_string()))?;
-            ensure_stream(&self.js, topic, self.replicas).await
+            ensure_stream(&self.js, topic, self.replicas, self.timeout).await
         })
     }
 
@@ -316,10 +454,9 @@ impl Backend for Nats {
         topic: &'a str,
         events: Vec<CloudEvent>,
     ) -> BoxFuture<'a, Result<Vec<Receipt>, Error>> {
-        Box::pin(async move {
-            self.stream(topic).await?;
-            publish_all(&self.js, topic, &events).await
-        })
+        // No stream lookup first: a publish to a topic without a stream
+        // is answered at once, and told apart from one not served yet then.
+        Box::pin(async move { publish_all(&self.js, topic, &events, self.timeout).await })
     }
 
     fn subscribe<'a>(
@@ -340,21 +477,35 @@ impl Backend for Nats {
                     .map_err(|e| Error::Config(e.to_string()))?,
                 },
             };
-            let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-                .get_or_create_consumer(
-                    &encode(&options.group),
-                    pull::Config {
-                        durable_name: Some(encode(&options.group)),
-                        ack_policy: AckPolicy::Explicit,
-                        ack_wait: options.ack_timeout,
-                        deliver_policy,
-                        // The toolkit counts attempts and dead-letters itself.
-                        max_deliver: -1,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(err)?;
+            let config = pull::Config {
+                durable_name: Some(encode(&options.group)),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: options.ack_timeout,
+                deliver_policy,
+                // The toolkit counts attempts and dead-letters itself.
+                max_deliver: -1,
+                ..Default::default()
+            };
+            let mut tries = 1;
+            let consumer: jetstream::consumer::Consumer<pull::Config> = loop {
+                match stream
+                    .get_or_create_consumer(&encode(&options.group), config.clone())
+                    .await
+                {
+                    Ok(consumer) => break consumer,
+                    Err(e) if tries < REQUEST_TRIES && timed_out(&e) => {
+                        tracing::debug!(
+                            topic = %options.topic,
+                            group = %options.group,
+                            tries,
+                            error = %e,
+                            "a consumer creation went unanswered; asking again"
+                        );
+                        tries += 1;
+                    }
+                    Err(e) => return Err(err(e)),
+                }
+            };
             let source: Arc<dyn Source> = Arc::new(QueueSource {
                 client: self.client.clone(),
                 js: self.js.clone(),
@@ -363,6 +514,7 @@ impl Backend for Nats {
                 topic: options.topic.clone(),
                 dead_letters: self.dead_letter_topic(&options.topic, &options.group),
                 replicas: self.replicas,
+                timeout: self.timeout,
                 max_deliveries: options.max_deliveries,
                 ack_timeout: options.ack_timeout,
                 backoff: options.backoff,
@@ -396,6 +548,8 @@ struct QueueSource {
     topic: String,
     dead_letters: String,
     replicas: usize,
+    /// The backend's JetStream request timeout.
+    timeout: Duration,
     max_deliveries: u32,
     ack_timeout: Duration,
     backoff: crate::backend::Backoff,
@@ -492,8 +646,8 @@ impl QueueSource {
                 .with_extension(name, value)
                 .map_err(|e| Error::InvalidEvent(e.to_string()))?;
         }
-        ensure_stream(&self.js, &self.dead_letters, self.replicas).await?;
-        publish_all(&self.js, &self.dead_letters, &[event]).await?;
+        ensure_stream(&self.js, &self.dead_letters, self.replicas, self.timeout).await?;
+        publish_all(&self.js, &self.dead_letters, &[event], self.timeout).await?;
         self.send(reply, jetstream::AckKind::Term).await?;
         self.held.lock().expect("held lock").remove(&sequence);
         Ok(())
@@ -658,5 +812,35 @@ impl Source for QueueSource {
     fn close(&self) -> BoxFuture<'_, Result<(), Error>> {
         self.stop.cancel();
         Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Options are checked before any server is reached.
+    #[tokio::test]
+    async fn bad_url_options_are_named() {
+        for (url, said) in [
+            (
+                "nats://127.0.0.1:1?timeout=0",
+                "timeout=0: 1 to 300 seconds",
+            ),
+            (
+                "nats://127.0.0.1:1?timeout=5m",
+                "timeout=5m: 1 to 300 seconds",
+            ),
+            ("nats://127.0.0.1:1?replicas=6", "replicas=6: 1 to 5"),
+            (
+                "nats://127.0.0.1:1?replicas=3&wait=1",
+                "unknown option wait=1",
+            ),
+        ] {
+            match Nats::connect(url).await {
+                Err(Error::Config(message)) => assert!(message.contains(said), "{url}: {message}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
     }
 }

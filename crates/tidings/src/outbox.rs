@@ -96,7 +96,9 @@ pub async fn install(client: &mut tokio_postgres::Client) -> Result<(), Error> {
 /// that makes the business write they announce: they are published if and
 /// when it commits, never if it rolls back. Each event is checked first
 /// (CloudEvents rules, the topic's name), so a bad one fails the caller's
-/// transaction rather than the relay.
+/// transaction rather than the relay. One without a trace context gets the
+/// caller's current span's, when spans are recorded: the relay's publish
+/// continues the trace of the work that staged it.
 pub async fn stage<C: GenericClient>(
     client: &C,
     topic: &str,
@@ -111,10 +113,23 @@ pub async fn stage<C: GenericClient>(
     }
     let mut keys = Vec::with_capacity(events.len());
     let mut bodies = Vec::with_capacity(events.len());
+    let here = tidings_trace::context_of(&tracing::Span::current());
     for e in events {
         e.validate()
             .map_err(|e| Error::InvalidEvent(e.to_string()))?;
         keys.push(e.partitionkey().map(str::to_owned));
+        // One without a trace context continues the trace of the work
+        // staging it (when spans are recorded; else its publish starts one).
+        let stamped;
+        let e = match &here {
+            Some(context) if e.traceparent().is_none() => {
+                let mut copy = e.clone();
+                copy.set_traceparent(context.to_string());
+                stamped = copy;
+                &stamped
+            }
+            _ => e,
+        };
         let json = e
             .to_json()
             .map_err(|e| Error::InvalidEvent(e.to_string()))?;

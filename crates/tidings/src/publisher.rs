@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use tracing::Instrument as _;
 
 use tidings_types::CloudEvent;
 
@@ -127,7 +128,21 @@ impl Publisher {
         }
         self.topics.ensure(&*self.backend, topic).await?;
         let n = events.len();
-        let receipts = self.backend.publish(topic, events).await?;
+        // Under a span that is recorded (a handler's `process` span, an
+        // application's own), the events' own contexts become links.
+        let continued = tidings_trace::context_of(&tracing::Span::current()).is_some();
+        let span = {
+            let mut refs: Vec<&mut CloudEvent> = events.iter_mut().collect();
+            tidings_trace::publish_span(topic, &mut refs, continued)
+        };
+        tidings_trace::set_attributes(
+            &span,
+            &[(
+                "messaging.system",
+                tidings_trace::Value::Str(self.backend.name()),
+            )],
+        );
+        let receipts = self.backend.publish(topic, events).instrument(span).await?;
         if receipts.len() != n {
             return Err(Error::backend(
                 self.backend.name(),

@@ -46,6 +46,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use futures_util::FutureExt as _;
 use serde::de::DeserializeOwned;
@@ -812,8 +813,62 @@ struct Work {
 }
 
 impl Work {
-    /// The pipeline of the module documentation, for one delivery.
+    /// The pipeline of the module documentation, for one delivery, within
+    /// its `process` span.
     async fn process(&self, delivery: Delivery) -> Outcome {
+        let span = self.process_span(&delivery);
+        self.process_in_span(delivery).instrument(span).await
+    }
+
+    /// `process {topic}`: a consumer span continuing the trace of the event
+    /// (its `traceparent` is the parent: one delivery is processed at a
+    /// time), with the handler's tries, the events it publishes and the
+    /// answer under it.
+    fn process_span(&self, delivery: &Delivery) -> tracing::Span {
+        let options = &self.route.options;
+        // The correlation id is a field: every log line of the handling
+        // carries it.
+        let span = tracing::info_span!(
+            "process",
+            otel.name = %format!("process {}", options.topic),
+            otel.kind = "consumer",
+            correlationid = tracing::field::Empty,
+        );
+        use tidings_trace::Value;
+        let partition = delivery.partition().to_string();
+        let mut attributes = vec![
+            (
+                "messaging.system",
+                Value::Str(self.publisher.backend().name()),
+            ),
+            ("messaging.operation.type", Value::Str("process")),
+            ("messaging.operation.name", Value::Str("process")),
+            ("messaging.destination.name", Value::Str(&options.topic)),
+            ("messaging.consumer.group.name", Value::Str(&options.group)),
+            ("messaging.destination.partition.id", Value::Str(&partition)),
+            (
+                "messaging.message.delivery_count",
+                Value::Int(i64::from(delivery.attempt())),
+            ),
+        ];
+        if let Payload::Event(event) = delivery.payload() {
+            attributes.push(("messaging.message.id", Value::Str(event.id())));
+            if let Some(id) = event.correlationid() {
+                attributes.push(("messaging.message.conversation_id", Value::Str(id)));
+                span.record("correlationid", id);
+            }
+            if let Some(parent) = event
+                .traceparent()
+                .and_then(tidings_trace::TraceParent::parse)
+            {
+                tidings_trace::continue_from(&span, &parent);
+            }
+        }
+        tidings_trace::set_attributes(&span, &attributes);
+        span
+    }
+
+    async fn process_in_span(&self, delivery: Delivery) -> Outcome {
         let (payload, settle) = delivery.into_parts();
         let Payload::Event(event) = payload else {
             return self
@@ -929,18 +984,40 @@ impl Work {
         self.answer(settle, answer, Outcome::Nacked).await
     }
 
+    /// `{ack|nack|reject|release} {topic}`: a settle span for an answer.
+    fn settle_span(&self, answer: &Answer<'_>) -> tracing::Span {
+        let operation = match answer {
+            Answer::Ack => "ack",
+            Answer::Nack { .. } => "nack",
+            Answer::Reject { .. } => "reject",
+            Answer::Release => "release",
+        };
+        tidings_trace::settle_span(
+            self.publisher.backend().name(),
+            "client",
+            operation,
+            &self.route.options.topic,
+            &self.route.options.group,
+        )
+    }
+
     /// Acks at once, or through the route's acker where there is one.
     async fn ack(&self, settle: Settle) -> Outcome {
         let Some(acks) = &self.acks else {
             return self.answer(settle, Answer::Ack, Outcome::Handled).await;
         };
+        let span = self.settle_span(&Answer::Ack);
         let ticket = settle.into_ticket();
         let (reply, answered) = tokio::sync::oneshot::channel();
-        let result = match acks.send((ticket.clone(), reply)).await {
-            Ok(()) => answered.await.unwrap_or(Err(Error::Closed)),
-            // The acker ended (never while the route runs): ack alone.
-            Err(_) => self.source.answer(&ticket, Answer::Ack).await,
-        };
+        let result = async {
+            match acks.send((ticket.clone(), reply)).await {
+                Ok(()) => answered.await.unwrap_or(Err(Error::Closed)),
+                // The acker ended (never while the route runs): ack alone.
+                Err(_) => self.source.answer(&ticket, Answer::Ack).await,
+            }
+        }
+        .instrument(span)
+        .await;
         match result {
             Ok(()) => Outcome::Handled,
             Err(e) => {
@@ -957,7 +1034,8 @@ impl Work {
 
     async fn answer(&self, settle: Settle, answer: Answer<'_>, outcome: Outcome) -> Outcome {
         let ticket = settle.ticket().clone();
-        match settle.answer(answer).await {
+        let span = self.settle_span(&answer);
+        match settle.answer(answer).instrument(span).await {
             Ok(()) => outcome,
             Err(e) => {
                 tracing::warn!(

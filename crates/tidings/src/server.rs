@@ -94,6 +94,7 @@ fn client_err(e: ClientError) -> Error {
         Some(ErrorCode::UnknownTopic) => Error::UnknownTopic(message),
         Some(ErrorCode::UnknownGroup) => Error::UnknownGroup(message),
         Some(ErrorCode::InvalidEvent) => Error::InvalidEvent(message),
+        Some(ErrorCode::SchemaRejected) => Error::SchemaRejected(message),
         Some(
             ErrorCode::LeaseExpired
             | ErrorCode::UnknownLease

@@ -80,6 +80,8 @@ impl Default for JoinOptions {
 /// What a poll returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Polled {
+    /// The topic the member reads.
+    pub topic: TopicName,
     /// The group's generation: it changes at every rebalance.
     pub generation: u64,
     /// The partitions this member owns now.
@@ -634,6 +636,7 @@ impl Broker {
                 next.iter().map(|(p, o)| (PartitionId(*p), *o)).collect();
             positions.sort_unstable();
             let polled = Polled {
+                topic: topic.clone(),
                 generation,
                 assignment,
                 entries,

@@ -20,6 +20,7 @@
 use bytes::Bytes;
 use tidings_log::{Header, Record};
 use tidings_types::{Offset, PartitionId};
+use tracing::Instrument as _;
 
 use std::sync::Arc;
 
@@ -225,7 +226,14 @@ impl Broker {
         let dlq = self.topic(g.dead_letters.as_str()).ok_or_else(|| {
             QueueError::DeadLetter(format!("dead-letter topic {} is gone", g.dead_letters))
         })?;
+        let span = tidings_trace::dead_letter_span(
+            g.topic.as_str(),
+            g.name.as_str(),
+            g.dead_letters.as_str(),
+            crate::append::record_trace_context(&record).as_ref(),
+        );
         self.append_records(&dlq, vec![record])
+            .instrument(span)
             .await
             .all()
             .map_err(|e| QueueError::DeadLetter(e.to_string()))?;
@@ -282,6 +290,8 @@ impl Broker {
             QueueError::DeadLetter(format!("dead-letter topic {} is gone", g.dead_letters))
         })?;
         let dlq = dlq.partition(PartitionId(0)).map_err(ReadError::from)?;
+        let span = tidings_trace::redrive_span(g.dead_letters.as_str(), g.name.as_str());
+        let mut contexts = Vec::new();
         let mut moved = 0;
         let mut floor = g.state.dlq_floor.max(dlq.log_start_offset().0);
         while moved < max && floor < dlq.high_watermark().0 {
@@ -314,11 +324,13 @@ impl Broker {
                         });
                     }
                 }
+                contexts.push(crate::append::record_trace_context(&record));
                 chunk.push(record);
                 last = r.offset.0 + 1;
                 moved += 1;
             }
             self.append_records(&t, chunk)
+                .instrument(span.clone())
                 .await
                 .all()
                 .map_err(|e| QueueError::DeadLetter(e.to_string()))?;
@@ -326,6 +338,7 @@ impl Broker {
             g.state.set_dlq_floor(floor);
             self.stage(&mut g).await?.durable().await?;
         }
+        tidings_trace::link_events(&span, contexts);
         if target == RedriveTarget::Group {
             g.state.counters.redriven += moved as u64;
         }

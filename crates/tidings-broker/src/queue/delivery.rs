@@ -14,6 +14,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use tidings_log::{format, FsyncPolicy, Partition, StoredRecord};
 use tidings_types::{ErrorKind, Offset, PartitionId, TopicName};
 
@@ -39,6 +41,19 @@ const QUEUE_WAIT_TICK: Duration = Duration::from_millis(50);
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The span of carrying out a consumer's answer (`ack`, `nack`, `reject`,
+/// `release`) to deliveries of `g`: under the request that sent it, with
+/// what follows (a dead-lettering) under it.
+fn settle_span(operation: &'static str, g: &QueueGroup) -> tracing::Span {
+    tidings_trace::settle_span(
+        tidings_trace::SYSTEM,
+        "internal",
+        operation,
+        g.topic.as_str(),
+        g.name.as_str(),
+    )
 }
 
 fn partition_id(p: usize) -> PartitionId {
@@ -366,33 +381,43 @@ impl Broker {
         lease: &LeaseId,
         failure: Option<Failure>,
     ) -> Result<(), QueueError> {
+        let operation = match &failure {
+            None => "ack",
+            Some(Failure::Retry(..)) => "nack",
+            Some(Failure::Reject(_)) => "reject",
+        };
         let mut g = self.queues.lock(group).await?;
-        self.expire_leases(&mut g).await?;
-        let (p, off) = g.state.held(lease)?;
-        let result = match failure {
-            None => {
-                g.state.ack(p, off);
-                Ok(())
-            }
-            Some(f) => {
-                let now = self.clock.now().0;
-                let outcome = match f {
-                    Failure::Retry(delay, error) => g.state.nack(p, off, now, delay, error),
-                    reject => g.state.fail(p, off, now, reject),
-                };
-                self.settle_failure(&mut g, p, off, outcome).await
-            }
-        };
-        // What changed is staged even if dead-lettering failed part-way (the
-        // failure itself is recorded): memory and journal stay in step.
-        let staged = self.stage(&mut g).await;
-        drop(g);
-        let durable = match staged {
-            Ok(staged) => staged.durable().await,
-            Err(e) => Err(e),
-        };
-        self.queues.answered.notify_waiters();
-        result.and(durable)
+        let span = settle_span(operation, &g);
+        async move {
+            self.expire_leases(&mut g).await?;
+            let (p, off) = g.state.held(lease)?;
+            let result = match failure {
+                None => {
+                    g.state.ack(p, off);
+                    Ok(())
+                }
+                Some(f) => {
+                    let now = self.clock.now().0;
+                    let outcome = match f {
+                        Failure::Retry(delay, error) => g.state.nack(p, off, now, delay, error),
+                        reject => g.state.fail(p, off, now, reject),
+                    };
+                    self.settle_failure(&mut g, p, off, outcome).await
+                }
+            };
+            // What changed is staged even if dead-lettering failed part-way (the
+            // failure itself is recorded): memory and journal stay in step.
+            let staged = self.stage(&mut g).await;
+            drop(g);
+            let durable = match staged {
+                Ok(staged) => staged.durable().await,
+                Err(e) => Err(e),
+            };
+            self.queues.answered.notify_waiters();
+            result.and(durable)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Acknowledges a delivery: the event is done for this group, durably, and
@@ -412,7 +437,8 @@ impl Broker {
         group: &str,
         leases: &[LeaseId],
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
-        self.answer_each(group, leases, QueueState::ack).await
+        self.answer_each(group, leases, "ack", QueueState::ack)
+            .await
     }
 
     /// Answers each of `leases` with `answer` under one lock and one sync,
@@ -422,23 +448,29 @@ impl Broker {
         &self,
         group: &str,
         leases: &[LeaseId],
+        operation: &'static str,
         answer: fn(&mut QueueState, usize, u64),
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
         let mut g = self.queues.lock(group).await?;
-        self.expire_leases(&mut g).await?;
-        let results: Vec<Result<(), QueueError>> = leases
-            .iter()
-            .map(|lease| {
-                let (p, off) = g.state.held(lease)?;
-                answer(&mut g.state, p, off);
-                Ok(())
-            })
-            .collect();
-        let staged = self.stage(&mut g).await?;
-        drop(g);
-        staged.durable().await?;
-        self.queues.answered.notify_waiters();
-        Ok(results)
+        let span = settle_span(operation, &g);
+        async move {
+            self.expire_leases(&mut g).await?;
+            let results: Vec<Result<(), QueueError>> = leases
+                .iter()
+                .map(|lease| {
+                    let (p, off) = g.state.held(lease)?;
+                    answer(&mut g.state, p, off);
+                    Ok(())
+                })
+                .collect();
+            let staged = self.stage(&mut g).await?;
+            drop(g);
+            staged.durable().await?;
+            self.queues.answered.notify_waiters();
+            Ok(results)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Fails a delivery: the event is retried after `delay`, or after the group's
@@ -509,7 +541,8 @@ impl Broker {
         group: &str,
         leases: &[LeaseId],
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
-        self.answer_each(group, leases, QueueState::release).await
+        self.answer_each(group, leases, "release", QueueState::release)
+            .await
     }
 
     /// Which of `leases` the group still holds (neither answered nor run out).
@@ -639,6 +672,11 @@ impl Broker {
             dead_letters,
             counters: g.state.counters,
         })
+    }
+
+    /// The topic a queue group consumes.
+    pub async fn queue_topic(&self, group: &str) -> Result<TopicName, QueueError> {
+        Ok(self.queues.lock(group).await?.topic.clone())
     }
 
     /// Whether a queue group of that name exists.

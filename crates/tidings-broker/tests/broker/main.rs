@@ -3,8 +3,10 @@
 #![allow(unreachable_pub)]
 
 mod alter;
+mod catalog;
 mod groups;
 mod kafka_groups;
 mod publish;
 mod queue;
+mod schemas;
 mod support;

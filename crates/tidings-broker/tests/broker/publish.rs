@@ -302,3 +302,25 @@ fn bad_input_gets_typed_errors_and_changes_nothing() {
     b.delete_topic("t").unwrap();
     assert!(b.list_topics().is_empty());
 }
+
+/// A publisher that stops waiting (an HTTP client that goes away, a dropped
+/// future) after its publish began: the append goes on, and the event's id is
+/// recorded all the same, so publishing it again is answered as a duplicate
+/// rather than appended a second time.
+#[test]
+fn a_publish_whose_caller_stops_waiting_still_records_its_id() {
+    let fx = Fixture::new();
+    fx.b().create_topic("orders", spec(1)).unwrap();
+    rt().block_on(async {
+        for n in 0..20 {
+            let event = CloudEvent::new("/shop", "order.placed").with_id(format!("o-{n}"));
+            // Polled once (the publish starts), then dropped.
+            let _ =
+                tokio::time::timeout(Duration::ZERO, fx.b().publish("orders", event.clone())).await;
+            // The caller publishes it again.
+            let again = fx.b().publish("orders", event.clone()).await.unwrap();
+            let hw = fx.high_watermarks("orders")[0];
+            assert_eq!(hw, n + 1, "event {n} is stored once ({again:?})");
+        }
+    });
+}

@@ -102,6 +102,10 @@ fn every_shell_example_of_the_readme_runs() {
         let server = Server::start(dir.path(), &[]);
         let work = dir.path().join("work");
         std::fs::create_dir(&work).unwrap();
+        // The README's commands run from a clone's root: what they read
+        // from the repository is where they look for it.
+        let deploy = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy"));
+        std::os::unix::fs::symlink(deploy, work.join("deploy")).unwrap();
         let out = crate::support::third_party("bash")
             .arg("-c")
             .arg(script(block, &server))

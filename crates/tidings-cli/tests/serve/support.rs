@@ -391,3 +391,28 @@ pub(crate) fn eventually(what: &str, mut holds: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs a client script of tests/clients with `program` (`python3`, `node`)
+/// and `args`, and parses the one JSON line it prints; a failure shows the
+/// script's standard error and `server`'s log.
+pub(crate) fn client_script(program: &str, script: &str, args: &[&str], server: &Server) -> Value {
+    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = third_party(program).arg(path).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed (run ./scripts/test to install the clients it uses): {}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// [`client_script`] with Python.
+pub(crate) fn python(script: &str, args: &[&str], server: &Server) -> Value {
+    client_script("python3", script, args, server)
+}
+
+/// [`client_script`] with Node.js.
+pub(crate) fn node(script: &str, args: &[&str], server: &Server) -> Value {
+    client_script("node", script, args, server)
+}

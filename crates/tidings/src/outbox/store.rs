@@ -209,7 +209,8 @@ impl<S: EventStore> StoreTx<S> {
 
     /// Stages `events` for `topic`: published after the commit, never if it
     /// fails. Events keep their ids (the forwarder publishes them as they
-    /// are, so a publish repeated is recognised).
+    /// are, so a publish repeated is recognised); one without a trace
+    /// context gets the caller's current span's, when spans are recorded.
     pub fn stage(
         &mut self,
         topic: &str,
@@ -219,10 +220,14 @@ impl<S: EventStore> StoreTx<S> {
         if !self.staged.contains_key(topic) {
             self.order.push(topic.to_owned());
         }
+        // Each continues the trace of the work staging it.
         self.staged
             .entry(topic.to_owned())
             .or_default()
-            .extend(events);
+            .extend(events.into_iter().map(|mut e| {
+                tidings_trace::stamp_current(&mut e);
+                e
+            }));
         Ok(self)
     }
 

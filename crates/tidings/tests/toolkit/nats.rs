@@ -22,7 +22,15 @@ pub(crate) struct NatsHarness {
     backend: Arc<dyn Backend>,
     mode: Mode,
     cluster: Mutex<Cluster>,
+    /// This check's turn: one cluster at a time (see [`ONE_CLUSTER`]).
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
+
+/// The NATS checks take turns. Two three-node clusters at once on a
+/// two-core machine, beside the rest of the suite, starve each other's
+/// Raft heartbeats: CI saw JetStream requests go unanswered for 30 s and
+/// streams refused for want of peers while leaders were re-elected.
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Cluster {
     dir: tempfile::TempDir,
@@ -66,6 +74,8 @@ impl Cluster {
             .collect();
         let store = self.dir.path().join(format!("n{n}"));
         Command::new("nats-server")
+            .arg("-l")
+            .arg(self.log(n))
             .args(["-a", "127.0.0.1", "-p", &client.to_string()])
             .args(["--server_name", &format!("n{n}")])
             .args(["--cluster_name", "tidings"])
@@ -87,7 +97,15 @@ impl Cluster {
             .iter()
             .map(|(c, _)| format!("127.0.0.1:{c}"))
             .collect();
-        format!("nats://{}?replicas={NODES}", servers.join(","))
+        // A generous request timeout: on a loaded two-core machine a
+        // JetStream request can take seconds. One that goes unanswered (lost
+        // while a Raft group elects its leader) is sent again by the backend.
+        format!("nats://{}?replicas={NODES}&timeout=10", servers.join(","))
+    }
+
+    /// Where node `n` writes its log (kept across its restarts).
+    fn log(&self, n: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("n{n}.log"))
     }
 
     /// Kills node 0 hard and starts it again on its ports and store.
@@ -98,11 +116,29 @@ impl Cluster {
     }
 }
 
+/// Lines of each node's log a failed check shows.
+const LOG_TAIL_LINES: usize = 60;
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
             let _ = node.kill();
             let _ = node.wait();
+        }
+        // A check that failed shows what the servers said: a request that
+        // went unanswered is explained there (a leader election, a slow
+        // consumer cut off), not in the client's timeout.
+        if std::thread::panicking() {
+            for n in 0..NODES {
+                let log = std::fs::read_to_string(self.log(n)).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+                eprintln!(
+                    "--- nats-server n{n}, last {} lines:\n{}",
+                    tail.len(),
+                    tail.join("\n")
+                );
+            }
         }
     }
 }
@@ -125,9 +161,10 @@ impl Harness for NatsHarness {
 /// A cluster whose JetStream is ready (a stream of three replicas can be
 /// made), and the backend on it.
 pub(crate) async fn nats(mode: Mode) -> Option<NatsHarness> {
+    let turn = ONE_CLUSTER.lock().await;
     let cluster = Cluster::start();
     let url = cluster.url();
-    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     let backend = loop {
         let attempt = async {
             let backend = Nats::connect(&url).await?;
@@ -151,6 +188,7 @@ pub(crate) async fn nats(mode: Mode) -> Option<NatsHarness> {
         backend: Arc::new(backend),
         mode,
         cluster: Mutex::new(cluster),
+        _turn: turn,
     })
 }
 

@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use tidings::{Backend, CloudEvent, Mode, SubscribeOptions, Subscriber, Subscription};
 
-/// How long a check waits for what it expects before it fails.
-pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
+/// How long a check waits for what it expects before it fails: a bound on
+/// a wait, never a measure of speed. Generous, because two checks run at
+/// once on a two-core machine, each perhaps with a three-node NATS cluster
+/// of its own, and a saga's flow there has taken more than 20 s.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A backend under test, in one mode.
 pub(crate) trait Harness: Send + Sync {
