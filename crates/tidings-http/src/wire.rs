@@ -238,6 +238,6 @@ pub(crate) fn received<'a>(
     if entries.len() == 0 {
         return;
     }
-    let span = tidings_trace::receive_span(topic, group);
+    let span = tidings_trace::receive_span(tidings_trace::SYSTEM, topic, group);
     tidings_trace::link_events(&span, entries.map(Entry::trace_context));
 }

@@ -235,7 +235,7 @@ pub fn settle_span(
 /// `receive {topic}`: a consumer span of operation type `receive`, one pull
 /// of deliveries by `group`. What it received is tied to it afterwards by
 /// [`link_events`]: a pull does not know its events before it ends.
-pub fn receive_span(topic: &str, group: &str) -> tracing::Span {
+pub fn receive_span(system: &str, topic: &str, group: &str) -> tracing::Span {
     let span = tracing::info_span!(
         "receive",
         otel.name = %format!("receive {topic}"),
@@ -244,7 +244,7 @@ pub fn receive_span(topic: &str, group: &str) -> tracing::Span {
     set_attributes(
         &span,
         &[
-            ("messaging.system", Value::Str(SYSTEM)),
+            ("messaging.system", Value::Str(system)),
             ("messaging.operation.type", Value::Str("receive")),
             ("messaging.operation.name", Value::Str("receive")),
             ("messaging.destination.name", Value::Str(topic)),

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, Incoming, Source, SubscribeOptions};
+use crate::backend::{
+    Answer, Backend, BoxFuture, Incoming, Payload, Source, SubscribeOptions, Ticket,
+};
 use crate::publisher::{Topics, DEFAULT_PARTITIONS};
 use crate::{Delivery, Error};
 
@@ -49,6 +51,12 @@ impl Subscriber {
     pub async fn subscribe(&self, options: SubscribeOptions) -> Result<Subscription, Error> {
         self.topics.ensure(&*self.backend, &options.topic).await?;
         let source = self.backend.subscribe(&options).await?;
+        let source: Arc<dyn Source> = Arc::new(Traced {
+            inner: source,
+            system: self.backend.name(),
+            topic: options.topic.clone(),
+            group: options.group.clone(),
+        });
         Ok(Subscription {
             source,
             buffer: VecDeque::new(),
@@ -156,5 +164,75 @@ impl Drop for Subscription {
         for incoming in self.buffer.drain(..) {
             drop(Delivery::new(incoming, Arc::clone(&self.source)));
         }
+    }
+}
+
+/// A source whose receives that hand something out are `receive {topic}`
+/// consumer spans, linked to the context of each delivery (a batch has no
+/// single parent; the router's `process` span continues each one). Empty
+/// receives, an idle subscriber's every second, make none.
+struct Traced {
+    inner: Arc<dyn Source>,
+    system: &'static str,
+    topic: String,
+    group: String,
+}
+
+/// The trace context a delivery carries: its event's `traceparent`, or a
+/// plain record's `traceparent` header (a Kafka client's instrumentation).
+fn trace_context(incoming: &Incoming) -> Option<tidings_trace::TraceParent> {
+    match &incoming.payload {
+        Payload::Event(event) => event.traceparent(),
+        Payload::Raw(record) => record
+            .headers
+            .iter()
+            .filter(|(name, _)| name == "traceparent" || name == "ce_traceparent")
+            .find_map(|(_, value)| std::str::from_utf8(value.as_deref()?).ok()),
+    }
+    .and_then(tidings_trace::TraceParent::parse)
+}
+
+impl Source for Traced {
+    fn receive(&self, max: usize, wait: Duration) -> BoxFuture<'_, Result<Vec<Incoming>, Error>> {
+        Box::pin(async move {
+            let got = self.inner.receive(max, wait).await?;
+            if !got.is_empty() {
+                let span = tidings_trace::receive_span(self.system, &self.topic, &self.group);
+                tidings_trace::link_events(&span, got.iter().map(trace_context));
+            }
+            Ok(got)
+        })
+    }
+
+    fn answer<'a>(
+        &'a self,
+        ticket: &'a Ticket,
+        answer: Answer<'a>,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        self.inner.answer(ticket, answer)
+    }
+
+    fn ack_many<'a>(&'a self, tickets: &'a [Ticket]) -> BoxFuture<'a, Vec<Result<(), Error>>> {
+        self.inner.ack_many(tickets)
+    }
+
+    fn batches_acks(&self) -> bool {
+        self.inner.batches_acks()
+    }
+
+    fn extend<'a>(
+        &'a self,
+        ticket: &'a Ticket,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        self.inner.extend(ticket, timeout)
+    }
+
+    fn stop(&self) {
+        self.inner.stop();
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), Error>> {
+        self.inner.close()
     }
 }

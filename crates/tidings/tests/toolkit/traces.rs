@@ -1,7 +1,8 @@
 //! The toolkit's spans in an application that exports them (the OTLP
 //! pipeline `tidings serve` uses, as an application would install its own),
 //! received by a real OpenTelemetry Collector and checked span by span: a
-//! publish, the handler's process span continuing the event's trace, what
+//! publish, the router's receive linked to it, the handler's process span
+//! continuing the event's trace, what
 //! the handler publishes, and the ack; an event staged in the outbox during
 //! the same work and forwarded later; the correlation id on the handler's
 //! log lines.
@@ -216,6 +217,18 @@ fn a_handled_event_and_what_it_publishes_are_one_trace() {
     assert_eq!((process.kind, publish.kind), (5, 4), "consumer, producer");
     assert_eq!(emitted.parent_span_id, process.span_id);
     assert_eq!(ack.parent_span_id, process.span_id);
+    // The router's receive hands the event out linked to its trace.
+    let receive = one(&spans, &format!("receive {orders}"));
+    assert_eq!(receive.kind, 5, "a consumer span: {receive:#?}");
+    assert_eq!(
+        receive.links,
+        vec![(trace.clone(), publish.span_id.clone())],
+        "{receive:#?}"
+    );
+    assert_eq!(
+        receive.attribute("messaging.consumer.group.name"),
+        Some(&serde_json::json!("billing"))
+    );
     let forwarded = one(&spans, &format!("publish {shipments}"));
     assert_eq!(
         (&forwarded.trace_id, &forwarded.parent_span_id),
