@@ -1,0 +1,20 @@
+//! Authentication and permissions, one implementation for every front end.
+//!
+//! - [`scram`]: SCRAM-SHA-256 and SCRAM-SHA-512, the server's side, with
+//!   credentials that keep no password.
+//! - [`plain`]: SASL PLAIN checked against the same credentials.
+//! - [`acl`]: permissions in Kafka's model and the [`Authorizer`] that
+//!   decides every request, whichever listener it came through.
+//! - [`limits`]: the bounds of all of it.
+
+pub mod acl;
+pub mod limits;
+pub mod plain;
+mod random;
+pub mod scram;
+
+pub use acl::{
+    Acl, AclError, AclFilter, Authorizer, Decision, Operation, PatternFilter, PatternType,
+    Permission, Reason, Request, ResourceType,
+};
+pub use scram::{Authenticated, Credential, Mechanism, ScramError, ServerExchange, ServerFirst};

@@ -1,0 +1,34 @@
+//! The bounds of authentication and permissions, in one place. Units are in
+//! the names; what relates them is asserted at compile time.
+
+/// The fewest PBKDF2 iterations a SCRAM credential may use (RFC 7677's
+/// minimum, and Kafka's).
+pub const SCRAM_ITERATIONS_MIN: u32 = 4096;
+/// The most (Kafka's limit): a login costs the server this many HMACs.
+pub const SCRAM_ITERATIONS_MAX: u32 = 16_384;
+/// What new credentials use.
+pub const SCRAM_ITERATIONS_DEFAULT: u32 = 8192;
+/// Random bytes of a new credential's salt.
+pub const SCRAM_SALT_BYTES: usize = 16;
+/// Random bytes the server adds to the client's nonce.
+pub const SCRAM_NONCE_BYTES: usize = 18;
+/// The longest SCRAM or PLAIN message read: names, nonces and a proof fit
+/// many times over; anything longer is refused before it is parsed.
+pub const SCRAM_MESSAGE_BYTES_MAX: usize = 4096;
+/// The longest user name.
+pub const USER_NAME_BYTES_MAX: usize = 255;
+/// The longest password accepted (it is hashed at every PLAIN login).
+pub const PASSWORD_BYTES_MAX: usize = 1024;
+/// Permissions one server holds.
+pub const ACLS_MAX: usize = 100_000;
+/// The longest resource name or prefix in a permission (a topic name is at
+/// most 249 bytes; a stream name may be longer).
+pub const RESOURCE_NAME_BYTES_MAX: usize = 1024;
+
+const _: () = assert!(SCRAM_ITERATIONS_MIN <= SCRAM_ITERATIONS_DEFAULT);
+const _: () = assert!(SCRAM_ITERATIONS_DEFAULT <= SCRAM_ITERATIONS_MAX);
+// A salt shorter than a hash's output is still unique per user; the decoy
+// salt of an unknown user is cut from an HMAC of at least 32 bytes.
+const _: () = assert!(SCRAM_SALT_BYTES <= 32);
+// A PLAIN message carries the user and the password with two separators.
+const _: () = assert!(USER_NAME_BYTES_MAX * 2 + PASSWORD_BYTES_MAX + 2 <= SCRAM_MESSAGE_BYTES_MAX);
