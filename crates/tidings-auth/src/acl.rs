@@ -22,10 +22,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use serde::{Deserialize, Serialize};
+
 use crate::limits::{ACLS_MAX, RESOURCE_NAME_BYTES_MAX, USER_NAME_BYTES_MAX};
 
 /// What a permission is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ResourceType {
     /// A topic.
     Topic,
@@ -39,7 +41,7 @@ pub enum ResourceType {
 }
 
 /// How a permission's name is matched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum PatternType {
     /// The name itself; `*` is every name.
     Literal,
@@ -48,7 +50,7 @@ pub enum PatternType {
 }
 
 /// What is done to a resource (Kafka's operations).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Operation {
     /// Every operation.
     All,
@@ -114,7 +116,7 @@ impl Operation {
 }
 
 /// Allow or deny.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Permission {
     /// Grants.
     Allow,
@@ -130,7 +132,7 @@ pub const ANY_HOST: &str = "*";
 pub const EVERY_NAME: &str = "*";
 
 /// One permission.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Acl {
     /// `User:<name>`, or [`EVERYONE`].
     pub principal: String,

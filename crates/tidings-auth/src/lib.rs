@@ -5,6 +5,8 @@
 //! - [`plain`]: SASL PLAIN checked against the same credentials.
 //! - [`acl`]: permissions in Kafka's model and the [`Authorizer`] that
 //!   decides every request, whichever listener it came through.
+//! - [`store`]: the users and permissions of a server, durable under its
+//!   data dir.
 //! - [`limits`]: the bounds of all of it.
 
 pub mod acl;
@@ -12,9 +14,11 @@ pub mod limits;
 pub mod plain;
 mod random;
 pub mod scram;
+pub mod store;
 
 pub use acl::{
     Acl, AclError, AclFilter, Authorizer, Decision, Operation, PatternFilter, PatternType,
     Permission, Reason, Request, ResourceType,
 };
 pub use scram::{Authenticated, Credential, Mechanism, ScramError, ServerExchange, ServerFirst};
+pub use store::{AuthStore, StoreError, UserInfo};

@@ -19,8 +19,13 @@ pub const SCRAM_MESSAGE_BYTES_MAX: usize = 4096;
 pub const USER_NAME_BYTES_MAX: usize = 255;
 /// The longest password accepted (it is hashed at every PLAIN login).
 pub const PASSWORD_BYTES_MAX: usize = 1024;
+/// Users one server holds.
+pub const USERS_MAX: usize = 10_000;
+/// The largest the stored users and permissions may be: every user's two
+/// credentials and every permission, as JSON, fit.
+pub const AUTH_STATE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Permissions one server holds.
-pub const ACLS_MAX: usize = 100_000;
+pub const ACLS_MAX: usize = 20_000;
 /// The longest resource name or prefix in a permission (a topic name is at
 /// most 249 bytes; a stream name may be longer).
 pub const RESOURCE_NAME_BYTES_MAX: usize = 1024;
@@ -32,3 +37,8 @@ const _: () = assert!(SCRAM_ITERATIONS_DEFAULT <= SCRAM_ITERATIONS_MAX);
 const _: () = assert!(SCRAM_SALT_BYTES <= 32);
 // A PLAIN message carries the user and the password with two separators.
 const _: () = assert!(USER_NAME_BYTES_MAX * 2 + PASSWORD_BYTES_MAX + 2 <= SCRAM_MESSAGE_BYTES_MAX);
+// A credential is under 512 bytes of JSON, a permission under 2 KiB with
+// its longest name.
+const _: () = assert!(
+    USERS_MAX * 2 * 512 + ACLS_MAX * (RESOURCE_NAME_BYTES_MAX + 512) <= AUTH_STATE_BYTES_MAX
+);

@@ -22,7 +22,9 @@ use crate::limits::{
 };
 
 /// A SCRAM mechanism: which hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Mechanism {
     /// `SCRAM-SHA-256` (RFC 7677).
     Sha256,

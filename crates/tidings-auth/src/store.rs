@@ -1,0 +1,366 @@
+//! The users and permissions of a server, durable under its data dir.
+//!
+//! One file, `<dir>/auth.state`: an 8-byte header (magic `TDAU`, the format
+//! version, two reserved bytes that must be zero) then one journal frame (`tidings_log::format::frame`:
+//! length, CRC-32C, body) whose body is the whole state as JSON — users with
+//! their SCRAM credentials (salt, iterations, `StoredKey`, `ServerKey`;
+//! never a password) and the permissions. It is small and rarely changed, so
+//! every change writes it whole, with `replace_durably`: a temporary file,
+//! synced, renamed over the old one, the directory synced.
+//!
+//! Recovery, case by case:
+//! - no file: nothing was ever saved — no users, no permissions (an open
+//!   server, which `serve` refuses to expose beyond loopback);
+//! - a leftover `auth.state.tmp`: a change that crashed before its rename,
+//!   never answered as done — removed, the file before it stands;
+//! - a file whose header, length or checksum is wrong, or whose body does not
+//!   read: refused with the file and the reason. It is never taken for an
+//!   empty store: that would open a server that was closed.
+//!
+//! A change is made on a copy, written, then taken: if writing fails the
+//! store in memory is still the one on disk before it (the file on disk is
+//! the old one or the new one whole; the next change writes it again).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::acl::{Acl, AclError, AclFilter, Authorizer};
+use crate::limits::{AUTH_STATE_BYTES_MAX, USERS_MAX, USER_NAME_BYTES_MAX};
+use crate::scram::{Credential, Mechanism};
+
+const MAGIC: [u8; 4] = *b"TDAU";
+const HEADER_BYTES: usize = 8;
+const FILE: &str = "auth.state";
+
+/// Why the store could not be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The file is not a whole, valid store.
+    #[error("{path} is damaged: {reason}; refusing to start without the users and permissions it held (restore it from a backup)")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A user name that cannot be held.
+    #[error("user name {0:?}: 1..={USER_NAME_BYTES_MAX} bytes, no control characters")]
+    UserName(String),
+    /// As many users as a server holds.
+    #[error("{USERS_MAX} users are the most one server holds")]
+    TooManyUsers,
+    /// A permission that cannot be held.
+    #[error(transparent)]
+    Acl(#[from] AclError),
+}
+
+/// A user as listed: the name and, per mechanism, the iteration count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserInfo {
+    /// The name.
+    pub name: String,
+    /// The mechanisms it has a credential for, with their iterations.
+    pub mechanisms: Vec<(Mechanism, u32)>,
+}
+
+/// The store: users, permissions, and the authorizer made from them.
+#[derive(Debug)]
+pub struct AuthStore {
+    path: PathBuf,
+    users: BTreeMap<String, BTreeMap<Mechanism, Credential>>,
+    authorizer: Authorizer,
+    super_users: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    users: Vec<SavedUser>,
+    acls: Vec<Acl>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedUser {
+    name: String,
+    credentials: Vec<SavedCredential>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedCredential {
+    mechanism: Mechanism,
+    salt: String,
+    iterations: u32,
+    stored_key: String,
+    server_key: String,
+}
+
+fn check_name(name: &str) -> Result<(), StoreError> {
+    if name.is_empty() || name.len() > USER_NAME_BYTES_MAX || name.chars().any(char::is_control) {
+        return Err(StoreError::UserName(name.to_owned()));
+    }
+    Ok(())
+}
+
+impl AuthStore {
+    /// Opens the store in `dir` (made if missing); `super_users` (`User:<name>`)
+    /// pass every check, as Kafka's `super.users`.
+    pub fn open(dir: &Path, super_users: Vec<String>) -> Result<AuthStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(FILE);
+        let tmp = dir.join(format!("{FILE}.tmp"));
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {
+                tracing::warn!(path = %tmp.display(), "removed an unfinished change to the users and permissions")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StoreError::Io { path: tmp, source }),
+        }
+        let mut store = AuthStore {
+            path: path.clone(),
+            users: BTreeMap::new(),
+            authorizer: Authorizer::new(super_users.clone()),
+            super_users,
+        };
+        let bytes = match read_bounded(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(store),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        let damaged = |reason: String| StoreError::Damaged {
+            path: path.clone(),
+            reason,
+        };
+        let saved = decode(&bytes).map_err(damaged)?;
+        for user in saved.users {
+            check_name(&user.name).map_err(|e| damaged(e.to_string()))?;
+            let mut credentials = BTreeMap::new();
+            for c in user.credentials {
+                let key = |field: &str, text: &str| {
+                    BASE64
+                        .decode(text)
+                        .map_err(|_| damaged(format!("user {}: {field} is not base64", user.name)))
+                };
+                credentials.insert(
+                    c.mechanism,
+                    Credential {
+                        mechanism: c.mechanism,
+                        salt: key("salt", &c.salt)?,
+                        iterations: c.iterations,
+                        stored_key: key("stored_key", &c.stored_key)?,
+                        server_key: key("server_key", &c.server_key)?,
+                    },
+                );
+            }
+            store.users.insert(user.name, credentials);
+        }
+        for acl in saved.acls {
+            store
+                .authorizer
+                .add(acl)
+                .map_err(|e| damaged(format!("a permission: {e}")))?;
+        }
+        Ok(store)
+    }
+
+    /// The authorizer of the stored permissions.
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
+    }
+
+    /// The user's credential for `mechanism`.
+    pub fn credential(&self, user: &str, mechanism: Mechanism) -> Option<Credential> {
+        self.users.get(user)?.get(&mechanism).cloned()
+    }
+
+    /// Whether any user exists (authentication is configured).
+    pub fn has_users(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    /// The users, by name.
+    pub fn users(&self) -> Vec<UserInfo> {
+        self.users
+            .iter()
+            .map(|(name, credentials)| UserInfo {
+                name: name.clone(),
+                mechanisms: credentials
+                    .values()
+                    .map(|c| (c.mechanism, c.iterations))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Sets `user`'s credential for its mechanism (adding the user when new),
+    /// durably.
+    pub fn set_credential(&mut self, user: &str, credential: Credential) -> Result<(), StoreError> {
+        check_name(user)?;
+        if !self.users.contains_key(user) && self.users.len() >= USERS_MAX {
+            return Err(StoreError::TooManyUsers);
+        }
+        let mut users = self.users.clone();
+        users
+            .entry(user.to_owned())
+            .or_default()
+            .insert(credential.mechanism, credential);
+        self.save(&users, &self.authorizer)?;
+        self.users = users;
+        Ok(())
+    }
+
+    /// Removes `user`'s credential for `mechanism`, or all of them, durably.
+    /// Answers whether anything was removed.
+    pub fn remove_user(
+        &mut self,
+        user: &str,
+        mechanism: Option<Mechanism>,
+    ) -> Result<bool, StoreError> {
+        let mut users = self.users.clone();
+        let removed = match (users.get_mut(user), mechanism) {
+            (None, _) => false,
+            (Some(_), None) => users.remove(user).is_some(),
+            (Some(c), Some(m)) => {
+                let removed = c.remove(&m).is_some();
+                if c.is_empty() {
+                    users.remove(user);
+                }
+                removed
+            }
+        };
+        if removed {
+            self.save(&users, &self.authorizer)?;
+            self.users = users;
+        }
+        Ok(removed)
+    }
+
+    /// Adds permissions, durably, all or none; answers which were new.
+    pub fn add_acls(&mut self, acls: Vec<Acl>) -> Result<Vec<bool>, StoreError> {
+        let mut authorizer = self.authorizer.clone();
+        let mut new = Vec::with_capacity(acls.len());
+        for acl in acls {
+            new.push(authorizer.add(acl)?);
+        }
+        if new.contains(&true) {
+            self.save(&self.users, &authorizer)?;
+            self.authorizer = authorizer;
+        }
+        Ok(new)
+    }
+
+    /// Removes the permissions `filter` selects, durably; answers them.
+    pub fn remove_acls(&mut self, filter: &AclFilter) -> Result<Vec<Acl>, StoreError> {
+        let mut authorizer = self.authorizer.clone();
+        let removed = authorizer.remove(filter);
+        if !removed.is_empty() {
+            self.save(&self.users, &authorizer)?;
+            self.authorizer = authorizer;
+        }
+        Ok(removed)
+    }
+
+    /// The super users it was opened with.
+    pub fn super_users(&self) -> &[String] {
+        &self.super_users
+    }
+
+    fn save(
+        &self,
+        users: &BTreeMap<String, BTreeMap<Mechanism, Credential>>,
+        authorizer: &Authorizer,
+    ) -> Result<(), StoreError> {
+        let saved = Saved {
+            users: users
+                .iter()
+                .map(|(name, credentials)| SavedUser {
+                    name: name.clone(),
+                    credentials: credentials
+                        .values()
+                        .map(|c| SavedCredential {
+                            mechanism: c.mechanism,
+                            salt: BASE64.encode(&c.salt),
+                            iterations: c.iterations,
+                            stored_key: BASE64.encode(&c.stored_key),
+                            server_key: BASE64.encode(&c.server_key),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            acls: authorizer.list(&AclFilter::default()),
+        };
+        let body = serde_json::to_vec(&saved).expect("the state serializes");
+        let mut bytes = Vec::with_capacity(HEADER_BYTES + 8 + body.len());
+        bytes.extend_from_slice(&MAGIC);
+        bytes.extend_from_slice(&tidings_log::format::FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&[0, 0]);
+        tidings_log::format::frame(&mut bytes, &body);
+        if bytes.len() > AUTH_STATE_BYTES_MAX {
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(format!(
+                    "{} bytes; the store is at most {AUTH_STATE_BYTES_MAX}",
+                    bytes.len()
+                )),
+            });
+        }
+        tidings_log::format::replace_durably(&self.path, &bytes).map_err(|source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// The file, refused before it is read when it is larger than a store is.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    let len = std::fs::metadata(path)?.len();
+    if len > AUTH_STATE_BYTES_MAX as u64 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{len} bytes; the store is at most {AUTH_STATE_BYTES_MAX}"),
+        ));
+    }
+    std::fs::read(path)
+}
+
+fn decode(bytes: &[u8]) -> Result<Saved, String> {
+    let header = bytes
+        .get(..HEADER_BYTES)
+        .ok_or_else(|| format!("{} bytes, shorter than its header", bytes.len()))?;
+    if header[..4] != MAGIC {
+        return Err(format!("magic {:?} is not {MAGIC:?}", &header[..4]));
+    }
+    if header[6..] != [0, 0] {
+        return Err(format!("reserved header bytes {:?} are not zero", &header[6..]));
+    }
+    let version = u16::from_le_bytes([header[4], header[5]]);
+    if version != tidings_log::format::FORMAT_VERSION {
+        return Err(format!(
+            "format version {version}; this build reads {}",
+            tidings_log::format::FORMAT_VERSION
+        ));
+    }
+    let (frames, end) = tidings_log::format::frames(bytes, HEADER_BYTES, AUTH_STATE_BYTES_MAX);
+    match (&frames[..], end == bytes.len()) {
+        ([body], true) => {
+            serde_json::from_slice(body).map_err(|e| format!("its body does not read: {e}"))
+        }
+        _ => Err(format!(
+            "expected one whole frame after the header; the valid frames end at byte {end} of {}",
+            bytes.len()
+        )),
+    }
+}

@@ -1,0 +1,212 @@
+//! The stored users and permissions: what is saved comes back; an
+//! unfinished change is dropped; a damaged file — cut at any byte, any byte
+//! flipped — is refused, never taken for an empty (open) store; a change
+//! that cannot be written leaves the store as it was.
+
+use std::path::Path;
+
+use tidings_auth::{
+    Acl, AclFilter, AuthStore, Credential, Mechanism, Operation, PatternFilter, PatternType,
+    Permission, Request, ResourceType, StoreError,
+};
+
+fn acl(principal: &str, name: &str, operation: Operation, permission: Permission) -> Acl {
+    Acl {
+        principal: principal.to_owned(),
+        host: "*".to_owned(),
+        resource_type: ResourceType::Topic,
+        pattern_type: PatternType::Prefixed,
+        name: name.to_owned(),
+        operation,
+        permission,
+    }
+}
+
+fn read(store: &AuthStore, principal: &str, topic: &str) -> bool {
+    store
+        .authorizer()
+        .authorize(&Request {
+            principal,
+            host: "127.0.0.1",
+            operation: Operation::Read,
+            resource_type: ResourceType::Topic,
+            name: topic,
+        })
+        .allowed()
+}
+
+/// A store with two users (one with both mechanisms) and two permissions.
+fn filled(dir: &Path) -> AuthStore {
+    let mut store = AuthStore::open(dir, vec!["User:admin".to_owned()]).unwrap();
+    for (user, mechanism) in [
+        ("alice", Mechanism::Sha256),
+        ("alice", Mechanism::Sha512),
+        ("bob", Mechanism::Sha512),
+    ] {
+        let c = Credential::new(mechanism, &format!("{user}-pw"), 4096).unwrap();
+        store.set_credential(user, c).unwrap();
+    }
+    let new = store
+        .add_acls(vec![
+            acl("User:alice", "orders", Operation::Read, Permission::Allow),
+            acl(
+                "User:bob",
+                "orders.secret",
+                Operation::All,
+                Permission::Deny,
+            ),
+        ])
+        .unwrap();
+    assert_eq!(new, [true, true]);
+    store
+}
+
+#[test]
+fn what_is_saved_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = filled(dir.path());
+    let after = AuthStore::open(dir.path(), vec!["User:admin".to_owned()]).unwrap();
+    assert_eq!(after.users(), before.users());
+    for user in ["alice", "bob"] {
+        for m in Mechanism::ALL {
+            assert_eq!(
+                after.credential(user, m),
+                before.credential(user, m),
+                "{user} {m:?}"
+            );
+        }
+    }
+    assert!(after
+        .credential("alice", Mechanism::Sha512)
+        .unwrap()
+        .verifies("alice-pw"));
+    assert_eq!(
+        after.authorizer().list(&AclFilter::default()),
+        before.authorizer().list(&AclFilter::default())
+    );
+    assert!(read(&after, "User:alice", "orders.eu"));
+    assert!(
+        !read(&after, "User:bob", "orders.eu"),
+        "closed once permissions exist"
+    );
+    assert!(read(&after, "User:admin", "orders.secret"), "super user");
+    // No password is in the file.
+    let bytes = std::fs::read(dir.path().join("auth.state")).unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains("-pw"));
+}
+
+#[test]
+fn removals_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = filled(dir.path());
+    assert!(store.remove_user("alice", Some(Mechanism::Sha256)).unwrap());
+    assert!(store.remove_user("bob", None).unwrap());
+    assert!(!store.remove_user("carol", None).unwrap());
+    let filter = AclFilter {
+        pattern: PatternFilter::Matching("orders.secret.x".to_owned()),
+        permission: Some(Permission::Deny),
+        ..AclFilter::default()
+    };
+    assert_eq!(store.remove_acls(&filter).unwrap().len(), 1);
+    let again = AuthStore::open(dir.path(), Vec::new()).unwrap();
+    assert_eq!(again.users().len(), 1);
+    assert_eq!(again.users()[0].mechanisms, [(Mechanism::Sha512, 4096)]);
+    assert_eq!(again.authorizer().len(), 1);
+}
+
+#[test]
+fn no_file_is_an_empty_store_and_an_unfinished_change_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = AuthStore::open(dir.path(), Vec::new()).unwrap();
+    assert!(!empty.has_users() && empty.authorizer().is_empty());
+    drop(empty);
+    let saved = filled(dir.path()).users();
+    // A change that crashed before its rename left its temporary file.
+    let tmp = dir.path().join("auth.state.tmp");
+    std::fs::write(&tmp, b"half a change").unwrap();
+    let reopened = AuthStore::open(dir.path(), Vec::new()).unwrap();
+    assert_eq!(reopened.users(), saved);
+    assert!(!tmp.exists(), "removed");
+}
+
+fn refused(dir: &Path) -> String {
+    match AuthStore::open(dir, Vec::new()) {
+        Err(e @ StoreError::Damaged { .. }) => e.to_string(),
+        other => panic!("opened a damaged store: {other:?}"),
+    }
+}
+
+#[test]
+fn a_file_cut_at_any_byte_or_with_any_byte_changed_is_refused() {
+    let whole_dir = tempfile::tempdir().unwrap();
+    drop(filled(whole_dir.path()));
+    let whole = std::fs::read(whole_dir.path().join("auth.state")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.state");
+    // Every length short of whole (the header's 8 bytes, the frame's 8, the
+    // body), then a byte too many.
+    for len in (0..whole.len()).chain([whole.len() + 1]) {
+        let mut image = whole.clone();
+        image.resize(len, 0);
+        std::fs::write(&path, &image).unwrap();
+        let said = refused(dir.path());
+        assert!(said.contains("auth.state is damaged"), "{len}: {said}");
+    }
+    // Every byte changed: the magic, the version, the length, the checksum,
+    // the body (caught by the checksum).
+    for at in 0..whole.len() {
+        let mut image = whole.clone();
+        image[at] ^= 0x20;
+        std::fs::write(&path, &image).unwrap();
+        let said = refused(dir.path());
+        assert!(
+            said.contains("restore it from a backup"),
+            "byte {at}: {said}"
+        );
+    }
+}
+
+#[test]
+fn a_change_that_cannot_be_written_leaves_the_store_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = AuthStore::open(dir.path(), Vec::new()).unwrap();
+    // A directory where the file goes: the rename over it fails.
+    std::fs::create_dir_all(dir.path().join("auth.state").join("in-the-way")).unwrap();
+    let c = Credential::new(Mechanism::Sha256, "pw", 4096).unwrap();
+    assert!(matches!(
+        store.set_credential("alice", c),
+        Err(StoreError::Io { .. })
+    ));
+    assert!(!store.has_users());
+    assert!(store
+        .add_acls(vec![acl(
+            "User:alice",
+            "o",
+            Operation::Read,
+            Permission::Allow
+        )])
+        .is_err());
+    assert!(store.authorizer().is_empty(), "still open, as on disk");
+}
+
+#[test]
+fn bad_names_and_permissions_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = AuthStore::open(dir.path(), Vec::new()).unwrap();
+    let c = Credential::new(Mechanism::Sha256, "pw", 4096).unwrap();
+    for bad in ["", "tab\there", &"x".repeat(256)] {
+        assert!(
+            matches!(
+                store.set_credential(bad, c.clone()),
+                Err(StoreError::UserName(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    let mut bad = acl("User:alice", "o", Operation::Read, Permission::Allow);
+    bad.host = "nowhere".to_owned();
+    let good = acl("User:bob", "o", Operation::Read, Permission::Allow);
+    assert!(store.add_acls(vec![good, bad]).is_err());
+    assert!(store.authorizer().is_empty(), "all or none");
+    assert!(!dir.path().join("auth.state").exists());
+}
