@@ -344,7 +344,10 @@ fn decode(bytes: &[u8]) -> Result<Saved, String> {
         return Err(format!("magic {:?} is not {MAGIC:?}", &header[..4]));
     }
     if header[6..] != [0, 0] {
-        return Err(format!("reserved header bytes {:?} are not zero", &header[6..]));
+        return Err(format!(
+            "reserved header bytes {:?} are not zero",
+            &header[6..]
+        ));
     }
     let version = u16::from_le_bytes([header[4], header[5]]);
     if version != tidings_log::format::FORMAT_VERSION {

@@ -50,6 +50,17 @@ pub struct Config {
         default_value_t = Config::default().kafka_addr
     )]
     pub kafka_addr: ListenAddr,
+    /// Listen on addresses beyond this machine without authentication. Off
+    /// by default, and then such an address is refused at start: anyone who
+    /// reaches the port could publish, read and delete.
+    #[arg(
+        long,
+        env = "TIDINGS_INSECURE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
     /// Origins whose pages may call the HTTP API from a browser (CORS):
     /// scheme://host[:port], or * for any. None by default.
     #[arg(
@@ -235,6 +246,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./tidings-data"),
             http_addr: ListenAddr("127.0.0.1:8080".into()),
             kafka_addr: ListenAddr("127.0.0.1:9092".into()),
+            insecure: false,
             cors_origins: Vec::new(),
             sagas_database: None,
             log_format: LogFormat::Text,
@@ -335,7 +347,36 @@ impl Config {
         Ok(config)
     }
 
+    /// Refuses listeners that reach beyond this machine unless `insecure`
+    /// says so: Tidings has no authentication yet, so such a listener would
+    /// let anyone who reaches it do anything (RabbitMQ keeps its default
+    /// user to loopback for the same reason).
+    pub fn check_exposure(&self) -> Result<()> {
+        use std::net::ToSocketAddrs;
+        for (listener, flag, addr) in [
+            ("HTTP", "--http-addr", &self.http_addr),
+            ("Kafka", "--kafka-addr", &self.kafka_addr),
+        ] {
+            let exposed = addr
+                .as_str()
+                .to_socket_addrs()
+                .with_context(|| format!("resolving {addr}"))?
+                .find(|a| !a.ip().is_loopback());
+            if let (Some(exposed), false) = (exposed, self.insecure) {
+                anyhow::bail!(
+                    "the {listener} listener would listen on {addr} ({}), beyond this machine, \
+                     and Tidings has no authentication: anyone who reaches it could publish, \
+                     read and delete. Give {flag} a loopback address (127.0.0.1:port), or pass \
+                     --insecure (TIDINGS_INSECURE=true) on a network where everyone may",
+                    exposed.ip()
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<()> {
+        self.check_exposure()?;
         let max = tidings_broker::PARTITIONS_TOTAL_MAX;
         anyhow::ensure!(
             (1..=max).contains(&self.partitions_total_max),
@@ -467,6 +508,34 @@ mod tests {
         assert!(!c.kafka.auto_create_topics);
         assert_eq!(c.kafka.fetch_wait_max_ms, 50);
         assert_eq!(load(&[], &[]).unwrap(), Config::default());
+    }
+
+    /// Without authentication, an address beyond loopback is refused unless
+    /// --insecure (flag, environment or file) says so; loopback names pass.
+    #[test]
+    fn listeners_beyond_this_machine_need_insecure() {
+        for (argv, listener) in [
+            (&["--http-addr", "0.0.0.0:8080"][..], "HTTP"),
+            (&["--kafka-addr", "[::]:9092"][..], "Kafka"),
+        ] {
+            let e = load(argv, &[]).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("the {listener} listener would listen on"))
+                    && e.contains("--insecure"),
+                "{argv:?}: {e}"
+            );
+            let mut insecure = argv.to_vec();
+            insecure.push("--insecure");
+            assert!(load(&insecure, &[]).unwrap().insecure);
+            assert!(load(argv, &[("TIDINGS_INSECURE", "true")]).is_ok());
+        }
+        let (_dir, path) = file("http_addr = \"0.0.0.0:8080\"\ninsecure = true\n");
+        assert!(load(&["--config", &path], &[]).unwrap().insecure);
+        let (_dir, path) = file("http_addr = \"0.0.0.0:8080\"\n");
+        assert!(load(&["--config", &path], &[]).is_err());
+        for loopback in ["localhost:8080", "127.0.0.1:0", "[::1]:8080"] {
+            assert!(load(&["--http-addr", loopback], &[]).is_ok(), "{loopback}");
+        }
     }
 
     #[test]

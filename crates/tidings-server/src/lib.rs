@@ -221,6 +221,14 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         Some(url) => api.with_sagas(config.sagas_reader(url)?),
         None => api,
     };
+    config.check_exposure()?;
+    if config.insecure {
+        tracing::warn!(
+            http_addr = %config.http_addr,
+            kafka_addr = %config.kafka_addr,
+            "--insecure: listeners may reach beyond this machine without authentication"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.http_addr.as_str())
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;

@@ -17,6 +17,7 @@ mod monitoring;
 mod reading;
 mod readme;
 mod registry;
+mod security;
 mod shutdown;
 mod store;
 mod streams;
