@@ -112,6 +112,38 @@ pub struct Limits {
         default_value_t = Limits::default().sse_connections_max
     )]
     pub sse_connections_max: usize,
+    /// Most HTTP connections open at once; more are closed as they come, so
+    /// a flood of connections cannot exhaust the server.
+    #[arg(
+        id = "limits.connections_max",
+        value_name = "CONNECTIONS",
+        long = "http-connections-max",
+        env = "TIDINGS_HTTP_CONNECTIONS_MAX",
+        default_value_t = Limits::default().connections_max
+    )]
+    #[serde(default = "default_connections_max")]
+    pub connections_max: usize,
+    /// How long a client may take to send a request's head, in
+    /// milliseconds, counted from when the server waits for it (a new
+    /// connection, or one kept alive after an answer): a slow or idle client
+    /// is closed then.
+    #[arg(
+        id = "limits.header_timeout_ms",
+        value_name = "MS",
+        long = "http-header-timeout-ms",
+        env = "TIDINGS_HTTP_HEADER_TIMEOUT_MS",
+        default_value_t = Limits::default().header_timeout_ms
+    )]
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+}
+
+fn default_connections_max() -> usize {
+    Limits::default().connections_max
+}
+
+fn default_header_timeout_ms() -> u64 {
+    Limits::default().header_timeout_ms
 }
 
 impl Default for Limits {
@@ -122,6 +154,8 @@ impl Default for Limits {
             read_events_max: 1_000,
             long_poll_wait_max_ms: 30_000,
             sse_connections_max: 256,
+            connections_max: 4096,
+            header_timeout_ms: 30_000,
         }
     }
 }
@@ -130,6 +164,11 @@ impl Limits {
     /// Longest a long-poll may wait.
     pub fn long_poll_wait_max(&self) -> Duration {
         Duration::from_millis(self.long_poll_wait_max_ms)
+    }
+
+    /// How long a request's head may take to arrive.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
     }
 
     /// Checks that every limit lets some request through; the error names the
@@ -141,6 +180,8 @@ impl Limits {
             ("read_events_max", self.read_events_max as u64),
             ("long_poll_wait_max_ms", self.long_poll_wait_max_ms),
             ("sse_connections_max", self.sse_connections_max as u64),
+            ("connections_max", self.connections_max as u64),
+            ("header_timeout_ms", self.header_timeout_ms),
         ];
         match positive.iter().find(|(_, value)| *value == 0) {
             Some((name, _)) => Err(format!("{name} must be at least 1")),

@@ -12,7 +12,7 @@
 //! The server holds no business logic and no state of its own: configuration
 //! ([`Config`]), listeners and the shutdown sequence only.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -24,6 +24,7 @@ use tidings_telemetry::{init_logging, MeasuredSync, Metrics};
 use tokio_util::sync::CancellationToken;
 
 mod config;
+mod http_listener;
 
 /// The README's Rust examples, compiled and run as this crate's doc tests, so
 /// a README that no longer builds fails the suite.
@@ -304,10 +305,10 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         let _ = stopping_tx.send(true);
     };
     let requests = api.clone();
-    let server = axum::serve(listener, tidings_http::router(api)).with_graceful_shutdown(graceful);
-    let mut server = std::pin::pin!(server.into_future());
+    let server = http_listener::serve(listener, tidings_http::router(api), config.limits, graceful);
+    let mut server = std::pin::pin!(server);
     tokio::select! {
-        result = &mut server => result.context("the HTTP server failed")?,
+        () = &mut server => {},
         _ = async {
             let _ = stopping.wait_for(|s| *s).await;
             let started = tokio::time::Instant::now();

@@ -71,6 +71,19 @@ fn describe() {
         "Time from an HTTP request's arrival to its answer, by method and route."
     );
     describe_counter!(
+        "tidings_http_connections_total",
+        "HTTP connections accepted."
+    );
+    describe_gauge!("tidings_http_connections", "HTTP connections open now.");
+    describe_counter!(
+        "tidings_http_connections_refused_total",
+        "HTTP connections closed as they came: limits.connections_max were open."
+    );
+    describe_counter!(
+        "tidings_http_header_timeouts_total",
+        "HTTP connections closed because a request head took longer than limits.header_timeout_ms."
+    );
+    describe_counter!(
         "tidings_kafka_requests_total",
         "Kafka protocol requests answered, by API and version."
     );
@@ -142,6 +155,26 @@ pub mod http {
             "route" => route.to_owned()
         )
         .record(elapsed.as_secs_f64());
+    }
+
+    /// A connection was accepted.
+    pub fn connection_opened() {
+        metrics::counter!("tidings_http_connections_total").increment(1);
+        metrics::gauge!("tidings_http_connections").increment(1.0);
+    }
+
+    /// An accepted connection closed; `header_timeout` when it was closed
+    /// for a request head that did not arrive in time.
+    pub fn connection_closed(header_timeout: bool) {
+        metrics::gauge!("tidings_http_connections").decrement(1.0);
+        if header_timeout {
+            metrics::counter!("tidings_http_header_timeouts_total").increment(1);
+        }
+    }
+
+    /// A connection was closed as it came, the server at its limit.
+    pub fn connection_refused() {
+        metrics::counter!("tidings_http_connections_refused_total").increment(1);
     }
 }
 

@@ -1,9 +1,17 @@
 //! Safe defaults of the real binary: without authentication, a listener
-//! that would reach beyond this machine is refused before anything opens.
+//! that would reach beyond this machine is refused before anything opens;
+//! idle and slow HTTP clients are closed at the header deadline, and
+//! connections past the limit as they come.
 
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use crate::support::failure;
+use crate::support::{failure, Server};
+
+/// How long anything the server is to do may take on a loaded machine.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 #[test]
 fn serve_refuses_an_address_beyond_loopback_without_insecure() {
@@ -29,4 +37,102 @@ fn serve_refuses_an_address_beyond_loopback_without_insecure() {
         );
         assert!(!data.exists(), "refused before anything was opened");
     }
+}
+
+/// A health request on a new connection: the stream (kept alive) and the
+/// start of the answer, or `None` when the server closed the connection
+/// without answering.
+fn health(addr: SocketAddr) -> Option<(TcpStream, String)> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // A closed connection may refuse the write too.
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: tidings\r\n\r\n")
+        .ok()?;
+    let mut answer = [0_u8; 512];
+    match stream.read(&mut answer) {
+        Ok(0) | Err(_) => None,
+        Ok(n) => Some((stream, String::from_utf8_lossy(&answer[..n]).into_owned())),
+    }
+}
+
+/// Whether the server closed `stream` (end of stream or reset) within `limit`.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut byte = [0_u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// A client that connects and sends nothing, and one that trickles its
+/// request head a byte at a time, are both closed at the header deadline;
+/// others are served meanwhile.
+#[test]
+fn idle_and_slow_clients_are_closed_at_the_header_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--http-header-timeout-ms", "1000"]);
+    let mut idle = TcpStream::connect(server.addr).unwrap();
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: tidings\r\n")
+        .unwrap();
+    let trickling = std::thread::spawn(move || {
+        // A header byte every 200 ms: within the deadline each time, never
+        // the whole head. Stops once the server closed the connection.
+        let started = Instant::now();
+        while started.elapsed() < PATIENCE {
+            if slow.write_all(b"X").is_err() {
+                return true;
+            }
+            if closed_within(&mut slow, Duration::from_millis(200)) {
+                return true;
+            }
+        }
+        false
+    });
+    let (_, answer) = health(server.addr).expect("served meanwhile");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        closed_within(&mut idle, PATIENCE),
+        "the idle client was closed"
+    );
+    assert!(trickling.join().unwrap(), "the slow client was closed");
+    assert!(server.metric("tidings_http_header_timeouts_total") >= 2.0);
+}
+
+/// Past `--http-connections-max`, a connection is closed as it comes,
+/// without an answer; once one closes, the next is served.
+#[test]
+fn connections_past_the_limit_are_closed_as_they_come() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--http-connections-max", "3"]);
+    let held: Vec<TcpStream> = (0..3)
+        .map(|n| {
+            let (stream, answer) =
+                health(server.addr).unwrap_or_else(|| panic!("connection {n} served"));
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            stream
+        })
+        .collect();
+    assert!(
+        health(server.addr).is_none(),
+        "the fourth is closed unanswered"
+    );
+    drop(held);
+    let started = Instant::now();
+    while health(server.addr).is_none() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "no connection served after the others closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(server.metric("tidings_http_connections_refused_total") >= 1.0);
 }
