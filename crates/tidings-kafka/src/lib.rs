@@ -132,6 +132,22 @@ pub struct KafkaConfig {
     )]
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// Most Kafka connections open at once; more are closed as they come
+    /// (clients retry after their reconnect backoff), so a flood of
+    /// connections cannot exhaust the server.
+    #[arg(
+        id = "kafka.connections_max",
+        value_name = "CONNECTIONS",
+        long = "kafka-connections-max",
+        env = "TIDINGS_KAFKA_CONNECTIONS_MAX",
+        default_value_t = KafkaConfig::default().connections_max
+    )]
+    #[serde(default = "default_connections_max")]
+    pub connections_max: usize,
+}
+
+fn default_connections_max() -> usize {
+    KafkaConfig::default().connections_max
 }
 
 fn default_idle_timeout_ms() -> u64 {
@@ -152,6 +168,7 @@ impl Default for KafkaConfig {
             advertised_addr: None,
             initial_rebalance_delay_ms: 3_000,
             idle_timeout_ms: 600_000,
+            connections_max: 4096,
         }
     }
 }
@@ -232,6 +249,9 @@ impl KafkaConfig {
                 self.idle_timeout_ms
             ));
         }
+        if self.connections_max == 0 {
+            return Err("kafka.connections_max must be at least 1".to_owned());
+        }
         if self.initial_rebalance_delay_ms > INITIAL_REBALANCE_DELAY_MAX_MS {
             return Err(format!(
                 "kafka.initial_rebalance_delay_ms is {}; it must be at most {INITIAL_REBALANCE_DELAY_MAX_MS} (5 minutes)",
@@ -251,6 +271,10 @@ impl KafkaConfig {
 
 /// The node id this server gives itself in Metadata and FindCoordinator answers.
 pub(crate) const NODE_ID: i32 = 1;
+
+/// Connections turned away at the limit, said at most every 10 s.
+static TURNED_AWAY: tidings_telemetry::Occasional =
+    tidings_telemetry::Occasional::new(Duration::from_secs(10));
 
 /// What every connection shares.
 pub(crate) struct Shared {
@@ -313,13 +337,30 @@ pub async fn serve(
         }
     });
     let mut connections = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(shared.config.connections_max));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        tidings_telemetry::kafka::connection_over_limit();
+                        if let Some(turned_away) = TURNED_AWAY.note() {
+                            tracing::warn!(
+                                %peer,
+                                turned_away,
+                                connections_max = shared.config.connections_max,
+                                "Kafka connections closed as they came: the server holds as many as it may"
+                            );
+                        }
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let shared = Arc::clone(&shared);
-                    connections.spawn(conn::serve_connection(stream, peer, shared));
+                    connections.spawn(async move {
+                        conn::serve_connection(stream, peer, shared).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather

@@ -17,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 /// one) before it tries again, so a failing accept does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
+/// Connections turned away at the limit, said at most every 10 s.
+static TURNED_AWAY: tidings_telemetry::Occasional =
+    tidings_telemetry::Occasional::new(Duration::from_secs(10));
+
 /// Serves `router` on `listener` until `graceful` completes, then stops
 /// accepting, lets every connection finish the request it is answering, and
 /// returns once all are closed.
@@ -45,11 +49,14 @@ pub(crate) async fn serve(
         while connections.try_join_next().is_some() {}
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             tidings_telemetry::http::connection_refused();
-            tracing::warn!(
-                %peer,
-                connections_max = limits.connections_max,
-                "HTTP connection closed as it came: the server holds as many as it may"
-            );
+            if let Some(turned_away) = TURNED_AWAY.note() {
+                tracing::warn!(
+                    %peer,
+                    turned_away,
+                    connections_max = limits.connections_max,
+                    "HTTP connections closed as they came: the server holds as many as it may"
+                );
+            }
             drop(stream);
             continue;
         };

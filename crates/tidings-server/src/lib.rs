@@ -174,6 +174,34 @@ async fn shutdown_signal() {
     }
 }
 
+/// Connections the kernel queues for a listener before it accepts them
+/// (the most Linux allows by default, `net.core.somaxconn`): a burst of
+/// connections waits there instead of having its SYNs dropped and retried a
+/// second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on the first address `addr` resolves to that can be bound, with
+/// [`LISTEN_BACKLOG`].
+async fn bind(addr: &config::ListenAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for resolved in tokio::net::lookup_host(addr.as_str()).await? {
+        let socket = if resolved.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(resolved)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other(format!("{addr} resolves to no address"))))
+}
+
 /// Serves until `stop` resolves, then shuts down.
 pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let data_dir = config.data_dir.clone();
@@ -230,11 +258,11 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
             "--insecure: listeners may reach beyond this machine without authentication"
         );
     }
-    let listener = tokio::net::TcpListener::bind(config.http_addr.as_str())
+    let listener = bind(&config.http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
     let http_addr = listener.local_addr().context("reading the bound address")?;
-    let kafka_listener = tokio::net::TcpListener::bind(config.kafka_addr.as_str())
+    let kafka_listener = bind(&config.kafka_addr)
         .await
         .with_context(|| format!("cannot listen for Kafka clients on {}", config.kafka_addr))?;
     let kafka_addr = kafka_listener

@@ -116,6 +116,10 @@ fn describe() {
     );
     describe_gauge!("tidings_kafka_connections", "Kafka connections open now.");
     describe_counter!(
+        "tidings_kafka_connections_over_limit_total",
+        "Kafka connections closed as they came: kafka.connections_max were open."
+    );
+    describe_counter!(
         "tidings_kafka_connections_refused_total",
         "Kafka connections closed for what the client sent."
     );
@@ -134,6 +138,40 @@ fn describe() {
         Unit::Seconds,
         "Time an fdatasync of the log took."
     );
+}
+
+/// Speaks of something that may happen thousands of times a second (a
+/// flood of connections turned away) at most once per `every`, so a flood
+/// does not become a flood of log lines too: every call counts, and the
+/// call that may speak learns how many happened since the last that did.
+pub struct Occasional {
+    every: Duration,
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Occasional {
+    /// Speaking at most once per `every`.
+    pub const fn new(every: Duration) -> Occasional {
+        Occasional {
+            every,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// Counts one; answers the count to report when it is time to speak.
+    pub fn note(&self) -> Option<u64> {
+        let mut state = self.state.lock().expect("occasional lock");
+        state.1 += 1;
+        let now = std::time::Instant::now();
+        if state
+            .0
+            .is_some_and(|last| now.duration_since(last) < self.every)
+        {
+            return None;
+        }
+        state.0 = Some(now);
+        Some(std::mem::take(&mut state.1))
+    }
 }
 
 /// What the HTTP listener records.
@@ -227,6 +265,11 @@ pub mod kafka {
     pub fn connection_opened() {
         metrics::counter!("tidings_kafka_connections_total").increment(1);
         metrics::gauge!("tidings_kafka_connections").increment(1.0);
+    }
+
+    /// A connection was closed as it came, the server at its limit.
+    pub fn connection_over_limit() {
+        metrics::counter!("tidings_kafka_connections_over_limit_total").increment(1);
     }
 
     /// A connection closed; `refused` when it was closed for what the client

@@ -136,3 +136,62 @@ fn connections_past_the_limit_are_closed_as_they_come() {
     }
     assert!(server.metric("tidings_http_connections_refused_total") >= 1.0);
 }
+
+/// Ten thousand Kafka connections that send nothing: past
+/// `--kafka-connections-max` each is closed as it comes, the ones held are
+/// closed at the idle timeout, the server's memory stays bounded, and a
+/// real client (kcat) is served afterwards.
+#[test]
+fn ten_thousand_idle_kafka_connections_are_bounded_and_closed() {
+    const FLOOD: usize = 10_000;
+    const HELD_MAX: usize = 1_000;
+    // What 1 000 idle connections may add to the server's memory: a task,
+    // a small read buffer and a writer each — far less in practice.
+    const GROWTH_BYTES_MAX: u64 = 128 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--kafka-connections-max",
+            &HELD_MAX.to_string(),
+            "--kafka-idle-timeout-ms",
+            "2000",
+        ],
+    );
+    let before = server.rss_bytes();
+    let mut flood: Vec<TcpStream> = (0..FLOOD)
+        .map(|_| TcpStream::connect(server.kafka_addr).unwrap())
+        .collect();
+    // Every one is closed: at once past the limit, at the idle timeout
+    // within it; meanwhile the server never holds more than the limit, nor
+    // much memory.
+    let mut peak = (0.0_f64, before);
+    let mut closed = 0;
+    for stream in &mut flood {
+        if closed % 1000 == 0 {
+            let open = server.metric("tidings_kafka_connections ");
+            peak = (peak.0.max(open), peak.1.max(server.rss_bytes()));
+        }
+        if closed_within(stream, PATIENCE) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, FLOOD);
+    assert!(peak.0 <= HELD_MAX as f64, "{} open at once", peak.0);
+    assert!(
+        peak.1.saturating_sub(before) < GROWTH_BYTES_MAX,
+        "{HELD_MAX} idle connections took {} MiB",
+        (peak.1 - before) / (1024 * 1024)
+    );
+    let turned_away = server.metric("tidings_kafka_connections_over_limit_total");
+    let served = server.metric("tidings_kafka_connections_total");
+    assert!(turned_away > 0.0, "the limit was reached");
+    assert_eq!(
+        turned_away + served,
+        FLOOD as f64,
+        "each one served or turned away"
+    );
+    drop(flood);
+    let listing = crate::support::kcat(&server, &["-L"], "");
+    assert!(listing.contains("broker 1 at"), "{listing}");
+}
