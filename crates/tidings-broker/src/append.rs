@@ -470,10 +470,10 @@ fn to_record(msg: &mut KafkaMessage) -> Record {
 pub(crate) fn record_trace_context(
     record: &tidings_log::Record,
 ) -> Option<tidings_types::TraceParent> {
-    record
-        .headers
-        .iter()
-        .filter(|h| h.key == "traceparent" || h.key == "ce_traceparent")
-        .filter_map(|h| std::str::from_utf8(h.value.as_deref()?).ok())
-        .find_map(tidings_types::TraceParent::parse)
+    tidings_types::TraceParent::from_record_headers(
+        record
+            .headers
+            .iter()
+            .map(|h| (h.key.as_str(), h.value.as_deref())),
+    )
 }

@@ -87,15 +87,13 @@ pub fn context_of(span: &tracing::Span) -> Option<TraceParent> {
     }
 }
 
-/// Gives `event`, when it carries no trace context, the context of the span
-/// the caller is in, when one is recorded: an event staged now and sent
-/// later (the transactional outbox) then continues the trace of the work
-/// that staged it. Left without one otherwise; its publish makes one.
-pub fn stamp_current(event: &mut CloudEvent) {
-    if event.traceparent().is_some() {
-        return;
-    }
-    if let Some(context) = context_of(&tracing::Span::current()) {
+/// Gives `event`, when it carries no trace context, `context` — the span
+/// the caller works in ([`context_of`] the current span, when recorded): an
+/// event staged now and sent later (the transactional outbox) then
+/// continues the trace of the work that staged it. Without a context it is
+/// left as it is; its publish makes one.
+pub fn stamp(event: &mut CloudEvent, context: Option<&TraceParent>) {
+    if let (Some(context), None) = (context, event.traceparent()) {
         event.set_traceparent(context.to_string());
     }
 }

@@ -26,6 +26,19 @@ pub struct TraceParent {
 pub const TRACEPARENT_LEN: usize = 55;
 
 impl TraceParent {
+    /// The context a Kafka record's headers carry: its `traceparent` header
+    /// (a Kafka client's OpenTelemetry instrumentation) or `ce_traceparent`
+    /// (the CloudEvents Kafka binding's), the first valid one.
+    pub fn from_record_headers<'a>(
+        headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    ) -> Option<TraceParent> {
+        headers
+            .into_iter()
+            .filter(|(name, _)| *name == "traceparent" || *name == "ce_traceparent")
+            .filter_map(|(_, value)| std::str::from_utf8(value?).ok())
+            .find_map(TraceParent::parse)
+    }
+
     /// Reads a `traceparent` value; `None` when it is not a valid one (which
     /// the W3C rules say to treat as absent).
     pub fn parse(text: &str) -> Option<TraceParent> {
@@ -128,6 +141,23 @@ fn hex_byte(pair: &[u8]) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_headers_give_the_first_valid_traceparent() {
+        let good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let headers = [
+            ("traceparent", Some(&b"not one"[..])),
+            ("other", Some(&good[..])),
+            ("ce_traceparent", None),
+            ("ce_traceparent", Some(&good[..])),
+        ];
+        let found = TraceParent::from_record_headers(headers).unwrap();
+        assert_eq!(found.to_string().as_bytes(), good);
+        assert_eq!(
+            TraceParent::from_record_headers(headers[..3].to_vec()),
+            None
+        );
+    }
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 

@@ -121,14 +121,13 @@ pub async fn stage<C: GenericClient>(
         // One without a trace context continues the trace of the work
         // staging it (when spans are recorded; else its publish starts one).
         let stamped;
-        let e = match &here {
-            Some(context) if e.traceparent().is_none() => {
-                let mut copy = e.clone();
-                copy.set_traceparent(context.to_string());
-                stamped = copy;
-                &stamped
-            }
-            _ => e,
+        let e = if here.is_some() && e.traceparent().is_none() {
+            let mut copy = e.clone();
+            tidings_trace::stamp(&mut copy, here.as_ref());
+            stamped = copy;
+            &stamped
+        } else {
+            e
         };
         let json = e
             .to_json()

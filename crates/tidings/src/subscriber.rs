@@ -182,14 +182,16 @@ struct Traced {
 /// plain record's `traceparent` header (a Kafka client's instrumentation).
 fn trace_context(incoming: &Incoming) -> Option<tidings_trace::TraceParent> {
     match &incoming.payload {
-        Payload::Event(event) => event.traceparent(),
-        Payload::Raw(record) => record
-            .headers
-            .iter()
-            .filter(|(name, _)| name == "traceparent" || name == "ce_traceparent")
-            .find_map(|(_, value)| std::str::from_utf8(value.as_deref()?).ok()),
+        Payload::Event(event) => event
+            .traceparent()
+            .and_then(tidings_trace::TraceParent::parse),
+        Payload::Raw(record) => tidings_trace::TraceParent::from_record_headers(
+            record
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_deref())),
+        ),
     }
-    .and_then(tidings_trace::TraceParent::parse)
 }
 
 impl Source for Traced {

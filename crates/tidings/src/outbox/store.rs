@@ -221,11 +221,12 @@ impl<S: EventStore> StoreTx<S> {
             self.order.push(topic.to_owned());
         }
         // Each continues the trace of the work staging it.
+        let here = tidings_trace::context_of(&tracing::Span::current());
         self.staged
             .entry(topic.to_owned())
             .or_default()
             .extend(events.into_iter().map(|mut e| {
-                tidings_trace::stamp_current(&mut e);
+                tidings_trace::stamp(&mut e, here.as_ref());
                 e
             }));
         Ok(self)
