@@ -39,18 +39,24 @@ struct Cluster {
     nodes: Vec<Child>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+fn port_of(listener: &TcpListener) -> u16 {
+    listener.local_addr().unwrap().port()
 }
 
 impl Cluster {
     fn start() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<(u16, u16)> = (0..NODES).map(|_| (free_port(), free_port())).collect();
+        // All held open at once while their numbers are read: a port let go
+        // can be handed out again at once, and CI saw a node's client and
+        // route ports come out the same (the node died on its second bind).
+        let held: Vec<TcpListener> = (0..NODES * 2)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<(u16, u16)> = held
+            .chunks(2)
+            .map(|pair| (port_of(&pair[0]), port_of(&pair[1])))
+            .collect();
+        drop(held);
         let mut cluster = Cluster {
             dir,
             ports,
