@@ -7,9 +7,11 @@
 //!   decides every request, whichever listener it came through.
 //! - [`store`]: the users and permissions of a server, durable under its
 //!   data dir.
+//! - [`gate`]: what the listeners of a running server share and ask.
 //! - [`limits`]: the bounds of all of it.
 
 pub mod acl;
+pub mod gate;
 pub mod limits;
 pub mod plain;
 mod random;
@@ -20,5 +22,6 @@ pub use acl::{
     Acl, AclError, AclFilter, Authorizer, Decision, Operation, PatternFilter, PatternType,
     Permission, Reason, Request, ResourceType,
 };
+pub use gate::{Gate, Login, Principal};
 pub use scram::{Authenticated, Credential, Mechanism, ScramError, ServerExchange, ServerFirst};
 pub use store::{AuthStore, StoreError, UserInfo};

@@ -384,7 +384,10 @@ impl ServerFirst {
             .next()
             .and_then(|a| a.strip_prefix("r="))
             .ok_or_else(|| ScramError::Malformed("no nonce (r=)".into()))?;
-        if nonce != self.nonce {
+        // Ends with, as Kafka checks: librdkafka (2.0 at least) repeats its
+        // own nonce before the whole of the server's. What makes the proof
+        // fresh is the server's part, which must be there, at the end.
+        if !nonce.ends_with(&self.nonce) {
             return Err(ScramError::Malformed(
                 "the nonce is not the exchange's".into(),
             ));
@@ -518,6 +521,18 @@ pub(crate) mod tests {
         bare: &str,
         server_first: &str,
     ) -> String {
+        client_final_repeating(mechanism, password, bare, server_first, "")
+    }
+
+    /// [`client_final`] with `repeated` before the nonce, as librdkafka
+    /// sends it.
+    fn client_final_repeating(
+        mechanism: Mechanism,
+        password: &str,
+        bare: &str,
+        server_first: &str,
+        repeated: &str,
+    ) -> String {
         let mut salt = None;
         let mut iterations = 0;
         let mut nonce = "";
@@ -532,7 +547,7 @@ pub(crate) mod tests {
         let salted = mechanism.salted_password(password.as_bytes(), &salt.unwrap(), iterations);
         let client_key = mechanism.hmac(&salted, &[b"Client Key"]);
         let stored = mechanism.hash(&client_key);
-        let without = format!("c=biws,r={nonce}");
+        let without = format!("c=biws,r={repeated}{nonce}");
         let auth = format!("{bare},{server_first},{without}");
         let signature = mechanism.hmac(&stored, &[auth.as_bytes()]);
         let proof: Vec<u8> = client_key
@@ -552,6 +567,29 @@ pub(crate) mod tests {
         let (first, server_first) = ServerExchange::new(credential.mechanism, [7; 32])
             .start(format!("n,,{bare}").as_bytes(), lookup_of(credential))?;
         first.finish(client_final(credential.mechanism, password, &bare, &server_first).as_bytes())
+    }
+
+    #[test]
+    fn librdkafkas_final_nonce_passes_and_one_without_the_servers_part_fails() {
+        let c = Credential::new(Mechanism::Sha256, "pw", 4096).unwrap();
+        let bare = "n=user,r=clientnonce";
+        for (repeated, passes) in [("clientnonce", true), ("anything", true)] {
+            let (first, server_first) = ServerExchange::new(c.mechanism, [7; 32])
+                .start(format!("n,,{bare}").as_bytes(), lookup_of(&c))
+                .unwrap();
+            let last = client_final_repeating(c.mechanism, "pw", bare, &server_first, repeated);
+            assert_eq!(first.finish(last.as_bytes()).is_ok(), passes, "{repeated}");
+        }
+        // The server's part cut short: refused.
+        let (first, server_first) = ServerExchange::new(c.mechanism, [7; 32])
+            .start(format!("n,,{bare}").as_bytes(), lookup_of(&c))
+            .unwrap();
+        let cut = server_first.replacen(",s=", "x,s=", 1);
+        let last = client_final(c.mechanism, "pw", bare, &cut);
+        assert!(matches!(
+            first.finish(last.as_bytes()),
+            Err(ScramError::Malformed(m)) if m.contains("nonce")
+        ));
     }
 
     #[test]

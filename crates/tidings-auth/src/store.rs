@@ -20,6 +20,10 @@
 //! A change is made on a copy, written, then taken: if writing fails the
 //! store in memory is still the one on disk before it (the file on disk is
 //! the old one or the new one whole; the next change writes it again).
+//!
+//! One process at a time: an open store holds an exclusive lock on
+//! `<dir>/auth.lock`, so `tidings users` cannot change the file under a
+//! running server (whose next change would write its own copy over it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +39,11 @@ use crate::scram::{Credential, Mechanism};
 const MAGIC: [u8; 4] = *b"TDAU";
 const HEADER_BYTES: usize = 8;
 const FILE: &str = "auth.state";
+const LOCK_FILE: &str = "auth.lock";
+/// How long [`AuthStore::open`] waits for a held lock: a lock released by a
+/// closing store can stay held for a moment by a child process that shares
+/// its descriptors until the child's `exec`.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Why the store could not be read or changed.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +73,12 @@ pub enum StoreError {
     /// A permission that cannot be held.
     #[error(transparent)]
     Acl(#[from] AclError),
+    /// Another process has the store open.
+    #[error("{path} is held by another process (a running `tidings serve`?); stop it first, or change users and permissions through it")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
 }
 
 /// A user as listed: the name and, per mechanism, the iteration count.
@@ -82,6 +97,8 @@ pub struct AuthStore {
     users: BTreeMap<String, BTreeMap<Mechanism, Credential>>,
     authorizer: Authorizer,
     super_users: Vec<String>,
+    /// Held while the store is open.
+    _lock: std::fs::File,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -120,6 +137,7 @@ impl AuthStore {
             path: dir.to_owned(),
             source,
         })?;
+        let lock = lock(&dir.join(LOCK_FILE))?;
         let path = dir.join(FILE);
         let tmp = dir.join(format!("{FILE}.tmp"));
         match std::fs::remove_file(&tmp) {
@@ -134,6 +152,7 @@ impl AuthStore {
             users: BTreeMap::new(),
             authorizer: Authorizer::new(super_users.clone()),
             super_users,
+            _lock: lock,
         };
         let bytes = match read_bounded(&path) {
             Ok(bytes) => bytes,
@@ -321,6 +340,40 @@ impl AuthStore {
             path: self.path.clone(),
             source,
         })
+    }
+}
+
+/// Where a server keeps its users and permissions: `<data dir>/auth`.
+pub fn dir_in(data_dir: &Path) -> PathBuf {
+    data_dir.join("auth")
+}
+
+/// Takes the store's lock, waiting up to [`LOCK_WAIT`] for it.
+fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: path.to_owned(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
     }
 }
 

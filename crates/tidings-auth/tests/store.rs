@@ -65,25 +65,27 @@ fn filled(dir: &Path) -> AuthStore {
 fn what_is_saved_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let before = filled(dir.path());
+    let (users, acls) = (
+        before.users(),
+        before.authorizer().list(&AclFilter::default()),
+    );
+    let credentials: Vec<_> = ["alice", "bob"]
+        .into_iter()
+        .flat_map(|u| Mechanism::ALL.map(|m| before.credential(u, m)))
+        .collect();
+    drop(before);
     let after = AuthStore::open(dir.path(), vec!["User:admin".to_owned()]).unwrap();
-    assert_eq!(after.users(), before.users());
-    for user in ["alice", "bob"] {
-        for m in Mechanism::ALL {
-            assert_eq!(
-                after.credential(user, m),
-                before.credential(user, m),
-                "{user} {m:?}"
-            );
-        }
-    }
+    assert_eq!(after.users(), users);
+    let reread: Vec<_> = ["alice", "bob"]
+        .into_iter()
+        .flat_map(|u| Mechanism::ALL.map(|m| after.credential(u, m)))
+        .collect();
+    assert_eq!(reread, credentials);
     assert!(after
         .credential("alice", Mechanism::Sha512)
         .unwrap()
         .verifies("alice-pw"));
-    assert_eq!(
-        after.authorizer().list(&AclFilter::default()),
-        before.authorizer().list(&AclFilter::default())
-    );
+    assert_eq!(after.authorizer().list(&AclFilter::default()), acls);
     assert!(read(&after, "User:alice", "orders.eu"));
     assert!(
         !read(&after, "User:bob", "orders.eu"),
@@ -108,6 +110,7 @@ fn removals_are_durable() {
         ..AclFilter::default()
     };
     assert_eq!(store.remove_acls(&filter).unwrap().len(), 1);
+    drop(store);
     let again = AuthStore::open(dir.path(), Vec::new()).unwrap();
     assert_eq!(again.users().len(), 1);
     assert_eq!(again.users()[0].mechanisms, [(Mechanism::Sha512, 4096)]);
@@ -127,6 +130,20 @@ fn no_file_is_an_empty_store_and_an_unfinished_change_is_dropped() {
     let reopened = AuthStore::open(dir.path(), Vec::new()).unwrap();
     assert_eq!(reopened.users(), saved);
     assert!(!tmp.exists(), "removed");
+}
+
+#[test]
+fn one_process_at_a_time_has_the_store_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = AuthStore::open(dir.path(), Vec::new()).unwrap();
+    match AuthStore::open(dir.path(), Vec::new()) {
+        Err(e @ StoreError::Locked { .. }) => {
+            assert!(e.to_string().contains("auth.lock is held"), "{e}")
+        }
+        other => panic!("opened twice: {other:?}"),
+    }
+    drop(open);
+    AuthStore::open(dir.path(), Vec::new()).expect("free again once closed");
 }
 
 fn refused(dir: &Path) -> String {

@@ -1,6 +1,7 @@
-//! The `tidings` command: `serve` runs the server; every other command is a
-//! client of its HTTP API (`--server`, or `TIDINGS_URL`) through
-//! `tidings-client`, and never touches storage itself.
+//! The `tidings` command: `serve` runs the server; `users` keeps the users
+//! in a stopped server's data directory; every other command is a client of
+//! its HTTP API (`--server`, or `TIDINGS_URL`) through `tidings-client`, and
+//! never touches storage itself.
 //!
 //! Modules: `publish` (publish, replay: events built from lines and copied),
 //! `read` (tail, consume), `admin` (topics, groups, queues, dead letters),
@@ -25,6 +26,7 @@ mod sagas;
 mod send;
 mod signals;
 mod store;
+mod users;
 mod values;
 
 use output::{Mode, Output};
@@ -88,6 +90,11 @@ enum Command {
     /// a summary with the drift, or an AsyncAPI document and an EventCatalog
     /// folder.
     Catalog(catalog::CatalogArgs),
+    /// The users clients log in as (SASL on the Kafka listener), kept in the
+    /// data directory of a stopped server; once there is one, every client
+    /// logs in.
+    #[command(subcommand)]
+    Users(users::Users),
 }
 
 /// The command line: `--server` and `--json` are global, for every client
@@ -126,6 +133,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         return match tidings_server::Config::load(&args, serve).and_then(tidings_server::run) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mode = if cli.json { Mode::Json } else { Mode::Text };
+    if let Command::Users(command) = cli.command {
+        return match users::users(command, mode) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -179,7 +196,7 @@ fn run(cli: Cli, server_from: &str) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(_) => unreachable!("served in main"),
+            Command::Serve(_) | Command::Users(_) => unreachable!("run in main"),
             Command::Publish(p) => publish::publish(&mut ctx, p).await,
             Command::Tail(t) => read::tail(&mut ctx, t).await,
             Command::Consume(c) => read::consume(&mut ctx, c).await,

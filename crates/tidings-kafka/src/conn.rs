@@ -14,7 +14,8 @@ use kafka_protocol::messages::{
     FetchRequest, FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
     ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslHandshakeRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -22,6 +23,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::sasl::Session;
 use crate::{admin, apis, fetch, groups, produce, topics, Shared};
 
 /// Bytes a request needs before its body: API key, version, correlation id.
@@ -39,6 +41,8 @@ pub(crate) enum ConnError {
     Http { start: String },
     #[error("the client started a TLS handshake; the Kafka listener speaks plaintext")]
     Tls,
+    #[error("{api:?} before logging in: this server has users, and a client logs in with SASL (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) before anything else")]
+    NotLoggedIn { api: ApiKey },
     #[error("unknown API key {0}")]
     UnknownApi(i16),
     #[error("{api:?} version {version} is not supported (supported: {min}..={max})")]
@@ -67,6 +71,12 @@ pub(crate) enum ConnError {
     Io(#[from] std::io::Error),
 }
 
+/// How long a connection stays open after a failed login's answer before it
+/// is closed (Kafka's `connection.failed.authentication.delay.ms`): the
+/// client reads the reason before the close, and guessing passwords is
+/// slowed.
+const FAILED_LOGIN_CLOSE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Requests read ahead of their answers on one connection. Produce requests
 /// queue their appends before the next request is read and are answered once
 /// durable, so a client's pipelined produce requests share syncs.
@@ -81,6 +91,7 @@ pub(crate) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
     tracing::debug!(%peer, "Kafka connection opened");
     tidings_telemetry::kafka::connection_opened();
     let mut refused = false;
+    let mut session = Session::new(shared.gate.as_deref());
     let (mut reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(IN_FLIGHT_MAX);
     // Answers leave in request order, each when it is ready.
@@ -102,7 +113,7 @@ pub(crate) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
             Ok(size) => size,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Err(e) => {
-                log_close(peer, &ConnError::Io(e));
+                log_close(peer, &session, &ConnError::Io(e));
                 break;
             }
         };
@@ -112,14 +123,18 @@ pub(crate) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
             if let ConnError::Http { .. } = e {
                 let _ = tx.send(http_refusal()).await;
             }
-            log_close(peer, &e);
+            log_close(peer, &session, &e);
             refused = true;
             break;
         }
         let started = std::time::Instant::now();
         let pending = async {
+            if session.expects_token() {
+                let token = read_token(&mut reader, size).await?;
+                return Ok(bare_token(&shared, token, peer, &mut session).await);
+            }
             let frame = read_frame(&mut reader, size, shared.config.frame_bytes_max).await?;
-            handle(&shared, frame, peer).await
+            handle(&shared, frame, peer, &mut session).await
         }
         .await
         .map(|(api, version, pending)| {
@@ -132,19 +147,29 @@ pub(crate) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
                 if tx.send(pending).await.is_err() {
                     break; // the writer stopped: the client is gone
                 }
+                if session.closing {
+                    refused = true;
+                    break; // a failed login: its answer goes out, then the close
+                }
             }
             Err(e) => {
                 refused = !matches!(e, ConnError::Io(_));
-                log_close(peer, &e);
+                log_close(peer, &session, &e);
                 break;
             }
         }
     }
     // Answers already under way still go out before the connection closes.
     drop(tx);
-    let _ = writing.await;
+    let written = writing.await;
+    if session.closing {
+        // Some clients (kafka-python) take an end-of-stream that arrives
+        // with the answer for a lost connection and never read the answer.
+        tokio::time::sleep(FAILED_LOGIN_CLOSE_DELAY).await;
+    }
+    drop(written);
     tidings_telemetry::kafka::connection_closed(refused);
-    tracing::debug!(%peer, "Kafka connection closed");
+    tracing::debug!(%peer, principal = %session.principal, "Kafka connection closed");
 }
 
 /// `pending`, recording the request in the metrics when its answer is ready:
@@ -173,11 +198,13 @@ fn measured(
     })
 }
 
+/// Writes the answers in order; gives the connection's write half back once
+/// they are out (dropping it sends the client end-of-stream).
 async fn write_responses(
     writer: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Pending>,
     peer: SocketAddr,
-) {
+) -> Option<OwnedWriteHalf> {
     let mut writer = BufWriter::new(writer);
     while let Some(pending) = rx.recv().await {
         let written = async {
@@ -191,19 +218,26 @@ async fn write_responses(
         }
         .await;
         if let Err(e) = written {
-            log_close(peer, &e);
-            return;
+            match e {
+                ConnError::Io(e) => tracing::debug!(%peer, error = %e, "Kafka connection failed"),
+                e => tracing::warn!(%peer, error = %e, "closing Kafka connection"),
+            }
+            return None;
         }
     }
     let _ = writer.flush().await;
+    Some(writer.into_inner())
 }
 
 /// A connection that failed underneath (the client went away) is a debug line;
 /// one closed for what the client sent is a warning.
-fn log_close(peer: SocketAddr, e: &ConnError) {
+fn log_close(peer: SocketAddr, session: &Session, e: &ConnError) {
+    let principal = &session.principal;
     match e {
-        ConnError::Io(e) => tracing::debug!(%peer, error = %e, "Kafka connection failed"),
-        e => tracing::warn!(%peer, error = %e, "closing Kafka connection"),
+        ConnError::Io(e) => {
+            tracing::debug!(%peer, %principal, error = %e, "Kafka connection failed")
+        }
+        e => tracing::warn!(%peer, %principal, error = %e, "closing Kafka connection"),
     }
 }
 
@@ -267,6 +301,44 @@ async fn read_frame(
         }
     }
     Ok(buf.freeze())
+}
+
+/// Reads a bare SASL token (after a SaslHandshake v0): any size up to a
+/// SASL message's limit, empty included.
+async fn read_token(
+    reader: &mut (impl AsyncReadExt + Unpin),
+    size: i32,
+) -> Result<Bytes, ConnError> {
+    let max = tidings_auth::limits::SCRAM_MESSAGE_BYTES_MAX;
+    let len = usize::try_from(size)
+        .ok()
+        .filter(|n| *n <= max)
+        .ok_or(ConnError::FrameSize {
+            size: i64::from(size),
+            max,
+        })?;
+    let mut buf = vec![0; len];
+    reader.read_exact(&mut buf).await?;
+    Ok(Bytes::from(buf))
+}
+
+/// Answers a bare SASL token with one, counted as a SaslAuthenticate v0; a
+/// failed login is answered by closing the connection.
+async fn bare_token(
+    shared: &Arc<Shared>,
+    token: Bytes,
+    peer: SocketAddr,
+    session: &mut Session,
+) -> (ApiKey, i16, Pending) {
+    let reply = session.token(shared.gate.as_ref(), token, peer).await;
+    let pending: Pending = Box::pin(std::future::ready(Ok(reply.map(|reply| {
+        let mut out = BytesMut::with_capacity(4 + reply.len());
+        // At most a SASL message's length: it fits.
+        out.put_i32(reply.len() as i32);
+        out.extend_from_slice(&reply);
+        out
+    }))));
+    (ApiKey::SaslAuthenticate, 0, pending)
 }
 
 /// One request's API, version and correlation id, for decoding and answering.
@@ -369,11 +441,16 @@ async fn handle(
     shared: &Arc<Shared>,
     frame: Bytes,
     peer: SocketAddr,
+    session: &mut Session,
 ) -> Result<(ApiKey, i16, Pending), ConnError> {
     let raw_api = (&frame[0..2]).get_i16();
     let api = ApiKey::try_from(raw_api).map_err(|()| ConnError::UnknownApi(raw_api))?;
     let version = (&frame[2..4]).get_i16();
-    Ok((api, version, answer(shared, api, frame, peer).await?))
+    Ok((
+        api,
+        version,
+        answer(shared, api, frame, peer, session).await?,
+    ))
 }
 
 /// Answers one request. Everything but Produce is answered here; a Produce
@@ -383,6 +460,7 @@ async fn answer(
     api: ApiKey,
     mut frame: Bytes,
     peer: SocketAddr,
+    session: &mut Session,
 ) -> Result<Pending, ConnError> {
     let version = (&frame[2..4]).get_i16();
     let correlation_id = (&frame[4..8]).get_i32();
@@ -394,6 +472,9 @@ async fn answer(
     let Some((min, max)) = apis::versions(api) else {
         return Err(ConnError::UnsupportedApi { api, version });
     };
+    if !session.admits(api) {
+        return Err(ConnError::NotLoggedIn { api });
+    }
     if api == ApiKey::Produce && (apis::PRODUCE_ADVERTISED_MIN..min).contains(&version) {
         return refuse_old_produce(call, frame);
     }
@@ -429,6 +510,15 @@ async fn answer(
         ApiKey::ApiVersions => {
             let request: ApiVersionsRequest = call.decode(body)?;
             call.respond(&apis::api_versions(&request))?
+        }
+        ApiKey::SaslHandshake => {
+            let request: SaslHandshakeRequest = call.decode(body)?;
+            call.respond(&session.handshake(&request, version, peer))?
+        }
+        ApiKey::SaslAuthenticate => {
+            let request: SaslAuthenticateRequest = call.decode(body)?;
+            let gate = shared.gate.as_ref();
+            call.respond(&session.authenticate(gate, request, peer).await)?
         }
         ApiKey::Metadata => {
             let request: MetadataRequest = call.decode(body)?;

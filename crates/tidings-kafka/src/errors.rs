@@ -159,6 +159,8 @@ error_codes! {
     m::ListGroupsResponse => |r, out| out.push(r.error_code);
     m::DescribeGroupsResponse => |r, out| out.extend(r.groups.iter().map(|g| g.error_code));
     m::DeleteGroupsResponse => |r, out| out.extend(r.results.iter().map(|g| g.error_code));
+    m::SaslHandshakeResponse => |r, out| out.push(r.error_code);
+    m::SaslAuthenticateResponse => |r, out| out.push(r.error_code);
     m::OffsetDeleteResponse => |r, out| {
         out.push(r.error_code);
         for t in &r.topics {

@@ -26,6 +26,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tidings_auth::Gate;
 use tidings_broker::Broker;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,7 @@ mod errors;
 mod fetch;
 mod groups;
 mod produce;
+mod sasl;
 mod topics;
 
 pub use apis::SUPPORTED;
@@ -284,6 +286,8 @@ pub(crate) struct Shared {
     pub(crate) advertised: Advertised,
     /// Cancelled when the server stops: long-polls end early.
     pub(crate) shutdown: CancellationToken,
+    /// The users and permissions; `None` serves without either.
+    pub(crate) gate: Option<Arc<Gate>>,
 }
 
 /// Serves the Kafka protocol on `listener` until `shutdown` is cancelled, then stops
@@ -294,10 +298,14 @@ pub(crate) struct Shared {
 /// the listener's own address; an unspecified address (`0.0.0.0`) is
 /// advertised as 127.0.0.1, with a warning, as clients elsewhere cannot use
 /// it.
+///
+/// With a `gate` whose store has users, every connection logs in with SASL
+/// before anything but ApiVersions is answered.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     config: KafkaConfig,
+    gate: Option<Arc<Gate>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let advertised = match &config.advertised_addr {
@@ -322,6 +330,7 @@ pub async fn serve(
         config,
         advertised,
         shutdown: shutdown.clone(),
+        gate,
     });
     // Session timeouts and rebalance deadlines pass even when no request comes.
     let ticking = Arc::clone(&shared);

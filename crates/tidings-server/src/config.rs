@@ -61,6 +61,17 @@ pub struct Config {
     )]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+    /// Users allowed everything whatever the permissions say (Kafka's
+    /// `super.users`), by name; they log in like any user (`tidings users
+    /// add`).
+    #[arg(
+        long = "super-user",
+        value_name = "USER",
+        env = "TIDINGS_SUPER_USERS",
+        value_delimiter = ','
+    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub super_users: Vec<String>,
     /// Origins whose pages may call the HTTP API from a browser (CORS):
     /// scheme://host[:port], or * for any. None by default.
     #[arg(
@@ -247,6 +258,7 @@ impl Default for Config {
             http_addr: ListenAddr("127.0.0.1:8080".into()),
             kafka_addr: ListenAddr("127.0.0.1:9092".into()),
             insecure: false,
+            super_users: Vec::new(),
             cors_origins: Vec::new(),
             sagas_database: None,
             log_format: LogFormat::Text,

@@ -206,7 +206,19 @@ async fn bind(addr: &config::ListenAddr) -> std::io::Result<tokio::net::TcpListe
 pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let data_dir = config.data_dir.clone();
     let partitions_total_max = config.partitions_total_max;
-    let (broker, store, registry) = tokio::task::spawn_blocking(move || {
+    let super_users: Vec<String> = config
+        .super_users
+        .iter()
+        .map(|u| tidings_auth::Principal::user(u).to_string())
+        .collect();
+    let (broker, store, registry, gate) = tokio::task::spawn_blocking(move || {
+        let auth_dir = tidings_auth::store::dir_in(&data_dir);
+        let gate = tidings_auth::AuthStore::open(&auth_dir, super_users).with_context(|| {
+            format!(
+                "cannot open the users and permissions in {}",
+                auth_dir.display()
+            )
+        })?;
         let registry =
             Arc::new(Registry::open(&data_dir).context("cannot open the schema registry")?);
         let options = BrokerOptions {
@@ -228,11 +240,19 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
             },
         )
         .with_context(|| format!("cannot open the event store in {}", store_dir.display()))?;
-        anyhow::Ok((broker, store, registry))
+        anyhow::Ok((broker, store, registry, gate))
     })
     .await
     .context("opening the broker, the event store and the schema registry")??;
     let broker = Arc::new(broker);
+    let gate = Arc::new(tidings_auth::Gate::new(gate));
+    if gate.required() {
+        let users = gate.with_store(|s| s.users().len());
+        tracing::info!(
+            users,
+            "clients log in: Kafka clients with SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
+        );
+    }
     let metrics = Metrics::install().map_err(anyhow::Error::msg)?;
     // The one shutdown signal: cancelled at SIGINT or SIGTERM, it drains the
     // HTTP API and stops the Kafka listener.
@@ -273,6 +293,7 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         kafka_listener,
         Arc::clone(&broker),
         config.kafka.clone(),
+        Some(Arc::clone(&gate)),
         shutdown.clone(),
     ));
 

@@ -116,6 +116,10 @@ fn describe() {
     );
     describe_gauge!("tidings_kafka_connections", "Kafka connections open now.");
     describe_counter!(
+        "tidings_logins_total",
+        "Logins by listener (kafka, http), mechanism and outcome (ok, failed)."
+    );
+    describe_counter!(
         "tidings_kafka_connections_over_limit_total",
         "Kafka connections closed as they came: kafka.connections_max were open."
     );
@@ -280,6 +284,18 @@ pub mod kafka {
             metrics::counter!("tidings_kafka_connections_refused_total").increment(1);
         }
     }
+}
+
+/// A login through `listener` (`kafka`, `http`) with `mechanism`
+/// (`PLAIN`, `SCRAM-SHA-256`, a token) succeeded or failed.
+pub fn login(listener: &'static str, mechanism: &'static str, ok: bool) {
+    metrics::counter!(
+        "tidings_logins_total",
+        "listener" => listener,
+        "mechanism" => mechanism,
+        "outcome" => if ok { "ok" } else { "failed" }
+    )
+    .increment(1);
 }
 
 /// An event handed to a consumer `latency_ms` after it was appended.

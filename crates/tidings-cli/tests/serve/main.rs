@@ -13,6 +13,7 @@ mod kafka;
 mod kafka_compare;
 mod kafka_defaults;
 mod kafka_producers;
+mod login;
 mod monitoring;
 mod reading;
 mod readme;

@@ -1,0 +1,161 @@
+//! What every listener holds: the store behind a lock and a secret of the
+//! process, and the questions a listener asks of them — must this
+//! connection log in, is this login good, may this principal do this.
+//!
+//! Logging in is required as soon as the store has a user; a store without
+//! users is an open server (a laptop), which `serve` keeps on loopback.
+
+use std::net::IpAddr;
+use std::sync::RwLock;
+
+use crate::acl::{Decision, Operation, Request, ResourceType};
+use crate::scram::{Mechanism, ScramError, ServerExchange, ServerFirst};
+use crate::store::AuthStore;
+
+/// Who a request comes from, as permissions name it: `User:<name>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Principal(String);
+
+impl Principal {
+    /// The principal of a request on an open server, Kafka's
+    /// `User:ANONYMOUS`.
+    pub fn anonymous() -> Principal {
+        Principal("User:ANONYMOUS".to_owned())
+    }
+
+    /// The principal of a logged-in user.
+    pub fn user(name: &str) -> Principal {
+        Principal(format!("User:{name}"))
+    }
+
+    /// `User:<name>`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A SASL mechanism the server offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    /// `PLAIN`: the password itself, checked against the stored credential.
+    Plain,
+    /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    Scram(Mechanism),
+}
+
+impl Login {
+    /// Every mechanism, in the order the server offers them.
+    pub const ALL: [Login; 3] = [
+        Login::Plain,
+        Login::Scram(Mechanism::Sha256),
+        Login::Scram(Mechanism::Sha512),
+    ];
+
+    /// Its SASL name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Login::Plain => "PLAIN",
+            Login::Scram(m) => m.name(),
+        }
+    }
+
+    /// The mechanism a SASL name names.
+    pub fn from_name(name: &str) -> Option<Login> {
+        Login::ALL.into_iter().find(|l| l.name() == name)
+    }
+}
+
+/// The users and permissions of a running server, shared by its listeners.
+pub struct Gate {
+    store: RwLock<AuthStore>,
+    /// Salts the made-up credentials of unknown users (see [`ServerExchange`]).
+    decoy_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("required", &self.required())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gate {
+    /// A gate over `store`.
+    pub fn new(store: AuthStore) -> Gate {
+        let mut decoy_key = [0; 32];
+        crate::random::fill(&mut decoy_key);
+        Gate {
+            store: RwLock::new(store),
+            decoy_key,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, AuthStore> {
+        // A panic while holding the lock leaves the store as it was on disk
+        // (changes are taken only once written), so the state is sound.
+        self.store.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether connections must log in: the store has a user.
+    pub fn required(&self) -> bool {
+        self.read().has_users()
+    }
+
+    /// Checks a SASL PLAIN message. Hashes the password (thousands of
+    /// HMACs): call it off the async workers.
+    pub fn plain(&self, message: &[u8]) -> Result<Principal, ScramError> {
+        let store = self.read();
+        crate::plain::authenticate(message, |user, m| store.credential(user, m))
+            .map(|user| Principal::user(&user))
+    }
+
+    /// Starts a SCRAM exchange with the client's first message; the answer
+    /// is the server's first message and the exchange to finish.
+    pub fn scram(
+        &self,
+        mechanism: Mechanism,
+        client_first: &[u8],
+    ) -> Result<(ServerFirst, String), ScramError> {
+        let store = self.read();
+        ServerExchange::new(mechanism, self.decoy_key)
+            .start(client_first, |user| store.credential(user, mechanism))
+    }
+
+    /// Decides whether `principal`, from `host`, may do `operation` to the
+    /// resource.
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        host: IpAddr,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> Decision {
+        let host = host.to_string();
+        self.read().authorizer().authorize(&Request {
+            principal: principal.as_str(),
+            host: &host,
+            operation,
+            resource_type,
+            name,
+        })
+    }
+
+    /// Runs `f` on the store, for listings.
+    pub fn with_store<T>(&self, f: impl FnOnce(&AuthStore) -> T) -> T {
+        f(&self.read())
+    }
+
+    /// Runs `f` on the store to change it (its changes are durable before
+    /// they are taken). Blocks on the disk: call it off the async workers.
+    pub fn change<T>(&self, f: impl FnOnce(&mut AuthStore) -> T) -> T {
+        f(&mut self.store.write().unwrap_or_else(|e| e.into_inner()))
+    }
+}
