@@ -39,6 +39,10 @@ pub enum ErrorCode {
     MalformedJson,
     /// 400: an offset to commit lies beyond the partition's end.
     OffsetBeyondEnd,
+    /// 401: the server has users and the request logs in as none of them.
+    Unauthenticated,
+    /// 403: the principal may not do this.
+    Forbidden,
     /// 404: no route for the path.
     NotFound,
     /// 404: no such topic.
@@ -93,7 +97,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 36] = [
+    pub const ALL: [ErrorCode; 38] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidTopic,
         ErrorCode::InvalidEvent,
@@ -105,6 +109,8 @@ impl ErrorCode {
         ErrorCode::MalformedBody,
         ErrorCode::MalformedJson,
         ErrorCode::OffsetBeyondEnd,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::UnknownTopic,
         ErrorCode::UnknownPartition,
@@ -146,6 +152,8 @@ impl ErrorCode {
             ErrorCode::MalformedBody => "malformed_body",
             ErrorCode::MalformedJson => "malformed_json",
             ErrorCode::OffsetBeyondEnd => "offset_beyond_end",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::UnknownTopic => "unknown_topic",
             ErrorCode::UnknownPartition => "unknown_partition",
@@ -193,6 +201,8 @@ impl ErrorCode {
             | ErrorCode::MalformedBody
             | ErrorCode::MalformedJson
             | ErrorCode::OffsetBeyondEnd => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::NotFound
             | ErrorCode::UnknownTopic
             | ErrorCode::UnknownPartition

@@ -5,10 +5,15 @@
 //! Logging in is required as soon as the store has a user; a store without
 //! users is an open server (a laptop), which `serve` keeps on loopback.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use hmac::{KeyInit as _, Mac as _};
 
 use crate::acl::{Decision, Operation, Request, ResourceType};
+use crate::limits::{PASSWORDS_REMEMBERED_MAX, PASSWORD_BYTES_MAX, USER_NAME_BYTES_MAX};
 use crate::scram::{Mechanism, ScramError, ServerExchange, ServerFirst};
 use crate::store::AuthStore;
 
@@ -74,9 +79,20 @@ impl Login {
 /// The users and permissions of a running server, shared by its listeners.
 pub struct Gate {
     store: RwLock<AuthStore>,
-    /// Salts the made-up credentials of unknown users (see [`ServerExchange`]).
+    /// Salts the made-up credentials of unknown users (see [`ServerExchange`]),
+    /// and keys the fingerprints of passwords lately verified.
     decoy_key: [u8; 32],
+    /// Passwords verified within [`PASSWORD_REMEMBERED_FOR`], by a keyed
+    /// fingerprint of user and password (never the password): an HTTP
+    /// client sends its password with every request, and checking it costs
+    /// thousands of HMACs.
+    remembered: Mutex<HashMap<[u8; 32], (String, Instant)>>,
 }
+
+/// How long a verified password is taken without hashing it again. The
+/// users change only while the server is stopped, so nothing remembered
+/// outlives a change.
+pub const PASSWORD_REMEMBERED_FOR: Duration = Duration::from_secs(300);
 
 impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,6 +110,7 @@ impl Gate {
         Gate {
             store: RwLock::new(store),
             decoy_key,
+            remembered: Mutex::new(HashMap::new()),
         }
     }
 
@@ -114,6 +131,44 @@ impl Gate {
         let store = self.read();
         crate::plain::authenticate(message, |user, m| store.credential(user, m))
             .map(|user| Principal::user(&user))
+    }
+
+    /// Checks a user's password (HTTP basic authentication) against the
+    /// stored credential, or against what was verified lately. A miss
+    /// hashes the password: call it off the async workers.
+    pub fn password(&self, user: &str, password: &str) -> Result<Principal, ScramError> {
+        if user.is_empty()
+            || user.len() > USER_NAME_BYTES_MAX
+            || password.len() > PASSWORD_BYTES_MAX
+        {
+            return Err(ScramError::Failed);
+        }
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.decoy_key)
+            .expect("HMAC takes a key of any length");
+        mac.update(user.as_bytes());
+        mac.update(&[0]);
+        mac.update(password.as_bytes());
+        let fingerprint: [u8; 32] = mac.finalize().into_bytes().into();
+        let now = Instant::now();
+        {
+            let remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((who, at)) = remembered.get(&fingerprint) {
+                if who == user && now.duration_since(*at) < PASSWORD_REMEMBERED_FOR {
+                    return Ok(Principal::user(user));
+                }
+            }
+        }
+        let message = format!("\0{user}\0{password}");
+        let principal = self.plain(message.as_bytes())?;
+        let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        if remembered.len() >= PASSWORDS_REMEMBERED_MAX {
+            remembered.retain(|_, (_, at)| now.duration_since(*at) < PASSWORD_REMEMBERED_FOR);
+            if remembered.len() >= PASSWORDS_REMEMBERED_MAX {
+                remembered.clear();
+            }
+        }
+        remembered.insert(fingerprint, (user.to_owned(), now));
+        Ok(principal)
     }
 
     /// Starts a SCRAM exchange with the client's first message; the answer

@@ -19,6 +19,9 @@ pub const SCRAM_MESSAGE_BYTES_MAX: usize = 4096;
 pub const USER_NAME_BYTES_MAX: usize = 255;
 /// The longest password accepted (it is hashed at every PLAIN login).
 pub const PASSWORD_BYTES_MAX: usize = 1024;
+/// Passwords a server remembers as lately verified (HTTP basic logins),
+/// each a 32-byte fingerprint and a user name.
+pub const PASSWORDS_REMEMBERED_MAX: usize = 4096;
 /// Users one server holds.
 pub const USERS_MAX: usize = 10_000;
 /// The largest the stored users and permissions may be: every user's two

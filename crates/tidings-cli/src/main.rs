@@ -47,6 +47,10 @@ struct Cli {
     /// Print the server's JSON (one object per line for events), for scripts.
     #[arg(long, global = true)]
     json: bool,
+    /// Log in as this user, for a server that has users; the password is
+    /// read from TIDINGS_PASSWORD.
+    #[arg(long, env = "TIDINGS_USER", global = true)]
+    user: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -97,7 +101,7 @@ enum Command {
     Users(users::Users),
 }
 
-/// The command line: `--server` and `--json` are global, for every client
+/// The command line: `--server`, `--json` and `--user` are global, for every client
 /// command wherever they are written, but `serve` has no use for them, so its
 /// help leaves them out (and refuses them, below).
 fn command() -> clap::Command {
@@ -105,6 +109,7 @@ fn command() -> clap::Command {
     Cli::command().mut_subcommand("serve", |serve| {
         serve
             .arg(clap::Arg::new("server").long("server").hide(true))
+            .arg(clap::Arg::new("user").long("user").hide(true))
             .arg(
                 clap::Arg::new("json")
                     .long("json")
@@ -128,8 +133,8 @@ fn main() -> ExitCode {
                 Some(clap::parser::ValueSource::CommandLine)
             )
         };
-        if given("server") || given("json") {
-            eprintln!("error: --server and --json are for the client commands; serve takes --http-addr and --log-format");
+        if given("server") || given("json") || given("user") {
+            eprintln!("error: --server, --json and --user are for the client commands; serve takes --http-addr and --log-format");
             return ExitCode::from(2);
         }
         return match tidings_server::Config::load(&args, serve).and_then(tidings_server::run) {
@@ -183,8 +188,13 @@ pub(crate) struct Ctx {
 }
 
 fn run(cli: Cli, server_from: &str) -> Result<()> {
-    let client =
+    let mut client =
         Client::new(&cli.server).with_context(|| format!("{server_from} {:?}", cli.server))?;
+    if let Some(user) = &cli.user {
+        let password = std::env::var("TIDINGS_PASSWORD")
+            .map_err(|_| anyhow::anyhow!("--user {user}: set the password in TIDINGS_PASSWORD"))?;
+        client = client.with_login(user, &password);
+    }
     let mode = if cli.json { Mode::Json } else { Mode::Text };
     let mut ctx = Ctx {
         client,
@@ -281,7 +291,7 @@ mod tests {
             .collect();
         assert!(shown.contains(&"http-addr") && shown.contains(&"kafka-advertised-addr"));
         assert!(
-            !shown.contains(&"server") && !shown.contains(&"json"),
+            !shown.contains(&"server") && !shown.contains(&"json") && !shown.contains(&"user"),
             "{shown:?}"
         );
     }

@@ -4,7 +4,7 @@
 //! the server is stopped (the store's lock refuses it while one runs), and
 //! the server reads the users when it starts.
 //!
-//! A password is read from `TIDINGS_PASSWORD` or, without it, from the first
+//! A password is read from `TIDINGS_NEW_PASSWORD` or, without it, from the first
 //! line of standard input — never from an argument, which other users of the
 //! machine could read in the process list. Only SCRAM credentials are kept
 //! (salt, iterations and two keys); PLAIN logins are checked against them.
@@ -31,7 +31,7 @@ pub(crate) struct DataDir {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Users {
-    /// Add a user, or set a user's password (read from TIDINGS_PASSWORD or
+    /// Add a user, or set a user's password (read from TIDINGS_NEW_PASSWORD or
     /// the first line of standard input).
     Add {
         /// The user's name.
@@ -80,11 +80,11 @@ fn open(dir: &DataDir) -> Result<AuthStore> {
         .with_context(|| format!("cannot open the users in {}", auth.display()))
 }
 
-/// The password: `TIDINGS_PASSWORD`, or the first line of standard input.
+/// The password: `TIDINGS_NEW_PASSWORD`, or the first line of standard input.
 fn password() -> Result<String> {
-    let password = match std::env::var("TIDINGS_PASSWORD") {
+    let password = match std::env::var("TIDINGS_NEW_PASSWORD") {
         Ok(p) => p,
-        Err(std::env::VarError::NotUnicode(_)) => bail!("TIDINGS_PASSWORD is not UTF-8"),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("TIDINGS_NEW_PASSWORD is not UTF-8"),
         Err(std::env::VarError::NotPresent) => {
             let mut line = String::new();
             std::io::stdin()
@@ -96,7 +96,7 @@ fn password() -> Result<String> {
         }
     };
     if password.is_empty() {
-        bail!("no password: set TIDINGS_PASSWORD or write it on standard input");
+        bail!("no password: set TIDINGS_NEW_PASSWORD or write it on standard input");
     }
     if password.len() > PASSWORD_BYTES_MAX {
         bail!("a password is at most {PASSWORD_BYTES_MAX} bytes");

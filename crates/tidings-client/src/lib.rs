@@ -196,6 +196,8 @@ pub struct Client {
     server: String,
     conn: conn::Conn,
     timeout: Duration,
+    /// `Authorization` of every request, once logged in.
+    authorization: Option<hyper::header::HeaderValue>,
 }
 
 impl std::fmt::Debug for Client {
@@ -263,7 +265,21 @@ impl Client {
             server: trimmed.to_owned(),
             conn: conn::Conn::new(trimmed.to_owned(), address, authority.to_owned(), tls),
             timeout: REQUEST_TIMEOUT,
+            authorization: None,
         })
+    }
+
+    /// The client logging every request in as `user` with `password`
+    /// (`Authorization: Basic`), for a server that has users.
+    pub fn with_login(mut self, user: &str, password: &str) -> Client {
+        use base64::Engine as _;
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut value = hyper::header::HeaderValue::from_str(&format!("Basic {encoded}"))
+            .expect("base64 is a valid header value");
+        value.set_sensitive(true);
+        self.authorization = Some(value);
+        self
     }
 
     /// The server's address, as given.
@@ -302,6 +318,9 @@ impl Client {
             .method(method)
             .uri(path)
             .header(HOST, self.conn.host());
+        if let Some(authorization) = &self.authorization {
+            request = request.header(hyper::header::AUTHORIZATION, authorization.clone());
+        }
         if let Some(ct) = body.content_type {
             request = request.header(CONTENT_TYPE, ct);
         }
@@ -384,6 +403,9 @@ impl Client {
             .uri(path)
             .header(HOST, self.conn.host())
             .header(ACCEPT, "text/event-stream");
+        if let Some(authorization) = &self.authorization {
+            request = request.header(hyper::header::AUTHORIZATION, authorization.clone());
+        }
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }

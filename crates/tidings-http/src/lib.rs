@@ -48,6 +48,7 @@ mod error;
 mod events;
 mod extract;
 mod groups;
+mod login;
 mod metrics;
 mod queues;
 mod registry;
@@ -212,6 +213,8 @@ struct Inner {
     sagas: Option<tidings_store::sagas::SagaReader>,
     /// The schema registry, served under `/registry` when present.
     registry: Option<Arc<tidings_schema::Registry>>,
+    /// The users requests log in as, when the server has any.
+    gate: Option<Arc<tidings_auth::Gate>>,
 }
 
 impl Api {
@@ -239,6 +242,7 @@ impl Api {
                 in_flight: std::sync::atomic::AtomicUsize::new(0),
                 sagas: None,
                 registry: None,
+                gate: None,
             }),
         }
     }
@@ -267,6 +271,15 @@ impl Api {
         Arc::get_mut(&mut self.inner)
             .expect("with_registry is called before the API is shared")
             .registry = Some(registry);
+        self
+    }
+
+    /// The API logging requests in through `gate` once it has users.
+    /// Called before the API is shared.
+    pub fn with_gate(mut self, gate: Arc<tidings_auth::Gate>) -> Api {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_gate is called before the API is shared")
+            .gate = Some(gate);
         self
     }
 
@@ -446,13 +459,18 @@ async fn method_not_allowed(request: Request) -> ApiError {
     )
 }
 
-/// What a draining server does with a request to `route` (its template) by
-/// `method`; paths outside the table are refused like new work.
-fn draining_rule(method: &axum::http::Method, route: &str) -> Draining {
+/// The route of the table a request to `route` (its template) by `method`
+/// matched, if any.
+fn route_of(method: &axum::http::Method, route: &str) -> Option<&'static Route> {
     ROUTES
         .iter()
         .find(|r| r.path == route && r.method.as_str() == method.as_str())
-        .map_or(Draining::Refused, |r| r.draining)
+}
+
+/// What a draining server does with a request to `route`; paths outside the
+/// table are refused like new work.
+fn draining_rule(route: Option<&Route>) -> Draining {
+    route.map_or(Draining::Refused, |r| r.draining)
 }
 
 /// One request counted in [`Api::requests_in_flight`] while it lives.
@@ -499,7 +517,7 @@ async fn around_request(State(api): State<Api>, request: Request, next: Next) ->
 }
 
 /// [`around_request`] within CORS.
-async fn handle(api: &Api, request: Request, next: Next) -> Response {
+async fn handle(api: &Api, mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get("x-request-id")
@@ -513,7 +531,8 @@ async fn handle(api: &Api, request: Request, next: Next) -> Response {
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let method = request.method().clone();
-    let rule = draining_rule(&method, &route);
+    let matched = route_of(&method, &route);
+    let rule = draining_rule(matched);
     // A server span `{method} {route}` continuing the caller's trace; probes
     // and scrapes, every few seconds, make none (their span is below info).
     let span = if rule == Draining::Probe {
@@ -522,6 +541,7 @@ async fn handle(api: &Api, request: Request, next: Next) -> Response {
             id = %id,
             method = %method,
             path = %request.uri().path(),
+            principal = tracing::field::Empty,
             correlationid = tracing::field::Empty,
         )
     } else {
@@ -530,6 +550,7 @@ async fn handle(api: &Api, request: Request, next: Next) -> Response {
             id = %id,
             method = %method,
             path = %request.uri().path(),
+            principal = tracing::field::Empty,
             correlationid = tracing::field::Empty,
             otel.name = %format!("{method} {route}"),
             otel.kind = "server",
@@ -554,7 +575,18 @@ async fn handle(api: &Api, request: Request, next: Next) -> Response {
     let mut response = if api.draining() && rule == Draining::Refused {
         ApiError::shutting_down().into_response()
     } else {
-        next.run(request).instrument(span.clone()).await
+        let operation = matched.map(|r| r.operation);
+        let login = login::principal(api.inner.gate.as_ref(), operation, request.headers())
+            .instrument(span.clone())
+            .await;
+        match login {
+            Ok(principal) => {
+                span.record("principal", tracing::field::display(&principal));
+                request.extensions_mut().insert(principal);
+                next.run(request).instrument(span.clone()).await
+            }
+            Err(refusal) => refusal,
+        }
     };
     drop(counted);
     let elapsed = started.elapsed();

@@ -359,11 +359,13 @@ impl Config {
         Ok(config)
     }
 
-    /// Refuses listeners that reach beyond this machine unless `insecure`
-    /// says so: Tidings has no authentication yet, so such a listener would
-    /// let anyone who reaches it do anything (RabbitMQ keeps its default
-    /// user to loopback for the same reason).
-    pub fn check_exposure(&self) -> Result<()> {
+    /// Refuses listeners that reach beyond this machine on a server without
+    /// users (`users` false) unless `insecure` says so: anyone who reached
+    /// such a listener could do anything (RabbitMQ keeps its default user
+    /// to loopback for the same reason). With users every client logs in.
+    /// Answers whether a listener reaches beyond this machine.
+    pub fn check_exposure(&self, users: bool) -> Result<bool> {
+        let mut beyond = false;
         use std::net::ToSocketAddrs;
         for (listener, flag, addr) in [
             ("HTTP", "--http-addr", &self.http_addr),
@@ -374,21 +376,22 @@ impl Config {
                 .to_socket_addrs()
                 .with_context(|| format!("resolving {addr}"))?
                 .find(|a| !a.ip().is_loopback());
-            if let (Some(exposed), false) = (exposed, self.insecure) {
+            beyond |= exposed.is_some();
+            if let (Some(exposed), false, false) = (exposed, users, self.insecure) {
                 anyhow::bail!(
                     "the {listener} listener would listen on {addr} ({}), beyond this machine, \
-                     and Tidings has no authentication: anyone who reaches it could publish, \
-                     read and delete. Give {flag} a loopback address (127.0.0.1:port), or pass \
-                     --insecure (TIDINGS_INSECURE=true) on a network where everyone may",
+                     and this server has no users: anyone who reaches it could publish, read \
+                     and delete. Add users with `tidings users add` (then every client logs \
+                     in), give {flag} a loopback address (127.0.0.1:port), or pass --insecure \
+                     (TIDINGS_INSECURE=true) on a network where everyone may",
                     exposed.ip()
                 );
             }
         }
-        Ok(())
+        Ok(beyond)
     }
 
     fn validate(&self) -> Result<()> {
-        self.check_exposure()?;
         let max = tidings_broker::PARTITIONS_TOTAL_MAX;
         anyhow::ensure!(
             (1..=max).contains(&self.partitions_total_max),
@@ -522,15 +525,20 @@ mod tests {
         assert_eq!(load(&[], &[]).unwrap(), Config::default());
     }
 
-    /// Without authentication, an address beyond loopback is refused unless
-    /// --insecure (flag, environment or file) says so; loopback names pass.
+    /// Without users, an address beyond loopback is refused unless
+    /// --insecure (flag, environment or file) says so; loopback names pass;
+    /// with users it is taken.
     #[test]
-    fn listeners_beyond_this_machine_need_insecure() {
+    fn listeners_beyond_this_machine_need_users_or_insecure() {
+        let exposure = |argv: &[&str], env: &[(&str, &str)], users| {
+            load(argv, env).unwrap().check_exposure(users)
+        };
         for (argv, listener) in [
             (&["--http-addr", "0.0.0.0:8080"][..], "HTTP"),
             (&["--kafka-addr", "[::]:9092"][..], "Kafka"),
         ] {
-            let e = load(argv, &[]).unwrap_err().to_string();
+            assert!(exposure(argv, &[], true).unwrap(), "beyond, with users");
+            let e = exposure(argv, &[], false).unwrap_err().to_string();
             assert!(
                 e.contains(&format!("the {listener} listener would listen on"))
                     && e.contains("--insecure"),
@@ -538,15 +546,16 @@ mod tests {
             );
             let mut insecure = argv.to_vec();
             insecure.push("--insecure");
-            assert!(load(&insecure, &[]).unwrap().insecure);
-            assert!(load(argv, &[("TIDINGS_INSECURE", "true")]).is_ok());
+            assert!(exposure(&insecure, &[], false).unwrap());
+            assert!(exposure(argv, &[("TIDINGS_INSECURE", "true")], false).is_ok());
         }
         let (_dir, path) = file("http_addr = \"0.0.0.0:8080\"\ninsecure = true\n");
-        assert!(load(&["--config", &path], &[]).unwrap().insecure);
+        assert!(exposure(&["--config", &path], &[], false).is_ok());
         let (_dir, path) = file("http_addr = \"0.0.0.0:8080\"\n");
-        assert!(load(&["--config", &path], &[]).is_err());
+        assert!(exposure(&["--config", &path], &[], false).is_err());
         for loopback in ["localhost:8080", "127.0.0.1:0", "[::1]:8080"] {
-            assert!(load(&["--http-addr", loopback], &[]).is_ok(), "{loopback}");
+            let args = ["--http-addr", loopback];
+            assert!(!exposure(&args, &[], false).unwrap(), "{loopback}");
         }
     }
 

@@ -211,7 +211,8 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         .iter()
         .map(|u| tidings_auth::Principal::user(u).to_string())
         .collect();
-    let (broker, store, registry, gate) = tokio::task::spawn_blocking(move || {
+    let exposure = config.clone();
+    let (broker, store, registry, gate, beyond) = tokio::task::spawn_blocking(move || {
         let auth_dir = tidings_auth::store::dir_in(&data_dir);
         let gate = tidings_auth::AuthStore::open(&auth_dir, super_users).with_context(|| {
             format!(
@@ -219,6 +220,8 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
                 auth_dir.display()
             )
         })?;
+        // Refused before the broker is opened: only the users were read.
+        let beyond = exposure.check_exposure(gate.has_users())?;
         let registry =
             Arc::new(Registry::open(&data_dir).context("cannot open the schema registry")?);
         let options = BrokerOptions {
@@ -240,7 +243,7 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
             },
         )
         .with_context(|| format!("cannot open the event store in {}", store_dir.display()))?;
-        anyhow::Ok((broker, store, registry, gate))
+        anyhow::Ok((broker, store, registry, gate, beyond))
     })
     .await
     .context("opening the broker, the event store and the schema registry")??;
@@ -265,13 +268,18 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         shutdown.clone(),
     )
     .with_cors(tidings_http::Cors::new(config.cors_origins.clone()).map_err(anyhow::Error::msg)?)
-    .with_registry(registry);
+    .with_registry(registry)
+    .with_gate(Arc::clone(&gate));
     let api = match &config.sagas_database {
         Some(url) => api.with_sagas(config.sagas_reader(url)?),
         None => api,
     };
-    config.check_exposure()?;
-    if config.insecure {
+    if beyond && gate.required() {
+        tracing::warn!(
+            "listening beyond this machine without TLS: PLAIN and HTTP Basic passwords cross the network readable (Kafka clients' SCRAM logins do not)"
+        );
+    }
+    if config.insecure && !gate.required() {
         tracing::warn!(
             http_addr = %config.http_addr,
             kafka_addr = %config.kafka_addr,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{client_script, eventually, failure, ok, python, third_party, Server};
+use crate::support::{client_script, eventually, failure, get, ok, python, third_party, Server};
 
 const MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
@@ -23,7 +23,7 @@ fn users(data_dir: &Path, args: &[&str], password: &str) -> Output {
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
-        .env_remove("TIDINGS_PASSWORD")
+        .env_remove("TIDINGS_NEW_PASSWORD")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -139,16 +139,8 @@ fn kcat_logs_in_with_each_mechanism_and_a_wrong_password_is_refused() {
             "{mechanism} {user}: {said}"
         );
     }
-    assert!(
-        server.metric(
-            "tidings_logins_total{listener=\"kafka\",mechanism=\"SCRAM-SHA-256\",outcome=\"failed\"}"
-        ) >= 2.0
-    );
-    assert!(
-        server
-            .metric("tidings_logins_total{listener=\"kafka\",mechanism=\"PLAIN\",outcome=\"ok\"}")
-            >= 2.0
-    );
+    assert!(logins(&server, "kafka", "SCRAM-SHA-256", "failed") >= 2.0);
+    assert!(logins(&server, "kafka", "PLAIN", "ok") >= 2.0);
     eventually("the failures logged", || {
         server.logs().contains("a Kafka client failed to log in")
     });
@@ -313,4 +305,142 @@ fn asking_to_log_in_to_a_server_without_users_is_refused_plainly() {
         &server,
     );
     assert!(value.get("error").is_some(), "{value}");
+}
+
+/// curl against the server: its status line and headers, then the body.
+fn curl(server: &Server, args: &[&str], path: &str) -> String {
+    let out = third_party("curl")
+        .args(["-s", "-i", "--max-time", "30"])
+        .args(args)
+        .arg(server.url(path))
+        .output()
+        .expect("curl is installed");
+    assert!(out.status.success(), "curl {args:?} {path}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `tidings_logins_total` of one listener, mechanism and outcome, scraped
+/// as alice (Prometheus logs in like any client).
+fn logins(server: &Server, listener: &str, mechanism: &str, outcome: &str) -> f64 {
+    let scraped = curl(server, &["-u", "alice:alice-pw"], "/metrics");
+    let series = format!(
+        "tidings_logins_total{{listener=\"{listener}\",mechanism=\"{mechanism}\",outcome=\"{outcome}\"}}"
+    );
+    scraped
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} in\n{scraped}"))
+}
+
+/// Once the server has users, HTTP requests log in with Basic (the same
+/// users as the Kafka listener's); `/healthz` stays open to probes.
+#[test]
+fn http_requests_log_in_with_basic_and_the_cli_logs_in_from_its_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_users(dir.path());
+    assert_eq!(
+        get(&server.url("/healthz")).status,
+        200,
+        "probes need no login"
+    );
+    for path in [
+        "/v1/topics",
+        "/metrics",
+        "/registry/subjects",
+        "/v1/no-such-route",
+    ] {
+        let answer = get(&server.url(path));
+        assert_eq!(
+            (answer.status, answer.code()),
+            (401, "unauthenticated"),
+            "{path}"
+        );
+    }
+    let refused = curl(&server, &[], "/v1/topics");
+    assert!(
+        refused
+            .to_lowercase()
+            .contains("www-authenticate: basic realm=\"tidings\""),
+        "{refused}"
+    );
+    let wrong = curl(&server, &["-u", "alice:wrong"], "/v1/topics");
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    assert!(wrong.contains("wrong user name or password"), "{wrong}");
+
+    // curl creates a topic and publishes as alice; bob (SCRAM-SHA-512
+    // only) reads.
+    let created = curl(
+        &server,
+        &[
+            "-u",
+            "alice:alice-pw",
+            "-H",
+            "content-type: application/json",
+            "--data",
+            "{\"name\":\"orders\",\"partitions\":1}",
+        ],
+        "/v1/topics",
+    );
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    let published = curl(
+        &server,
+        &[
+            "-u",
+            "alice:alice-pw",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "ce-specversion: 1.0",
+            "-H",
+            "ce-type: order.placed",
+            "-H",
+            "ce-source: /shop",
+            "-H",
+            "ce-id: o-1",
+            "--data",
+            "{\"order\":1}",
+        ],
+        "/v1/topics/orders/events",
+    );
+    assert!(published.starts_with("HTTP/1.1 20"), "{published}");
+    let read = curl(
+        &server,
+        &["-u", "bob:bob-pw"],
+        "/v1/topics/orders/events?partition=0&from=0",
+    );
+    assert!(read.contains("\"order\":1"), "{read}");
+    eventually("the principal on the request's log line", || {
+        server.logs().contains("principal=User:bob")
+    });
+
+    // The CLI: refused without a user, logged in with TIDINGS_USER and
+    // TIDINGS_PASSWORD.
+    let cli = |env: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+        command
+            .args(["topics", "list"])
+            .env("TIDINGS_URL", server.url(""))
+            .env_remove("TIDINGS_USER")
+            .env_remove("TIDINGS_PASSWORD");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+    let said = failure(&cli(&[]));
+    assert!(said.contains("401") && said.contains("log in"), "{said}");
+    let listed = ok(&cli(&[
+        ("TIDINGS_USER", "alice"),
+        ("TIDINGS_PASSWORD", "alice-pw"),
+    ]));
+    assert!(listed.contains("orders"), "{listed}");
+    let said = failure(&cli(&[
+        ("TIDINGS_USER", "alice"),
+        ("TIDINGS_PASSWORD", "nope"),
+    ]));
+    assert!(said.contains("wrong user name or password"), "{said}");
+    assert!(logins(&server, "http", "basic", "failed") >= 2.0);
 }
