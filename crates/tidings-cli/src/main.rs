@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tidings_client::Client;
 
+mod acls;
 mod admin;
 mod catalog;
 mod output;
@@ -99,6 +100,11 @@ enum Command {
     /// logs in.
     #[command(subcommand)]
     Users(users::Users),
+    /// Who may do what (Kafka's ACLs: allow or deny an operation on a
+    /// topic, group, stream or the server, by name or prefix), kept beside
+    /// the users in a stopped server's data directory.
+    #[command(subcommand)]
+    Acls(acls::Acls),
 }
 
 /// The command line: `--server`, `--json` and `--user` are global, for every client
@@ -146,8 +152,13 @@ fn main() -> ExitCode {
         };
     }
     let mode = if cli.json { Mode::Json } else { Mode::Text };
-    if let Command::Users(command) = cli.command {
-        return match users::users(command, mode) {
+    if matches!(cli.command, Command::Users(_) | Command::Acls(_)) {
+        let done = match cli.command {
+            Command::Users(command) => users::users(command, mode),
+            Command::Acls(command) => acls::acls(command, mode),
+            _ => unreachable!("matched above"),
+        };
+        return match done {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -206,7 +217,9 @@ fn run(cli: Cli, server_from: &str) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(_) | Command::Users(_) => unreachable!("run in main"),
+            Command::Serve(_) | Command::Users(_) | Command::Acls(_) => {
+                unreachable!("run in main")
+            }
             Command::Publish(p) => publish::publish(&mut ctx, p).await,
             Command::Tail(t) => read::tail(&mut ctx, t).await,
             Command::Consume(c) => read::consume(&mut ctx, c).await,

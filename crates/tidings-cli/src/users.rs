@@ -26,7 +26,7 @@ use crate::output::{Mode, Output};
 pub(crate) struct DataDir {
     /// The server's data directory.
     #[arg(long, env = "TIDINGS_DATA_DIR", default_value = "./tidings-data")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,10 +74,14 @@ fn mechanism(name: &str) -> Result<Mechanism, String> {
         .ok_or_else(|| format!("{name:?}: the mechanisms are SCRAM-SHA-256 and SCRAM-SHA-512"))
 }
 
-fn open(dir: &DataDir) -> Result<AuthStore> {
+pub(crate) fn open(dir: &DataDir) -> Result<AuthStore> {
     let auth = tidings_auth::store::dir_in(&dir.data_dir);
-    AuthStore::open(&auth, Vec::new())
-        .with_context(|| format!("cannot open the users in {}", auth.display()))
+    AuthStore::open(&auth, Vec::new()).with_context(|| {
+        format!(
+            "cannot open the users and permissions in {}",
+            auth.display()
+        )
+    })
 }
 
 /// The password: `TIDINGS_NEW_PASSWORD`, or the first line of standard input.

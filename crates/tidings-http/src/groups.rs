@@ -2,9 +2,11 @@
 //! commit offsets, heartbeat and leave; groups are listed, described with lag,
 //! and reset.
 
+use crate::access::Access;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tidings_auth::acl::{Operation, ResourceType};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -66,12 +68,18 @@ fn group(d: GroupDescription) -> Group {
     }
 }
 
-/// `GET /v1/groups`.
-pub(crate) async fn list(State(api): State<Api>) -> Result<Json<GroupList>, ApiError> {
+/// `GET /v1/groups`: the groups the principal may describe.
+pub(crate) async fn list(
+    State(api): State<Api>,
+    access: Access,
+) -> Result<Json<GroupList>, ApiError> {
     let broker = Arc::clone(api.broker());
     let groups = blocking(move || {
         let mut out = Vec::new();
         for name in broker.list_groups() {
+            if !access.allows(ResourceType::Group, &name, Operation::Describe) {
+                continue;
+            }
             // A group whose topic was deleted is no reason to fail the listing.
             match broker.describe_group(&name) {
                 Ok(d) => out.push(group(d)),
@@ -110,13 +118,17 @@ pub(crate) async fn delete(
 }
 
 /// `POST /v1/groups/{group}/members`: joins (creating the group on first join).
+/// Needs `Read` on the group and on the topic.
 pub(crate) async fn join(
     State(api): State<Api>,
+    access: Access,
     PathJson(name): PathJson<String>,
     headers: HeaderMap,
     request: Body,
 ) -> Result<Response, ApiError> {
+    access.require(ResourceType::Group, &name, Operation::Read)?;
     let join: JoinRequest = body::parse(&headers, request, api.limits().body_bytes_max).await?;
+    access.require(ResourceType::Topic, &join.topic, Operation::Read)?;
     let defaults = JoinOptions::default();
     let options = JoinOptions {
         start: wire::parse_start(join.from.as_deref())?,

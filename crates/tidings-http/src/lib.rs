@@ -28,7 +28,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts as _, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +41,7 @@ use tidings_telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod access;
 mod body;
 mod catalog;
 mod cors;
@@ -517,7 +518,7 @@ async fn around_request(State(api): State<Api>, request: Request, next: Next) ->
 }
 
 /// [`around_request`] within CORS.
-async fn handle(api: &Api, mut request: Request, next: Next) -> Response {
+async fn handle(api: &Api, request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get("x-request-id")
@@ -582,8 +583,40 @@ async fn handle(api: &Api, mut request: Request, next: Next) -> Response {
         match login {
             Ok(principal) => {
                 span.record("principal", tracing::field::display(&principal));
-                request.extensions_mut().insert(principal);
-                next.run(request).instrument(span.clone()).await
+                let need = match matched {
+                    Some(r) => access::need(r.operation),
+                    None if request
+                        .uri()
+                        .path()
+                        .starts_with(tidings_api::REGISTRY_PREFIX) =>
+                    {
+                        access::registry_need(&method)
+                    }
+                    None => access::Need::Nothing,
+                };
+                let host = request
+                    .extensions()
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|c| c.0.ip());
+                let access = access::Access::new(principal, host, api.inner.gate.clone());
+                let (mut parts, body) = request.into_parts();
+                let named = match need {
+                    access::Need::Named(..) => {
+                        axum::extract::RawPathParams::from_request_parts(&mut parts, &())
+                            .await
+                            .ok()
+                            .and_then(|p| p.iter().next().map(|(_, v)| v.to_owned()))
+                    }
+                    _ => None,
+                };
+                match access.check(need, named.as_deref()) {
+                    Ok(()) => {
+                        parts.extensions.insert(access);
+                        let request = Request::from_parts(parts, body);
+                        next.run(request).instrument(span.clone()).await
+                    }
+                    Err(refused) => span.in_scope(|| refused.into_response()),
+                }
             }
             Err(refusal) => refusal,
         }

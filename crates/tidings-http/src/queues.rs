@@ -2,8 +2,10 @@
 //! an optional delay, reject; dead letters listed, inspected, redriven and
 //! purged.
 
+use crate::access::Access;
 use std::sync::Arc;
 use std::time::Duration;
+use tidings_auth::acl::{Operation, ResourceType};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -77,12 +79,16 @@ fn queue(name: String, s: QueueStats) -> Queue {
 
 /// `POST /v1/queues`: a queue group on a topic; its dead letters go to the topic
 /// `<topic>.<group>.dlq`.
+/// Needs `Read` on the group and on the topic.
 pub(crate) async fn create(
     State(api): State<Api>,
+    access: Access,
     headers: HeaderMap,
     request: Body,
 ) -> Result<Response, ApiError> {
     let q: CreateQueue = body::parse(&headers, request, api.limits().body_bytes_max).await?;
+    access.require(ResourceType::Group, &q.name, Operation::Read)?;
+    access.require(ResourceType::Topic, &q.topic, Operation::Read)?;
     let d = tidings_broker::QueueConfig::default();
     let millis = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
     let config = tidings_broker::QueueConfig {
@@ -106,10 +112,13 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(queue(q.name, stats))).into_response())
 }
 
-/// `GET /v1/queues`.
-pub(crate) async fn list(State(api): State<Api>) -> Json<QueueList> {
+/// `GET /v1/queues`: the queue groups the principal may describe.
+pub(crate) async fn list(State(api): State<Api>, access: Access) -> Json<QueueList> {
     let mut queues = Vec::new();
     for name in api.broker().list_queue_groups() {
+        if !access.allows(ResourceType::Group, &name, Operation::Describe) {
+            continue;
+        }
         match api.broker().queue_stats(&name).await {
             Ok(stats) => queues.push(queue(name, stats)),
             Err(e) => tracing::debug!(group = %name, error = %e, "queue left out of the listing"),
@@ -489,14 +498,20 @@ pub(crate) async fn dead_letter(
 /// `POST /v1/queues/{group}/dead-letters/redrive`: delivers dead letters again
 /// to this group only, or publishes them to the topic `to`, and marks them
 /// handled.
+/// Needs `Alter` on the group, and `Write` on the topic redriven to.
 pub(crate) async fn redrive(
     State(api): State<Api>,
+    access: Access,
     PathJson(name): PathJson<String>,
     headers: HeaderMap,
     request: Body,
 ) -> Result<Json<RedriveAnswer>, ApiError> {
+    access.require(ResourceType::Group, &name, Operation::Alter)?;
     let redrive: RedriveRequest =
         body::parse_or_default(&headers, request, api.limits().body_bytes_max).await?;
+    if let Some(topic) = &redrive.to {
+        access.require(ResourceType::Topic, topic, Operation::Write)?;
+    }
     let max = redrive.max.unwrap_or(usize::MAX);
     if max == 0 {
         return Err(ApiError::invalid_request(

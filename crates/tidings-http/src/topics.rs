@@ -1,6 +1,8 @@
 //! Topic administration: create, list, describe, alter, delete.
 
+use crate::access::{Access, CLUSTER};
 use std::time::Duration;
+use tidings_auth::acl::{Operation, ResourceType};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -90,22 +92,31 @@ fn changes(settings: &TopicSettings) -> Result<TopicChanges, ApiError> {
     })
 }
 
-/// `GET /v1/topics`.
-pub(crate) async fn list(State(api): State<Api>) -> Json<TopicList> {
+/// `GET /v1/topics`: the topics the principal may describe.
+pub(crate) async fn list(State(api): State<Api>, access: Access) -> Json<TopicList> {
     let topics = api.broker().list_topics();
     Json(TopicList {
-        topics: topics.iter().map(topic).collect(),
+        topics: topics
+            .iter()
+            .filter(|t| access.allows(ResourceType::Topic, t.name.as_str(), Operation::Describe))
+            .map(topic)
+            .collect(),
     })
 }
 
 /// `POST /v1/topics`.
+/// A topic is created with `Create` on the server (every topic), or on it.
 pub(crate) async fn create(
     State(api): State<Api>,
+    access: Access,
     headers: HeaderMap,
     request: Body,
 ) -> Result<Response, ApiError> {
     let fields = body::parse(&headers, request, api.limits().body_bytes_max).await?;
     let CreateTopic { name, settings } = CreateTopic::from_object(fields).map_err(invalid_topic)?;
+    if !access.allows(ResourceType::Cluster, CLUSTER, Operation::Create) {
+        access.require(ResourceType::Topic, &name, Operation::Create)?;
+    }
     let spec = TopicSpec::default().changed(&changes(&settings)?);
     let broker = std::sync::Arc::clone(api.broker());
     let created = blocking(move || Ok(broker.create_topic(&name, spec)?)).await?;

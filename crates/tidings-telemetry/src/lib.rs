@@ -116,6 +116,10 @@ fn describe() {
     );
     describe_gauge!("tidings_kafka_connections", "Kafka connections open now.");
     describe_counter!(
+        "tidings_denied_total",
+        "Requests refused by the permissions, by listener (kafka, http) and resource type."
+    );
+    describe_counter!(
         "tidings_logins_total",
         "Logins by listener (kafka, http), mechanism and outcome (ok, failed)."
     );
@@ -284,6 +288,18 @@ pub mod kafka {
             metrics::counter!("tidings_kafka_connections_refused_total").increment(1);
         }
     }
+}
+
+/// A request through `listener` (`kafka`, `http`) was refused by the
+/// permissions, on a resource of `resource` type (`topic`, `group`,
+/// `stream`, `cluster`).
+pub fn denied(listener: &'static str, resource: &'static str) {
+    metrics::counter!(
+        "tidings_denied_total",
+        "listener" => listener,
+        "resource" => resource
+    )
+    .increment(1);
 }
 
 /// A login through `listener` (`kafka`, `http`) with `mechanism`

@@ -15,6 +15,7 @@ mod kafka_defaults;
 mod kafka_producers;
 mod login;
 mod monitoring;
+mod permissions;
 mod reading;
 mod readme;
 mod registry;

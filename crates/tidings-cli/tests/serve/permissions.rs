@@ -1,0 +1,265 @@
+//! Permissions on the HTTP API: every route of the route table (and the
+//! schema registry's) tried by a logged-in user without permissions on what
+//! another user made, answering 403 (or, for listings, nothing of it) and
+//! changing nothing; the owner's own requests go through.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tidings_api::{Method, Operation, ROUTES};
+
+use crate::support::{call, ok, Answer, Server};
+
+fn tidings(dir: &Path, args: &[&str], stdin: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("TIDINGS_NEW_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    ok(&child.wait_with_output().unwrap())
+}
+
+/// A request as `user` (whose password is `<user>-pw`).
+fn as_user(user: &str, method: &str, url: &str, body: &Value) -> Answer {
+    let login = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{user}-pw"));
+    let authorization = format!("Basic {login}");
+    let batch = matches!(body, Value::Array(_));
+    let content_type = if batch {
+        "application/cloudevents-batch+json"
+    } else {
+        "application/json"
+    };
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    call(
+        method,
+        url,
+        &[
+            ("authorization", &authorization),
+            ("content-type", content_type),
+        ],
+        &bytes,
+    )
+}
+
+fn event(id: &str) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": "/shop", "type": "order.placed", "data": {"id": id}})
+}
+
+/// What alice made, as alice reads it: the topic's events, the stream's, the
+/// queue and the group, and the topics there are.
+fn state(server: &Server, member: &str) -> Value {
+    let get = |path: &str| as_user("alice", "GET", &server.url(path), &Value::Null);
+    let events = get("/v1/topics/orders/events?partition=0&from=0");
+    let stream = get("/v1/streams/order-1/events");
+    let queue = get("/v1/queues/workers");
+    let group = get("/v1/groups/workers-g");
+    let topics = get("/v1/topics");
+    json!({
+        "events": events.json["events"].as_array().map(|e| e.iter().map(|e| e["event"]["id"].clone()).collect::<Vec<_>>()),
+        "stream": stream.json["events"].as_array().map(Vec::len),
+        "queue": [queue.status, queue.json["topic"].clone()],
+        "group": [group.status, group.json["members"].as_array().map(|m| m.iter().any(|m| m["member"] == member))],
+        "topics": topics.json["topics"].as_array().map(|t| t.iter().map(|t| t["name"].clone()).collect::<Vec<_>>()),
+    })
+}
+
+#[test]
+fn every_route_refuses_a_user_without_permissions_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for user in ["admin", "alice", "mallory"] {
+        tidings(dir.path(), &["users", "add", user], &format!("{user}-pw\n"));
+    }
+    for (resource, operation) in [
+        (&["--topic", "orders"][..], "All"),
+        (&["--group", "workers"], "All"),
+        (&["--stream", "order-"], "All"),
+        (&["--stream", "$all"], "Read"),
+        (&["--cluster"], "Describe,Create,Alter"),
+    ] {
+        let mut args = vec![
+            "acls",
+            "add",
+            "--principal",
+            "alice",
+            "--operation",
+            operation,
+        ];
+        args.extend_from_slice(resource);
+        args.push("--prefixed");
+        if resource[0] == "--cluster" {
+            args.pop();
+        }
+        tidings(dir.path(), &args, "");
+    }
+    // mallory may read one unrelated topic: a logged-in user with
+    // permissions, none on what alice made.
+    tidings(
+        dir.path(),
+        &[
+            "acls",
+            "add",
+            "--principal",
+            "mallory",
+            "--operation",
+            "Read,Describe",
+            "--topic",
+            "public",
+        ],
+        "",
+    );
+    let server = Server::start(dir.path(), &["--super-user", "admin"]);
+    let alice = |method: &str, path: &str, body: Value| {
+        let answer = as_user("alice", method, &server.url(path), &body);
+        assert!(
+            answer.status < 300,
+            "alice {method} {path}: {}",
+            answer.text
+        );
+        answer
+    };
+    alice(
+        "POST",
+        "/v1/topics",
+        json!({"name": "orders", "partitions": 1}),
+    );
+    alice(
+        "POST",
+        "/v1/topics/orders/events",
+        json!([event("o-1"), event("o-2")]),
+    );
+    alice(
+        "POST",
+        "/v1/queues",
+        json!({"name": "workers", "topic": "orders"}),
+    );
+    let joined = alice(
+        "POST",
+        "/v1/groups/workers-g/members",
+        json!({"topic": "orders", "from": "earliest"}),
+    );
+    let member = joined.json["member"].as_str().unwrap().to_owned();
+    alice("POST", "/v1/streams/order-1/events", json!([event("s-1")]));
+    let before = state(&server, &member);
+    assert_eq!(before["events"], json!(["o-1", "o-2"]), "{before}");
+
+    let mut tried = 0;
+    for route in ROUTES {
+        let path = route
+            .path
+            .replace("{topic}", "orders")
+            .replace("{stream}", "order-1")
+            .replace("{member}", &member)
+            .replace("{lease}", "0-0-1")
+            .replace("{offset}", "0")
+            .replace("{saga}", "checkout")
+            .replace("{key}", "o-1")
+            .replace(
+                "{group}",
+                if route.path.starts_with("/v1/groups") {
+                    "workers-g"
+                } else {
+                    "workers"
+                },
+            );
+        let body = match route.operation {
+            Operation::CreateTopic => json!({"name": "orders.new"}),
+            Operation::CreateQueue => json!({"name": "workers.new", "topic": "orders"}),
+            Operation::PublishEvents | Operation::AppendToStream => json!([event("m-1")]),
+            Operation::JoinGroup => json!({"topic": "orders"}),
+            _ if matches!(route.method, Method::Post | Method::Patch) => json!({}),
+            _ => Value::Null,
+        };
+        let answer = as_user("mallory", route.method.as_str(), &server.url(&path), &body);
+        let expected = match route.operation {
+            Operation::Health | Operation::OpenApi | Operation::GetLimits => 200,
+            Operation::ListTopics | Operation::ListGroups | Operation::ListQueues => {
+                // Listed, without what mallory may not describe.
+                assert!(
+                    !answer.text.contains("orders") && !answer.text.contains("workers"),
+                    "{} {path}: {}",
+                    route.method.as_str(),
+                    answer.text
+                );
+                200
+            }
+            _ => 403,
+        };
+        assert_eq!(
+            answer.status,
+            expected,
+            "{} {path} as mallory: {}",
+            route.method.as_str(),
+            answer.text
+        );
+        if expected == 403 {
+            assert_eq!(answer.code(), "forbidden", "{path}");
+            assert!(
+                answer.text.contains("User:mallory may not"),
+                "{}",
+                answer.text
+            );
+        }
+        tried += 1;
+    }
+    assert_eq!(tried, ROUTES.len());
+    for (method, path, body) in [
+        ("GET", "/registry/subjects", Value::Null),
+        (
+            "POST",
+            "/registry/subjects/order.placed/versions",
+            json!({"schemaType": "JSON", "schema": "{}"}),
+        ),
+    ] {
+        let answer = as_user("mallory", method, &server.url(path), &body);
+        assert_eq!(answer.status, 403, "{method} {path}: {}", answer.text);
+    }
+    assert_eq!(state(&server, &member), before, "nothing changed");
+
+    // The super user passes whatever the permissions say; alice's own
+    // grants work.
+    let admin = as_user("admin", "GET", &server.url("/v1/topics"), &Value::Null);
+    assert!(admin.text.contains("orders"), "{}", admin.text);
+    let created = as_user(
+        "alice",
+        "POST",
+        &server.url("/v1/topics"),
+        &json!({"name": "orders.eu"}),
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    let other = as_user(
+        "alice",
+        "POST",
+        &server.url("/v1/topics"),
+        &json!({"name": "payments"}),
+    );
+    assert_eq!(
+        other.status, 201,
+        "Create on the cluster covers every topic"
+    );
+    let metrics = as_user("admin", "GET", &server.url("/metrics"), &Value::Null);
+    let denied: f64 = metrics
+        .text
+        .lines()
+        .filter(|l| l.starts_with("tidings_denied_total{listener=\"http\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(denied >= (ROUTES.len() - 6) as f64, "{denied}");
+}
