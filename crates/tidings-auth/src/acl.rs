@@ -418,6 +418,43 @@ impl Authorizer {
         }
     }
 
+    /// Whether the request's principal may do its operation to some
+    /// resource of its type, whatever the name (Kafka's
+    /// `authorizeByResourceType`, which lets a producer that may write some
+    /// topic be idempotent): a super user, an open server, or an `Allow`
+    /// for it on any pattern that no `Deny` of every name (the literal `*`)
+    /// cancels. The request's name is not read.
+    pub fn allows_some(&self, request: &Request<'_>) -> bool {
+        if self.super_users.contains(request.principal) || self.count == 0 {
+            return true;
+        }
+        let every = Request {
+            name: EVERY_NAME,
+            ..*request
+        };
+        let denied_everywhere = self
+            .pattern(request.resource_type, PatternType::Literal, EVERY_NAME)
+            .into_iter()
+            .flatten()
+            .any(|acl| {
+                acl.applies_to(&every)
+                    && acl.permission == Permission::Deny
+                    && (acl.operation == request.operation || acl.operation == Operation::All)
+            });
+        !denied_everywhere
+            && self
+                .by_pattern
+                .iter()
+                .filter(|((t, _), _)| *t == request.resource_type)
+                .flat_map(|(_, names)| names.values().flatten())
+                .any(|acl| {
+                    acl.applies_to(request)
+                        && acl.permission == Permission::Allow
+                        && (acl.operation == Operation::All
+                            || request.operation.allowed_by().contains(&acl.operation))
+                })
+    }
+
     /// The permissions of one pattern.
     fn pattern(
         &self,

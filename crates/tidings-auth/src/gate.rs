@@ -203,6 +203,25 @@ impl Gate {
         })
     }
 
+    /// Whether `principal` may do `operation` to some resource of the type
+    /// (see [`crate::Authorizer::allows_some`]).
+    pub fn allows_some(
+        &self,
+        principal: &Principal,
+        host: IpAddr,
+        operation: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
+        let host = host.to_string();
+        self.read().authorizer().allows_some(&Request {
+            principal: principal.as_str(),
+            host: &host,
+            operation,
+            resource_type,
+            name: "",
+        })
+    }
+
     /// Runs `f` on the store, for listings.
     pub fn with_store<T>(&self, f: impl FnOnce(&AuthStore) -> T) -> T {
         f(&self.read())

@@ -440,3 +440,69 @@ fn bad_permissions_are_refused_with_the_reason() {
     assert_eq!(a.add(good), Ok(false), "adding one held is no error");
     assert_eq!(a.len(), 1);
 }
+
+/// Kafka's `authorizeByResourceType`: may the principal write some topic?
+#[test]
+fn some_topic_is_writable_when_a_permission_allows_one_and_no_deny_covers_all() {
+    let acl = |principal: &str, name: &str, pattern_type, operation, permission| Acl {
+        principal: principal.to_owned(),
+        host: "*".to_owned(),
+        resource_type: ResourceType::Topic,
+        pattern_type,
+        name: name.to_owned(),
+        operation,
+        permission,
+    };
+    let asks = |a: &Authorizer, principal: &str| {
+        a.allows_some(&Request {
+            principal,
+            host: "10.0.0.1",
+            operation: Operation::Write,
+            resource_type: ResourceType::Topic,
+            name: "ignored",
+        })
+    };
+    let mut a = Authorizer::new(["User:admin".to_owned()]);
+    assert!(asks(&a, "User:bob"), "open");
+    let grant = acl(
+        "User:alice",
+        "orders",
+        PatternType::Prefixed,
+        Operation::Write,
+        Permission::Allow,
+    );
+    a.add(grant).unwrap();
+    assert!(asks(&a, "User:alice"));
+    assert!(!asks(&a, "User:bob"));
+    assert!(asks(&a, "User:admin"), "super user");
+    let read_only = acl(
+        "User:bob",
+        "*",
+        PatternType::Literal,
+        Operation::Read,
+        Permission::Allow,
+    );
+    a.add(read_only).unwrap();
+    assert!(!asks(&a, "User:bob"), "Read does not imply Write");
+    let all = acl(
+        "User:bob",
+        "x",
+        PatternType::Literal,
+        Operation::All,
+        Permission::Allow,
+    );
+    a.add(all).unwrap();
+    assert!(asks(&a, "User:bob"), "All implies Write");
+    let deny = acl(
+        "User:*",
+        "*",
+        PatternType::Literal,
+        Operation::Write,
+        Permission::Deny,
+    );
+    a.add(deny).unwrap();
+    assert!(
+        !asks(&a, "User:alice") && !asks(&a, "User:bob"),
+        "denied everywhere"
+    );
+}

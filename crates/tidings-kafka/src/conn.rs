@@ -17,12 +17,21 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
     SaslHandshakeRequest, SyncGroupRequest,
 };
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterResponse, FetchResponse, FindCoordinatorResponse, HeartbeatResponse,
+    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, OffsetCommitResponse,
+    OffsetDeleteResponse, OffsetFetchResponse, ProducerId, SyncGroupResponse,
+};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::ResponseError;
+use tidings_auth::acl::{Operation, ResourceType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::access::{decide, Access};
 use crate::sasl::Session;
 use crate::{admin, apis, fetch, groups, produce, topics, Shared};
 
@@ -506,6 +515,7 @@ async fn answer(
         .map_or("consumer", |c| c.as_str())
         .to_owned();
     let body = &mut frame;
+    let access = Access::new(shared.gate.clone(), session.principal.clone(), peer.ip());
     let response = match api {
         ApiKey::ApiVersions => {
             let request: ApiVersionsRequest = call.decode(body)?;
@@ -522,18 +532,23 @@ async fn answer(
         }
         ApiKey::Metadata => {
             let request: MetadataRequest = call.decode(body)?;
-            call.respond(&topics::metadata(shared, request, version).await)?
+            call.respond(&topics::metadata(shared, request, version, &access).await)?
         }
         ApiKey::CreateTopics => {
-            let request: CreateTopicsRequest = call.decode(body)?;
-            call.respond(&topics::create_topics(shared, request, version).await)?
+            let mut request: CreateTopicsRequest = call.decode(body)?;
+            let refused = decide::create_topics(&access, &mut request);
+            let mut answer = topics::create_topics(shared, request, version).await;
+            answer.topics.extend(refused);
+            call.respond(&answer)?
         }
         ApiKey::Produce => {
-            let request: ProduceRequest = call.decode(body)?;
+            let mut request: ProduceRequest = call.decode(body)?;
             let acks = request.acks;
+            let refused = decide::produce(&access, &mut request);
             let answer = produce::produce(shared, request, version).await;
             return Ok(Box::pin(async move {
-                let response = answer.await;
+                let mut response = answer.await;
+                response.responses.extend(refused);
                 if acks == 0 {
                     return Ok(None);
                 }
@@ -541,83 +556,214 @@ async fn answer(
             }));
         }
         ApiKey::Fetch => {
-            let request: FetchRequest = call.decode(body)?;
-            call.respond(&fetch::fetch(shared, request, version).await)?
+            let mut request: FetchRequest = call.decode(body)?;
+            let refused = decide::fetch(&access, &mut request);
+            let mut answer = if request.topics.is_empty() && !refused.is_empty() {
+                // Nothing left to wait for.
+                FetchResponse::default()
+            } else {
+                fetch::fetch(shared, request, version).await
+            };
+            answer.responses.extend(refused);
+            call.respond(&answer)?
         }
         ApiKey::ListOffsets => {
-            let request: ListOffsetsRequest = call.decode(body)?;
-            call.respond(&fetch::list_offsets(shared, request, version))?
+            let mut request: ListOffsetsRequest = call.decode(body)?;
+            let refused = decide::list_offsets(&access, &mut request);
+            let mut answer = fetch::list_offsets(shared, request, version);
+            answer.topics.extend(refused);
+            call.respond(&answer)?
         }
         ApiKey::FindCoordinator => {
             let request: FindCoordinatorRequest = call.decode(body)?;
+            if request.key_type == 0 {
+                if let Err(f) = access.group(request.key.as_str(), Operation::Describe) {
+                    let mut refused = FindCoordinatorResponse::default()
+                        .with_error_code(f.code.code())
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1);
+                    if version >= 1 {
+                        refused.error_message = Some(StrBytes::from_string(f.message));
+                    }
+                    return ready(call.respond(&refused)?);
+                }
+            }
             call.respond(&groups::find_coordinator(shared, &request, version))?
         }
         ApiKey::JoinGroup => {
             let request: JoinGroupRequest = call.decode(body)?;
+            if let Err(f) = access.group(request.group_id.0.as_str(), Operation::Read) {
+                let refused = JoinGroupResponse::default()
+                    .with_error_code(f.code.code())
+                    .with_generation_id(-1)
+                    .with_member_id(request.member_id);
+                return ready(call.respond(&refused)?);
+            }
             let host = peer.ip().to_string();
             call.respond(&groups::join_group(shared, request, version, &client_id, &host).await)?
         }
         ApiKey::SyncGroup => {
             let request: SyncGroupRequest = call.decode(body)?;
+            if let Err(f) = access.group(request.group_id.0.as_str(), Operation::Read) {
+                return ready(
+                    call.respond(&SyncGroupResponse::default().with_error_code(f.code.code()))?,
+                );
+            }
             call.respond(&groups::sync_group(shared, request).await)?
         }
         ApiKey::Heartbeat => {
             let request: HeartbeatRequest = call.decode(body)?;
+            if let Err(f) = access.group(request.group_id.0.as_str(), Operation::Read) {
+                return ready(
+                    call.respond(&HeartbeatResponse::default().with_error_code(f.code.code()))?,
+                );
+            }
             call.respond(&groups::heartbeat(shared, &request))?
         }
         ApiKey::LeaveGroup => {
             let request: LeaveGroupRequest = call.decode(body)?;
+            if let Err(f) = access.group(request.group_id.0.as_str(), Operation::Read) {
+                return ready(
+                    call.respond(&LeaveGroupResponse::default().with_error_code(f.code.code()))?,
+                );
+            }
             call.respond(&groups::leave_group(shared, &request, version))?
         }
         ApiKey::OffsetCommit => {
-            let request: OffsetCommitRequest = call.decode(body)?;
-            call.respond(&groups::offset_commit(shared, request).await)?
+            let mut request: OffsetCommitRequest = call.decode(body)?;
+            let refused = decide::offset_commit(&access, &mut request);
+            let mut answer = if request.topics.is_empty() && !refused.is_empty() {
+                OffsetCommitResponse::default()
+            } else {
+                groups::offset_commit(shared, request).await
+            };
+            answer.topics.extend(refused);
+            call.respond(&answer)?
         }
         ApiKey::OffsetFetch => {
             let request: OffsetFetchRequest = call.decode(body)?;
+            if let Err(f) = access.group(request.group_id.0.as_str(), Operation::Describe) {
+                return ready(call.respond(&refused_offset_fetch(&request, version, f.code))?);
+            }
             call.respond(&groups::offset_fetch(shared, &request))?
         }
         ApiKey::DeleteTopics => {
-            let request: DeleteTopicsRequest = call.decode(body)?;
-            call.respond(&admin::delete_topics(shared, request, version).await)?
+            let mut request: DeleteTopicsRequest = call.decode(body)?;
+            let refused = decide::delete_topics(&access, &mut request);
+            let mut answer = admin::delete_topics(shared, request, version).await;
+            answer.responses.extend(refused);
+            call.respond(&answer)?
         }
         ApiKey::CreatePartitions => {
-            let request: CreatePartitionsRequest = call.decode(body)?;
-            call.respond(&admin::create_partitions(shared, request).await)?
+            let mut request: CreatePartitionsRequest = call.decode(body)?;
+            let refused = decide::create_partitions(&access, &mut request);
+            let mut answer = admin::create_partitions(shared, request).await;
+            answer.results.extend(refused);
+            call.respond(&answer)?
         }
         ApiKey::DescribeConfigs => {
-            let request: DescribeConfigsRequest = call.decode(body)?;
-            call.respond(&admin::describe_configs(shared, &request, version))?
+            let mut request: DescribeConfigsRequest = call.decode(body)?;
+            let refused = decide::describe_configs(&access, &mut request);
+            let mut answer = admin::describe_configs(shared, &request, version);
+            answer.results.extend(refused);
+            call.respond(&answer)?
         }
         ApiKey::IncrementalAlterConfigs => {
-            let request: IncrementalAlterConfigsRequest = call.decode(body)?;
-            call.respond(&admin::incremental_alter_configs(shared, request).await)?
+            let mut request: IncrementalAlterConfigsRequest = call.decode(body)?;
+            let refused = decide::alter_configs(&access, &mut request);
+            let mut answer = admin::incremental_alter_configs(shared, request).await;
+            answer.responses.extend(refused);
+            call.respond(&answer)?
         }
         ApiKey::DescribeCluster => {
             let request: DescribeClusterRequest = call.decode(body)?;
+            if let Err(f) = access.cluster(Operation::Describe) {
+                let refused = DescribeClusterResponse::default()
+                    .with_error_code(f.code.code())
+                    .with_error_message(Some(StrBytes::from_string(f.message)));
+                return ready(call.respond(&refused)?);
+            }
             call.respond(&admin::describe_cluster(shared, &request))?
         }
         ApiKey::ListGroups => {
             let request: ListGroupsRequest = call.decode(body)?;
-            call.respond(&groups::list_groups(shared, &request, version))?
+            let mut answer = groups::list_groups(shared, &request, version);
+            answer
+                .groups
+                .retain(|g| access.sees(ResourceType::Group, g.group_id.0.as_str()));
+            call.respond(&answer)?
         }
         ApiKey::DescribeGroups => {
-            let request: DescribeGroupsRequest = call.decode(body)?;
-            call.respond(&groups::describe_groups(shared, &request, version))?
+            let mut request: DescribeGroupsRequest = call.decode(body)?;
+            let refused = decide::describe_groups(&access, &mut request);
+            let mut answer = groups::describe_groups(shared, &request, version);
+            answer.groups.extend(refused);
+            call.respond(&answer)?
         }
         ApiKey::DeleteGroups => {
-            let request: DeleteGroupsRequest = call.decode(body)?;
-            call.respond(&groups::delete_groups(shared, request).await)?
+            let mut request: DeleteGroupsRequest = call.decode(body)?;
+            let refused = decide::delete_groups(&access, &mut request);
+            let mut answer = groups::delete_groups(shared, request).await;
+            answer.results.extend(refused);
+            call.respond(&answer)?
         }
         ApiKey::OffsetDelete => {
             let request: OffsetDeleteRequest = call.decode(body)?;
+            if let Err(f) = access.group(request.group_id.0.as_str(), Operation::Delete) {
+                return ready(
+                    call.respond(&OffsetDeleteResponse::default().with_error_code(f.code.code()))?,
+                );
+            }
             call.respond(&groups::offset_delete(shared, request).await)?
         }
         ApiKey::InitProducerId => {
             let request: InitProducerIdRequest = call.decode(body)?;
+            if request.transactional_id.is_none() && !access.may_be_idempotent() {
+                let refused = InitProducerIdResponse::default()
+                    .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1);
+                return ready(call.respond(&refused)?);
+            }
             call.respond(&produce::init_producer_id(shared, &request).await)?
         }
         _ => return Err(ConnError::UnsupportedApi { api, version }),
     };
     ready(response)
+}
+
+/// OffsetFetch for a group the principal may not describe: the group's
+/// error (from v2), or each partition's (v1, which has no group error).
+fn refused_offset_fetch(
+    request: &OffsetFetchRequest,
+    version: i16,
+    code: ResponseError,
+) -> OffsetFetchResponse {
+    use kafka_protocol::messages::offset_fetch_response::{
+        OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+    };
+    if version >= 2 {
+        return OffsetFetchResponse::default().with_error_code(code.code());
+    }
+    let topics = request
+        .topics
+        .iter()
+        .flatten()
+        .map(|t| {
+            OffsetFetchResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partition_indexes
+                        .iter()
+                        .map(|p| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(*p)
+                                .with_committed_offset(-1)
+                                .with_error_code(code.code())
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
 }

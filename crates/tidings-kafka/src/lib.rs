@@ -31,6 +31,7 @@ use tidings_broker::Broker;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod access;
 mod admin;
 mod apis;
 mod configs;

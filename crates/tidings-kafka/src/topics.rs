@@ -16,6 +16,7 @@ use tidings_broker::TopicSpec;
 
 use crate::errors::Failure;
 use crate::{Shared, NODE_ID};
+use tidings_auth::acl::{Operation, ResourceType};
 
 /// The cluster id every Metadata answer carries.
 pub(crate) const CLUSTER_ID: &str = "tidings";
@@ -56,10 +57,15 @@ fn partitions_of(count: u32, version: i16) -> Vec<MetadataResponsePartition> {
         .collect()
 }
 
+/// Every topic the principal may describe, or the ones asked for: one it
+/// may not describe is answered TOPIC_AUTHORIZATION_FAILED, and one that
+/// does not exist is created only when auto-creation is on and the
+/// principal may create it.
 pub(crate) async fn metadata(
     shared: &Shared,
     request: MetadataRequest,
     version: i16,
+    access: &crate::access::Access,
 ) -> MetadataResponse {
     // Version 0 asks for every topic with an empty list; later versions with null.
     let wanted: Option<Vec<TopicName>> = match request.topics {
@@ -72,6 +78,7 @@ pub(crate) async fn metadata(
             .broker
             .topic_names()
             .into_iter()
+            .filter(|(name, _)| access.sees(ResourceType::Topic, name.as_str()))
             .map(|(name, partitions)| {
                 MetadataResponseTopic::default()
                     .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
@@ -82,7 +89,17 @@ pub(crate) async fn metadata(
             let auto_create = request.allow_auto_topic_creation && shared.config.auto_create_topics;
             let mut out = Vec::with_capacity(names.len());
             for name in names {
-                out.push(topic_metadata(shared, name, auto_create, version).await);
+                if !access.may(ResourceType::Topic, name_of(&name), Operation::Describe) {
+                    out.push(
+                        MetadataResponseTopic::default()
+                            .with_name(Some(name))
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code()),
+                    );
+                    continue;
+                }
+                let exists = shared.broker.partition_count(name_of(&name)).is_some();
+                let create = auto_create && (exists || access.may_create_topic(name_of(&name)));
+                out.push(topic_metadata(shared, name, create, version).await);
             }
             out
         }
