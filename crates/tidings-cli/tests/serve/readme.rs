@@ -143,3 +143,66 @@ fn the_readmes_configuration_file_starts_a_server() {
         "the file's [limits]"
     );
 }
+
+/// A free loopback port, for a server the README's block starts itself.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// "Running it for real": its `bash` block adds users and permissions to a
+/// data directory, starts a server itself (on free ports here, in place of
+/// the defaults it names), and logs in over HTTP, the CLI and Kafka.
+#[test]
+fn the_running_it_for_real_block_runs() {
+    let bash = blocks(&readme(), "bash");
+    assert_eq!(bash.len(), 1, "one bash block: Running it for real");
+    let (http, kafka) = (free_port(), free_port());
+    let script = bash[0]
+        .replace("localhost:8080", &format!("127.0.0.1:{http}"))
+        .replace("127.0.0.1:9092", &format!("127.0.0.1:{kafka}"));
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_tidings"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = crate::support::third_party("timeout")
+        .args(["120", "bash", "-euo", "pipefail", "-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", &path)
+        .env("TIDINGS_HTTP_ADDR", format!("127.0.0.1:{http}"))
+        .env("TIDINGS_KAFKA_ADDR", format!("127.0.0.1:{kafka}"))
+        .env("TIDINGS_URL", format!("http://127.0.0.1:{http}"))
+        .env_remove("TIDINGS_USER")
+        .env_remove("TIDINGS_PASSWORD")
+        .env_remove("TIDINGS_NEW_PASSWORD")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the bash block failed:\n{}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}",
+        bash[0]
+    );
+    for said in [
+        "User:orders-svc Allow Write on Topic Prefixed \"orders\"",
+        "\"name\":\"orders\"",
+        "refused: orders-svc may write orders, not read it",
+        "\"error_code\":\"unauthenticated\"",
+    ] {
+        assert!(stdout.contains(said), "{said:?} in\n{stdout}\n{stderr}");
+    }
+    assert!(
+        stderr.contains("User:orders-svc may not Read topic \"orders\""),
+        "{stderr}"
+    );
+}
