@@ -45,6 +45,9 @@ const POLL_BYTES_MAX: usize = 1024 * 1024;
 /// A `tidings serve` reached over HTTP.
 pub struct Server {
     url: String,
+    /// The user and password every call logs in with, for a server that
+    /// has users.
+    login: Option<(String, String)>,
     pool: Vec<Client>,
     next: AtomicUsize,
 }
@@ -59,15 +62,28 @@ impl Server {
     /// A backend on the server at `url` (`http://host:port` or `https://`).
     /// Connections are made at the first call.
     pub fn connect(url: &str) -> Result<Server, Error> {
-        let pool = (0..POOL_CLIENTS)
-            .map(|_| Client::new(url))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Config(e.to_string()))?;
-        Ok(Server {
+        Server::with_login(url, None)
+    }
+
+    /// [`connect`](Self::connect) to a server that has users, every call
+    /// logging in as `user` with `password` (HTTP Basic; the server's
+    /// permissions then decide what the application may do).
+    pub fn connect_as(url: &str, user: &str, password: &str) -> Result<Server, Error> {
+        Server::with_login(url, Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn with_login(url: &str, login: Option<(String, String)>) -> Result<Server, Error> {
+        let mut server = Server {
             url: url.to_owned(),
-            pool,
+            login,
+            pool: Vec::with_capacity(POOL_CLIENTS),
             next: AtomicUsize::new(0),
-        })
+        };
+        for _ in 0..POOL_CLIENTS {
+            let client = server.own_client()?;
+            server.pool.push(client);
+        }
+        Ok(server)
     }
 
     fn client(&self) -> &Client {
@@ -76,7 +92,11 @@ impl Server {
     }
 
     fn own_client(&self) -> Result<Client, Error> {
-        Client::new(&self.url).map_err(|e| Error::Config(e.to_string()))
+        let client = Client::new(&self.url).map_err(|e| Error::Config(e.to_string()))?;
+        Ok(match &self.login {
+            Some((user, password)) => client.with_login(user, password),
+            None => client,
+        })
     }
 }
 

@@ -48,9 +48,62 @@ pub(crate) async fn server(mode: Mode) -> Option<ServerHarness> {
     })
 }
 
+/// A server with a user, and permissions for everything it does (so the
+/// permissions are checked, not open), and the backend logged in as it.
+pub(crate) async fn logged_in_server(mode: Mode) -> Option<ServerHarness> {
+    let dir = tempfile::tempdir().unwrap();
+    let tidings = |args: &[&str], stdin: &str| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(crate::support::tidings_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("TIDINGS_NEW_PASSWORD")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "tidings {args:?}");
+    };
+    tidings(&["users", "add", "app"], "app-pw\n");
+    for resource in [&["--topic", "*"][..], &["--group", "*"], &["--cluster"]] {
+        let mut args = vec!["acls", "add", "--principal", "app", "--operation", "All"];
+        args.extend_from_slice(resource);
+        tidings(&args, "");
+    }
+    let process = ServerProcess::start(dir.path(), None);
+    let url = format!("http://{}", process.http);
+    // Without logging in, nothing is done.
+    let anonymous = Server::connect(&url).unwrap();
+    let refused = anonymous
+        .publish("t", vec![tidings_types::CloudEvent::new("/t", "x")])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("log in"), "{refused}");
+    let backend = Server::connect_as(&url, "app", "app-pw").unwrap();
+    Some(ServerHarness {
+        backend: Arc::new(backend),
+        mode,
+        process: Mutex::new(process),
+        dir,
+    })
+}
+
 mod queue {
     use super::*;
     conformance!(server(Mode::Queue));
+}
+
+mod logged_in {
+    use super::*;
+    conformance!(logged_in_server(Mode::Queue));
 }
 
 mod stream {
