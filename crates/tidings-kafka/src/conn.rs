@@ -22,6 +22,7 @@ use kafka_protocol::messages::{
     InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, OffsetCommitResponse,
     OffsetDeleteResponse, OffsetFetchResponse, ProducerId, SyncGroupResponse,
 };
+use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
@@ -33,7 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::access::{decide, Access};
 use crate::sasl::Session;
-use crate::{admin, apis, fetch, groups, produce, topics, Shared};
+use crate::{acls, admin, apis, fetch, groups, produce, topics, Shared};
 
 /// Bytes a request needs before its body: API key, version, correlation id.
 const REQUEST_HEADER_MIN_BYTES: usize = 8;
@@ -715,6 +716,22 @@ async fn answer(
                 );
             }
             call.respond(&groups::offset_delete(shared, request).await)?
+        }
+        ApiKey::DescribeAcls => {
+            let request: DescribeAclsRequest = call.decode(body)?;
+            call.respond(&acls::describe_acls(
+                shared.gate.as_ref(),
+                &access,
+                &request,
+            ))?
+        }
+        ApiKey::CreateAcls => {
+            let request: CreateAclsRequest = call.decode(body)?;
+            call.respond(&acls::create_acls(shared.gate.as_ref(), &access, request).await)?
+        }
+        ApiKey::DeleteAcls => {
+            let request: DeleteAclsRequest = call.decode(body)?;
+            call.respond(&acls::delete_acls(shared.gate.as_ref(), &access, request).await)?
         }
         ApiKey::InitProducerId => {
             let request: InitProducerIdRequest = call.decode(body)?;

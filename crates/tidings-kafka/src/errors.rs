@@ -160,6 +160,9 @@ error_codes! {
     m::DescribeGroupsResponse => |r, out| out.extend(r.groups.iter().map(|g| g.error_code));
     m::DeleteGroupsResponse => |r, out| out.extend(r.results.iter().map(|g| g.error_code));
     m::SaslHandshakeResponse => |r, out| out.push(r.error_code);
+    m::DescribeAclsResponse => |r, out| out.push(r.error_code);
+    m::CreateAclsResponse => |r, out| out.extend(r.results.iter().map(|x| x.error_code));
+    m::DeleteAclsResponse => |r, out| out.extend(r.filter_results.iter().map(|x| x.error_code));
     m::SaslAuthenticateResponse => |r, out| out.push(r.error_code);
     m::OffsetDeleteResponse => |r, out| {
         out.push(r.error_code);

@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 mod access;
+mod acls;
 mod admin;
 mod apis;
 mod configs;

@@ -395,3 +395,65 @@ fn kafka_requests_are_decided_by_the_same_permissions() {
         metrics.text
     );
 }
+
+/// Kafka's admin APIs for permissions (CreateAcls, DescribeAcls,
+/// DeleteAcls) through kafka-python's KafkaAdminClient: a super user
+/// changes them on the running server, effective at once and durable; a
+/// user without Alter on the cluster is refused.
+#[test]
+fn kafka_admin_clients_manage_the_permissions_of_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    for user in ["admin", "alice", "bob"] {
+        tidings(dir.path(), &["users", "add", user], &format!("{user}-pw\n"));
+    }
+    let server = Server::start(dir.path(), &["--super-user", "admin"]);
+    let broker = server.kafka_addr.to_string();
+    // No permission yet: the server lets every user do anything.
+    let (produced, said) = kcat_as(&server, "bob", &["-P", "-t", "orders"], "b-1\n");
+    assert!(produced, "{said}");
+
+    let out = crate::support::python(
+        "kafka_python_acls.py",
+        &[&broker, "admin", "admin-pw", "User:bob"],
+        &server,
+    );
+    assert_eq!(out["failed"], json!([]), "{out}");
+    assert_eq!(
+        out["listed"],
+        json!([
+            "User:bob ALLOW READ GROUP LITERAL billing",
+            "User:bob ALLOW READ TOPIC PREFIXED orders"
+        ]),
+        "{out}"
+    );
+    assert_eq!(
+        out["removed"],
+        json!([["User:bob ALLOW READ TOPIC PREFIXED orders"]]),
+        "{out}"
+    );
+    assert_eq!(
+        out["after"],
+        json!(["User:bob ALLOW READ GROUP LITERAL billing"]),
+        "{out}"
+    );
+    // A permission now exists: what none allows is refused, at once.
+    let (_, said) = kcat_as(&server, "bob", &["-P", "-t", "orders"], "b-2\n");
+    assert!(said.contains("Topic authorization failed"), "{said}");
+
+    let refused = crate::support::python(
+        "kafka_python_acls.py",
+        &[&broker, "alice", "alice-pw", "User:alice"],
+        &server,
+    );
+    assert!(
+        refused.to_string().contains("ClusterAuthorizationFailed"),
+        "{refused}"
+    );
+    // Durable: the stopped server's store holds what the admin client left.
+    server.terminate();
+    let listed = tidings(dir.path(), &["acls", "list"], "");
+    assert_eq!(
+        listed.trim(),
+        "User:bob Allow Read on Group Literal \"billing\" from *"
+    );
+}
