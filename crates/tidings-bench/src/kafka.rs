@@ -51,6 +51,7 @@ pub(crate) fn run(dir: &Path, quick: bool) -> Result<()> {
         Arc::clone(&broker),
         tidings_kafka::KafkaConfig::default(),
         None,
+        None,
         stop.clone(),
     ));
     for (name, partitions) in [("produce-100", 1), ("produce-1k", 1), ("latency", 1)] {

@@ -59,7 +59,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: the broker on the data directory, with its HTTP API.
-    Serve(tidings_server::ServeArgs),
+    Serve(Box<tidings_server::ServeArgs>),
     /// Publish events: one per DATA argument, or one per line of --file or
     /// standard input. A line that is a JSON object with "specversion" is sent
     /// as a whole CloudEvent; anything else becomes the data of a new event.

@@ -28,8 +28,6 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
 use tidings_auth::acl::{Operation, ResourceType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::access::{decide, Access};
@@ -97,12 +95,15 @@ const IN_FLIGHT_MAX: usize = 64;
 pub(crate) type Pending =
     Pin<Box<dyn Future<Output = Result<Option<BytesMut>, ConnError>> + Send + 'static>>;
 
-pub(crate) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+pub(crate) async fn serve_connection<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tracing::debug!(%peer, "Kafka connection opened");
     tidings_telemetry::kafka::connection_opened();
     let mut refused = false;
     let mut session = Session::new(shared.gate.as_deref());
-    let (mut reader, writer) = stream.into_split();
+    let (mut reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Pending>(IN_FLIGHT_MAX);
     // Answers leave in request order, each when it is ready.
     let writing = tokio::spawn(write_responses(writer, rx, peer));
@@ -210,11 +211,11 @@ fn measured(
 
 /// Writes the answers in order; gives the connection's write half back once
 /// they are out (dropping it sends the client end-of-stream).
-async fn write_responses(
-    writer: OwnedWriteHalf,
+async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(
+    writer: W,
     mut rx: mpsc::Receiver<Pending>,
     peer: SocketAddr,
-) -> Option<OwnedWriteHalf> {
+) -> Option<W> {
     let mut writer = BufWriter::new(writer);
     while let Some(pending) = rx.recv().await {
         let written = async {

@@ -46,6 +46,13 @@ mod topics;
 
 pub use apis::SUPPORTED;
 
+/// Where the listener gets the TLS acceptor of each new connection (the
+/// server's current certificate, which it may reload).
+pub type TlsSource = Arc<dyn Fn() -> tokio_rustls::TlsAcceptor + Send + Sync>;
+
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Settings of the Kafka listener: settings of `tidings serve`, each a flag, a
 /// `TIDINGS_KAFKA_*` environment variable and a key of the configuration
 /// file's `[kafka]` section.
@@ -302,12 +309,14 @@ pub(crate) struct Shared {
 /// it.
 ///
 /// With a `gate` whose store has users, every connection logs in with SASL
-/// before anything but ApiVersions is answered.
+/// before anything but ApiVersions is answered. With `tls`, every
+/// connection starts with a TLS handshake (Kafka's SSL and SASL_SSL).
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     config: KafkaConfig,
     gate: Option<Arc<Gate>>,
+    tls: Option<TlsSource>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let advertised = match &config.advertised_addr {
@@ -368,8 +377,19 @@ pub async fn serve(
                     };
                     let _ = stream.set_nodelay(true);
                     let shared = Arc::clone(&shared);
+                    let acceptor = tls.as_ref().map(|source| source());
                     connections.spawn(async move {
-                        conn::serve_connection(stream, peer, shared).await;
+                        match acceptor {
+                            None => conn::serve_connection(stream, peer, shared).await,
+                            Some(acceptor) => {
+                                let handshake = acceptor.accept(stream);
+                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                                    Ok(Ok(stream)) => conn::serve_connection(stream, peer, shared).await,
+                                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "Kafka connection closed: the TLS handshake failed"),
+                                    Err(_) => tracing::debug!(%peer, "Kafka connection closed: no TLS handshake in time"),
+                                }
+                            }
+                        }
                         drop(slot);
                     });
                 }

@@ -61,6 +61,16 @@ pub struct Config {
     )]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+    /// The TLS certificate chain (PEM) of both listeners; with --tls-key,
+    /// HTTP is served as HTTPS and Kafka clients connect with SSL or
+    /// SASL_SSL. Reloaded at SIGHUP.
+    #[arg(long, value_name = "FILE", env = "TIDINGS_TLS_CERT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", env = "TIDINGS_TLS_KEY")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Users allowed everything whatever the permissions say (Kafka's
     /// `super.users`), by name; they log in like any user (`tidings users
     /// add`).
@@ -259,6 +269,8 @@ impl Default for Config {
             kafka_addr: ListenAddr("127.0.0.1:9092".into()),
             insecure: false,
             super_users: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             cors_origins: Vec::new(),
             sagas_database: None,
             log_format: LogFormat::Text,
@@ -392,6 +404,10 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.tls_cert.is_some() == self.tls_key.is_some(),
+            "TLS takes both --tls-cert and --tls-key"
+        );
         let max = tidings_broker::PARTITIONS_TOTAL_MAX;
         anyhow::ensure!(
             (1..=max).contains(&self.partitions_total_max),

@@ -28,6 +28,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: Limits,
+    tls: Option<Arc<crate::tls::Certificates>>,
     graceful: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections_max));
@@ -67,20 +68,28 @@ pub(crate) async fn serve(
                 .clone()
                 .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
         );
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(limits.header_timeout())
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let closing = closing.clone();
+        let acceptor = tls.as_ref().map(|t| t.http());
         tidings_telemetry::http::connection_opened();
         connections.spawn(async move {
             let _slot = slot;
-            let mut connection = std::pin::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                () = closing.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            let ended = match acceptor {
+                None => serve_one(stream, service, limits, &closing).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Ok(stream)) => serve_one(stream, service, limits, &closing).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "HTTP connection closed: the TLS handshake failed");
+                            tidings_telemetry::http::connection_closed(false);
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "HTTP connection closed: no TLS handshake in time");
+                            tidings_telemetry::http::connection_closed(true);
+                            return;
+                        }
+                    }
                 }
             };
             let timed_out = ended.as_ref().is_err_and(hyper::Error::is_timeout);
@@ -96,4 +105,32 @@ pub(crate) async fn serve(
     }
     closing.cancel();
     while connections.join_next().await.is_some() {}
+}
+
+/// Serves one connection (plaintext or after its TLS handshake) until it
+/// ends, or closes it gracefully once `closing` is cancelled.
+async fn serve_one<S, H>(
+    stream: S,
+    service: H,
+    limits: Limits,
+    closing: &CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: hyper::service::HttpService<hyper::body::Incoming>,
+    H::ResBody: 'static,
+    <H::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout())
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = closing.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    }
 }

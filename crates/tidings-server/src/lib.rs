@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 mod config;
 mod http_listener;
+mod tls;
 
 /// The README's Rust examples, compiled and run as this crate's doc tests, so
 /// a README that no longer builds fails the suite.
@@ -274,7 +275,16 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         Some(url) => api.with_sagas(config.sagas_reader(url)?),
         None => api,
     };
-    if beyond && gate.required() {
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let certificates = Arc::new(tls::Certificates::load(cert, key)?);
+            tls::reload_on_hangup(Arc::clone(&certificates))?;
+            tracing::info!(cert = %cert.display(), "TLS on both listeners: HTTPS, and Kafka's SSL and SASL_SSL");
+            Some(certificates)
+        }
+        _ => None,
+    };
+    if beyond && gate.required() && tls.is_none() {
         tracing::warn!(
             "listening beyond this machine without TLS: PLAIN and HTTP Basic passwords cross the network readable (Kafka clients' SCRAM logins do not)"
         );
@@ -297,11 +307,16 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         .local_addr()
         .context("reading the bound address")?;
     tracing::info!(%http_addr, %kafka_addr, data_dir = %config.data_dir.display(), "listening");
+    let kafka_tls = tls.clone().map(|t| {
+        let acceptor: tidings_kafka::TlsSource = Arc::new(move || t.kafka());
+        acceptor
+    });
     let kafka = tokio::spawn(tidings_kafka::serve(
         kafka_listener,
         Arc::clone(&broker),
         config.kafka.clone(),
         Some(Arc::clone(&gate)),
+        kafka_tls,
         shutdown.clone(),
     ));
 
@@ -362,7 +377,13 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         let _ = stopping_tx.send(true);
     };
     let requests = api.clone();
-    let server = http_listener::serve(listener, tidings_http::router(api), config.limits, graceful);
+    let server = http_listener::serve(
+        listener,
+        tidings_http::router(api),
+        config.limits,
+        tls,
+        graceful,
+    );
     let mut server = std::pin::pin!(server);
     tokio::select! {
         () = &mut server => {},

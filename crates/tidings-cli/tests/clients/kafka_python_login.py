@@ -6,7 +6,10 @@ logged (kafka-python logs a refused login and retries it until bootstrap_timeout
 5 s here rather than its 30, so a failing login does not hold the test).
 Driven by crates/tidings-cli/tests/serve/login.rs.
 
-    python3 kafka_python_login.py <broker> <mechanism> <user> <password> <topic> <value>
+    python3 kafka_python_login.py <broker> <mechanism> <user> <password> <topic> <value> [<ca file>]
+
+With a CA file, over TLS (SASL_SSL), checking the server's certificate
+against it.
 """
 import json
 import logging
@@ -15,6 +18,7 @@ import sys
 from kafka import KafkaConsumer, KafkaProducer
 
 broker, mechanism, user, password, topic, value = sys.argv[1:7]
+cafile = sys.argv[7] if len(sys.argv) > 7 else None
 logged = []
 
 
@@ -27,12 +31,14 @@ logging.getLogger("kafka").addHandler(Collect(level=logging.ERROR))
 logging.getLogger("kafka").setLevel(logging.ERROR)
 login = dict(
     bootstrap_servers=broker,
-    security_protocol="SASL_PLAINTEXT",
+    security_protocol="SASL_SSL" if cafile else "SASL_PLAINTEXT",
     sasl_mechanism=mechanism,
     sasl_plain_username=user,
     sasl_plain_password=password,
     bootstrap_timeout_ms=5000,
 )
+if cafile:
+    login["ssl_cafile"] = cafile
 try:
     producer = KafkaProducer(**login)
     producer.send(topic, value.encode()).get(timeout=30)

@@ -4,12 +4,16 @@
 // plaintext. Prints one JSON line: the values read, or the error when the
 // login fails. Driven by crates/tidings-cli/tests/serve/login.rs.
 //
-//   node kafkajs_login.js <broker> <mechanism> <user> <password> <topic> <value>
+//   node kafkajs_login.js <broker> <mechanism> <user> <password> <topic> <value> [<ca file>]
+//
+// With a CA file, over TLS, checking the server's certificate against it.
 'use strict';
+const fs = require('fs');
 const { Kafka, logLevel } = require('kafkajs');
 
-const [broker, mechanism, username, password, topic, value] = process.argv.slice(2);
+const [broker, mechanism, username, password, topic, value, ca] = process.argv.slice(2);
 const kafka = new Kafka({
+  ssl: ca ? { ca: [fs.readFileSync(ca, 'utf-8')] } : false,
   clientId: 'tidings-login-test',
   brokers: [broker],
   logLevel: logLevel.NOTHING,

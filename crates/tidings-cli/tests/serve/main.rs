@@ -24,4 +24,5 @@ mod shutdown;
 mod store;
 mod streams;
 mod support;
+mod tls;
 mod traces;

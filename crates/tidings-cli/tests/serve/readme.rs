@@ -180,7 +180,8 @@ fn the_running_it_for_real_block_runs() {
         .env("PATH", &path)
         .env("TIDINGS_HTTP_ADDR", format!("127.0.0.1:{http}"))
         .env("TIDINGS_KAFKA_ADDR", format!("127.0.0.1:{kafka}"))
-        .env("TIDINGS_URL", format!("http://127.0.0.1:{http}"))
+        .env_remove("TIDINGS_URL")
+        .env_remove("SSL_CERT_FILE")
         .env_remove("TIDINGS_USER")
         .env_remove("TIDINGS_PASSWORD")
         .env_remove("TIDINGS_NEW_PASSWORD")
@@ -205,4 +206,5 @@ fn the_running_it_for_real_block_runs() {
         stderr.contains("User:orders-svc may not Read topic \"orders\""),
         "{stderr}"
     );
+    assert!(stderr.contains("TLS certificate reloaded"), "{stderr}");
 }

@@ -127,9 +127,14 @@ impl Server {
 
     /// Sends SIGTERM without waiting.
     pub(crate) fn signal_term(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal `name` (`TERM`, `HUP`) without waiting.
+    pub(crate) fn signal(&self, name: &str) {
         let pid = self.child.as_ref().unwrap().id();
         let sent = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([&format!("-{name}"), &pid.to_string()])
             .status()
             .unwrap();
         assert!(sent.success());
