@@ -15,9 +15,12 @@
 //!    `Delete` and `Alter`; `DescribeConfigs` by `AlterConfigs`) allows;
 //! 5. otherwise denied: once permissions exist, what none grants is refused.
 //!
-//! These are the rules of Kafka's `AclAuthorizer` with
+//! Rules 1 and 3–5 are those of Kafka's `AclAuthorizer` with
 //! `allow.everyone.if.no.acl.found=false`, so Kafka's DescribeAcls,
-//! CreateAcls and DeleteAcls map onto it one to one.
+//! CreateAcls and DeleteAcls map onto it one to one. Rule 2 is Tidings' own,
+//! for a server that has users but no permissions yet: every user may do
+//! anything. Removing the last permission therefore opens the server to
+//! every logged-in user again (`tidings acls remove` and DeleteAcls say so).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -422,37 +425,39 @@ impl Authorizer {
     /// resource of its type, whatever the name (Kafka's
     /// `authorizeByResourceType`, which lets a producer that may write some
     /// topic be idempotent): a super user, an open server, or an `Allow`
-    /// for it on any pattern that no `Deny` of every name (the literal `*`)
-    /// cancels. The request's name is not read.
+    /// for it whose pattern no `Deny` for it covers — a deny of every name
+    /// (literal `*`) covers all; a deny of the same literal name covers
+    /// that name; a deny of a prefix covers every pattern starting with it.
+    /// The request's name is not read.
     pub fn allows_some(&self, request: &Request<'_>) -> bool {
         if self.super_users.contains(request.principal) || self.count == 0 {
             return true;
         }
-        let every = Request {
-            name: EVERY_NAME,
-            ..*request
-        };
-        let denied_everywhere = self
-            .pattern(request.resource_type, PatternType::Literal, EVERY_NAME)
-            .into_iter()
-            .flatten()
-            .any(|acl| {
-                acl.applies_to(&every)
-                    && acl.permission == Permission::Deny
-                    && (acl.operation == request.operation || acl.operation == Operation::All)
-            });
-        !denied_everywhere
-            && self
-                .by_pattern
+        let applying = |permission: Permission| {
+            self.by_pattern
                 .iter()
                 .filter(|((t, _), _)| *t == request.resource_type)
                 .flat_map(|(_, names)| names.values().flatten())
-                .any(|acl| {
-                    acl.applies_to(request)
-                        && acl.permission == Permission::Allow
-                        && (acl.operation == Operation::All
-                            || request.operation.allowed_by().contains(&acl.operation))
-                })
+                .filter(move |acl| acl.applies_to(request) && acl.permission == permission)
+        };
+        let denies: Vec<&Acl> = applying(Permission::Deny)
+            .filter(|acl| acl.operation == request.operation || acl.operation == Operation::All)
+            .collect();
+        let covered = |allow: &Acl| {
+            denies.iter().any(|deny| match deny.pattern_type {
+                PatternType::Literal => {
+                    deny.name == EVERY_NAME
+                        || (allow.pattern_type == PatternType::Literal && deny.name == allow.name)
+                }
+                PatternType::Prefixed => allow.name.starts_with(&deny.name),
+            })
+        };
+        applying(Permission::Allow)
+            .filter(|acl| {
+                acl.operation == Operation::All
+                    || request.operation.allowed_by().contains(&acl.operation)
+            })
+            .any(|allow| !covered(allow))
     }
 
     /// The permissions of one pattern.

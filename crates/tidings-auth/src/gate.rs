@@ -128,8 +128,8 @@ impl Gate {
     /// Checks a SASL PLAIN message. Hashes the password (thousands of
     /// HMACs): call it off the async workers.
     pub fn plain(&self, message: &[u8]) -> Result<Principal, ScramError> {
-        let store = self.read();
-        crate::plain::authenticate(message, |user, m| store.credential(user, m))
+        // The lock is held for the lookup only, not the hashing.
+        crate::plain::authenticate(message, |user, m| self.read().credential(user, m))
             .map(|user| Principal::user(&user))
     }
 
@@ -178,9 +178,8 @@ impl Gate {
         mechanism: Mechanism,
         client_first: &[u8],
     ) -> Result<(ServerFirst, String), ScramError> {
-        let store = self.read();
         ServerExchange::new(mechanism, self.decoy_key)
-            .start(client_first, |user| store.credential(user, mechanism))
+            .start(client_first, |user| self.read().credential(user, mechanism))
     }
 
     /// Decides whether `principal`, from `host`, may do `operation` to the

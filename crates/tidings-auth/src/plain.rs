@@ -4,7 +4,7 @@
 //! only: the password crosses the wire as it is.
 
 use crate::limits::{
-    PASSWORD_BYTES_MAX, SCRAM_ITERATIONS_MIN, SCRAM_MESSAGE_BYTES_MAX, USER_NAME_BYTES_MAX,
+    PASSWORD_BYTES_MAX, SCRAM_ITERATIONS_DEFAULT, SCRAM_MESSAGE_BYTES_MAX, USER_NAME_BYTES_MAX,
 };
 use crate::scram::{Credential, Mechanism, ScramError};
 
@@ -62,7 +62,7 @@ pub fn authenticate(
             let decoy = Credential {
                 mechanism: Mechanism::Sha256,
                 salt: vec![0; 16],
-                iterations: SCRAM_ITERATIONS_MIN,
+                iterations: SCRAM_ITERATIONS_DEFAULT,
                 stored_key: Vec::new(),
                 server_key: Vec::new(),
             };

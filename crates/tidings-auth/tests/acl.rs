@@ -493,6 +493,35 @@ fn some_topic_is_writable_when_a_permission_allows_one_and_no_deny_covers_all() 
     );
     a.add(all).unwrap();
     assert!(asks(&a, "User:bob"), "All implies Write");
+    // A deny of the same literal, or of a prefix of the allowed pattern,
+    // covers it.
+    let deny_x = acl(
+        "User:bob",
+        "x",
+        PatternType::Literal,
+        Operation::Write,
+        Permission::Deny,
+    );
+    a.add(deny_x).unwrap();
+    assert!(!asks(&a, "User:bob"), "its only grant denied");
+    let deny_prefix = acl(
+        "User:alice",
+        "ord",
+        PatternType::Prefixed,
+        Operation::All,
+        Permission::Deny,
+    );
+    a.add(deny_prefix).unwrap();
+    assert!(!asks(&a, "User:alice"), "orders* is within ord*");
+    let elsewhere = acl(
+        "User:alice",
+        "payments",
+        PatternType::Literal,
+        Operation::Write,
+        Permission::Allow,
+    );
+    a.add(elsewhere).unwrap();
+    assert!(asks(&a, "User:alice"), "payments is not denied");
     let deny = acl(
         "User:*",
         "*",

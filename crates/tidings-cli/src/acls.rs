@@ -192,6 +192,11 @@ pub(crate) fn acls(command: Acls, mode: Mode) -> Result<()> {
             if removed == 0 {
                 bail!("no such permission");
             }
+            if store.authorizer().is_empty() {
+                eprintln!(
+                    "warning: no permissions are left: every logged-in user may now do anything"
+                );
+            }
         }
     }
     out.flush()

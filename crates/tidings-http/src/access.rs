@@ -120,6 +120,11 @@ impl Access {
         }
     }
 
+    /// Whether decisions may refuse anything: the server has users.
+    pub(crate) fn restricted(&self) -> bool {
+        self.gate.as_ref().is_some_and(|g| g.required())
+    }
+
     /// Whether the principal may do `operation` to the resource.
     pub(crate) fn allows(
         &self,

@@ -460,12 +460,48 @@ async fn method_not_allowed(request: Request) -> ApiError {
     )
 }
 
+/// Consuming a group reads its topics: a request that consumes (Read on a
+/// stream group's or queue group's name) also needs Read on the topics the
+/// group consumes, as a Kafka Fetch does, however the group came to exist.
+async fn consumed_topics_readable(
+    api: &Api,
+    access: &access::Access,
+    need: access::Need,
+    route: &str,
+    group: &str,
+) -> Result<(), ApiError> {
+    use tidings_auth::acl::{Operation, ResourceType};
+    if need != access::Need::Named(ResourceType::Group, Operation::Read) || !access.restricted() {
+        return Ok(());
+    }
+    // An unknown group is the handler's to answer.
+    let topics = if route.starts_with("/v1/queues/") {
+        api.broker()
+            .queue_topic(group)
+            .await
+            .map(|t| vec![t])
+            .unwrap_or_default()
+    } else {
+        api.broker().group_topics(group).unwrap_or_default()
+    };
+    for topic in topics {
+        access.require(ResourceType::Topic, topic.as_str(), Operation::Read)?;
+    }
+    Ok(())
+}
+
 /// The route of the table a request to `route` (its template) by `method`
 /// matched, if any.
 fn route_of(method: &axum::http::Method, route: &str) -> Option<&'static Route> {
+    // axum answers HEAD with the GET handler: it is that route.
+    let method = if method == axum::http::Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
     ROUTES
         .iter()
-        .find(|r| r.path == route && r.method.as_str() == method.as_str())
+        .find(|r| r.path == route && r.method.as_str() == method)
 }
 
 /// What a draining server does with a request to `route`; paths outside the
@@ -609,7 +645,13 @@ async fn handle(api: &Api, request: Request, next: Next) -> Response {
                     }
                     _ => None,
                 };
-                match access.check(need, named.as_deref()) {
+                let mut checked = access.check(need, named.as_deref());
+                if let (Ok(()), access::Need::Named(_, _), Some(group)) =
+                    (&checked, need, named.as_deref())
+                {
+                    checked = consumed_topics_readable(api, &access, need, &route, group).await;
+                }
+                match checked {
                     Ok(()) => {
                         parts.extensions.insert(access);
                         let request = Request::from_parts(parts, body);

@@ -133,8 +133,11 @@ pub(crate) async fn describe(
 }
 
 /// `PATCH /v1/topics/{topic}`.
+/// Needs `AlterConfigs` on the topic (checked before), and `Alter` too
+/// when it adds partitions, as Kafka's CreatePartitions does.
 pub(crate) async fn alter(
     State(api): State<Api>,
+    access: Access,
     PathJson(name): PathJson<String>,
     headers: HeaderMap,
     request: Body,
@@ -142,6 +145,9 @@ pub(crate) async fn alter(
     api.broker().describe_topic(&name)?;
     let fields = body::parse_patch(&headers, request, api.limits().body_bytes_max).await?;
     let settings = TopicSettings::from_object(fields).map_err(invalid_topic)?;
+    if settings.partitions.is_some() {
+        access.require(ResourceType::Topic, &name, Operation::Alter)?;
+    }
     let changes = changes(&settings)?;
     let broker = std::sync::Arc::clone(api.broker());
     let altered = blocking(move || Ok(broker.alter_topic(&name, changes)?)).await?;

@@ -420,6 +420,69 @@ pub(crate) mod decide {
             .collect()
     }
 
+    /// OffsetFetch (the group already allowed): `Describe` on each topic
+    /// named; a request for every topic is filtered after.
+    pub(crate) fn offset_fetch(
+        access: &Access,
+        request: &mut m::OffsetFetchRequest,
+    ) -> Vec<m::offset_fetch_response::OffsetFetchResponseTopic> {
+        use m::offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic};
+        let Some(topics) = request.topics.take() else {
+            return Vec::new();
+        };
+        let (kept, refused): (Vec<_>, Vec<_>) = topics
+            .into_iter()
+            .partition(|t| topic_allowed(access, &t.name, Operation::Describe));
+        request.topics = Some(kept);
+        refused
+            .into_iter()
+            .map(|t| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(
+                        t.partition_indexes
+                            .iter()
+                            .map(|p| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(*p)
+                                    .with_committed_offset(-1)
+                                    .with_error_code(TOPIC)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect()
+    }
+
+    /// OffsetDelete (the group already allowed): `Read` on each topic.
+    pub(crate) fn offset_delete(
+        access: &Access,
+        request: &mut m::OffsetDeleteRequest,
+    ) -> Vec<m::offset_delete_response::OffsetDeleteResponseTopic> {
+        use m::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+        let (kept, refused) = std::mem::take(&mut request.topics)
+            .into_iter()
+            .partition(|t| topic_allowed(access, &t.name, Operation::Read));
+        request.topics = kept;
+        refused
+            .into_iter()
+            .map(|t| {
+                OffsetDeleteResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                OffsetDeleteResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(TOPIC)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect()
+    }
+
     /// OffsetCommit: `Read` on the group (else the whole request is
     /// refused) and on each topic.
     pub(crate) fn offset_commit(

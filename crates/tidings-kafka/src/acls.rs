@@ -424,5 +424,10 @@ pub(crate) async fn delete_acls(
             Err(e) => results.push(failed(ResponseError::KafkaStorageError, e.to_string())),
         }
     }
+    if gate.with_store(|s| s.authorizer().is_empty()) {
+        tracing::warn!(
+            "DeleteAcls removed the last permission: every logged-in user may now do anything"
+        );
+    }
     DeleteAclsResponse::default().with_filter_results(results)
 }

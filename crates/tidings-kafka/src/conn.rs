@@ -144,7 +144,8 @@ where
                 let token = read_token(&mut reader, size).await?;
                 return Ok(bare_token(&shared, token, peer, &mut session).await);
             }
-            let frame = read_frame(&mut reader, size, shared.config.frame_bytes_max).await?;
+            let max = session.frame_bytes_max(shared.config.frame_bytes_max);
+            let frame = read_frame(&mut reader, size, max).await?;
             handle(&shared, frame, peer, &mut session).await
         }
         .await
@@ -178,7 +179,12 @@ where
         // with the answer for a lost connection and never read the answer.
         tokio::time::sleep(FAILED_LOGIN_CLOSE_DELAY).await;
     }
-    drop(written);
+    // End-of-stream (and TLS's close_notify) before the socket closes: a
+    // socket closed with bytes the client sent still unread is reset, and
+    // a reset can discard the last answer before the client reads it.
+    if let Ok(Some(mut writer)) = written {
+        let _ = writer.shutdown().await;
+    }
     tidings_telemetry::kafka::connection_closed(refused);
     tracing::debug!(%peer, principal = %session.principal, "Kafka connection closed");
 }
@@ -643,11 +649,21 @@ async fn answer(
             call.respond(&answer)?
         }
         ApiKey::OffsetFetch => {
-            let request: OffsetFetchRequest = call.decode(body)?;
+            let mut request: OffsetFetchRequest = call.decode(body)?;
             if let Err(f) = access.group(request.group_id.0.as_str(), Operation::Describe) {
                 return ready(call.respond(&refused_offset_fetch(&request, version, f.code))?);
             }
-            call.respond(&groups::offset_fetch(shared, &request))?
+            let refused = decide::offset_fetch(&access, &mut request);
+            let mut answer = groups::offset_fetch(shared, &request);
+            if request.topics.is_none() {
+                // Every topic the group has offsets for: those the
+                // principal may describe.
+                answer
+                    .topics
+                    .retain(|t| access.sees(ResourceType::Topic, t.name.0.as_str()));
+            }
+            answer.topics.extend(refused);
+            call.respond(&answer)?
         }
         ApiKey::DeleteTopics => {
             let mut request: DeleteTopicsRequest = call.decode(body)?;
@@ -690,9 +706,12 @@ async fn answer(
         ApiKey::ListGroups => {
             let request: ListGroupsRequest = call.decode(body)?;
             let mut answer = groups::list_groups(shared, &request, version);
-            answer
-                .groups
-                .retain(|g| access.sees(ResourceType::Group, g.group_id.0.as_str()));
+            // Describe on the cluster lists every group, as in Kafka.
+            if !access.sees(ResourceType::Cluster, crate::access::CLUSTER) {
+                answer
+                    .groups
+                    .retain(|g| access.sees(ResourceType::Group, g.group_id.0.as_str()));
+            }
             call.respond(&answer)?
         }
         ApiKey::DescribeGroups => {
@@ -710,13 +729,16 @@ async fn answer(
             call.respond(&answer)?
         }
         ApiKey::OffsetDelete => {
-            let request: OffsetDeleteRequest = call.decode(body)?;
+            let mut request: OffsetDeleteRequest = call.decode(body)?;
             if let Err(f) = access.group(request.group_id.0.as_str(), Operation::Delete) {
                 return ready(
                     call.respond(&OffsetDeleteResponse::default().with_error_code(f.code.code()))?,
                 );
             }
-            call.respond(&groups::offset_delete(shared, request).await)?
+            let refused = decide::offset_delete(&access, &mut request);
+            let mut answer = groups::offset_delete(shared, request).await;
+            answer.topics.extend(refused);
+            call.respond(&answer)?
         }
         ApiKey::DescribeAcls => {
             let request: DescribeAclsRequest = call.decode(body)?;

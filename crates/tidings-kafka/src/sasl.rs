@@ -21,6 +21,12 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tidings_auth::{Gate, Login, Principal, ScramError, ServerFirst};
 
+/// The largest frame read from a connection that has not logged in
+/// (Kafka's `sasl.server.max.receive.size`): ApiVersions and SASL messages
+/// are small, and nobody without credentials gets to make the server hold
+/// a full-size frame.
+pub(crate) const UNAUTHENTICATED_FRAME_BYTES_MAX: usize = 512 * 1024;
+
 /// Where one connection is in logging in.
 pub(crate) struct Session {
     /// Who its requests come from: anonymous until a login succeeds.
@@ -76,6 +82,16 @@ impl Session {
             self.raw = false;
         }
         (answer.error_code == 0).then_some(answer.auth_bytes)
+    }
+
+    /// The largest frame this connection may send now: `configured` once
+    /// logged in (or on a server without users), less before.
+    pub(crate) fn frame_bytes_max(&self, configured: usize) -> usize {
+        if matches!(self.state, State::Open | State::Done) {
+            configured
+        } else {
+            configured.min(UNAUTHENTICATED_FRAME_BYTES_MAX)
+        }
     }
 
     /// Whether a request of `api` may be answered now.

@@ -98,8 +98,16 @@ pub(crate) async fn metadata(
                     continue;
                 }
                 let exists = shared.broker.partition_count(name_of(&name)).is_some();
-                let create = auto_create && (exists || access.may_create_topic(name_of(&name)));
-                out.push(topic_metadata(shared, name, create, version).await);
+                if !exists && auto_create && !access.may_create_topic(name_of(&name)) {
+                    // As Kafka: a topic the principal may not create.
+                    out.push(
+                        MetadataResponseTopic::default()
+                            .with_name(Some(name))
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code()),
+                    );
+                    continue;
+                }
+                out.push(topic_metadata(shared, name, auto_create, version).await);
             }
             out
         }

@@ -891,6 +891,14 @@ impl Broker {
         Ok(())
     }
 
+    /// The topics a group consumes (its members' and those it has offsets
+    /// for), without its lag: what a permission check needs.
+    pub fn group_topics(&self, group: &str) -> Result<Vec<TopicName>, GroupError> {
+        let g = self.group(group)?;
+        let topics = g.lock().expect("group lock").topics();
+        Ok(topics)
+    }
+
     /// A group's members, assignment and lag.
     pub fn describe_group(&self, group: &str) -> Result<GroupDescription, GroupError> {
         let g = self.group(group)?;

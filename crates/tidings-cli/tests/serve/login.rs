@@ -255,6 +255,18 @@ fn a_bare_token_after_a_v0_handshake_logs_in_and_nothing_is_answered_before() {
         server.logs().contains("Metadata before logging in")
     });
 
+    // Before a login, a frame is at most 512 KiB (Kafka's
+    // sasl.server.max.receive.size): a larger size closes the connection
+    // before anything is read into memory.
+    let mut large = connect();
+    large.write_all(&1_000_000_i32.to_be_bytes()).unwrap();
+    assert_eq!(frame(&mut large), None);
+    eventually("the oversized frame refused", || {
+        server
+            .logs()
+            .contains("frame size 1000000 is outside 8..=524288 bytes")
+    });
+
     for (password, logs_in) in [("alice-pw", true), ("wrong", false)] {
         let mut s = connect();
         s.write_all(&request(SASL_HANDSHAKE, 0, 1, &string("PLAIN")))

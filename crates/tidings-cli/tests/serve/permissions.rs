@@ -216,6 +216,11 @@ fn every_route_refuses_a_user_without_permissions_and_changes_nothing() {
                 "{}",
                 answer.text
             );
+            // HEAD runs a GET route's handler: refused the same.
+            if route.method == Method::Get {
+                let head = as_user("mallory", "HEAD", &server.url(&path), &Value::Null);
+                assert_eq!(head.status, 403, "HEAD {path}");
+            }
         }
         tried += 1;
     }
@@ -455,5 +460,103 @@ fn kafka_admin_clients_manage_the_permissions_of_a_running_server() {
     assert_eq!(
         listed.trim(),
         "User:bob Allow Read on Group Literal \"billing\" from *"
+    );
+}
+
+/// Read on a group is not Read on what it consumes: a user allowed the
+/// group but not its topic cannot poll another's member or receive from
+/// the queue (a Kafka Fetch checks the topic too).
+#[test]
+fn consuming_a_group_needs_read_on_its_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    for user in ["alice", "bob"] {
+        tidings(dir.path(), &["users", "add", user], &format!("{user}-pw\n"));
+    }
+    tidings(
+        dir.path(),
+        &[
+            "acls",
+            "add",
+            "--principal",
+            "alice",
+            "--operation",
+            "All",
+            "--topic",
+            "orders",
+        ],
+        "",
+    );
+    tidings(
+        dir.path(),
+        &[
+            "acls",
+            "add",
+            "--principal",
+            "alice",
+            "--operation",
+            "Create",
+            "--cluster",
+        ],
+        "",
+    );
+    for user in ["alice", "bob"] {
+        for group in ["workers", "workers-g"] {
+            tidings(
+                dir.path(),
+                &[
+                    "acls",
+                    "add",
+                    "--principal",
+                    user,
+                    "--operation",
+                    "Read",
+                    "--group",
+                    group,
+                ],
+                "",
+            );
+        }
+    }
+    let server = Server::start(dir.path(), &[]);
+    let alice = |method: &str, path: &str, body: Value| {
+        let answer = as_user("alice", method, &server.url(path), &body);
+        assert!(
+            answer.status < 300,
+            "alice {method} {path}: {}",
+            answer.text
+        );
+        answer
+    };
+    alice("POST", "/v1/topics", json!({"name": "orders"}));
+    alice("POST", "/v1/topics/orders/events", json!([event("o-1")]));
+    alice(
+        "POST",
+        "/v1/queues",
+        json!({"name": "workers", "topic": "orders"}),
+    );
+    let joined = alice(
+        "POST",
+        "/v1/groups/workers-g/members",
+        json!({"topic": "orders", "from": "earliest"}),
+    );
+    let member = joined.json["member"].as_str().unwrap().to_owned();
+    let poll = format!("/v1/groups/workers-g/members/{member}/events?wait_ms=0");
+    for (method, path) in [
+        ("GET", poll.as_str()),
+        ("POST", "/v1/queues/workers/receive"),
+    ] {
+        let refused = as_user("bob", method, &server.url(path), &Value::Null);
+        assert_eq!(refused.status, 403, "{path}: {}", refused.text);
+        assert_eq!(
+            refused.json["message"], "User:bob may not Read topic \"orders\"",
+            "{}",
+            refused.text
+        );
+    }
+    let polled = alice("GET", &poll, Value::Null);
+    assert_eq!(
+        polled.json["events"][0]["event"]["id"], "o-1",
+        "{}",
+        polled.text
     );
 }
