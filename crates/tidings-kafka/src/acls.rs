@@ -196,14 +196,9 @@ pub(crate) fn describe_acls(
             .with_error_code(code.code())
             .with_error_message(Some(StrBytes::from_string(message)))
     };
-    if let Err(f) = access.cluster(Operation::Describe) {
-        return failed(f.code, f.message);
-    }
-    let Some(gate) = gate else {
-        return failed(
-            ResponseError::SecurityDisabled,
-            "this listener has no permissions".into(),
-        );
+    let gate = match allowed(gate, access, Operation::Describe) {
+        Ok(gate) => gate,
+        Err((code, message)) => return failed(code, message),
     };
     let wanted = filters(Filter {
         resource_type: request.resource_type_filter,
@@ -283,6 +278,22 @@ fn binding(c: &kafka_protocol::messages::create_acls_request::AclCreation) -> Re
     Ok(acl)
 }
 
+/// The gate, when the principal may do `operation` on the cluster and
+/// this listener has permissions at all; else the code and reason.
+fn allowed<'a>(
+    gate: Option<&'a Arc<Gate>>,
+    access: &Access,
+    operation: Operation,
+) -> Result<&'a Arc<Gate>, (ResponseError, String)> {
+    access.cluster(operation).map_err(|f| (f.code, f.message))?;
+    gate.ok_or_else(|| {
+        (
+            ResponseError::SecurityDisabled,
+            "this listener has no permissions".to_owned(),
+        )
+    })
+}
+
 pub(crate) async fn create_acls(
     gate: Option<&Arc<Gate>>,
     access: &Access,
@@ -293,23 +304,17 @@ pub(crate) async fn create_acls(
             .with_error_code(code.code())
             .with_error_message(Some(StrBytes::from_string(message)))
     };
-    let refusal = match (access.cluster(Operation::Alter), gate) {
-        (Err(f), _) => Some((f.code, f.message)),
-        (Ok(()), None) => Some((
-            ResponseError::SecurityDisabled,
-            "this listener has no permissions".to_owned(),
-        )),
-        (Ok(()), Some(_)) => None,
+    let gate = match allowed(gate, access, Operation::Alter) {
+        Ok(gate) => Arc::clone(gate),
+        Err((code, message)) => {
+            let results = request
+                .creations
+                .iter()
+                .map(|_| result(code, message.clone()))
+                .collect();
+            return CreateAclsResponse::default().with_results(results);
+        }
     };
-    if let Some((code, message)) = refusal {
-        let results = request
-            .creations
-            .iter()
-            .map(|_| result(code, message.clone()))
-            .collect();
-        return CreateAclsResponse::default().with_results(results);
-    }
-    let gate = Arc::clone(gate.expect("checked above"));
     let bindings: Vec<Result<Acl, String>> = request.creations.iter().map(binding).collect();
     let valid: Vec<Acl> = bindings
         .iter()
@@ -341,23 +346,17 @@ pub(crate) async fn delete_acls(
             .with_error_code(code.code())
             .with_error_message(Some(StrBytes::from_string(message)))
     };
-    let refusal = match (access.cluster(Operation::Alter), gate) {
-        (Err(f), _) => Some((f.code, f.message)),
-        (Ok(()), None) => Some((
-            ResponseError::SecurityDisabled,
-            "this listener has no permissions".to_owned(),
-        )),
-        (Ok(()), Some(_)) => None,
+    let gate = match allowed(gate, access, Operation::Alter) {
+        Ok(gate) => gate,
+        Err((code, message)) => {
+            let results = request
+                .filters
+                .iter()
+                .map(|_| failed(code, message.clone()))
+                .collect();
+            return DeleteAclsResponse::default().with_filter_results(results);
+        }
     };
-    if let Some((code, message)) = refusal {
-        let results = request
-            .filters
-            .iter()
-            .map(|_| failed(code, message.clone()))
-            .collect();
-        return DeleteAclsResponse::default().with_filter_results(results);
-    }
-    let gate = gate.expect("checked above");
     let mut results = Vec::with_capacity(request.filters.len());
     for f in request.filters {
         let wanted = filters(Filter {

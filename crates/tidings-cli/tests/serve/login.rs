@@ -12,27 +12,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{client_script, eventually, failure, get, ok, python, third_party, Server};
+use crate::support::{
+    client_script, eventually, failure, get, offline, ok, python, third_party, Server,
+};
 
 const MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
 /// `tidings users <args>` on `data_dir`, the password on standard input.
 fn users(data_dir: &Path, args: &[&str], password: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .arg("users")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("TIDINGS_NEW_PASSWORD")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
-    drop(stdin);
-    child.wait_with_output().unwrap()
+    let args = [&["users"][..], args].concat();
+    offline(data_dir, &args, &format!("{password}\n"))
 }
 
 /// A server whose data dir has alice (both SCRAM mechanisms) and bob

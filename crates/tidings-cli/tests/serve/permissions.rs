@@ -4,33 +4,16 @@
 //! changing nothing; the owner's own requests go through.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
 use tidings_api::{Method, Operation, ROUTES};
 
-use crate::support::{call, ok, Answer, Server};
+use crate::support::{call, offline, ok, Answer, Server};
 
 fn tidings(dir: &Path, args: &[&str], stdin: &str) -> String {
-    use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env_remove("TIDINGS_NEW_PASSWORD")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    ok(&child.wait_with_output().unwrap())
+    ok(&offline(dir, args, stdin))
 }
 
 /// A request as `user` (whose password is `<user>-pw`).

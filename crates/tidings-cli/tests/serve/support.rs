@@ -261,6 +261,28 @@ pub(crate) fn tidings(server: &Server, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs a `tidings` command that works on a data directory itself
+/// (`users`, `acls`) with `args`, `--data-dir data_dir` and `stdin`.
+pub(crate) fn offline(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("TIDINGS_NEW_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// The standard output of a command that succeeded.
 pub(crate) fn ok(o: &Output) -> String {
     assert!(

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::support::{client_script, eventually, failure, ok, python, third_party, Server};
+use crate::support::{
+    client_script, eventually, failure, offline, ok, python, third_party, Server,
+};
 
 /// Runs `openssl` with `args` in `dir`.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -92,23 +94,11 @@ fn certificate(dir: &Path, name: &str, ca: &str, host: &str, days: &str, org: &s
 }
 
 fn users_add(data: &Path, user: &str) {
-    use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["users", "add", user, "--data-dir"])
-        .arg(data)
-        .env_remove("TIDINGS_NEW_PASSWORD")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{user}-pw\n").as_bytes())
-        .unwrap();
-    ok(&child.wait_with_output().unwrap());
+    ok(&offline(
+        data,
+        &["users", "add", user],
+        &format!("{user}-pw\n"),
+    ));
 }
 
 /// curl against `https://<host>:<port><path>` (resolved to 127.0.0.1).
