@@ -120,7 +120,7 @@ impl Gate {
         self.store.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether connections must log in: the store has a user.
+    /// Whether connections must log in: the store has a user or a token.
     pub fn required(&self) -> bool {
         self.read().has_users()
     }
@@ -169,6 +169,15 @@ impl Gate {
         }
         remembered.insert(fingerprint, (user.to_owned(), now));
         Ok(principal)
+    }
+
+    /// Checks an API token (HTTP `Authorization: Bearer`): one SHA-256, so
+    /// it may run on the async workers.
+    pub fn token(&self, text: &str) -> Result<Principal, crate::TokenRefusal> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.read().token_user(text, now).map(Principal::user)
     }
 
     /// Starts a SCRAM exchange with the client's first message; the answer

@@ -33,6 +33,17 @@ pub const ACLS_MAX: usize = 20_000;
 /// most 249 bytes; a stream name may be longer).
 pub const RESOURCE_NAME_BYTES_MAX: usize = 1024;
 
+/// Random bytes of an API token's id (listed, and shown in hex).
+pub const TOKEN_ID_BYTES: usize = 8;
+/// Random bytes of an API token's secret: 256 bits, beyond guessing.
+pub const TOKEN_SECRET_BYTES: usize = 32;
+/// The longest text taken as a token; longer is refused before it is hashed.
+pub const TOKEN_BYTES_MAX: usize = 128;
+/// The longest name of a token.
+pub const TOKEN_NAME_BYTES_MAX: usize = 255;
+/// Tokens one server holds.
+pub const TOKENS_MAX: usize = 10_000;
+
 const _: () = assert!(SCRAM_ITERATIONS_MIN <= SCRAM_ITERATIONS_DEFAULT);
 const _: () = assert!(SCRAM_ITERATIONS_DEFAULT <= SCRAM_ITERATIONS_MAX);
 // A salt shorter than a hash's output is still unique per user; the decoy
@@ -40,8 +51,14 @@ const _: () = assert!(SCRAM_ITERATIONS_DEFAULT <= SCRAM_ITERATIONS_MAX);
 const _: () = assert!(SCRAM_SALT_BYTES <= 32);
 // A PLAIN message carries the user and the password with two separators.
 const _: () = assert!(USER_NAME_BYTES_MAX * 2 + PASSWORD_BYTES_MAX + 2 <= SCRAM_MESSAGE_BYTES_MAX);
-// A credential is under 512 bytes of JSON, a permission under 2 KiB with
-// its longest name.
+// A token's text: `tdg_`, the id in hex, `_`, the secret in base64url.
+const _: () =
+    assert!(4 + TOKEN_ID_BYTES * 2 + 1 + TOKEN_SECRET_BYTES.div_ceil(3) * 4 <= TOKEN_BYTES_MAX);
+// A credential is under 512 bytes of JSON, a token under 512 beside its
+// names, a permission under 2 KiB with its longest name.
 const _: () = assert!(
-    USERS_MAX * 2 * 512 + ACLS_MAX * (RESOURCE_NAME_BYTES_MAX + 512) <= AUTH_STATE_BYTES_MAX
+    USERS_MAX * 2 * 512
+        + TOKENS_MAX * (512 + USER_NAME_BYTES_MAX + TOKEN_NAME_BYTES_MAX)
+        + ACLS_MAX * (RESOURCE_NAME_BYTES_MAX + 512)
+        <= AUTH_STATE_BYTES_MAX
 );

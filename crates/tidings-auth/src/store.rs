@@ -4,7 +4,8 @@
 //! version, two reserved bytes that must be zero) then one journal frame (`tidings_log::format::frame`:
 //! length, CRC-32C, body) whose body is the whole state as JSON — users with
 //! their SCRAM credentials (salt, iterations, `StoredKey`, `ServerKey`;
-//! never a password) and the permissions. It is small and rarely changed, so
+//! never a password), API tokens (their id, owner, name, times and the
+//! SHA-256 of their secret; never the secret) and the permissions. It is small and rarely changed, so
 //! every change writes it whole, with `replace_durably`: a temporary file,
 //! synced, renamed over the old one, the directory synced.
 //!
@@ -33,8 +34,11 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::acl::{Acl, AclError, AclFilter, Authorizer};
-use crate::limits::{AUTH_STATE_BYTES_MAX, USERS_MAX, USER_NAME_BYTES_MAX};
+use crate::limits::{
+    AUTH_STATE_BYTES_MAX, TOKENS_MAX, TOKEN_NAME_BYTES_MAX, USERS_MAX, USER_NAME_BYTES_MAX,
+};
 use crate::scram::{Credential, Mechanism};
+use crate::token::{Token, TokenInfo, TokenRefusal};
 
 const MAGIC: [u8; 4] = *b"TDAU";
 const HEADER_BYTES: usize = 8;
@@ -73,6 +77,12 @@ pub enum StoreError {
     /// A permission that cannot be held.
     #[error(transparent)]
     Acl(#[from] AclError),
+    /// A token name that cannot be held.
+    #[error("token name {0:?}: at most {TOKEN_NAME_BYTES_MAX} bytes, no control characters")]
+    TokenName(String),
+    /// As many tokens as a server holds.
+    #[error("{TOKENS_MAX} tokens are the most one server holds; remove some first")]
+    TooManyTokens,
     /// Another process has the store open.
     #[error("{path} is held by another process (a running `tidings serve`?); stop it first, or change users and permissions through it")]
     Locked {
@@ -95,6 +105,8 @@ pub struct UserInfo {
 pub struct AuthStore {
     path: PathBuf,
     users: BTreeMap<String, BTreeMap<Mechanism, Credential>>,
+    /// API tokens by id.
+    tokens: BTreeMap<String, Token>,
     authorizer: Authorizer,
     super_users: Vec<String>,
     /// Held while the store is open.
@@ -104,7 +116,20 @@ pub struct AuthStore {
 #[derive(Serialize, Deserialize)]
 struct Saved {
     users: Vec<SavedUser>,
+    /// Absent in stores saved before tokens existed.
+    #[serde(default)]
+    tokens: Vec<SavedToken>,
     acls: Vec<Acl>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedToken {
+    id: String,
+    user: String,
+    name: String,
+    created_unix_s: u64,
+    expires_unix_s: Option<u64>,
+    secret_sha256: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -150,6 +175,7 @@ impl AuthStore {
         let mut store = AuthStore {
             path: path.clone(),
             users: BTreeMap::new(),
+            tokens: BTreeMap::new(),
             authorizer: Authorizer::new(super_users.clone()),
             super_users,
             _lock: lock,
@@ -186,6 +212,19 @@ impl AuthStore {
             }
             store.users.insert(user.name, credentials);
         }
+        for t in saved.tokens {
+            check_name(&t.user).map_err(|e| damaged(format!("token {}: {e}", t.id)))?;
+            let token = Token::restore(
+                &t.id,
+                t.user,
+                t.name,
+                t.created_unix_s,
+                t.expires_unix_s,
+                &t.secret_sha256,
+            )
+            .map_err(|reason| damaged(format!("token {}: {reason}", t.id)))?;
+            store.tokens.insert(t.id, token);
+        }
         for acl in saved.acls {
             store
                 .authorizer
@@ -205,9 +244,10 @@ impl AuthStore {
         self.users.get(user)?.get(&mechanism).cloned()
     }
 
-    /// Whether any user exists (authentication is configured).
+    /// Whether anyone can log in — a user with a password or a token —
+    /// so that every client must.
     pub fn has_users(&self) -> bool {
-        !self.users.is_empty()
+        !self.users.is_empty() || !self.tokens.is_empty()
     }
 
     /// The users, by name.
@@ -236,22 +276,28 @@ impl AuthStore {
             .entry(user.to_owned())
             .or_default()
             .insert(credential.mechanism, credential);
-        self.save(&users, &self.authorizer)?;
+        self.save(&users, &self.tokens, &self.authorizer)?;
         self.users = users;
         Ok(())
     }
 
-    /// Removes `user`'s credential for `mechanism`, or all of them, durably.
-    /// Answers whether anything was removed.
+    /// Removes `user`'s credential for `mechanism`, or the whole user —
+    /// every credential and every token — durably. Answers whether anything
+    /// was removed.
     pub fn remove_user(
         &mut self,
         user: &str,
         mechanism: Option<Mechanism>,
     ) -> Result<bool, StoreError> {
         let mut users = self.users.clone();
+        let mut tokens = self.tokens.clone();
         let removed = match (users.get_mut(user), mechanism) {
-            (None, _) => false,
-            (Some(_), None) => users.remove(user).is_some(),
+            (None, Some(_)) => false,
+            (_, None) => {
+                let before = tokens.len();
+                tokens.retain(|_, t| t.user() != user);
+                users.remove(user).is_some() | (tokens.len() != before)
+            }
             (Some(c), Some(m)) => {
                 let removed = c.remove(&m).is_some();
                 if c.is_empty() {
@@ -261,10 +307,62 @@ impl AuthStore {
             }
         };
         if removed {
-            self.save(&users, &self.authorizer)?;
+            self.save(&users, &tokens, &self.authorizer)?;
             self.users = users;
+            self.tokens = tokens;
         }
         Ok(removed)
+    }
+
+    /// Makes a token for `user` (who needs no password: a service may log in
+    /// by token alone), durably; answers the token's text — shown once, kept
+    /// only as a hash — and what is listed of it.
+    pub fn add_token(
+        &mut self,
+        user: &str,
+        name: &str,
+        now_unix_s: u64,
+        expires_unix_s: Option<u64>,
+    ) -> Result<(String, TokenInfo), StoreError> {
+        check_name(user)?;
+        if name.len() > TOKEN_NAME_BYTES_MAX || name.chars().any(char::is_control) {
+            return Err(StoreError::TokenName(name.to_owned()));
+        }
+        if self.tokens.len() >= TOKENS_MAX {
+            return Err(StoreError::TooManyTokens);
+        }
+        let (text, id, token) = Token::new(user, name, now_unix_s, expires_unix_s);
+        let info = token.info(&id);
+        let mut tokens = self.tokens.clone();
+        tokens.insert(id, token);
+        self.save(&self.users, &tokens, &self.authorizer)?;
+        self.tokens = tokens;
+        Ok((text, info))
+    }
+
+    /// The tokens, by id (never their secrets).
+    pub fn tokens(&self) -> Vec<TokenInfo> {
+        self.tokens.iter().map(|(id, t)| t.info(id)).collect()
+    }
+
+    /// Revokes the token `id`, durably; answers whether it existed.
+    pub fn remove_token(&mut self, id: &str) -> Result<bool, StoreError> {
+        if !self.tokens.contains_key(id) {
+            return Ok(false);
+        }
+        let mut tokens = self.tokens.clone();
+        tokens.remove(id);
+        self.save(&self.users, &tokens, &self.authorizer)?;
+        self.tokens = tokens;
+        Ok(true)
+    }
+
+    /// The user a token's text logs in as, at `now_unix_s`.
+    pub fn token_user(&self, text: &str, now_unix_s: u64) -> Result<&str, TokenRefusal> {
+        let (id, secret) = crate::token::parse(text)?;
+        let token = self.tokens.get(id).ok_or(TokenRefusal::Unknown)?;
+        token.check(id, secret, now_unix_s)?;
+        Ok(token.user())
     }
 
     /// Adds permissions, durably, all or none; answers which were new.
@@ -275,7 +373,7 @@ impl AuthStore {
             new.push(authorizer.add(acl)?);
         }
         if new.contains(&true) {
-            self.save(&self.users, &authorizer)?;
+            self.save(&self.users, &self.tokens, &authorizer)?;
             self.authorizer = authorizer;
         }
         Ok(new)
@@ -286,7 +384,7 @@ impl AuthStore {
         let mut authorizer = self.authorizer.clone();
         let removed = authorizer.remove(filter);
         if !removed.is_empty() {
-            self.save(&self.users, &authorizer)?;
+            self.save(&self.users, &self.tokens, &authorizer)?;
             self.authorizer = authorizer;
         }
         Ok(removed)
@@ -300,6 +398,7 @@ impl AuthStore {
     fn save(
         &self,
         users: &BTreeMap<String, BTreeMap<Mechanism, Credential>>,
+        tokens: &BTreeMap<String, Token>,
         authorizer: &Authorizer,
     ) -> Result<(), StoreError> {
         let saved = Saved {
@@ -317,6 +416,20 @@ impl AuthStore {
                             server_key: BASE64.encode(&c.server_key),
                         })
                         .collect(),
+                })
+                .collect(),
+            tokens: tokens
+                .iter()
+                .map(|(id, t)| {
+                    let info = t.info(id);
+                    SavedToken {
+                        id: info.id,
+                        user: info.user,
+                        name: info.name,
+                        created_unix_s: info.created_unix_s,
+                        expires_unix_s: info.expires_unix_s,
+                        secret_sha256: t.hash_hex(),
+                    }
                 })
                 .collect(),
             acls: authorizer.list(&AclFilter::default()),

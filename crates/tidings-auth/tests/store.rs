@@ -227,3 +227,70 @@ fn bad_names_and_permissions_are_refused_before_anything_is_written() {
     assert!(store.authorizer().is_empty(), "all or none");
     assert!(!dir.path().join("auth.state").exists());
 }
+
+/// Tokens come back after a reopen by their text (whose secret is nowhere in
+/// the file), stop at their expiry, and go when revoked or when their user
+/// is removed; a token alone makes the server require logins.
+#[test]
+fn tokens_are_kept_as_hashes_and_go_when_revoked_or_their_user_is_removed() {
+    use tidings_auth::TokenRefusal;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = AuthStore::open(dir.path(), Vec::new()).unwrap();
+    let (ci, ci_info) = store.add_token("ci", "deploys", 1_000, None).unwrap();
+    assert!(store.has_users(), "a token alone is someone who logs in");
+    let (short, _) = store
+        .add_token("dash", "dashboard", 1_000, Some(2_000))
+        .unwrap();
+    let (dash_too, _) = store.add_token("dash", "", 1_000, None).unwrap();
+    drop(store);
+
+    let mut store = AuthStore::open(dir.path(), Vec::new()).unwrap();
+    assert_eq!(store.tokens().len(), 3);
+    assert!(store.tokens().contains(&ci_info));
+    assert_eq!(store.token_user(&ci, 5_000), Ok("ci"));
+    assert_eq!(store.token_user(&short, 1_999), Ok("dash"));
+    assert!(matches!(
+        store.token_user(&short, 2_000),
+        Err(TokenRefusal::Expired { .. })
+    ));
+    // Another token's id with this secret, and a secret one letter off.
+    let (_, secret) = ci.rsplit_once('_').unwrap();
+    let (short_prefix, _) = short.rsplit_once('_').unwrap();
+    assert_eq!(
+        store.token_user(&format!("{short_prefix}_{secret}"), 1_500),
+        Err(TokenRefusal::Unknown)
+    );
+    let mut off = ci.clone();
+    let last = off.pop().unwrap();
+    off.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(store.token_user(&off, 1_500), Err(TokenRefusal::Unknown));
+    let bytes = std::fs::read(dir.path().join("auth.state")).unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains(secret));
+
+    assert!(store.remove_token(&ci_info.id).unwrap());
+    assert!(!store.remove_token(&ci_info.id).unwrap());
+    assert!(
+        store.remove_user("dash", None).unwrap(),
+        "a user of tokens alone"
+    );
+    drop(store);
+    let store = AuthStore::open(dir.path(), Vec::new()).unwrap();
+    for text in [&ci, &short, &dash_too] {
+        assert_eq!(store.token_user(text, 1_500), Err(TokenRefusal::Unknown));
+    }
+    assert!(!store.has_users(), "open again");
+}
+
+/// A store saved before tokens existed (no `tokens` key) opens as it was.
+#[test]
+fn a_store_from_before_tokens_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = br#"{"users":[],"acls":[]}"#;
+    let mut bytes = b"TDAU".to_vec();
+    bytes.extend_from_slice(&tidings_log::format::FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&[0, 0]);
+    tidings_log::format::frame(&mut bytes, body);
+    std::fs::write(dir.path().join("auth.state"), bytes).unwrap();
+    let store = AuthStore::open(dir.path(), Vec::new()).unwrap();
+    assert!(!store.has_users() && store.tokens().is_empty());
+}

@@ -1,7 +1,8 @@
 //! The `tidings` command: `serve` runs the server; `users` keeps the users
 //! in a stopped server's data directory; every other command is a client of
 //! its HTTP API (`--server`, or `TIDINGS_URL`) through `tidings-client`, and
-//! never touches storage itself.
+//! never touches storage itself; `credentials` says where the server and the
+//! login come from (flags, environment, the client's configuration file).
 //!
 //! Modules: `publish` (publish, replay: events built from lines and copied),
 //! `read` (tail, consume), `admin` (topics, groups, queues, dead letters),
@@ -20,6 +21,7 @@ use tidings_client::Client;
 mod acls;
 mod admin;
 mod catalog;
+mod credentials;
 mod output;
 mod publish;
 mod read;
@@ -52,6 +54,21 @@ struct Cli {
     /// read from TIDINGS_PASSWORD.
     #[arg(long, env = "TIDINGS_USER", global = true)]
     user: Option<String>,
+    /// Log in with this API token (`tidings users token add`). Other users
+    /// of the machine can see a flag in the process list: prefer
+    /// TIDINGS_TOKEN or the client configuration file.
+    #[arg(long, env = "TIDINGS_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// The client configuration file (TOML: server, token, or user and
+    /// password); by default $XDG_CONFIG_HOME/tidings/client.toml, if it
+    /// exists.
+    #[arg(
+        long,
+        env = "TIDINGS_CLIENT_CONFIG",
+        global = true,
+        value_name = "FILE"
+    )]
+    client_config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,7 +124,7 @@ enum Command {
     Acls(acls::Acls),
 }
 
-/// The command line: `--server`, `--json` and `--user` are global, for every client
+/// The command line: `--server`, `--json` and the login are global, for every client
 /// command wherever they are written, but `serve` has no use for them, so its
 /// help leaves them out (and refuses them, below).
 fn command() -> clap::Command {
@@ -116,6 +133,12 @@ fn command() -> clap::Command {
         serve
             .arg(clap::Arg::new("server").long("server").hide(true))
             .arg(clap::Arg::new("user").long("user").hide(true))
+            .arg(clap::Arg::new("token").long("token").hide(true))
+            .arg(
+                clap::Arg::new("client_config")
+                    .long("client-config")
+                    .hide(true),
+            )
             .arg(
                 clap::Arg::new("json")
                     .long("json")
@@ -139,8 +162,11 @@ fn main() -> ExitCode {
                 Some(clap::parser::ValueSource::CommandLine)
             )
         };
-        if given("server") || given("json") || given("user") {
-            eprintln!("error: --server, --json and --user are for the client commands; serve takes --http-addr and --log-format");
+        if ["server", "json", "user", "token", "client_config"]
+            .into_iter()
+            .any(given)
+        {
+            eprintln!("error: --server, --json, --user, --token and --client-config are for the client commands; serve takes --http-addr and --log-format");
             return ExitCode::from(2);
         }
         return match tidings_server::Config::load(&args, serve).and_then(tidings_server::run) {
@@ -167,8 +193,9 @@ fn main() -> ExitCode {
         };
     }
     let server_from = match matches.value_source("server") {
-        Some(clap::parser::ValueSource::EnvVariable) => "TIDINGS_URL",
-        _ => "--server",
+        Some(clap::parser::ValueSource::EnvVariable) => Some("TIDINGS_URL"),
+        Some(clap::parser::ValueSource::CommandLine) => Some("--server"),
+        _ => None,
     };
     match run(cli, server_from) {
         Ok(()) => ExitCode::SUCCESS,
@@ -198,14 +225,13 @@ pub(crate) struct Ctx {
     pub(crate) out: Output<io::StdoutLock<'static>>,
 }
 
-fn run(cli: Cli, server_from: &str) -> Result<()> {
-    let mut client =
-        Client::new(&cli.server).with_context(|| format!("{server_from} {:?}", cli.server))?;
-    if let Some(user) = &cli.user {
-        let password = std::env::var("TIDINGS_PASSWORD")
-            .map_err(|_| anyhow::anyhow!("--user {user}: set the password in TIDINGS_PASSWORD"))?;
-        client = client.with_login(user, &password);
-    }
+fn run(cli: Cli, server_from: Option<&'static str>) -> Result<()> {
+    let client = credentials::client(&credentials::Given {
+        server: (&cli.server, server_from),
+        token: cli.token.as_deref(),
+        user: cli.user.as_deref(),
+        client_config: cli.client_config.as_deref(),
+    })?;
     let mode = if cli.json { Mode::Json } else { Mode::Text };
     let mut ctx = Ctx {
         client,

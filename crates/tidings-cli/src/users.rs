@@ -8,6 +8,10 @@
 //! line of standard input — never from an argument, which other users of the
 //! machine could read in the process list. Only SCRAM credentials are kept
 //! (salt, iterations and two keys); PLAIN logins are checked against them.
+//!
+//! `tidings users token` makes, lists and revokes API tokens, bearer
+//! credentials for HTTP clients: a new token is printed once and kept only
+//! as a hash.
 
 use std::io::{BufRead as _, Read as _};
 use std::path::PathBuf;
@@ -57,7 +61,12 @@ pub(crate) enum Users {
         #[command(flatten)]
         dir: DataDir,
     },
-    /// Remove a user, or only its credential for one mechanism.
+    /// API tokens: bearer credentials for HTTP clients (a CI job, a
+    /// dashboard), each logging in as a user, who needs no password.
+    #[command(subcommand)]
+    Token(Token),
+    /// Remove a user — its credentials and its tokens — or only its
+    /// credential for one mechanism.
     Remove {
         /// The user's name.
         name: String,
@@ -67,6 +76,71 @@ pub(crate) enum Users {
         #[command(flatten)]
         dir: DataDir,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Token {
+    /// Make a token that logs in as USER; it is printed once, and kept only
+    /// as a hash.
+    Add {
+        /// The user it logs in as (`User:<USER>` in permissions).
+        user: String,
+        /// What it is for, shown in listings.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// When it stops being taken: a count of s, m, h or d (90d, 12h).
+        #[arg(long, value_name = "DURATION", value_parser = lifetime_s)]
+        expires_in: Option<u64>,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// List the tokens: id, user, name, when made, when they expire.
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Revoke a token by its id (the hex after `tdg_`).
+    Remove {
+        /// The token's id.
+        id: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+/// Seconds of `90d`, `12h`, `15m` or `30s`.
+fn lifetime_s(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?}: a whole number then s, m, h or d (90d, 12h)");
+    let unit_s = match text.chars().last().ok_or_else(bad)? {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    let count: u64 = text[..text.len() - 1].parse().map_err(|_| bad())?;
+    match count.checked_mul(unit_s) {
+        Some(0) | None => Err(bad()),
+        Some(s) => Ok(s),
+    }
+}
+
+/// A time in seconds since the epoch as RFC 3339, UTC.
+fn rfc3339(unix_s: u64) -> String {
+    i64::try_from(unix_s)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{unix_s} (Unix seconds)"))
+}
+
+fn now_unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn mechanism(name: &str) -> Result<Mechanism, String> {
@@ -106,6 +180,94 @@ fn password() -> Result<String> {
         bail!("a password is at most {PASSWORD_BYTES_MAX} bytes");
     }
     Ok(password)
+}
+
+#[derive(Serialize)]
+struct ListedToken {
+    id: String,
+    user: String,
+    name: String,
+    created_unix_s: u64,
+    expires_unix_s: Option<u64>,
+}
+
+fn tokens(command: Token, out: &mut Output<std::io::StdoutLock<'static>>) -> Result<()> {
+    match command {
+        Token::Add {
+            user,
+            name,
+            expires_in,
+            dir,
+        } => {
+            let mut store = open(&dir)?;
+            let now = now_unix_s();
+            let expires = expires_in.map(|s| now.saturating_add(s));
+            let (text, info) = store.add_token(&user, &name, now, expires)?;
+            out.text_line(&text)?;
+            out.json_line(&serde_json::json!({
+                "token": text,
+                "id": info.id,
+                "user": info.user,
+                "expires_unix_s": info.expires_unix_s,
+            }))?;
+            // The listing is for a person; the token alone is on stdout.
+            eprintln!(
+                "token {} logs in as {user}{}; it is shown this once",
+                info.id,
+                match expires {
+                    Some(at) => format!(" until {}", rfc3339(at)),
+                    None => String::new(),
+                }
+            );
+        }
+        Token::List { dir } => {
+            let listed: Vec<ListedToken> = open(&dir)?
+                .tokens()
+                .into_iter()
+                .map(|t| ListedToken {
+                    id: t.id,
+                    user: t.user,
+                    name: t.name,
+                    created_unix_s: t.created_unix_s,
+                    expires_unix_s: t.expires_unix_s,
+                })
+                .collect();
+            let now = now_unix_s();
+            out.answer(&listed, |tokens: &Vec<ListedToken>| {
+                if tokens.is_empty() {
+                    return "no tokens".to_owned();
+                }
+                let lines: Vec<String> = tokens
+                    .iter()
+                    .map(|t| {
+                        let expiry = match t.expires_unix_s {
+                            None => "never expires".to_owned(),
+                            Some(at) if at <= now => format!("expired {}", rfc3339(at)),
+                            Some(at) => format!("expires {}", rfc3339(at)),
+                        };
+                        format!(
+                            "{}  {}  {:?}  made {}, {expiry}",
+                            t.id,
+                            t.user,
+                            t.name,
+                            rfc3339(t.created_unix_s)
+                        )
+                    })
+                    .collect();
+                lines.join("\n")
+            })?;
+        }
+        Token::Remove { id, dir } => {
+            let mut store = open(&dir)?;
+            let id = id.strip_prefix(tidings_auth::token::PREFIX).unwrap_or(&id);
+            if !store.remove_token(id)? {
+                bail!("no token with id {id:?} (`tidings users token list` shows them)");
+            }
+            out.text_line(&format!("revoked token {id}"))?;
+            out.json_line(&serde_json::json!({ "revoked": id }))?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -174,6 +336,7 @@ pub(crate) fn users(command: Users, mode: Mode) -> Result<()> {
                 lines.join("\n")
             })?;
         }
+        Users::Token(token) => tokens(token, &mut out)?,
         Users::Remove {
             name,
             mechanism,

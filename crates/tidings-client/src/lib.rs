@@ -62,6 +62,9 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Credentials that cannot be sent.
+    #[error("{0}")]
+    Credentials(String),
     /// No connection could be made.
     #[error("cannot reach the server at {server}: {cause}")]
     Connect {
@@ -280,6 +283,21 @@ impl Client {
         value.set_sensitive(true);
         self.authorization = Some(value);
         self
+    }
+
+    /// The client logging every request in with an API token
+    /// (`Authorization: Bearer`, a token `tidings users token add` made).
+    pub fn with_token(mut self, token: &str) -> Result<Client, ClientError> {
+        let mut value = hyper::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .map_err(|_| {
+                ClientError::Credentials(
+                    "the token holds characters an HTTP header cannot (a Tidings token is tdg_<id>_<secret>)"
+                        .to_owned(),
+                )
+            })?;
+        value.set_sensitive(true);
+        self.authorization = Some(value);
+        Ok(self)
     }
 
     /// The server's address, as given.

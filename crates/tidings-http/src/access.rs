@@ -120,9 +120,12 @@ impl Access {
         }
     }
 
-    /// Whether decisions may refuse anything: the server has users.
+    /// Whether decisions may refuse anything: the server has permissions
+    /// (without any, every principal may do everything).
     pub(crate) fn restricted(&self) -> bool {
-        self.gate.as_ref().is_some_and(|g| g.required())
+        self.gate
+            .as_ref()
+            .is_some_and(|g| g.with_store(|s| !s.authorizer().is_empty()))
     }
 
     /// Whether the principal may do `operation` to the resource.

@@ -62,6 +62,7 @@ mod wire;
 
 pub use cors::Cors;
 pub use error::ApiError;
+pub use login::Certified;
 
 /// Bounds on what one request may ask for: settings of `tidings serve`, each a
 /// flag, a `TIDINGS_*` environment variable and a key of the configuration
@@ -613,9 +614,14 @@ async fn handle(api: &Api, request: Request, next: Next) -> Response {
         ApiError::shutting_down().into_response()
     } else {
         let operation = matched.map(|r| r.operation);
-        let login = login::principal(api.inner.gate.as_ref(), operation, request.headers())
-            .instrument(span.clone())
-            .await;
+        let login = login::principal(
+            api.inner.gate.as_ref(),
+            operation,
+            request.headers(),
+            request.extensions().get::<login::Certified>(),
+        )
+        .instrument(span.clone())
+        .await;
         match login {
             Ok(principal) => {
                 span.record("principal", tracing::field::display(&principal));

@@ -1,9 +1,16 @@
-//! Who a request comes from. Once the server has users, every request but
-//! `/healthz` (which probes make without credentials) logs in with
-//! `Authorization: Basic` — a user's name and password, checked against the
-//! same stored credential as a Kafka client's SASL login. A request that
-//! does not is answered 401 `unauthenticated` with `WWW-Authenticate`, and
-//! nothing of it is done.
+//! Who a request comes from. Once the server has users or tokens, every
+//! request but `/healthz` (which probes make without credentials) logs in,
+//! by one of:
+//! - `Authorization: Bearer <token>` — an API token (`tidings users token
+//!   add`), checked against its stored hash;
+//! - `Authorization: Basic` — a user's name and password, checked against
+//!   the same stored credential as a Kafka client's SASL login;
+//! - a client certificate verified at the TLS handshake (`--tls-client-ca`),
+//!   whose subject's common name is the user — taken when the request
+//!   carries no `Authorization` of its own.
+//!
+//! A request that does not is answered 401 `unauthenticated` with
+//! `WWW-Authenticate` naming both schemes, and nothing of it is done.
 
 use std::sync::Arc;
 
@@ -15,8 +22,23 @@ use tidings_auth::{Gate, Principal};
 
 use crate::error::ApiError;
 
-/// What a 401 asks for.
-const CHALLENGE: &str = "Basic realm=\"tidings\", charset=\"UTF-8\"";
+/// What a 401 asks for: a password or a token.
+const CHALLENGES: [&str; 2] = [
+    "Basic realm=\"tidings\", charset=\"UTF-8\"",
+    "Bearer realm=\"tidings\"",
+];
+
+/// The principal of the client certificate a connection's TLS handshake
+/// verified, put on each of its requests by the listener.
+#[derive(Clone, Debug)]
+pub struct Certified(pub Principal);
+
+/// What an `Authorization` header carries.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    Basic(String, String),
+    Bearer(String),
+}
 
 /// The principal of a request to a route of `operation`, or the 401 that
 /// answers it.
@@ -24,44 +46,70 @@ pub(crate) async fn principal(
     gate: Option<&Arc<Gate>>,
     operation: Option<Operation>,
     headers: &HeaderMap,
+    certified: Option<&Certified>,
 ) -> Result<Principal, Response> {
+    if operation == Some(Operation::Health) {
+        return Ok(Principal::anonymous());
+    }
+    let certified = certified.map(|Certified(p)| p.clone());
     let gate = match gate {
-        Some(gate) if gate.required() && operation != Some(Operation::Health) => gate,
-        _ => return Ok(Principal::anonymous()),
+        Some(gate) if gate.required() => gate,
+        // Nothing to log in to but a certificate.
+        _ => return Ok(certified.unwrap_or_else(Principal::anonymous)),
     };
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(refused(
-            "this server has users: log in with Authorization: Basic (a user's name and password)",
-        ));
+        return certified.ok_or_else(|| {
+            refused(
+                "this server has users: log in with Authorization: Bearer (an API token) or Basic (a user's name and password)",
+            )
+        });
     };
-    let (user, password) = basic(value).map_err(refused)?;
-    let gate = Arc::clone(gate);
-    let who = user.clone();
-    // A password not verified lately is hashed thousands of times.
-    let checked = tokio::task::spawn_blocking(move || gate.password(&who, &password)).await;
-    match checked {
-        Ok(Ok(principal)) => {
-            tidings_telemetry::login("http", "basic", true);
-            Ok(principal)
-        }
-        _ => {
-            tidings_telemetry::login("http", "basic", false);
-            tracing::warn!(user = %user, "an HTTP client failed to log in");
-            Err(refused("wrong user name or password"))
+    match credentials(value).map_err(refused)? {
+        Credentials::Bearer(token) => match gate.token(&token) {
+            Ok(principal) => {
+                tidings_telemetry::login("http", "token", true);
+                Ok(principal)
+            }
+            Err(refusal) => {
+                tidings_telemetry::login("http", "token", false);
+                tracing::warn!(reason = %refusal, "an HTTP client failed to log in with a token");
+                Err(refused(&refusal.to_string()))
+            }
+        },
+        Credentials::Basic(user, password) => {
+            let gate = Arc::clone(gate);
+            let who = user.clone();
+            // A password not verified lately is hashed thousands of times.
+            let checked = tokio::task::spawn_blocking(move || gate.password(&who, &password)).await;
+            match checked {
+                Ok(Ok(principal)) => {
+                    tidings_telemetry::login("http", "basic", true);
+                    Ok(principal)
+                }
+                _ => {
+                    tidings_telemetry::login("http", "basic", false);
+                    tracing::warn!(user = %user, "an HTTP client failed to log in");
+                    Err(refused("wrong user name or password"))
+                }
+            }
         }
     }
 }
 
-/// The user and password of `Authorization: Basic <base64(user:password)>`.
-fn basic(value: &HeaderValue) -> Result<(String, String), &'static str> {
+/// The credentials of `Authorization: Basic <base64(user:password)>` or
+/// `Authorization: Bearer <token>`.
+fn credentials(value: &HeaderValue) -> Result<Credentials, &'static str> {
     let text = value
         .to_str()
         .map_err(|_| "the Authorization header is not ASCII")?;
     let (scheme, credentials) = text
         .split_once(' ')
         .ok_or("the Authorization header names no scheme")?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Credentials::Bearer(credentials.trim().to_owned()));
+    }
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err("only Authorization: Basic is taken (a user's name and password)");
+        return Err("only Authorization: Bearer (an API token) and Basic (a user's name and password) are taken");
     }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(credentials.trim())
@@ -70,16 +118,18 @@ fn basic(value: &HeaderValue) -> Result<(String, String), &'static str> {
     let (user, password) = decoded
         .split_once(':')
         .ok_or("the Basic credentials are not user:password")?;
-    Ok((user.to_owned(), password.to_owned()))
+    Ok(Credentials::Basic(user.to_owned(), password.to_owned()))
 }
 
-/// 401 `unauthenticated` with the challenge.
+/// 401 `unauthenticated` with the challenges.
 fn refused(message: &str) -> Response {
     let mut response = ApiError::new(ErrorCode::Unauthenticated, message).into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(CHALLENGE),
-    );
+    for challenge in CHALLENGES {
+        response.headers_mut().append(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
     response
 }
 
@@ -92,22 +142,29 @@ mod tests {
         let header = |v: &str| HeaderValue::from_str(v).unwrap();
         // RFC 7617's example.
         assert_eq!(
-            basic(&header("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")).unwrap(),
-            ("Aladdin".to_owned(), "open sesame".to_owned())
+            credentials(&header("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")).unwrap(),
+            Credentials::Basic("Aladdin".to_owned(), "open sesame".to_owned())
+        );
+        assert_eq!(
+            credentials(&header("bearer tdg_x")).unwrap(),
+            Credentials::Bearer("tdg_x".to_owned())
         );
         // The password may hold colons; the scheme is case-insensitive.
         let encoded = base64::engine::general_purpose::STANDARD.encode("u:p:q");
         assert_eq!(
-            basic(&header(&format!("bAsIc {encoded}"))).unwrap(),
-            ("u".to_owned(), "p:q".to_owned())
+            credentials(&header(&format!("bAsIc {encoded}"))).unwrap(),
+            Credentials::Basic("u".to_owned(), "p:q".to_owned())
         );
         for (bad, said) in [
-            ("Bearer abc", "only Authorization: Basic"),
+            ("Digest abc", "only Authorization: Bearer"),
             ("Basic", "names no scheme"),
             ("Basic !!!", "not base64"),
             ("Basic dXNlcg==", "not user:password"),
         ] {
-            assert!(basic(&header(bad)).unwrap_err().contains(said), "{bad}");
+            assert!(
+                credentials(&header(bad)).unwrap_err().contains(said),
+                "{bad}"
+            );
         }
     }
 }

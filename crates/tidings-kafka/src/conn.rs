@@ -27,6 +27,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
 use tidings_auth::acl::{Operation, ResourceType};
+use tidings_auth::Principal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
@@ -95,14 +96,20 @@ const IN_FLIGHT_MAX: usize = 64;
 pub(crate) type Pending =
     Pin<Box<dyn Future<Output = Result<Option<BytesMut>, ConnError>> + Send + 'static>>;
 
-pub(crate) async fn serve_connection<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
-where
+/// Serves one connection; `certified` is the principal of the client
+/// certificate its TLS handshake verified.
+pub(crate) async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    certified: Option<Principal>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     tracing::debug!(%peer, "Kafka connection opened");
     tidings_telemetry::kafka::connection_opened();
     let mut refused = false;
-    let mut session = Session::new(shared.gate.as_deref());
+    let mut session = Session::new(shared.gate.as_deref(), certified);
     let (mut reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Pending>(IN_FLIGHT_MAX);
     // Answers leave in request order, each when it is ready.

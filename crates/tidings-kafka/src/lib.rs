@@ -380,11 +380,26 @@ pub async fn serve(
                     let acceptor = tls.as_ref().map(|source| source());
                     connections.spawn(async move {
                         match acceptor {
-                            None => conn::serve_connection(stream, peer, shared).await,
+                            None => conn::serve_connection(stream, peer, shared, None).await,
                             Some(acceptor) => {
                                 let handshake = acceptor.accept(stream);
                                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-                                    Ok(Ok(stream)) => conn::serve_connection(stream, peer, shared).await,
+                                    Ok(Ok(stream)) => {
+                                        // A verified client certificate logs the connection in.
+                                        let leaf = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
+                                        match leaf.map(|der| tidings_auth::certificate::principal(der)).transpose() {
+                                            Ok(certified) => {
+                                                if certified.is_some() {
+                                                    tidings_telemetry::login("kafka", "certificate", true);
+                                                }
+                                                conn::serve_connection(stream, peer, shared, certified).await
+                                            }
+                                            Err(e) => {
+                                                tidings_telemetry::login("kafka", "certificate", false);
+                                                tracing::warn!(%peer, error = %e, "Kafka connection closed");
+                                            }
+                                        }
+                                    }
                                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "Kafka connection closed: the TLS handshake failed"),
                                     Err(_) => tracing::debug!(%peer, "Kafka connection closed: no TLS handshake in time"),
                                 }

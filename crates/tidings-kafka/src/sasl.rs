@@ -43,6 +43,10 @@ enum State {
     Open,
     /// A login is required and no mechanism chosen yet.
     Start,
+    /// Logged in by a client certificate; a SASL login may still follow
+    /// and then names the principal (SASL_SSL with a certificate, as Kafka
+    /// takes it).
+    Certified,
     /// A mechanism chosen by SaslHandshake.
     Chosen(Login),
     /// A SCRAM exchange past its first step.
@@ -52,11 +56,16 @@ enum State {
 }
 
 impl Session {
-    pub(crate) fn new(gate: Option<&Gate>) -> Session {
+    pub(crate) fn new(gate: Option<&Gate>, certified: Option<Principal>) -> Session {
         let required = gate.is_some_and(Gate::required);
+        let (principal, state) = match certified {
+            Some(principal) => (principal, State::Certified),
+            None if required => (Principal::anonymous(), State::Start),
+            None => (Principal::anonymous(), State::Open),
+        };
         Session {
-            principal: Principal::anonymous(),
-            state: if required { State::Start } else { State::Open },
+            principal,
+            state,
             closing: false,
             raw: false,
         }
@@ -87,7 +96,7 @@ impl Session {
     /// The largest frame this connection may send now: `configured` once
     /// logged in (or on a server without users), less before.
     pub(crate) fn frame_bytes_max(&self, configured: usize) -> usize {
-        if matches!(self.state, State::Open | State::Done) {
+        if matches!(self.state, State::Open | State::Certified | State::Done) {
             configured
         } else {
             configured.min(UNAUTHENTICATED_FRAME_BYTES_MAX)
@@ -96,7 +105,7 @@ impl Session {
 
     /// Whether a request of `api` may be answered now.
     pub(crate) fn admits(&self, api: ApiKey) -> bool {
-        matches!(self.state, State::Open | State::Done)
+        matches!(self.state, State::Open | State::Certified | State::Done)
             || matches!(
                 api,
                 ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
@@ -116,7 +125,7 @@ impl Session {
             .collect();
         let answer = SaslHandshakeResponse::default().with_mechanisms(offered);
         match self.state {
-            State::Start => {}
+            State::Start | State::Certified => {}
             State::Open => {
                 tracing::warn!(%peer, "a client asked to log in, but this server has no users (add one with `tidings users add`)");
                 self.closing = true;
@@ -192,7 +201,9 @@ impl Session {
                 ),
                 Err(e) => Step::Failed(e),
             },
-            State::Open | State::Start | State::Done => unreachable!("checked above"),
+            State::Open | State::Start | State::Certified | State::Done => {
+                unreachable!("checked above")
+            }
         };
         match step {
             Step::Done(principal, last) => {

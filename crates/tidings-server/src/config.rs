@@ -71,6 +71,23 @@ pub struct Config {
     #[arg(long, value_name = "FILE", env = "TIDINGS_TLS_KEY")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) of client certificates (mutual TLS): a client
+    /// whose certificate chains to one logs in as its subject's common name
+    /// (`User:<CN>`), on both listeners. Reloaded at SIGHUP.
+    #[arg(long, value_name = "FILE", env = "TIDINGS_TLS_CLIENT_CA")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: `required` refuses a TLS handshake without a
+    /// client certificate; `requested` lets such a client log in by
+    /// password or token instead.
+    #[arg(
+        long,
+        value_name = "required|requested",
+        env = "TIDINGS_TLS_CLIENT_AUTH",
+        default_value_t = Config::default().tls_client_auth
+    )]
+    #[serde(default)]
+    pub tls_client_auth: crate::tls::ClientAuth,
     /// Users allowed everything whatever the permissions say (Kafka's
     /// `super.users`), by name; they log in like any user (`tidings users
     /// add`).
@@ -271,6 +288,8 @@ impl Default for Config {
             super_users: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            tls_client_ca: None,
+            tls_client_auth: crate::tls::ClientAuth::Required,
             cors_origins: Vec::new(),
             sagas_database: None,
             log_format: LogFormat::Text,
@@ -407,6 +426,10 @@ impl Config {
         anyhow::ensure!(
             self.tls_cert.is_some() == self.tls_key.is_some(),
             "TLS takes both --tls-cert and --tls-key"
+        );
+        anyhow::ensure!(
+            self.tls_client_ca.is_none() || self.tls_cert.is_some(),
+            "--tls-client-ca (client certificates) needs TLS: give --tls-cert and --tls-key too"
         );
         let max = tidings_broker::PARTITIONS_TOTAL_MAX;
         anyhow::ensure!(

@@ -63,22 +63,23 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         // The peer's address, for the permissions that name a host.
-        let service = hyper_util::service::TowerToHyperService::new(
-            router
-                .clone()
-                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
-        );
+        let router = router
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let closing = closing.clone();
         let acceptor = tls.as_ref().map(|t| t.http());
         tidings_telemetry::http::connection_opened();
         connections.spawn(async move {
             let _slot = slot;
             let ended = match acceptor {
-                None => serve_one(stream, service, limits, &closing).await,
+                None => {
+                    let service = hyper_util::service::TowerToHyperService::new(router);
+                    serve_one(stream, service, limits, &closing).await
+                }
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
-                    match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await {
-                        Ok(Ok(stream)) => serve_one(stream, service, limits, &closing).await,
+                    let stream = match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "HTTP connection closed: the TLS handshake failed");
                             tidings_telemetry::http::connection_closed(false);
@@ -89,7 +90,24 @@ pub(crate) async fn serve(
                             tidings_telemetry::http::connection_closed(true);
                             return;
                         }
-                    }
+                    };
+                    // A client certificate is the login of every request
+                    // on the connection that brings no other.
+                    let router = match crate::tls::certified(stream.get_ref().1) {
+                        Ok(None) => router,
+                        Ok(Some(principal)) => {
+                            tidings_telemetry::login("http", "certificate", true);
+                            router.layer(axum::Extension(tidings_http::Certified(principal)))
+                        }
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "HTTP connection closed");
+                            tidings_telemetry::login("http", "certificate", false);
+                            tidings_telemetry::http::connection_closed(false);
+                            return;
+                        }
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(router);
+                    serve_one(stream, service, limits, &closing).await
                 }
             };
             let timed_out = ended.as_ref().is_err_and(hyper::Error::is_timeout);

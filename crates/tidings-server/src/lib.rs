@@ -35,6 +35,7 @@ struct ReadmeExamples;
 
 pub use config::{Config, ListenAddr, ServeArgs};
 pub use tidings_telemetry::LogFormat;
+pub use tls::ClientAuth;
 
 /// How often a draining server says what it waits for.
 const DRAIN_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -222,7 +223,10 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
             )
         })?;
         // Refused before the broker is opened: only the users were read.
-        let beyond = exposure.check_exposure(gate.has_users())?;
+        // A required client certificate is a login of its own.
+        let certificates_required = exposure.tls_client_ca.is_some()
+            && exposure.tls_client_auth == tls::ClientAuth::Required;
+        let beyond = exposure.check_exposure(gate.has_users() || certificates_required)?;
         let registry =
             Arc::new(Registry::open(&data_dir).context("cannot open the schema registry")?);
         let options = BrokerOptions {
@@ -277,9 +281,19 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
     };
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
-            let certificates = Arc::new(tls::Certificates::load(cert, key)?);
+            let certificates = Arc::new(tls::Certificates::load(tls::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: config
+                    .tls_client_ca
+                    .clone()
+                    .map(|ca| (ca, config.tls_client_auth)),
+            })?);
             tls::reload_on_hangup(Arc::clone(&certificates))?;
             tracing::info!(cert = %cert.display(), "TLS on both listeners: HTTPS, and Kafka's SSL and SASL_SSL");
+            if let Some(ca) = &config.tls_client_ca {
+                tracing::info!(ca = %ca.display(), client_auth = %config.tls_client_auth, "client certificates log in as their subject's common name");
+            }
             Some(certificates)
         }
         _ => None,

@@ -9,7 +9,9 @@ Driven by crates/tidings-cli/tests/serve/login.rs.
     python3 kafka_python_login.py <broker> <mechanism> <user> <password> <topic> <value> [<ca file>]
 
 With a CA file, over TLS (SASL_SSL), checking the server's certificate
-against it.
+against it. With the mechanism `certificate`, no SASL: the client logs in by
+its certificate (mutual TLS, SSL), `user` and `password` being the paths of
+its certificate and key.
 """
 import json
 import logging
@@ -29,14 +31,23 @@ class Collect(logging.Handler):
 
 logging.getLogger("kafka").addHandler(Collect(level=logging.ERROR))
 logging.getLogger("kafka").setLevel(logging.ERROR)
-login = dict(
-    bootstrap_servers=broker,
-    security_protocol="SASL_SSL" if cafile else "SASL_PLAINTEXT",
-    sasl_mechanism=mechanism,
-    sasl_plain_username=user,
-    sasl_plain_password=password,
-    bootstrap_timeout_ms=5000,
-)
+if mechanism == "certificate":
+    login = dict(
+        bootstrap_servers=broker,
+        security_protocol="SSL",
+        ssl_certfile=user,
+        ssl_keyfile=password,
+        bootstrap_timeout_ms=5000,
+    )
+else:
+    login = dict(
+        bootstrap_servers=broker,
+        security_protocol="SASL_SSL" if cafile else "SASL_PLAINTEXT",
+        sasl_mechanism=mechanism,
+        sasl_plain_username=user,
+        sasl_plain_password=password,
+        bootstrap_timeout_ms=5000,
+    )
 if cafile:
     login["ssl_cafile"] = cafile
 try:

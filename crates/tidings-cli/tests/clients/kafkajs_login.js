@@ -7,17 +7,28 @@
 //   node kafkajs_login.js <broker> <mechanism> <user> <password> <topic> <value> [<ca file>]
 //
 // With a CA file, over TLS, checking the server's certificate against it.
+// With the mechanism `certificate`, no SASL: the client logs in by its
+// certificate (mutual TLS), `user` and `password` being the paths of its
+// certificate and key.
 'use strict';
 const fs = require('fs');
 const { Kafka, logLevel } = require('kafkajs');
 
 const [broker, mechanism, username, password, topic, value, ca] = process.argv.slice(2);
+const byCertificate = mechanism === 'certificate';
+const ssl = !ca ? false : byCertificate
+  ? {
+    ca: [fs.readFileSync(ca, 'utf-8')],
+    cert: fs.readFileSync(username, 'utf-8'),
+    key: fs.readFileSync(password, 'utf-8'),
+  }
+  : { ca: [fs.readFileSync(ca, 'utf-8')] };
 const kafka = new Kafka({
-  ssl: ca ? { ca: [fs.readFileSync(ca, 'utf-8')] } : false,
+  ssl,
   clientId: 'tidings-login-test',
   brokers: [broker],
   logLevel: logLevel.NOTHING,
-  sasl: { mechanism, username, password },
+  sasl: byCertificate ? undefined : { mechanism, username, password },
   retry: { retries: 0 },
 });
 

@@ -185,6 +185,9 @@ fn the_running_it_for_real_block_runs() {
         .env_remove("TIDINGS_USER")
         .env_remove("TIDINGS_PASSWORD")
         .env_remove("TIDINGS_NEW_PASSWORD")
+        .env_remove("TIDINGS_TOKEN")
+        .env_remove("TIDINGS_CLIENT_CONFIG")
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -199,6 +202,7 @@ fn the_running_it_for_real_block_runs() {
         "\"name\":\"orders\"",
         "refused: orders-svc may write orders, not read it",
         "\"error_code\":\"unauthenticated\"",
+        "{\"total\": 7}",
     ] {
         assert!(stdout.contains(said), "{said:?} in\n{stdout}\n{stderr}");
     }
