@@ -423,7 +423,8 @@ pub(crate) async fn delete_acls(
             Err(e) => results.push(failed(ResponseError::KafkaStorageError, e.to_string())),
         }
     }
-    if gate.with_store(|s| s.authorizer().is_empty()) {
+    let removed_some = results.iter().any(|r| !r.matching_acls.is_empty());
+    if removed_some && gate.with_store(|s| s.authorizer().is_empty()) {
         tracing::warn!(
             "DeleteAcls removed the last permission: every logged-in user may now do anything"
         );

@@ -1,7 +1,7 @@
 //! Permissions on the HTTP API: every route of the route table (and the
-//! schema registry's) tried by a logged-in user without permissions on what
-//! another user made, answering 403 (or, for listings, nothing of it) and
-//! changing nothing; the owner's own requests go through.
+//! schema registry's) tried with the API token of a user without
+//! permissions on what another user made, answering 403 (or, for listings,
+//! nothing of it) and changing nothing; the owner's own requests go through.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -17,9 +17,13 @@ fn tidings(dir: &Path, args: &[&str], stdin: &str) -> String {
 }
 
 /// A request as `user` (whose password is `<user>-pw`).
-fn as_user(user: &str, method: &str, url: &str, body: &Value) -> Answer {
+pub(crate) fn as_user(user: &str, method: &str, url: &str, body: &Value) -> Answer {
     let login = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{user}-pw"));
-    let authorization = format!("Basic {login}");
+    request(&format!("Basic {login}"), method, url, body)
+}
+
+/// A request with `authorization`: a JSON body, or a CloudEvents batch.
+fn request(authorization: &str, method: &str, url: &str, body: &Value) -> Answer {
     let batch = matches!(body, Value::Array(_));
     let content_type = if batch {
         "application/cloudevents-batch+json"
@@ -35,14 +39,14 @@ fn as_user(user: &str, method: &str, url: &str, body: &Value) -> Answer {
         method,
         url,
         &[
-            ("authorization", &authorization),
+            ("authorization", authorization),
             ("content-type", content_type),
         ],
         &bytes,
     )
 }
 
-fn event(id: &str) -> Value {
+pub(crate) fn event(id: &str) -> Value {
     json!({"specversion": "1.0", "id": id, "source": "/shop", "type": "order.placed", "data": {"id": id}})
 }
 
@@ -67,9 +71,13 @@ fn state(server: &Server, member: &str) -> Value {
 #[test]
 fn every_route_refuses_a_user_without_permissions_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    for user in ["admin", "alice", "mallory"] {
+    for user in ["admin", "alice"] {
         tidings(dir.path(), &["users", "add", user], &format!("{user}-pw\n"));
     }
+    // mallory logs in by API token (and has no password).
+    let token = tidings(dir.path(), &["users", "token", "add", "mallory"], "");
+    let bearer = format!("Bearer {}", token.trim());
+    let as_mallory = |method: &str, url: &str, body: &Value| request(&bearer, method, url, body);
     for (resource, operation) in [
         (&["--topic", "orders"][..], "All"),
         (&["--group", "workers"], "All"),
@@ -170,7 +178,7 @@ fn every_route_refuses_a_user_without_permissions_and_changes_nothing() {
             _ if matches!(route.method, Method::Post | Method::Patch) => json!({}),
             _ => Value::Null,
         };
-        let answer = as_user("mallory", route.method.as_str(), &server.url(&path), &body);
+        let answer = as_mallory(route.method.as_str(), &server.url(&path), &body);
         let expected = match route.operation {
             Operation::Health | Operation::OpenApi | Operation::GetLimits => 200,
             Operation::ListTopics | Operation::ListGroups | Operation::ListQueues => {
@@ -201,7 +209,7 @@ fn every_route_refuses_a_user_without_permissions_and_changes_nothing() {
             );
             // HEAD runs a GET route's handler: refused the same.
             if route.method == Method::Get {
-                let head = as_user("mallory", "HEAD", &server.url(&path), &Value::Null);
+                let head = as_mallory("HEAD", &server.url(&path), &Value::Null);
                 assert_eq!(head.status, 403, "HEAD {path}");
             }
         }
@@ -216,7 +224,7 @@ fn every_route_refuses_a_user_without_permissions_and_changes_nothing() {
             json!({"schemaType": "JSON", "schema": "{}"}),
         ),
     ] {
-        let answer = as_user("mallory", method, &server.url(path), &body);
+        let answer = as_mallory(method, &server.url(path), &body);
         assert_eq!(answer.status, 403, "{method} {path}: {}", answer.text);
     }
     assert_eq!(state(&server, &member), before, "nothing changed");

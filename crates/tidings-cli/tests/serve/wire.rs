@@ -1,0 +1,91 @@
+//! A blocking Kafka connection for tests that need a request's exact
+//! answer (an error code per topic or group), written against the
+//! `kafka-protocol` crate's message types: one request at a time, a SASL
+//! PLAIN login when asked.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::support::Server;
+
+/// One connection to the Kafka listener.
+pub(crate) struct Wire {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Wire {
+    /// A connection logged in as `user` with `password` (SASL PLAIN).
+    pub(crate) fn login(server: &Server, user: &str, password: &str) -> Wire {
+        let stream = TcpStream::connect(server.kafka_addr).expect("the Kafka listener");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut wire = Wire {
+            stream,
+            correlation: 0,
+        };
+        let handshake: SaslHandshakeResponse = wire.call(
+            ApiKey::SaslHandshake,
+            1,
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        );
+        assert_eq!(handshake.error_code, 0, "SaslHandshake");
+        let authenticated: SaslAuthenticateResponse = wire.call(
+            ApiKey::SaslAuthenticate,
+            2,
+            &SaslAuthenticateRequest::default()
+                .with_auth_bytes(Bytes::from(format!("\0{user}\0{password}"))),
+        );
+        assert_eq!(
+            authenticated.error_code, 0,
+            "{user} logs in: {:?}",
+            authenticated.error_message
+        );
+        wire
+    }
+
+    /// Sends `request` as `api` at `version` and reads its answer.
+    pub(crate) fn call<Q: Encodable, A: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        request: &Q,
+    ) -> A {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("tidings-test")));
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, api.request_header_version(version))
+            .unwrap();
+        request.encode(&mut buf, version).unwrap();
+        let size = i32::try_from(buf.len() - 4).unwrap();
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        self.stream.write_all(&buf).unwrap();
+        let mut size = [0; 4];
+        self.stream
+            .read_exact(&mut size)
+            .unwrap_or_else(|e| panic!("{api:?} v{version}: no answer: {e}"));
+        let mut frame = vec![0; usize::try_from(i32::from_be_bytes(size)).unwrap()];
+        self.stream.read_exact(&mut frame).unwrap();
+        let mut frame = Bytes::from(frame);
+        let answer =
+            ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
+        assert_eq!(answer.correlation_id, self.correlation, "{api:?}");
+        A::decode(&mut frame, version).unwrap()
+    }
+}
