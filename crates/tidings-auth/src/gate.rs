@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,12 @@ impl Login {
 /// The users and permissions of a running server, shared by its listeners.
 pub struct Gate {
     store: RwLock<AuthStore>,
+    /// Whether the store has users or tokens, kept beside it so that every
+    /// request asks without the lock.
+    required: AtomicBool,
+    /// Counts the store's changes: a password verified across a change is
+    /// not remembered (the change may have removed it).
+    changes: AtomicU64,
     /// Salts the made-up credentials of unknown users (see [`ServerExchange`]),
     /// and keys the fingerprints of passwords lately verified.
     decoy_key: [u8; 32],
@@ -89,9 +96,9 @@ pub struct Gate {
     remembered: Mutex<HashMap<[u8; 32], (String, Instant)>>,
 }
 
-/// How long a verified password is taken without hashing it again. The
-/// users change only while the server is stopped, so nothing remembered
-/// outlives a change.
+/// How long a verified password is taken without hashing it again. Every
+/// change to the store forgets them all, so nothing remembered outlives a
+/// changed or removed credential.
 pub const PASSWORD_REMEMBERED_FOR: Duration = Duration::from_secs(300);
 
 impl std::fmt::Debug for Gate {
@@ -108,6 +115,8 @@ impl Gate {
         let mut decoy_key = [0; 32];
         crate::random::fill(&mut decoy_key);
         Gate {
+            required: AtomicBool::new(store.has_users()),
+            changes: AtomicU64::new(0),
             store: RwLock::new(store),
             decoy_key,
             remembered: Mutex::new(HashMap::new()),
@@ -122,7 +131,7 @@ impl Gate {
 
     /// Whether connections must log in: the store has a user or a token.
     pub fn required(&self) -> bool {
-        self.read().has_users()
+        self.required.load(Ordering::Acquire)
     }
 
     /// Checks a SASL PLAIN message. Hashes the password (thousands of
@@ -159,8 +168,12 @@ impl Gate {
             }
         }
         let message = format!("\0{user}\0{password}");
+        let changes = self.changes.load(Ordering::Acquire);
         let principal = self.plain(message.as_bytes())?;
         let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        if self.changes.load(Ordering::Acquire) != changes {
+            return Ok(principal);
+        }
         if remembered.len() >= PASSWORDS_REMEMBERED_MAX {
             remembered.retain(|_, (_, at)| now.duration_since(*at) < PASSWORD_REMEMBERED_FOR);
             if remembered.len() >= PASSWORDS_REMEMBERED_MAX {
@@ -237,7 +250,16 @@ impl Gate {
 
     /// Runs `f` on the store to change it (its changes are durable before
     /// they are taken). Blocks on the disk: call it off the async workers.
+    /// Passwords verified before the change are forgotten.
     pub fn change<T>(&self, f: impl FnOnce(&mut AuthStore) -> T) -> T {
-        f(&mut self.store.write().unwrap_or_else(|e| e.into_inner()))
+        let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
+        let answer = f(&mut store);
+        self.required.store(store.has_users(), Ordering::Release);
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        self.remembered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        answer
     }
 }

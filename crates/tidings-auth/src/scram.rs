@@ -156,11 +156,37 @@ impl Credential {
         // RFC 5802 asks for SASLprep of the password; Kafka's clients and
         // server send and hash it as it is, and so does this one.
         let salted = mechanism.salted_password(password.as_bytes(), &salt, iterations);
-        let client_key = mechanism.hmac(&salted, &[b"Client Key"]);
+        Credential::from_salted_password(mechanism, salt, iterations, &salted)
+    }
+
+    /// The credential of a password already salted and hashed by the client
+    /// (`SaltedPassword := Hi(password, salt, iterations)`, what Kafka's
+    /// AlterUserScramCredentials carries), so that the password never
+    /// reaches the server.
+    pub fn from_salted_password(
+        mechanism: Mechanism,
+        salt: Vec<u8>,
+        iterations: u32,
+        salted_password: &[u8],
+    ) -> Result<Credential, ScramError> {
+        if !(SCRAM_ITERATIONS_MIN..=SCRAM_ITERATIONS_MAX).contains(&iterations) {
+            return Err(ScramError::Iterations(iterations));
+        }
+        let expected = mechanism.hash(b"").len();
+        if salted_password.len() != expected
+            || salt.is_empty()
+            || salt.len() > SCRAM_MESSAGE_BYTES_MAX
+        {
+            return Err(ScramError::Malformed(format!(
+                "a {} salted password is {expected} bytes, with a salt of 1..={SCRAM_MESSAGE_BYTES_MAX}",
+                mechanism.name()
+            )));
+        }
+        let client_key = mechanism.hmac(salted_password, &[b"Client Key"]);
         Ok(Credential {
             mechanism,
             stored_key: mechanism.hash(&client_key),
-            server_key: mechanism.hmac(&salted, &[b"Server Key"]),
+            server_key: mechanism.hmac(salted_password, &[b"Server Key"]),
             salt,
             iterations,
         })

@@ -84,7 +84,7 @@ pub enum StoreError {
     #[error("{TOKENS_MAX} tokens are the most one server holds; remove some first")]
     TooManyTokens,
     /// Another process has the store open.
-    #[error("{path} is held by another process (a running `tidings serve`?); stop it first, or change users and permissions through it")]
+    #[error("{path} is held by another process (a running `tidings serve`?); stop it first, or change users and permissions through it: users with Kafka's AlterUserScramCredentials (kafka-configs.sh --alter --entity-type users), permissions with its ACL APIs (kafka-acls.sh); tokens only while it is stopped")]
     Locked {
         /// The lock file.
         path: PathBuf,
@@ -312,6 +312,45 @@ impl AuthStore {
             self.tokens = tokens;
         }
         Ok(removed)
+    }
+
+    /// Sets and removes credentials in one durable change, all or none
+    /// (Kafka's AlterUserScramCredentials): each of `set` adds or replaces
+    /// a user's credential for its mechanism, each of `remove` takes one
+    /// away (a user left with none and no token is gone). Answers, per
+    /// removal, whether the user had that credential; what it did not have
+    /// is left out of the change.
+    pub fn alter_credentials(
+        &mut self,
+        set: Vec<(String, Credential)>,
+        remove: &[(String, Mechanism)],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut users = self.users.clone();
+        let mut found = Vec::with_capacity(remove.len());
+        for (user, mechanism) in remove {
+            let had = users
+                .get_mut(user)
+                .is_some_and(|c| c.remove(mechanism).is_some());
+            if users.get(user).is_some_and(BTreeMap::is_empty) {
+                users.remove(user);
+            }
+            found.push(had);
+        }
+        for (user, credential) in set {
+            check_name(&user)?;
+            if !users.contains_key(&user) && users.len() >= USERS_MAX {
+                return Err(StoreError::TooManyUsers);
+            }
+            users
+                .entry(user)
+                .or_default()
+                .insert(credential.mechanism, credential);
+        }
+        if users != self.users {
+            self.save(&users, &self.tokens, &self.authorizer)?;
+            self.users = users;
+        }
+        Ok(found)
     }
 
     /// Makes a token for `user` (who needs no password: a service may log in

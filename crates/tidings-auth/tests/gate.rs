@@ -78,3 +78,31 @@ fn decisions_follow_the_stored_permissions() {
         "super user"
     );
 }
+
+/// Users change on a running server (AlterUserScramCredentials): a changed
+/// or removed password is not taken from what was remembered, a token is
+/// taken, and whether logins are required follows the store.
+#[test]
+fn a_change_forgets_remembered_passwords_and_login_follows_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = gate(dir.path());
+    assert!(gate.password("alice", "alice-pw").is_ok());
+    let fresh = Credential::new(Mechanism::Sha512, "new-pw", 4096).unwrap();
+    gate.change(|s| s.alter_credentials(vec![("alice".to_owned(), fresh)], &[]))
+        .unwrap();
+    assert!(
+        gate.password("alice", "alice-pw").is_err(),
+        "the old password"
+    );
+    assert!(gate.password("alice", "new-pw").is_ok());
+    let (token, _) = gate.change(|s| s.add_token("ci", "", 1, None)).unwrap();
+    assert_eq!(gate.token(&token).unwrap(), Principal::user("ci"));
+    let removed = gate
+        .change(|s| s.alter_credentials(Vec::new(), &[("alice".to_owned(), Mechanism::Sha512)]))
+        .unwrap();
+    assert_eq!(removed, [true]);
+    assert!(gate.password("alice", "new-pw").is_err(), "removed");
+    assert!(gate.required(), "the token is still someone");
+    gate.change(|s| s.remove_user("ci", None)).unwrap();
+    assert!(!gate.required(), "nobody left to log in as");
+}

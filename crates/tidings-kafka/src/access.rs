@@ -32,6 +32,11 @@ impl Access {
         }
     }
 
+    /// Who asks.
+    pub(crate) fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
     fn allowed(&self, resource_type: ResourceType, name: &str, operation: Operation) -> bool {
         self.gate.as_ref().is_none_or(|g| {
             g.authorize(&self.principal, self.host, operation, resource_type, name)

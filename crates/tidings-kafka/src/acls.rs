@@ -280,7 +280,7 @@ fn binding(c: &kafka_protocol::messages::create_acls_request::AclCreation) -> Re
 
 /// The gate, when the principal may do `operation` on the cluster and
 /// this listener has permissions at all; else the code and reason.
-fn allowed<'a>(
+pub(crate) fn allowed<'a>(
     gate: Option<&'a Arc<Gate>>,
     access: &Access,
     operation: Operation,

@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest,
+};
+use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
     FetchRequest, FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
@@ -33,7 +36,7 @@ use tokio::sync::mpsc;
 
 use crate::access::{decide, Access};
 use crate::sasl::Session;
-use crate::{acls, admin, apis, fetch, groups, produce, topics, Shared};
+use crate::{acls, admin, apis, fetch, groups, produce, topics, users, Shared};
 
 /// Bytes a request needs before its body: API key, version, correlation id.
 const REQUEST_HEADER_MIN_BYTES: usize = 8;
@@ -151,6 +154,7 @@ pub(crate) async fn serve_connection<S>(
                 let token = read_token(&mut reader, size).await?;
                 return Ok(bare_token(&shared, token, peer, &mut session).await);
             }
+            session.follow(shared.gate.as_deref());
             let max = session.frame_bytes_max(shared.config.frame_bytes_max);
             let frame = read_frame(&mut reader, size, max).await?;
             handle(&shared, frame, peer, &mut session).await
@@ -762,6 +766,14 @@ async fn answer(
         ApiKey::DeleteAcls => {
             let request: DeleteAclsRequest = call.decode(body)?;
             call.respond(&acls::delete_acls(shared.gate.as_ref(), &access, request).await)?
+        }
+        ApiKey::DescribeUserScramCredentials => {
+            let request: DescribeUserScramCredentialsRequest = call.decode(body)?;
+            call.respond(&users::describe(shared.gate.as_ref(), &access, &request))?
+        }
+        ApiKey::AlterUserScramCredentials => {
+            let request: AlterUserScramCredentialsRequest = call.decode(body)?;
+            call.respond(&users::alter(shared.gate.as_ref(), &access, request).await)?
         }
         ApiKey::InitProducerId => {
             let request: InitProducerIdRequest = call.decode(body)?;

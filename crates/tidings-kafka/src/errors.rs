@@ -164,6 +164,11 @@ error_codes! {
     m::CreateAclsResponse => |r, out| out.extend(r.results.iter().map(|x| x.error_code));
     m::DeleteAclsResponse => |r, out| out.extend(r.filter_results.iter().map(|x| x.error_code));
     m::SaslAuthenticateResponse => |r, out| out.push(r.error_code);
+    m::DescribeUserScramCredentialsResponse => |r, out| {
+        out.push(r.error_code);
+        out.extend(r.results.iter().map(|x| x.error_code));
+    };
+    m::AlterUserScramCredentialsResponse => |r, out| out.extend(r.results.iter().map(|x| x.error_code));
     m::OffsetDeleteResponse => |r, out| {
         out.push(r.error_code);
         for t in &r.topics {

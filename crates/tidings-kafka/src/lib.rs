@@ -43,6 +43,7 @@ mod groups;
 mod produce;
 mod sasl;
 mod topics;
+mod users;
 
 pub use apis::SUPPORTED;
 

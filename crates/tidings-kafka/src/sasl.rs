@@ -71,6 +71,15 @@ impl Session {
         }
     }
 
+    /// A connection opened while the server had nobody to log in as must
+    /// log in once it has (users added through AlterUserScramCredentials):
+    /// its next request other than ApiVersions and SASL closes it.
+    pub(crate) fn follow(&mut self, gate: Option<&Gate>) {
+        if matches!(self.state, State::Open) && gate.is_some_and(Gate::required) {
+            self.state = State::Start;
+        }
+    }
+
     /// Whether the next frame is a bare SASL token rather than a request.
     pub(crate) fn expects_token(&self) -> bool {
         self.raw

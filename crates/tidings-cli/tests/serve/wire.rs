@@ -23,17 +23,22 @@ pub(crate) struct Wire {
 }
 
 impl Wire {
-    /// A connection logged in as `user` with `password` (SASL PLAIN).
-    pub(crate) fn login(server: &Server, user: &str, password: &str) -> Wire {
+    /// A connection that has not logged in.
+    pub(crate) fn open(server: &Server) -> Wire {
         let stream = TcpStream::connect(server.kafka_addr).expect("the Kafka listener");
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         stream.set_nodelay(true).unwrap();
-        let mut wire = Wire {
+        Wire {
             stream,
             correlation: 0,
-        };
+        }
+    }
+
+    /// A connection logged in as `user` with `password` (SASL PLAIN).
+    pub(crate) fn login(server: &Server, user: &str, password: &str) -> Wire {
+        let mut wire = Wire::open(server);
         let handshake: SaslHandshakeResponse = wire.call(
             ApiKey::SaslHandshake,
             1,
@@ -61,6 +66,18 @@ impl Wire {
         version: i16,
         request: &Q,
     ) -> A {
+        self.try_call(api, version, request)
+            .unwrap_or_else(|e| panic!("{api:?} v{version}: no answer: {e}"))
+    }
+
+    /// Sends `request` and reads its answer, or says why none came (the
+    /// server closed the connection).
+    pub(crate) fn try_call<Q: Encodable, A: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        request: &Q,
+    ) -> std::io::Result<A> {
         self.correlation += 1;
         let header = RequestHeader::default()
             .with_request_api_key(api as i16)
@@ -75,17 +92,15 @@ impl Wire {
         request.encode(&mut buf, version).unwrap();
         let size = i32::try_from(buf.len() - 4).unwrap();
         buf[..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.write_all(&buf).unwrap();
+        self.stream.write_all(&buf)?;
         let mut size = [0; 4];
-        self.stream
-            .read_exact(&mut size)
-            .unwrap_or_else(|e| panic!("{api:?} v{version}: no answer: {e}"));
+        self.stream.read_exact(&mut size)?;
         let mut frame = vec![0; usize::try_from(i32::from_be_bytes(size)).unwrap()];
-        self.stream.read_exact(&mut frame).unwrap();
+        self.stream.read_exact(&mut frame)?;
         let mut frame = Bytes::from(frame);
         let answer =
             ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
         assert_eq!(answer.correlation_id, self.correlation, "{api:?}");
-        A::decode(&mut frame, version).unwrap()
+        Ok(A::decode(&mut frame, version).unwrap())
     }
 }
