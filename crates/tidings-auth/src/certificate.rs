@@ -1,7 +1,10 @@
-//! The principal of a client certificate: `User:<common name>` of its
-//! subject, as Kafka names it with the mapping rule
-//! `RULE:^CN=(.*?),.*$/$1/` (so a permission for `User:alice` fits a
-//! certificate for `CN=alice,O=Shop` and a SCRAM login as `alice` alike).
+//! The principal of a client certificate: `User:<common name>`, the last
+//! common name of its subject, wherever it stands among the subject's
+//! names — so a permission for `User:alice` fits a certificate for
+//! `O=Shop, CN=alice` and a SCRAM login as `alice` alike. Kafka's default
+//! names such a client by its whole distinguished name; its mapping rule
+//! `RULE:^CN=(.*?),.*$/$1/` comes closest to this one, but takes the CN
+//! only when another name follows it.
 //!
 //! The certificate was verified by the TLS handshake before it gets here;
 //! this reads the subject out of its DER with a reader of just the parts it

@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 use hmac::{KeyInit as _, Mac as _};
 
 use crate::acl::{Decision, Operation, Request, ResourceType};
-use crate::limits::{PASSWORDS_REMEMBERED_MAX, PASSWORD_BYTES_MAX, USER_NAME_BYTES_MAX};
-use crate::scram::{Mechanism, ScramError, ServerExchange, ServerFirst};
+use crate::limits::{
+    PASSWORDS_REMEMBERED_MAX, PASSWORD_BYTES_MAX, SCRAM_ITERATIONS_DEFAULT, SCRAM_SALT_BYTES,
+    USER_NAME_BYTES_MAX,
+};
+use crate::scram::{Credential, Mechanism, ScramError, ServerExchange, ServerFirst};
 use crate::store::AuthStore;
 
 /// Who a request comes from, as permissions name it: `User:<name>`.
@@ -80,8 +83,12 @@ impl Login {
 /// The users and permissions of a running server, shared by its listeners.
 pub struct Gate {
     store: RwLock<AuthStore>,
-    /// Whether the store has users or tokens, kept beside it so that every
-    /// request asks without the lock.
+    /// Whether clients must log in, kept beside the store so that every
+    /// request asks without the lock: set once the store has a user or a
+    /// token, and never cleared while the process runs — a server that was
+    /// closed when it started listening (maybe beyond loopback, which it
+    /// allows only then) never opens by a change that leaves nobody to log
+    /// in as.
     required: AtomicBool,
     /// Counts the store's changes: a password verified across a change is
     /// not remembered (the change may have removed it).
@@ -129,7 +136,8 @@ impl Gate {
         self.store.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether connections must log in: the store has a user or a token.
+    /// Whether connections must log in: the store has had a user or a
+    /// token since the process started.
     pub fn required(&self) -> bool {
         self.required.load(Ordering::Acquire)
     }
@@ -138,8 +146,62 @@ impl Gate {
     /// HMACs): call it off the async workers.
     pub fn plain(&self, message: &[u8]) -> Result<Principal, ScramError> {
         // The lock is held for the lookup only, not the hashing.
-        crate::plain::authenticate(message, |user, m| self.read().credential(user, m))
-            .map(|user| Principal::user(&user))
+        crate::plain::authenticate_with_decoy(
+            message,
+            |user, m| self.read().credential(user, m),
+            |user| self.credential_or_decoy(user, Mechanism::Sha256),
+        )
+        .map(|user| Principal::user(&user))
+    }
+
+    /// The user's credential for `mechanism`, or, for a user without one,
+    /// a decoy that fails every check: its salt made from the process's
+    /// secret and the name (the same each time, as a real one), its salt
+    /// length and iterations those of a stored credential picked by the
+    /// name — so neither what SCRAM shows (`s=`, `i=`) nor the work a
+    /// PLAIN check does tells an unknown user from a known one, whatever
+    /// shapes the users' credentials have (AlterUserScramCredentials takes
+    /// the client's salt and iterations).
+    fn credential_or_decoy(&self, user: &str, mechanism: Mechanism) -> Credential {
+        let store = self.read();
+        if let Some(c) = store.credential(user, mechanism) {
+            return c;
+        }
+        let mac = |parts: &[&[u8]]| {
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.decoy_key)
+                .expect("HMAC takes a key of any length");
+            for p in parts {
+                mac.update(p);
+            }
+            <[u8; 32]>::from(mac.finalize().into_bytes())
+        };
+        let pick = mac(&[b"shape", mechanism.name().as_bytes(), user.as_bytes()]);
+        let pick = u64::from_le_bytes(pick[..8].try_into().expect("8 bytes"));
+        let (salt_bytes, iterations) = store
+            .credential_shape(mechanism, pick)
+            .unwrap_or((SCRAM_SALT_BYTES, SCRAM_ITERATIONS_DEFAULT));
+        drop(store);
+        let mut salt = Vec::with_capacity(salt_bytes + 32);
+        for block in 0u8.. {
+            if salt.len() >= salt_bytes {
+                break;
+            }
+            salt.extend_from_slice(&mac(&[
+                b"salt",
+                mechanism.name().as_bytes(),
+                user.as_bytes(),
+                &[block],
+            ]));
+        }
+        salt.truncate(salt_bytes);
+        Credential {
+            mechanism,
+            salt,
+            iterations,
+            // No key: every proof and password fails against it.
+            stored_key: Vec::new(),
+            server_key: Vec::new(),
+        }
     }
 
     /// Checks a user's password (HTTP basic authentication) against the
@@ -200,8 +262,9 @@ impl Gate {
         mechanism: Mechanism,
         client_first: &[u8],
     ) -> Result<(ServerFirst, String), ScramError> {
-        ServerExchange::new(mechanism, self.decoy_key)
-            .start(client_first, |user| self.read().credential(user, mechanism))
+        ServerExchange::new(mechanism, self.decoy_key).start(client_first, |user| {
+            Some(self.credential_or_decoy(user, mechanism))
+        })
     }
 
     /// Decides whether `principal`, from `host`, may do `operation` to the
@@ -254,7 +317,9 @@ impl Gate {
     pub fn change<T>(&self, f: impl FnOnce(&mut AuthStore) -> T) -> T {
         let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
         let answer = f(&mut store);
-        self.required.store(store.has_users(), Ordering::Release);
+        if store.has_users() {
+            self.required.store(true, Ordering::Release);
+        }
         self.changes.fetch_add(1, Ordering::AcqRel);
         self.remembered
             .lock()

@@ -10,6 +10,9 @@ pub const SCRAM_ITERATIONS_MAX: u32 = 16_384;
 pub const SCRAM_ITERATIONS_DEFAULT: u32 = 8192;
 /// Random bytes of a new credential's salt.
 pub const SCRAM_SALT_BYTES: usize = 16;
+/// The longest salt a credential made elsewhere (Kafka's
+/// AlterUserScramCredentials) may bring: Kafka's clients send 20 to 32.
+pub const SCRAM_SALT_BYTES_MAX: usize = 64;
 /// Random bytes the server adds to the client's nonce.
 pub const SCRAM_NONCE_BYTES: usize = 18;
 /// The longest SCRAM or PLAIN message read: names, nonces and a proof fit
@@ -49,15 +52,20 @@ const _: () = assert!(SCRAM_ITERATIONS_DEFAULT <= SCRAM_ITERATIONS_MAX);
 // A salt shorter than a hash's output is still unique per user; the decoy
 // salt of an unknown user is cut from an HMAC of at least 32 bytes.
 const _: () = assert!(SCRAM_SALT_BYTES <= 32);
+const _: () = assert!(SCRAM_SALT_BYTES <= SCRAM_SALT_BYTES_MAX);
 // A PLAIN message carries the user and the password with two separators.
 const _: () = assert!(USER_NAME_BYTES_MAX * 2 + PASSWORD_BYTES_MAX + 2 <= SCRAM_MESSAGE_BYTES_MAX);
 // A token's text: `tdg_`, the id in hex, `_`, the secret in base64url.
 const _: () =
     assert!(4 + TOKEN_ID_BYTES * 2 + 1 + TOKEN_SECRET_BYTES.div_ceil(3) * 4 <= TOKEN_BYTES_MAX);
-// A credential is under 512 bytes of JSON, a token under 512 beside its
-// names, a permission under 2 KiB with its longest name.
+// A credential is under 512 bytes of JSON: its salt and two keys (of at
+// most 64 bytes, SHA-512's) in base64, with the field names and numbers.
+const _: () =
+    assert!(SCRAM_SALT_BYTES_MAX.div_ceil(3) * 4 + 2 * 64_usize.div_ceil(3) * 4 + 160 <= 512);
+// A user's two credentials and name, a token under 512 beside its names, a
+// permission under 2 KiB with its longest name.
 const _: () = assert!(
-    USERS_MAX * 2 * 512
+    USERS_MAX * (2 * 512 + USER_NAME_BYTES_MAX + 64)
         + TOKENS_MAX * (512 + USER_NAME_BYTES_MAX + TOKEN_NAME_BYTES_MAX)
         + ACLS_MAX * (RESOURCE_NAME_BYTES_MAX + 512)
         <= AUTH_STATE_BYTES_MAX

@@ -51,6 +51,23 @@ pub fn authenticate(
     message: &[u8],
     lookup: impl Fn(&str, Mechanism) -> Option<Credential>,
 ) -> Result<String, ScramError> {
+    authenticate_with_decoy(message, lookup, |_| Credential {
+        mechanism: Mechanism::Sha256,
+        salt: vec![0; 16],
+        iterations: SCRAM_ITERATIONS_DEFAULT,
+        stored_key: Vec::new(),
+        server_key: Vec::new(),
+    })
+}
+
+/// As [`authenticate`], checking an unknown user's password against the
+/// credential `decoy` makes for the name (one without keys, which nothing
+/// matches, of the shape a known user's has).
+pub fn authenticate_with_decoy(
+    message: &[u8],
+    lookup: impl Fn(&str, Mechanism) -> Option<Credential>,
+    decoy: impl FnOnce(&str) -> Credential,
+) -> Result<String, ScramError> {
     let (user, password) = parse(message)?;
     let credential = Mechanism::ALL.into_iter().find_map(|m| lookup(&user, m));
     match credential {
@@ -59,14 +76,7 @@ pub fn authenticate(
         None => {
             // The work a known user's check does, on a credential nothing
             // matches.
-            let decoy = Credential {
-                mechanism: Mechanism::Sha256,
-                salt: vec![0; 16],
-                iterations: SCRAM_ITERATIONS_DEFAULT,
-                stored_key: Vec::new(),
-                server_key: Vec::new(),
-            };
-            let _ = decoy.verifies(&password);
+            let _ = decoy(&user).verifies(&password);
             Err(ScramError::Failed)
         }
     }

@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::limits::{
     SCRAM_ITERATIONS_DEFAULT, SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN, SCRAM_MESSAGE_BYTES_MAX,
-    SCRAM_NONCE_BYTES, SCRAM_SALT_BYTES,
+    SCRAM_NONCE_BYTES, SCRAM_SALT_BYTES, SCRAM_SALT_BYTES_MAX,
 };
 
 /// A SCRAM mechanism: which hash.
@@ -173,12 +173,10 @@ impl Credential {
             return Err(ScramError::Iterations(iterations));
         }
         let expected = mechanism.hash(b"").len();
-        if salted_password.len() != expected
-            || salt.is_empty()
-            || salt.len() > SCRAM_MESSAGE_BYTES_MAX
+        if salted_password.len() != expected || salt.is_empty() || salt.len() > SCRAM_SALT_BYTES_MAX
         {
             return Err(ScramError::Malformed(format!(
-                "a {} salted password is {expected} bytes, with a salt of 1..={SCRAM_MESSAGE_BYTES_MAX}",
+                "a {} salted password is {expected} bytes, with a salt of 1..={SCRAM_SALT_BYTES_MAX} bytes",
                 mechanism.name()
             )));
         }

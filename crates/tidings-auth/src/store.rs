@@ -83,6 +83,10 @@ pub enum StoreError {
     /// As many tokens as a server holds.
     #[error("{TOKENS_MAX} tokens are the most one server holds; remove some first")]
     TooManyTokens,
+    /// The change would leave nobody able to log in on a server that
+    /// requires logins.
+    #[error("that would remove the last login (user or token) of this server, leaving nobody able to log in; stop the server and use `tidings users remove` if that is meant")]
+    LastLogin,
     /// Another process has the store open.
     #[error("{path} is held by another process (a running `tidings serve`?); stop it first, or change users and permissions through it: users with Kafka's AlterUserScramCredentials (kafka-configs.sh --alter --entity-type users), permissions with its ACL APIs (kafka-acls.sh); tokens only while it is stopped")]
     Locked {
@@ -147,8 +151,13 @@ struct SavedCredential {
     server_key: String,
 }
 
+/// Whether `name` can be a user's: 1..=255 bytes, no control characters.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= USER_NAME_BYTES_MAX && !name.chars().any(char::is_control)
+}
+
 fn check_name(name: &str) -> Result<(), StoreError> {
-    if name.is_empty() || name.len() > USER_NAME_BYTES_MAX || name.chars().any(char::is_control) {
+    if !valid_user_name(name) {
         return Err(StoreError::UserName(name.to_owned()));
     }
     Ok(())
@@ -250,6 +259,34 @@ impl AuthStore {
         !self.users.is_empty() || !self.tokens.is_empty()
     }
 
+    /// The salt length and iterations of one stored credential for
+    /// `mechanism`, the `pick`-th (modulo their number): what a made-up
+    /// credential of an unknown user takes, so that it looks like a real
+    /// one. Walks the users; it is asked only for names that have no
+    /// credential, whose check then costs thousands of hashes anyway.
+    pub fn credential_shape(&self, mechanism: Mechanism, pick: u64) -> Option<(usize, u32)> {
+        let with = || self.users.values().filter_map(|c| c.get(&mechanism));
+        let count = u64::try_from(with().count()).ok().filter(|&n| n > 0)?;
+        let index = usize::try_from(pick % count).ok()?;
+        with().nth(index).map(|c| (c.salt.len(), c.iterations))
+    }
+
+    /// How many users there are.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// One user, if it exists.
+    pub fn user(&self, name: &str) -> Option<UserInfo> {
+        self.users.get(name).map(|credentials| UserInfo {
+            name: name.to_owned(),
+            mechanisms: credentials
+                .values()
+                .map(|c| (c.mechanism, c.iterations))
+                .collect(),
+        })
+    }
+
     /// The users, by name.
     pub fn users(&self) -> Vec<UserInfo> {
         self.users
@@ -345,6 +382,9 @@ impl AuthStore {
                 .entry(user)
                 .or_default()
                 .insert(credential.mechanism, credential);
+        }
+        if users.is_empty() && self.tokens.is_empty() && self.has_users() {
+            return Err(StoreError::LastLogin);
         }
         if users != self.users {
             self.save(&users, &self.tokens, &self.authorizer)?;

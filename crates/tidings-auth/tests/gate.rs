@@ -81,7 +81,7 @@ fn decisions_follow_the_stored_permissions() {
 
 /// Users change on a running server (AlterUserScramCredentials): a changed
 /// or removed password is not taken from what was remembered, a token is
-/// taken, and whether logins are required follows the store.
+/// taken, and logins stay required once they were.
 #[test]
 fn a_change_forgets_remembered_passwords_and_login_follows_the_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,5 +104,48 @@ fn a_change_forgets_remembered_passwords_and_login_follows_the_store() {
     assert!(gate.password("alice", "new-pw").is_err(), "removed");
     assert!(gate.required(), "the token is still someone");
     gate.change(|s| s.remove_user("ci", None)).unwrap();
-    assert!(!gate.required(), "nobody left to log in as");
+    assert!(
+        gate.required(),
+        "a closed server stays closed while it runs, with nobody left to log in as"
+    );
+}
+
+/// What SCRAM shows an unknown user (salt length, iterations) is the shape
+/// of a stored credential, so credentials made elsewhere (a client's salt
+/// and iterations, through AlterUserScramCredentials) do not single out
+/// the made-up ones; the same name gets the same salt each time.
+#[test]
+fn an_unknown_user_is_shown_the_shape_of_a_real_credential() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = AuthStore::open(dir.path(), Vec::new()).unwrap();
+    // As the Java client sends it: its own salt length and iterations.
+    let c =
+        Credential::from_salted_password(Mechanism::Sha256, vec![9; 28], 4096, &[1; 32]).unwrap();
+    store.set_credential("carol", c).unwrap();
+    let gate = Gate::new(store);
+    let shown = |user: &str| {
+        let first = format!("n,,n={user},r=abc");
+        let (_, server_first) = gate.scram(Mechanism::Sha256, first.as_bytes()).unwrap();
+        let field = |name: &str| {
+            server_first
+                .split(',')
+                .find_map(|f| f.strip_prefix(name))
+                .unwrap()
+                .to_owned()
+        };
+        let salt = base64::engine::general_purpose::STANDARD
+            .decode(field("s="))
+            .unwrap();
+        (salt, field("i="))
+    };
+    let (real_salt, real_iterations) = shown("carol");
+    let (salt, iterations) = shown("nobody");
+    assert_eq!(
+        (salt.len(), iterations.as_str()),
+        (real_salt.len(), real_iterations.as_str())
+    );
+    assert_eq!(shown("nobody").0, salt, "the same each time");
+    assert_ne!(shown("somebody").0, salt);
+    assert!(gate.plain(b"\0nobody\0pw").is_err());
 }

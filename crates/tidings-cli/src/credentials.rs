@@ -10,8 +10,10 @@
 //!    `user` and `password`.
 //!
 //! The login is taken whole from one layer — a token from the flags is
-//! never paired with a password from the file. A token and a user in the
-//! same layer are refused as ambiguous. A file that holds a secret (a token
+//! never paired with a password from the file, and `--user` wins over a
+//! `TIDINGS_TOKEN` in the environment. A token and a user in the same
+//! layer are refused as ambiguous. The default file is read only when the
+//! flags and the environment leave the server or the login unsaid. A file that holds a secret (a token
 //! or a password) and that other users of the machine may read is refused,
 //! as ssh refuses such a key: the secret is no longer one.
 
@@ -43,8 +45,10 @@ pub(crate) enum Login {
 pub(crate) struct Given<'a> {
     /// `--server`/`TIDINGS_URL`, and whether it was given rather than defaulted.
     pub(crate) server: (&'a str, Option<&'static str>),
-    pub(crate) token: Option<&'a str>,
-    pub(crate) user: Option<&'a str>,
+    /// `--token`/`TIDINGS_TOKEN`, and whether it was a flag.
+    pub(crate) token: Option<(&'a str, bool)>,
+    /// `--user`/`TIDINGS_USER`, and whether it was a flag.
+    pub(crate) user: Option<(&'a str, bool)>,
     pub(crate) client_config: Option<&'a Path>,
 }
 
@@ -103,9 +107,11 @@ fn private(_path: &Path) -> Result<()> {
 /// The server and login the layers give, and a client for them.
 pub(crate) fn client(given: &Given<'_>) -> Result<Client> {
     // clap has read TIDINGS_CLIENT_CONFIG into the flag.
+    let unsaid = given.server.1.is_none() || (given.token.is_none() && given.user.is_none());
     let (path, named) = match given.client_config {
         Some(p) => (Some(p.to_owned()), true),
-        None => (default_path(), false),
+        None if unsaid => (default_path(), false),
+        None => (None, false),
     };
     let file = match &path {
         Some(p) => read(p, named)?,
@@ -131,7 +137,13 @@ pub(crate) fn client(given: &Given<'_>) -> Result<Client> {
 
 /// The login of the first layer that names one.
 fn login(given: &Given<'_>, file: ClientFile, file_name: &str) -> Result<Login> {
-    match (given.token, given.user) {
+    // A flag beats the environment; two of one layer are ambiguous.
+    let (token, user) = match (given.token, given.user) {
+        (Some((t, true)), Some((_, false))) => (Some(t), None),
+        (Some((_, false)), Some((u, true))) => (None, Some(u)),
+        (t, u) => (t.map(|(t, _)| t), u.map(|(u, _)| u)),
+    };
+    match (token, user) {
         (Some(_), Some(_)) => {
             bail!("a token (--token/TIDINGS_TOKEN) and a user (--user/TIDINGS_USER) were both given; give one")
         }
@@ -169,8 +181,8 @@ mod tests {
     fn given<'a>(token: Option<&'a str>, user: Option<&'a str>) -> Given<'a> {
         Given {
             server: ("http://127.0.0.1:8080", None),
-            token,
-            user,
+            token: token.map(|t| (t, false)),
+            user: user.map(|u| (u, false)),
             client_config: None,
         }
     }
@@ -202,6 +214,24 @@ mod tests {
             login(&given(None, None), ClientFile::default(), "f").unwrap(),
             Login::Anonymous
         );
+    }
+
+    #[test]
+    fn a_flag_beats_the_environment_of_the_other_login() {
+        let token_flag = Given {
+            token: Some(("tdg_flag", true)),
+            ..given(None, Some("alice"))
+        };
+        assert_eq!(
+            login(&token_flag, ClientFile::default(), "f").unwrap(),
+            Login::Token("tdg_flag".into())
+        );
+        let both_flags = Given {
+            token: Some(("t", true)),
+            user: Some(("u", true)),
+            ..given(None, None)
+        };
+        assert!(login(&both_flags, ClientFile::default(), "f").is_err());
     }
 
     #[test]

@@ -197,7 +197,14 @@ fn main() -> ExitCode {
         Some(clap::parser::ValueSource::CommandLine) => Some("--server"),
         _ => None,
     };
-    match run(cli, server_from) {
+    let flag = |id: &str| {
+        matches!(
+            matches.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine)
+        )
+    };
+    let flags = (flag("token"), flag("user"));
+    match run(cli, server_from, flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         // Stopped by Ctrl-C or SIGTERM, after cleaning up: the status an
@@ -225,11 +232,13 @@ pub(crate) struct Ctx {
     pub(crate) out: Output<io::StdoutLock<'static>>,
 }
 
-fn run(cli: Cli, server_from: Option<&'static str>) -> Result<()> {
+/// `flags`: whether the token and the user were given as flags (rather
+/// than in the environment).
+fn run(cli: Cli, server_from: Option<&'static str>, flags: (bool, bool)) -> Result<()> {
     let client = credentials::client(&credentials::Given {
         server: (&cli.server, server_from),
-        token: cli.token.as_deref(),
-        user: cli.user.as_deref(),
+        token: cli.token.as_deref().map(|t| (t, flags.0)),
+        user: cli.user.as_deref().map(|u| (u, flags.1)),
         client_config: cli.client_config.as_deref(),
     })?;
     let mode = if cli.json { Mode::Json } else { Mode::Text };

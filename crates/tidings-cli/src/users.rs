@@ -258,8 +258,14 @@ fn tokens(command: Token, out: &mut Output<std::io::StdoutLock<'static>>) -> Res
             })?;
         }
         Token::Remove { id, dir } => {
-            let mut store = open(&dir)?;
+            // A whole token pasted here names its id; its secret is
+            // never echoed.
             let id = id.strip_prefix(tidings_auth::token::PREFIX).unwrap_or(&id);
+            let id = id.split('_').next().unwrap_or(id);
+            if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!("a token's id is the 16 hex digits after tdg_ (`tidings users token list` shows them)");
+            }
+            let mut store = open(&dir)?;
             if !store.remove_token(id)? {
                 bail!("no token with id {id:?} (`tidings users token list` shows them)");
             }

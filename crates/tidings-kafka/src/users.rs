@@ -29,8 +29,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tidings_auth::acl::Operation;
-use tidings_auth::limits::{SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN};
-use tidings_auth::{Credential, Gate, Mechanism};
+use tidings_auth::limits::{SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN, USERS_MAX};
+use tidings_auth::{Credential, Gate, Mechanism, StoreError};
 
 use crate::access::Access;
 
@@ -67,17 +67,15 @@ pub(crate) fn describe(
         }
     };
     let infos = |user: &str| -> Option<Vec<CredentialInfo>> {
-        gate.with_store(|s| {
-            s.users().into_iter().find(|u| u.name == user).map(|u| {
-                u.mechanisms
-                    .into_iter()
-                    .map(|(m, iterations)| {
-                        CredentialInfo::default()
-                            .with_mechanism(mechanism_code(m))
-                            .with_iterations(i32::try_from(iterations).unwrap_or(i32::MAX))
-                    })
-                    .collect()
-            })
+        gate.with_store(|s| s.user(user)).map(|u| {
+            u.mechanisms
+                .into_iter()
+                .map(|(m, iterations)| {
+                    CredentialInfo::default()
+                        .with_mechanism(mechanism_code(m))
+                        .with_iterations(i32::try_from(iterations).unwrap_or(i32::MAX))
+                })
+                .collect()
         })
     };
     let wanted: Vec<String> = match &request.users {
@@ -177,9 +175,21 @@ pub(crate) async fn alter(
             let mut refusals: HashMap<String, (ResponseError, String)> = HashMap::new();
             let mut set = Vec::new();
             let mut remove = Vec::new();
+            let mut room = USERS_MAX.saturating_sub(store.user_count());
             for user in &users {
                 let alterations = &by_user[user];
-                match check(store, user, alterations) {
+                let checked = check(store, user, alterations).and_then(|checked| {
+                    let new = store.user(user).is_none() && !checked.0.is_empty();
+                    if new && room == 0 {
+                        return Err((
+                            ResponseError::UnacceptableCredential,
+                            format!("this server holds at most {USERS_MAX} users"),
+                        ));
+                    }
+                    room -= usize::from(new);
+                    Ok(checked)
+                });
+                match checked {
                     Ok((s, r)) => {
                         set.extend(s.into_iter().map(|c| (user.clone(), c)));
                         remove.extend(r.into_iter().map(|m| (user.clone(), m)));
@@ -189,8 +199,22 @@ pub(crate) async fn alter(
                     }
                 }
             }
-            match store.alter_credentials(set, &remove) {
+            match store.alter_credentials(set.clone(), &remove) {
                 Ok(_) => Ok(refusals),
+                // Removing the last login: the removals are refused, the
+                // rest made.
+                Err(e @ StoreError::LastLogin) => {
+                    for (user, _) in &remove {
+                        refusals.insert(
+                            user.clone(),
+                            (ResponseError::UnacceptableCredential, e.to_string()),
+                        );
+                    }
+                    store
+                        .alter_credentials(set, &[])
+                        .map(|_| refusals)
+                        .map_err(|e| e.to_string())
+                }
                 Err(e) => Err(e.to_string()),
             }
         })
@@ -232,6 +256,12 @@ fn check(
         return refuse(
             ResponseError::UnacceptableCredential,
             "Username must not be empty",
+        );
+    }
+    if !tidings_auth::store::valid_user_name(user) {
+        return refuse(
+            ResponseError::UnacceptableCredential,
+            "a user name is at most 255 bytes, without control characters",
         );
     }
     for code in alterations

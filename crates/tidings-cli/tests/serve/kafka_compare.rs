@@ -106,6 +106,17 @@ fn the_java_admin_manages_users_of_a_running_server_as_on_kafka() {
     let refused: std::io::Result<MetadataResponse> =
         early.try_call(ApiKey::Metadata, 9, &MetadataRequest::default());
     assert!(refused.is_err(), "answered without a login");
+    // The last login is not removed: the server stays closed.
+    let removed = java(
+        "KafkaUsers",
+        &["remove", &open.kafka_addr.to_string(), "first", "first-pw"],
+        "Tidings",
+    );
+    assert_eq!(removed["remove"], "UnacceptableCredentialException");
+    let mut again = crate::wire::Wire::open(&open);
+    let refused: std::io::Result<MetadataResponse> =
+        again.try_call(ApiKey::Metadata, 9, &MetadataRequest::default());
+    assert!(refused.is_err(), "still closed");
     drop(open);
 
     let dir = tempfile::tempdir().unwrap();
@@ -160,6 +171,21 @@ fn the_java_admin_manages_users_of_a_running_server_as_on_kafka() {
         "SaslAuthenticationException",
         "the removed credential"
     );
+
+    // A bad name is refused for its user alone; the other is made.
+    let batch = java(
+        "KafkaUsers",
+        &[
+            "batch",
+            &ours,
+            "admin",
+            "admin-pw",
+            &format!("{prefix}gina"),
+        ],
+        "Tidings",
+    );
+    assert_eq!(batch["long"], "UnacceptableCredentialException", "{batch}");
+    assert_eq!(batch["good"], "ok", "{batch}");
 
     // Once there are permissions, changing users needs Alter on the cluster.
     let mut as_carol = crate::wire::Wire::login(&server, &carol, "carol-pw");

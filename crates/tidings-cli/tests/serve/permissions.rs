@@ -1,6 +1,6 @@
 //! Permissions on the HTTP API: every route of the route table (and the
-//! schema registry's) tried with the API token of a user without
-//! permissions on what another user made, answering 403 (or, for listings,
+//! schema registry's) tried with the API token of one user and the password
+//! of another, neither with permissions on what a third user made, answering 403 (or, for listings,
 //! nothing of it) and changing nothing; the owner's own requests go through.
 
 use std::path::Path;
@@ -71,10 +71,11 @@ fn state(server: &Server, member: &str) -> Value {
 #[test]
 fn every_route_refuses_a_user_without_permissions_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    for user in ["admin", "alice"] {
+    // eve logs in with a password, mallory by API token (and has none):
+    // every route is tried by both.
+    for user in ["admin", "alice", "eve"] {
         tidings(dir.path(), &["users", "add", user], &format!("{user}-pw\n"));
     }
-    // mallory logs in by API token (and has no password).
     let token = tidings(dir.path(), &["users", "token", "add", "mallory"], "");
     let bearer = format!("Bearer {}", token.trim());
     let as_mallory = |method: &str, url: &str, body: &Value| request(&bearer, method, url, body);
@@ -178,39 +179,45 @@ fn every_route_refuses_a_user_without_permissions_and_changes_nothing() {
             _ if matches!(route.method, Method::Post | Method::Patch) => json!({}),
             _ => Value::Null,
         };
-        let answer = as_mallory(route.method.as_str(), &server.url(&path), &body);
-        let expected = match route.operation {
-            Operation::Health | Operation::OpenApi | Operation::GetLimits => 200,
-            Operation::ListTopics | Operation::ListGroups | Operation::ListQueues => {
-                // Listed, without what mallory may not describe.
-                assert!(
-                    !answer.text.contains("orders") && !answer.text.contains("workers"),
-                    "{} {path}: {}",
-                    route.method.as_str(),
-                    answer.text
-                );
-                200
-            }
-            _ => 403,
-        };
-        assert_eq!(
-            answer.status,
-            expected,
-            "{} {path} as mallory: {}",
-            route.method.as_str(),
-            answer.text
-        );
-        if expected == 403 {
-            assert_eq!(answer.code(), "forbidden", "{path}");
-            assert!(
-                answer.text.contains("User:mallory may not"),
-                "{}",
+        for who in ["mallory", "eve"] {
+            let send = |method: &str, url: &str, body: &Value| match who {
+                "mallory" => as_mallory(method, url, body),
+                _ => as_user(who, method, url, body),
+            };
+            let answer = send(route.method.as_str(), &server.url(&path), &body);
+            let expected = match route.operation {
+                Operation::Health | Operation::OpenApi | Operation::GetLimits => 200,
+                Operation::ListTopics | Operation::ListGroups | Operation::ListQueues => {
+                    // Listed, without what mallory may not describe.
+                    assert!(
+                        !answer.text.contains("orders") && !answer.text.contains("workers"),
+                        "{} {path}: {}",
+                        route.method.as_str(),
+                        answer.text
+                    );
+                    200
+                }
+                _ => 403,
+            };
+            assert_eq!(
+                answer.status,
+                expected,
+                "{} {path} as {who}: {}",
+                route.method.as_str(),
                 answer.text
             );
-            // HEAD runs a GET route's handler: refused the same.
-            if route.method == Method::Get {
-                let head = as_mallory("HEAD", &server.url(&path), &Value::Null);
-                assert_eq!(head.status, 403, "HEAD {path}");
+            if expected == 403 {
+                assert_eq!(answer.code(), "forbidden", "{path}");
+                assert!(
+                    answer.text.contains(&format!("User:{who} may not")),
+                    "{}",
+                    answer.text
+                );
+                // HEAD runs a GET route's handler: refused the same.
+                if route.method == Method::Get {
+                    let head = send("HEAD", &server.url(&path), &Value::Null);
+                    assert_eq!(head.status, 403, "HEAD {path}");
+                }
             }
         }
         tried += 1;

@@ -387,6 +387,9 @@ fn client_certificates_log_in_as_their_common_name_on_both_listeners() {
     ca(d, "other-ca");
     client_certificate(d, "mallory", "other-ca", "alice");
     let data = d.join("data");
+    // A user with a password: the server requires logins, and a
+    // certificate is one.
+    users_add(&data, "admin");
     for (operation, resource) in [
         ("All", ["--topic", "orders"]),
         ("All", ["--group", "login-certificate"]),
@@ -626,6 +629,35 @@ fn tokens_log_in_over_https_and_the_cli_takes_them_from_flags_environment_or_its
     );
     let by_password = https(&server, &["-u", "alice:alice-pw"]);
     assert!(by_password.starts_with("HTTP/1.1 200"), "{by_password}");
+    // The same on the Kafka listener: a certificate, or SASL without one;
+    // neither is not logged in.
+    let kcat = |settings: &[String]| {
+        let mut command = third_party("kcat");
+        command
+            .args(["-L", "-m", "5", "-b"])
+            .arg(server.kafka_addr.to_string())
+            .arg("-X")
+            .arg(format!("ssl.ca.location={}", ca_file.display()));
+        for s in settings {
+            command.args(["-X", s]);
+        }
+        command.output().unwrap()
+    };
+    let certificate = [
+        "security.protocol=ssl".to_owned(),
+        format!("ssl.certificate.location={}", path("alice.pem")),
+        format!("ssl.key.location={}", path("alice.key")),
+    ];
+    ok(&kcat(&certificate));
+    let sasl = [
+        "security.protocol=sasl_ssl",
+        "sasl.mechanisms=SCRAM-SHA-256",
+        "sasl.username=alice",
+        "sasl.password=alice-pw",
+    ]
+    .map(String::from);
+    ok(&kcat(&sasl));
+    failure(&kcat(&["security.protocol=ssl".to_owned()]));
     std::thread::sleep(std::time::Duration::from_secs(3).saturating_sub(made.elapsed()));
     let expired = https(&server, &["-H", &bearer(&short)]);
     assert!(
@@ -669,9 +701,23 @@ fn tokens_log_in_over_https_and_the_cli_takes_them_from_flags_environment_or_its
     // The default place, under XDG_CONFIG_HOME.
     std::fs::create_dir_all(d.join("config/tidings")).unwrap();
     std::fs::copy(&file, d.join("config/tidings/client.toml")).unwrap();
+    let config_home = d.join("config");
+    let config_home = [("XDG_CONFIG_HOME", config_home.to_str().unwrap())];
+    ok(&cli(&[], &config_home));
+    // A default file that others may read is refused when it is read, and
+    // not read when the flags say everything.
+    std::fs::set_permissions(
+        d.join("config/tidings/client.toml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let said = failure(&cli(&[], &config_home));
+    assert!(said.contains("chmod 600"), "{said}");
+    ok(&cli(&["--server", &url, "--token", &ci], &config_home));
+    // A flag beats the environment's other login.
     ok(&cli(
-        &[],
-        &[("XDG_CONFIG_HOME", d.join("config").to_str().unwrap())],
+        &["--server", &url, "--token", &ci],
+        &[("TIDINGS_USER", "alice"), ("TIDINGS_PASSWORD", "wrong")],
     ));
     let scraped = answer(&curl(
         &server,

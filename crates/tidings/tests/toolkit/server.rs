@@ -101,9 +101,22 @@ mod queue {
     conformance!(server(Mode::Queue));
 }
 
+/// Logged in with permissions: the checks that between them make every
+/// kind of request the backend sends (publish, receive, ack, nack, reject
+/// to dead letters, stream groups, a server restart). The others
+/// test logic the queue module above already runs on the same routes.
 mod logged_in {
     use super::*;
-    conformance!(logged_in_server(Mode::Queue));
+    conformance!(@each logged_in_server(Mode::Queue);
+        events_round_trip_with_their_attributes,
+        groups_share_the_load_and_fan_out,
+        a_subscriber_that_restarts_resumes_where_it_left,
+        a_reject_dead_letters_at_once,
+        a_nack_is_delivered_again_after_its_delay,
+        a_dropped_delivery_is_given_back_uncounted,
+        a_backend_restart_loses_nothing_acknowledged,
+        a_new_group_starts_where_it_is_asked
+    );
 }
 
 mod stream {

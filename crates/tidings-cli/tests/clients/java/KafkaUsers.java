@@ -7,11 +7,15 @@
 //   java -cp 'lib/*' KafkaUsers.java manage <bootstrap servers> <user prefix> [<admin> <password>]
 //   java -cp 'lib/*' KafkaUsers.java login <bootstrap servers> <mechanism> <user> <password>
 //   java -cp 'lib/*' KafkaUsers.java add <bootstrap servers> <user> <password>
+//   java -cp 'lib/*' KafkaUsers.java remove <bootstrap servers> <user> <password>
+//   java -cp 'lib/*' KafkaUsers.java batch <bootstrap servers> <admin> <password> <good user>
 //
 // With an admin and password, the Admin logs in with SCRAM-SHA-256. `login`
 // lists the topics as <user>, then asks to add the user <user>-new: for
 // each, "ok" or the exception that stopped it. `add` adds a SCRAM-SHA-256
-// user without logging in (on a server without users).
+// user without logging in (on a server without users); `remove` logs in as
+// the user and removes its own SCRAM-SHA-256 credential; `batch` adds a
+// user with a 256-byte name and <good user> in one request.
 import java.util.*;
 import java.util.concurrent.ExecutionException;
 import java.util.stream.Collectors;
@@ -96,6 +100,24 @@ public class KafkaUsers {
             try (Admin admin = Admin.create(login(args[1], null, null, null))) {
                 System.out.println("{\"add\":" + quote(outcome(() -> admin.alterUserScramCredentials(List.of(
                     upsert(args[2], ScramMechanism.SCRAM_SHA_256, 4096, args[3]))).all().get())) + "}");
+            }
+            return;
+        }
+        if (args[0].equals("remove")) {
+            try (Admin admin = Admin.create(login(args[1], "SCRAM-SHA-256", args[2], args[3]))) {
+                System.out.println("{\"remove\":" + quote(outcome(() -> admin.alterUserScramCredentials(List.of(
+                    new UserScramCredentialDeletion(args[2], ScramMechanism.SCRAM_SHA_256))).all().get())) + "}");
+            }
+            return;
+        }
+        if (args[0].equals("batch")) {
+            try (Admin admin = Admin.create(login(args[1], "SCRAM-SHA-256", args[2], args[3]))) {
+                String longName = "x".repeat(256);
+                AlterUserScramCredentialsResult r = admin.alterUserScramCredentials(List.of(
+                    upsert(longName, ScramMechanism.SCRAM_SHA_256, 4096, "pw"),
+                    upsert(args[4], ScramMechanism.SCRAM_SHA_256, 4096, "pw")));
+                System.out.println("{\"long\":" + quote(outcome(() -> r.values().get(longName).get()))
+                    + ",\"good\":" + quote(outcome(() -> r.values().get(args[4]).get())) + "}");
             }
             return;
         }
