@@ -90,7 +90,7 @@ pub struct Gate {
     /// allows only then) never opens by a change that leaves nobody to log
     /// in as.
     required: AtomicBool,
-    /// Counts the store's changes: a password verified across a change is
+    /// Counts the changes to credentials: a password verified across one is
     /// not remembered (the change may have removed it).
     changes: AtomicU64,
     /// Salts the made-up credentials of unknown users (see [`ServerExchange`]),
@@ -313,18 +313,22 @@ impl Gate {
 
     /// Runs `f` on the store to change it (its changes are durable before
     /// they are taken). Blocks on the disk: call it off the async workers.
-    /// Passwords verified before the change are forgotten.
+    /// Passwords verified before a change to the credentials are forgotten.
     pub fn change<T>(&self, f: impl FnOnce(&mut AuthStore) -> T) -> T {
         let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
+        let before = store.credentials_version();
         let answer = f(&mut store);
         if store.has_users() {
             self.required.store(true, Ordering::Release);
         }
-        self.changes.fetch_add(1, Ordering::AcqRel);
-        self.remembered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        // Permissions and tokens do not change what a password proves.
+        if store.credentials_version() != before {
+            self.changes.fetch_add(1, Ordering::AcqRel);
+            self.remembered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
         answer
     }
 }

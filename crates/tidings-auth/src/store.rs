@@ -111,6 +111,9 @@ pub struct AuthStore {
     users: BTreeMap<String, BTreeMap<Mechanism, Credential>>,
     /// API tokens by id.
     tokens: BTreeMap<String, Token>,
+    /// Counts the changes to the users' credentials since the store was
+    /// opened (what a remembered password depends on).
+    credentials_version: u64,
     authorizer: Authorizer,
     super_users: Vec<String>,
     /// Held while the store is open.
@@ -185,6 +188,7 @@ impl AuthStore {
             path: path.clone(),
             users: BTreeMap::new(),
             tokens: BTreeMap::new(),
+            credentials_version: 0,
             authorizer: Authorizer::new(super_users.clone()),
             super_users,
             _lock: lock,
@@ -271,6 +275,12 @@ impl AuthStore {
         with().nth(index).map(|c| (c.salt.len(), c.iterations))
     }
 
+    /// Counts the changes to the users' credentials since the store was
+    /// opened.
+    pub fn credentials_version(&self) -> u64 {
+        self.credentials_version
+    }
+
     /// How many users there are.
     pub fn user_count(&self) -> usize {
         self.users.len()
@@ -315,6 +325,7 @@ impl AuthStore {
             .insert(credential.mechanism, credential);
         self.save(&users, &self.tokens, &self.authorizer)?;
         self.users = users;
+        self.credentials_version += 1;
         Ok(())
     }
 
@@ -346,6 +357,7 @@ impl AuthStore {
         if removed {
             self.save(&users, &tokens, &self.authorizer)?;
             self.users = users;
+            self.credentials_version += 1;
             self.tokens = tokens;
         }
         Ok(removed)
@@ -389,6 +401,7 @@ impl AuthStore {
         if users != self.users {
             self.save(&users, &self.tokens, &self.authorizer)?;
             self.users = users;
+            self.credentials_version += 1;
         }
         Ok(found)
     }

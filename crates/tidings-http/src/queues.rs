@@ -79,7 +79,8 @@ fn queue(name: String, s: QueueStats) -> Queue {
 
 /// `POST /v1/queues`: a queue group on a topic; its dead letters go to the topic
 /// `<topic>.<group>.dlq`.
-/// Needs `Read` on the group and on the topic.
+/// Needs `Read` on the group and on the topic, and, when the dead-letter
+/// topic is to be made, `Create` on it or on the cluster (as any topic).
 pub(crate) async fn create(
     State(api): State<Api>,
     access: Access,
@@ -89,6 +90,16 @@ pub(crate) async fn create(
     let q: CreateQueue = body::parse(&headers, request, api.limits().body_bytes_max).await?;
     access.require(ResourceType::Group, &q.name, Operation::Read)?;
     access.require(ResourceType::Topic, &q.topic, Operation::Read)?;
+    let dead_letters = format!("{}.{}.dlq", q.topic, q.name);
+    if api.broker().describe_topic(&dead_letters).is_err()
+        && !access.allows(
+            ResourceType::Cluster,
+            crate::access::CLUSTER,
+            Operation::Create,
+        )
+    {
+        access.require(ResourceType::Topic, &dead_letters, Operation::Create)?;
+    }
     let d = tidings_broker::QueueConfig::default();
     let millis = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
     let config = tidings_broker::QueueConfig {

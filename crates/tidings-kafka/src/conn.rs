@@ -66,6 +66,10 @@ pub(crate) enum ConnError {
     },
     #[error("{api:?} version {version} is not supported by this listener")]
     UnsupportedApi { api: ApiKey, version: i16 },
+    #[error("the request's {size} bytes did not all arrive within {after_ms} ms (the idle timeout); closing the connection")]
+    SlowFrame { size: i32, after_ms: u64 },
+    #[error("a Produce with acks=0 failed ({errors}); closing the connection so that the producer, which reads no answer, finds out (as Kafka does)")]
+    UnansweredProduceFailed { errors: String },
     #[error("malformed {what} of {api:?} v{version}: {reason}")]
     Malformed {
         what: &'static str,
@@ -116,12 +120,19 @@ pub(crate) async fn serve_connection<S>(
     let (mut reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Pending>(IN_FLIGHT_MAX);
     // Answers leave in request order, each when it is ready.
-    let writing = tokio::spawn(write_responses(writer, rx, peer));
+    // Cancelled when the writer stops on an error: the connection closes
+    // then, rather than at the client's next request.
+    let failed = tokio_util::sync::CancellationToken::new();
+    let writing = tokio::spawn(write_responses(writer, rx, peer, failed.clone()));
     loop {
         let idle = shared.config.idle_timeout();
         let size = tokio::select! {
             size = reader.read_i32() => size,
             () = shared.shutdown.cancelled() => break,
+            () = failed.cancelled() => {
+                refused = true;
+                break;
+            }
             () = tokio::time::sleep(idle) => {
                 // Kafka's connections.max.idle.ms: clients reconnect when
                 // they next need the connection.
@@ -149,14 +160,26 @@ pub(crate) async fn serve_connection<S>(
             break;
         }
         let started = std::time::Instant::now();
+        // The rest of a frame must come within the idle timeout too: a
+        // client that sends a size and then trickles the bytes holds a
+        // connection (and up to a frame's memory) no longer than one that
+        // sends nothing.
+        let slow = || ConnError::SlowFrame {
+            size,
+            after_ms: u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+        };
         let pending = async {
             if session.expects_token() {
-                let token = read_token(&mut reader, size).await?;
+                let token = tokio::time::timeout(idle, read_token(&mut reader, size))
+                    .await
+                    .map_err(|_| slow())??;
                 return Ok(bare_token(&shared, token, peer, &mut session).await);
             }
             session.follow(shared.gate.as_deref());
             let max = session.frame_bytes_max(shared.config.frame_bytes_max);
-            let frame = read_frame(&mut reader, size, max).await?;
+            let frame = tokio::time::timeout(idle, read_frame(&mut reader, size, max))
+                .await
+                .map_err(|_| slow())??;
             handle(&shared, frame, peer, &mut session).await
         }
         .await
@@ -177,6 +200,9 @@ pub(crate) async fn serve_connection<S>(
             }
             Err(e) => {
                 refused = !matches!(e, ConnError::Io(_));
+                if matches!(e, ConnError::SlowFrame { .. }) {
+                    tidings_telemetry::kafka::connection_idle_closed();
+                }
                 log_close(peer, &session, &e);
                 break;
             }
@@ -232,6 +258,7 @@ async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(
     writer: W,
     mut rx: mpsc::Receiver<Pending>,
     peer: SocketAddr,
+    failed: tokio_util::sync::CancellationToken,
 ) -> Option<W> {
     let mut writer = BufWriter::new(writer);
     while let Some(pending) = rx.recv().await {
@@ -250,6 +277,9 @@ async fn write_responses<W: tokio::io::AsyncWrite + Unpin>(
                 ConnError::Io(e) => tracing::debug!(%peer, error = %e, "Kafka connection failed"),
                 e => tracing::warn!(%peer, error = %e, "closing Kafka connection"),
             }
+            // What was answered before goes out first.
+            let _ = writer.flush().await;
+            failed.cancel();
             return None;
         }
     }
@@ -450,7 +480,11 @@ fn refuse_old_produce(call: Call, mut frame: Bytes) -> Result<Pending, ConnError
         "refused a Produce request older than v3: this server stores RecordBatch v2, which Produce v3 brought"
     );
     if acks == 0 {
-        return Ok(Box::pin(std::future::ready(Ok(None))));
+        return Ok(Box::pin(std::future::ready(Err(
+            ConnError::UnansweredProduceFailed {
+                errors: format!("Produce v{} is older than v3", call.version),
+            },
+        ))));
     }
     let mut out = BytesMut::with_capacity(8 + body.len());
     let size = i32::try_from(4 + body.len()).map_err(|_| ConnError::Encode {
@@ -569,6 +603,29 @@ async fn answer(
                 let mut response = answer.await;
                 response.responses.extend(refused);
                 if acks == 0 {
+                    let errors: Vec<String> = response
+                        .responses
+                        .iter()
+                        .flat_map(|t| {
+                            t.partition_responses
+                                .iter()
+                                .filter(|p| p.error_code != 0)
+                                .map(move |p| {
+                                    format!(
+                                        "{}/{}: {}",
+                                        t.name.as_str(),
+                                        p.index,
+                                        crate::errors::code_name(p.error_code)
+                                    )
+                                })
+                        })
+                        .collect();
+                    if !errors.is_empty() {
+                        crate::errors::record(apis::name(call.api), &response);
+                        return Err(ConnError::UnansweredProduceFailed {
+                            errors: errors.join(", "),
+                        });
+                    }
                     return Ok(None);
                 }
                 call.respond(&response).map(Some)

@@ -170,7 +170,8 @@ fn kcat_batches_are_stored_with_the_codec_they_were_produced_with() {
 }
 
 /// Produce v0–2 are advertised (for old librdkafka) and refused when used,
-/// partition by partition, as Kafka 4.0 does; the connection goes on.
+/// partition by partition, as Kafka 4.0 does; the connection goes on (but
+/// for acks=0, which takes no answer: that closes it).
 #[test]
 fn produce_before_v3_is_answered_unsupported_version_and_appends_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -213,10 +214,16 @@ fn produce_before_v3_is_answered_unsupported_version_and_appends_nothing() {
             );
         }
     }
-    // acks 0 takes no answer; the next request on the connection is answered.
+    // acks 0 takes no answer: the refusal closes the connection (as any
+    // failed acks=0 Produce does, so that the producer finds out).
     s.write_all(&frame(0, 2, 50, &body(0))).unwrap();
-    s.write_all(&frame(18, 0, 51, &[])).unwrap();
-    assert_eq!(read_response(&mut s).unwrap().0, 51);
+    let mut rest = Vec::new();
+    assert_eq!(
+        s.read_to_end(&mut rest).unwrap_or(0),
+        0,
+        "closed, unanswered"
+    );
+    let mut s = connect(&server);
     let topic = get(&server.url("/v1/topics/old")).json;
     for p in topic["partitions"].as_array().unwrap() {
         assert_eq!(p["high_watermark"], 0, "{topic}");
@@ -277,6 +284,79 @@ fn idle_kafka_connections_are_closed_and_busy_ones_kept() {
             .contains("kafka.idle_timeout_ms is 10; it must be at least 1000"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+/// A client that sends a frame's size and then trickles its bytes is
+/// closed at the idle timeout too, as one that sends nothing.
+#[test]
+fn a_frame_that_does_not_arrive_within_the_idle_timeout_closes_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--kafka-idle-timeout-ms", "1000"]);
+    let mut slow = connect(&server);
+    let whole = frame(18, 0, 7, &[]);
+    slow.write_all(&whole[..6]).unwrap();
+    let started = std::time::Instant::now();
+    // A byte every 300 ms: the connection is never idle that long, but
+    // the frame is not whole within the timeout.
+    for &byte in &whole[6..whole.len() - 1] {
+        std::thread::sleep(Duration::from_millis(300));
+        if slow.write_all(&[byte]).is_err() || started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let mut rest = Vec::new();
+    assert_eq!(
+        slow.read_to_end(&mut rest).unwrap_or(0),
+        0,
+        "closed unanswered"
+    );
+    assert!(server.logs().contains("did not all arrive within 1000 ms"));
+    assert_eq!(
+        server.metric("tidings_kafka_connections_idle_closed_total"),
+        1.0
+    );
+}
+
+/// A Produce with acks=0 takes no answer, so one that fails closes its
+/// connection (as Kafka does) and the producer finds out when it next
+/// writes; one that succeeds keeps the connection.
+#[test]
+fn an_unanswered_produce_that_fails_closes_its_connection() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--kafka-auto-create-topics", "false"]);
+    create_topic(&server, json!({"name": "orders", "partitions": 1}));
+    let produce = |topic: &'static str| {
+        ProduceRequest::default()
+            .with_acks(0)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(crate::wire::record_batch(b"unanswered")))])])
+    };
+    let mut wire = crate::wire::Wire::open(&server);
+    wire.send(ApiKey::Produce, 8, &produce("orders"));
+    let answered: ApiVersionsResponse =
+        wire.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(answered.error_code, 0, "still open after a good one");
+    wire.send(ApiKey::Produce, 8, &produce("no-such-topic"));
+    assert!(wire.closed_within(Duration::from_secs(10)));
+    assert!(server
+        .logs()
+        .contains("a Produce with acks=0 failed (no-such-topic/0: UNKNOWN_TOPIC_OR_PARTITION)"));
+    let events = get(&server.url("/v1/topics/orders/events?partition=0&from=0"));
+    assert_eq!(
+        events.json["events"].as_array().unwrap().len(),
+        1,
+        "{}",
+        events.text
     );
 }
 

@@ -27,9 +27,6 @@ use kafka_protocol::messages::{
     MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use serde_json::{json, Value};
 
 use crate::permissions::{as_user, event};
@@ -186,36 +183,6 @@ const GROUP_REFUSED: i16 = 30;
 /// UNKNOWN_TOPIC_OR_PARTITION.
 const NO_TOPIC: i16 = 3;
 
-/// The record batch one Produce probe sends.
-fn batch() -> bytes::Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 0,
-        key: None,
-        value: Some(bytes::Bytes::from_static(b"probe")),
-        headers: Default::default(),
-    };
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [&record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
-}
-
 struct Probe<'a> {
     server: &'a Server,
     user: &'a str,
@@ -281,7 +248,7 @@ impl Probe<'_> {
                             .with_name(t)
                             .with_partition_data(vec![PartitionProduceData::default()
                                 .with_index(0)
-                                .with_records(Some(batch()))])]),
+                                .with_records(Some(crate::wire::record_batch(b"probe")))])]),
                 );
                 (
                     status,

@@ -467,8 +467,27 @@ fn kafka_admin_clients_manage_the_permissions_of_a_running_server() {
 #[test]
 fn consuming_a_group_needs_read_on_its_topic() {
     let dir = tempfile::tempdir().unwrap();
-    for user in ["alice", "bob"] {
+    for user in ["alice", "bob", "carol"] {
         tidings(dir.path(), &["users", "add", user], &format!("{user}-pw\n"));
+    }
+    // carol may read orders and two groups, and create one of their
+    // dead-letter topics.
+    for (operation, resource) in [
+        ("Read", ["--topic", "orders"]),
+        ("Read", ["--group", "audit"]),
+        ("Read", ["--group", "billing"]),
+        ("Create", ["--topic", "orders.billing.dlq"]),
+    ] {
+        let mut args = vec![
+            "acls",
+            "add",
+            "--principal",
+            "carol",
+            "--operation",
+            operation,
+        ];
+        args.extend_from_slice(&resource);
+        tidings(dir.path(), &args, "");
     }
     tidings(
         dir.path(),
@@ -557,4 +576,25 @@ fn consuming_a_group_needs_read_on_its_topic() {
         "{}",
         polled.text
     );
+    // A queue group's dead-letter topic is made as any topic: with Create
+    // on it (or on the cluster).
+    let refused = as_user(
+        "carol",
+        "POST",
+        &server.url("/v1/queues"),
+        &json!({"name": "audit", "topic": "orders"}),
+    );
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert_eq!(
+        refused.json["message"], "User:carol may not Create topic \"orders.audit.dlq\"",
+        "{}",
+        refused.text
+    );
+    let made = as_user(
+        "carol",
+        "POST",
+        &server.url("/v1/queues"),
+        &json!({"name": "billing", "topic": "orders"}),
+    );
+    assert_eq!(made.status, 201, "{}", made.text);
 }

@@ -70,14 +70,32 @@ impl Wire {
             .unwrap_or_else(|e| panic!("{api:?} v{version}: no answer: {e}"))
     }
 
-    /// Sends `request` and reads its answer, or says why none came (the
-    /// server closed the connection).
-    pub(crate) fn try_call<Q: Encodable, A: Decodable>(
+    /// Sends `request` and reads no answer (a Produce with acks=0).
+    pub(crate) fn send<Q: Encodable>(&mut self, api: ApiKey, version: i16, request: &Q) {
+        self.write(api, version, request).unwrap();
+    }
+
+    /// Whether the server closes the connection within `patience` (reads
+    /// end-of-stream or a reset; nothing else is expected).
+    pub(crate) fn closed_within(&mut self, patience: Duration) -> bool {
+        self.stream.set_read_timeout(Some(patience)).unwrap();
+        let mut byte = [0; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => panic!("an answer came where none was expected"),
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+        }
+    }
+
+    fn write<Q: Encodable>(
         &mut self,
         api: ApiKey,
         version: i16,
         request: &Q,
-    ) -> std::io::Result<A> {
+    ) -> std::io::Result<()> {
         self.correlation += 1;
         let header = RequestHeader::default()
             .with_request_api_key(api as i16)
@@ -92,7 +110,18 @@ impl Wire {
         request.encode(&mut buf, version).unwrap();
         let size = i32::try_from(buf.len() - 4).unwrap();
         buf[..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.write_all(&buf)?;
+        self.stream.write_all(&buf)
+    }
+
+    /// Sends `request` and reads its answer, or says why none came (the
+    /// server closed the connection).
+    pub(crate) fn try_call<Q: Encodable, A: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        request: &Q,
+    ) -> std::io::Result<A> {
+        self.write(api, version, request)?;
         let mut size = [0; 4];
         self.stream.read_exact(&mut size)?;
         let mut frame = vec![0; usize::try_from(i32::from_be_bytes(size)).unwrap()];
@@ -103,4 +132,37 @@ impl Wire {
         assert_eq!(answer.correlation_id, self.correlation, "{api:?}");
         Ok(A::decode(&mut frame, version).unwrap())
     }
+}
+
+/// One uncompressed record batch holding `value`.
+pub(crate) fn record_batch(value: &'static [u8]) -> Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 0,
+        key: None,
+        value: Some(Bytes::from_static(value)),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
 }
