@@ -154,6 +154,16 @@ impl Gate {
         .map(|user| Principal::user(&user))
     }
 
+    /// HMAC-SHA-256 of `parts` under the process's secret.
+    fn keyed(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.decoy_key)
+            .expect("HMAC takes a key of any length");
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
     /// The user's credential for `mechanism`, or, for a user without one,
     /// a decoy that fails every check: its salt made from the process's
     /// secret and the name (the same each time, as a real one), its salt
@@ -167,14 +177,7 @@ impl Gate {
         if let Some(c) = store.credential(user, mechanism) {
             return c;
         }
-        let mac = |parts: &[&[u8]]| {
-            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.decoy_key)
-                .expect("HMAC takes a key of any length");
-            for p in parts {
-                mac.update(p);
-            }
-            <[u8; 32]>::from(mac.finalize().into_bytes())
-        };
+        let mac = |parts: &[&[u8]]| self.keyed(parts);
         let pick = mac(&[b"shape", mechanism.name().as_bytes(), user.as_bytes()]);
         let pick = u64::from_le_bytes(pick[..8].try_into().expect("8 bytes"));
         let (salt_bytes, iterations) = store
@@ -214,12 +217,7 @@ impl Gate {
         {
             return Err(ScramError::Failed);
         }
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.decoy_key)
-            .expect("HMAC takes a key of any length");
-        mac.update(user.as_bytes());
-        mac.update(&[0]);
-        mac.update(password.as_bytes());
-        let fingerprint: [u8; 32] = mac.finalize().into_bytes().into();
+        let fingerprint = self.keyed(&[user.as_bytes(), &[0], password.as_bytes()]);
         let now = Instant::now();
         {
             let remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());

@@ -324,14 +324,7 @@ fn curl(server: &Server, args: &[&str], path: &str) -> String {
 /// as alice (Prometheus logs in like any client).
 fn logins(server: &Server, listener: &str, mechanism: &str, outcome: &str) -> f64 {
     let scraped = curl(server, &["-u", "alice:alice-pw"], "/metrics");
-    let series = format!(
-        "tidings_logins_total{{listener=\"{listener}\",mechanism=\"{mechanism}\",outcome=\"{outcome}\"}}"
-    );
-    scraped
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{series} in\n{scraped}"))
+    crate::support::logins_in(&scraped, listener, mechanism, outcome)
 }
 
 /// Once the server has users, HTTP requests log in with Basic (the same

@@ -456,3 +456,16 @@ pub(crate) fn python(script: &str, args: &[&str], server: &Server) -> Value {
 pub(crate) fn node(script: &str, args: &[&str], server: &Server) -> Value {
     client_script("node", script, args, server)
 }
+
+/// `tidings_logins_total` of one listener, mechanism and outcome in
+/// `scraped` metrics (fetched as a client that may read them).
+pub(crate) fn logins_in(scraped: &str, listener: &str, mechanism: &str, outcome: &str) -> f64 {
+    let series = format!(
+        "tidings_logins_total{{listener=\"{listener}\",mechanism=\"{mechanism}\",outcome=\"{outcome}\"}}"
+    );
+    scraped
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} in\n{scraped}"))
+}

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::support::{
-    client_script, eventually, failure, offline, ok, python, third_party, Server,
+    client_script, eventually, failure, logins_in as logins, offline, ok, python, third_party,
+    Server,
 };
 
 /// Runs `openssl` with `args` in `dir`.
@@ -355,19 +356,6 @@ fn answer(out: &Output) -> Result<String, i32> {
     } else {
         Err(out.status.code().unwrap_or(-1))
     }
-}
-
-/// The count of logins through `listener` with `mechanism` and `outcome`
-/// in `scraped` metrics.
-fn logins(scraped: &str, listener: &str, mechanism: &str, outcome: &str) -> f64 {
-    let series = format!(
-        "tidings_logins_total{{listener=\"{listener}\",mechanism=\"{mechanism}\",outcome=\"{outcome}\"}}"
-    );
-    scraped
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{series} in\n{scraped}"))
 }
 
 /// With --tls-client-ca, a client certificate is a login: curl, kcat,
