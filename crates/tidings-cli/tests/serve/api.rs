@@ -113,12 +113,13 @@ fn events_published_in_each_mode_read_back_as_cloudevents() {
         too_big.text
     );
 
-    let logs = server.logs();
-    assert!(
-        logs.lines()
-            .any(|l| l.contains("corr-77") && l.contains("request done")),
-        "the correlation id is on the request's log line:\n{logs}"
-    );
+    // The log line follows the answer: wait for it.
+    crate::support::eventually("the correlation id on the request's log line", || {
+        server
+            .logs()
+            .lines()
+            .any(|l| l.contains("corr-77") && l.contains("request done"))
+    });
 }
 
 #[test]

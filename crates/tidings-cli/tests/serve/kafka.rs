@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{call, create_topic, get, kcat, Server};
+use crate::support::{call, create_topic, eventually, get, kcat, Server};
 
 /// Every record of `topic` as (partition, offset, key, value), read to the end.
 fn consume_all(server: &Server, topic: &str, extra: &[&str]) -> Vec<(u32, u64, String, String)> {
@@ -311,11 +311,13 @@ fn a_frame_that_does_not_arrive_within_the_idle_timeout_closes_its_connection() 
         0,
         "closed unanswered"
     );
-    assert!(server.logs().contains("did not all arrive within 1000 ms"));
-    assert_eq!(
-        server.metric("tidings_kafka_connections_idle_closed_total"),
-        1.0
-    );
+    // The close comes before the log line and the count: wait for both.
+    eventually("the slow frame logged", || {
+        server.logs().contains("did not all arrive within 1000 ms")
+    });
+    eventually("the slow frame counted", || {
+        server.metric("tidings_kafka_connections_idle_closed_total") == 1.0
+    });
 }
 
 /// A Produce with acks=0 takes no answer, so one that fails closes its
@@ -348,9 +350,11 @@ fn an_unanswered_produce_that_fails_closes_its_connection() {
     assert_eq!(answered.error_code, 0, "still open after a good one");
     wire.send(ApiKey::Produce, 8, &produce("no-such-topic"));
     assert!(wire.closed_within(Duration::from_secs(10)));
-    assert!(server
-        .logs()
-        .contains("a Produce with acks=0 failed (no-such-topic/0: UNKNOWN_TOPIC_OR_PARTITION)"));
+    eventually("the failed unanswered Produce logged", || {
+        server
+            .logs()
+            .contains("a Produce with acks=0 failed (no-such-topic/0: UNKNOWN_TOPIC_OR_PARTITION)")
+    });
     let events = get(&server.url("/v1/topics/orders/events?partition=0&from=0"));
     assert_eq!(
         events.json["events"].as_array().unwrap().len(),
@@ -624,11 +628,12 @@ fn malformed_frames_close_only_their_connection() {
     }
     assert_serving(&server);
     assert_eq!(get(&server.url("/healthz")).status, 200);
-    assert!(
-        server.logs().contains("closing Kafka connection"),
-        "malformed requests are logged"
-    );
-    assert!(server.metric("tidings_kafka_connections_refused_total") >= 9.0);
+    eventually("malformed requests are logged", || {
+        server.logs().contains("closing Kafka connection")
+    });
+    eventually("malformed requests are counted", || {
+        server.metric("tidings_kafka_connections_refused_total") >= 9.0
+    });
 }
 
 #[test]
@@ -652,7 +657,7 @@ fn http_and_tls_sent_to_the_kafka_port_are_named_as_such() {
     let _ = s.read_to_end(&mut rest);
     assert!(rest.is_empty(), "no Kafka answer to TLS");
     // The log lines come from the server's stderr, a moment later.
-    crate::support::eventually("both are logged as what they are", || {
+    eventually("both are logged as what they are", || {
         let logs = server.logs();
         logs.contains("the client sent HTTP (\"GET\"...) to the Kafka listener")
             && logs.contains("the client started a TLS handshake")
