@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_types::{ErrorKind, Offset, PartitionId, TopicName};
+use tidings_types::{ErrorKind, Offset, PartitionId, TimestampMs, TopicName};
 
 use crate::journal::Journal;
 use crate::{Entry, GroupName, ReadError};
@@ -360,6 +360,26 @@ pub struct QueuePartitionStats {
     pub in_flight: u64,
     /// Events waiting for a retry.
     pub retrying: u64,
+}
+
+/// An unresolved event of a queue group that was delivered at least once:
+/// held under a lease now, or waiting for its next attempt; as
+/// [`Broker::pending_deliveries`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingDelivery {
+    /// Its partition of the group's topic, or `None` for the redrive lane
+    /// (then `offset` is in the group's retry topic).
+    pub partition: Option<PartitionId>,
+    /// Its offset there.
+    pub offset: Offset,
+    /// Deliveries so far.
+    pub attempts: u32,
+    /// While leased: the id of the lease and when it runs out.
+    pub lease: Option<(LeaseId, TimestampMs)>,
+    /// While waiting: when it may be delivered again.
+    pub retry_at: Option<TimestampMs>,
+    /// The error of its last failed attempt (empty when none failed).
+    pub last_error: String,
 }
 
 /// A queue group's progress and counters.

@@ -120,6 +120,22 @@ impl Access {
         }
     }
 
+    /// Who asks.
+    pub(crate) fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// Whether the principal may do `operation` to some resource of the
+    /// type (for offering a form whose name is yet to be typed).
+    pub(crate) fn allows_some(&self, resource_type: ResourceType, operation: Operation) -> bool {
+        match &self.gate {
+            Some(gate) if self.restricted() => {
+                gate.allows_some(&self.principal, self.host, operation, resource_type)
+            }
+            _ => true,
+        }
+    }
+
     /// Whether decisions may refuse anything: the server has permissions
     /// (without any, every principal may do everything).
     pub(crate) fn restricted(&self) -> bool {

@@ -13,7 +13,9 @@
 //! waits parsed), `stop` (what ends a waiting request early) and `sse` (one
 //! pump for every Server-Sent Events stream). Above them, one module of
 //! handlers per resource: `topics`, `events`, `groups`, `queues`, `streams`,
-//! `metrics`. Handlers use the modules below them and never each other.
+//! `metrics`. Handlers use the modules below them and never each other. The
+//! web dashboard, `ui`, is served under `/ui` the same way: its pages use the
+//! modules below, never the handlers.
 //!
 //! The API holds no state of its own beyond counters: topics, offsets and groups
 //! belong to the broker. It never binds a socket or reads configuration; the
@@ -58,11 +60,13 @@ mod sse;
 mod stop;
 mod streams;
 mod topics;
+mod ui;
 mod wire;
 
 pub use cors::Cors;
 pub use error::ApiError;
 pub use login::Certified;
+pub use ui::{UiContext, UiSettings, HISTORY_SAMPLE_EVERY};
 
 /// Bounds on what one request may ask for: settings of `tidings serve`, each a
 /// flag, a `TIDINGS_*` environment variable and a key of the configuration
@@ -217,6 +221,12 @@ struct Inner {
     registry: Option<Arc<tidings_schema::Registry>>,
     /// The users requests log in as, when the server has any.
     gate: Option<Arc<tidings_auth::Gate>>,
+    /// The web dashboard's settings and what it shows of the server.
+    ui: UiContext,
+    /// The figures the dashboard's trends are drawn from.
+    history: ui::History,
+    /// The changes made from the dashboard.
+    audit: ui::AuditLog,
 }
 
 impl Api {
@@ -245,6 +255,9 @@ impl Api {
                 sagas: None,
                 registry: None,
                 gate: None,
+                ui: UiContext::default(),
+                history: ui::History::default(),
+                audit: ui::AuditLog::new(None),
             }),
         }
     }
@@ -283,6 +296,22 @@ impl Api {
             .expect("with_gate is called before the API is shared")
             .gate = Some(gate);
         self
+    }
+
+    /// The API serving the web dashboard under `/ui` as `ui` says (off
+    /// unless called). Called before the API is shared.
+    pub fn with_ui(mut self, ui: UiContext) -> Api {
+        let inner =
+            Arc::get_mut(&mut self.inner).expect("with_ui is called before the API is shared");
+        inner.audit = ui::AuditLog::new(ui.data_dir.clone());
+        inner.ui = ui;
+        self
+    }
+
+    /// Samples the figures the dashboard draws its trends from; the server
+    /// calls it every [`HISTORY_SAMPLE_EVERY`].
+    pub async fn sample_history(&self) {
+        self.inner.history.sample(&self.inner.broker).await;
     }
 
     fn registry(&self) -> Option<&Arc<tidings_schema::Registry>> {
@@ -339,6 +368,11 @@ pub fn router(api: Api) -> Router {
     });
     let routes = if api.registry().is_some() {
         routes.nest(tidings_api::REGISTRY_PREFIX, registry::routes())
+    } else {
+        routes
+    };
+    let routes = if api.inner.ui.settings.enabled {
+        routes.nest("/ui", ui::routes())
     } else {
         routes
     };

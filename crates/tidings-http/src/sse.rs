@@ -80,6 +80,11 @@ impl Item {
         Item::new(id, json)
     }
 
+    /// An item whose data is `text` as it is (the dashboard's HTML rows).
+    pub(crate) fn text(id: String, text: String) -> Item {
+        Item { id, data: text }
+    }
+
     /// An item of the event store's global order (`id` = its position).
     pub(crate) fn at_position(position: u64, json: &impl Serialize) -> Result<Item, ApiError> {
         Item::new(position.to_string(), json)

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 use serde::{Deserialize, Serialize};
-use tidings_http::Limits;
+use tidings_http::{Limits, UiSettings};
 use tidings_kafka::KafkaConfig;
 use tidings_telemetry::LogFormat;
 
@@ -145,6 +145,10 @@ pub struct Config {
     /// The Kafka listener (the file's `[kafka]`).
     #[command(flatten)]
     pub kafka: KafkaConfig,
+    /// The web dashboard (the file's `[ui]`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub ui: UiSettings,
     /// Spans exported over OTLP (the file's `[tracing]`).
     #[command(flatten)]
     #[serde(default)]
@@ -297,6 +301,7 @@ impl Default for Config {
             partitions_total_max: tidings_broker::PARTITIONS_TOTAL_MAX,
             limits: Limits::default(),
             kafka: KafkaConfig::default(),
+            ui: UiSettings::default(),
             tracing: Tracing::default(),
         }
     }

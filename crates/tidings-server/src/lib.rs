@@ -321,6 +321,17 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         .local_addr()
         .context("reading the bound address")?;
     tracing::info!(%http_addr, %kafka_addr, data_dir = %config.data_dir.display(), "listening");
+    let api = api.with_ui(tidings_http::UiContext {
+        settings: config.ui.clone(),
+        http_addr: Some(http_addr),
+        kafka_addr: Some(kafka_addr),
+        https: tls.is_some(),
+        data_dir: Some(config.data_dir.clone()),
+    });
+    if config.ui.enabled {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(url = %format!("{scheme}://{http_addr}/ui"), read_only = config.ui.read_only, "the web dashboard");
+    }
     let kafka_tls = tls.clone().map(|t| {
         let acceptor: tidings_kafka::TlsSource = Arc::new(move || t.kafka());
         acceptor
@@ -333,6 +344,19 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         kafka_tls,
         shutdown.clone(),
     ));
+
+    // The dashboard's trends: the broker's figures sampled into memory.
+    let sampled = api.clone();
+    let sampling_stop = shutdown.clone();
+    let history = tokio::spawn(async move {
+        loop {
+            sampled.sample_history().await;
+            tokio::select! {
+                () = sampling_stop.cancelled() => break,
+                () = tokio::time::sleep(tidings_http::HISTORY_SAMPLE_EVERY) => {}
+            }
+        }
+    });
 
     // The event catalog's scan follows the topics in small steps, so a
     // catalog request finds little left to count.
@@ -417,6 +441,7 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()> + Send + 'stat
         }
     }
     let _ = scan.await;
+    let _ = history.await;
     match tokio::time::timeout(config.shutdown_timeout(), kafka).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the Kafka listener failed"),

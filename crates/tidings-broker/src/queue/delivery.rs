@@ -17,13 +17,13 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 use tidings_log::{format, FsyncPolicy, Partition, StoredRecord};
-use tidings_types::{ErrorKind, Offset, PartitionId, TopicName};
+use tidings_types::{ErrorKind, Offset, PartitionId, TimestampMs, TopicName};
 
 use super::state::{Failure, Outcome, QueueState, LANE};
 use super::{
-    codec, first_lease, journal_error, journal_path, state_path, Delivery, LeaseId, QueueConfig,
-    QueueError, QueueGroup, QueuePartitionStats, QueueStats, Staged, ACK_TIMEOUT_MAX,
-    COMPACT_BYTES_MIN, NACK_DELAY_MAX,
+    codec, first_lease, journal_error, journal_path, state_path, Delivery, LeaseId,
+    PendingDelivery, QueueConfig, QueueError, QueueGroup, QueuePartitionStats, QueueStats, Staged,
+    ACK_TIMEOUT_MAX, COMPACT_BYTES_MIN, NACK_DELAY_MAX,
 };
 use crate::journal::Journal;
 use crate::read::{entry_of, wait_for_any};
@@ -672,6 +672,58 @@ impl Broker {
             dead_letters,
             counters: g.state.counters,
         })
+    }
+
+    /// Up to `max` of the group's events delivered and not yet resolved,
+    /// leased ones first, then by partition and offset; and how many there
+    /// are in all. Only looks: a lease past its deadline is shown as it is
+    /// until the next receive expires it.
+    pub async fn pending_deliveries(
+        &self,
+        group: &str,
+        max: usize,
+    ) -> Result<(Vec<PendingDelivery>, usize), QueueError> {
+        let g = self.queues.lock(group).await?;
+        let slots = g
+            .state
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(p, pq)| (Some(partition_id(p)), pq))
+            .chain(std::iter::once((None, &g.state.lane)));
+        let mut all: Vec<PendingDelivery> = Vec::new();
+        for (partition, pq) in slots {
+            for (&offset, pe) in &pq.pending {
+                if pe.attempts == 0 && pe.lease.is_none() {
+                    continue;
+                }
+                let lease_partition = partition.unwrap_or(partition_id(LANE));
+                all.push(PendingDelivery {
+                    partition,
+                    offset: Offset(offset),
+                    attempts: pe.attempts,
+                    lease: pe.lease.map(|(id, deadline)| {
+                        (
+                            LeaseId::from_parts(lease_partition, Offset(offset), id),
+                            TimestampMs(deadline),
+                        )
+                    }),
+                    retry_at: pe.lease.is_none().then_some(TimestampMs(pe.eligible_at)),
+                    last_error: pe.last_error.clone(),
+                });
+            }
+        }
+        let total = all.len();
+        all.sort_by_key(|d| {
+            (
+                d.lease.is_none(),
+                d.partition.is_none(),
+                d.partition,
+                d.offset,
+            )
+        });
+        all.truncate(max);
+        Ok((all, total))
     }
 
     /// The topic a queue group consumes.

@@ -3,11 +3,13 @@
 
 mod api;
 mod bad_input;
+mod browser;
 mod bulk;
 mod catalog;
 mod cli;
 mod collector;
 mod consumers;
+mod dashboard;
 mod groups;
 mod kafka;
 mod kafka_compare;
