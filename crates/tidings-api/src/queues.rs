@@ -283,7 +283,7 @@ pub struct DeadLetterList {
     pub dead_letters: Vec<DeadLetter>,
 }
 
-/// `POST /v1/queues/{group}/dead-letters/redrive`; both optional.
+/// `POST /v1/queues/{group}/dead-letters/redrive`; all optional.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedriveRequest {
@@ -294,6 +294,9 @@ pub struct RedriveRequest {
     /// are delivered again to this group only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    /// Only the dead letters whose error is exactly this; the others stay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The answer to a redrive.

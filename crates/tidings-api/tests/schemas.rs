@@ -364,6 +364,7 @@ fn queues() {
         RedriveRequest {
             max: Some(10),
             to: Some("jobs".into()),
+            error: Some("card declined".into()),
         },
     );
     check("RedriveAnswer", RedriveAnswer { redriven: 1 });

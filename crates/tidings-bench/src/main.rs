@@ -21,9 +21,13 @@
 //!
 //! `tidings-bench peers` runs the same workloads against Tidings, Redis Streams,
 //! NATS JetStream and PostgreSQL used as a queue, and prints Tidings' ratios.
+//!
+//! `tidings-bench dashboard` times the web dashboard's pages on a server with
+//! 2 000 topics, 500 stream groups and 50 queues.
 
 mod broker;
 mod bus;
+mod dashboard;
 mod kafka;
 mod outbox;
 mod peers;
@@ -132,6 +136,16 @@ enum Command {
         #[arg(long, env = "TIDINGS_TEST_KAFKA")]
         kafka: Option<String>,
     },
+    /// The web dashboard's pages on a server with 2 000 topics, 500 stream
+    /// groups and 50 queues: time to the last byte of each.
+    Dashboard {
+        /// Short runs that check the harness works; the figures mean little.
+        #[arg(long)]
+        quick: bool,
+        /// Directory for the throwaway data directory (default: the system's).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Tidings against Redis Streams, NATS JetStream and PostgreSQL as a queue
     /// (needs redis-server, nats-server and TIDINGS_TEST_PG_URL;
     /// `scripts/bench peers` provides them).
@@ -198,6 +212,9 @@ fn main() -> Result<()> {
         }
         Command::Store { quick, dir, pg_url } => {
             store::run(&dir.unwrap_or_else(std::env::temp_dir), quick, pg_url)
+        }
+        Command::Dashboard { quick, dir } => {
+            dashboard::run(&dir.unwrap_or_else(std::env::temp_dir), quick)
         }
         Command::Peers {
             quick,

@@ -84,10 +84,10 @@ pub use groups::{
 pub use names::GroupName;
 pub use producer_ids::{ProducerIdError, PRODUCER_ID_BLOCK};
 pub use queue::{
-    Backoff, DeadLetter, Delivery, LeaseId, PendingDelivery, QueueConfig, QueueCounters,
-    QueueError, QueuePartitionStats, QueueStats, RedriveTarget, ACK_TIMEOUT_MAX, DLQ_HEADER_PREFIX,
-    ERROR_TEXT_BYTES_MAX, MAX_DELIVERIES_MAX, NACK_DELAY_MAX, ORIGIN_OFFSET, ORIGIN_PARTITION,
-    QUEUE_WINDOW_MAX,
+    Backoff, DeadLetter, Delivery, DeliveryState, LeaseId, PendingDelivery, QueueConfig,
+    QueueCounters, QueueError, QueuePartitionStats, QueueStats, RedriveTarget, ACK_TIMEOUT_MAX,
+    DLQ_HANDLED_MAX, DLQ_HEADER_PREFIX, ERROR_TEXT_BYTES_MAX, MAX_DELIVERIES_MAX, NACK_DELAY_MAX,
+    ORIGIN_OFFSET, ORIGIN_PARTITION, QUEUE_WINDOW_MAX,
 };
 pub use read::{Entry, Payload};
 pub use settings::DEDUP_WINDOW_MAX;

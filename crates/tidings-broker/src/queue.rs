@@ -53,6 +53,10 @@ use state::QueueState;
 /// Most offsets a queue group may hold unresolved beyond its ack floor, per
 /// partition. A consumer that never acks holds back its group at this distance.
 pub const QUEUE_WINDOW_MAX: u64 = 10_000;
+/// Most dead letters a group keeps as handled one by one above its
+/// dead-letter floor (redriven because of their error while older ones
+/// wait); a redrive of some stops there until the oldest are handled.
+pub const DLQ_HANDLED_MAX: usize = 10_000;
 /// Longest ack timeout.
 pub const ACK_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 /// Most delivery attempts a group may allow.
@@ -67,6 +71,8 @@ pub const NACK_DELAY_MAX: Duration = Duration::from_secs(24 * 3600);
 const COMPACT_BYTES_MIN: u64 = 1024 * 1024;
 
 const _: () = assert!(ERROR_TEXT_BYTES_MAX < crate::journal::RECORD_BYTES_MAX / 2);
+// A record of handled dead letters (kind, count, offsets) fits a journal record.
+const _: () = assert!(8 + DLQ_HANDLED_MAX * 8 <= crate::journal::RECORD_BYTES_MAX);
 
 /// Exponential backoff between attempts, with jitter: the n-th retry waits
 /// between half and all of `min(initial × factor^(n-1), max)`.
@@ -380,6 +386,19 @@ pub struct PendingDelivery {
     pub retry_at: Option<TimestampMs>,
     /// The error of its last failed attempt (empty when none failed).
     pub last_error: String,
+}
+
+/// Where one event of a queue group's topic stands in the group, as
+/// [`Broker::delivery_state`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Acked or dead-lettered.
+    Resolved,
+    /// Delivered at least once and not resolved: leased now, or waiting for
+    /// its next attempt.
+    Pending(PendingDelivery),
+    /// Not delivered yet.
+    Waiting,
 }
 
 /// A queue group's progress and counters.

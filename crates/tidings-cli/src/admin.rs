@@ -191,6 +191,9 @@ pub(crate) enum Dlq {
         /// At most this many.
         #[arg(long)]
         max: Option<usize>,
+        /// Only those dead-lettered with exactly this error.
+        #[arg(long)]
+        error: Option<String>,
     },
     /// Drop every dead letter.
     Purge {
@@ -520,7 +523,12 @@ pub(crate) async fn dlq(ctx: &mut Ctx, d: Dlq) -> Result<()> {
                 text
             })
         }
-        Dlq::Redrive { queue, to, max } => {
+        Dlq::Redrive {
+            queue,
+            to,
+            max,
+            error,
+        } => {
             let mut progress = Progress::new("dead letters redriven", None);
             let answer = ctx
                 .client
@@ -529,6 +537,7 @@ pub(crate) async fn dlq(ctx: &mut Ctx, d: Dlq) -> Result<()> {
                     &RedriveRequest {
                         max,
                         to: to.clone(),
+                        error,
                     },
                 )
                 .await?;

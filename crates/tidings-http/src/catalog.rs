@@ -30,7 +30,7 @@ fn schema_of(registry: Option<&Registry>, subject: &str) -> Option<CatalogSchema
 }
 
 /// The catalog as it is now.
-async fn build(api: &Api) -> Result<Catalog, ApiError> {
+pub(crate) async fn build(api: &Api) -> Result<Catalog, ApiError> {
     let broker = std::sync::Arc::clone(api.broker());
     // The groups consuming each topic.
     let mut consumers: BTreeMap<String, Vec<CatalogConsumer>> = BTreeMap::new();

@@ -531,12 +531,13 @@ pub(crate) async fn redrive(
     }
     let redriven = api
         .broker()
-        .redrive_dead_letters(
+        .redrive_dead_letters_with(
             &name,
             redrive
                 .to
                 .map_or(RedriveTarget::Group, RedriveTarget::Topic),
             max,
+            redrive.error.as_deref(),
         )
         .await?;
     tracing::info!(group = %name, redriven, "dead letters redriven");

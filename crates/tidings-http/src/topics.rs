@@ -55,7 +55,7 @@ fn invalid_topic(message: String) -> ApiError {
 }
 
 /// The broker's changes for the settings a request carries.
-fn changes(settings: &TopicSettings) -> Result<TopicChanges, ApiError> {
+pub(crate) fn changes(settings: &TopicSettings) -> Result<TopicChanges, ApiError> {
     let fsync = settings
         .fsync
         .as_deref()

@@ -13,7 +13,7 @@
 //! directories ([`servers`]); PostgreSQL is the server that `TIDINGS_TEST_PG_URL`
 //! names (`scripts/bench peers` starts one).
 
-mod http;
+pub(crate) mod http;
 mod kafka;
 mod nats;
 mod postgres;

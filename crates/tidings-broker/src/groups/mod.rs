@@ -104,6 +104,10 @@ pub struct MemberDescription {
     pub topics: Vec<TopicName>,
     /// Its partitions, by topic.
     pub partitions: Vec<(TopicName, PartitionId)>,
+    /// When it was last heard from (a join, a heartbeat, a poll).
+    pub last_seen: TimestampMs,
+    /// How long it may stay silent before it is taken out of the group.
+    pub session_timeout: std::time::Duration,
 }
 
 /// A committed offset: where the group reads a partition next, and what the
@@ -944,6 +948,10 @@ impl Broker {
                         .iter()
                         .map(|(t, p)| (t.clone(), PartitionId(*p)))
                         .collect(),
+                    last_seen: TimestampMs(m.last_seen),
+                    session_timeout: std::time::Duration::from_millis(
+                        u64::try_from(m.session_ms).unwrap_or(0),
+                    ),
                 })
                 .collect(),
             partitions,

@@ -10,7 +10,9 @@
 //!   after a delivery, a failure or a release;
 //! - resolve: `2 partition:u32 offset:u64` — acked or dead-lettered;
 //! - floor: `3 partition:u32 floor:u64` — retention removed what was below;
-//! - dead-letter floor: `4 floor:u64` — dead letters below were handled.
+//! - dead-letter floor: `4 floor:u64` — dead letters below were handled;
+//! - dead letters handled: `5 count:u32 offset:u64*` — these were handled
+//!   one by one (at most `DLQ_HANDLED_MAX`).
 //!
 //! `pending` is `attempts:u32 eligible_at:i64 first_failure:i64
 //! last_failure:i64 last_error:bytes key_present:u32 [key:bytes]`, absent
@@ -23,8 +25,9 @@
 //! key_ordering:u32 dlq_floor:u64 partitions:u32` and per partition
 //! `floor:u64 cursor:u64 resolved:u32 offset:u64* pending:u32 (offset:u64
 //! pending)*`; from revision 1 the redrive lane follows, as one more
-//! partition. Revision 0 (written before the lane existed) reads as an empty
-//! lane.
+//! partition; from revision 2, `handled:u32 offset:u64*`, the dead letters
+//! above the floor handled one by one. Revision 0 (written before the lane
+//! existed) reads as an empty lane, revisions 0 and 1 with none handled so.
 
 use std::time::Duration;
 
@@ -33,17 +36,19 @@ use tidings_log::{format, limits::PARTITIONS_MAX};
 use tidings_types::TopicName;
 
 use super::state::{PartitionQueue, Pending, QueueState, LANE};
-use super::{Backoff, QueueConfig, QUEUE_WINDOW_MAX};
+use super::{Backoff, QueueConfig, DLQ_HANDLED_MAX, QUEUE_WINDOW_MAX};
 
 const STATE_MAGIC: [u8; 4] = *b"TDQS";
-/// The snapshot's revision within the format version: 1 adds the lane.
-const STATE_REVISION: u16 = 1;
+/// The snapshot's revision within the format version: 1 adds the lane, 2
+/// the dead letters handled one by one.
+const STATE_REVISION: u16 = 2;
 
 /// Journal record kinds.
 const REC_ATTEMPT: u32 = 1;
 const REC_RESOLVE: u32 = 2;
 const REC_FLOOR: u32 = 3;
 const REC_DLQ_FLOOR: u32 = 4;
+const REC_DLQ_HANDLED: u32 = 5;
 
 /// Little-endian writer.
 pub(crate) struct Out(pub(crate) Vec<u8>);
@@ -180,6 +185,16 @@ pub(crate) fn dlq_floor(floor: u64) -> Out {
     o
 }
 
+/// The record of dead letters handled one by one.
+pub(crate) fn dlq_handled(offsets: &[u64]) -> Out {
+    let mut o = Out::new(REC_DLQ_HANDLED);
+    o.u32(u32::try_from(offsets.len()).expect("bounded by DLQ_HANDLED_MAX"));
+    for offset in offsets {
+        o.u64(*offset);
+    }
+    o
+}
+
 /// Slot `p` of `state`, a partition (grown to hold it) or the lane.
 fn partition_mut(state: &mut QueueState, p: u32) -> Result<&mut PartitionQueue, String> {
     let p = p as usize;
@@ -221,7 +236,20 @@ pub(crate) fn apply(state: &mut QueueState, body: &[u8]) -> Result<(), String> {
             let low = i.u64()?;
             partition_mut(state, p)?.raise_floor(low);
         }
-        REC_DLQ_FLOOR => state.dlq_floor = state.dlq_floor.max(i.u64()?),
+        REC_DLQ_FLOOR => state.raise_dlq_floor(i.u64()?),
+        REC_DLQ_HANDLED => {
+            let n = i.count(DLQ_HANDLED_MAX as u64)?;
+            let mut offsets = Vec::with_capacity(n);
+            for _ in 0..n {
+                offsets.push(i.u64()?);
+            }
+            state.handle_dead_letters(&offsets);
+            if state.dlq_handled.len() > DLQ_HANDLED_MAX {
+                return Err(format!(
+                    "more than {DLQ_HANDLED_MAX} dead letters handled above the floor"
+                ));
+            }
+        }
         other => return Err(format!("unknown journal record kind {other}")),
     }
     if !i.0.is_empty() {
@@ -271,6 +299,10 @@ pub(crate) fn encode(
             o.u64(*off);
             encode_pending(&mut o, pe);
         }
+    }
+    o.u32(u32::try_from(state.dlq_handled.len()).expect("bounded by DLQ_HANDLED_MAX"));
+    for offset in &state.dlq_handled {
+        o.u64(*offset);
     }
     let body = o.0;
     let mut out = Vec::with_capacity(body.len() + 16);
@@ -341,6 +373,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     } else {
         PartitionQueue::default()
     };
+    let mut dlq_handled = std::collections::BTreeSet::new();
+    if revision >= 2 {
+        for _ in 0..i.count(DLQ_HANDLED_MAX as u64)? {
+            dlq_handled.insert(i.u64()?);
+        }
+    }
     if !i.0.is_empty() {
         return Err("trailing bytes after the state".into());
     }
@@ -348,7 +386,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
         generation,
         topic,
         dead_letters,
-        state: QueueState::restored(config, partitions, lane, dlq_floor),
+        state: QueueState::restored(config, partitions, lane, dlq_floor, dlq_handled),
     })
 }
 
@@ -404,6 +442,7 @@ mod tests {
             pending: [(1, pending(1, None))].into(),
         };
         s.dlq_floor = 9;
+        s.dlq_handled = [11, 14].into();
         s
     }
 
@@ -416,6 +455,45 @@ mod tests {
         assert_eq!(back.state.partitions, state().partitions);
         assert_eq!(back.state.lane, state().lane);
         assert_eq!(back.state.dlq_floor, 9);
+        assert_eq!(back.state.dlq_handled, [11, 14].into());
+    }
+
+    #[test]
+    fn a_revision_one_snapshot_reads_with_no_dead_letter_handled_alone() {
+        let (topic, dlq) = names();
+        let mut s = state();
+        s.dlq_handled.clear();
+        let two = encode(5, &topic, &dlq, &s);
+        // Revision 1 is revision 2 without the handled count at the end.
+        let mut one = two[..two.len() - 8].to_vec();
+        one.extend_from_slice(&two[two.len() - 4..]);
+        let one = altered(one, 1, b"");
+        let back = decode(&one).unwrap();
+        assert_eq!(back.state.lane, s.lane);
+        assert_eq!(back.state.dlq_floor, 9);
+        assert!(back.state.dlq_handled.is_empty());
+    }
+
+    #[test]
+    fn handled_dead_letters_replay_and_the_floor_passes_them() {
+        let mut s = QueueState::new(QueueConfig::default(), [0], 1, 1);
+        apply(&mut s, &dlq_handled(&[3, 1, 5]).0).unwrap();
+        assert_eq!((s.dlq_floor, s.dlq_handled.clone()), (0, [1, 3, 5].into()));
+        apply(&mut s, &dlq_handled(&[0, 2]).0).unwrap();
+        assert_eq!((s.dlq_floor, s.dlq_handled.clone()), (4, [5].into()));
+        apply(&mut s, &dlq_floor(7).0).unwrap();
+        assert_eq!((s.dlq_floor, s.dlq_handled.clone()), (7, [].into()));
+        // Offsets below the floor are already handled; a lower floor is no floor.
+        apply(&mut s, &dlq_handled(&[2, 8]).0).unwrap();
+        apply(&mut s, &dlq_floor(3).0).unwrap();
+        assert_eq!((s.dlq_floor, s.dlq_handled.clone()), (7, [8].into()));
+        let mut too_many = dlq_handled(&[]);
+        too_many.0.truncate(4);
+        too_many.u32(DLQ_HANDLED_MAX as u32 + 1);
+        assert!(apply(&mut s, &too_many.0)
+            .err()
+            .unwrap()
+            .contains("exceeds"));
     }
 
     /// A snapshot as written before the lane existed: revision 0, the body

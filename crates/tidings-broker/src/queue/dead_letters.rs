@@ -28,7 +28,7 @@ use tidings_log::{FsyncPolicy, Partition};
 use tidings_types::TopicName;
 
 use super::state::{Pending, LANE};
-use super::{DeadLetter, QueueError, QueueGroup};
+use super::{DeadLetter, QueueError, QueueGroup, DLQ_HANDLED_MAX};
 use crate::topics::BrokerTopic;
 use crate::{Broker, Entry, Payload, ReadError, StartPosition, TopicSpec};
 
@@ -247,9 +247,13 @@ impl Broker {
         from: Offset,
         max_bytes: usize,
     ) -> Result<Vec<DeadLetter>, QueueError> {
-        let (dlq, floor) = {
+        let (dlq, floor, handled) = {
             let g = self.queues.lock(group).await?;
-            (g.dead_letters.clone(), g.state.dlq_floor)
+            (
+                g.dead_letters.clone(),
+                g.state.dlq_floor,
+                g.state.dlq_handled.clone(),
+            )
         };
         // Retention may have removed dead letters nobody handled.
         let log_start = self
@@ -265,7 +269,11 @@ impl Broker {
             })) if requested == high_watermark => Vec::new(),
             other => other?,
         };
-        Ok(entries.into_iter().filter_map(dead_letter_of).collect())
+        Ok(entries
+            .into_iter()
+            .filter(|e| !handled.contains(&e.offset.0))
+            .filter_map(dead_letter_of)
+            .collect())
     }
 
     /// Sends up to `max` of the group's dead letters again, without their
@@ -278,6 +286,22 @@ impl Broker {
         group: &str,
         target: RedriveTarget,
         max: usize,
+    ) -> Result<usize, QueueError> {
+        self.redrive_dead_letters_with(group, target, max, None)
+            .await
+    }
+
+    /// [`redrive_dead_letters`](Self::redrive_dead_letters), of only the dead
+    /// letters whose error is `error` when one is given: those are marked
+    /// handled one by one, the older ones with other errors staying where
+    /// they are. At most [`DLQ_HANDLED_MAX`] may be handled so above the
+    /// oldest unhandled one; a redrive stops there.
+    pub async fn redrive_dead_letters_with(
+        &self,
+        group: &str,
+        target: RedriveTarget,
+        max: usize,
+        error: Option<&str>,
     ) -> Result<usize, QueueError> {
         let mut g = self.queues.lock(group).await?;
         let t = match &target {
@@ -293,18 +317,37 @@ impl Broker {
         let span = tidings_trace::redrive_span(g.dead_letters.as_str(), g.name.as_str());
         let mut contexts = Vec::new();
         let mut moved = 0;
-        let mut floor = g.state.dlq_floor.max(dlq.log_start_offset().0);
-        while moved < max && floor < dlq.high_watermark().0 {
+        let floor = g.state.dlq_floor.max(dlq.log_start_offset().0);
+        // Where the scan is; the state's floor moves only past what was handled.
+        let mut at = floor;
+        while moved < max && at < dlq.high_watermark().0 {
             let records = dlq
-                .read_records(Offset(floor), 1024 * 1024)
+                .read_records(Offset(at), 1024 * 1024)
                 .map_err(ReadError::from)?;
             let mut chunk = Vec::new();
-            let mut last = floor;
-            for r in records
-                .into_iter()
-                .filter(|r| r.offset.0 >= floor)
-                .take(max - moved)
-            {
+            let mut handled = Vec::new();
+            let mut last = at;
+            for r in records.into_iter().filter(|r| r.offset.0 >= at) {
+                if moved == max {
+                    break;
+                }
+                last = r.offset.0 + 1;
+                if g.state.dlq_is_handled(r.offset.0) {
+                    continue;
+                }
+                if let Some(wanted) = error {
+                    if dead_letter_error(&r.record).as_deref() != Some(wanted) {
+                        continue;
+                    }
+                    if g.state.dlq_handled.len() + handled.len() >= DLQ_HANDLED_MAX
+                        && r.offset.0 != g.state.dlq_floor
+                    {
+                        // No room to remember more out of order.
+                        last = r.offset.0;
+                        at = dlq.high_watermark().0;
+                        break;
+                    }
+                }
                 let mut record = r.record;
                 let origin = dead_letter_origin(&record);
                 record
@@ -326,17 +369,30 @@ impl Broker {
                 }
                 contexts.push(crate::append::record_trace_context(&record));
                 chunk.push(record);
-                last = r.offset.0 + 1;
+                handled.push(r.offset.0);
                 moved += 1;
             }
-            self.append_records(&t, chunk)
-                .instrument(span.clone())
-                .await
-                .all()
-                .map_err(|e| QueueError::DeadLetter(e.to_string()))?;
-            floor = last;
-            g.state.set_dlq_floor(floor);
-            self.stage(&mut g).await?.durable().await?;
+            if !chunk.is_empty() {
+                self.append_records(&t, chunk)
+                    .instrument(span.clone())
+                    .await
+                    .all()
+                    .map_err(|e| QueueError::DeadLetter(e.to_string()))?;
+            }
+            // Durable where they went; now marked handled. A crash between
+            // the two sends them again at the next redrive (at least once).
+            if error.is_none() {
+                g.state.set_dlq_floor(last);
+            } else if !handled.is_empty() {
+                g.state.dlq_handle(&handled);
+            }
+            if g.state.changed() {
+                self.stage(&mut g).await?.durable().await?;
+            }
+            if last <= at {
+                break;
+            }
+            at = last;
         }
         tidings_trace::link_events(&span, contexts);
         if target == RedriveTarget::Group {
@@ -386,6 +442,13 @@ impl Broker {
     }
 }
 
+/// The error a dead letter's headers name.
+fn dead_letter_error(record: &Record) -> Option<String> {
+    let header = ERROR.header();
+    let h = record.headers.iter().find(|h| h.key == header)?;
+    Some(String::from_utf8_lossy(h.value.as_deref()?).into_owned())
+}
+
 /// The partition and offset a dead letter's headers name.
 fn dead_letter_origin(record: &Record) -> Option<(u64, u64)> {
     let value = |attribute: &Attribute| -> Option<u64> {
@@ -394,6 +457,14 @@ fn dead_letter_origin(record: &Record) -> Option<(u64, u64)> {
         std::str::from_utf8(h.value.as_deref()?).ok()?.parse().ok()
     };
     Some((value(&PARTITION)?, value(&OFFSET)?))
+}
+
+impl DeadLetter {
+    /// The dead letter an entry of a dead-letter topic is, handled or not;
+    /// `None` when it carries no dead-letter attributes.
+    pub fn from_entry(entry: Entry) -> Option<DeadLetter> {
+        dead_letter_of(entry)
+    }
 }
 
 /// A dead letter read back: the event and what its dead-letter attributes say.

@@ -21,7 +21,7 @@ use tidings_types::{ErrorKind, Offset, PartitionId, TimestampMs, TopicName};
 
 use super::state::{Failure, Outcome, QueueState, LANE};
 use super::{
-    codec, first_lease, journal_error, journal_path, state_path, Delivery, LeaseId,
+    codec, first_lease, journal_error, journal_path, state_path, Delivery, DeliveryState, LeaseId,
     PendingDelivery, QueueConfig, QueueError, QueueGroup, QueuePartitionStats, QueueStats, Staged,
     ACK_TIMEOUT_MAX, COMPACT_BYTES_MIN, NACK_DELAY_MAX,
 };
@@ -660,7 +660,8 @@ impl Broker {
                 .map_err(ReadError::from)?
                 .high_watermark()
                 .0
-                .saturating_sub(g.state.dlq_floor),
+                .saturating_sub(g.state.dlq_floor)
+                .saturating_sub(g.state.dlq_handled.len() as u64),
             None => 0,
         };
         Ok(QueueStats {
@@ -724,6 +725,47 @@ impl Broker {
         });
         all.truncate(max);
         Ok((all, total))
+    }
+
+    /// Where the event at `offset` of `partition` (of the group's topic, or
+    /// `None` for the redrive lane) stands in the group. Only looks.
+    pub async fn delivery_state(
+        &self,
+        group: &str,
+        partition: Option<PartitionId>,
+        offset: Offset,
+    ) -> Result<DeliveryState, QueueError> {
+        let g = self.queues.lock(group).await?;
+        let slot = match partition {
+            Some(p) => match g.state.partitions.get(p.0 as usize) {
+                Some(pq) => pq,
+                None => return Ok(DeliveryState::Waiting),
+            },
+            None => &g.state.lane,
+        };
+        let o = offset.0;
+        if o < slot.floor || slot.resolved.contains(&o) {
+            return Ok(DeliveryState::Resolved);
+        }
+        match slot.pending.get(&o) {
+            Some(pe) if pe.attempts > 0 || pe.lease.is_some() => {
+                let lease_partition = partition.unwrap_or(partition_id(LANE));
+                Ok(DeliveryState::Pending(PendingDelivery {
+                    partition,
+                    offset,
+                    attempts: pe.attempts,
+                    lease: pe.lease.map(|(id, deadline)| {
+                        (
+                            LeaseId::from_parts(lease_partition, offset, id),
+                            TimestampMs(deadline),
+                        )
+                    }),
+                    retry_at: pe.lease.is_none().then_some(TimestampMs(pe.eligible_at)),
+                    last_error: pe.last_error.clone(),
+                }))
+            }
+            _ => Ok(DeliveryState::Waiting),
+        }
     }
 
     /// The topic a queue group consumes.

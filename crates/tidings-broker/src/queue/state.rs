@@ -128,6 +128,10 @@ pub(crate) struct QueueState {
     /// Dead letters below this offset of the dead-letter topic were redriven or
     /// purged.
     pub(crate) dlq_floor: u64,
+    /// Dead letters at or above the floor handled one by one (by a redrive
+    /// of those with one error): the floor passes each once every one below
+    /// it is handled too. At most [`super::DLQ_HANDLED_MAX`].
+    pub(crate) dlq_handled: BTreeSet<u64>,
     pub(crate) next_lease: u64,
     /// The backoff's jitter.
     pub(crate) rng: u64,
@@ -166,6 +170,7 @@ impl QueueState {
             partitions: starts.into_iter().map(PartitionQueue::from).collect(),
             lane: PartitionQueue::default(),
             dlq_floor: 0,
+            dlq_handled: BTreeSet::new(),
             next_lease: first_lease,
             rng: seed | 1,
             counters: QueueCounters::default(),
@@ -179,17 +184,21 @@ impl QueueState {
         partitions: Vec<PartitionQueue>,
         lane: PartitionQueue,
         dlq_floor: u64,
+        dlq_handled: BTreeSet<u64>,
     ) -> QueueState {
-        QueueState {
+        let mut state = QueueState {
             config,
             partitions,
             lane,
             dlq_floor,
+            dlq_handled,
             next_lease: 1,
             rng: 0x9e37_79b9,
             counters: QueueCounters::default(),
             records: Vec::new(),
-        }
+        };
+        state.raise_dlq_floor(dlq_floor);
+        state
     }
 
     /// Slot `p`: a partition, or the lane.
@@ -498,8 +507,39 @@ impl QueueState {
 
     /// Marks the dead letters below `floor` handled (redriven or purged).
     pub(crate) fn set_dlq_floor(&mut self, floor: u64) {
-        self.dlq_floor = floor;
+        self.raise_dlq_floor(floor);
         self.note(codec::dlq_floor(floor));
+    }
+
+    /// Marks the dead letters at `offsets` handled, each on its own (a
+    /// redrive of some of them).
+    pub(crate) fn dlq_handle(&mut self, offsets: &[u64]) {
+        self.handle_dead_letters(offsets);
+        self.note(codec::dlq_handled(offsets));
+    }
+
+    /// The floor raised to `floor` (never lowered), past every dead letter
+    /// handled on its own right above it.
+    pub(crate) fn raise_dlq_floor(&mut self, floor: u64) {
+        self.dlq_floor = self.dlq_floor.max(floor);
+        let below = self.dlq_floor;
+        self.dlq_handled.retain(|o| *o >= below);
+        while self.dlq_handled.remove(&self.dlq_floor) {
+            self.dlq_floor += 1;
+        }
+    }
+
+    /// `offsets` handled, without a journal record (as replayed).
+    pub(crate) fn handle_dead_letters(&mut self, offsets: &[u64]) {
+        let floor = self.dlq_floor;
+        self.dlq_handled
+            .extend(offsets.iter().copied().filter(|o| *o >= floor));
+        self.raise_dlq_floor(floor);
+    }
+
+    /// Whether the dead letter at `offset` was handled.
+    pub(crate) fn dlq_is_handled(&self, offset: u64) -> bool {
+        offset < self.dlq_floor || self.dlq_handled.contains(&offset)
     }
 
     /// Leases held now.
@@ -567,15 +607,41 @@ mod tests {
 
     #[derive(Clone, Debug)]
     enum Op {
-        Append { p: usize, key: Option<u8> },
-        Receive { max: usize },
-        Ack { which: usize },
-        Nack { which: usize, delay_ms: Option<u64> },
-        Reject { which: usize },
-        Release { which: usize },
-        Extend { which: usize, ms: i64 },
-        Redrive { max: usize },
-        Advance { ms: i64 },
+        Append {
+            p: usize,
+            key: Option<u8>,
+        },
+        Receive {
+            max: usize,
+        },
+        Ack {
+            which: usize,
+        },
+        Nack {
+            which: usize,
+            delay_ms: Option<u64>,
+        },
+        Reject {
+            which: usize,
+        },
+        Release {
+            which: usize,
+        },
+        Extend {
+            which: usize,
+            ms: i64,
+        },
+        Redrive {
+            max: usize,
+        },
+        /// A redrive of only the dead letters whose key's parity is this.
+        RedriveSome {
+            max: usize,
+            parity: u8,
+        },
+        Advance {
+            ms: i64,
+        },
         Expire,
         Restart,
     }
@@ -591,6 +657,7 @@ mod tests {
             1 => (0..8usize).prop_map(|which| Op::Release { which }),
             1 => (0..8usize, 1..500i64).prop_map(|(which, ms)| Op::Extend { which, ms }),
             1 => (1..4usize).prop_map(|max| Op::Redrive { max }),
+            1 => (1..4usize, 0..2u8).prop_map(|(max, parity)| Op::RedriveSome { max, parity }),
             2 => (1..400i64).prop_map(|ms| Op::Advance { ms }),
             1 => Just(Op::Expire),
             1 => Just(Op::Restart),
@@ -627,6 +694,8 @@ mod tests {
         model: Vec<BTreeMap<u64, Status>>,
         /// The dead-letter topic: the key of each dead letter.
         dlq: Vec<Option<Bytes>>,
+        /// Whether each dead letter was redriven.
+        redriven: Vec<bool>,
         /// Leases handed out and not answered, in order.
         leases: Vec<LeaseId>,
         now: i64,
@@ -655,6 +724,7 @@ mod tests {
                 log: vec![Vec::new(); PARTITIONS + 1],
                 model: vec![BTreeMap::new(); PARTITIONS + 1],
                 dlq: Vec::new(),
+                redriven: Vec::new(),
                 leases: Vec::new(),
                 now: 1_000_000,
                 journal: Vec::new(),
@@ -722,8 +792,26 @@ mod tests {
                     self.state.dead_lettered(p, off);
                     self.model[s].insert(off, Status::DeadLettered);
                     self.dlq.push(self.log[s][off as usize].clone());
+                    self.redriven.push(false);
                 }
             }
+        }
+
+        /// Dead letter `i` appended to the retry topic.
+        fn redrive(&mut self, i: usize) {
+            assert!(!self.redriven[i], "dead letter {i} redriven twice");
+            self.redriven[i] = true;
+            let key = self.dlq[i].clone();
+            self.log[LANE_SLOT].push(key);
+            let off = self.log[LANE_SLOT].len() as u64 - 1;
+            self.model[LANE_SLOT].insert(
+                off,
+                Status::Pending {
+                    attempts: 0,
+                    leased: false,
+                    voided: 0,
+                },
+            );
         }
 
         fn pick(&mut self, which: usize) -> Option<LeaseId> {
@@ -829,24 +917,33 @@ mod tests {
                     }
                 }
                 Op::Redrive { max } => {
-                    // As the broker does: the dead letters after the floor go
-                    // to the retry topic, then the floor moves past them.
-                    let floor = self.state.dlq_floor as usize;
-                    let end = (floor + max).min(self.dlq.len());
-                    for i in floor..end {
-                        let key = self.dlq[i].clone();
-                        self.log[LANE_SLOT].push(key);
-                        let off = self.log[LANE_SLOT].len() as u64 - 1;
-                        self.model[LANE_SLOT].insert(
-                            off,
-                            Status::Pending {
-                                attempts: 0,
-                                leased: false,
-                                voided: 0,
-                            },
-                        );
+                    // As the broker does: the dead letters after the floor
+                    // not yet handled go to the retry topic, then the floor
+                    // moves past the last one.
+                    let mut end = self.state.dlq_floor as usize;
+                    let mut moved = 0;
+                    while end < self.dlq.len() && moved < max {
+                        if !self.state.dlq_is_handled(end as u64) {
+                            self.redrive(end);
+                            moved += 1;
+                        }
+                        end += 1;
                     }
                     self.state.set_dlq_floor(end as u64);
+                }
+                Op::RedriveSome { max, parity } => {
+                    // Only those of one kind, each marked handled on its own.
+                    let parity_of = |key: &Option<Bytes>| key.as_ref().map_or(0, |k| k[0] % 2);
+                    let picked: Vec<usize> = (self.state.dlq_floor as usize..self.dlq.len())
+                        .filter(|&i| !self.state.dlq_is_handled(i as u64))
+                        .filter(|&i| parity_of(&self.dlq[i]) == parity)
+                        .take(max)
+                        .collect();
+                    for &i in &picked {
+                        self.redrive(i);
+                    }
+                    let offsets: Vec<u64> = picked.iter().map(|&i| i as u64).collect();
+                    self.state.dlq_handle(&offsets);
                 }
                 Op::Advance { ms } => self.now += ms,
                 Op::Expire => {
@@ -885,6 +982,7 @@ mod tests {
                     };
                     assert_eq!(delivered(&rebuilt), delivered(&self.state));
                     assert_eq!(rebuilt.dlq_floor, self.state.dlq_floor);
+                    assert_eq!(rebuilt.dlq_handled, self.state.dlq_handled);
                     // Leases die with a restart.
                     self.leases.clear();
                     for statuses in &mut self.model {
@@ -950,12 +1048,32 @@ mod tests {
                 let end = self.log[s].len() as u64;
                 assert_eq!(pq.floor, lowest_unresolved.unwrap_or(end), "floor of {s}");
             }
-            let redriven = self.log[LANE_SLOT].len() as u64;
+            // Each dead letter redriven at most once, and the state knows
+            // which: the floor is the first one not redriven, and those
+            // above it that were are the ones it keeps as handled.
+            let redriven = self.redriven.iter().filter(|r| **r).count();
             assert_eq!(
-                self.state.dlq_floor, redriven,
-                "each dead letter redriven once"
+                self.log[LANE_SLOT].len(),
+                redriven,
+                "a redrive appends each once"
             );
-            assert!(self.state.dlq_floor <= self.dlq.len() as u64);
+            let first_waiting = self
+                .redriven
+                .iter()
+                .position(|r| !r)
+                .unwrap_or(self.dlq.len());
+            assert_eq!(
+                self.state.dlq_floor, first_waiting as u64,
+                "the dead-letter floor"
+            );
+            let above: BTreeSet<u64> = (first_waiting..self.dlq.len())
+                .filter(|&i| self.redriven[i])
+                .map(|i| i as u64)
+                .collect();
+            assert_eq!(
+                self.state.dlq_handled, above,
+                "dead letters handled one by one"
+            );
         }
     }
 

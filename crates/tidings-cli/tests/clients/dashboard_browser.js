@@ -30,6 +30,11 @@ const PAGES = [
   ['queue', '/ui/queues/shipping'],
   ['dead-letter', '/ui/queues/shipping/dead-letters/0'],
   ['help', '/ui/help'],
+  ['store', '/ui/store'],
+  ['stream', '/ui/streams/order-7'],
+  ['catalog', '/ui/catalog'],
+  ['journey', '/ui/journey?id=order-1'],
+  ['audit', '/ui/audit'],
 ];
 
 async function axe(page) {
@@ -125,6 +130,31 @@ async function main() {
     // Pausing closes the stream.
     await page.keyboard.press('p');
     out.tail.paused = await page.getAttribute('[data-tail]', 'aria-pressed');
+
+    // A redrive of the dead letters with one error: two more dead letters
+    // with another error, then those redriven from the queue's page.
+    const api = async (path, body) => page.evaluate(async ([url, body]) => {
+      const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: r.status, json: r.status === 204 ? null : await r.json() };
+    }, [base + path, body]);
+    const got = await api('/v1/queues/shipping/receive?max=2', {});
+    for (const d of got.json.deliveries) {
+      await api(`/v1/queues/shipping/leases/${d.lease}/reject`, { reason: 'carrier down' });
+    }
+    const deadCount = async () => {
+      await page.goto(base + '/ui/queues');
+      return (await page.textContent('#queues tbody tr:first-child td:nth-child(6)')).trim();
+    };
+    out.redrive = { before: await deadCount() };
+    await page.goto(base + '/ui/queues/shipping');
+    out.redrive.errors_before = await page.locator('#dead-letters table:first-of-type tbody th').allTextContents();
+    await Promise.all([page.waitForNavigation(), page.click('#dead-letters tr:has-text("carrier down") a:has-text("Redrive these")')]);
+    out.redrive.preview = await page.textContent('ul.consequences');
+    await Promise.all([page.waitForNavigation(), page.click('form.confirm button[type=submit]')]);
+    out.redrive.outcome = await page.textContent('[role=status]');
+    out.redrive.after = await deadCount();
+    await page.goto(base + '/ui/queues/shipping');
+    out.redrive.errors_after = await page.locator('#dead-letters table:first-of-type tbody th').allTextContents();
 
     // Keyboard: ? opens the help, Escape closes it, g goes to the go-to field.
     await page.goto(base + '/ui');

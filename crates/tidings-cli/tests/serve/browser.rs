@@ -23,7 +23,7 @@ fn every_page_works_in_chromium_and_axe_finds_nothing() {
     let errors = out["errors"].as_array().unwrap();
     assert!(errors.is_empty(), "the browser saw errors: {errors:#?}");
     let pages = out["pages"].as_object().unwrap();
-    assert_eq!(pages.len(), 22, "{out:#}");
+    assert_eq!(pages.len(), 32, "{out:#}");
     let mut backgrounds = std::collections::BTreeMap::new();
     let mut found = Vec::new();
     for (name, seen) in pages {
@@ -69,6 +69,28 @@ fn every_page_works_in_chromium_and_axe_finds_nothing() {
     assert_eq!(tail["published"], 200, "{tail}");
     assert_eq!(tail["tailed"], true, "{tail}");
     assert_eq!(tail["paused"], "false", "{tail}");
+
+    let redrive = &out["redrive"];
+    assert_eq!(redrive["before"], "3", "{redrive}");
+    assert_eq!(
+        redrive["errors_before"],
+        serde_json::json!(["carrier down", "address unknown: no such street"]),
+        "{redrive}"
+    );
+    assert!(
+        redrive["preview"]
+            .as_str()
+            .unwrap()
+            .contains("2 of the 2 dead letters with the error \"carrier down\""),
+        "{redrive}"
+    );
+    assert_eq!(redrive["outcome"], "done: 2 redriven", "{redrive}");
+    assert_eq!(redrive["after"], "1", "{redrive}");
+    assert_eq!(
+        redrive["errors_after"],
+        serde_json::json!(["address unknown: no such street"]),
+        "{redrive}"
+    );
 
     let keys = &out["keys"];
     assert_eq!(keys["help_open"], true, "{keys}");

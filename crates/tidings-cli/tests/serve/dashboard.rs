@@ -166,6 +166,24 @@ pub(crate) fn seeded(dir: &std::path::Path, extra: &[&str]) -> Server {
         &json!({"reason": "address unknown: no such street"}),
     );
     assert_eq!(rejected.status, 204, "{}", rejected.text);
+    // A stream of the event store, appended to three times.
+    for (version, ty) in ["order.placed", "payment.requested", "order.paid"]
+        .iter()
+        .enumerate()
+    {
+        let appended = call(
+            "POST",
+            &server.url("/v1/streams/order-7/events"),
+            &[
+                ("content-type", "application/cloudevents-batch+json"),
+                ("tidings-expected-version", "any"),
+            ],
+            json!([{"specversion": "1.0", "id": format!("o7-{version}"), "source": "/shop", "type": ty, "data": {"order": 7}}])
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(appended.status, 200, "{}", appended.text);
+    }
     server
 }
 
@@ -226,6 +244,10 @@ fn every_page_reached_from_the_overview_answers_html_under_its_policy() {
         "/ui/queues/shipping",
         "/ui/queues/shipping/dead-letters/0",
         "/ui/help",
+        "/ui/store",
+        "/ui/streams/order-7",
+        "/ui/catalog",
+        "/ui/journey",
     ] {
         assert!(
             seen.contains(expected),
@@ -412,44 +434,18 @@ fn browsing_consumes_nothing() {
 fn the_live_tail_streams_new_events_as_rows() {
     let dir = tempfile::tempdir().unwrap();
     let server = seeded(dir.path(), &[]);
-    let url = server.url("/ui/topics/orders/tail?type=order.shipped");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        let request = ureq::http::Request::builder()
-            .uri(url)
-            .header("accept", "text/event-stream")
-            .body(Vec::new())
-            .unwrap();
-        let response = crate::support::agent().run(request).unwrap();
-        let reader = BufReader::new(response.into_body().into_reader());
-        for line in reader.lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    // The stream is open once the server counts it.
+    let lines = event_stream(server.url("/ui/topics/orders/tail?type=order.shipped"));
+    // The tail starts where the topic ended when it was opened, which the
+    // log's line for the request follows.
     eventually("the tail is open", || {
         server.logs().contains("path=/ui/topics/orders/tail")
     });
-    std::thread::sleep(Duration::from_millis(300));
     publish(
         &server,
         "orders",
         &[order(100, "order.placed"), order(101, "order.shipped")],
     );
-    let mut lines = Vec::new();
-    let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(20) {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            lines.push(line);
-            if lines.iter().any(|l| l.contains("order-101")) {
-                break;
-            }
-        }
-    }
-    let text = lines.join("\n");
+    let text = lines_until(&lines, "order-101");
     assert!(text.contains("order-101"), "{text}");
     assert!(
         text.contains("<tr>") && text.contains("order.shipped"),
@@ -671,7 +667,10 @@ fn changes_preview_confirm_and_are_audited() {
 
     // Redrive one dead letter to the queue: the preview counts it first.
     let preview = page(&server.url("/ui/queues/shipping/redrive?max=5")).text;
-    assert!(preview.contains("1 of its 1 dead letters"), "{preview}");
+    assert!(
+        preview.contains("1 of its 1 dead letters, oldest first"),
+        "{preview}"
+    );
     let redriven = post_form(&server, "/ui/queues/shipping/redrive", "max=5", None);
     assert!(
         redriven.text.contains("done: 1 redriven"),
@@ -875,4 +874,231 @@ fn a_user_sees_and_is_offered_only_what_their_permissions_allow() {
     assert_eq!(as_viewer("/ui/audit").status, 403);
     let audit = as_admin("/ui/audit").text;
     assert!(audit.contains("User:admin"), "{audit}");
+}
+
+/// A redrive of the dead letters with one error sends those alone, and the
+/// queue's counts and groups change by them only.
+#[test]
+fn a_redrive_of_one_error_changes_only_its_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = seeded(dir.path(), &[]);
+    let got = post_json(&server.url("/v1/queues/shipping/receive?max=2"), &json!({}));
+    for d in got.json["deliveries"].as_array().unwrap() {
+        let lease = d["lease"].as_str().unwrap();
+        let rejected = post_json(
+            &server.url(&format!("/v1/queues/shipping/leases/{lease}/reject")),
+            &json!({"reason": "carrier down"}),
+        );
+        assert_eq!(rejected.status, 204, "{}", rejected.text);
+    }
+    let queue = page(&server.url("/ui/queues/shipping")).text;
+    assert!(
+        queue.contains("/ui/queues/shipping/redrive?error=carrier+down"),
+        "{queue}"
+    );
+    let preview = page(&server.url("/ui/queues/shipping/redrive?error=carrier+down")).text;
+    assert!(
+        preview
+            .contains("2 of the 2 dead letters with the error &#34;carrier down&#34; (3 in all)"),
+        "{preview}"
+    );
+    assert!(
+        preview.contains("&#34;error&#34;:&#34;carrier down&#34;"),
+        "the curl carries it: {preview}"
+    );
+    let done = post_form(
+        &server,
+        "/ui/queues/shipping/redrive",
+        "max=&error=carrier+down",
+        None,
+    );
+    assert!(done.text.contains("done: 2 redriven"), "{}", done.text);
+    let after = get(&server.url("/v1/queues/shipping")).json;
+    assert_eq!(after["dead_letters"], 1, "{after}");
+    let left = get(&server.url("/v1/queues/shipping/dead-letters")).json;
+    assert_eq!(
+        left["dead_letters"][0]["error"], "address unknown: no such street",
+        "{left}"
+    );
+    let queue = page(&server.url("/ui/queues/shipping")).text;
+    assert!(!queue.contains("carrier down"), "{queue}");
+    // The API takes the same filter.
+    let none = post_json(
+        &server.url("/v1/queues/shipping/dead-letters/redrive"),
+        &json!({"error": "carrier down"}),
+    );
+    assert_eq!(none.json["redriven"], 0, "{}", none.text);
+}
+
+/// The event store's pages: `$all` newest last, a category, a stream as a
+/// timeline with the gaps between its events, and the follow stream.
+#[test]
+fn the_event_store_shows_all_a_category_and_a_stream_as_a_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = seeded(dir.path(), &[]);
+    let all = page(&server.url("/ui/store")).text;
+    for id in ["o7-0", "o7-1", "o7-2"] {
+        assert!(all.contains(id), "{id}: {all}");
+    }
+    assert!(all.contains("href=\"/ui/streams/order-7\""), "{all}");
+    let category = page(&server.url("/ui/store?category=order")).text;
+    assert!(category.contains("o7-2"), "{category}");
+    let other = page(&server.url("/ui/store?category=payment")).text;
+    assert!(!other.contains("o7-2"), "{other}");
+    let bad = page(&server.url("/ui/store?category=a-b"));
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    let stream = page(&server.url("/ui/streams/order-7")).text;
+    assert!(stream.contains("<svg class=\"timeline\""), "{stream}");
+    assert!(stream.contains("3 events of order-7 over"), "{stream}");
+    assert_eq!(stream.matches("<circle").count(), 3, "{stream}");
+    for ty in ["order.placed", "payment.requested", "order.paid"] {
+        assert!(stream.contains(ty), "{ty}");
+    }
+    assert!(
+        stream.contains(">+"),
+        "the gap since the event before: {stream}"
+    );
+    // The follow stream sends a row for each event appended from then on.
+    let lines = event_stream(server.url("/ui/store/follow"));
+    crate::support::eventually("the follow is open", || {
+        server.logs().contains("path=/ui/store/follow")
+    });
+    let appended = call(
+        "POST",
+        &server.url("/v1/streams/order-8/events"),
+        &[("content-type", "application/cloudevents-batch+json")],
+        json!([{"specversion": "1.0", "id": "o8-0", "source": "/shop", "type": "order.placed"}])
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(appended.status, 200, "{}", appended.text);
+    let text = lines_until(&lines, "o8-0");
+    assert!(text.contains("href=\"/ui/streams/order-8\""), "{text}");
+    assert!(!text.contains("o7-0"), "it starts at the end: {text}");
+}
+
+/// The lines of a Server-Sent Events stream, read on a thread.
+fn event_stream(url: String) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let request = ureq::http::Request::builder()
+            .uri(url)
+            .header("accept", "text/event-stream")
+            .body(Vec::new())
+            .unwrap();
+        let response = crate::support::agent().run(request).unwrap();
+        let reader = BufReader::new(response.into_body().into_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// What `lines` brought until one held `needle` (or 20 s passed).
+fn lines_until(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let mut seen = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            let found = line.contains(needle);
+            seen.push(line);
+            if found {
+                break;
+            }
+        }
+    }
+    seen.join("\n")
+}
+
+/// One event's journey: published to a topic, not consumed by the stream
+/// group that stopped before it, dead-lettered by the queue with its error,
+/// then redriven and waiting in the queue's lane.
+#[test]
+fn an_events_journey_goes_from_topic_to_dead_letter_and_redrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = seeded(dir.path(), &[]);
+    let dead = get(&server.url("/v1/queues/shipping/dead-letters")).json;
+    let id = dead["dead_letters"][0]["event"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let journey = page(&server.url(&format!("/ui/journey?id={id}"))).text;
+    assert!(
+        journey.contains(
+            "dead-lettered by queue shipping after 1 attempt: address unknown: no such street"
+        ),
+        "{journey}"
+    );
+    assert!(journey.contains("stream group billing"), "{journey}");
+    assert!(
+        journey.contains("queue shipping</a>: acked (or dead-lettered"),
+        "{journey}"
+    );
+    assert!(
+        journey.contains("/ui/queues/shipping/dead-letters/0"),
+        "{journey}"
+    );
+    let redriven = post_json(
+        &server.url("/v1/queues/shipping/dead-letters/redrive"),
+        &json!({}),
+    );
+    assert_eq!(redriven.json["redriven"], 1, "{}", redriven.text);
+    let journey = page(&server.url(&format!("/ui/journey?id={id}"))).text;
+    assert!(journey.contains(">redrive<"), "{journey}");
+    assert!(
+        journey.contains("redriven to it; not delivered yet"),
+        "{journey}"
+    );
+    // Found from the event's own page, and nothing for an unknown id.
+    let none = page(&server.url("/ui/journey?id=nobody")).text;
+    assert!(none.contains("No event with the id"), "{none}");
+    let event = page(&server.url("/ui/topics/orders/events/0/0")).text;
+    assert!(event.contains("/ui/journey?id=order-"), "{event}");
+}
+
+/// The catalog lists each topic's types with their counts; a member's page
+/// row says when it was last heard from; a topic's settings change from its
+/// page.
+#[test]
+fn the_catalog_members_and_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = seeded(dir.path(), &[]);
+    crate::support::eventually("the catalog scanned the topics", || {
+        let catalog = page(&server.url("/ui/catalog")).text;
+        catalog.contains(">order.cancelled</a>") && catalog.contains(">10<")
+    });
+    let joined = post_json(
+        &server.url("/v1/groups/billing/members"),
+        &json!({"topic": "orders"}),
+    );
+    assert_eq!(joined.status, 201, "{}", joined.text);
+    let group = page(&server.url("/ui/groups/billing")).text;
+    assert!(group.contains("ago (session"), "{group}");
+    let changed = post_form(
+        &server,
+        "/ui/topics/audit/settings",
+        "partitions=2&retention_ms=86400000&dedup_window_ms=none&schema_validation=",
+        None,
+    );
+    assert!(
+        changed.text.contains("done: now 2 partitions"),
+        "{}",
+        changed.text
+    );
+    let described = get(&server.url("/v1/topics/audit")).json;
+    assert_eq!(
+        described["config"]["retention_ms"], 86_400_000,
+        "{described}"
+    );
+    assert_eq!(
+        described["config"]["dedup_window_ms"],
+        Value::Null,
+        "{described}"
+    );
+    let refused = post_form(&server, "/ui/topics/audit/settings", "partitions=1", None);
+    assert_eq!(refused.status, 400, "{}", refused.text);
 }

@@ -177,6 +177,109 @@ pub(crate) async fn create_topic(
     .await
 }
 
+#[derive(serde::Deserialize)]
+struct SettingsForm {
+    #[serde(default)]
+    partitions: String,
+    #[serde(default)]
+    retention_ms: String,
+    #[serde(default)]
+    retention_bytes: String,
+    #[serde(default)]
+    dedup_window_ms: String,
+    #[serde(default)]
+    fsync: String,
+    #[serde(default)]
+    schema_validation: String,
+}
+
+/// A number field of the settings form: empty leaves it, `none` turns it off.
+fn setting(name: &str, text: &str) -> Result<Option<Option<u64>>, ApiError> {
+    match text.trim() {
+        "" => Ok(None),
+        "none" => Ok(Some(None)),
+        t => t.parse::<u64>().map(|n| Some(Some(n))).map_err(|_| {
+            ApiError::invalid_request(format!(
+                "{name} {t:?}: give a number, none to turn it off, or nothing to leave it"
+            ))
+        }),
+    }
+}
+
+/// `POST /ui/topics/{topic}/settings`: changes a topic's settings, as
+/// `PATCH /v1/topics/{topic}` does (`AlterConfigs`, and `Alter` to add
+/// partitions).
+pub(crate) async fn alter_topic(
+    State(api): State<Api>,
+    chrome: Chrome,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let f: SettingsForm = match form(&chrome, &headers, &body) {
+        Ok(f) => f,
+        Err(e) => return chrome.error(e),
+    };
+    if !chrome.may_change(ResourceType::Topic, &name, Operation::AlterConfigs) {
+        return chrome.refuse(ResourceType::Topic, &name, Operation::AlterConfigs);
+    }
+    if !f.partitions.trim().is_empty()
+        && !chrome.may_change(ResourceType::Topic, &name, Operation::Alter)
+    {
+        return chrome.refuse(ResourceType::Topic, &name, Operation::Alter);
+    }
+    let settings = (|| {
+        Ok::<_, ApiError>(tidings_api::TopicSettings {
+            partitions: setting("partitions", &f.partitions)?
+                .flatten()
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            retention_ms: setting("retention_ms", &f.retention_ms)?,
+            retention_bytes: setting("retention_bytes", &f.retention_bytes)?,
+            dedup_window_ms: setting("dedup_window_ms", &f.dedup_window_ms)?,
+            fsync: Some(f.fsync.trim().to_owned()).filter(|s| !s.is_empty()),
+            schema_validation: Some(f.schema_validation.trim().to_owned())
+                .filter(|s| !s.is_empty()),
+            segment_bytes: None,
+        })
+    })();
+    let detail = format!(
+        "partitions {:?}, retention_ms {:?}, retention_bytes {:?}, dedup_window_ms {:?}, fsync {:?}, schema_validation {:?}",
+        f.partitions.trim(),
+        f.retention_ms.trim(),
+        f.retention_bytes.trim(),
+        f.dedup_window_ms.trim(),
+        f.fsync.trim(),
+        f.schema_validation.trim()
+    );
+    let result = match settings.and_then(|s| crate::topics::changes(&s)) {
+        Err(e) => Err(e),
+        Ok(changes) => {
+            let broker = Arc::clone(api.broker());
+            let n = name.clone();
+            blocking(move || {
+                let t = broker.alter_topic(&n, changes)?;
+                Ok(format!(
+                    "now {} partitions, fsync {}, schema validation {}",
+                    t.spec.log.partitions,
+                    t.spec.log.fsync,
+                    t.spec.schema_validation.as_str()
+                ))
+            })
+            .await
+        }
+    };
+    finish(
+        &api,
+        chrome,
+        "change topic settings",
+        format!("topic {name}"),
+        detail,
+        result,
+        (format!("/ui/topics/{name}"), format!("Topic {name}")),
+    )
+    .await
+}
+
 #[derive(Template)]
 #[template(path = "ui/confirm.html")]
 struct ConfirmPage {
@@ -541,6 +644,8 @@ pub(crate) struct RedriveQuery {
     max: String,
     #[serde(default)]
     to: String,
+    #[serde(default)]
+    error: String,
 }
 
 /// What a redrive form asks: how many at most, and where to.
@@ -590,11 +695,30 @@ pub(crate) async fn redrive_preview(
         Ok(s) => s,
         Err(e) => return chrome.error(e.into()),
     };
-    let n = max.map_or(stats.dead_letters, |m| (m as u64).min(stats.dead_letters));
+    let error = q.error.clone();
+    // With an error: how many dead letters carry it (among the oldest
+    // 10 000, which the queue's page groups).
+    let eligible = if error.is_empty() {
+        stats.dead_letters
+    } else {
+        match super::queues::read_dead_letters(&api, &queue).await {
+            Ok((letters, _)) => letters.iter().filter(|l| l.error == error).count() as u64,
+            Err(e) => return chrome.error(e),
+        }
+    };
+    let n = max.map_or(eligible, |m| (m as u64).min(eligible));
+    let which = if error.is_empty() {
+        format!("its {} dead letters", count(stats.dead_letters))
+    } else {
+        format!(
+            "the {} dead letters with the error {error:?} ({} in all)",
+            count(eligible),
+            count(stats.dead_letters)
+        )
+    };
     let mut consequences = vec![format!(
-        "{} of its {} dead letters, oldest first, {}.",
+        "{} of {which}, oldest first, {}.",
         count(n),
-        count(stats.dead_letters),
         match &to {
             None => format!("are delivered again to {queue} alone (through its retry lane), with fresh attempts"),
             Some(t) => format!("are published to topic {t}, for every consumer of it"),
@@ -612,12 +736,18 @@ pub(crate) async fn redrive_preview(
     if let Some(t) = &to {
         fields.push(("to".to_owned(), t.clone()));
     }
+    if !error.is_empty() {
+        fields.push(("error".to_owned(), error.clone()));
+    }
     let mut body = serde_json::Map::new();
     if let Some(m) = max {
         body.insert("max".into(), m.into());
     }
     if let Some(t) = &to {
         body.insert("to".into(), t.clone().into());
+    }
+    if !error.is_empty() {
+        body.insert("error".into(), error.clone().into());
     }
     html(&ConfirmPage {
         heading: format!("Redrive dead letters of {queue}?"),
@@ -642,6 +772,8 @@ struct RedriveForm {
     max: String,
     #[serde(default)]
     to: String,
+    #[serde(default)]
+    error: String,
 }
 
 /// `POST /ui/queues/{queue}/redrive`.
@@ -672,11 +804,12 @@ pub(crate) async fn redrive(
                 Err(e) => Err(e),
                 Ok(()) => api
                     .broker()
-                    .redrive_dead_letters(
+                    .redrive_dead_letters_with(
                         &queue,
                         to.clone()
                             .map_or(RedriveTarget::Group, RedriveTarget::Topic),
                         max.unwrap_or(usize::MAX),
+                        Some(f.error.as_str()).filter(|e| !e.is_empty()),
                     )
                     .await
                     .map(|n| format!("{} redriven", count(n as u64)))
@@ -690,7 +823,7 @@ pub(crate) async fn redrive(
         "redrive dead letters",
         format!("queue {queue}"),
         format!(
-            "max {}, to {}",
+            "max {}, to {}{}",
             if f.max.trim().is_empty() {
                 "all"
             } else {
@@ -700,6 +833,11 @@ pub(crate) async fn redrive(
                 "the group"
             } else {
                 f.to.trim()
+            },
+            if f.error.is_empty() {
+                String::new()
+            } else {
+                format!(", only with the error {:?}", f.error)
             }
         ),
         result,

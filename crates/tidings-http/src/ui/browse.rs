@@ -643,6 +643,7 @@ struct EventPage {
     curl: String,
     kcat: Option<String>,
     json: String,
+    journey: Option<String>,
 }
 
 /// `GET /ui/topics/{topic}/events/{partition}/{offset}`: one event, all of it.
@@ -748,6 +749,7 @@ pub(crate) async fn event(
     let link = |o: u64| format!("/ui/topics/{topic}/events/{partition}/{o}");
     let context = &chrome.context;
     html(&EventPage {
+        journey: shown.id.as_deref().map(super::journey::href),
         previous: (offset > low.0).then(|| link(offset - 1)),
         next: (offset + 1 < high.0).then(|| link(offset + 1)),
         curl: format!(

@@ -152,6 +152,8 @@ struct MemberRow {
     client: String,
     topics: String,
     partitions: String,
+    heard: String,
+    late: bool,
 }
 
 struct LagRow {
@@ -248,6 +250,14 @@ pub(crate) async fn detail(
         .members
         .iter()
         .map(|m| MemberRow {
+            heard: format!(
+                "{} ago (session {})",
+                duration_ms(u64::try_from(now.0 - m.last_seen.0).unwrap_or(0)),
+                duration_ms(u64::try_from(m.session_timeout.as_millis()).unwrap_or(u64::MAX))
+            ),
+            // Past half its session without a word: it may be about to go.
+            late: u128::try_from(now.0 - m.last_seen.0).unwrap_or(0) * 2
+                > m.session_timeout.as_millis(),
             member: m.member.clone(),
             client: m.client.clone(),
             topics: m

@@ -43,11 +43,14 @@ pub use history::SAMPLE_EVERY as HISTORY_SAMPLE_EVERY;
 mod actions;
 mod audit;
 mod browse;
+mod catalog;
 mod format;
 mod groups;
 mod history;
+mod journey;
 mod overview;
 mod queues;
+mod store;
 mod topics;
 
 /// How `tidings serve` serves the dashboard: settings of `tidings serve`,
@@ -145,6 +148,7 @@ pub(crate) fn routes() -> Router<Api> {
         .route("/audit", get(actions::audit))
         .route("/topics", get(topics::list).post(actions::create_topic))
         .route("/topics/{topic}", get(topics::detail))
+        .route("/topics/{topic}/settings", post(actions::alter_topic))
         .route(
             "/topics/{topic}/delete",
             get(actions::delete_topic_preview).post(actions::delete_topic),
@@ -159,6 +163,11 @@ pub(crate) fn routes() -> Router<Api> {
         )
         .route("/topics/{topic}/export", get(browse::export))
         .route("/topics/{topic}/tail", get(browse::tail))
+        .route("/journey", get(journey::page))
+        .route("/catalog", get(catalog::page))
+        .route("/store", get(store::all))
+        .route("/store/follow", get(store::follow))
+        .route("/streams/{stream}", get(store::stream))
         .route("/groups", get(groups::list))
         .route("/groups/{group}", get(groups::detail))
         .route(
@@ -208,15 +217,32 @@ impl Chrome {
     /// page is in it.
     pub(crate) fn nav(&self) -> Vec<(&'static str, &'static str, bool)> {
         let path = self.here.split('?').next().unwrap_or("");
+        // A stream's page is in the event store's section.
+        let path = if path.starts_with("/ui/streams/") {
+            "/ui/store"
+        } else {
+            path
+        };
         [
             ("/ui", "Overview"),
             ("/ui/topics", "Topics"),
             ("/ui/groups", "Stream groups"),
             ("/ui/queues", "Queues"),
+            ("/ui/store", "Event store"),
+            ("/ui/catalog", "Catalog"),
+            ("/ui/journey", "Journey"),
             ("/ui/audit", "Audit log"),
         ]
         .into_iter()
-        .filter(|(href, _)| *href != "/ui/audit" || self.may_audit())
+        .filter(|(href, _)| (*href != "/ui/audit" && *href != "/ui/catalog") || self.may_audit())
+        .filter(|(href, _)| {
+            *href != "/ui/store"
+                || self.access.allows(
+                    ResourceType::Stream,
+                    crate::access::ALL_STREAMS,
+                    Operation::Read,
+                )
+        })
         .map(|(href, label)| {
             let current = if href == "/ui" {
                 path == "/ui" || path == "/ui/"

@@ -149,6 +149,7 @@ struct Reason {
     first: When,
     last: When,
     href: String,
+    redrive: String,
 }
 
 struct LetterRow {
@@ -169,7 +170,10 @@ pub(crate) struct QueueQuery {
 
 /// The group's dead letters from its oldest on, at most
 /// [`DEAD_LETTER_SCAN_MAX`]; and whether there were more.
-async fn read_dead_letters(api: &Api, name: &str) -> Result<(Vec<DeadLetter>, bool), ApiError> {
+pub(crate) async fn read_dead_letters(
+    api: &Api,
+    name: &str,
+) -> Result<(Vec<DeadLetter>, bool), ApiError> {
     let mut letters: Vec<DeadLetter> = Vec::new();
     let mut from = Offset(0);
     loop {
@@ -313,6 +317,7 @@ pub(crate) async fn detail(
                 "/ui/queues/{name}?{}#dead-letters",
                 query(&[("error", error)])
             ),
+            redrive: format!("/ui/queues/{name}/redrive?{}", query(&[("error", error)])),
             error: error.to_owned(),
             count: count(n),
             first: When::of(tidings_types::TimestampMs(first)),
@@ -402,6 +407,7 @@ struct DeadLetterPage {
     source_href: String,
     source: String,
     event_href: String,
+    journey: Option<String>,
 }
 
 /// `GET /ui/queues/{queue}/dead-letters/{offset}`.
@@ -438,7 +444,12 @@ pub(crate) async fn dead_letter(
         Ok(f) => f,
         Err(e) => return chrome.error(e),
     };
+    let journey = match &letter.entry.payload {
+        tidings_broker::Payload::Event(e) => Some(super::journey::href(e.id())),
+        tidings_broker::Payload::Raw(_) => None,
+    };
     html(&DeadLetterPage {
+        journey,
         dead_letter_topic: stats.dead_letter_topic.to_string(),
         when: When::of(letter.entry.timestamp),
         attempts: letter.attempts,

@@ -238,6 +238,7 @@ struct TopicPage {
     consumers: Vec<Consumer>,
     may_read: bool,
     may_delete: bool,
+    may_alter: bool,
     rate: String,
     trend: String,
     curl: String,
@@ -351,6 +352,7 @@ pub(crate) async fn detail(
             .access
             .allows(ResourceType::Topic, &name, Operation::Read),
         may_delete: chrome.may_change(ResourceType::Topic, &name, Operation::Delete),
+        may_alter: chrome.may_change(ResourceType::Topic, &name, Operation::AlterConfigs),
         name,
         settings,
         partitions,
