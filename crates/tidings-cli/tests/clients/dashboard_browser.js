@@ -3,7 +3,7 @@
 // axe-core for accessibility (WCAG 2.2 A and AA rules). Driven by
 // crates/tidings-cli/tests/serve/browser.rs against a seeded server.
 //
-//   node dashboard_browser.js <base url> [screenshot dir]
+//   node dashboard_browser.js <base url> <read-only server's base url> [screenshot dir]
 //
 // Prints one JSON line: what each check saw. Fails (exit 1, the reason on
 // stderr) only when the browser cannot be driven at all; what the checks
@@ -13,7 +13,7 @@ const fs = require('fs');
 const path = require('path');
 const { chromium } = require('playwright-core');
 
-const [base, shots] = process.argv.slice(2);
+const [base, readOnly, shots] = process.argv.slice(2);
 const AXE = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 const CHROMIUM = process.env.TIDINGS_CHROMIUM || '/usr/bin/chromium';
 
@@ -180,6 +180,20 @@ async function main() {
       background: await page.evaluate(() => getComputedStyle(document.body).backgroundColor),
     };
     await context.close();
+
+    // A read-only server offers no control that changes anything, on any page.
+    const ro = await browser.newContext();
+    const roPage = await ro.newPage();
+    out.read_only = {};
+    for (const [name, url] of PAGES) {
+      await roPage.goto(readOnly + url);
+      out.read_only[name] = await roPage.evaluate(() => ({
+        forms: [...document.querySelectorAll('form[method=post]')].filter((f) => !f.classList.contains('prefs')).length,
+        changes: document.querySelectorAll('details.change:not(.drift), a[href$="/delete"], a[href$="/purge"], a[href*="/redrive"], a[href*="/reset"]').length,
+        badge: document.querySelector('.badge') ? document.querySelector('.badge').textContent : '',
+      }));
+    }
+    await ro.close();
 
     // With JavaScript off the pages still show everything.
     const bare = await browser.newContext({ javaScriptEnabled: false });

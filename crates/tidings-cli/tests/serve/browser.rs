@@ -12,8 +12,11 @@ use crate::dashboard::seeded;
 fn every_page_works_in_chromium_and_axe_finds_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = seeded(dir.path(), &["--ui-environment", "orders-staging"]);
+    let other = tempfile::tempdir().unwrap();
+    let read_only = seeded(other.path(), &["--ui-read-only"]);
     let base = server.url("");
-    let mut args = vec![base.as_str()];
+    let read_only_base = read_only.url("");
+    let mut args = vec![base.as_str(), read_only_base.as_str()];
     let shots = std::env::var("TIDINGS_SCREENSHOTS").ok();
     if let Some(shots) = &shots {
         std::fs::create_dir_all(shots).unwrap();
@@ -91,6 +94,14 @@ fn every_page_works_in_chromium_and_axe_finds_nothing() {
         serde_json::json!(["address unknown: no such street"]),
         "{redrive}"
     );
+
+    // Read-only: no form that changes anything, no link to one, on any page.
+    for (name, seen) in out["read_only"].as_object().unwrap() {
+        assert_eq!(seen["forms"], 0, "read-only {name}: {seen}");
+        assert_eq!(seen["changes"], 0, "read-only {name}: {seen}");
+        assert_eq!(seen["badge"], "read-only", "read-only {name}: {seen}");
+    }
+    assert_eq!(out["read_only"].as_object().unwrap().len(), 16);
 
     let keys = &out["keys"];
     assert_eq!(keys["help_open"], true, "{keys}");

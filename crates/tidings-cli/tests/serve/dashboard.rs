@@ -386,6 +386,12 @@ fn views_are_addresses_and_pages_continue_without_gap_or_repeat() {
     expected.sort();
     assert_eq!(ids, expected);
 
+    // The view as commands: kcat from the view's partition and offset.
+    let commands = events("partition=2&from=1&limit=5");
+    assert!(
+        commands.contains(" -C -t orders -p 2 -o 1 -c 5 -e -J"),
+        "{commands}"
+    );
     // One event's own page: its attributes, extension and data.
     let html = page(&server.url("/ui/topics/orders/events/0/0")).text;
     for part in [

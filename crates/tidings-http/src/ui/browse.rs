@@ -527,6 +527,7 @@ struct EventsPage {
     tail: String,
     live: bool,
     curl: String,
+    kcat: Option<String>,
     may_publish: bool,
 }
 
@@ -562,7 +563,12 @@ pub(crate) async fn events(
                     ("limit", &view.limit),
                 ])
             );
+            let kcat = chrome
+                .context
+                .kafka_addr
+                .map(|addr| kcat_of(&view, &topic, addr));
             html(&EventsPage {
+                kcat,
                 may_publish: chrome.may_change(ResourceType::Topic, &topic, Operation::Write),
                 live: view.live == "1",
                 newest_first: latest,
@@ -580,6 +586,29 @@ pub(crate) async fn events(
         }
         Err(e) => chrome.error(e),
     }
+}
+
+/// The kcat command reading what the view starts at: the partition, and
+/// `-o` for its start (`beginning`, `end` less the page, an offset, or
+/// `s@<ms>` for a time). Filters are the dashboard's; kcat reads them all.
+fn kcat_of(view: &View, topic: &str, addr: std::net::SocketAddr) -> String {
+    let limit = view.limit().unwrap_or(PAGE_EVENTS_DEFAULT);
+    let from = view.from.trim();
+    let offset = match from {
+        "" | "latest" => format!("-{limit}"),
+        "earliest" => "beginning".to_owned(),
+        f if f.parse::<u64>().is_ok() => f.to_owned(),
+        f => match wire::parse_start(Some(f)) {
+            Ok(StartPosition::Timestamp(ms)) => format!("s@{}", ms.0),
+            _ => "beginning".to_owned(),
+        },
+    };
+    let partition = if view.partition.is_empty() {
+        String::new()
+    } else {
+        format!(" -p {}", view.partition)
+    };
+    format!("kcat -b {addr} -C -t {topic}{partition} -o {offset} -c {limit} -e -J")
 }
 
 async fn events_page(
