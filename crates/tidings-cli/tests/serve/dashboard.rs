@@ -494,7 +494,30 @@ fn groups_show_lag_in_events_and_time_and_queues_their_leases_and_dead_letters()
         none.contains("0 of 0 dead letters with this error"),
         "{none}"
     );
+    // A consumer that took a lease and went quiet: the lease is stuck past
+    // its deadline until a receive takes it back.
+    let created = post_json(
+        &server.url("/v1/queues"),
+        &json!({"name": "slow", "topic": "audit", "from": "earliest", "ack_timeout_ms": 100}),
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    let got = post_json(&server.url("/v1/queues/slow/receive?max=1"), &json!({}));
+    assert_eq!(
+        got.json["deliveries"].as_array().unwrap().len(),
+        1,
+        "{}",
+        got.text
+    );
+    eventually("the overview names the stuck lease", || {
+        page(&server.url("/ui"))
+            .text
+            .contains("1 past their deadline, the oldest by")
+    });
     let overview = page(&server.url("/ui")).text;
+    assert!(
+        overview.contains("href=\"/ui/queues/shipping#leases\">shipping</a></td><td class=\"num\">1</td><td>none</td>"),
+        "a lease within its deadline is not stuck: {overview}"
+    );
     for part in [
         "href=\"/ui/groups/billing\"",
         "href=\"/ui/queues/shipping#dead-letters\"",

@@ -27,7 +27,7 @@ struct Overview {
     figures: Vec<(&'static str, String, &'static str)>,
     lagging: Vec<Lagging>,
     dead: Vec<Dead>,
-    leased: Vec<(String, String)>,
+    leased: Vec<Leased>,
     refused: Vec<Refused>,
     trends_left_out: usize,
 }
@@ -44,6 +44,17 @@ struct Dead {
     /// Dead letters added over the last ten minutes, when any.
     growing: Option<String>,
 }
+
+struct Leased {
+    queue: String,
+    leases: String,
+    /// Leases past their deadline that no receive has taken back yet (a
+    /// consumer gone quiet), and how long the oldest has been over.
+    stuck: Option<String>,
+}
+
+/// Leases looked at per queue to find those past their deadline.
+const LEASES_LOOKED_AT_MAX: usize = 10_000;
 
 struct Refused {
     topic: String,
@@ -130,11 +141,38 @@ pub(crate) async fn page(State(api): State<Api>, chrome: Chrome) -> Response {
         .filter(|(q, n)| *n > 0 && chrome.may_describe(ResourceType::Group, q))
         .collect();
     let leases_total: usize = held.iter().map(|(_, n)| n).sum();
-    let leased: Vec<(String, String)> = held
-        .into_iter()
-        .take(ATTENTION_ROWS_MAX)
-        .map(|(q, n)| (q, count(n as u64)))
-        .collect();
+    let now = broker.clock().now().0;
+    let mut leased = Vec::new();
+    for (queue, n) in held {
+        let stuck = match broker
+            .pending_deliveries(&queue, LEASES_LOOKED_AT_MAX)
+            .await
+        {
+            Ok((pending, _)) => {
+                let over: Vec<i64> = pending
+                    .iter()
+                    .filter_map(|d| d.lease.map(|(_, deadline)| now - deadline.0))
+                    .filter(|over| *over > 0)
+                    .collect();
+                over.iter().max().map(|longest| {
+                    format!(
+                        "{} past their deadline, the oldest by {}",
+                        count(over.len() as u64),
+                        super::format::duration_ms(u64::try_from(*longest).unwrap_or(0))
+                    )
+                })
+            }
+            Err(_) => None,
+        };
+        leased.push(Leased {
+            queue,
+            leases: count(n as u64),
+            stuck,
+        });
+    }
+    // Stuck ones first, then the most held.
+    leased.sort_by_key(|l| l.stuck.is_none());
+    leased.truncate(ATTENTION_ROWS_MAX);
 
     let context = &chrome.context;
     let scheme = if context.https { "https" } else { "http" };
