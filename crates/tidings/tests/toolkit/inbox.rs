@@ -234,8 +234,10 @@ async fn concurrent_deliveries_of_one_event_make_one_effect() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop_relay.send(()).unwrap();
-    let relay = relay_run.await.unwrap();
-    assert_eq!(relay.stats().published, 20, "one emitted event each");
+    relay_run.await.unwrap();
+    // Counted where they went, not by the relay's stats: a relay stopped
+    // right after its delete committed has not counted that batch yet.
+    assert_each_once(&backend, &out, 20).await;
     assert_eq!(open_transactions(&client).await, 0);
 }
 
