@@ -585,6 +585,29 @@ fn preferences_come_back_from_the_server_and_other_sites_cannot_set_them() {
         form,
     );
     assert_eq!(elsewhere.status, 403, "{}", elsewhere.text);
+    // A way back that is not the dashboard's, or could not be a header,
+    // goes to the overview.
+    for back in [
+        "https%3A%2F%2Fevil.example",
+        "%2Fui%0D%0ASet-Cookie%3A+x%3D1",
+        "%2F%2Fevil.example",
+    ] {
+        let request = ureq::http::Request::builder()
+            .method("POST")
+            .uri(server.url("/ui/prefs"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("theme=dark&back={back}").into_bytes())
+            .unwrap();
+        let answer = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .new_agent()
+            .run(request)
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 303, "{back}");
+        assert_eq!(answer.headers()["location"], "/ui", "{back}");
+    }
     assert!(elsewhere
         .text
         .contains("a change from another site is refused"));

@@ -519,10 +519,12 @@ async fn prefs(headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let Ok(prefs) = serde_urlencoded::from_bytes::<Prefs>(&body) else {
         return ApiError::invalid_request("the preferences form did not parse").into_response();
     };
-    // Only a path of the dashboard: never a redirect elsewhere.
+    // Only a path of the dashboard, in visible characters: never a
+    // redirect elsewhere, and never a header that cannot be sent.
     let back = prefs
         .back
         .filter(|b| b.starts_with("/ui") && !b.starts_with("//"))
+        .filter(|b| b.bytes().all(|c| c.is_ascii_graphic()))
         .unwrap_or_else(|| "/ui".to_owned());
     let mut response = Redirect::to(&back).into_response();
     let year = 60 * 60 * 24 * 365;
