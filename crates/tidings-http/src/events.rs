@@ -207,17 +207,7 @@ fn resume_positions(
         ))
     };
     let text = id.to_str().map_err(|_| bad("not text"))?;
-    let mut positions = BTreeMap::new();
-    for pair in text.split(',').filter(|p| !p.is_empty()) {
-        let (p, o) = pair.split_once(':').ok_or_else(|| bad("no ':'"))?;
-        let p: u32 = p.parse().map_err(|_| bad("a partition is not a number"))?;
-        let o: u64 = o.parse().map_err(|_| bad("an offset is not a number"))?;
-        if p >= partitions {
-            return Err(bad(&format!("the topic has {partitions} partitions")));
-        }
-        positions.insert(p, Offset(o));
-    }
-    Ok(positions)
+    wire::parse_positions(text, partitions).map_err(|why| bad(&why))
 }
 
 /// The id of a topic stream's event: where every partition of the stream

@@ -241,3 +241,23 @@ pub(crate) fn received<'a>(
     let span = tidings_trace::receive_span(tidings_trace::SYSTEM, topic, group);
     tidings_trace::link_events(&span, entries.map(Entry::trace_context));
 }
+
+/// Positions in a topic's partitions as streams and pages name them:
+/// `<partition>:<offset>` for each partition, comma-separated; the error
+/// says what is wrong, for the caller to say where it was.
+pub(crate) fn parse_positions(
+    text: &str,
+    partitions: u32,
+) -> Result<std::collections::BTreeMap<u32, Offset>, String> {
+    let mut positions = std::collections::BTreeMap::new();
+    for pair in text.split(',').filter(|p| !p.is_empty()) {
+        let (p, o) = pair.split_once(':').ok_or("no ':'")?;
+        let p: u32 = p.parse().map_err(|_| "a partition is not a number")?;
+        let o: u64 = o.parse().map_err(|_| "an offset is not a number")?;
+        if p >= partitions {
+            return Err(format!("the topic has {partitions} partitions"));
+        }
+        positions.insert(p, Offset(o));
+    }
+    Ok(positions)
+}

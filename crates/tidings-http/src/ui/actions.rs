@@ -62,6 +62,23 @@ fn form<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::invalid_request(format!("the form did not parse: {e}")))
 }
 
+/// [`form`], of a change the principal may make: `operation` on the
+/// resource, offered only outside read-only mode.
+fn posted<T: serde::de::DeserializeOwned>(
+    chrome: &Chrome,
+    headers: &HeaderMap,
+    body: &[u8],
+    resource: ResourceType,
+    name: &str,
+    operation: Operation,
+) -> Result<T, ApiError> {
+    let f = form(chrome, headers, body)?;
+    if !chrome.may_change(resource, name, operation) {
+        return Err(chrome.refusal(resource, name, operation));
+    }
+    Ok(f)
+}
+
 /// Records a change and answers with how it ended.
 async fn finish(
     api: &Api,
@@ -216,13 +233,17 @@ pub(crate) async fn alter_topic(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let f: SettingsForm = match form(&chrome, &headers, &body) {
+    let f: SettingsForm = match posted(
+        &chrome,
+        &headers,
+        &body,
+        ResourceType::Topic,
+        &name,
+        Operation::AlterConfigs,
+    ) {
         Ok(f) => f,
         Err(e) => return chrome.error(e),
     };
-    if !chrome.may_change(ResourceType::Topic, &name, Operation::AlterConfigs) {
-        return chrome.refuse(ResourceType::Topic, &name, Operation::AlterConfigs);
-    }
     if !f.partitions.trim().is_empty()
         && !chrome.may_change(ResourceType::Topic, &name, Operation::Alter)
     {
@@ -368,13 +389,17 @@ pub(crate) async fn delete_topic(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let f: ConfirmForm = match form(&chrome, &headers, &body) {
+    let f: ConfirmForm = match posted(
+        &chrome,
+        &headers,
+        &body,
+        ResourceType::Topic,
+        &name,
+        Operation::Delete,
+    ) {
         Ok(f) => f,
         Err(e) => return chrome.error(e),
     };
-    if !chrome.may_change(ResourceType::Topic, &name, Operation::Delete) {
-        return chrome.refuse(ResourceType::Topic, &name, Operation::Delete);
-    }
     let result = match confirmed(&f.confirm, &name) {
         Ok(()) => {
             let broker = Arc::clone(api.broker());
@@ -426,13 +451,17 @@ pub(crate) async fn publish(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let f: PublishForm = match form(&chrome, &headers, &body) {
+    let f: PublishForm = match posted(
+        &chrome,
+        &headers,
+        &body,
+        ResourceType::Topic,
+        &topic,
+        Operation::Write,
+    ) {
         Ok(f) => f,
         Err(e) => return chrome.error(e),
     };
-    if !chrome.may_change(ResourceType::Topic, &topic, Operation::Write) {
-        return chrome.refuse(ResourceType::Topic, &topic, Operation::Write);
-    }
     let id = uuid::Uuid::now_v7().to_string();
     let mut event = CloudEvent::new(f.source.trim(), f.ty.trim()).with_id(id.clone());
     if !f.subject.trim().is_empty() {
@@ -595,13 +624,17 @@ pub(crate) async fn reset(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let f: ResetForm = match form(&chrome, &headers, &body) {
+    let f: ResetForm = match posted(
+        &chrome,
+        &headers,
+        &body,
+        ResourceType::Group,
+        &group,
+        Operation::Alter,
+    ) {
         Ok(f) => f,
         Err(e) => return chrome.error(e),
     };
-    if !chrome.may_change(ResourceType::Group, &group, Operation::Alter) {
-        return chrome.refuse(ResourceType::Group, &group, Operation::Alter);
-    }
     let result = match (
         confirmed(&f.confirm, &group),
         wire::parse_start(Some(f.to.trim())),
@@ -784,13 +817,17 @@ pub(crate) async fn redrive(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let f: RedriveForm = match form(&chrome, &headers, &body) {
+    let f: RedriveForm = match posted(
+        &chrome,
+        &headers,
+        &body,
+        ResourceType::Group,
+        &queue,
+        Operation::Alter,
+    ) {
         Ok(f) => f,
         Err(e) => return chrome.error(e),
     };
-    if !chrome.may_change(ResourceType::Group, &queue, Operation::Alter) {
-        return chrome.refuse(ResourceType::Group, &queue, Operation::Alter);
-    }
     let result = match redrive_of(&f.max, &f.to) {
         Err(e) => Err(e),
         Ok((max, to)) => {
@@ -895,13 +932,17 @@ pub(crate) async fn purge(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let f: ConfirmForm = match form(&chrome, &headers, &body) {
+    let f: ConfirmForm = match posted(
+        &chrome,
+        &headers,
+        &body,
+        ResourceType::Group,
+        &queue,
+        Operation::Alter,
+    ) {
         Ok(f) => f,
         Err(e) => return chrome.error(e),
     };
-    if !chrome.may_change(ResourceType::Group, &queue, Operation::Alter) {
-        return chrome.refuse(ResourceType::Group, &queue, Operation::Alter);
-    }
     let result = match confirmed(&f.confirm, &queue) {
         Ok(()) => api
             .broker()

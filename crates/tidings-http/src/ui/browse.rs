@@ -454,20 +454,9 @@ fn entry_size(entry: &Entry) -> usize {
 
 /// `p:o,p:o` as positions.
 fn parse_at(at: &str, partitions: u32) -> Result<BTreeMap<u32, Offset>, ApiError> {
-    let bad = |why: &str| {
+    wire::parse_positions(at, partitions).map_err(|why| {
         ApiError::invalid_request(format!("at={at:?}: {why}; it is <partition>:<offset>,..."))
-    };
-    let mut positions = BTreeMap::new();
-    for pair in at.split(',').filter(|p| !p.is_empty()) {
-        let (p, o) = pair.split_once(':').ok_or_else(|| bad("no ':'"))?;
-        let p: u32 = p.parse().map_err(|_| bad("a partition is not a number"))?;
-        let o: u64 = o.parse().map_err(|_| bad("an offset is not a number"))?;
-        if p >= partitions {
-            return Err(bad(&format!("the topic has {partitions} partitions")));
-        }
-        positions.insert(p, Offset(o));
-    }
-    Ok(positions)
+    })
 }
 
 fn format_at(positions: &BTreeMap<u32, u64>) -> String {

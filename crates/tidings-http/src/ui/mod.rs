@@ -335,7 +335,19 @@ impl Chrome {
         name: &str,
         operation: Operation,
     ) -> Response {
-        let refusal = if self.read_only {
+        let refusal = self.refusal(resource, name, operation);
+        self.error(refusal)
+    }
+
+    /// Why `operation` on the resource is not offered: read-only mode, or
+    /// the permissions' refusal.
+    pub(crate) fn refusal(
+        &self,
+        resource: ResourceType,
+        name: &str,
+        operation: Operation,
+    ) -> ApiError {
+        if self.read_only {
             ApiError::new(
                 ErrorCode::Forbidden,
                 "the dashboard is read-only (--ui-read-only): it changes nothing",
@@ -345,8 +357,7 @@ impl Chrome {
                 Err(e) => e,
                 Ok(()) => ApiError::new(ErrorCode::Forbidden, "refused"),
             }
-        };
-        self.error(refusal)
+        }
     }
 
     /// The page for `error`, with its status.
