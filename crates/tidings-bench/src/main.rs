@@ -165,6 +165,13 @@ enum Command {
         /// Run only these systems: tidings, redis, nats, postgres (comma-separated).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Run only these workloads: publish, latency, end-to-end, queue
+        /// (comma-separated; all when not given).
+        #[arg(long, value_delimiter = ',')]
+        workloads: Vec<String>,
+        /// Run only the durable or only the not-durable settings.
+        #[arg(long, value_enum, default_value_t = peers::Durability::Both)]
+        durability: peers::Durability,
     },
     /// Append throughput and latency of the storage engine, and reopen time.
     /// Runs `tidings serve` (the peer benchmark starts the server this way, in
@@ -222,9 +229,13 @@ fn main() -> Result<()> {
             pg_url,
             json,
             only,
+            workloads,
+            durability,
         } => peers::run(peers::Options {
             quick,
             only,
+            workloads,
+            durability,
             dir: dir.unwrap_or_else(std::env::temp_dir),
             pg_url,
             json,

@@ -14,7 +14,8 @@
 //!
 //! Every queue group acks with the topic's durability (fsync always on the
 //! embedded engine and the server; PostgreSQL with synchronous commit; NATS
-//! as its server syncs, see the peers' notes).
+//! with `sync_interval: always` where its server has it, see the peers'
+//! notes).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,7 +69,9 @@ pub(crate) fn run(
     // The servers live until the end of the run.
     let data = tempfile::tempdir_in(dir).context("creating a throwaway data directory")?;
     let (server, listener) = servers::tidings(dir)?;
-    let nats = servers::nats(dir)?;
+    // Durable, as the other backends' queue groups are: file storage synced
+    // on every write where the server can (see the peers' notes).
+    let (nats, nats_sync) = servers::nats(dir, true)?;
     let systems = rt.block_on(async {
         let embedded = tidings::embedded::Embedded::open(data.path().join("embedded")).await?;
         let mut systems = vec![
@@ -81,7 +84,10 @@ pub(crate) fn run(
                 backend: tidings::connect(&format!("http://{}", server.addr)).await?,
             },
             System {
-                name: format!("toolkit, NATS JetStream ({})", nats.version),
+                name: format!(
+                    "toolkit, NATS JetStream ({}, {})",
+                    nats.version, nats_sync.short
+                ),
                 backend: tidings::connect(&format!("nats://{}", nats.addr)).await?,
             },
         ];

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tidings_log::{Appended, Header, Record};
-use tidings_types::{CloudEvent, KafkaMessage, Offset, PartitionId, TimestampMs, TopicName};
+use tidings_log::{AppendError, Appended, BatchBuilder, Record};
+use tidings_types::{CloudEvent, Offset, PartitionId, TimestampMs, TopicName};
 
-use crate::dedup::{self, Claim, Placement};
+use crate::dedup::{self, Claim, Key, KeyMap, Placement};
 use crate::topics::BrokerTopic;
 use crate::{partitioner, Broker, Payload, PublishError};
 
@@ -59,38 +59,141 @@ impl Broker {
     /// with the broker's append time, and the topic's counters count what was
     /// appended. Durable under the topic's fsync policy once this returns.
     pub(crate) async fn append_records(&self, t: &BrokerTopic, records: Vec<Record>) -> Placed {
-        append_to(self.clock.as_ref(), t, records).await
+        let count = records.len();
+        match encode_shares(t, self.clock.now(), records.iter().map(Item::Record)) {
+            Ok(shares) => append_shares(t, shares, count).await,
+            Err(e) => Placed {
+                placements: vec![None; count],
+                failure: Some(e),
+            },
+        }
     }
 }
 
-/// [`Broker::append_records`] with the clock given, so an append can run on a
-/// task of its own.
-async fn append_to(
-    clock: &dyn tidings_types::Clock,
-    t: &BrokerTopic,
-    records: Vec<Record>,
-) -> Placed {
-    let partitions = t.partitions();
-    let now = clock.now();
-    let mut plan: BTreeMap<u32, (Vec<usize>, Vec<Record>)> = BTreeMap::new();
-    for (i, mut record) in records.into_iter().enumerate() {
-        record.timestamp = now;
-        let p = match &record.key {
-            Some(key) => partitioner::partition_for_key(key, partitions),
-            None => t.next_unkeyed.fetch_add(1, Ordering::Relaxed) % partitions,
-        };
-        let (indexes, group) = plan.entry(p).or_default();
-        indexes.push(i);
-        group.push(record);
+/// One record of an append, as the caller holds it.
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    /// A CloudEvent, stored in Kafka's binary content mode.
+    Event(&'a CloudEvent),
+    /// A record, stored as it is.
+    Record(&'a Record),
+}
+
+impl<'a> Item<'a> {
+    fn of(payload: &'a Payload) -> Item<'a> {
+        match payload {
+            Payload::Event(e) => Item::Event(e),
+            Payload::Raw(r) => Item::Record(r),
+        }
     }
-    let count: usize = plan.values().map(|(indexes, _)| indexes.len()).sum();
+
+    fn key(self) -> Option<&'a [u8]> {
+        match self {
+            Item::Event(e) => e.partitionkey().map(str::as_bytes),
+            Item::Record(r) => r.key.as_deref(),
+        }
+    }
+
+    fn value(self) -> Option<&'a [u8]> {
+        match self {
+            Item::Event(e) => e.data().map(|d| &d[..]),
+            Item::Record(r) => r.value.as_deref(),
+        }
+    }
+
+    /// Writes the record into `batch`, stamped `now`.
+    fn write(self, batch: &mut BatchBuilder, now: TimestampMs) -> Result<(), AppendError> {
+        let mut w = batch.record(now, self.key(), self.value())?;
+        match self {
+            Item::Event(e) => e.for_each_kafka_header(|name, value| {
+                w.header(name, Some(value));
+            }),
+            Item::Record(r) => {
+                for h in &r.headers {
+                    w.header(h.key.as_bytes(), h.value.as_deref());
+                }
+            }
+        }
+        w.finish()
+    }
+}
+
+/// One partition's part of an append, encoded.
+struct Share {
+    partition: PartitionId,
+    /// Positions of its records among the items encoded, in order.
+    indexes: Vec<usize>,
+    batch: BatchBuilder,
+}
+
+/// Bytes a stored event takes beyond its data, to size a batch's buffer: the
+/// record's framing and the headers of a typical CloudEvent.
+const EVENT_OVERHEAD_BYTES_TYPICAL: usize = 256;
+
+/// Encodes `items` into one batch per partition, stamped `now`: keyed ones to
+/// the partition Kafka's partitioner picks for their key, unkeyed ones
+/// round-robin. A record past the log's limits refuses the whole append
+/// before anything is written, naming the record's position among `items`.
+fn encode_shares<'a>(
+    t: &BrokerTopic,
+    now: TimestampMs,
+    items: impl Iterator<Item = Item<'a>>,
+) -> Result<Vec<Share>, PublishError> {
+    let partitions = t.partitions();
+    let items: Vec<(u32, Item<'a>)> = items
+        .map(|item| {
+            let p = match item.key() {
+                Some(key) => partitioner::partition_for_key(key, partitions),
+                None => t.next_unkeyed.fetch_add(1, Ordering::Relaxed) % partitions,
+            };
+            (p, item)
+        })
+        .collect();
+    // Each partition's records and the bytes they will take, roughly.
+    let mut sizes: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
+    for (p, item) in &items {
+        let (records, bytes) = sizes.entry(*p).or_default();
+        *records += 1;
+        *bytes += item.key().map_or(0, <[u8]>::len)
+            + item.value().map_or(0, <[u8]>::len)
+            + EVENT_OVERHEAD_BYTES_TYPICAL;
+    }
+    let mut shares: Vec<Share> = sizes
+        .iter()
+        .map(|(&p, &(records, bytes))| Share {
+            partition: PartitionId(p),
+            indexes: Vec::with_capacity(records),
+            batch: BatchBuilder::new(now, bytes),
+        })
+        .collect();
+    let slot: BTreeMap<u32, usize> = sizes.keys().enumerate().map(|(i, &p)| (p, i)).collect();
+    for (i, (p, item)) in items.into_iter().enumerate() {
+        let share = if shares.len() == 1 {
+            &mut shares[0]
+        } else {
+            &mut shares[slot[&p]]
+        };
+        item.write(&mut share.batch, now).map_err(|e| match e {
+            AppendError::RecordTooLarge { bytes, .. } => {
+                AppendError::RecordTooLarge { index: i, bytes }
+            }
+            other => other,
+        })?;
+        share.indexes.push(i);
+    }
+    Ok(shares)
+}
+
+/// Appends each share to its partition, all at once on the caller's task,
+/// and counts what was appended. `count` is the number of items encoded.
+async fn append_shares(t: &BrokerTopic, shares: Vec<Share>, count: usize) -> Placed {
     let mut placed = Placed {
         placements: vec![None; count],
         failure: None,
     };
-    let mut appends = Vec::with_capacity(plan.len());
-    for (p, (indexes, group)) in plan {
-        let partition = match t.partition(PartitionId(p)) {
+    let mut appends = Vec::with_capacity(shares.len());
+    for share in shares {
+        let partition = match t.partition(share.partition) {
             Ok(partition) => partition,
             Err(e) => {
                 placed.failure.get_or_insert(e.into());
@@ -98,12 +201,9 @@ async fn append_to(
             }
         };
         appends.push(async move {
-            let bytes: usize = group
-                .iter()
-                .map(|r| r.value.as_ref().map_or(0, |v| v.len()))
-                .sum();
-            let appended = partition.append(&group).await;
-            (PartitionId(p), indexes, bytes, appended)
+            let bytes = share.batch.payload_bytes();
+            let appended = partition.append_built(share.batch).await;
+            (share.partition, share.indexes, bytes, appended)
         });
     }
     for (partition, indexes, bytes, appended) in join_all(appends).await {
@@ -163,26 +263,25 @@ impl Broker {
         if t.validates_schemas() {
             self.check_payloads(&t, &payloads)?;
         }
-        let mut records = Vec::with_capacity(payloads.len());
-        // The dedup key of each event; raw records have none.
-        let mut keys: Vec<Option<String>> = Vec::with_capacity(payloads.len());
-        for (index, payload) in payloads.into_iter().enumerate() {
+        // Every event is checked before anything is claimed or written.
+        let dedup = t.dedup.enabled();
+        let mut events = 0usize;
+        // The dedup key of each event (when the topic deduplicates); raw
+        // records have none.
+        let mut keys: Vec<Option<Key>> = Vec::with_capacity(payloads.len());
+        for (index, payload) in payloads.iter().enumerate() {
             match payload {
                 Payload::Event(event) => {
-                    let mut message = event
-                        .to_kafka()
+                    event
+                        .validate()
                         .map_err(|error| PublishError::InvalidEvent { index, error })?;
-                    keys.push(Some(dedup::key(event.source(), event.id())));
-                    records.push(to_record(&mut message));
+                    events += 1;
+                    keys.push(dedup.then(|| t.dedup.key(event.source(), event.id())));
                 }
-                Payload::Raw(record) => {
-                    keys.push(None);
-                    records.push(record);
-                }
+                Payload::Raw(_) => keys.push(None),
             }
         }
-        let ids: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
-        if !ids.is_empty() {
+        if events > 0 {
             if let Some((partition, reason)) = t.dedup_gap() {
                 return Err(PublishError::DedupIncomplete {
                     topic: topic.to_owned(),
@@ -191,9 +290,10 @@ impl Broker {
                 });
             }
         }
+        let ids: Vec<Key> = keys.iter().flatten().copied().collect();
         let (guard, known_events) = loop {
-            if !t.dedup.enabled() || ids.is_empty() {
-                break (None, vec![None; ids.len()]);
+            if ids.is_empty() {
+                break (None, Vec::new());
             }
             match t.dedup.claim(&ids, self.clock.now().0) {
                 Claim::Claimed(guard, known) => break (Some(guard), known),
@@ -204,21 +304,22 @@ impl Broker {
         let mut known_events = known_events.into_iter();
         let known: Vec<Option<Placement>> = keys
             .iter()
-            .map(|k| k.as_ref().and_then(|_| known_events.next().flatten()))
+            .map(|k| k.and_then(|_| known_events.next().flatten()))
             .collect();
 
-        // Which records are appended: raw ones and new events, in order. A
+        // Which payloads are appended: raw ones and new events, in order. A
         // repeat of an event (source and id) earlier in the same batch follows
         // its first occurrence.
-        let mut first_of: std::collections::HashMap<&str, usize> = Default::default();
-        let mut follows = vec![None; records.len()];
-        let mut fresh = Vec::new();
-        for i in 0..records.len() {
+        let count = payloads.len();
+        let mut first_of: KeyMap<usize> = KeyMap::default();
+        let mut follows = vec![None; count];
+        let mut fresh = Vec::with_capacity(count);
+        for i in 0..count {
             if known[i].is_some() {
                 continue;
             }
-            if let (Some(_), Some(key)) = (&guard, &keys[i]) {
-                if let Some(&first) = first_of.get(key.as_str()) {
+            if let Some(key) = keys[i] {
+                if let Some(&first) = first_of.get(&key) {
                     follows[i] = Some(first);
                     continue;
                 }
@@ -226,12 +327,12 @@ impl Broker {
             }
             fresh.push(i);
         }
-        let count = records.len();
-        let mut records: Vec<Option<Record>> = records.into_iter().map(Some).collect();
-        let appending = fresh
-            .iter()
-            .map(|&i| records[i].take().expect("each record appended once"))
-            .collect();
+        let shares = encode_shares(
+            &t,
+            self.clock.now(),
+            fresh.iter().map(|&i| Item::of(&payloads[i])),
+        )?;
+        drop(payloads);
         let appended = match guard {
             // The ids claimed are recorded once their events are appended even
             // when the caller stops waiting (an HTTP client that goes away
@@ -240,15 +341,14 @@ impl Broker {
             // record and be appended again. So the append and the record run
             // on a task of their own.
             Some(guard) => {
-                let fresh_keys: Vec<Option<String>> =
-                    fresh.iter().map(|&i| keys[i].clone()).collect();
+                let fresh_keys: Vec<Option<Key>> = fresh.iter().map(|&i| keys[i]).collect();
                 let (clock, topic) = (Arc::clone(&self.clock), Arc::clone(&t));
                 let task = tokio::spawn(async move {
-                    let appended = append_to(clock.as_ref(), &topic, appending).await;
-                    let done: Vec<(&str, Placement)> = fresh_keys
+                    let appended = append_shares(&topic, shares, fresh_keys.len()).await;
+                    let done: Vec<(Key, Placement)> = fresh_keys
                         .iter()
                         .zip(&appended.placements)
-                        .filter_map(|(k, p)| Some((k.as_deref()?, (*p)?)))
+                        .filter_map(|(k, p)| Some(((*k)?, (*p)?)))
                         .collect();
                     guard.finish(&done, clock.now().0);
                     appended
@@ -259,7 +359,7 @@ impl Broker {
                     Err(e) => panic!("the append task was cancelled: {e}"),
                 }
             }
-            None => self.append_records(&t, appending).await,
+            None => append_shares(&t, shares, fresh.len()).await,
         };
         let mut placed: Vec<Option<Placement>> = vec![None; count];
         for (&i, placement) in fresh.iter().zip(&appended.placements) {
@@ -444,25 +544,6 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
         .into_iter()
         .map(|o| o.expect("every future finished"))
         .collect()
-}
-
-/// The log record for `msg`, whose headers move into it (they are not needed
-/// afterwards). Its timestamp is set when it is appended.
-fn to_record(msg: &mut KafkaMessage) -> Record {
-    Record {
-        key: msg.key.clone(),
-        value: msg.value.clone(),
-        headers: std::mem::take(&mut msg.headers)
-            .into_iter()
-            .map(|(key, value)| Header {
-                key,
-                value: Some(value),
-            })
-            .collect(),
-        // The broker's append time: dedup windows and time lookups use it; the
-        // event's own time travels in `ce_time`.
-        timestamp: TimestampMs(0),
-    }
 }
 
 /// The trace context a record carries: its `traceparent` header (a Kafka

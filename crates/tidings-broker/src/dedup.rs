@@ -6,8 +6,19 @@
 //! The index is rebuilt on open from the log itself (the `ce_source` and `ce_id`
 //! headers of every record appended within the window), so it holds only what
 //! is durable and survives any restart without a file of its own.
+//!
+//! It keeps no copy of the ids: each `source` + `id` is a 128-bit [`Key`],
+//! two SipHash-1-3 values under keys drawn at random when the index is made
+//! (so nobody outside can choose ids that collide). An entry is 40 bytes in
+//! the map and 32 in the expiry queue, with nothing allocated per event. Two
+//! different events share a key with probability about n² / 2¹²⁹ for n
+//! entries: at [`DEDUP_ENTRIES_MAX`] a million, about 1.5 × 10⁻²⁷ per full
+//! window — far below the rate of undetected disk or memory errors — and the
+//! cost of such a collision is one event answered as a duplicate.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,11 +29,35 @@ use tokio::sync::watch;
 /// counted), which shortens the window rather than letting memory grow unbounded.
 pub const DEDUP_ENTRIES_MAX: usize = 1_000_000;
 
-/// The index's key for an event: its `source` and `id`, length-prefixed so
-/// that no two pairs make the same key.
-pub(crate) fn key(source: &str, id: &str) -> String {
-    format!("{}:{source}{id}", source.len())
+/// An event's `source` and `id` as the index keeps them (see the module's
+/// notes).
+pub(crate) type Key = u128;
+
+/// Hashes a [`Key`], which is uniformly distributed already, by folding it:
+/// hashing it again would only cost time.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u128(&mut self, k: u128) {
+        self.0 ^= (k as u64) ^ ((k >> 64) as u64);
+    }
 }
+
+/// A map by [`Key`].
+pub(crate) type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
 
 /// Where an event with a given id was appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,18 +70,20 @@ pub(crate) struct Placement {
 struct State {
     /// How long ids are remembered; `None`: dedup is off.
     window_ms: Option<i64>,
-    done: HashMap<String, (Placement, i64)>,
+    done: KeyMap<(Placement, i64)>,
     /// Ids in the order they were recorded, with their time, for expiry.
-    order: VecDeque<(i64, String)>,
+    order: VecDeque<(i64, Key)>,
     /// Ids whose append is under way. The claimant holds the sender; dropping it
     /// (when the claim ends, however it ends) wakes every waiter, even one that
     /// starts waiting afterwards.
-    pending: HashMap<String, watch::Receiver<()>>,
+    pending: KeyMap<watch::Receiver<()>>,
     evicted: u64,
 }
 
 pub(crate) struct Dedup {
     state: Mutex<State>,
+    /// The two hash keys of this index's [`Key`]s.
+    hashers: (RandomState, RandomState),
 }
 
 fn millis(window: Option<Duration>) -> Option<i64> {
@@ -67,21 +104,21 @@ pub(crate) enum Claim {
 /// them so that a waiting publish can claim them instead.
 pub(crate) struct ClaimGuard {
     dedup: Arc<Dedup>,
-    ids: Vec<String>,
+    ids: Vec<Key>,
     _done: watch::Sender<()>,
 }
 
 impl ClaimGuard {
     /// Records `placements` (in claim order; `None` for ids not appended).
-    pub(crate) fn finish(mut self, placements: &[(&str, Placement)], now: i64) {
+    pub(crate) fn finish(mut self, placements: &[(Key, Placement)], now: i64) {
         let mut state = self.dedup.state.lock().expect("dedup lock");
         for id in self.ids.drain(..) {
             state.pending.remove(&id);
         }
         if state.window_ms.is_some() {
-            for (id, p) in placements {
-                state.done.insert((*id).to_owned(), (*p, now));
-                state.order.push_back((now, (*id).to_owned()));
+            for &(id, p) in placements {
+                state.done.insert(id, (p, now));
+                state.order.push_back((now, id));
             }
         }
         Dedup::expire(&mut state, now);
@@ -106,7 +143,21 @@ impl Dedup {
                 window_ms: millis(window),
                 ..State::default()
             }),
+            hashers: (RandomState::new(), RandomState::new()),
         })
+    }
+
+    /// The index's key for the event with `source` and `id`.
+    pub(crate) fn key(&self, source: &str, id: &str) -> Key {
+        let half = |state: &RandomState| {
+            let mut h = state.build_hasher();
+            // Length-prefixed, so that no two pairs hash the same input.
+            h.write_usize(source.len());
+            h.write(source.as_bytes());
+            h.write(id.as_bytes());
+            h.finish()
+        };
+        (u128::from(half(&self.hashers.0)) << 64) | u128::from(half(&self.hashers.1))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -166,35 +217,35 @@ impl Dedup {
     }
 
     /// Records an append that is already durable (used when rebuilding).
-    pub(crate) fn record(&self, id: &str, placement: Placement, ts: i64) {
+    pub(crate) fn record(&self, id: Key, placement: Placement, ts: i64) {
         let mut state = self.lock();
         if state.window_ms.is_none() {
             return;
         }
-        state.done.insert(id.to_owned(), (placement, ts));
-        state.order.push_back((ts, id.to_owned()));
+        state.done.insert(id, (placement, ts));
+        state.order.push_back((ts, id));
         Dedup::expire(&mut state, ts);
     }
 
     /// Claims `ids` for appending, all or none: holding some claims while waiting
     /// for another publish's could deadlock two batches with ids in common.
-    pub(crate) fn claim(self: &Arc<Self>, ids: &[&str], now: i64) -> Claim {
+    pub(crate) fn claim(self: &Arc<Self>, ids: &[Key], now: i64) -> Claim {
         let mut state = self.lock();
         Dedup::expire(&mut state, now);
-        if let Some(rx) = ids.iter().find_map(|id| state.pending.get(*id)) {
+        if let Some(rx) = ids.iter().find_map(|id| state.pending.get(id)) {
             return Claim::Wait(rx.clone());
         }
         let (tx, rx) = watch::channel(());
-        let mut claimed = Vec::new();
+        let mut claimed = Vec::with_capacity(ids.len());
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            match state.done.get(*id) {
+        for &id in ids {
+            match state.done.get(&id) {
                 Some((placement, _)) if state.window_ms.is_some() => out.push(Some(*placement)),
                 _ => {
                     // A repeat within the same batch is answered by the first.
-                    if !state.pending.contains_key(*id) {
-                        state.pending.insert((*id).to_owned(), rx.clone());
-                        claimed.push((*id).to_owned());
+                    if let std::collections::hash_map::Entry::Vacant(e) = state.pending.entry(id) {
+                        e.insert(rx.clone());
+                        claimed.push(id);
                     }
                     out.push(None);
                 }

@@ -232,6 +232,42 @@ impl Journal {
         self.flushed.notify_waiters();
     }
 
+    /// Writes and syncs everything staged, on the caller's thread, after any
+    /// write under way: a clean close leaves nothing staged behind.
+    pub(crate) fn flush_blocking(&self) -> Result<(), Arc<str>> {
+        let mut s = loop {
+            let s = self.lock();
+            if !s.flushing {
+                break s;
+            }
+            drop(s);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        if let Some(f) = &s.failed {
+            return Err(Arc::clone(f));
+        }
+        if s.staged.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut s.staged);
+        match s
+            .file
+            .write_all_at(&bytes, s.len)
+            .and_then(|()| s.file.sync_data())
+        {
+            Ok(()) => {
+                s.len += bytes.len() as u64;
+                s.durable_seq = s.staged_seq;
+                Ok(())
+            }
+            Err(e) => {
+                let reason: Arc<str> = format!("writing the journal failed: {e}").into();
+                s.failed = Some(Arc::clone(&reason));
+                Err(reason)
+            }
+        }
+    }
+
     /// Starts the journal over for the snapshot of `generation`, which holds
     /// everything it had. Everything staged must be durable already.
     pub(crate) fn restart(&self, generation: u64) -> io::Result<()> {

@@ -231,8 +231,17 @@ impl Broker {
             .await
     }
 
-    /// Finishes queued appends and syncs every partition.
+    /// Syncs what queue groups' journals staged (the leases and attempt
+    /// counts of receives, which do not wait for a sync), then finishes queued
+    /// appends and syncs every partition. Dropping a broker without closing
+    /// it leaves its queue groups as a crash would: deliveries not yet synced
+    /// are handed out again after a restart, with their earlier attempt counts.
     pub fn close(&self) -> Result<(), CloseError> {
+        if let Err((path, reason)) = self.queues.flush() {
+            // Everything answered was synced before its answer; what is lost is
+            // the attempt counts of deliveries in flight.
+            tracing::error!(path = %path.display(), %reason, "a queue journal could not be synced at close; its deliveries in flight will be handed out again");
+        }
         self.log.close()
     }
 }

@@ -13,10 +13,14 @@
 //! earlier event with the same key in its partition is resolved: order holds per
 //! key while other keys proceed.
 //!
-//! All of it except the leases is durable before anyone hears of it: every
-//! delivery (its attempt count), ack, nack, reject and dead-letter is a record in
-//! the group's journal (`<group>.journal`, see the journal module), synced before
-//! the call returns; calls on one group that overlap share one `fdatasync`. When
+//! Every delivery (its attempt count), ack, nack, reject and dead-letter is a
+//! record in the group's journal (`<group>.journal`, see the journal module).
+//! Answers are synced before the call returns, and calls on one group that
+//! overlap share one `fdatasync`; a receive's records are synced with the
+//! next sync of its group (its ack's, usually) or at [`crate::Broker::close`], not
+//! before the receive returns: a crash in between forgets those deliveries,
+//! which are then due again with their earlier attempt counts (so a crash can
+//! give an event one delivery past `max_deliveries`). When
 //! the journal has grown past twice the snapshot (and at least 1 MiB), the
 //! snapshot (`<group>.state`) is replaced atomically and the journal starts over.
 //! After a restart, leases are void and their events are delivered again (at
@@ -109,7 +113,8 @@ impl Backoff {
 pub struct QueueConfig {
     /// How long a delivery is leased before it counts as failed.
     pub ack_timeout: Duration,
-    /// Attempts before an event is dead-lettered.
+    /// Attempts before an event is dead-lettered. A restart or a crash of the
+    /// broker can add one delivery (see the module's notes).
     pub max_deliveries: u32,
     /// Delay between attempts.
     pub backoff: Backoff,
@@ -493,6 +498,9 @@ pub(crate) struct Queues {
     /// creations of one name cannot both succeed.
     creating: std::sync::Mutex<()>,
     groups: std::sync::Mutex<HashMap<GroupName, Arc<tokio::sync::Mutex<QueueGroup>>>>,
+    /// Every group's journal, for a close to flush what receives staged
+    /// without waiting (see [`Queues::flush`]).
+    journals: std::sync::Mutex<Vec<std::sync::Weak<Journal>>>,
 }
 
 impl Queues {
@@ -537,7 +545,7 @@ impl Queues {
                 state,
                 generation: snapshot.generation,
                 snapshot_bytes: bytes.len() as u64,
-                journal: Arc::new(journal),
+                journal: queues.track(journal),
                 deleted: false,
             };
             queues
@@ -550,6 +558,35 @@ impl Queues {
     }
 
     /// The group `name`, locked; one deleted while this waited is unknown.
+    /// Keeps `journal` among those [`flush`](Self::flush) reaches.
+    pub(crate) fn track(&self, journal: Journal) -> Arc<Journal> {
+        let journal = Arc::new(journal);
+        let mut journals = self.journals.lock().expect("journals lock");
+        journals.retain(|j| j.strong_count() > 0);
+        journals.push(Arc::downgrade(&journal));
+        journal
+    }
+
+    /// Writes and syncs what every group's journal has staged and not synced
+    /// (the records of receives, which do not wait for a sync): a clean close
+    /// keeps every delivery's attempt. Answers the first failure.
+    pub(crate) fn flush(&self) -> Result<(), (PathBuf, Arc<str>)> {
+        let journals: Vec<Arc<Journal>> = self
+            .journals
+            .lock()
+            .expect("journals lock")
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        let mut first = None;
+        for journal in journals {
+            if let Err(reason) = journal.flush_blocking() {
+                first.get_or_insert((journal.path().to_owned(), reason));
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
     async fn lock(
         &self,
         name: &str,

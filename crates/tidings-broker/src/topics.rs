@@ -13,7 +13,7 @@ use std::time::Duration;
 use tidings_log::{Partition, TopicConfig, TopicError};
 use tidings_types::{Offset, PartitionId, TopicName};
 
-use crate::dedup::{self, Dedup, Placement};
+use crate::dedup::{Dedup, Placement};
 use crate::settings::{self, DEDUP_WINDOW_MAX};
 use crate::{AdminError, Broker, PARTITIONS_MAX};
 
@@ -396,8 +396,11 @@ impl BrokerTopic {
                             partition: PartitionId(p),
                             offset: r.offset,
                         };
-                        self.dedup
-                            .record(&dedup::key(source, id), placement, r.record.timestamp.0);
+                        self.dedup.record(
+                            self.dedup.key(source, id),
+                            placement,
+                            r.record.timestamp.0,
+                        );
                     }
                 }
             }

@@ -28,14 +28,16 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use tidings_types::{Offset, TimestampMs};
 
+use crate::builder::BatchBuilder;
 use crate::compression::{self, DecompressError};
 use crate::limits::{BATCH_BYTES_MAX, BATCH_HEADER_BYTES, BATCH_RECORDS_MAX, RECORD_BYTES_MAX};
+use crate::AppendError;
 
 /// Bytes before the batch-length field ends: base offset and the length itself.
 pub(crate) const LOG_OVERHEAD_BYTES: usize = 12;
 const MAGIC_POSITION: usize = 16;
-const CRC_POSITION: usize = 17;
-const CRC_COVERED_FROM: usize = 21;
+pub(crate) const CRC_POSITION: usize = 17;
+pub(crate) const CRC_COVERED_FROM: usize = 21;
 const LEADER_EPOCH_POSITION: usize = 12;
 
 /// The partition leader epoch the log writes into every stored batch, as a Kafka
@@ -458,112 +460,30 @@ pub struct StoredRecord {
 
 /// Encodes `records` as one uncompressed RecordBatch v2 with base offset 0,
 /// byte for byte what `kafka-protocol`'s encoder writes for them (no producer
-/// id, epoch or sequence; leader epoch 0), straight from the records without
-/// building that codec's record type first.
+/// id, epoch or sequence; leader epoch 0), through [`BatchBuilder`].
 ///
 /// The caller has checked counts and sizes against the limits.
-pub(crate) fn encode(records: &[Record]) -> Result<BytesMut, String> {
-    let (Some(first_ts), Some(max_ts)) = (
-        records.iter().map(|r| r.timestamp.0).min(),
-        records.iter().map(|r| r.timestamp.0).max(),
-    ) else {
+pub(crate) fn encode(records: &[Record]) -> Result<BytesMut, AppendError> {
+    let Some(first_ts) = records.iter().map(|r| r.timestamp).min() else {
         return Ok(BytesMut::new());
     };
-    let count = i32::try_from(records.len()).map_err(|_| "too many records in one batch")?;
-    let mut sizes = Vec::with_capacity(records.len());
-    let mut total = BATCH_HEADER_BYTES;
-    for (i, r) in records.iter().enumerate() {
-        if let Some(key) = repeated_header_key(&r.headers) {
-            return Err(format!("record {i} repeats header key {key:?}"));
-        }
-        let size = record_size(r, i, first_ts)?;
-        total += varint_len(zigzag32(size)) + usize::try_from(size).expect("non-negative");
-        sizes.push(size);
+    let bytes = records.iter().map(|r| r.payload_bytes() + 32).sum();
+    let mut builder = BatchBuilder::new(first_ts, bytes);
+    for r in records {
+        builder.push(r)?;
     }
-    let mut buf = BytesMut::with_capacity(total);
-    buf.put_i64(0);
-    buf.put_i32(0); // batch length, filled in below
-    buf.put_i32(STORED_LEADER_EPOCH);
-    buf.put_i8(2);
-    buf.put_u32(0); // CRC, filled in below
-    buf.put_i16(0); // attributes: uncompressed, creation time
-    buf.put_i32(count - 1);
-    buf.put_i64(first_ts);
-    buf.put_i64(max_ts);
-    buf.put_i64(-1); // producer id
-    buf.put_i16(-1); // producer epoch
-    buf.put_i32(-1); // base sequence
-    buf.put_i32(count);
-    for (i, (r, size)) in records.iter().zip(sizes).enumerate() {
-        put_varint(&mut buf, zigzag32(size));
-        buf.put_i8(0); // record attributes
-        put_varint(&mut buf, zigzag64(r.timestamp.0 - first_ts));
-        put_varint(&mut buf, zigzag32(i32::try_from(i).expect("counted")));
-        put_bytes(&mut buf, r.key.as_deref());
-        put_bytes(&mut buf, r.value.as_deref());
-        put_varint(&mut buf, zigzag32(len32(r.headers.len())?));
-        for h in &r.headers {
-            put_bytes(&mut buf, Some(h.key.as_bytes()));
-            put_bytes(&mut buf, h.value.as_deref());
-        }
-    }
-    let length = i32::try_from(buf.len() - LOG_OVERHEAD_BYTES).map_err(|_| "batch too large")?;
-    buf[8..12].copy_from_slice(&length.to_be_bytes());
-    let crc = crc32c::crc32c(&buf[CRC_COVERED_FROM..]);
-    buf[CRC_POSITION..CRC_COVERED_FROM].copy_from_slice(&crc.to_be_bytes());
-    Ok(buf)
+    Ok(builder.finish().expect("records were added"))
 }
 
-/// A header key that appears twice in `headers`, if any: compared pairwise
-/// for the few headers records usually carry, through a set for many.
-fn repeated_header_key(headers: &[Header]) -> Option<&str> {
-    if headers.len() <= 16 {
-        return headers
-            .iter()
-            .enumerate()
-            .find(|(i, h)| headers[..*i].iter().any(|e| e.key == h.key))
-            .map(|(_, h)| h.key.as_str());
-    }
-    let mut seen = std::collections::HashSet::with_capacity(headers.len());
-    headers
-        .iter()
-        .find(|h| !seen.insert(h.key.as_str()))
-        .map(|h| h.key.as_str())
-}
-
-/// Bytes of a record after its length prefix.
-fn record_size(r: &Record, index: usize, first_ts: i64) -> Result<i32, String> {
-    let bytes_len = |b: Option<&[u8]>| -> Result<usize, String> {
-        Ok(match b {
-            Some(b) => varint_len(zigzag32(len32(b.len())?)) + b.len(),
-            None => 1,
-        })
-    };
-    let mut size = 1
-        + varint_len(zigzag64(r.timestamp.0 - first_ts))
-        + varint_len(zigzag32(len32(index)?))
-        + bytes_len(r.key.as_deref())?
-        + bytes_len(r.value.as_deref())?
-        + varint_len(zigzag32(len32(r.headers.len())?));
-    for h in &r.headers {
-        size += bytes_len(Some(h.key.as_bytes()))? + bytes_len(h.value.as_deref())?;
-    }
-    len32(size)
-}
-
-fn len32(n: usize) -> Result<i32, String> {
-    i32::try_from(n).map_err(|_| format!("a length of {n} does not fit a record"))
-}
-
-fn zigzag32(n: i32) -> u64 {
+pub(crate) fn zigzag32(n: i32) -> u64 {
     u64::from(((n << 1) ^ (n >> 31)) as u32)
 }
 
-fn zigzag64(n: i64) -> u64 {
+pub(crate) fn zigzag64(n: i64) -> u64 {
     ((n << 1) ^ (n >> 63)) as u64
 }
 
-fn varint_len(mut v: u64) -> usize {
+pub(crate) fn varint_len(mut v: u64) -> usize {
     let mut n = 1;
     while v >= 0x80 {
         v >>= 7;
@@ -572,7 +492,7 @@ fn varint_len(mut v: u64) -> usize {
     n
 }
 
-fn put_varint(buf: &mut BytesMut, mut v: u64) {
+pub(crate) fn put_varint(buf: &mut BytesMut, mut v: u64) {
     while v >= 0x80 {
         buf.put_u8((v as u8 & 0x7f) | 0x80);
         v >>= 7;
@@ -581,7 +501,7 @@ fn put_varint(buf: &mut BytesMut, mut v: u64) {
 }
 
 /// A length-prefixed byte string; `None` is length -1.
-fn put_bytes(buf: &mut BytesMut, b: Option<&[u8]>) {
+pub(crate) fn put_bytes(buf: &mut BytesMut, b: Option<&[u8]>) {
     match b {
         Some(b) => {
             put_varint(buf, zigzag32(i32::try_from(b.len()).expect("sized before")));
@@ -713,7 +633,13 @@ mod tests {
                 };
                 let key = bytes(&mut next);
                 let value = bytes(&mut next);
-                let headers = (0..next(4))
+                // Now and then more headers than a one-byte count holds.
+                let header_count = if n < 10 && next(12) == 0 {
+                    60 + next(10)
+                } else {
+                    next(4)
+                };
+                let headers = (0..header_count)
                     .map(|h| Header {
                         key: format!("h{h}-{}", "k".repeat(next(70) as usize)),
                         value: bytes(&mut next),
@@ -748,7 +674,10 @@ mod tests {
             })
             .into();
         let err = encode(&[Record::from_value("ok", TimestampMs(1)), r]).unwrap_err();
-        assert_eq!(err, "record 1 repeats header key \"a\"");
+        assert_eq!(
+            err.to_string(),
+            "cannot encode records: record 1 repeats header key \"a\""
+        );
         // Past the pairwise comparison's reach, too.
         let mut many = Record::from_value("v", TimestampMs(1));
         many.headers = (0..100)
@@ -759,7 +688,10 @@ mod tests {
             })
             .collect();
         let err = encode(&[many]).unwrap_err();
-        assert_eq!(err, "record 0 repeats header key \"k57\"");
+        assert_eq!(
+            err.to_string(),
+            "cannot encode records: record 0 repeats header key \"k57\""
+        );
     }
 
     #[test]

@@ -55,6 +55,7 @@ use std::sync::{Arc, RwLock};
 use tidings_types::{PartitionId, TopicName};
 
 mod batch;
+mod builder;
 mod compression;
 mod config;
 mod error;
@@ -68,6 +69,7 @@ mod segment;
 mod topic;
 
 pub use batch::{decode as decode_batches, BatchFault, Header, Record, StoredRecord};
+pub use builder::{BatchBuilder, RecordWriter};
 pub use config::{
     ConfigError, FileSync, FsyncPolicy, FsyncPolicyParseError, LogOptions, OsFileSync, TopicConfig,
 };

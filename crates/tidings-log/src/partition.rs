@@ -329,6 +329,14 @@ impl Partition {
         self.submit(prepared).await
     }
 
+    /// Appends the batch `batch` holds, as [`append`](Self::append) appends
+    /// records: a caller with records in another shape writes them into a
+    /// [`BatchBuilder`](crate::BatchBuilder) instead of building [`Record`]s.
+    pub async fn append_built(&self, batch: crate::BatchBuilder) -> Result<Appended, AppendError> {
+        let prepared = prepare_built(batch)?;
+        self.submit(prepared).await
+    }
+
     /// [`append`](Self::append) for callers outside an async runtime.
     ///
     /// # Panics
@@ -695,12 +703,26 @@ fn prepare_records(records: &[Record]) -> Result<Prepared, AppendError> {
             return Err(AppendError::BatchTooLarge { bytes: total });
         }
     }
-    let bytes = batch::encode(records).map_err(AppendError::Encode)?;
+    let bytes = batch::encode(records)?;
     if bytes.len() > BATCH_BYTES_MAX {
         return Err(AppendError::BatchTooLarge { bytes: bytes.len() });
     }
     let header = batch::check_batch(&bytes)
         .map_err(|fault| AppendError::InvalidBatch { position: 0, fault })?;
+    Ok(Prepared {
+        bytes,
+        headers: vec![header],
+    })
+}
+
+fn prepare_built(batch: crate::BatchBuilder) -> Result<Prepared, AppendError> {
+    // The builder kept to the limits as records were added and computed the
+    // CRC over what it wrote: only the header is read back.
+    let bytes = batch.finish().ok_or(AppendError::Empty)?;
+    let header = batch::parse_header(&bytes)
+        .map_err(|fault| AppendError::InvalidBatch { position: 0, fault })?;
+    debug_assert_eq!(header.bytes, bytes.len());
+    debug_assert!(batch::check_batch(&bytes).is_ok());
     Ok(Prepared {
         bytes,
         headers: vec![header],

@@ -503,6 +503,32 @@ fn format_time(t: OffsetDateTime) -> String {
         .expect("every OffsetDateTime within RFC 3339's years formats")
 }
 
+/// Room for the RFC 3339 text of a time, whose longest is 35 bytes
+/// (`YYYY-MM-DDTHH:MM:SS.nnnnnnnnn+hh:mm`), with room to spare so that a
+/// text that filled it would show as too long.
+pub(crate) const TIME_TEXT_BYTES_MAX: usize = 48;
+
+/// Writes `t` as [`format_time`] does into `buf`, without allocating, and
+/// answers its length.
+pub(crate) fn format_time_into(t: OffsetDateTime, buf: &mut [u8; TIME_TEXT_BYTES_MAX]) -> usize {
+    let mut out: &mut [u8] = &mut buf[..];
+    // `format_into`'s count leaves out some of what it wrote (time 0.3.55
+    // counts only part of the fraction of a second); what is left of the
+    // buffer says how much was written.
+    t.format_into(&mut out, &Rfc3339)
+        .expect("every OffsetDateTime within RFC 3339's years formats");
+    let left = out.len();
+    assert!(
+        left > 0,
+        "RFC 3339 text is shorter than {TIME_TEXT_BYTES_MAX} bytes"
+    );
+    debug_assert_eq!(
+        &buf[..TIME_TEXT_BYTES_MAX - left],
+        format_time(t).as_bytes()
+    );
+    TIME_TEXT_BYTES_MAX - left
+}
+
 fn parse_time(s: &str) -> Result<OffsetDateTime, EventError> {
     OffsetDateTime::parse(s, &Rfc3339).map_err(|e| EventError::InvalidAttribute {
         name: "time".into(),
@@ -533,6 +559,40 @@ fn is_json_media_type(content_type: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_text_without_allocating_is_the_same_text() {
+        let mut checked = 0;
+        for date in [
+            "2026-12-05T12:39:59Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+        ] {
+            let base = OffsetDateTime::parse(date, &Rfc3339).unwrap();
+            for nanos in [
+                0,
+                1,
+                100_000_000,
+                120_000_000,
+                123_456_789,
+                657_219_203,
+                999_999_999,
+            ] {
+                for offset in [(0, 0), (5, 30), (-23, -59), (23, 59)] {
+                    let offset = time::UtcOffset::from_hms(offset.0, offset.1, 0).unwrap();
+                    let t = base
+                        .replace_nanosecond(nanos)
+                        .unwrap()
+                        .replace_offset(offset);
+                    let mut buf = [0u8; TIME_TEXT_BYTES_MAX];
+                    let len = format_time_into(t, &mut buf);
+                    assert_eq!(&buf[..len], format_time(t).as_bytes(), "{t}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 84);
+    }
 
     #[test]
     fn new_events_are_valid_with_uuid_v7_ids_and_a_time() {

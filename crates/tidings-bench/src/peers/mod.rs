@@ -127,10 +127,24 @@ pub(crate) struct Options {
     /// Run only these systems (see [`SYSTEMS`]; `tidings` is all three of
     /// Tidings' ways); all when empty.
     pub(crate) only: Vec<String>,
+    /// Run only these workloads (see [`WORKLOADS`]); all when empty.
+    pub(crate) workloads: Vec<String>,
+    pub(crate) durability: Durability,
     pub(crate) dir: PathBuf,
     pub(crate) pg_url: Option<String>,
     pub(crate) json: Option<PathBuf>,
 }
+
+/// Which durability settings a run covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Durability {
+    Durable,
+    NotDurable,
+    Both,
+}
+
+/// The workloads `--workloads` selects, by the names it takes.
+const WORKLOADS: [&str; 4] = ["publish", "latency", "end-to-end", "queue"];
 
 const PRODUCERS: usize = 8;
 const IN_FLIGHT: usize = 32;
@@ -158,6 +172,11 @@ pub(crate) fn run(options: Options) -> Result<()> {
             bail!("unknown system {name:?}; the systems are tidings (all three of its ways) and {SYSTEMS:?}");
         }
     }
+    for name in &options.workloads {
+        if !WORKLOADS.contains(&name.as_str()) {
+            bail!("unknown workload {name:?}; the workloads are {WORKLOADS:?}");
+        }
+    }
     let runs = |name: &str| {
         options.only.is_empty()
             || options
@@ -178,7 +197,12 @@ pub(crate) fn run(options: Options) -> Result<()> {
     };
     let mut figures = Vec::new();
     let mut not_applicable = Vec::new();
-    for durable in [true, false] {
+    let settings = match options.durability {
+        Durability::Durable => &[true][..],
+        Durability::NotDurable => &[false][..],
+        Durability::Both => &[true, false][..],
+    };
+    for &durable in settings {
         let systems = rt.block_on(start_systems(
             &options.dir,
             pg_url.as_deref(),
@@ -199,6 +223,9 @@ pub(crate) fn run(options: Options) -> Result<()> {
                 Workload::Publish { bytes: 1024 },
             ]
         };
+        let workloads = workloads.into_iter().filter(|w| {
+            options.workloads.is_empty() || options.workloads.iter().any(|n| n == w.name())
+        });
         for workload in workloads {
             let title = workload.title(durable);
             println!("## {title}\n");
@@ -295,8 +322,10 @@ async fn start_systems(
         servers.push(server);
     }
     if runs("nats") {
-        let server = servers::nats(dir)?;
-        list.push(Box::new(nats::Nats::connect(&server, durable).await?));
+        let (server, sync) = servers::nats(dir, durable)?;
+        list.push(Box::new(
+            nats::Nats::connect(&server, &sync, durable).await?,
+        ));
         servers.push(server);
     }
     if let Some(url) = pg_url {
@@ -338,6 +367,16 @@ enum Workload {
 }
 
 impl Workload {
+    /// The name `--workloads` takes.
+    fn name(&self) -> &'static str {
+        match self {
+            Workload::Publish { .. } => "publish",
+            Workload::OneInFlight => "latency",
+            Workload::EndToEnd => "end-to-end",
+            Workload::Queue => "queue",
+        }
+    }
+
     fn title(&self, durable: bool) -> String {
         let durability = if durable { "durable" } else { "not durable" };
         match self {

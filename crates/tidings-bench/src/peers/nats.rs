@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::future::try_join_all;
 use futures_util::{FutureExt, StreamExt};
 
-use super::servers::Server;
+use super::servers::{NatsSync, Server};
 use super::{BoxFut, Consumer, Producer, System};
 
 const GROUP: &str = "workers";
@@ -23,20 +23,18 @@ pub(crate) struct Nats {
 }
 
 impl Nats {
-    pub(crate) async fn connect(server: &Server, durable: bool) -> Result<Nats> {
+    pub(crate) async fn connect(server: &Server, sync: &NatsSync, durable: bool) -> Result<Nats> {
         let addr = server.addr.to_string();
         let client = async_nats::connect(&addr).await?;
-        // nats-server 2.9 syncs file storage on a timer (every 2 minutes) and has no
-        // setting to sync every write (`sync_interval: always` came with 2.10), so
-        // file storage is the most durable it offers; the not-durable runs keep
-        // streams in memory, as Redis does without persistence.
+        // The durable runs keep streams in file storage, which the server
+        // started with `sync_interval: always` syncs on every write (nats-server
+        // 2.10 on; an older one only on its 2-minute timer, which `sync` then
+        // says); the not-durable runs keep them in memory, as Redis does
+        // without persistence.
         let (storage, setting) = if durable {
-            (
-                StorageType::File,
-                "file storage, synced on the server's timer (2 min); this version has no per-write sync",
-            )
+            (StorageType::File, format!("file storage, {}", sync.setting))
         } else {
-            (StorageType::Memory, "memory storage")
+            (StorageType::Memory, "memory storage".to_owned())
         };
         Ok(Nats {
             addr,

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,11 +30,14 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn version(program: &str, arg: &str) -> Result<String> {
-    let out = Command::new(program)
-        .arg(arg)
-        .output()
-        .with_context(|| format!("running {program} (scripts/bench peers installs it)"))?;
+fn version(program: impl AsRef<Path>, arg: &str) -> Result<String> {
+    let program = program.as_ref();
+    let out = Command::new(program).arg(arg).output().with_context(|| {
+        format!(
+            "running {} (scripts/bench peers installs it)",
+            program.display()
+        )
+    })?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
@@ -100,34 +103,112 @@ pub(crate) fn redis(dir: &Path, durable: bool) -> Result<Server> {
     Ok(server)
 }
 
-/// nats-server with JetStream, its store in a throwaway directory.
-pub(crate) fn nats(dir: &Path) -> Result<Server> {
+/// The environment variable naming the nats-server binary to run;
+/// `scripts/peers` builds one that can sync every write and sets it.
+const NATS_SERVER_VAR: &str = "TIDINGS_NATS_SERVER";
+
+/// How a NATS server was set to sync its file storage.
+pub(crate) struct NatsSync {
+    /// The setting in a few words, for row names.
+    pub(crate) short: &'static str,
+    /// The setting and what it guarantees, for the benchmark's reports.
+    pub(crate) setting: &'static str,
+}
+
+/// nats-server with JetStream, its store in a throwaway directory. The binary
+/// is the one `TIDINGS_NATS_SERVER` names (`scripts/bench peers` builds
+/// 2.15.3), else `nats-server` from PATH, which the reported version then says.
+/// With `durable`, its config has `sync_interval: always` (each message
+/// fsynced before its publish is acknowledged) where the server has it (2.10
+/// on); an older one syncs file storage on its 2-minute timer only, as does
+/// every server in the not-durable runs.
+pub(crate) fn nats(dir: &Path, durable: bool) -> Result<(Server, NatsSync)> {
+    let (program, from_path) = match std::env::var_os(NATS_SERVER_VAR) {
+        Some(p) if !p.is_empty() => (PathBuf::from(p), false),
+        _ => (PathBuf::from("nats-server"), true),
+    };
+    let reported = version(&program, "--version")?;
+    let (major, minor) = nats_version(&reported).with_context(|| {
+        format!(
+            "reading the version of {} from {reported:?}",
+            program.display()
+        )
+    })?;
+    let per_write = durable && (major, minor) >= (2, 10);
+    // With `sync_interval: always` a single server fsyncs each message before
+    // it acknowledges the publish; a consumer's state (what it has delivered
+    // and what is acked) is written with O_SYNC too, but by a background
+    // flush (at most 10 a second) after the ack has been answered.
+    let sync = if per_write {
+        NatsSync {
+            short: "sync_interval: always",
+            setting: "sync_interval: always (every write fsynced: each message before \
+                      its publish ack; consumer ack state by a background flush, \
+                      at most 10 a second, after the ack's reply)",
+        }
+    } else if durable {
+        NatsSync {
+            short: "synced on a 2-min timer",
+            setting: "synced on the server's timer (2 min); this version has no \
+                      per-write sync (`sync_interval: always` came with 2.10)",
+        }
+    } else {
+        NatsSync {
+            short: "default sync (2-min timer)",
+            setting: "default sync (file storage synced on the server's 2-min timer)",
+        }
+    };
     let data = tempfile::tempdir_in(dir)?;
     let port = free_port()?;
     let config = data.path().join("nats.conf");
+    let sync_line = if per_write {
+        "  sync_interval: always\n"
+    } else {
+        ""
+    };
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n}}\n",
+            "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n{sync_line}}}\n",
             data.path().join("js").display()
         ),
     )?;
-    let child = Command::new("nats-server")
+    let child = Command::new(&program)
         .arg("-c")
         .arg(&config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("starting nats-server (scripts/bench peers installs it)")?;
+        .with_context(|| {
+            format!(
+                "starting {} (scripts/bench peers installs it)",
+                program.display()
+            )
+        })?;
+    let version = if from_path {
+        format!("{reported} (`nats-server` from PATH: {NATS_SERVER_VAR} is unset)")
+    } else {
+        reported
+    };
     let mut server = Server {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        version: version("nats-server", "--version")?,
+        version,
         dir: data,
     };
     // A NATS server greets every connection with INFO.
     wait_ready(&mut server, b"", b"INFO")?;
-    Ok(server)
+    Ok((server, sync))
+}
+
+/// The major and minor version in `nats-server --version`'s answer, such as
+/// `nats-server: v2.15.3`.
+fn nats_version(reported: &str) -> Option<(u32, u32)> {
+    let (_, number) = reported.rsplit_once('v')?;
+    let mut parts = number.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// `tidings serve` in a child process: this benchmark's own executable run with

@@ -151,7 +151,7 @@ impl Broker {
             state,
             generation: 0,
             snapshot_bytes: 0,
-            journal: Arc::new(journal),
+            journal: self.queues.track(journal),
             deleted: false,
         };
         self.write_snapshot(&mut g)?;
@@ -298,7 +298,7 @@ impl Broker {
             return Err(QueueError::ShuttingDown);
         }
         let mut g = self.queues.lock(group).await?;
-        self.expire_leases(&mut g).await?;
+        let expired = self.expire_leases(&mut g).await?;
         let now = self.clock.now().0;
         let t = self
             .topic(g.topic.as_str())
@@ -364,12 +364,19 @@ impl Broker {
                 entry,
             });
         }
-        // Attempt counts are durable before anyone sees the delivery (and so is
-        // anything else this receive changed: expiries, floors).
+        // The leases and attempt counts are staged, not synced: the next
+        // sync of the group's journal (an ack's, usually, which follows them
+        // in the file) carries them, and a crash before it can only forget
+        // these deliveries, which are then handed out again with the attempt
+        // counts from before (ARCHITECTURE.md, "Queue groups" under recovery).
+        // Expiries may have dead-lettered events: those are durable before
+        // anyone is answered, as every answer is.
         if g.state.changed() {
             let staged = self.stage(&mut g).await?;
             drop(g);
-            staged.durable().await?;
+            if expired {
+                staged.durable().await?;
+            }
         }
         Ok(out)
     }

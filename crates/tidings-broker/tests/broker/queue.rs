@@ -336,7 +336,10 @@ fn bad_requests_get_typed_errors_and_change_nothing() {
 
 /// The invariant of DESIGN §4 under random failures: every event ends acked or
 /// dead-lettered, none is lost, none acked is delivered again, and with key
-/// ordering no key has two events in flight or runs out of order.
+/// ordering no key has two events in flight or runs out of order. Restarts
+/// are clean closes and crashes; a crash forgets the receives whose leases
+/// were not synced yet, which may only deliver those events again: no event
+/// is delivered more than its limit plus once per crash.
 #[test]
 fn every_event_ends_acked_or_dead_lettered_under_random_failures() {
     for seed in 1..=4u64 {
@@ -368,6 +371,8 @@ fn run_invariant(seed: u64) {
     let mut rejected: BTreeSet<(PartitionId, Offset)> = BTreeSet::new();
     // Leases the simulated consumers hold: place -> (delivery, when delivered).
     let mut held: HashMap<(PartitionId, Offset), (Delivery, i64)> = HashMap::new();
+    let mut deliveries: HashMap<(PartitionId, Offset), u32> = HashMap::new();
+    let mut crashes = 0u32;
     for step in 0..400 {
         // Leases past the ack timeout are gone, whether or not the consumer knows.
         let now = fx.clock.now().0;
@@ -384,6 +389,12 @@ fn run_invariant(seed: u64) {
                     assert!(
                         !acked.contains(&place),
                         "seed {seed} step {step}: {place:?} delivered after its ack"
+                    );
+                    let n = deliveries.entry(place).or_default();
+                    *n += 1;
+                    assert!(
+                        *n <= 4 + crashes,
+                        "seed {seed} step {step}: {place:?} delivered {n} times, past its limit of 4 and {crashes} crashes"
                     );
                     let key = &published[&place];
                     let same_key_in_flight =
@@ -448,12 +459,18 @@ fn run_invariant(seed: u64) {
                 fx.advance(Duration::from_secs(6));
             }
             8 => fx.advance(Duration::from_millis(next() % 3_000)),
-            _ => {
-                if next() % 4 == 0 {
+            _ => match next() % 8 {
+                0 => {
                     held.clear();
                     fx.reopen();
                 }
-            }
+                1 => {
+                    held.clear();
+                    crashes += 1;
+                    fx.crash();
+                }
+                _ => {}
+            },
         }
     }
     // Drain: keep acking until nothing is pending.
@@ -982,6 +999,43 @@ fn shutdown_gives_up_on_leases_at_its_deadline() {
 fn journal_len(fx: &Fixture) -> u64 {
     let path = fx.dir.path().join("broker/queues/workers.journal");
     std::fs::metadata(path).unwrap().len()
+}
+
+/// A receive's attempt counts are staged in the journal without waiting for
+/// a sync: a clean close syncs them, a crash forgets them (the event comes
+/// back as the same attempt again; leases end at any restart), and an ack
+/// after a receive carries the receive's records with it.
+#[test]
+fn a_close_keeps_the_attempts_of_receives_and_a_crash_only_forgets_them() {
+    let mut fx = Fixture::new(1, QueueConfig::default());
+    fx.publish(None);
+    let first = fx.receive(1).remove(0);
+    assert_eq!(first.attempt, 1);
+    fx.reopen();
+    let second = fx.receive(1).remove(0);
+    assert_eq!(place(&second), place(&first));
+    assert_eq!(second.attempt, 2, "the close kept the first attempt");
+
+    fx.crash();
+    let again = fx.receive(1).remove(0);
+    assert_eq!(place(&again), place(&first));
+    assert_eq!(again.attempt, 2, "the crash forgot the second attempt");
+
+    // An ack syncs the receives staged before it.
+    fx.publish(None);
+    fx.publish(None);
+    fx.crash();
+    let got = fx.receive(3);
+    assert_eq!(got.iter().map(|d| d.attempt).collect::<Vec<_>>(), [2, 1, 1]);
+    fx.ack(&got[1]).unwrap();
+    fx.crash();
+    let back = fx.receive(3);
+    assert_eq!(
+        back.iter()
+            .map(|d| (place(d), d.attempt))
+            .collect::<Vec<_>>(),
+        [(place(&got[0]), 3), (place(&got[2]), 2)]
+    );
 }
 
 #[test]

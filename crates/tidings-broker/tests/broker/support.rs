@@ -48,6 +48,16 @@ impl Harness {
         self.broker = Some(broker);
     }
 
+    /// Reopens the data directory as a crash of the broker's process leaves
+    /// it: the broker is dropped without [`close`](tidings_broker::Broker::close),
+    /// so what queue journals staged and never synced (the leases of
+    /// receives) is gone. Everything the log acknowledged was synced.
+    pub fn crash(&mut self) {
+        drop(self.broker.take());
+        let broker = tidings_broker::Broker::open(self.dir.path(), options(&self.clock)).unwrap();
+        self.broker = Some(broker);
+    }
+
     pub fn advance(&self, d: Duration) {
         self.clock.advance(d);
     }

@@ -11,8 +11,8 @@ use bytes::Bytes;
 
 use super::json::JSON_FORMAT_MEDIA_TYPE;
 use super::{
-    check_extension_name, format_time, media_essence, parse_time, CloudEvent, EventError,
-    ExtensionValue, SPEC_VERSION,
+    check_extension_name, format_time_into, media_essence, parse_time, CloudEvent, EventError,
+    ExtensionValue, EXTENSION_NAME_BYTES_MAX, SPEC_VERSION, TIME_TEXT_BYTES_MAX,
 };
 
 /// The parts of a Kafka record that carry an event.
@@ -34,34 +34,10 @@ impl CloudEvent {
     pub fn to_kafka(&self) -> Result<KafkaMessage, EventError> {
         self.validate()?;
         let mut headers = Vec::with_capacity(8 + self.extensions.len());
-        let mut put = |name: &str, value: String| {
-            headers.push((format!("{PREFIX}{name}"), Bytes::from(value)));
-        };
-        put("specversion", SPEC_VERSION.to_owned());
-        put("id", self.id.clone());
-        put("source", self.source.clone());
-        put("type", self.ty.clone());
-        if let Some(t) = self.time {
-            put("time", format_time(t));
-        }
-        if let Some(v) = &self.dataschema {
-            put("dataschema", v.clone());
-        }
-        if let Some(v) = &self.subject {
-            put("subject", v.clone());
-        }
-        for (name, value) in &self.extensions {
-            put(name, value.to_canonical_string());
-        }
-        // Data with no declared type is JSON by the JSON format's rule; say so
-        // explicitly when the type would otherwise be lost.
-        let content_type = self
-            .datacontenttype
-            .clone()
-            .or_else(|| self.data.is_some().then(|| "application/json".to_owned()));
-        if let Some(ct) = content_type {
-            headers.push((CONTENT_TYPE.to_owned(), Bytes::from(ct)));
-        }
+        self.for_each_kafka_header(|name, value| {
+            let name = std::str::from_utf8(name).expect("header names are ASCII");
+            headers.push((name.to_owned(), Bytes::copy_from_slice(value)));
+        });
         Ok(KafkaMessage {
             key: self
                 .partitionkey()
@@ -69,6 +45,47 @@ impl CloudEvent {
             value: self.data.clone(),
             headers,
         })
+    }
+
+    /// Calls `header` with the name and value of each header of the event in
+    /// Kafka's binary content mode, in the order [`to_kafka`](Self::to_kafka)
+    /// gives them, borrowing the event's own strings: nothing is allocated but
+    /// the string form of a number or boolean extension. The record's key is
+    /// [`partitionkey`](Self::partitionkey) and its value the data. For an
+    /// event that passed [`validate`](Self::validate).
+    pub fn for_each_kafka_header(&self, mut header: impl FnMut(&[u8], &[u8])) {
+        header(b"ce_specversion", SPEC_VERSION.as_bytes());
+        header(b"ce_id", self.id.as_bytes());
+        header(b"ce_source", self.source.as_bytes());
+        header(b"ce_type", self.ty.as_bytes());
+        if let Some(t) = self.time {
+            let mut buf = [0u8; TIME_TEXT_BYTES_MAX];
+            let len = format_time_into(t, &mut buf);
+            header(b"ce_time", &buf[..len]);
+        }
+        if let Some(v) = &self.dataschema {
+            header(b"ce_dataschema", v.as_bytes());
+        }
+        if let Some(v) = &self.subject {
+            header(b"ce_subject", v.as_bytes());
+        }
+        let mut name_buf = [0u8; PREFIX.len() + EXTENSION_NAME_BYTES_MAX];
+        name_buf[..PREFIX.len()].copy_from_slice(PREFIX.as_bytes());
+        for (name, value) in &self.extensions {
+            let len = PREFIX.len() + name.len();
+            name_buf[PREFIX.len()..len].copy_from_slice(name.as_bytes());
+            match value {
+                ExtensionValue::String(v) => header(&name_buf[..len], v.as_bytes()),
+                other => header(&name_buf[..len], other.to_canonical_string().as_bytes()),
+            }
+        }
+        // Data with no declared type is JSON by the JSON format's rule; say so
+        // explicitly when the type would otherwise be lost.
+        match (&self.datacontenttype, &self.data) {
+            (Some(ct), _) => header(CONTENT_TYPE.as_bytes(), ct.as_bytes()),
+            (None, Some(_)) => header(CONTENT_TYPE.as_bytes(), b"application/json"),
+            (None, None) => {}
+        }
     }
 
     /// Reads an event from a Kafka message in binary or structured content mode.
