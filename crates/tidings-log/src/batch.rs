@@ -523,6 +523,69 @@ fn decompress_section(section: &mut Bytes, codec: Compression) -> anyhow::Result
     Ok(compression::decompress(n, section)?.into())
 }
 
+/// The offset and key of every record of the batches in `bytes`, in order: what
+/// [`decode`] gives for them, without the values and headers. Uncompressed
+/// batches are walked in place (keys are slices of `bytes`, nothing else is
+/// allocated per record); compressed ones are decoded whole.
+pub(crate) fn decode_keys(bytes: Bytes) -> Result<Vec<(Offset, Option<Bytes>)>, String> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let header = parse_header(&bytes[at..]).map_err(|f| f.to_string())?;
+        let end = at + header.bytes;
+        if end > bytes.len() {
+            return Err(format!(
+                "a batch of {} bytes at {at} runs past the {} read",
+                header.bytes,
+                bytes.len()
+            ));
+        }
+        let attributes = u16::from_be_bytes([bytes[at + 21], bytes[at + 22]]);
+        if attributes & 0x07 != 0 {
+            for r in decode(bytes.slice(at..end))? {
+                out.push((r.offset, r.record.key));
+            }
+            at = end;
+            continue;
+        }
+        let section = &bytes[at + BATCH_HEADER_BYTES..end];
+        let mut r = VarReader { buf: section };
+        for index in 0..header.offset_count() {
+            let bad = |what: &str| format!("record {index} of the batch at {at}: {what}");
+            let len = r
+                .length()
+                .flatten()
+                .ok_or_else(|| bad("bad record length"))?;
+            let mut body = VarReader {
+                buf: r
+                    .take(len)
+                    .ok_or_else(|| bad("record runs past the batch"))?,
+            };
+            body.take(1).ok_or_else(|| bad("missing attributes"))?;
+            body.varlong().ok_or_else(|| bad("bad timestamp delta"))?;
+            let delta = body.varlong().ok_or_else(|| bad("bad offset delta"))?;
+            let offset = header
+                .base_offset
+                .checked_add(delta)
+                .and_then(|o| u64::try_from(o).ok())
+                .ok_or_else(|| bad("offset out of range"))?;
+            let key = match body.length().ok_or_else(|| bad("bad key length"))? {
+                None => None,
+                Some(len) => {
+                    let key = body
+                        .take(len)
+                        .ok_or_else(|| bad("key runs past the record"))?;
+                    let from = key.as_ptr() as usize - bytes.as_ptr() as usize;
+                    Some(bytes.slice(from..from + len))
+                }
+            };
+            out.push((Offset(offset), key));
+        }
+        at = end;
+    }
+    Ok(out)
+}
+
 /// Decodes every record of the batches in `bytes`, decompressing compressed
 /// ones (each through the decompressed-size cap).
 pub fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, String> {
@@ -660,6 +723,59 @@ mod tests {
             assert_eq!(
                 decoded.into_iter().map(|r| r.record).collect::<Vec<_>>(),
                 records
+            );
+        }
+    }
+
+    #[test]
+    fn keys_are_what_a_whole_decode_gives() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        };
+        let mut bytes = BytesMut::new();
+        let mut base = 0u64;
+        for _ in 0..20 {
+            let n = 1 + next(50) as usize;
+            let records: Vec<Record> = (0..n)
+                .map(|i| Record {
+                    key: match next(3) {
+                        0 => None,
+                        1 => Some(Bytes::new()),
+                        _ => Some(Bytes::from(
+                            format!("key-{}", next(1000)).repeat(1 + next(30) as usize),
+                        )),
+                    },
+                    value: Some(Bytes::from(vec![b'v'; next(300) as usize])),
+                    headers: vec![Header {
+                        key: "h".into(),
+                        value: Some(Bytes::from(format!("{i}"))),
+                    }],
+                    timestamp: TimestampMs(1_000 + next(100) as i64),
+                })
+                .collect();
+            let mut batch = encode(&records).unwrap();
+            stamp(&mut batch, Offset(base));
+            base += n as u64;
+            bytes.extend_from_slice(&batch);
+        }
+        let bytes = bytes.freeze();
+        let whole: Vec<(Offset, Option<Bytes>)> = decode(bytes.clone())
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.offset, r.record.key))
+            .collect();
+        assert_eq!(whole.len() as u64, base);
+        assert_eq!(decode_keys(bytes.clone()).unwrap(), whole);
+        // A read cut inside a batch, at either end: refused, never a panic.
+        for cut in [1, 30, 61, 70, bytes.len() - 1] {
+            assert!(decode_keys(bytes.slice(cut..)).is_err(), "{cut}");
+            assert!(
+                decode_keys(bytes.slice(..bytes.len() - cut)).is_err(),
+                "{cut}"
             );
         }
     }

@@ -116,6 +116,16 @@ impl Batches {
             reason,
         })
     }
+
+    /// The offset and key of every record of the batches, as
+    /// [`records`](Self::records) would give them, without decoding values
+    /// and headers (compressed batches excepted).
+    pub fn keys(&self) -> Result<Vec<(Offset, Option<Bytes>)>, ReadError> {
+        batch::decode_keys(self.bytes.clone()).map_err(|reason| ReadError::Decode {
+            file: self.file.clone(),
+            reason,
+        })
+    }
 }
 
 type Reply<T> = oneshot::Sender<Result<T, AppendError>>;
@@ -510,6 +520,17 @@ impl Partition {
         let mut records = self.read(from, max_bytes)?.records()?;
         records.retain(|r| r.offset >= from);
         Ok(records)
+    }
+
+    /// [`read_records`](Self::read_records), offsets and keys only.
+    pub fn read_keys(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+    ) -> Result<Vec<(Offset, Option<Bytes>)>, ReadError> {
+        let mut keys = self.read(from, max_bytes)?.keys()?;
+        keys.retain(|(offset, _)| *offset >= from);
+        Ok(keys)
     }
 
     /// Every segment with the offset where its readable data ends (the next

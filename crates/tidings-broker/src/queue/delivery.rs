@@ -72,14 +72,15 @@ fn fill(
     let Some(part) = part else { return Ok(()) };
     state.skip_removed(p, part.log_start_offset().0);
     while state.wants(p, part.high_watermark().0, max) {
-        let records = part
-            .read_records(Offset(state.cursor(p)), READ_BYTES)
+        // Offsets and keys are all the pending set keeps.
+        let keys = part
+            .read_keys(Offset(state.cursor(p)), READ_BYTES)
             .map_err(ReadError::from)?;
-        if records.is_empty() {
+        if keys.is_empty() {
             break;
         }
-        for r in &records {
-            state.take(p, r.offset.0, r.record.key.as_ref());
+        for (offset, key) in &keys {
+            state.take(p, offset.0, key.as_ref());
         }
     }
     Ok(())

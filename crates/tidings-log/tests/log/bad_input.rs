@@ -422,6 +422,15 @@ fn compressed_batches_are_stored_as_sent_and_read_back_decompressed() {
         }
         assert_eq!(records[1].offset, offset.next());
     }
+    // Offsets and keys alone, compressed batches among plain ones.
+    let whole: Vec<_> = p
+        .read_records(Offset(1), 1 << 20)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.offset, r.record.key))
+        .collect();
+    assert_eq!(whole.len(), 11);
+    assert_eq!(p.read_keys(Offset(1), 1 << 20).unwrap(), whole);
     // Truncated compressed data and a bomb past the cap are refused.
     let mut truncated = compressed(&good, 1, gzip);
     truncated.truncate(truncated.len() - 4);
