@@ -57,7 +57,7 @@ pub mod upcast;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore, OpenError};
 pub use error::{AppendError, StoreError};
-pub use postgres::{PgOptions, PgStore};
+pub use postgres::{AppendStats, PgOptions, PgStore};
 pub use store::EventStore;
 pub use subscription::{Subscription, SUBSCRIPTION_BATCH_MAX};
 /// The options of the log under the embedded store (its clock, its sync).

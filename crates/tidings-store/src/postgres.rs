@@ -8,6 +8,11 @@
 //! checkpoint; a lost notification delays them by at most a poll interval and never
 //! loses an event.
 //!
+//! A store's appends commit in groups (`group`): one writer task writes every
+//! append waiting for it in one transaction, under one head lock and one WAL
+//! flush, so concurrent writers share the flushes that the head lock would
+//! otherwise give one at a time.
+//!
 //! The schema is created by migrations that run when the store connects, under an
 //! advisory lock so that several processes may start at once.
 
@@ -19,6 +24,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tidings_types::{Clock, CloudEvent, SystemClock, TimestampMs};
 use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
+
+mod group;
+
+pub use group::AppendStats;
 
 use crate::error::{AppendError, StoreError};
 use crate::store::{check_append, metadata_written, repeated_append, EventStore};
@@ -72,6 +81,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     head: watch::Receiver<u64>,
     listener: tokio::task::JoinHandle<()>,
+    /// The appends' queue to the writer, which stops when this is dropped.
+    appender: tokio::sync::mpsc::Sender<group::Job>,
+    counters: Arc<group::Counters>,
 }
 
 impl Drop for Inner {
@@ -127,12 +139,27 @@ impl PgStore {
         };
         let (tx, rx) = watch::channel(head);
         let listener = tokio::spawn(listen(config, tx));
+        let (appender, jobs) = tokio::sync::mpsc::channel(group::QUEUE_DEPTH);
+        let (writer_pool, writer_clock) = (pool.clone(), Arc::clone(&options.clock));
+        let counters = Arc::new(group::Counters::default());
+        tokio::spawn(group::writer(
+            pool.clone(),
+            Arc::clone(&options.clock),
+            Arc::clone(&counters),
+            jobs,
+            move |appends| {
+                let (pool, clock) = (writer_pool.clone(), Arc::clone(&writer_clock));
+                async move { append_alone(&pool, clock.as_ref(), &appends).await }
+            },
+        ));
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
                 clock: options.clock,
                 head: rx,
                 listener,
+                appender,
+                counters,
             }),
         })
     }
@@ -153,118 +180,6 @@ impl PgStore {
         };
         let row = client.query_opt(sql, &[&stream.as_str()]).await?;
         Ok(row.map(|r| state_of(&r)).unwrap_or_default())
-    }
-
-    async fn try_append(&self, appends: &[StreamAppend]) -> Result<Vec<Appended>, AppendError> {
-        let now = self.inner.clock.now();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(StoreError::from)?;
-        // Every writer locks the head row first: it orders positions by commit
-        // and rules out deadlocks between writers.
-        let head: i64 = tx
-            .query_one("SELECT next FROM tidings_head WHERE id = 0 FOR UPDATE", &[])
-            .await
-            .map_err(StoreError::from)?
-            .get(0);
-        let ids: Vec<&str> = appends
-            .iter()
-            .flat_map(|a| a.events.iter().map(CloudEvent::id))
-            .collect();
-        let found = tx
-            .query(
-                "SELECT event_id, stream, version, position FROM tidings_events WHERE event_id = ANY($1)",
-                &[&ids],
-            )
-            .await
-            .map_err(StoreError::from)?;
-        if !found.is_empty() {
-            let stored: HashMap<String, (String, i64, i64)> = found
-                .iter()
-                .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
-                .collect();
-            let locate = |stream: &StreamName, id: &str| {
-                let (s, version, position) = stored.get(id)?;
-                (s == stream.as_str()).then(|| (to_u64(*version), to_u64(*position)))
-            };
-            let repeat = (found.len() == ids.len())
-                .then(|| repeated_append(appends, locate))
-                .flatten();
-            return repeat.ok_or_else(|| AppendError::DuplicateEventId {
-                id: found[0].get(0),
-            });
-        }
-        let mut position = to_u64(head);
-        let mut done = Vec::with_capacity(appends.len());
-        let mut cols = Columns::default();
-        for a in appends {
-            let state = Self::state(&tx, &a.stream, true).await?;
-            if !a.expected.admits(state.visible()) {
-                return Err(AppendError::WrongExpectedVersion {
-                    stream: a.stream.clone(),
-                    expected: a.expected,
-                    actual: state.visible(),
-                });
-            }
-            let first_version = state.next_version();
-            for (i, e) in a.events.iter().enumerate() {
-                let json = e.to_json().map_err(|source| AppendError::InvalidEvent {
-                    stream: a.stream.clone(),
-                    index: i,
-                    source,
-                })?;
-                cols.position.push(to_i64(position + i as u64));
-                cols.stream.push(a.stream.as_str());
-                cols.version.push(to_i64(first_version + i as u64));
-                cols.category.push(a.stream.category());
-                cols.id.push(e.id());
-                cols.ty.push(e.ty());
-                cols.recorded.push(now.0);
-                cols.event.push(json);
-            }
-            let n = a.events.len() as u64;
-            tx.execute(
-                "INSERT INTO tidings_streams (stream, last_version) VALUES ($1, $2)
-                 ON CONFLICT (stream) DO UPDATE SET last_version = EXCLUDED.last_version",
-                &[&a.stream.as_str(), &to_i64(first_version + n - 1)],
-            )
-            .await
-            .map_err(StoreError::from)?;
-            done.push(Appended {
-                stream: a.stream.clone(),
-                first_version: StreamVersion(first_version),
-                last_version: StreamVersion(first_version + n - 1),
-                first_position: Position(position),
-                last_position: Position(position + n - 1),
-            });
-            position += n;
-        }
-        tx.execute(
-            "INSERT INTO tidings_events
-                 (position, stream, version, category, event_id, event_type, recorded_ms, event)
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[],
-                                  $5::text[], $6::text[], $7::bigint[], $8::bytea[])",
-            &[
-                &cols.position,
-                &cols.stream,
-                &cols.version,
-                &cols.category,
-                &cols.id,
-                &cols.ty,
-                &cols.recorded,
-                &cols.event,
-            ],
-        )
-        .await
-        .map_err(StoreError::from)?;
-        let next = to_i64(position);
-        tx.execute("UPDATE tidings_head SET next = $1 WHERE id = 0", &[&next])
-            .await
-            .map_err(StoreError::from)?;
-        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &next.to_string()])
-            .await
-            .map_err(StoreError::from)?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(done)
     }
 
     async fn write_state(
@@ -313,6 +228,156 @@ impl PgStore {
     }
 }
 
+async fn try_append(
+    pool: &Pool,
+    clock: &dyn Clock,
+    appends: &[StreamAppend],
+) -> Result<Vec<Appended>, AppendError> {
+    let now = clock.now();
+    let mut client = pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(StoreError::from)?;
+    // Every writer locks the head row first: it orders positions by commit
+    // and rules out deadlocks between writers.
+    let head: i64 = tx
+        .query_one("SELECT next FROM tidings_head WHERE id = 0 FOR UPDATE", &[])
+        .await
+        .map_err(StoreError::from)?
+        .get(0);
+    let ids: Vec<&str> = appends
+        .iter()
+        .flat_map(|a| a.events.iter().map(CloudEvent::id))
+        .collect();
+    let found = tx
+        .query(
+            "SELECT event_id, stream, version, position FROM tidings_events WHERE event_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(StoreError::from)?;
+    if !found.is_empty() {
+        let stored: HashMap<String, (String, i64, i64)> = found
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+            .collect();
+        let locate = |stream: &StreamName, id: &str| {
+            let (s, version, position) = stored.get(id)?;
+            (s == stream.as_str()).then(|| (to_u64(*version), to_u64(*position)))
+        };
+        let repeat = (found.len() == ids.len())
+            .then(|| repeated_append(appends, locate))
+            .flatten();
+        return repeat.ok_or_else(|| AppendError::DuplicateEventId {
+            id: found[0].get(0),
+        });
+    }
+    let mut position = to_u64(head);
+    let mut done = Vec::with_capacity(appends.len());
+    let mut cols = Columns::default();
+    for a in appends {
+        let state = PgStore::state(&tx, &a.stream, true).await?;
+        if !a.expected.admits(state.visible()) {
+            return Err(AppendError::WrongExpectedVersion {
+                stream: a.stream.clone(),
+                expected: a.expected,
+                actual: state.visible(),
+            });
+        }
+        let first_version = state.next_version();
+        for (i, e) in a.events.iter().enumerate() {
+            let json = e.to_json().map_err(|source| AppendError::InvalidEvent {
+                stream: a.stream.clone(),
+                index: i,
+                source,
+            })?;
+            cols.position.push(to_i64(position + i as u64));
+            cols.stream.push(a.stream.as_str());
+            cols.version.push(to_i64(first_version + i as u64));
+            cols.category.push(a.stream.category());
+            cols.id.push(e.id());
+            cols.ty.push(e.ty());
+            cols.recorded.push(now.0);
+            cols.event.push(json);
+        }
+        let n = a.events.len() as u64;
+        tx.execute(
+            "INSERT INTO tidings_streams (stream, last_version) VALUES ($1, $2)
+             ON CONFLICT (stream) DO UPDATE SET last_version = EXCLUDED.last_version",
+            &[&a.stream.as_str(), &to_i64(first_version + n - 1)],
+        )
+        .await
+        .map_err(StoreError::from)?;
+        done.push(Appended {
+            stream: a.stream.clone(),
+            first_version: StreamVersion(first_version),
+            last_version: StreamVersion(first_version + n - 1),
+            first_position: Position(position),
+            last_position: Position(position + n - 1),
+        });
+        position += n;
+    }
+    insert_events(&tx, &cols).await?;
+    let next = to_i64(position);
+    tx.execute("UPDATE tidings_head SET next = $1 WHERE id = 0", &[&next])
+        .await
+        .map_err(StoreError::from)?;
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &next.to_string()])
+        .await
+        .map_err(StoreError::from)?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(done)
+}
+
+/// One append call by itself, in its own transaction; repeated once when the
+/// connection broke before the answer or another writer stored one of its ids
+/// meanwhile.
+async fn append_alone(
+    pool: &Pool,
+    clock: &dyn Clock,
+    appends: &[StreamAppend],
+) -> Result<Vec<Appended>, AppendError> {
+    match try_append(pool, clock, appends).await {
+        // A connection that broke before the answer: the commit may or may not
+        // have happened. Event ids make a repeat safe: it either writes the
+        // events or answers what the first attempt wrote.
+        Err(AppendError::Store(StoreError::Postgres(e))) if e.is_closed() => {
+            tracing::warn!(error = %e, "event store connection broke during an append; repeating it");
+            try_append(pool, clock, appends).await
+        }
+        Err(AppendError::Store(StoreError::Postgres(e)))
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+        {
+            // Another append stored one of these ids after we looked: look again.
+            try_append(pool, clock, appends).await
+        }
+        other => other,
+    }
+}
+
+/// Inserts the rows of `cols`.
+async fn insert_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    cols: &Columns<'_>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO tidings_events
+             (position, stream, version, category, event_id, event_type, recorded_ms, event)
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[],
+                              $5::text[], $6::text[], $7::bigint[], $8::bytea[])",
+        &[
+            &cols.position,
+            &cols.stream,
+            &cols.version,
+            &cols.category,
+            &cols.id,
+            &cols.ty,
+            &cols.recorded,
+            &cols.event,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// The columns of one multi-row insert.
 #[derive(Default)]
 struct Columns<'a> {
@@ -326,14 +391,33 @@ struct Columns<'a> {
     event: Vec<Vec<u8>>,
 }
 
+impl<'a> Columns<'a> {
+    fn extend(&mut self, rows: Columns<'a>) {
+        self.position.extend(rows.position);
+        self.stream.extend(rows.stream);
+        self.version.extend(rows.version);
+        self.category.extend(rows.category);
+        self.id.extend(rows.id);
+        self.ty.extend(rows.ty);
+        self.recorded.extend(rows.recorded);
+        self.event.extend(rows.event);
+    }
+}
+
 fn state_of(row: &Row) -> StreamState {
+    state_from(row, 0)
+}
+
+/// A stream's state from the columns `last_version, truncate_before,
+/// max_count, max_age_ms` of `row`, from `at` on.
+fn state_from(row: &Row, at: usize) -> StreamState {
     StreamState {
-        last: row.get::<_, Option<i64>>(0).map(to_u64),
-        truncate_before: to_u64(row.get(1)),
+        last: row.get::<_, Option<i64>>(at).map(to_u64),
+        truncate_before: to_u64(row.get(at + 1)),
         metadata: StreamMetadata {
-            max_count: row.get::<_, Option<i64>>(2).map(to_u64),
+            max_count: row.get::<_, Option<i64>>(at + 2).map(to_u64),
             max_age: row
-                .get::<_, Option<i64>>(3)
+                .get::<_, Option<i64>>(at + 3)
                 .map(|ms| Duration::from_millis(to_u64(ms))),
         },
     }
@@ -435,22 +519,15 @@ async fn listen(config: tokio_postgres::Config, head: watch::Sender<u64>) {
 impl EventStore for PgStore {
     async fn append(&self, appends: Vec<StreamAppend>) -> Result<Vec<Appended>, AppendError> {
         check_append(&appends)?;
-        match self.try_append(&appends).await {
-            // A connection that broke before the answer: the commit may or may not
-            // have happened. Event ids make a repeat safe: it either writes the
-            // events or answers what the first attempt wrote.
-            Err(AppendError::Store(StoreError::Postgres(e))) if e.is_closed() => {
-                tracing::warn!(error = %e, "event store connection broke during an append; repeating it");
-                self.try_append(&appends).await
-            }
-            Err(AppendError::Store(StoreError::Postgres(e)))
-                if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
-            {
-                // Another append stored one of these ids after we looked: look again.
-                self.try_append(&appends).await
-            }
-            other => other,
-        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone =
+            || AppendError::Store(StoreError::Pool("the store's append writer stopped".into()));
+        self.inner
+            .appender
+            .send(group::Job { appends, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     async fn read_stream(
@@ -663,6 +740,11 @@ impl EventStore for PgStore {
 }
 
 impl PgStore {
+    /// How the store's appends have committed: in groups or alone.
+    pub fn append_stats(&self) -> AppendStats {
+        self.inner.counters.stats()
+    }
+
     /// A pooled connection, for projections that keep their read model in the same
     /// database and commit it with their checkpoint.
     pub async fn connection(&self) -> Result<deadpool_postgres::Object, StoreError> {

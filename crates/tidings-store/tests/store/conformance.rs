@@ -499,6 +499,11 @@ pub(crate) async fn subscriptions_catch_up_then_go_live_without_gap_or_duplicate
         positions.windows(2).all(|w| w[0] < w[1]),
         "in order, no duplicate"
     );
+    assert_eq!(
+        positions,
+        (0..positions.len() as u64).collect::<Vec<_>>(),
+        "positions are given without gaps"
+    );
     let stored = store
         .read_all(&Selector::All, Position::START, 10_000)
         .await

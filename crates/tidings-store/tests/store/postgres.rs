@@ -265,3 +265,139 @@ async fn a_postgres_read_model_commits_with_its_checkpoint() {
         tidings_store::Position::START
     );
 }
+
+/// Appends that arrive together commit in one transaction (the store's
+/// writer takes every append waiting): each is checked against what the
+/// earlier ones of its group leave, one refused for its expected version does
+/// not stop the others, and repeats and id conflicts are answered as they are
+/// alone. The global order stays gap-free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_that_arrive_together_commit_together_each_on_its_own_terms() {
+    use std::collections::BTreeSet;
+
+    use tidings_store::{AppendError, EventStore, ExpectedVersion, Position, Selector};
+
+    use crate::support::{event, events, stream};
+
+    let Some(backend) = postgres().await else {
+        return;
+    };
+    let store = backend.open().await;
+    let repeated = events("r", 0, 1);
+    let original = store
+        .append_to(
+            &stream("rep-1"),
+            ExpectedVersion::NoStream,
+            repeated.clone(),
+        )
+        .await
+        .unwrap();
+    let contested = event("d", 0);
+
+    enum Kind {
+        Shared,
+        Own(u64),
+        Repeat,
+        Conflict,
+    }
+    let mut tasks = Vec::new();
+    for round in 0..4u64 {
+        let mut plan: Vec<(
+            Kind,
+            String,
+            ExpectedVersion,
+            Vec<tidings_types::CloudEvent>,
+        )> = Vec::new();
+        for i in 0..8 {
+            plan.push((
+                Kind::Shared,
+                "shared-1".into(),
+                ExpectedVersion::Any,
+                events("s", round * 8 + i, 1),
+            ));
+        }
+        for i in 0..4 {
+            let own = round * 4 + i;
+            for _ in 0..2 {
+                plan.push((
+                    Kind::Own(own),
+                    format!("own-{own}"),
+                    ExpectedVersion::NoStream,
+                    events("o", own, 2),
+                ));
+            }
+        }
+        for _ in 0..2 {
+            plan.push((
+                Kind::Repeat,
+                "rep-1".into(),
+                ExpectedVersion::NoStream,
+                repeated.clone(),
+            ));
+        }
+        for i in 0..2 {
+            plan.push((
+                Kind::Conflict,
+                format!("dup-{round}{i}"),
+                ExpectedVersion::Any,
+                vec![contested.clone()],
+            ));
+        }
+        for (kind, name, expected, evs) in plan {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                (kind, store.append_to(&stream(&name), expected, evs).await)
+            }));
+        }
+    }
+    let mut shared_versions = BTreeSet::new();
+    let mut own_won = std::collections::BTreeMap::<u64, usize>::new();
+    let mut conflicts_won = 0;
+    for t in tasks {
+        let (kind, result) = t.await.unwrap();
+        match kind {
+            Kind::Shared => {
+                let done = result.unwrap();
+                assert!(
+                    shared_versions.insert(done.last_version.0),
+                    "a version given twice"
+                );
+            }
+            Kind::Own(own) => match result {
+                Ok(done) => {
+                    assert_eq!(done.last_version.0, 1);
+                    *own_won.entry(own).or_default() += 1;
+                }
+                Err(AppendError::WrongExpectedVersion { .. }) => {}
+                Err(e) => panic!("own-{own}: {e}"),
+            },
+            Kind::Repeat => assert_eq!(result.unwrap(), original, "a repeat answers the original"),
+            Kind::Conflict => match result {
+                Ok(_) => conflicts_won += 1,
+                Err(AppendError::DuplicateEventId { .. }) => {}
+                Err(e) => panic!("conflict: {e}"),
+            },
+        }
+    }
+    assert_eq!(shared_versions, (0..32).collect::<BTreeSet<u64>>());
+    assert_eq!(own_won.len(), 16);
+    assert!(
+        own_won.values().all(|&n| n == 1),
+        "one of each pair: {own_won:?}"
+    );
+    assert_eq!(conflicts_won, 1);
+    // 1 original + 32 shared + 16 × 2 own + 1 contested, gap-free.
+    let all = store
+        .read_all(&Selector::All, Position::START, 1000)
+        .await
+        .unwrap();
+    let positions: Vec<u64> = all.events.iter().map(|e| e.position.0).collect();
+    assert_eq!(positions, (0..66).collect::<Vec<u64>>());
+    assert_eq!(store.head().await.unwrap(), Position(66));
+    // The rush was written in groups, none of which had to fall back.
+    let stats = store.append_stats();
+    assert!(stats.groups > 0 && stats.grouped > 0, "{stats:?}");
+    assert_eq!(stats.group_failures, 0, "{stats:?}");
+    // Every append call answered once: the original and the rush's 80.
+    assert_eq!(stats.grouped + stats.alone, 81, "{stats:?}");
+}
