@@ -32,6 +32,7 @@ mod kafka;
 mod outbox;
 mod peers;
 mod schemas;
+mod soak;
 mod store;
 mod toolkit;
 
@@ -146,6 +147,20 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// `tidings serve`'s resident memory over a sustained run at half its
+    /// peak (HTTP publishers and queue consumers, fsync always), sampled
+    /// every 10 s.
+    Soak {
+        /// A short run that checks the harness works; the figures mean little.
+        #[arg(long)]
+        quick: bool,
+        /// Length of the run in seconds (default 600; 10 with --quick).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Directory for the throwaway data directory (default: the system's).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Tidings against Redis Streams, NATS JetStream and PostgreSQL as a queue
     /// (needs redis-server, nats-server and TIDINGS_TEST_PG_URL;
     /// `scripts/bench peers` provides them).
@@ -223,6 +238,11 @@ fn main() -> Result<()> {
         Command::Dashboard { quick, dir } => {
             dashboard::run(&dir.unwrap_or_else(std::env::temp_dir), quick)
         }
+        Command::Soak {
+            quick,
+            seconds,
+            dir,
+        } => soak::run(&dir.unwrap_or_else(std::env::temp_dir), quick, seconds),
         Command::Peers {
             quick,
             dir,

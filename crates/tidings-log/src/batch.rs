@@ -525,8 +525,8 @@ fn decompress_section(section: &mut Bytes, codec: Compression) -> anyhow::Result
 
 /// The offset and key of every record of the batches in `bytes`, in order: what
 /// [`decode`] gives for them, without the values and headers. Uncompressed
-/// batches are walked in place (keys are slices of `bytes`, nothing else is
-/// allocated per record); compressed ones are decoded whole.
+/// batches are walked in place (only keys are copied out); compressed ones
+/// are decoded whole.
 pub(crate) fn decode_keys(bytes: Bytes) -> Result<Vec<(Offset, Option<Bytes>)>, String> {
     let mut out = Vec::new();
     let mut at = 0;
@@ -571,13 +571,13 @@ pub(crate) fn decode_keys(bytes: Bytes) -> Result<Vec<(Offset, Option<Bytes>)>, 
                 .ok_or_else(|| bad("offset out of range"))?;
             let key = match body.length().ok_or_else(|| bad("bad key length"))? {
                 None => None,
-                Some(len) => {
-                    let key = body
-                        .take(len)
-                        .ok_or_else(|| bad("key runs past the record"))?;
-                    let from = key.as_ptr() as usize - bytes.as_ptr() as usize;
-                    Some(bytes.slice(from..from + len))
-                }
+                // A copy, not a slice of `bytes`: a caller that keeps keys (a
+                // queue group's pending set) would otherwise keep the whole
+                // read alive with them.
+                Some(len) => Some(Bytes::copy_from_slice(
+                    body.take(len)
+                        .ok_or_else(|| bad("key runs past the record"))?,
+                )),
             };
             out.push((Offset(offset), key));
         }

@@ -33,6 +33,10 @@ const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
     1.0, 2.5, 10.0,
 ];
 
+/// How often histogram samples are folded into their buckets when no scrape
+/// does it.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The process's metrics registry and its text rendering.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -49,6 +53,20 @@ impl Metrics {
             .install_recorder()
             .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
         describe();
+        // The recorder keeps every histogram sample until an upkeep folds
+        // them into the buckets; a scrape does one, but a server nobody
+        // scrapes would keep them all (about 24 bytes per event published and
+        // consumed over HTTP: `tidings-bench soak` showed it growing by 17 MiB
+        // a minute at 13 000 events/s). `install_recorder` starts no upkeep
+        // of its own, so a thread does it.
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("tidings-metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(METRICS_UPKEEP_INTERVAL);
+                upkeep.run_upkeep();
+            })
+            .map_err(|e| format!("cannot start the metrics upkeep thread: {e}"))?;
         Ok(Metrics { handle })
     }
 
