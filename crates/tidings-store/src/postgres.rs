@@ -275,45 +275,16 @@ async fn try_append(
     let mut cols = Columns::default();
     for a in appends {
         let state = PgStore::state(&tx, &a.stream, true).await?;
-        if !a.expected.admits(state.visible()) {
-            return Err(AppendError::WrongExpectedVersion {
-                stream: a.stream.clone(),
-                expected: a.expected,
-                actual: state.visible(),
-            });
-        }
-        let first_version = state.next_version();
-        for (i, e) in a.events.iter().enumerate() {
-            let json = e.to_json().map_err(|source| AppendError::InvalidEvent {
-                stream: a.stream.clone(),
-                index: i,
-                source,
-            })?;
-            cols.position.push(to_i64(position + i as u64));
-            cols.stream.push(a.stream.as_str());
-            cols.version.push(to_i64(first_version + i as u64));
-            cols.category.push(a.stream.category());
-            cols.id.push(e.id());
-            cols.ty.push(e.ty());
-            cols.recorded.push(now.0);
-            cols.event.push(json);
-        }
-        let n = a.events.len() as u64;
+        let written = plan_stream(a, state, position, now.0, &mut cols)?;
         tx.execute(
             "INSERT INTO tidings_streams (stream, last_version) VALUES ($1, $2)
              ON CONFLICT (stream) DO UPDATE SET last_version = EXCLUDED.last_version",
-            &[&a.stream.as_str(), &to_i64(first_version + n - 1)],
+            &[&a.stream.as_str(), &to_i64(written.last_version.0)],
         )
         .await
         .map_err(StoreError::from)?;
-        done.push(Appended {
-            stream: a.stream.clone(),
-            first_version: StreamVersion(first_version),
-            last_version: StreamVersion(first_version + n - 1),
-            first_position: Position(position),
-            last_position: Position(position + n - 1),
-        });
-        position += n;
+        position = written.last_position.0 + 1;
+        done.push(written);
     }
     insert_events(&tx, &cols).await?;
     let next = to_i64(position);
@@ -351,6 +322,49 @@ async fn append_alone(
         }
         other => other,
     }
+}
+
+/// Checks `a` against its stream's `state` and adds its events to `cols`,
+/// at positions from `position` on, recorded at `recorded_ms`: what it will
+/// have written once `cols` is inserted.
+fn plan_stream<'a>(
+    a: &'a StreamAppend,
+    state: StreamState,
+    position: u64,
+    recorded_ms: i64,
+    cols: &mut Columns<'a>,
+) -> Result<Appended, AppendError> {
+    if !a.expected.admits(state.visible()) {
+        return Err(AppendError::WrongExpectedVersion {
+            stream: a.stream.clone(),
+            expected: a.expected,
+            actual: state.visible(),
+        });
+    }
+    let first_version = state.next_version();
+    for (i, e) in a.events.iter().enumerate() {
+        let json = e.to_json().map_err(|source| AppendError::InvalidEvent {
+            stream: a.stream.clone(),
+            index: i,
+            source,
+        })?;
+        cols.position.push(to_i64(position + i as u64));
+        cols.stream.push(a.stream.as_str());
+        cols.version.push(to_i64(first_version + i as u64));
+        cols.category.push(a.stream.category());
+        cols.id.push(e.id());
+        cols.ty.push(e.ty());
+        cols.recorded.push(recorded_ms);
+        cols.event.push(json);
+    }
+    let n = a.events.len() as u64;
+    Ok(Appended {
+        stream: a.stream.clone(),
+        first_version: StreamVersion(first_version),
+        last_version: StreamVersion(first_version + n - 1),
+        first_position: Position(position),
+        last_position: Position(position + n - 1),
+    })
 }
 
 /// Inserts the rows of `cols`.

@@ -28,9 +28,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{pool_err, to_i64, to_u64, Columns, CHANNEL};
 use crate::error::{AppendError, StoreError};
-use crate::types::{
-    Appended, Position, StreamAppend, StreamState, StreamVersion, APPEND_EVENTS_MAX,
-};
+use crate::types::{Appended, StreamAppend, StreamState, APPEND_EVENTS_MAX};
 
 /// Most appends one transaction carries.
 pub(super) const GROUP_APPENDS_MAX: usize = 256;
@@ -270,38 +268,9 @@ fn plan<'a>(
     let mut rows: Columns<'a> = Columns::default();
     for a in &job.appends {
         let state = states.get(a.stream.as_str()).copied().unwrap_or_default();
-        if !a.expected.admits(state.visible()) {
-            return Err(AppendError::WrongExpectedVersion {
-                stream: a.stream.clone(),
-                expected: a.expected,
-                actual: state.visible(),
-            });
-        }
-        let first_version = state.next_version();
-        for (i, e) in a.events.iter().enumerate() {
-            let json = e.to_json().map_err(|source| AppendError::InvalidEvent {
-                stream: a.stream.clone(),
-                index: i,
-                source,
-            })?;
-            rows.position.push(to_i64(position + i as u64));
-            rows.stream.push(a.stream.as_str());
-            rows.version.push(to_i64(first_version + i as u64));
-            rows.category.push(a.stream.category());
-            rows.id.push(e.id());
-            rows.ty.push(e.ty());
-            rows.recorded.push(recorded_ms);
-            rows.event.push(json);
-        }
-        let n = a.events.len() as u64;
-        done.push(Appended {
-            stream: a.stream.clone(),
-            first_version: StreamVersion(first_version),
-            last_version: StreamVersion(first_version + n - 1),
-            first_position: Position(position),
-            last_position: Position(position + n - 1),
-        });
-        position += n;
+        let written = super::plan_stream(a, state, position, recorded_ms, &mut rows)?;
+        position = written.last_position.0 + 1;
+        done.push(written);
     }
     cols.extend(rows);
     Ok(done)
