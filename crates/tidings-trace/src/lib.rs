@@ -178,6 +178,10 @@ pub fn publish_span(topic: &str, events: &mut [&mut CloudEvent], continued: bool
         }
         let context = if count == 1 {
             creation_context(&span)
+        } else if !exporting() {
+            // A `create` span would record nothing and give no context:
+            // what it would end in is the new trace made here.
+            TraceParent::new_root(true)
         } else {
             let create = tracing::info_span!(
                 parent: &span,

@@ -109,23 +109,32 @@ impl TraceParent {
 /// The version `00` form.
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            self.flags
-        )
+        // Written into one buffer: every published event without a context
+        // gets one of these, so it is on the publish path.
+        let mut text = [b'-'; TRACEPARENT_LEN];
+        text[0..2].copy_from_slice(b"00");
+        put_hex(&mut text[3..35], &self.trace_id);
+        put_hex(&mut text[36..52], &self.span_id);
+        put_hex(&mut text[53..55], &[self.flags]);
+        f.write_str(std::str::from_utf8(&text).expect("hex digits and dashes are ASCII"))
+    }
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes `bytes` as lowercase hex into `out`, which is twice as long.
+fn put_hex(out: &mut [u8], bytes: &[u8]) {
+    debug_assert_eq!(out.len(), bytes.len() * 2);
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[usize::from(b >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(b & 0x0f)];
     }
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    let mut out = vec![0u8; bytes.len() * 2];
+    put_hex(&mut out, bytes);
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// Two lowercase hex digits (uppercase is invalid in `traceparent`).
@@ -141,6 +150,24 @@ fn hex_byte(pair: &[u8]) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_digit_is_written_in_lower_case() {
+        let context = TraceParent {
+            trace_id: [
+                0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54,
+                0x32, 0x10,
+            ],
+            span_id: [0xa0, 0x0a, 0xff, 0x00, 0x10, 0x01, 0x99, 0x5c],
+            flags: 0x83,
+        };
+        assert_eq!(
+            context.to_string(),
+            "00-0123456789abcdeffedcba9876543210-a00aff001001995c-83"
+        );
+        assert_eq!(context.trace_id_hex(), "0123456789abcdeffedcba9876543210");
+        assert_eq!(context.span_id_hex(), "a00aff001001995c");
+    }
 
     #[test]
     fn record_headers_give_the_first_valid_traceparent() {

@@ -442,3 +442,284 @@ proptest! {
         prop_assert_eq!(&via_kafka, &event);
     }
 }
+
+/// JSON text of an event built from the parts proptest picked: each member
+/// absent or one of a few values of every JSON kind, valid and not.
+fn arb_event_object() -> impl Strategy<Value = serde_json::Map<String, Value>> {
+    // Mostly valid values, so that most events read and both readers'
+    // events are compared too, not only their errors.
+    let mostly = |good: Vec<Option<Value>>, bad: Vec<Option<Value>>| {
+        prop_oneof![
+            12 => prop::sample::select(good),
+            1 => prop::sample::select(bad),
+        ]
+    };
+    let strings = || {
+        mostly(
+            vec![
+                Some(json!("x")),
+                Some(json!("with \"escapes\" \\ and \u{e9}")),
+            ],
+            vec![
+                None,
+                Some(json!("")),
+                Some(Value::Null),
+                Some(json!(5)),
+                Some(json!(true)),
+                Some(json!({"a": 1})),
+                Some(json!([1])),
+            ],
+        )
+    };
+    let optional = |good: Vec<Value>, bad: Vec<Value>| {
+        let mut good: Vec<Option<Value>> = good.into_iter().map(Some).collect();
+        good.push(None);
+        mostly(good, bad.into_iter().map(Some).collect())
+    };
+    let extension = (
+        prop_oneof![
+            8 => prop::sample::select(vec!["ext".to_owned(), "a1".to_owned(), "partitionkey".to_owned()]),
+            1 => prop::sample::select(vec!["Bad-Name".to_owned(), "x".repeat(70)]),
+        ],
+        prop::sample::select(vec![
+            Value::Null,
+            json!("s"),
+            json!("s"),
+            json!(1),
+            json!(1),
+            json!(-2147483648),
+            json!(0.5),
+            json!(1u64 << 40),
+            json!(true),
+            json!([1]),
+            json!({"a": 1}),
+        ]),
+    );
+    (
+        mostly(
+            vec![Some(json!("1.0"))],
+            vec![
+                None,
+                Some(json!("0.3")),
+                Some(Value::Null),
+                Some(json!(1)),
+                Some(json!(["1.0"])),
+            ],
+        ),
+        (strings(), strings(), strings(), strings()),
+        optional(
+            vec![
+                json!("2018-04-05T17:31:00Z"),
+                json!("2018-04-05T17:31:00.123456+02:00"),
+                Value::Null,
+            ],
+            vec![json!("yesterday"), json!(3)],
+        ),
+        optional(
+            vec![
+                json!("application/json"),
+                json!("Application/JSON; charset=utf-8"),
+                json!("application/cloudevents+json"),
+                json!("text/plain"),
+                json!("application/xml"),
+                json!("application/octet-stream"),
+                Value::Null,
+            ],
+            vec![json!(7)],
+        ),
+        // Data and data_base64 each present half the time: both present
+        // is an error, which a quarter of the events then are.
+        prop::option::of(prop::sample::select(vec![
+            json!("plain text"),
+            json!("esc\"aped"),
+            json!(12),
+            json!(12.5),
+            json!({"b": 1, "a": [true, null, "x"]}),
+            json!([]),
+            json!(false),
+            Value::Null,
+        ])),
+        prop::option::of(prop::sample::select(vec![
+            json!("AAECAwQF/w=="),
+            json!(""),
+            json!("!!"),
+            json!(5),
+            Value::Null,
+        ])),
+        prop::collection::vec(extension, 0..4),
+    )
+        .prop_map(
+            |(spec, (id, source, ty, subject), time, ct, data, b64, ext)| {
+                let mut m = serde_json::Map::new();
+                for (name, value) in [
+                    ("specversion", spec),
+                    ("id", id),
+                    ("source", source),
+                    ("type", ty),
+                    ("subject", subject),
+                    ("time", time),
+                    ("datacontenttype", ct),
+                    ("data", data),
+                    ("data_base64", b64),
+                ] {
+                    if let Some(v) = value {
+                        m.insert(name.into(), v);
+                    }
+                }
+                for (name, value) in ext {
+                    m.insert(name, value);
+                }
+                m
+            },
+        )
+}
+
+/// The reader that works on the bytes decides every event as reading it
+/// into a `serde_json::Value` first does (`from_json_value`, the reader
+/// before it and the one the CLI still uses): the same event, or the same
+/// error. An eighth of the cases at least must read, so that events are
+/// compared and not only errors.
+#[test]
+fn reading_bytes_and_reading_a_json_value_agree() {
+    use proptest::test_runner::{Config, TestRunner};
+    let mut runner = TestRunner::new(Config {
+        cases: 2000,
+        ..Config::default()
+    });
+    let read = std::cell::Cell::new(0usize);
+    runner
+        .run(&arb_event_object(), |object| {
+            let value = Value::Object(object);
+            let text = value.to_string();
+            let from_bytes = CloudEvent::from_json(text.as_bytes());
+            let from_value = CloudEvent::from_json_value(value.clone());
+            match (&from_bytes, &from_value) {
+                (Ok(a), Ok(b)) => {
+                    // JSON data is kept as written by one and re-serialized
+                    // by the other: the events agree as JSON values.
+                    prop_assert_eq!(a.to_json_value().unwrap(), b.to_json_value().unwrap());
+                    read.set(read.get() + 1);
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a, b, "{}", text),
+                _ => prop_assert!(false, "{text}: {from_bytes:?} against {from_value:?}"),
+            }
+            // In a batch, each event is read the same way.
+            let batch = format!("[{text},{text}]");
+            match (CloudEvent::batch_from_json(batch.as_bytes()), from_bytes) {
+                (Ok(events), Ok(event)) => prop_assert_eq!(events, vec![event.clone(), event]),
+                (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                (a, b) => prop_assert!(false, "{batch}: {a:?} against {b:?}"),
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(read.get() >= 250, "only {} of 2000 events read", read.get());
+}
+
+proptest! {
+    /// Writing straight to bytes gives the JSON `to_json_value` gives.
+    #[test]
+    fn writing_bytes_and_writing_a_json_value_agree(event in arb_event()) {
+        let written: Value = serde_json::from_slice(&event.to_json().unwrap()).unwrap();
+        prop_assert_eq!(written, event.to_json_value().unwrap());
+        let batch: Value =
+            serde_json::from_slice(&CloudEvent::batch_to_json(&[event.clone(), event.clone()]).unwrap())
+                .unwrap();
+        prop_assert_eq!(batch, json!([event.to_json_value().unwrap(), event.to_json_value().unwrap()]));
+    }
+}
+
+#[test]
+fn an_attribute_named_twice_is_refused() {
+    for text in [
+        r#"{"specversion":"1.0","id":"a","id":"b","source":"/s","type":"t"}"#,
+        r#"{"specversion":"1.0","id":"a","source":"/s","type":"t","data":1,"data":2}"#,
+        r#"{"specversion":"1.0","id":"a","source":"/s","type":"t","ext":"x","ext":null}"#,
+    ] {
+        let Err(EventError::Json(message)) = CloudEvent::from_json(text.as_bytes()) else {
+            panic!("{text} was read");
+        };
+        assert!(message.contains("appears twice in one event"), "{message}");
+        let batch = format!("[{text}]");
+        assert!(
+            matches!(CloudEvent::batch_from_json(batch.as_bytes()), Err(EventError::Json(m)) if m.contains("appears twice"))
+        );
+    }
+}
+
+#[test]
+fn json_data_is_kept_as_the_sender_wrote_it() {
+    // Key order, spacing and a number no float holds: the data a consumer
+    // reads is the text the producer sent.
+    let data = r#"{"z": 1, "a": 12345678901234567890123456789, "n": 1.50}"#;
+    let text =
+        format!(r#"{{"specversion":"1.0","id":"a","source":"/s","type":"t","data": {data} }}"#);
+    let event = CloudEvent::from_json(text.as_bytes()).unwrap();
+    assert_eq!(event.data().unwrap().as_ref(), data.as_bytes());
+    // And it is written back the same way.
+    let written = String::from_utf8(event.to_json().unwrap()).unwrap();
+    assert!(
+        written.ends_with(&format!(r#""data":{data}}}"#)),
+        "{written}"
+    );
+}
+
+#[test]
+fn event_and_batch_shapes_get_specific_errors() {
+    let message = |r: Result<Vec<CloudEvent>, EventError>| match r {
+        Err(EventError::Json(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    assert!(message(CloudEvent::batch_from_json(b"{}"))
+        .contains("expected a batch: a JSON array of events"));
+    assert!(
+        message(CloudEvent::batch_from_json(b"[1]")).contains("expected an event: a JSON object")
+    );
+    assert!(message(CloudEvent::batch_from_json(b"[{}] x")).contains("trailing characters"));
+    assert!(matches!(
+        CloudEvent::batch_from_json(br#"[{"specversion":"1.0","id":"a","source":"/s"}]"#),
+        Err(EventError::MissingAttribute("type"))
+    ));
+    // Too many extensions are counted, null ones left out, ...
+    let mut m = serde_json::Map::new();
+    for (k, v) in [
+        ("specversion", "1.0"),
+        ("id", "a"),
+        ("source", "/s"),
+        ("type", "t"),
+    ] {
+        m.insert(k.into(), json!(v));
+    }
+    for i in 0..tidings_types::EXTENSIONS_MAX + 2 {
+        m.insert(format!("e{i}"), json!(i));
+        m.insert(format!("n{i}"), Value::Null);
+    }
+    assert_eq!(
+        CloudEvent::from_json(Value::Object(m.clone()).to_string().as_bytes()),
+        Err(EventError::TooManyExtensions(
+            tidings_types::EXTENSIONS_MAX + 2
+        ))
+    );
+    // ... and past a bound, reading stops.
+    for i in 0..4 * tidings_types::EXTENSIONS_MAX {
+        m.insert(format!("m{i}"), Value::Null);
+    }
+    let Err(EventError::Json(message)) =
+        CloudEvent::from_json(Value::Object(m).to_string().as_bytes())
+    else {
+        panic!("read");
+    };
+    assert!(message.contains("extension members"), "{message}");
+}
+
+#[test]
+fn oversized_base64_data_is_refused_before_it_is_decoded() {
+    let triples = tidings_types::EVENT_DATA_BYTES_MAX / 3 + 1;
+    let b64 = "A".repeat(triples * 4);
+    let text =
+        json!({"specversion": "1.0", "id": "a", "source": "/s", "type": "t", "data_base64": b64});
+    assert_eq!(
+        CloudEvent::from_json(text.to_string().as_bytes()),
+        Err(EventError::DataTooLarge(triples * 3))
+    );
+}

@@ -5,6 +5,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+mod read;
+mod write;
+
 use super::{
     check_extension_name, format_time, is_json_media_type, media_essence, parse_time, CloudEvent,
     EventError, ExtensionValue, EVENT_DATA_BYTES_MAX, SPEC_VERSION,
@@ -65,14 +68,14 @@ impl CloudEvent {
 
     /// The event in the JSON event format.
     pub fn to_json(&self) -> Result<Vec<u8>, EventError> {
-        Ok(serde_json::to_vec(&self.to_json_value()?).expect("a JSON value serializes"))
+        self.validate()?;
+        Ok(write::event(self))
     }
 
-    /// Reads an event in the JSON event format.
+    /// Reads an event in the JSON event format. `data` in a JSON media type
+    /// is kept as the text wrote it; an attribute named twice is an error.
     pub fn from_json(bytes: &[u8]) -> Result<CloudEvent, EventError> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| EventError::Json(e.to_string()))?;
-        CloudEvent::from_json_value(value)
+        read::event(bytes)
     }
 
     /// Reads an event from a JSON value in the JSON event format.
@@ -167,21 +170,16 @@ impl CloudEvent {
 
     /// Several events in the JSON batch format.
     pub fn batch_to_json(events: &[CloudEvent]) -> Result<Vec<u8>, EventError> {
-        let values = events
-            .iter()
-            .map(CloudEvent::to_json_value)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(serde_json::to_vec(&values).expect("a JSON value serializes"))
+        for event in events {
+            event.validate()?;
+        }
+        Ok(write::batch(events))
     }
 
-    /// Reads events in the JSON batch format.
+    /// Reads events in the JSON batch format, as [`CloudEvent::from_json`]
+    /// reads each.
     pub fn batch_from_json(bytes: &[u8]) -> Result<Vec<CloudEvent>, EventError> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| EventError::Json(e.to_string()))?;
-        let Value::Array(items) = value else {
-            return Err(EventError::Json("a batch must be a JSON array".into()));
-        };
-        items.into_iter().map(CloudEvent::from_json_value).collect()
+        read::batch(bytes)
     }
 }
 
