@@ -193,21 +193,29 @@ impl Journal {
                 }
                 if !s.flushing {
                     s.flushing = true;
-                    let job = (
-                        Arc::clone(&s.file),
-                        std::mem::take(&mut s.staged),
-                        s.staged_seq,
-                        s.len,
-                    );
                     let journal = Arc::clone(self);
-                    tokio::spawn(async move { journal.flush(job).await });
+                    tokio::spawn(async move { journal.flush().await });
                 }
             }
             notified.await;
         }
     }
 
-    async fn flush(&self, (file, bytes, upto, at): (Arc<File>, Vec<u8>, u64, u64)) {
+    async fn flush(&self) {
+        // Tasks that are ready to run go first: a consumer woken by the last
+        // flush that is about to stage its acks then shares this one. Taken
+        // at once, the write would hold the first caller's records alone, and
+        // the others would wait a whole sync more for the next.
+        tokio::task::yield_now().await;
+        let (file, bytes, upto, at) = {
+            let mut s = self.lock();
+            (
+                Arc::clone(&s.file),
+                std::mem::take(&mut s.staged),
+                s.staged_seq,
+                s.len,
+            )
+        };
         let n = bytes.len() as u64;
         let written = tokio::task::spawn_blocking(move || {
             file.write_all_at(&bytes, at)?;

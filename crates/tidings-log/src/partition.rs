@@ -464,6 +464,18 @@ impl Partition {
     /// the high-watermark returns no batches; beyond it, or before the log start, it
     /// is an error.
     pub fn read(&self, from: Offset, max_bytes: usize) -> Result<Batches, ReadError> {
+        self.read_through(from, None, max_bytes)
+    }
+
+    /// [`read`](Self::read), stopping after the batch that holds `last` when
+    /// one is given: a reader that wants a few records does not read and
+    /// decode the batches after them.
+    fn read_through(
+        &self,
+        from: Offset,
+        last: Option<Offset>,
+        max_bytes: usize,
+    ) -> Result<Batches, ReadError> {
         let high_watermark = self.high_watermark();
         let log_start = self.log_start_offset();
         if from < log_start || from > high_watermark {
@@ -490,13 +502,21 @@ impl Partition {
         let mut first = None;
         let mut next = from;
         let limit = seg.readable_len();
-        scan_stored(&seg, &file, start, limit, |_, h, whole| {
-            let batch_next =
-                Offset(u64::try_from(h.base_offset).expect("checked") + h.offset_count());
+        // The scan starts at the index entry at or before `from`, at most an
+        // index interval (plus one batch) before it: reading that and
+        // `max_bytes` at a time keeps a small read small.
+        let chunk = max_bytes
+            .saturating_add(self.config().index_interval_bytes as usize)
+            .min(segment::SCAN_CHUNK_BYTES);
+        scan_stored(&seg, &file, start, limit, chunk, |_, h, whole| {
+            let base = Offset(u64::try_from(h.base_offset).expect("checked"));
+            let batch_next = base.plus(h.offset_count());
             if batch_next <= from {
                 return ControlFlow::Continue(());
             }
-            if !bytes.is_empty() && bytes.len() + whole.len() > max_bytes {
+            if !bytes.is_empty()
+                && (bytes.len() + whole.len() > max_bytes || last.is_some_and(|l| base > l))
+            {
                 return ControlFlow::Break(());
             }
             first.get_or_insert(Offset(u64::try_from(h.base_offset).expect("checked")));
@@ -518,6 +538,22 @@ impl Partition {
         max_bytes: usize,
     ) -> Result<Vec<StoredRecord>, ReadError> {
         let mut records = self.read(from, max_bytes)?.records()?;
+        records.retain(|r| r.offset >= from);
+        Ok(records)
+    }
+
+    /// [`read_records`](Self::read_records) of the batches from the one that
+    /// holds `from` through the one that holds `last`, up to about
+    /// `max_bytes`: the records from `from` to `last`, or the first of them
+    /// when `max_bytes` is reached. Records after `last` that share its batch
+    /// come too.
+    pub fn read_records_through(
+        &self,
+        from: Offset,
+        last: Offset,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, ReadError> {
+        let mut records = self.read_through(from, Some(last), max_bytes)?.records()?;
         records.retain(|r| r.offset >= from);
         Ok(records)
     }
@@ -637,6 +673,7 @@ impl Partition {
                 &file,
                 (0, seg.base),
                 seg.readable_len(),
+                segment::SCAN_CHUNK_BYTES,
                 |_, h, whole| {
                     if best.as_ref().is_none_or(|(ts, _, _)| h.max_timestamp > *ts) {
                         best = Some((
@@ -1384,15 +1421,14 @@ fn scan_stored(
     file: &File,
     start: (u64, Offset),
     limit: u64,
+    chunk: usize,
     on_batch: impl FnMut(u64, &BatchHeader, &[u8]) -> ControlFlow<()>,
 ) -> Result<(), ReadError> {
-    let scanned =
-        segment::scan(file, seg.base, start.0, start.1, limit, on_batch).map_err(|source| {
-            ReadError::Io {
-                path: seg.path.clone(),
-                source,
-            }
-        })?;
+    let scanned = segment::scan_reading(file, seg.base, start.0, start.1, limit, chunk, on_batch)
+        .map_err(|source| ReadError::Io {
+        path: seg.path.clone(),
+        source,
+    })?;
     match scanned.fault {
         Some((position, fault)) => Err(ReadError::Corrupt {
             file: seg.path.clone(),

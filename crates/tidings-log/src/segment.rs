@@ -20,8 +20,9 @@ use crate::error::ReadError;
 use crate::index::{self, IndexBuilder, IndexFiles, OffsetEntry, SegmentIndex};
 use crate::limits::{BATCH_BYTES_MAX, BATCH_HEADER_BYTES};
 
-/// Bytes a scan reads from disk at a time.
-const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
+/// Bytes a scan reads from disk at a time, unless it is told it needs less
+/// ([`scan_reading`]).
+pub(crate) const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// A segment as readers and the writer share it.
 #[derive(Debug)]
@@ -178,15 +179,24 @@ pub(crate) struct Window<'a> {
     end: u64,
     buf: Vec<u8>,
     start: u64,
+    /// Bytes read at a time (more when one `get` asks for more).
+    chunk: usize,
 }
 
 impl<'a> Window<'a> {
     pub(crate) fn new(file: &'a File, end: u64) -> Window<'a> {
+        Window::reading(file, end, SCAN_CHUNK_BYTES)
+    }
+
+    /// A window that reads `chunk` bytes at a time: a reader that wants a few
+    /// kilobytes does not copy (and zero first) a megabyte for them.
+    pub(crate) fn reading(file: &'a File, end: u64, chunk: usize) -> Window<'a> {
         Window {
             file,
             end,
             buf: Vec::new(),
             start: 0,
+            chunk: chunk.max(BATCH_HEADER_BYTES),
         }
     }
 
@@ -195,7 +205,7 @@ impl<'a> Window<'a> {
         let len = len.min(usize::try_from(self.end.saturating_sub(pos)).unwrap_or(usize::MAX));
         let have = pos >= self.start && pos + len as u64 <= self.start + self.buf.len() as u64;
         if !have {
-            let want = len.max(SCAN_CHUNK_BYTES);
+            let want = len.max(self.chunk);
             let want = want.min(usize::try_from(self.end - pos).unwrap_or(usize::MAX));
             self.buf.resize(want, 0);
             self.file.read_exact_at(&mut self.buf, pos)?;
@@ -223,12 +233,33 @@ pub(crate) struct ScanEnd {
 pub(crate) fn scan(
     file: &File,
     segment_base: Offset,
+    pos: u64,
+    next: Offset,
+    end: u64,
+    on_batch: impl FnMut(u64, &BatchHeader, &[u8]) -> ControlFlow<()>,
+) -> io::Result<ScanEnd> {
+    scan_reading(
+        file,
+        segment_base,
+        pos,
+        next,
+        end,
+        SCAN_CHUNK_BYTES,
+        on_batch,
+    )
+}
+
+/// [`scan`], reading `chunk` bytes from the file at a time.
+pub(crate) fn scan_reading(
+    file: &File,
+    segment_base: Offset,
     mut pos: u64,
     mut next: Offset,
     end: u64,
+    chunk: usize,
     mut on_batch: impl FnMut(u64, &BatchHeader, &[u8]) -> ControlFlow<()>,
 ) -> io::Result<ScanEnd> {
-    let mut window = Window::new(file, end);
+    let mut window = Window::reading(file, end, chunk);
     while pos < end {
         let head = window.get(pos, BATCH_HEADER_BYTES)?;
         let header = match batch::parse_header(head) {

@@ -320,6 +320,14 @@ impl Broker {
         let deadline = now.saturating_add(ms(g.state.config.ack_timeout));
         let mut out = Vec::with_capacity(chosen.len());
         let mut read: Option<(usize, Vec<StoredRecord>)> = None;
+        // The last offset chosen in each partition: reads stop at its batch.
+        let mut last_chosen: Vec<(usize, u64)> = Vec::new();
+        for &(p, off) in &chosen {
+            match last_chosen.iter_mut().find(|(lp, _)| *lp == p) {
+                Some((_, last)) => *last = (*last).max(off),
+                None => last_chosen.push((p, off)),
+            }
+        }
         for (p, off) in chosen {
             let (lease, attempt) = g.state.lease(p, off, deadline);
             if p == LANE {
@@ -350,8 +358,12 @@ impl Broker {
             let entry = match cached(&read) {
                 Some(entry) => entry,
                 None => {
+                    let last = last_chosen
+                        .iter()
+                        .find(|(lp, _)| *lp == p)
+                        .map_or(off, |(_, last)| *last);
                     let records = parts[p]
-                        .read_records(Offset(off), DELIVERY_READ_BYTES)
+                        .read_records_through(Offset(off), Offset(last), DELIVERY_READ_BYTES)
                         .map_err(ReadError::from)?;
                     read = Some((p, records));
                     cached(&read).ok_or_else(|| {

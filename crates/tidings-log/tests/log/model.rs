@@ -55,12 +55,20 @@ struct Model {
     records: Vec<(Offset, Record)>,
     log_start: Offset,
     next: Offset,
+    /// The last offset of every batch appended, in order (retention
+    /// deletes whole batches, so those left are still right).
+    batch_lasts: Vec<Offset>,
 }
 
 impl Model {
     fn get(&self, offset: Offset) -> &Record {
         let i = usize::try_from(offset.0 - self.log_start.0).unwrap();
         &self.records[i].1
+    }
+
+    /// The last offset of the batch that holds `offset`.
+    fn batch_last(&self, offset: Offset) -> Offset {
+        self.batch_lasts[self.batch_lasts.partition_point(|&l| l < offset)]
     }
 }
 
@@ -79,6 +87,7 @@ fn run(ops: Vec<Op>, fsync: FsyncPolicy) {
         records: Vec::new(),
         log_start: Offset(0),
         next: Offset(0),
+        batch_lasts: Vec::new(),
     };
     let mut seed = 0u64;
     for op in ops {
@@ -101,6 +110,7 @@ fn run(ops: Vec<Op>, fsync: FsyncPolicy) {
                     model.next = model.next.next();
                 }
                 assert_eq!(appended.last_offset.next(), model.next);
+                model.batch_lasts.push(appended.last_offset);
                 assert_eq!(p.high_watermark(), model.next);
             }
             Op::Read { pick, max_bytes } => check_read(&p, &model, pick, max_bytes),
@@ -193,6 +203,17 @@ fn check_read(p: &tidings_log::Partition, model: &Model, pick: u64, max_bytes: u
             assert_eq!(&r.record, model.get(r.offset));
         }
         assert_eq!(batches.next_offset, wanted.last().unwrap().offset.next());
+        // Reading through `last` gives what the read gives up to the end of
+        // the batch that holds `last`, and nothing after it.
+        let last = Offset(from.0 + pick.rotate_left(32) % (model.next.0 - from.0));
+        let through = p.read_records_through(from, last, max_bytes).unwrap();
+        let last_batch_end = model.batch_last(last);
+        let expected: Vec<_> = wanted
+            .into_iter()
+            .filter(|r| r.offset <= last_batch_end)
+            .cloned()
+            .collect();
+        assert_eq!(through, expected, "from {from} through {last}");
     }
     let past = model.next.next();
     assert!(matches!(
