@@ -16,7 +16,7 @@
 //! window — far below the rate of undetected disk or memory errors — and the
 //! cost of such a collision is one event answered as a duplicate.
 
-use std::collections::hash_map::RandomState;
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
@@ -207,10 +207,13 @@ impl Dedup {
                 break;
             }
             let (ts, id) = state.order.pop_front().expect("peeked");
-            if state.done.get(&id).is_some_and(|(_, t)| *t == ts) {
-                state.done.remove(&id);
-                if ts >= horizon {
-                    state.evicted += 1;
+            // One lookup: the map is large and the key long out of cache.
+            if let Entry::Occupied(entry) = state.done.entry(id) {
+                if entry.get().1 == ts {
+                    entry.remove();
+                    if ts >= horizon {
+                        state.evicted += 1;
+                    }
                 }
             }
         }
@@ -243,7 +246,7 @@ impl Dedup {
                 Some((placement, _)) if state.window_ms.is_some() => out.push(Some(*placement)),
                 _ => {
                     // A repeat within the same batch is answered by the first.
-                    if let std::collections::hash_map::Entry::Vacant(e) = state.pending.entry(id) {
+                    if let Entry::Vacant(e) = state.pending.entry(id) {
                         e.insert(rx.clone());
                         claimed.push(id);
                     }
@@ -265,4 +268,63 @@ pub(crate) async fn wait(mut rx: watch::Receiver<()>) {
     // The sender is only ever dropped, never used to send: `changed` returns
     // when it is gone, at once if it already is.
     while rx.changed().await.is_ok() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(offset: u64) -> Placement {
+        Placement {
+            partition: PartitionId(0),
+            offset: Offset(offset),
+        }
+    }
+
+    /// Where `claim` says each id went (`None`: not appended, claimable).
+    fn placements(dedup: &Arc<Dedup>, ids: &[Key], now: i64) -> Vec<Option<Placement>> {
+        match dedup.claim(ids, now) {
+            Claim::Claimed(_guard, out) => out,
+            Claim::Wait(_) => panic!("nothing else holds a claim"),
+        }
+    }
+
+    #[test]
+    fn ids_are_remembered_for_the_window_and_then_forgotten() {
+        let dedup = Dedup::new(Some(Duration::from_millis(1_000)));
+        let a = dedup.key("/s", "a");
+        let b = dedup.key("/s", "b");
+        dedup.record(a, at(1), 10_000);
+        // Recorded again later (appended again after it was forgotten once):
+        // the first record's expiry must not take the second one with it.
+        dedup.record(b, at(2), 10_000);
+        dedup.record(b, at(3), 10_600);
+        assert_eq!(
+            placements(&dedup, &[a, b], 10_999),
+            [Some(at(1)), Some(at(3))]
+        );
+        assert_eq!(placements(&dedup, &[a, b], 11_001), [None, Some(at(3))]);
+        assert_eq!(placements(&dedup, &[a, b], 11_601), [None, None]);
+        assert_eq!(dedup.evicted(), 0, "expiry is not eviction");
+    }
+
+    #[test]
+    fn past_the_limit_the_oldest_ids_are_evicted_and_counted() {
+        let dedup = Dedup::new(Some(Duration::from_secs(60)));
+        let key = |i: usize| dedup.key("/s", &i.to_string());
+        let over = 5;
+        for i in 0..DEDUP_ENTRIES_MAX + over {
+            dedup.record(key(i), at(i as u64), 1_000);
+        }
+        assert_eq!(dedup.evicted(), over as u64);
+        let oldest: Vec<Key> = (0..over + 1).map(key).collect();
+        let mut expected = vec![None; over];
+        expected.push(Some(at(over as u64)));
+        assert_eq!(placements(&dedup, &oldest, 1_000), expected);
+        let newest = key(DEDUP_ENTRIES_MAX + over - 1);
+        assert_eq!(
+            placements(&dedup, &[newest], 1_000),
+            [Some(at((DEDUP_ENTRIES_MAX + over - 1) as u64))]
+        );
+    }
 }

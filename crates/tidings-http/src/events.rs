@@ -30,8 +30,11 @@ pub(crate) async fn publish(
     headers: HeaderMap,
     request: Body,
 ) -> Result<Json<PublishAnswer>, ApiError> {
-    // An unknown topic is refused before the body is read.
-    api.broker().describe_topic(&topic)?;
+    // An unknown topic is refused before the body is read (cheaply: this
+    // is on every publish).
+    if api.broker().partition_count(&topic).is_none() {
+        return Err(tidings_broker::AdminError::UnknownTopic(topic).into());
+    }
     let bytes = body::read(&headers, request, api.limits().body_bytes_max).await?;
     let mut payloads = wire::decode_payloads(&headers, bytes, api.limits().batch_events_max)?;
     record_correlation(payloads.iter().filter_map(|p| match p {
