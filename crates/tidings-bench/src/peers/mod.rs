@@ -239,6 +239,7 @@ pub(crate) fn run(options: Options) -> Result<()> {
                     });
                     continue;
                 }
+                settle_disk();
                 let results = rt
                     .block_on(workload.run(system.as_ref(), &scale))
                     .with_context(|| format!("{title}: {}", system.name()))?;
@@ -274,6 +275,15 @@ pub(crate) fn run(options: Options) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     check_every_system_ran(&figures, &not_applicable)
+}
+
+/// Writes out what earlier runs left in the page cache, so that a run's own
+/// syncs do not also pay for the system before it (a latency run right after
+/// a throughput run measured the writeback of gigabytes otherwise).
+fn settle_disk() {
+    if let Err(e) = std::process::Command::new("sync").status() {
+        eprintln!("warning: could not run sync before a measurement: {e}");
+    }
 }
 
 /// The systems of one durability setting, and the servers behind them (stopped
