@@ -130,6 +130,24 @@ pub struct CreateQueue {
     pub from: Option<String>,
 }
 
+impl CreateQueue {
+    /// A queue group named `name` on `topic`, every setting the server's
+    /// default.
+    pub fn new(name: impl Into<String>, topic: impl Into<String>) -> CreateQueue {
+        CreateQueue {
+            name: name.into(),
+            topic: topic.into(),
+            ack_timeout_ms: None,
+            max_deliveries: None,
+            backoff_initial_ms: None,
+            backoff_factor: None,
+            backoff_max_ms: None,
+            key_ordering: None,
+            from: None,
+        }
+    }
+}
+
 /// The query of `POST /v1/queues/{group}/receive`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

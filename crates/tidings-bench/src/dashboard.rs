@@ -146,15 +146,8 @@ async fn seed(addr: SocketAddr, sizes: &Sizes) -> Result<()> {
     for q in 0..sizes.queues {
         client
             .create_queue(&CreateQueue {
-                name: format!("q-{q:04}"),
-                topic: format!("t-{:04}", q % sizes.topics),
-                ack_timeout_ms: None,
-                max_deliveries: None,
-                backoff_initial_ms: None,
-                backoff_factor: None,
-                backoff_max_ms: None,
-                key_ordering: None,
                 from: Some("earliest".to_owned()),
+                ..CreateQueue::new(format!("q-{q:04}"), format!("t-{:04}", q % sizes.topics))
             })
             .await?;
     }

@@ -161,17 +161,7 @@ async fn create(http: &Http) -> Result<()> {
         })
         .await?;
     client
-        .create_queue(&CreateQueue {
-            name: "http-soak-workers".to_owned(),
-            topic: "http-soak".to_owned(),
-            ack_timeout_ms: None,
-            max_deliveries: None,
-            backoff_initial_ms: None,
-            backoff_factor: None,
-            backoff_max_ms: None,
-            key_ordering: None,
-            from: None,
-        })
+        .create_queue(&CreateQueue::new("http-soak-workers", "http-soak"))
         .await?;
     Ok(())
 }

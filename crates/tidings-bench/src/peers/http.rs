@@ -73,17 +73,7 @@ impl System for Http {
             let client = client(self.addr)?;
             create_topic(&client, &topic(stream), self.durable).await?;
             client
-                .create_queue(&CreateQueue {
-                    name: group(stream),
-                    topic: topic(stream),
-                    ack_timeout_ms: None,
-                    max_deliveries: None,
-                    backoff_initial_ms: None,
-                    backoff_factor: None,
-                    backoff_max_ms: None,
-                    key_ordering: None,
-                    from: None,
-                })
+                .create_queue(&CreateQueue::new(group(stream), topic(stream)))
                 .await?;
             Ok(())
         })
