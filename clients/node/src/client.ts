@@ -184,6 +184,15 @@ function errorText(e: unknown): string {
 
 const seg = (s: string) => encodeURIComponent(s);
 
+/** A query string of the options given (`undefined` ones left out). */
+function query(options: Record<string, number | undefined>): string {
+  const q = new URLSearchParams();
+  for (const [name, value] of Object.entries(options)) {
+    if (value !== undefined) q.set(name, String(value));
+  }
+  return q.toString();
+}
+
 export class Client {
   private readonly base: string;
   private readonly headers: Record<string, string>;
@@ -243,12 +252,9 @@ export class Client {
 
   /** Leases up to `max` due events, waiting up to `waitMs` for one. */
   async receive(group: string, options: { max?: number; waitMs?: number } = {}): Promise<Delivery[]> {
-    const query = new URLSearchParams();
-    if (options.max !== undefined) query.set("max", String(options.max));
-    if (options.waitMs !== undefined) query.set("wait_ms", String(options.waitMs));
     const answer = await this.request<{ deliveries: Delivery[] }>(
       "POST",
-      `/v1/queues/${seg(group)}/receive?${query}`,
+      `/v1/queues/${seg(group)}/receive?${query({ max: options.max, wait_ms: options.waitMs })}`,
     );
     return answer.deliveries;
   }
@@ -277,12 +283,9 @@ export class Client {
 
   /** The group's dead letters not yet redriven or purged. */
   async deadLetters(group: string, options: { from?: number; limit?: number } = {}): Promise<DeadLetter[]> {
-    const query = new URLSearchParams();
-    if (options.from !== undefined) query.set("from", String(options.from));
-    if (options.limit !== undefined) query.set("limit", String(options.limit));
     const answer = await this.request<{ dead_letters: DeadLetter[] }>(
       "GET",
-      `/v1/queues/${seg(group)}/dead-letters?${query}`,
+      `/v1/queues/${seg(group)}/dead-letters?${query({ from: options.from, limit: options.limit })}`,
     );
     return answer.dead_letters;
   }
