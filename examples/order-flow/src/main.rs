@@ -123,6 +123,12 @@ struct Args {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Export every hop's spans over OTLP/HTTP to this endpoint
+    /// (`http://host:4318`): the order's `POST`, each publish, each
+    /// service's processing, one trace per order.
+    #[cfg(feature = "otlp")]
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
     /// Run only the services and the order endpoint, until SIGTERM (what
     /// --faults runs in the process it kills).
     #[arg(long, hide = true)]
@@ -185,15 +191,10 @@ struct Report {
 }
 
 fn main() -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ORDER_FLOW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     if args.transient_percent > 50 {
         bail!("--transient-percent is at most 50: more would dead-letter orders that can be paid");
     }
@@ -212,8 +213,41 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let passed = runtime.block_on(run(args))?;
-    if !passed {
+    let _in_runtime = runtime.enter();
+    // Log lines by ORDER_FLOW_LOG (warnings by default); spans, when
+    // exported, whatever the log's level.
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ORDER_FLOW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        );
+    let subscriber = tracing_subscriber::registry().with(lines);
+    #[cfg(feature = "otlp")]
+    let pipeline = args
+        .otlp_endpoint
+        .as_ref()
+        .map(|endpoint| {
+            tidings_trace::otlp::Pipeline::start(&tidings_trace::otlp::OtlpOptions {
+                endpoint: endpoint.clone(),
+                headers: Vec::new(),
+                sample_ratio: 1.0,
+                service_name: "order-flow".to_owned(),
+            })
+        })
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    #[cfg(feature = "otlp")]
+    let subscriber = subscriber.with(pipeline.as_ref().map(|p| p.layer()));
+    subscriber.init();
+    let passed = runtime.block_on(run(args));
+    // The last spans leave before the process does.
+    #[cfg(feature = "otlp")]
+    if let Some(pipeline) = pipeline {
+        pipeline.shutdown().map_err(anyhow::Error::msg)?;
+    }
+    if !passed? {
         std::process::exit(1);
     }
     Ok(())
@@ -360,7 +394,11 @@ async fn connect(
             let backend = tidings::connect(&url)
                 .await
                 .with_context(|| format!("connecting to {url}"))?;
-            for topic in names.topics() {
+            // The dead letters' topic too: reconciliation reads it before
+            // anything is dead-lettered (a Kafka consumer of a missing
+            // topic logs an error each time it looks).
+            let dead_letters = backend.dead_letter_topic(&names.orders, &names.group("payments"));
+            for topic in names.topics().into_iter().chain([dead_letters.as_str()]) {
                 backend.ensure_topic(topic, args.partitions).await?;
             }
             Ok((backend, Arc::new(SchemaCheck::registry(registry))))

@@ -14,6 +14,7 @@ use serde_json::json;
 use tidings::outbox::store::StoreOutbox;
 use tidings::schemas::SchemaCheck;
 use tidings_store::{AppendError, EventStore, ExpectedVersion};
+use tracing::Instrument as _;
 
 use crate::board::Board;
 use crate::model::{self, fact, Facts, Order};
@@ -134,7 +135,14 @@ async fn place<S: EventStore>(
         Ok(order) => order,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
     };
-    match shop.place(&order).await {
+    // The order's trace starts here: the announcement staged in the
+    // outbox carries this span's context to every service after it.
+    let span = tracing::info_span!(
+        "POST /orders",
+        otel.kind = "server",
+        order = %order.order,
+    );
+    match shop.place(&order).instrument(span).await {
         Ok(new) => {
             let status = if new {
                 StatusCode::CREATED

@@ -173,6 +173,10 @@ fn services_args(args: &Args, url: Option<&str>, port: u16, seed: u64) -> Vec<St
     if let Some(store) = &args.store_url {
         out.extend(["--store-url".into(), store.clone()]);
     }
+    #[cfg(feature = "otlp")]
+    if let Some(endpoint) = &args.otlp_endpoint {
+        out.extend(["--otlp-endpoint".into(), endpoint.clone()]);
+    }
     out
 }
 
