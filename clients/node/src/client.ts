@@ -136,6 +136,68 @@ export interface AckResult {
   failed: { lease: string; error_code: string; message: string }[];
 }
 
+/** What an append expects of its stream: checked atomically with the write. */
+export type ExpectedVersion = "any" | "no_stream" | "stream_exists" | number;
+
+/** An event as the event store recorded it. */
+export interface RecordedEvent {
+  event: CloudEvent;
+  /** Its stream and its version there (from 0). */
+  stream: string;
+  version: number;
+  /** Its place in the store's global order (`$all`). */
+  position: number;
+  recorded_ms: number;
+}
+
+/** Where an append went. */
+export interface Appended {
+  stream: string;
+  first_version: number;
+  last_version: number;
+  first_position: number;
+  last_position: number;
+}
+
+/** A stored event of a topic, as a stream group's member reads it. */
+export interface StoredEvent {
+  event?: CloudEvent;
+  record?: unknown;
+  partition: number;
+  offset: number;
+  timestamp_ms: number;
+}
+
+/** One poll of a stream group's member. */
+export interface Poll {
+  /** The partitions the member owns now. */
+  assignment: number[];
+  events: StoredEvent[];
+  generation: number;
+  /** Per partition the member owns, the offset to read next: what to commit. */
+  next: Record<string, number>;
+}
+
+export interface ConsumeOptions {
+  /** Where a new group starts: `earliest` (the default), `latest` or an RFC 3339 time. */
+  from?: string;
+  /** How long one poll waits for events (default 1000 ms); a stop waits at most this long. */
+  waitMs?: number;
+  /** The member's session timeout on the server. */
+  sessionTimeoutMs?: number;
+  /** Called with errors of the loop and of the handler; the loop goes on. */
+  onError?: (error: unknown) => void;
+}
+
+export interface StoreSubscribeOptions {
+  /** The global position to start at (default 0: the beginning). */
+  from?: number;
+  /** Only the streams of this category (`order` for `order-17`, ...). */
+  category?: string;
+  /** Called with errors of the connection and of the handler; it reconnects. */
+  onError?: (error: unknown) => void;
+}
+
 export interface ClientOptions {
   /** The server's HTTP address, such as `http://127.0.0.1:8080`. */
   url: string;
@@ -185,7 +247,7 @@ function errorText(e: unknown): string {
 const seg = (s: string) => encodeURIComponent(s);
 
 /** A query string of the options given (`undefined` ones left out). */
-function query(options: Record<string, number | undefined>): string {
+function query(options: Record<string, number | string | undefined>): string {
   const q = new URLSearchParams();
   for (const [name, value] of Object.entries(options)) {
     if (value !== undefined) q.set(name, String(value));
@@ -300,6 +362,214 @@ export class Client {
     return answer.redriven;
   }
 
+  // The event store.
+
+  /**
+   * Appends one event or a batch to `stream`, atomically, if the stream is
+   * at `expectedVersion` (`any` unless given); a conflict throws
+   * `TidingsError` with code `wrong_expected_version`.
+   */
+  async appendToStream(
+    stream: string,
+    events: CloudEvent | CloudEvent[],
+    options: { expectedVersion?: ExpectedVersion } = {},
+  ): Promise<Appended> {
+    const q = query({ expected_version: options.expectedVersion });
+    const path = `/v1/streams/${seg(stream)}/events${q ? `?${q}` : ""}`;
+    const batch = Array.isArray(events);
+    return this.request<Appended>(
+      "POST",
+      path,
+      events,
+      batch ? "application/cloudevents-batch+json" : "application/cloudevents+json",
+    );
+  }
+
+  /** Reads `stream` from a version on (forward) or from its end (backward). */
+  async readStream(
+    stream: string,
+    options: { from?: number; direction?: "forward" | "backward"; limit?: number } = {},
+  ): Promise<{ events: RecordedEvent[]; version: number | null }> {
+    const q = query({ from: options.from, direction: options.direction, limit: options.limit });
+    const answer = await this.request<{ events: RecordedEvent[]; version?: number | null }>(
+      "GET",
+      `/v1/streams/${seg(stream)}/events${q ? `?${q}` : ""}`,
+    );
+    return { events: answer.events, version: answer.version ?? null };
+  }
+
+  /** Every event of `stream`, reading page after page. */
+  async readWholeStream(stream: string): Promise<RecordedEvent[]> {
+    const events: RecordedEvent[] = [];
+    for (;;) {
+      const page = await this.readStream(stream, { from: events.length });
+      events.push(...page.events);
+      if (page.events.length === 0 || page.version === null || events.length > page.version) return events;
+    }
+  }
+
+  /** Reads the store's global order (`$all`, or one category) from a position on. */
+  async readAll(options: { from?: number; limit?: number; category?: string } = {}): Promise<{ events: RecordedEvent[]; next: number }> {
+    const q = query({ from: options.from, limit: options.limit, category: options.category });
+    return this.request("GET", `/v1/store/events${q ? `?${q}` : ""}`);
+  }
+
+  /**
+   * Follows the store's global order live over Server-Sent Events, from
+   * `from` on: each event goes to `handler`, one at a time, in order. A cut
+   * connection is opened again from the last event handled (the server's
+   * `Last-Event-ID`), so nothing is skipped or repeated; a handler that
+   * throws is reported to `onError` and given the same event again.
+   */
+  subscribeAll(handler: (event: RecordedEvent) => unknown, options: StoreSubscribeOptions = {}): Subscription {
+    const abort = new AbortController();
+    let lastId: string | undefined;
+    const loop = async () => {
+      let pause = 100;
+      while (!abort.signal.aborted) {
+        try {
+          const q = query({ from: lastId === undefined ? options.from : undefined, category: options.category });
+          const headers: Record<string, string> = { ...this.headers, accept: "text/event-stream" };
+          if (lastId !== undefined) headers["last-event-id"] = lastId;
+          const response = await fetch(`${this.base}/v1/store/events${q ? `?${q}` : ""}`, {
+            headers,
+            signal: abort.signal,
+          });
+          if (!response.ok || !response.body) {
+            throw new TidingsError(response.status, `http_${response.status}`, await response.text());
+          }
+          for await (const message of serverSentEvents(response.body)) {
+            if (message.data === undefined) continue;
+            const recorded = JSON.parse(message.data) as RecordedEvent;
+            for (;;) {
+              try {
+                await handler(recorded);
+                break;
+              } catch (e) {
+                options.onError?.(e);
+                if (abort.signal.aborted) return;
+                await sleep(pause);
+                pause = Math.min(pause * 2, 5000);
+              }
+            }
+            if (message.id !== undefined) lastId = message.id;
+            pause = 100;
+          }
+        } catch (e) {
+          if (abort.signal.aborted) return;
+          options.onError?.(e);
+          await sleep(pause);
+          pause = Math.min(pause * 2, 5000);
+        }
+      }
+    };
+    const done = loop();
+    return {
+      done,
+      stop: async () => {
+        abort.abort();
+        await done;
+      },
+    };
+  }
+
+  // Stream groups: partitions assigned to members, offsets committed.
+
+  /** Joins `group` as a new member reading `topic`; the member's id. */
+  async joinGroup(
+    group: string,
+    topic: string,
+    options: { from?: string | undefined; sessionTimeoutMs?: number | undefined } = {},
+  ): Promise<string> {
+    const body: Record<string, unknown> = { topic };
+    if (options.from !== undefined) body.from = options.from;
+    if (options.sessionTimeoutMs !== undefined) body.session_timeout_ms = options.sessionTimeoutMs;
+    const answer = await this.request<{ member: string }>("POST", `/v1/groups/${seg(group)}/members`, body);
+    return answer.member;
+  }
+
+  /** Events from the member's partitions, waiting up to `waitMs` when none is there. */
+  async poll(group: string, member: string, options: { waitMs?: number; limit?: number } = {}): Promise<Poll> {
+    const q = query({ wait_ms: options.waitMs, limit: options.limit });
+    return this.request("GET", `/v1/groups/${seg(group)}/members/${seg(member)}/events${q ? `?${q}` : ""}`);
+  }
+
+  /** Commits, per partition, the offset of the next event to read. */
+  async commit(group: string, member: string, offsets: Record<string, number>): Promise<void> {
+    await this.request("POST", `/v1/groups/${seg(group)}/members/${seg(member)}/commit`, { offsets });
+  }
+
+  /** Leaves the group: its partitions go to the other members. */
+  async leaveGroup(group: string, member: string): Promise<void> {
+    await this.request("DELETE", `/v1/groups/${seg(group)}/members/${seg(member)}`);
+  }
+
+  /**
+   * Consumes `topic` as a member of the stream group `group`: events of
+   * each partition reach `handler` in order, one at a time, and what a
+   * poll handed out is committed once the handler has resolved for all of
+   * it. A handler that throws gets the same event again, with backoff,
+   * until it resolves — a stream keeps its order, so it does not skip
+   * (queue groups, with `subscribe`, dead-letter instead). A member the
+   * group no longer knows joins again; `stop` commits and leaves.
+   */
+  consume(
+    group: string,
+    topic: string,
+    handler: (event: CloudEvent, stored: StoredEvent) => unknown,
+    options: ConsumeOptions = {},
+  ): Subscription {
+    const waitMs = options.waitMs ?? 1000;
+    let stopping = false;
+    const loop = async () => {
+      let member: string | undefined;
+      let pause = 100;
+      while (!stopping) {
+        try {
+          member ??= await this.joinGroup(group, topic, { from: options.from, sessionTimeoutMs: options.sessionTimeoutMs });
+          const answer = await this.poll(group, member, { waitMs });
+          let handled = true;
+          events: for (const stored of answer.events) {
+            if (!stored.event) continue;
+            for (let retry = 100; ; retry = Math.min(retry * 2, 5000)) {
+              try {
+                await handler(stored.event, stored);
+                break;
+              } catch (e) {
+                options.onError?.(e);
+                // Stopping: what is not handled stays uncommitted, for
+                // the next member to read.
+                if (stopping) {
+                  handled = false;
+                  break events;
+                }
+                await sleep(retry);
+              }
+            }
+          }
+          if (handled && answer.events.length > 0) await this.commit(group, member, answer.next);
+          pause = 100;
+        } catch (e) {
+          if (e instanceof TidingsError && (e.code === "unknown_member" || e.code === "not_assigned")) {
+            member = undefined;
+          }
+          options.onError?.(e);
+          await sleep(pause);
+          pause = Math.min(pause * 2, 5000);
+        }
+      }
+      if (member !== undefined) await this.leaveGroup(group, member).catch(options.onError ?? (() => {}));
+    };
+    const done = loop();
+    return {
+      done,
+      stop: async () => {
+        stopping = true;
+        await done;
+      },
+    };
+  }
+
   /**
    * Consumes `group`: each delivery's event goes to `handler`, one at a
    * time. A handler that resolves acks the event (the acks of one receive
@@ -361,5 +631,37 @@ export class Client {
         await done;
       },
     };
+  }
+}
+
+/** One Server-Sent Event: its id and its data. */
+interface ServerSentEvent {
+  id?: string;
+  data?: string;
+}
+
+/** The events of a `text/event-stream` body, as they arrive. */
+async function* serverSentEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<ServerSentEvent> {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let current: ServerSentEvent = {};
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, end).replace(/\r$/, "");
+      buffer = buffer.slice(end + 1);
+      if (line === "") {
+        if (current.data !== undefined || current.id !== undefined) yield current;
+        current = {};
+        continue;
+      }
+      if (line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+      if (field === "data") current.data = current.data === undefined ? value : `${current.data}\n${value}`;
+      else if (field === "id") current.id = value;
+    }
   }
 }

@@ -180,3 +180,98 @@ test("the guides' EventBus: every handler runs, unsubscribe stops one, a failure
   await Promise.all([shop.close(), notifications.close()]);
   assert.deepEqual(await client.deadLetters("notifications"), []);
 });
+
+test("the event store: appends with expected versions, reads back, follows live over SSE", async () => {
+  const stream = "order-o-17";
+  const placed = event({ type: "order.placed", source: "/shop", data: { order: "o-17" } });
+  const first = await client.appendToStream(stream, placed, { expectedVersion: "no_stream" });
+  assert.equal(first.first_version, 0);
+  // A second writer that also thought the stream new loses.
+  await assert.rejects(
+    client.appendToStream(stream, event({ type: "order.placed", source: "/shop" }), { expectedVersion: "no_stream" }),
+    (e: unknown) => e instanceof TidingsError && e.status === 409 && e.code === "wrong_expected_version",
+  );
+  const later = ["order.paid", "order.shipped"].map((type) => event({ type, source: "/shop", data: { order: "o-17" } }));
+  const batch = await client.appendToStream(stream, later, { expectedVersion: 0 });
+  assert.deepEqual([batch.first_version, batch.last_version], [1, 2]);
+  const read = await client.readWholeStream(stream);
+  assert.deepEqual(read.map((e) => [e.version, e.event.type]), [[0, "order.placed"], [1, "order.paid"], [2, "order.shipped"]]);
+  assert.equal(read[0]?.event.id, placed.id);
+  const backward = await client.readStream(stream, { direction: "backward", limit: 1 });
+  assert.deepEqual([backward.version, backward.events[0]?.event.type], [2, "order.shipped"]);
+
+  // Live: a category's events as they are appended, each once and in
+  // order, a handler's failure given the same event again.
+  const seen: string[] = [];
+  const errors: unknown[] = [];
+  let failOnce = true;
+  const sub = client.subscribeAll(
+    (recorded) => {
+      if (recorded.event.type === "account.debited" && failOnce) {
+        failOnce = false;
+        throw new Error("projection busy");
+      }
+      seen.push(`${recorded.stream}:${recorded.event.type}`);
+    },
+    { category: "account", onError: (e) => errors.push(e) },
+  );
+  await client.appendToStream("account-a1", event({ type: "account.opened", source: "/bank" }));
+  await client.appendToStream("order-o-18", event({ type: "order.placed", source: "/shop" }));
+  await client.appendToStream("account-a1", event({ type: "account.debited", source: "/bank" }), { expectedVersion: 0 });
+  await client.appendToStream("account-a2", event({ type: "account.opened", source: "/bank" }));
+  try {
+    await until("three account events", () => seen.length === 3);
+  } finally {
+    // Stopped whatever happens, or the test runner waits for it for good.
+    await sub.stop();
+  }
+  assert.deepEqual(seen, ["account-a1:account.opened", "account-a1:account.debited", "account-a2:account.opened"]);
+  assert.equal(errors.length, 1);
+  const all = await client.readAll({ category: "account" });
+  assert.equal(all.events.length, 3);
+});
+
+test("a stream group: each key in order, committed, and a new member resumes after the commit", async () => {
+  await client.createTopic("ledger", { partitions: 2 });
+  const entry = (key: string, n: number) =>
+    event({ type: "ledger.entry", source: "/ledger", data: { key, n }, extensions: { partitionkey: key } });
+  await client.publish("ledger", ["a", "b"].flatMap((key) => [0, 1, 2, 3, 4].map((n) => entry(key, n))));
+  const seen: { key: string; n: number }[] = [];
+  const errors: unknown[] = [];
+  let failOnce = true;
+  const sub = client.consume(
+    "ledger-readers",
+    "ledger",
+    (e) => {
+      const data = dataOf(e) as { key: string; n: number };
+      if (data.key === "a" && data.n === 2 && failOnce) {
+        failOnce = false;
+        throw new Error("not now");
+      }
+      seen.push(data);
+    },
+    { waitMs: 200, onError: (e) => errors.push(e) },
+  );
+  try {
+    await until("ten entries", () => seen.length === 10);
+  } finally {
+    await sub.stop();
+  }
+  // The failed entry was given again before the ones after it.
+  for (const key of ["a", "b"]) {
+    assert.deepEqual(seen.filter((s) => s.key === key).map((s) => s.n), [0, 1, 2, 3, 4]);
+  }
+  assert.equal(errors.length, 1);
+  // A member joining later reads only what came after the commit.
+  await client.publish("ledger", [entry("a", 5), entry("b", 5)]);
+  const after: number[] = [];
+  const next = client.consume("ledger-readers", "ledger", (e) => {
+    after.push((dataOf(e) as { n: number }).n);
+  }, { waitMs: 200 });
+  try {
+    await until("the two new entries", () => after.length === 2);
+  } finally {
+    await next.stop();
+  }
+  assert.deepEqual(after, [5, 5]);
+});
