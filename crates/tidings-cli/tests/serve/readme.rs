@@ -1,6 +1,7 @@
 //! The README's examples, run: every `sh` block after the first (the two
 //! commands that start the server and the suite) runs line by line with bash
-//! against a fresh server, `curl` failing on an error answer, and a command
+//! against a fresh server (the order flow's `cargo run` as the `order-flow`
+//! binary `cargo test --workspace` builds), `curl` failing on an error answer, and a command
 //! that follows stopped with Ctrl-C after a moment (it must stop cleanly).
 //! The TOML example starts a server. (The Rust examples are doc tests of
 //! `tidings-server`.)
@@ -65,9 +66,13 @@ fn script(block: &str, server: &Server) -> String {
         if text.is_empty() || text.starts_with('#') {
             continue;
         }
+        // The order flow's command is the binary the workspace's test build
+        // made beside `tidings` (on the PATH below), not a release build.
         let text = text
             .replace("localhost:8080", &server.addr.to_string())
-            .replace("127.0.0.1:9092", &server.kafka_addr.to_string());
+            .replace("127.0.0.1:9092", &server.kafka_addr.to_string())
+            .replace("cargo run --release -p tidings-order-flow --", "order-flow")
+            .replace("cargo run --release -p tidings-order-flow", "order-flow");
         out.push_str(&format!("echo '+ {}' >&2\n", text.replace('\'', "'\\''")));
         if text.contains("--follow") {
             out.push_str(&format!(
