@@ -2,50 +2,23 @@
 // TIDINGS_BIN) on a throwaway data directory, loopback only.
 
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, test } from "node:test";
 
 import { Client, EventBus, Reject, TidingsError, dataOf, event, type CloudEvent, type Envelope } from "../src/index.js";
+import { startServer, type RunningServer } from "./server.js";
 
-let server: ChildProcess;
-let dataDir: string;
+let server: RunningServer;
 let client: Client;
 let url: string;
 
 before(async () => {
-  const bin = process.env.TIDINGS_BIN;
-  assert.ok(bin, "TIDINGS_BIN names the tidings binary to test against");
-  dataDir = mkdtempSync(join(tmpdir(), "tidings-node-"));
-  server = spawn(
-    bin,
-    ["serve", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0"],
-    { stdio: ["ignore", "ignore", "pipe"] },
-  );
-  url = await new Promise<string>((resolve, reject) => {
-    let log = "";
-    const timer = setTimeout(() => reject(new Error(`the server did not say where it listens:\n${log}`)), 30_000);
-    server.stderr!.setEncoding("utf8");
-    server.stderr!.on("data", (chunk: string) => {
-      log += chunk;
-      const found = /http_addr=(\S+)/.exec(log);
-      if (found) {
-        clearTimeout(timer);
-        resolve(`http://${found[1]}`);
-      }
-    });
-    server.on("exit", (code) => reject(new Error(`the server exited (${code}):\n${log}`)));
-  });
+  server = await startServer();
+  url = server.url;
   client = new Client({ url });
 });
 
 after(async () => {
-  const exited = new Promise((resolve) => server.once("exit", resolve));
-  server.kill("SIGTERM");
-  await exited;
-  rmSync(dataDir, { recursive: true, force: true });
+  await server.stop();
 });
 
 /** Waits until `check` holds, polling; fails after 10 s. */
