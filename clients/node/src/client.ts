@@ -246,6 +246,20 @@ function errorText(e: unknown): string {
 
 const seg = (s: string) => encodeURIComponent(s);
 
+/** The wait after a failure: 100 ms, doubling to 5 s, back to 100 ms after a success. */
+class Pause {
+  private ms = 100;
+
+  async wait(): Promise<void> {
+    await sleep(this.ms);
+    this.ms = Math.min(this.ms * 2, 5000);
+  }
+
+  reset(): void {
+    this.ms = 100;
+  }
+}
+
 /** A query string of the options given (`undefined` ones left out). */
 function query(options: Record<string, number | string | undefined>): string {
   const q = new URLSearchParams();
@@ -425,7 +439,7 @@ export class Client {
     const abort = new AbortController();
     let lastId: string | undefined;
     const loop = async () => {
-      let pause = 100;
+      const pause = new Pause();
       while (!abort.signal.aborted) {
         try {
           const q = query({ from: lastId === undefined ? options.from : undefined, category: options.category });
@@ -448,18 +462,16 @@ export class Client {
               } catch (e) {
                 options.onError?.(e);
                 if (abort.signal.aborted) return;
-                await sleep(pause);
-                pause = Math.min(pause * 2, 5000);
+                await pause.wait();
               }
             }
             if (message.id !== undefined) lastId = message.id;
-            pause = 100;
+            pause.reset();
           }
         } catch (e) {
           if (abort.signal.aborted) return;
           options.onError?.(e);
-          await sleep(pause);
-          pause = Math.min(pause * 2, 5000);
+          await pause.wait();
         }
       }
     };
@@ -523,7 +535,7 @@ export class Client {
     let stopping = false;
     const loop = async () => {
       let member: string | undefined;
-      let pause = 100;
+      const pause = new Pause();
       while (!stopping) {
         try {
           member ??= await this.joinGroup(group, topic, { from: options.from, sessionTimeoutMs: options.sessionTimeoutMs });
@@ -548,14 +560,13 @@ export class Client {
             }
           }
           if (handled && answer.events.length > 0) await this.commit(group, member, answer.next);
-          pause = 100;
+          pause.reset();
         } catch (e) {
           if (e instanceof TidingsError && (e.code === "unknown_member" || e.code === "not_assigned")) {
             member = undefined;
           }
           options.onError?.(e);
-          await sleep(pause);
-          pause = Math.min(pause * 2, 5000);
+          await pause.wait();
         }
       }
       if (member !== undefined) await this.leaveGroup(group, member).catch(options.onError ?? (() => {}));
@@ -586,7 +597,7 @@ export class Client {
     const waitMs = options.waitMs ?? 1000;
     let stopping = false;
     const loop = async () => {
-      let pause = 100;
+      const pause = new Pause();
       while (!stopping) {
         try {
           const deliveries = await this.receive(group, { max, waitMs });
@@ -615,11 +626,10 @@ export class Client {
               options.onError?.(new TidingsError(409, f.error_code, `ack of ${f.lease}: ${f.message}`));
             }
           }
-          pause = 100;
+          pause.reset();
         } catch (e) {
           options.onError?.(e);
-          await sleep(pause);
-          pause = Math.min(pause * 2, 5000);
+          await pause.wait();
         }
       }
     };

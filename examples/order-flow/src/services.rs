@@ -25,6 +25,7 @@ use tidings::{Backend, CloudEvent, Mode};
 use tidings_store::{EventStore, ExpectedVersion, ReadStream, RecordedEvent, StreamVersion};
 
 use crate::model::{self, fact, Facts, Order, Outcome, Payment, Stock};
+use crate::splitmix;
 
 /// How the simulated card gateway behaves.
 #[derive(Clone, Copy, Debug)]
@@ -69,14 +70,6 @@ impl Gateway {
         }
         Ok((order.payment_token == model::TOKEN_DECLINED).then(|| "card declined".to_owned()))
     }
-}
-
-/// SplitMix64: the gateway's dice.
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// What the services share.

@@ -19,6 +19,7 @@ use order_flow::load;
 use tokio::process::{Child, Command};
 
 use crate::{load_options, mix, open_store, report, Args, Report, Store};
+use order_flow::splitmix;
 
 /// How long a process may take to answer on its port after it starts.
 const START_PATIENCE: Duration = Duration::from_secs(60);
@@ -134,14 +135,6 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-/// SplitMix64: the faults' dice.
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The arguments of the services' process: the flow's own, with the
