@@ -50,7 +50,7 @@ use tidings_log::Log;
 pub use tidings_log::limits::{BATCH_BYTES_MAX, PARTITIONS_MAX};
 pub use tidings_log::{
     Appended, Batches, CloseError, FileSync, FsyncPolicy, FsyncPolicyParseError, Header,
-    LogOptions, OsFileSync, Record, TopicConfig,
+    LogOptions, OsFileSync, Record, StorageFile, TopicConfig,
 };
 use tidings_types::{Clock, PartitionId};
 

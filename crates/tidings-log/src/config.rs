@@ -2,12 +2,12 @@
 //! time from and how it syncs.
 
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::storage::{OsStorage, Storage, StorageFile};
 use tidings_types::{Clock, SystemClock};
 
 use crate::limits::{
@@ -179,7 +179,7 @@ impl TopicConfig {
 /// [`OsFileSync`].
 pub trait FileSync: Send + Sync + fmt::Debug {
     /// Makes the data written to `file` durable.
-    fn sync_data(&self, file: &File) -> io::Result<()>;
+    fn sync_data(&self, file: &dyn StorageFile) -> io::Result<()>;
 }
 
 /// `fdatasync(2)` through the operating system.
@@ -187,7 +187,7 @@ pub trait FileSync: Send + Sync + fmt::Debug {
 pub struct OsFileSync;
 
 impl FileSync for OsFileSync {
-    fn sync_data(&self, file: &File) -> io::Result<()> {
+    fn sync_data(&self, file: &dyn StorageFile) -> io::Result<()> {
         file.sync_data()
     }
 }
@@ -197,6 +197,8 @@ impl FileSync for OsFileSync {
 pub struct LogOptions {
     /// Source of wall-clock time.
     pub clock: Arc<dyn Clock>,
+    /// The file system the log's files live on.
+    pub storage: Arc<dyn Storage>,
     /// How segment data is made durable.
     pub file_sync: Arc<dyn FileSync>,
     /// How often each partition's writer checks retention when idle.
@@ -211,6 +213,7 @@ impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
             clock: Arc::new(SystemClock),
+            storage: Arc::new(OsStorage),
             file_sync: Arc::new(OsFileSync),
             retention_check_interval: Duration::from_secs(60),
             producer_id_expiration: Duration::from_secs(24 * 3600),

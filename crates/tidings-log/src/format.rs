@@ -14,9 +14,10 @@
 //! | 8..8+n | body |
 //! | 8+n..12+n | CRC-32C of bytes 0..8+n |
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
+
+use crate::storage::{OpenMode, OsStorage, Storage};
 
 /// Version written into every file of ours; readers refuse other versions.
 pub const FORMAT_VERSION: u16 = 1;
@@ -162,9 +163,13 @@ pub fn frames(bytes: &[u8], start: usize, body_bytes_max: usize) -> (Vec<&[u8]>,
 
 /// Reads a metadata file that holds a record with a body of `body_len` bytes,
 /// refusing (before allocating) a file of any other size.
-pub fn read_record_file(path: &Path, body_len: usize) -> io::Result<Vec<u8>> {
-    let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
+pub fn read_record_from(
+    storage: &dyn Storage,
+    path: &Path,
+    body_len: usize,
+) -> io::Result<Vec<u8>> {
+    let file = storage.open(path, OpenMode::Read)?;
+    let len = file.len()?;
     let expected = record_len(body_len);
     if len != expected as u64 {
         return Err(io::Error::new(
@@ -173,45 +178,24 @@ pub fn read_record_file(path: &Path, body_len: usize) -> io::Result<Vec<u8>> {
         ));
     }
     let mut bytes = vec![0u8; expected];
-    io::Read::read_exact(&mut file, &mut bytes)?;
+    file.read_exact_at(&mut bytes, 0)?;
     Ok(bytes)
+}
+
+/// [`read_record_from`] the operating system's file system.
+pub fn read_record_file(path: &Path, body_len: usize) -> io::Result<Vec<u8>> {
+    read_record_from(OsStorage::shared(), path, body_len)
 }
 
 /// Makes a directory's entries (new, renamed or removed files) durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Creates `path`, which must not exist, writes `contents`, and makes both the file
-/// and its directory entry durable.
-pub fn create_durably(path: &Path, contents: &[u8]) -> io::Result<File> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    sync_dir(path.parent().expect("files live in a directory"))?;
-    Ok(file)
+    OsStorage.sync_dir(dir)
 }
 
 /// Replaces `path` with `contents` atomically: write a temporary file, sync it,
 /// rename it over `path`, sync the directory.
 pub fn replace_durably(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
-    sync_dir(path.parent().expect("files live in a directory"))
+    OsStorage::shared().replace_durably(path, contents)
 }
 
 #[cfg(test)]

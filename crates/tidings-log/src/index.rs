@@ -16,16 +16,16 @@
 //! index ends with an entry for the segment's end offset, which holds its newest
 //! timestamp and proves the index complete.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tidings_types::Offset;
 
 use crate::batch::BatchHeader;
 use crate::format::{self, FormatError};
 use crate::limits::INDEX_INTERVAL_BYTES_MIN;
+use crate::storage::{OpenMode, Storage, StorageFile};
 
 const OFFSET_MAGIC: [u8; 4] = *b"TDOI";
 const TIME_MAGIC: [u8; 4] = *b"TDTI";
@@ -183,13 +183,17 @@ pub(crate) struct Loaded {
 }
 
 /// Reads a file of at most `bytes_max` bytes; `None` if it does not exist.
-fn read_bounded(path: &Path, bytes_max: u64) -> io::Result<Option<Result<Vec<u8>, u64>>> {
-    let file = match File::open(path) {
+fn read_bounded(
+    storage: &dyn Storage,
+    path: &Path,
+    bytes_max: u64,
+) -> io::Result<Option<Result<Vec<u8>, u64>>> {
+    let file = match storage.open(path, OpenMode::Read) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let len = file.metadata()?.len();
+    let len = file.len()?;
     if len > bytes_max {
         return Ok(Some(Err(len)));
     }
@@ -200,7 +204,12 @@ fn read_bounded(path: &Path, bytes_max: u64) -> io::Result<Option<Result<Vec<u8>
 
 /// Loads both indexes of the segment at `base`, keeping the longest valid prefix of
 /// entries that are ordered and point inside a segment of `segment_len` bytes.
-pub(crate) fn load(dir: &Path, base: Offset, segment_len: u64) -> io::Result<Loaded> {
+pub(crate) fn load(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: Offset,
+    segment_len: u64,
+) -> io::Result<Loaded> {
     // A segment of `segment_len` bytes has at most this many entries.
     let entries_max = segment_len / u64::from(INDEX_INTERVAL_BYTES_MIN) + 2;
     let mut intact = true;
@@ -215,7 +224,7 @@ pub(crate) fn load(dir: &Path, base: Offset, segment_len: u64) -> io::Result<Loa
     };
 
     let bound = HEADER_BYTES as u64 + entries_max * TIME_ENTRY_BYTES as u64;
-    match read_bounded(&offset_index_path(dir, base), bound)? {
+    match read_bounded(storage, &offset_index_path(dir, base), bound)? {
         Some(Ok(bytes)) if check_header(&bytes, OFFSET_MAGIC).is_ok() => {
             let body = &bytes[HEADER_BYTES..];
             intact &= body.len() % OFFSET_ENTRY_BYTES == 0;
@@ -237,7 +246,7 @@ pub(crate) fn load(dir: &Path, base: Offset, segment_len: u64) -> io::Result<Loa
         }
         _ => intact = false,
     }
-    match read_bounded(&time_index_path(dir, base), bound)? {
+    match read_bounded(storage, &time_index_path(dir, base), bound)? {
         Some(Ok(bytes)) if check_header(&bytes, TIME_MAGIC).is_ok() => {
             let body = &bytes[HEADER_BYTES..];
             intact &= body.len() % TIME_ENTRY_BYTES == 0;
@@ -265,18 +274,23 @@ pub(crate) fn load(dir: &Path, base: Offset, segment_len: u64) -> io::Result<Loa
 /// The two index files of the active segment, appended to as entries are added.
 #[derive(Debug)]
 pub(crate) struct IndexFiles {
-    offsets: File,
-    times: File,
+    offsets: Arc<dyn StorageFile>,
+    times: Arc<dyn StorageFile>,
     offsets_len: u64,
     times_len: u64,
 }
 
 impl IndexFiles {
     /// Creates both files for a new segment, durably.
-    pub(crate) fn create(dir: &Path, base: Offset) -> io::Result<IndexFiles> {
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: Offset,
+    ) -> io::Result<IndexFiles> {
         let offsets =
-            format::create_durably(&offset_index_path(dir, base), &header(OFFSET_MAGIC, base))?;
-        let times = format::create_durably(&time_index_path(dir, base), &header(TIME_MAGIC, base))?;
+            storage.create_durably(&offset_index_path(dir, base), &header(OFFSET_MAGIC, base))?;
+        let times =
+            storage.create_durably(&time_index_path(dir, base), &header(TIME_MAGIC, base))?;
         Ok(IndexFiles {
             offsets,
             times,
@@ -287,6 +301,7 @@ impl IndexFiles {
 
     /// Replaces both files with exactly `index`, then opens them for appending.
     pub(crate) fn rewrite(
+        storage: &dyn Storage,
         dir: &Path,
         base: Offset,
         index: &SegmentIndex,
@@ -299,9 +314,9 @@ impl IndexFiles {
         for e in &index.times {
             times.extend_from_slice(&time_entry_bytes(*e));
         }
-        format::replace_durably(&offset_index_path(dir, base), &offsets)?;
-        format::replace_durably(&time_index_path(dir, base), &times)?;
-        let open = |p: PathBuf| OpenOptions::new().read(true).write(true).open(p);
+        storage.replace_durably(&offset_index_path(dir, base), &offsets)?;
+        storage.replace_durably(&time_index_path(dir, base), &times)?;
+        let open = |p: PathBuf| storage.open(&p, OpenMode::ReadWrite);
         Ok(IndexFiles {
             offsets: open(offset_index_path(dir, base))?,
             times: open(time_index_path(dir, base))?,
@@ -333,12 +348,13 @@ impl IndexFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::OsStorage;
 
     #[test]
     fn written_entries_load_back_and_damage_keeps_the_valid_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let base = Offset(100);
-        let mut files = IndexFiles::create(dir.path(), base).unwrap();
+        let mut files = IndexFiles::create(&OsStorage, dir.path(), base).unwrap();
         let mut expected = SegmentIndex::default();
         for i in 1..=5u32 {
             let o = OffsetEntry {
@@ -354,7 +370,7 @@ mod tests {
             expected.offsets.push(o);
             expected.times.push(t);
         }
-        let loaded = load(dir.path(), base, 1 << 20).unwrap();
+        let loaded = load(&OsStorage, dir.path(), base, 1 << 20).unwrap();
         assert!(loaded.intact);
         assert_eq!(loaded.index, expected);
 
@@ -363,16 +379,16 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[HEADER_BYTES + 2 * OFFSET_ENTRY_BYTES + 1] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        let loaded = load(dir.path(), base, 1 << 20).unwrap();
+        let loaded = load(&OsStorage, dir.path(), base, 1 << 20).unwrap();
         assert!(!loaded.intact);
         assert_eq!(loaded.index.offsets, expected.offsets[..2]);
 
         // Entries pointing past the segment are dropped too.
-        let loaded = load(dir.path(), base, 3 * 4096).unwrap();
+        let loaded = load(&OsStorage, dir.path(), base, 3 * 4096).unwrap();
         assert_eq!(loaded.index.offsets.len(), 2);
 
         std::fs::remove_file(time_index_path(dir.path(), base)).unwrap();
-        assert!(!load(dir.path(), base, 1 << 20).unwrap().intact);
+        assert!(!load(&OsStorage, dir.path(), base, 1 << 20).unwrap().intact);
     }
 
     #[test]

@@ -48,7 +48,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -66,6 +65,9 @@ mod partition;
 mod producers;
 mod recovery;
 mod segment;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod storage;
 mod topic;
 
 pub use batch::{decode as decode_batches, BatchFault, Header, Record, StoredRecord};
@@ -76,6 +78,7 @@ pub use config::{
 pub use error::{AppendError, CloseError, OpenError, ReadError, RecoveryError, TopicError};
 pub use format::FormatError;
 pub use partition::{Appended, Batches, Partition, QueuedAppend, RetentionOutcome};
+pub use storage::{DirEntry, OpenMode, OsStorage, Storage, StorageFile, StorageLock};
 pub use topic::Topic;
 
 /// A data directory of topics. Open one per directory; a lock file keeps other
@@ -85,7 +88,7 @@ pub struct Log {
     dir: PathBuf,
     options: LogOptions,
     topics: RwLock<BTreeMap<TopicName, Arc<Topic>>>,
-    _lock: File,
+    _lock: Box<dyn StorageLock>,
 }
 
 fn open_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> OpenError {
@@ -113,20 +116,19 @@ fn topic_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -
 /// closed and reopened while another thread is spawning a process can therefore
 /// find its own released lock still held for a moment. A lock still held after
 /// [`LOCK_WAIT`] belongs to someone else.
-fn lock_exclusively(lock: &File, path: &Path) -> Result<(), OpenError> {
+fn lock_exclusively(storage: &dyn Storage, path: &Path) -> Result<Box<dyn StorageLock>, OpenError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
-        match lock.try_lock() {
-            Ok(()) => return Ok(()),
-            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+        match storage.try_lock(path).map_err(open_err("lock", path))? {
+            Some(lock) => return Ok(lock),
+            None if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            Err(TryLockError::WouldBlock) => {
+            None => {
                 return Err(OpenError::Locked {
                     path: path.to_owned(),
                 })
             }
-            Err(TryLockError::Error(e)) => return Err(open_err("lock", path)(e)),
         }
     }
 }
@@ -146,41 +148,58 @@ impl Log {
                 "retention_check_interval must be longer than zero",
             ));
         }
+        let storage = &*options.storage;
+        // The directories this open creates (the data directory and any
+        // missing parents included) must outlive a power loss: each is made
+        // durable in its parent, from the first that already existed down.
+        let mut existing = dir.as_path();
+        while !storage
+            .exists(existing)
+            .map_err(open_err("stat", existing))?
+        {
+            match existing.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+                _ => break,
+            }
+        }
+        let existing = existing.to_owned();
         for sub in ["topics", "staging", "trash"] {
             let path = dir.join(sub);
-            fs::create_dir_all(&path).map_err(open_err("create", &path))?;
+            storage
+                .create_dir_all(&path)
+                .map_err(open_err("create", &path))?;
         }
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(open_err("create", &lock_path))?;
-        lock_exclusively(&lock, &lock_path)?;
+        let mut created: Vec<&Path> = dir.ancestors().take_while(|a| *a != existing).collect();
+        created.push(&existing);
+        for synced in created.into_iter().rev() {
+            storage.sync_dir(synced).map_err(open_err("sync", synced))?;
+        }
+        let lock = lock_exclusively(storage, &dir.join("LOCK"))?;
         // Unfinished topic creations and deletions from an earlier run.
         for sub in ["staging", "trash"] {
             let path = dir.join(sub);
-            for entry in fs::read_dir(&path).map_err(open_err("list", &path))? {
-                let entry = entry.map_err(open_err("list", &path))?;
-                fs::remove_dir_all(entry.path()).map_err(open_err("remove", &entry.path()))?;
+            for entry in storage.list(&path).map_err(open_err("list", &path))? {
+                let entry_path = path.join(&entry.name);
+                storage
+                    .remove_dir_all(&entry_path)
+                    .map_err(open_err("remove", &entry_path))?;
             }
         }
 
         let mut topics = BTreeMap::new();
         let topics_dir = dir.join("topics");
-        for entry in fs::read_dir(&topics_dir).map_err(open_err("list", &topics_dir))? {
-            let entry = entry.map_err(open_err("list", &topics_dir))?;
-            let Some(name) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| TopicName::new(n).ok())
-            else {
-                tracing::warn!(path = %entry.path().display(), "ignoring a directory that is not a valid topic name");
+        let mut entries = storage
+            .list(&topics_dir)
+            .map_err(open_err("list", &topics_dir))?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        for entry in entries {
+            let entry_path = topics_dir.join(&entry.name);
+            let Some(name) = entry.name.to_str().and_then(|n| TopicName::new(n).ok()) else {
+                tracing::warn!(path = %entry_path.display(), "ignoring a directory that is not a valid topic name");
                 continue;
             };
-            let meta_path = entry.path().join(topic::TOPIC_META_FILE);
-            let bytes = format::read_record_file(&meta_path, topic::TOPIC_META_BODY_BYTES)
+            let meta_path = entry_path.join(topic::TOPIC_META_FILE);
+            let bytes = format::read_record_from(storage, &meta_path, topic::TOPIC_META_BODY_BYTES)
                 .map_err(|e| OpenError::TopicMeta {
                     path: meta_path.clone(),
                     reason: e.to_string(),
@@ -189,9 +208,18 @@ impl Log {
                 path: meta_path.clone(),
                 reason,
             })?;
-            let topic = open_topic(name.clone(), entry.path(), config, &options);
+            // What this open found a process on this boot may have left
+            // without making durable (its directory sync failed, or it was
+            // killed first); served from now on, it must outlive a power loss.
+            storage
+                .sync_dir(&entry_path)
+                .map_err(open_err("sync", &entry_path))?;
+            let topic = open_topic(name.clone(), entry_path, config, &options);
             topics.insert(name, Arc::new(topic));
         }
+        storage
+            .sync_dir(&topics_dir)
+            .map_err(open_err("sync", &topics_dir))?;
         Ok(Log {
             dir,
             options,
@@ -213,23 +241,40 @@ impl Log {
         if topics.contains_key(&name) {
             return Err(TopicError::Exists(name));
         }
+        let storage = &*self.options.storage;
         let staging = self.dir.join("staging").join(name.as_str());
-        if staging.exists() {
-            fs::remove_dir_all(&staging).map_err(topic_err("remove", &staging))?;
+        if storage
+            .exists(&staging)
+            .map_err(topic_err("stat", &staging))?
+        {
+            storage
+                .remove_dir_all(&staging)
+                .map_err(topic_err("remove", &staging))?;
         }
-        fs::create_dir(&staging).map_err(topic_err("create", &staging))?;
+        storage
+            .create_dir(&staging)
+            .map_err(topic_err("create", &staging))?;
         let meta_path = staging.join(topic::TOPIC_META_FILE);
-        format::create_durably(&meta_path, &topic::encode_meta(&config))
+        storage
+            .create_durably(&meta_path, &topic::encode_meta(&config))
             .map_err(topic_err("write", &meta_path))?;
         for p in 0..config.partitions {
             let path = Topic::partition_dir(&staging, PartitionId(p));
-            fs::create_dir(&path).map_err(topic_err("create", &path))?;
+            storage
+                .create_dir(&path)
+                .map_err(topic_err("create", &path))?;
         }
-        format::sync_dir(&staging).map_err(topic_err("sync", &staging))?;
+        storage
+            .sync_dir(&staging)
+            .map_err(topic_err("sync", &staging))?;
         let final_dir = self.dir.join("topics").join(name.as_str());
-        fs::rename(&staging, &final_dir).map_err(topic_err("rename into place", &final_dir))?;
+        storage
+            .rename(&staging, &final_dir)
+            .map_err(topic_err("rename into place", &final_dir))?;
         let topics_dir = self.dir.join("topics");
-        format::sync_dir(&topics_dir).map_err(topic_err("sync", &topics_dir))?;
+        storage
+            .sync_dir(&topics_dir)
+            .map_err(topic_err("sync", &topics_dir))?;
 
         let topic = Arc::new(open_topic(name.clone(), final_dir, config, &self.options));
         if let Some((id, error)) = topic.refused().into_iter().next() {
@@ -273,6 +318,7 @@ impl Log {
     /// as it was or as asked, never in between.
     pub fn alter_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>, TopicError> {
         config.validate()?;
+        let storage = &*self.options.storage;
         // Serializes with create and delete, and with other alterations.
         let topics = self.topics.write().expect("topics lock");
         let topic = topics
@@ -291,16 +337,23 @@ impl Log {
             // A directory left by an alteration that crashed before its metadata
             // was written was never served: it holds nothing acknowledged.
             let path = Topic::partition_dir(&topic.dir, PartitionId(p));
-            if path.exists() {
-                fs::remove_dir_all(&path).map_err(topic_err("remove", &path))?;
+            if storage.exists(&path).map_err(topic_err("stat", &path))? {
+                storage
+                    .remove_dir_all(&path)
+                    .map_err(topic_err("remove", &path))?;
             }
-            fs::create_dir(&path).map_err(topic_err("create", &path))?;
+            storage
+                .create_dir(&path)
+                .map_err(topic_err("create", &path))?;
         }
         if config.partitions > old.partitions {
-            format::sync_dir(&topic.dir).map_err(topic_err("sync", &topic.dir))?;
+            storage
+                .sync_dir(&topic.dir)
+                .map_err(topic_err("sync", &topic.dir))?;
         }
         let meta_path = topic.dir.join(topic::TOPIC_META_FILE);
-        format::replace_durably(&meta_path, &topic::encode_meta(&config))
+        storage
+            .replace_durably(&meta_path, &topic::encode_meta(&config))
             .map_err(topic_err("write", &meta_path))?;
 
         let mut partitions = topic.partitions.write().expect("partitions lock");
@@ -346,11 +399,18 @@ impl Log {
                 tracing::warn!(error = %e, "closing a partition of a deleted topic");
             }
         }
+        let storage = &*self.options.storage;
         let trash = self.dir.join("trash").join(name);
-        fs::rename(&topic.dir, &trash).map_err(topic_err("move to trash", &topic.dir))?;
+        storage
+            .rename(&topic.dir, &trash)
+            .map_err(topic_err("move to trash", &topic.dir))?;
         let topics_dir = self.dir.join("topics");
-        format::sync_dir(&topics_dir).map_err(topic_err("sync", &topics_dir))?;
-        fs::remove_dir_all(&trash).map_err(topic_err("remove", &trash))
+        storage
+            .sync_dir(&topics_dir)
+            .map_err(topic_err("sync", &topics_dir))?;
+        storage
+            .remove_dir_all(&trash)
+            .map_err(topic_err("remove", &trash))
     }
 
     /// Finishes queued appends, syncs every partition and leaves clean-shutdown

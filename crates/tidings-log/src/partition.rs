@@ -6,10 +6,8 @@
 //! wait for the writer: they read the segment files directly, up to the durable
 //! high-watermark the writer publishes after each sync.
 
-use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,7 +21,6 @@ use tokio::time::Instant;
 use crate::batch::{self, BatchHeader, Record, StoredRecord};
 use crate::config::{FsyncPolicy, LogOptions, TopicConfig};
 use crate::error::{AppendError, CloseError, ReadError, RecoveryError};
-use crate::format;
 use crate::index::{self, IndexBuilder, IndexFiles, OffsetEntry, TimeEntry};
 use crate::limits::{
     APPEND_QUEUE_DEPTH, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, GROUP_COMMIT_BYTES_MAX,
@@ -32,6 +29,7 @@ use crate::limits::{
 use crate::producers::{self, BatchId, Producers, SequenceFault, Verdict};
 use crate::recovery;
 use crate::segment::{self, Segment};
+use crate::storage::StorageFile;
 
 /// How far ahead of the write position the writer allocates the active segment.
 /// One size change per this many bytes instead of one per synced append.
@@ -190,7 +188,7 @@ impl Partition {
         config: TopicConfig,
         options: LogOptions,
     ) -> Result<Arc<Partition>, RecoveryError> {
-        let recovered = recovery::recover(dir, &config)?;
+        let recovered = recovery::recover(&options.storage, dir, &config)?;
         let (tx, rx) = mpsc::channel(APPEND_QUEUE_DEPTH);
         let (hwm_tx, _) = watch::channel(recovered.next);
         let log_start = recovered
@@ -198,6 +196,7 @@ impl Partition {
             .first()
             .map_or(recovered.active_base, |s| s.base);
         let active = Arc::new(Segment::active(
+            &options.storage,
             dir,
             recovered.active_base,
             Arc::clone(&recovered.file),
@@ -508,7 +507,7 @@ impl Partition {
         let chunk = max_bytes
             .saturating_add(self.config().index_interval_bytes as usize)
             .min(segment::SCAN_CHUNK_BYTES);
-        scan_stored(&seg, &file, start, limit, chunk, |_, h, whole| {
+        scan_stored(&seg, &*file, start, limit, chunk, |_, h, whole| {
             let base = Offset(u64::try_from(h.base_offset).expect("checked"));
             let batch_next = base.plus(h.offset_count());
             if batch_next <= from {
@@ -598,7 +597,7 @@ impl Partition {
             let mut found = None;
             let start = (u64::from(entry.pos), seg.base.plus(u64::from(entry.rel)));
             let scanned = segment::scan(
-                &file,
+                &*file,
                 seg.base,
                 start.0,
                 start.1,
@@ -670,7 +669,7 @@ impl Partition {
             let file = self.open_segment(seg, seg.base)?;
             scan_stored(
                 seg,
-                &file,
+                &*file,
                 (0, seg.base),
                 seg.readable_len(),
                 segment::SCAN_CHUNK_BYTES,
@@ -712,7 +711,11 @@ impl Partition {
         Ok((u64::from(entry.pos), seg.base.plus(u64::from(entry.rel))))
     }
 
-    fn open_segment(&self, seg: &Segment, requested: Offset) -> Result<Arc<File>, ReadError> {
+    fn open_segment(
+        &self,
+        seg: &Segment,
+        requested: Offset,
+    ) -> Result<Arc<dyn StorageFile>, ReadError> {
         match seg.open_file() {
             // Retention deleted the segment between lookup and open.
             Err(ReadError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
@@ -818,7 +821,7 @@ struct Writer {
     /// alteration applies from the next group without a lock per append.
     config: TopicConfig,
     active: Arc<Segment>,
-    file: Arc<File>,
+    file: Arc<dyn StorageFile>,
     /// Bytes written to the active segment.
     len: u64,
     /// The active segment file's size: `len` plus space allocated ahead.
@@ -1086,7 +1089,12 @@ impl Writer {
             // to keep up to date.
             return;
         }
-        if let Err(e) = producers::write_snapshot(&self.p.dir, &self.producers, self.next) {
+        if let Err(e) = producers::write_snapshot(
+            &*self.p.options.storage,
+            &self.p.dir,
+            &self.producers,
+            self.next,
+        ) {
             tracing::warn!(topic = %self.p.topic, partition = %self.p.id, error = %e, "cannot write the producer snapshot; the next open scans the log instead");
         }
     }
@@ -1146,7 +1154,7 @@ impl Writer {
         match self.config.fsync {
             FsyncPolicy::Always => {
                 if self.len > self.active.readable_len() {
-                    if let Err(e) = self.p.options.file_sync.sync_data(&self.file) {
+                    if let Err(e) = self.p.options.file_sync.sync_data(&*self.file) {
                         self.fail("fdatasync the segment", &e);
                         return self.answer();
                     }
@@ -1169,7 +1177,7 @@ impl Writer {
         if self.failed.is_some() {
             return;
         }
-        match self.p.options.file_sync.sync_data(&self.file) {
+        match self.p.options.file_sync.sync_data(&*self.file) {
             Ok(()) => {
                 self.last_sync = Instant::now();
                 self.publish();
@@ -1230,11 +1238,10 @@ impl Writer {
         if target <= self.allocated {
             return;
         }
-        let flags = rustix::fs::FallocateFlags::empty();
-        match rustix::fs::fallocate(&*self.file, flags, self.allocated, target - self.allocated) {
+        match self.file.allocate(self.allocated, target - self.allocated) {
             Ok(()) => self.allocated = target,
             // A full disk is for the write itself to report.
-            Err(rustix::io::Errno::NOSPC) => {}
+            Err(e) if e.kind() == io::ErrorKind::StorageFull => {}
             Err(e) => {
                 self.preallocate = false;
                 tracing::info!(segment = %self.active.path.display(), error = %e, "the file system does not preallocate; appending without");
@@ -1258,7 +1265,7 @@ impl Writer {
         if self.len == 0 {
             return Ok(());
         }
-        self.p.options.file_sync.sync_data(&self.file)?;
+        self.p.options.file_sync.sync_data(&*self.file)?;
         // A sealed segment ends at its data, and is durably so before the next
         // segment exists.
         self.trim()?;
@@ -1270,9 +1277,11 @@ impl Writer {
 
         let dir = &self.p.dir;
         let base = self.next;
-        let file = Arc::new(format::create_durably(&index::log_path(dir, base), &[])?);
-        let index_files = IndexFiles::create(dir, base)?;
+        let storage = &self.p.options.storage;
+        let file = storage.create_durably(&index::log_path(dir, base), &[])?;
+        let index_files = IndexFiles::create(&**storage, dir, base)?;
         let new = Arc::new(Segment::active(
+            storage,
             dir,
             base,
             Arc::clone(&file),
@@ -1366,7 +1375,7 @@ impl Writer {
                 index::offset_index_path(&self.p.dir, seg.base),
                 index::time_index_path(&self.p.dir, seg.base),
             ] {
-                match std::fs::remove_file(&path) {
+                match self.p.options.storage.remove_file(&path) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                     _ => {}
                 }
@@ -1383,12 +1392,18 @@ impl Writer {
         if self.failed.is_some() {
             return Ok(());
         }
-        self.p.options.file_sync.sync_data(&self.file)?;
+        self.p.options.file_sync.sync_data(&*self.file)?;
         self.trim()?;
         self.publish();
         self.index_files.sync()?;
         self.snapshot_producers();
-        recovery::write_clean_marker(&self.p.dir, self.active.base, self.len, self.next)
+        recovery::write_clean_marker(
+            &*self.p.options.storage,
+            &self.p.dir,
+            self.active.base,
+            self.len,
+            self.next,
+        )
     }
 }
 
@@ -1418,7 +1433,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// error naming the file.
 fn scan_stored(
     seg: &Segment,
-    file: &File,
+    file: &dyn StorageFile,
     start: (u64, Offset),
     limit: u64,
     chunk: usize,
@@ -1456,7 +1471,7 @@ fn rebuild_producers(
 ) -> io::Result<(Producers, bool)> {
     let now = options.clock.now().0;
     let expiration = ms(options.producer_id_expiration);
-    let (from, mut state) = match producers::newest_snapshot(dir, next)? {
+    let (from, mut state) = match producers::newest_snapshot(&*options.storage, dir, next)? {
         Some((offset, state)) => (Some(offset), state),
         None => (None, Producers::default()),
     };
@@ -1488,7 +1503,7 @@ fn rebuild_producers(
             .open_file()
             .map_err(|e| io::Error::other(e.to_string()))?;
         segment::scan(
-            &file,
+            &*file,
             seg.base,
             0,
             seg.base,

@@ -32,7 +32,7 @@
 //! [`PRODUCERS_PER_PARTITION_MAX`] the longest idle one is.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs;
+
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,7 @@ use tidings_types::Offset;
 
 use crate::batch::BatchHeader;
 use crate::limits::{PRODUCERS_PER_PARTITION_MAX, PRODUCER_BATCHES_KEPT};
+use crate::storage::Storage;
 
 const SNAPSHOT_MAGIC: [u8; 4] = *b"TDPS";
 const SNAPSHOT_VERSION: u16 = 1;
@@ -356,12 +357,11 @@ pub(crate) fn snapshot_path(dir: &Path, offset: Offset) -> PathBuf {
 }
 
 /// Every snapshot in `dir`, newest first.
-pub(crate) fn snapshots(dir: &Path) -> io::Result<Vec<(Offset, PathBuf)>> {
+pub(crate) fn snapshots(storage: &dyn Storage, dir: &Path) -> io::Result<Vec<(Offset, PathBuf)>> {
     let mut found = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(offset) = name
+    for entry in storage.list(dir)? {
+        let Some(offset) = entry
+            .name
             .to_str()
             .and_then(|n| n.strip_suffix(SNAPSHOT_SUFFIX))
             .filter(|n| n.len() == 20)
@@ -369,7 +369,7 @@ pub(crate) fn snapshots(dir: &Path) -> io::Result<Vec<(Offset, PathBuf)>> {
         else {
             continue;
         };
-        found.push((Offset(offset), entry.path()));
+        found.push((Offset(offset), dir.join(&entry.name)));
     }
     found.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
     Ok(found)
@@ -377,16 +377,21 @@ pub(crate) fn snapshots(dir: &Path) -> io::Result<Vec<(Offset, PathBuf)>> {
 
 /// The newest snapshot in `dir` that reads back and is not past `next` (the
 /// log's end); others in the way are removed with a warning.
-pub(crate) fn newest_snapshot(dir: &Path, next: Offset) -> io::Result<Option<(Offset, Producers)>> {
-    for (offset, path) in snapshots(dir)? {
+pub(crate) fn newest_snapshot(
+    storage: &dyn Storage,
+    dir: &Path,
+    next: Offset,
+) -> io::Result<Option<(Offset, Producers)>> {
+    for (offset, path) in snapshots(storage, dir)? {
         let read = if offset > next {
             Err(format!("it is past the log's end {next}"))
         } else {
-            let len = fs::metadata(&path)?.len();
+            let len = storage.file_len(&path)?;
             if len > SNAPSHOT_BYTES_MAX as u64 {
                 Err(format!("{len} bytes is larger than any snapshot"))
             } else {
-                Producers::decode(&fs::read(&path)?).and_then(|(at, state)| {
+                let bytes = storage.read_bounded(&path, SNAPSHOT_BYTES_MAX as u64)?;
+                Producers::decode(&bytes).and_then(|(at, state)| {
                     if at == offset {
                         Ok(state)
                     } else {
@@ -399,7 +404,7 @@ pub(crate) fn newest_snapshot(dir: &Path, next: Offset) -> io::Result<Option<(Of
             Ok(state) => return Ok(Some((offset, state))),
             Err(why) => {
                 tracing::warn!(snapshot = %path.display(), %why, "producer snapshot ignored and removed; the log is scanned instead");
-                fs::remove_file(&path)?;
+                storage.remove_file(&path)?;
             }
         }
     }
@@ -408,10 +413,15 @@ pub(crate) fn newest_snapshot(dir: &Path, next: Offset) -> io::Result<Option<(Of
 
 /// Writes the snapshot of `state` as of `offset` and removes all but the
 /// newest two.
-pub(crate) fn write_snapshot(dir: &Path, state: &Producers, offset: Offset) -> io::Result<()> {
-    crate::format::replace_durably(&snapshot_path(dir, offset), &state.encode(offset))?;
-    for (_, old) in snapshots(dir)?.into_iter().skip(2) {
-        fs::remove_file(old)?;
+pub(crate) fn write_snapshot(
+    storage: &dyn Storage,
+    dir: &Path,
+    state: &Producers,
+    offset: Offset,
+) -> io::Result<()> {
+    storage.replace_durably(&snapshot_path(dir, offset), &state.encode(offset))?;
+    for (_, old) in snapshots(storage, dir)?.into_iter().skip(2) {
+        storage.remove_file(&old)?;
     }
     Ok(())
 }

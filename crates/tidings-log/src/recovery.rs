@@ -14,10 +14,8 @@
 //! space the writer preallocated and never filled (see `Writer::reserve`); it is
 //! cut the same way, without a warning.
 
-use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::ops::ControlFlow;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -30,6 +28,7 @@ use crate::format::{self, Fields};
 use crate::index::{self, IndexBuilder, IndexFiles, OffsetEntry, SegmentIndex};
 use crate::limits::{BATCH_HEADER_BYTES, SEGMENT_FILE_BYTES_MAX};
 use crate::segment::{self, Segment};
+use crate::storage::{OpenMode, Storage, StorageFile};
 
 const CLEAN_MARKER_FILE: &str = "clean-shutdown";
 const CLEAN_MARKER_MAGIC: [u8; 4] = *b"TDCS";
@@ -40,7 +39,7 @@ const CLEAN_MARKER_BODY_BYTES: usize = 24;
 pub(crate) struct Recovered {
     pub(crate) sealed: Vec<Arc<Segment>>,
     pub(crate) active_base: Offset,
-    pub(crate) file: Arc<File>,
+    pub(crate) file: Arc<dyn StorageFile>,
     pub(crate) len: u64,
     pub(crate) next: Offset,
     pub(crate) index: SegmentIndex,
@@ -57,6 +56,7 @@ struct CleanMarker {
 
 /// Leaves the marker that says the partition was closed cleanly at this point.
 pub(crate) fn write_clean_marker(
+    storage: &dyn Storage,
     dir: &Path,
     base: Offset,
     len: u64,
@@ -66,15 +66,15 @@ pub(crate) fn write_clean_marker(
     body.extend_from_slice(&base.0.to_le_bytes());
     body.extend_from_slice(&len.to_le_bytes());
     body.extend_from_slice(&next.0.to_le_bytes());
-    format::replace_durably(
+    storage.replace_durably(
         &dir.join(CLEAN_MARKER_FILE),
         &format::encode_record(CLEAN_MARKER_MAGIC, &body),
     )
 }
 
-fn read_clean_marker(dir: &Path) -> Option<CleanMarker> {
+fn read_clean_marker(storage: &dyn Storage, dir: &Path) -> Option<CleanMarker> {
     let path = dir.join(CLEAN_MARKER_FILE);
-    let bytes = match format::read_record_file(&path, CLEAN_MARKER_BODY_BYTES) {
+    let bytes = match format::read_record_from(storage, &path, CLEAN_MARKER_BODY_BYTES) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
         Err(e) => {
@@ -107,7 +107,11 @@ fn parse_base(name: &str, suffix: &str) -> Option<Offset> {
         .filter(|&base| base <= Offset::MAX)
 }
 
-pub(crate) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered, RecoveryError> {
+pub(crate) fn recover(
+    storage: &Arc<dyn Storage>,
+    dir: &Path,
+    config: &TopicConfig,
+) -> Result<Recovered, RecoveryError> {
     let io_err = |action: &'static str, path: &Path| {
         let path = path.to_owned();
         move |source| RecoveryError::Io {
@@ -119,31 +123,42 @@ pub(crate) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered, Rec
 
     let mut bases = Vec::new();
     let mut index_bases = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
-        let entry = entry.map_err(io_err("list", dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for entry in storage.list(dir).map_err(io_err("list", dir))? {
+        let Some(name) = entry.name.to_str() else {
+            continue;
+        };
+        let entry_path = dir.join(name);
         if name.ends_with(".tmp") {
             // A replacement that never got renamed into place.
-            fs::remove_file(entry.path()).map_err(io_err("remove", &entry.path()))?;
+            storage
+                .remove_file(&entry_path)
+                .map_err(io_err("remove", &entry_path))?;
         } else if let Some(base) = parse_base(name, ".log") {
             bases.push(base);
         } else if let Some(base) =
             parse_base(name, ".index").or_else(|| parse_base(name, ".timeindex"))
         {
-            index_bases.push((base, entry.path()));
+            index_bases.push((base, entry_path));
         }
     }
     bases.sort_unstable();
+    // The files found here may have been created by a process on this boot
+    // whose directory sync failed or never ran; they are about to be served
+    // and written, so their entries must be durable first.
+    storage.sync_dir(dir).map_err(io_err("sync", dir))?;
     for (base, path) in index_bases {
         if bases.binary_search(&base).is_err() {
             // Retention removed the segment but not yet its index.
-            fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            storage
+                .remove_file(&path)
+                .map_err(io_err("remove", &path))?;
         }
     }
     if bases.is_empty() {
         let path = index::log_path(dir, Offset(0));
-        format::create_durably(&path, &[]).map_err(io_err("create", &path))?;
+        storage
+            .create_durably(&path, &[])
+            .map_err(io_err("create", &path))?;
         bases.push(Offset(0));
     }
 
@@ -161,25 +176,34 @@ pub(crate) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered, Rec
     let mut sealed = Vec::with_capacity(bases.len() - 1);
     for &base in &bases[..bases.len() - 1] {
         let path = index::log_path(dir, base);
-        let len = fs::metadata(&path).map_err(io_err("stat", &path))?.len();
+        let len = storage.file_len(&path).map_err(io_err("stat", &path))?;
         check_segment_len(&path, len)?;
-        sealed.push(Arc::new(Segment::sealed(dir, base, len)));
+        sealed.push(Arc::new(Segment::sealed(storage, dir, base, len)));
     }
 
     let path = index::log_path(dir, active_base);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
+    let file = storage
+        .open(&path, OpenMode::ReadWrite)
         .map_err(io_err("open", &path))?;
-    let file_len = file.metadata().map_err(io_err("stat", &path))?.len();
+    // Read what the disk holds, not what the page cache says. A killed
+    // process's unsynced writes are dirty pages: the sync writes them (or
+    // fails, and the partition is refused). Writes an earlier failed sync
+    // could not make durable are clean pages the disk never got: Linux keeps
+    // serving them until they are evicted, and would let the scan below pass
+    // them and the sync after it "succeed". So sync, then evict, then scan.
+    file.sync_data().map_err(io_err("sync", &path))?;
+    file.evict_clean()
+        .map_err(io_err("drop the cached pages of", &path))?;
+    let file_len = file.len().map_err(io_err("stat", &path))?;
     check_segment_len(&path, file_len)?;
-    let marker = read_clean_marker(dir);
+    let marker = read_clean_marker(&**storage, dir);
 
     let interval = config.index_interval_bytes;
     let after_clean = marker
         .filter(|m| m.active_base == active_base)
-        .map(|m| scan_after_clean_shutdown(dir, &file, active_base, file_len, interval, m))
+        .map(|m| {
+            scan_after_clean_shutdown(&**storage, dir, &*file, active_base, file_len, interval, m)
+        })
         .transpose()
         .map_err(io_err("scan", &path))?
         .flatten();
@@ -191,20 +215,27 @@ pub(crate) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered, Rec
             }
             let mut index = SegmentIndex::default();
             let mut builder = IndexBuilder::new(interval);
-            let end = segment::scan(&file, active_base, 0, active_base, file_len, |pos, h, _| {
-                let rel = rel(active_base, h.base_offset);
-                let (o, t) = builder.on_batch(rel, u32::try_from(pos).expect("bounded"), h);
-                index.offsets.extend(o);
-                index.times.extend(t);
-                ControlFlow::Continue(())
-            })
+            let end = segment::scan(
+                &*file,
+                active_base,
+                0,
+                active_base,
+                file_len,
+                |pos, h, _| {
+                    let rel = rel(active_base, h.base_offset);
+                    let (o, t) = builder.on_batch(rel, u32::try_from(pos).expect("bounded"), h);
+                    index.offsets.extend(o);
+                    index.times.extend(t);
+                    ControlFlow::Continue(())
+                },
+            )
             .map_err(io_err("scan", &path))?;
             if let Some((position, fault)) = end.fault {
-                if segment::zeros_from(&file, position, file_len).map_err(io_err("scan", &path))? {
+                if segment::zeros_from(&*file, position, file_len).map_err(io_err("scan", &path))? {
                     // Space the writer allocated ahead and had not filled yet.
                     tracing::debug!(segment = %path.display(), position, file_len, "cutting preallocated space after the last batch");
                 } else {
-                    let follows = segment::valid_batch_after(&file, position, file_len, end.next)
+                    let follows = segment::valid_batch_after(&*file, position, file_len, end.next)
                         .map_err(io_err("scan", &path))?;
                     if follows.is_some() {
                         return Err(RecoveryError::Corrupt {
@@ -225,18 +256,23 @@ pub(crate) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered, Rec
     // pass every check; they become readable now, so they must be durable first.
     file.sync_data().map_err(io_err("sync", &path))?;
 
-    let index_files = IndexFiles::rewrite(dir, active_base, &index)
+    let index_files = IndexFiles::rewrite(&**storage, dir, active_base, &index)
         .map_err(io_err("rewrite the index of", &path))?;
     let marker_path = dir.join(CLEAN_MARKER_FILE);
-    if marker_path.exists() {
+    if storage
+        .exists(&marker_path)
+        .map_err(io_err("stat", &marker_path))?
+    {
         // From here on a crash is not a clean shutdown.
-        fs::remove_file(&marker_path).map_err(io_err("remove", &marker_path))?;
-        format::sync_dir(dir).map_err(io_err("sync", dir))?;
+        storage
+            .remove_file(&marker_path)
+            .map_err(io_err("remove", &marker_path))?;
+        storage.sync_dir(dir).map_err(io_err("sync", dir))?;
     }
     Ok(Recovered {
         sealed,
         active_base,
-        file: Arc::new(file),
+        file,
         len,
         next,
         index,
@@ -266,8 +302,9 @@ type TailState = (SegmentIndex, IndexBuilder, u64, Offset);
 /// After a clean shutdown: resume from the last index entry whose batch checks out
 /// and scan the rest. `None` when the tail disagrees with the marker.
 fn scan_after_clean_shutdown(
+    storage: &dyn Storage,
     dir: &Path,
-    file: &File,
+    file: &dyn StorageFile,
     base: Offset,
     file_len: u64,
     interval: u32,
@@ -276,7 +313,7 @@ fn scan_after_clean_shutdown(
     if marker.len != file_len {
         return Ok(None);
     }
-    let loaded = index::load(dir, base, file_len)?;
+    let loaded = index::load(storage, dir, base, file_len)?;
     if !loaded.intact {
         return Ok(None);
     }

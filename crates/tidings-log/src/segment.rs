@@ -5,10 +5,8 @@
 //! consumer as it is. The active segment is the last one; every other segment is
 //! sealed: synced, never written again, and only deleted whole by retention.
 
-use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,6 +17,7 @@ use crate::batch::{self, BatchFault, BatchHeader};
 use crate::error::ReadError;
 use crate::index::{self, IndexBuilder, IndexFiles, OffsetEntry, SegmentIndex};
 use crate::limits::{BATCH_BYTES_MAX, BATCH_HEADER_BYTES};
+use crate::storage::{OpenMode, Storage, StorageFile};
 
 /// Bytes a scan reads from disk at a time, unless it is told it needs less
 /// ([`scan_reading`]).
@@ -30,21 +29,23 @@ pub(crate) struct Segment {
     pub(crate) base: Offset,
     pub(crate) path: PathBuf,
     dir: PathBuf,
+    storage: Arc<dyn Storage>,
     /// Bytes of readable data: durable data of the active segment, the whole file
     /// once sealed.
     pub(crate) readable_len: AtomicU64,
     sealed: AtomicBool,
     /// The active segment's handle. Sealed segments are opened for each read.
-    file: Mutex<Option<Arc<File>>>,
+    file: Mutex<Option<Arc<dyn StorageFile>>>,
     /// Loaded lazily for sealed segments; always present for the active one.
     index: RwLock<Option<SegmentIndex>>,
 }
 
 impl Segment {
     pub(crate) fn active(
+        storage: &Arc<dyn Storage>,
         dir: &Path,
         base: Offset,
-        file: Arc<File>,
+        file: Arc<dyn StorageFile>,
         readable_len: u64,
         index: SegmentIndex,
     ) -> Segment {
@@ -52,6 +53,7 @@ impl Segment {
             base,
             path: index::log_path(dir, base),
             dir: dir.to_owned(),
+            storage: Arc::clone(storage),
             readable_len: AtomicU64::new(readable_len),
             sealed: AtomicBool::new(false),
             file: Mutex::new(Some(file)),
@@ -59,11 +61,17 @@ impl Segment {
         }
     }
 
-    pub(crate) fn sealed(dir: &Path, base: Offset, len: u64) -> Segment {
+    pub(crate) fn sealed(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base: Offset,
+        len: u64,
+    ) -> Segment {
         Segment {
             base,
             path: index::log_path(dir, base),
             dir: dir.to_owned(),
+            storage: Arc::clone(storage),
             readable_len: AtomicU64::new(len),
             sealed: AtomicBool::new(true),
             file: Mutex::new(None),
@@ -107,12 +115,12 @@ impl Segment {
         self.file.lock().expect("segment file lock").is_some()
     }
 
-    pub(crate) fn open_file(&self) -> Result<Arc<File>, ReadError> {
+    pub(crate) fn open_file(&self) -> Result<Arc<dyn StorageFile>, ReadError> {
         if let Some(f) = self.file.lock().expect("segment file lock").as_ref() {
             return Ok(Arc::clone(f));
         }
-        File::open(&self.path)
-            .map(Arc::new)
+        self.storage
+            .open(&self.path, OpenMode::Read)
             .map_err(|source| ReadError::Io {
                 path: self.path.clone(),
                 source,
@@ -142,7 +150,7 @@ impl Segment {
             source,
         };
         let end_rel = u32::try_from(end.0 - self.base.0).expect("segments span < 2^32 offsets");
-        let loaded = index::load(&self.dir, self.base, len).map_err(io_err)?;
+        let loaded = index::load(&*self.storage, &self.dir, self.base, len).map_err(io_err)?;
         let complete = loaded.intact && loaded.index.times.last().is_some_and(|e| e.rel == end_rel);
         if complete {
             return Ok(loaded.index);
@@ -151,7 +159,7 @@ impl Segment {
         let file = self.open_file()?;
         let mut builder = IndexBuilder::new(interval);
         let mut rebuilt = SegmentIndex::default();
-        let scan = scan(&file, self.base, 0, self.base, len, |pos, h, _| {
+        let scan = scan(&*file, self.base, 0, self.base, len, |pos, h, _| {
             let (o, t) = builder.on_batch(self.rel(h), u32::try_from(pos).expect("bounded"), h);
             rebuilt.offsets.extend(o);
             rebuilt.times.extend(t);
@@ -166,7 +174,7 @@ impl Segment {
             });
         }
         rebuilt.times.push(builder.final_entry(end_rel));
-        if let Err(e) = IndexFiles::rewrite(&self.dir, self.base, &rebuilt) {
+        if let Err(e) = IndexFiles::rewrite(&*self.storage, &self.dir, self.base, &rebuilt) {
             tracing::warn!(segment = %self.path.display(), error = %e, "cannot write the rebuilt index; keeping it in memory");
         }
         Ok(rebuilt)
@@ -175,7 +183,7 @@ impl Segment {
 
 /// Reads byte ranges of a file through a reusable buffer, never past `end`.
 pub(crate) struct Window<'a> {
-    file: &'a File,
+    file: &'a dyn StorageFile,
     end: u64,
     buf: Vec<u8>,
     start: u64,
@@ -184,13 +192,13 @@ pub(crate) struct Window<'a> {
 }
 
 impl<'a> Window<'a> {
-    pub(crate) fn new(file: &'a File, end: u64) -> Window<'a> {
+    pub(crate) fn new(file: &'a dyn StorageFile, end: u64) -> Window<'a> {
         Window::reading(file, end, SCAN_CHUNK_BYTES)
     }
 
     /// A window that reads `chunk` bytes at a time: a reader that wants a few
     /// kilobytes does not copy (and zero first) a megabyte for them.
-    pub(crate) fn reading(file: &'a File, end: u64, chunk: usize) -> Window<'a> {
+    pub(crate) fn reading(file: &'a dyn StorageFile, end: u64, chunk: usize) -> Window<'a> {
         Window {
             file,
             end,
@@ -231,7 +239,7 @@ pub(crate) struct ScanEnd {
 /// `on_batch` with each valid one's position, header and bytes. Stops at the first
 /// invalid batch, or before the batch for which `on_batch` breaks.
 pub(crate) fn scan(
-    file: &File,
+    file: &dyn StorageFile,
     segment_base: Offset,
     pos: u64,
     next: Offset,
@@ -251,7 +259,7 @@ pub(crate) fn scan(
 
 /// [`scan`], reading `chunk` bytes from the file at a time.
 pub(crate) fn scan_reading(
-    file: &File,
+    file: &dyn StorageFile,
     segment_base: Offset,
     mut pos: u64,
     mut next: Offset,
@@ -309,7 +317,7 @@ pub(crate) fn scan_reading(
 }
 
 /// Whether every byte of `file` from `from` to `end` is zero.
-pub(crate) fn zeros_from(file: &File, from: u64, end: u64) -> io::Result<bool> {
+pub(crate) fn zeros_from(file: &dyn StorageFile, from: u64, end: u64) -> io::Result<bool> {
     let mut window = Window::new(file, end);
     let mut pos = from;
     while pos < end {
@@ -325,7 +333,7 @@ pub(crate) fn zeros_from(file: &File, from: u64, end: u64) -> io::Result<bool> {
 /// Whether any valid batch starts in `(after, end)`: the test that tells corruption
 /// (valid data follows) from a torn tail (nothing valid follows).
 pub(crate) fn valid_batch_after(
-    file: &File,
+    file: &dyn StorageFile,
     after: u64,
     end: u64,
     min_offset: Offset,

@@ -351,7 +351,7 @@ pub fn appended(elapsed: Duration) {
 pub struct MeasuredSync;
 
 impl tidings_broker::FileSync for MeasuredSync {
-    fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+    fn sync_data(&self, file: &dyn tidings_broker::StorageFile) -> std::io::Result<()> {
         let started = Instant::now();
         let result = tidings_broker::OsFileSync.sync_data(file);
         metrics::histogram!("tidings_fsync_duration_seconds")

@@ -20,7 +20,7 @@ struct FailingSync {
 }
 
 impl tidings_broker::FileSync for FailingSync {
-    fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+    fn sync_data(&self, file: &dyn tidings_broker::StorageFile) -> std::io::Result<()> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(std::io::Error::other("injected fdatasync failure"));
         }

@@ -398,7 +398,7 @@ struct FailingSync {
 }
 
 impl tidings_log::FileSync for FailingSync {
-    fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+    fn sync_data(&self, file: &dyn tidings_log::StorageFile) -> std::io::Result<()> {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(std::io::Error::other("injected fdatasync failure"));
         }
@@ -518,7 +518,7 @@ struct GatedSync {
 }
 
 impl tidings_log::FileSync for GatedSync {
-    fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+    fn sync_data(&self, file: &dyn tidings_log::StorageFile) -> std::io::Result<()> {
         let _open = self.gate.lock().unwrap();
         self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         file.sync_data()
@@ -598,7 +598,7 @@ fn concurrent_appends_share_fsyncs() {
 struct CountingSync(std::sync::atomic::AtomicU64);
 
 impl tidings_log::FileSync for CountingSync {
-    fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+    fn sync_data(&self, file: &dyn tidings_log::StorageFile) -> std::io::Result<()> {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         file.sync_data()
     }

@@ -8,4 +8,5 @@ mod crash_images;
 mod kill9;
 mod model;
 mod producers;
+mod sim;
 mod support;
