@@ -360,7 +360,7 @@ fn a_worker_runs_a_command_per_event_and_answers_by_its_exit_status() {
             "--topic",
             "jobs",
             "--ack-timeout-ms",
-            "400",
+            "1500",
             "--max-deliveries",
             "2",
             "--backoff-initial-ms",
@@ -373,7 +373,7 @@ fn a_worker_runs_a_command_per_event_and_answers_by_its_exit_status() {
         "",
     ));
     assert!(
-        created.contains("leases of 400 ms, 2 attempts, backoff 10 ms ×3 up to 20 ms"),
+        created.contains("leases of 1500 ms, 2 attempts, backoff 10 ms ×3 up to 20 ms"),
         "{created}"
     );
     publish(
@@ -386,11 +386,14 @@ fn a_worker_runs_a_command_per_event_and_answers_by_its_exit_status() {
             ("bad-1", "poison"),
         ],
     );
-    // `slow` outlives the ack timeout: the worker extends its lease.
+    // `slow` outlives the ack timeout: the worker extends its lease. (The
+    // timeout leaves a loaded machine room to send the extension in time;
+    // at 400 ms a full test run once let the lease run out, and `slow`
+    // became a third dead letter.)
     let script = r#"data=$(cat); case "$data" in
         *poison*) echo "cannot parse $TIDINGS_EVENT_ID" >&2; exit 65;;
         *fail*) echo "database unavailable" >&2; exit 1;;
-        *slow*) sleep 1.2;;
+        *slow*) sleep 3;;
     esac; echo "$TIDINGS_EVENT_ID attempt $TIDINGS_ATTEMPT" >> done.txt"#;
     let worker = Running::start(
         &server,
