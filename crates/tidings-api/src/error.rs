@@ -89,6 +89,8 @@ pub enum ErrorCode {
     TooManyStreams,
     /// 500: the storage failed.
     StorageFailed,
+    /// 507: the disk is full; nothing was written.
+    StorageFull,
     /// 500: the server failed in a way it did not expect.
     Internal,
     /// 503: the server is shutting down.
@@ -97,7 +99,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 38] = [
+    pub const ALL: [ErrorCode; 39] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidTopic,
         ErrorCode::InvalidEvent,
@@ -134,6 +136,7 @@ impl ErrorCode {
         ErrorCode::OffsetOutOfRange,
         ErrorCode::TooManyStreams,
         ErrorCode::StorageFailed,
+        ErrorCode::StorageFull,
         ErrorCode::Internal,
         ErrorCode::ShuttingDown,
     ];
@@ -177,6 +180,7 @@ impl ErrorCode {
             ErrorCode::OffsetOutOfRange => "offset_out_of_range",
             ErrorCode::TooManyStreams => "too_many_streams",
             ErrorCode::StorageFailed => "storage_failed",
+            ErrorCode::StorageFull => "storage_full",
             ErrorCode::Internal => "internal",
             ErrorCode::ShuttingDown => "shutting_down",
         }
@@ -227,6 +231,7 @@ impl ErrorCode {
             ErrorCode::TooManyStreams => 429,
             ErrorCode::StorageFailed | ErrorCode::Internal => 500,
             ErrorCode::ShuttingDown => 503,
+            ErrorCode::StorageFull => 507,
         }
     }
 
@@ -261,6 +266,7 @@ impl ErrorCode {
             ErrorKind::LimitReached => ErrorCode::LimitReached,
             ErrorKind::ShuttingDown => ErrorCode::ShuttingDown,
             ErrorKind::Unavailable | ErrorKind::StorageFailed => ErrorCode::StorageFailed,
+            ErrorKind::StorageFull => ErrorCode::StorageFull,
         }
     }
 }

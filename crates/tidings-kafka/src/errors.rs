@@ -39,7 +39,11 @@ pub(crate) fn code(kind: ErrorKind) -> ResponseError {
         ErrorKind::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
         ErrorKind::OffsetOutOfRange | ErrorKind::OffsetBeyondEnd => ResponseError::OffsetOutOfRange,
         ErrorKind::LimitReached => ResponseError::PolicyViolation,
-        ErrorKind::ShuttingDown | ErrorKind::StorageFailed => ResponseError::KafkaStorageError,
+        // KAFKA_STORAGE_ERROR is retriable: a producer at its defaults keeps
+        // retrying a full disk until space is freed or its delivery timeout.
+        ErrorKind::ShuttingDown | ErrorKind::StorageFailed | ErrorKind::StorageFull => {
+            ResponseError::KafkaStorageError
+        }
         // A roll or retention pass failed; the client retries, as it does
         // when a partition's leader moves.
         ErrorKind::Unavailable => ResponseError::NotLeaderOrFollower,

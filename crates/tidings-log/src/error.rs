@@ -181,6 +181,17 @@ pub enum AppendError {
         /// The failure.
         reason: Arc<str>,
     },
+    /// The disk is full: the append was not written, and the partition takes
+    /// appends again as soon as space is freed.
+    #[error("the disk is full: partition {topic}/{partition} cannot grow {path}; nothing was written, and appends succeed again once space is freed")]
+    DiskFull {
+        /// The topic.
+        topic: TopicName,
+        /// The partition.
+        partition: PartitionId,
+        /// The file that could not grow.
+        path: PathBuf,
+    },
     /// A roll or retention pass could not finish; appends are not affected.
     #[error("maintenance of partition {topic}/{partition} failed: {reason}")]
     Maintenance {
@@ -315,6 +326,7 @@ impl AppendError {
             AppendError::Failed { .. } => ErrorKind::StorageFailed,
             // A roll or retention pass failed; the next append tries again.
             AppendError::Maintenance { .. } => ErrorKind::Unavailable,
+            AppendError::DiskFull { .. } => ErrorKind::StorageFull,
             AppendError::Closed { .. } => ErrorKind::ShuttingDown,
             AppendError::OutOfOrderSequence { .. } => ErrorKind::OutOfOrderSequence,
             AppendError::InvalidProducerEpoch { .. } => ErrorKind::InvalidProducerEpoch,

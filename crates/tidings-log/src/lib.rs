@@ -149,30 +149,40 @@ impl Log {
             ));
         }
         let storage = &*options.storage;
-        // The directories this open creates (the data directory and any
-        // missing parents included) must outlive a power loss: each is made
-        // durable in its parent, from the first that already existed down.
-        let mut existing = dir.as_path();
-        while !storage
-            .exists(existing)
-            .map_err(open_err("stat", existing))?
-        {
-            match existing.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+        // The data directory and its subdirectories must outlive a power
+        // loss, including when they were created by this open or by a process
+        // on this boot that died before making them durable: each is synced
+        // into its parent, from the parent of the data directory (or of the
+        // highest directory this open creates) down.
+        let mut top = dir.as_path();
+        while !storage.exists(top).map_err(open_err("stat", top))? {
+            match top.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => top = parent,
                 _ => break,
             }
         }
-        let existing = existing.to_owned();
+        if top == dir.as_path() {
+            top = dir.parent().unwrap_or(&dir);
+        }
+        let top = top.to_owned();
         for sub in ["topics", "staging", "trash"] {
             let path = dir.join(sub);
             storage
                 .create_dir_all(&path)
                 .map_err(open_err("create", &path))?;
         }
-        let mut created: Vec<&Path> = dir.ancestors().take_while(|a| *a != existing).collect();
-        created.push(&existing);
-        for synced in created.into_iter().rev() {
-            storage.sync_dir(synced).map_err(open_err("sync", synced))?;
+        let mut synced: Vec<&Path> = dir.ancestors().take_while(|a| *a != top).collect();
+        synced.push(&top);
+        for path in synced.into_iter().rev() {
+            match storage.sync_dir(path) {
+                Ok(()) => {}
+                // A parent the server may enter but not read: its entry for
+                // the data directory was made by whoever set the directory up.
+                Err(e) if path != dir && e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    tracing::warn!(dir = %path.display(), "cannot open the directory to sync it; trusting it to be durable");
+                }
+                Err(e) => return Err(open_err("sync", path)(e)),
+            }
         }
         let lock = lock_exclusively(storage, &dir.join("LOCK"))?;
         // Unfinished topic creations and deletions from an earlier run.

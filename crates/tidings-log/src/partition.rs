@@ -206,13 +206,7 @@ impl Partition {
         let mut segments = recovered.sealed;
         segments.push(Arc::clone(&active));
         let (producers, producers_seen) =
-            rebuild_producers(dir, &segments, recovered.next, &config, &options).map_err(
-                |source| RecoveryError::Io {
-                    action: "rebuild the producer state of",
-                    path: dir.to_owned(),
-                    source,
-                },
-            )?;
+            rebuild_producers(dir, &segments, recovered.next, &config, &options)?;
         let partition = Arc::new(Partition {
             topic,
             id,
@@ -913,9 +907,7 @@ impl Writer {
         match cmd {
             Command::Append { .. } => unreachable!("appends are staged"),
             Command::Roll { reply } => {
-                let result = self
-                    .check_failed()
-                    .and_then(|()| self.roll().map_err(|e| self.fail("seal the segment", &e)));
+                let result = self.check_failed().and_then(|()| self.try_roll());
                 let _ = reply.send(result);
             }
             Command::Retention { reply } => {
@@ -954,6 +946,27 @@ impl Writer {
                 .failed("the partition has used up its offsets".into())));
             return;
         }
+        if self.needs_roll(prepared.bytes.len() as u64, count) {
+            // The staged batches must be written before the segment is sealed; if
+            // that fails the partition has stopped and this append is refused too.
+            if !self.write_buf() {
+                let _ = reply.send(Err(self
+                    .p
+                    .failed(Arc::clone(self.failed.as_ref().expect("set by write_buf")))));
+                return;
+            }
+            if let Err(e) = self.try_roll() {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        }
+        // Space first, while refusing changes nothing: on a full disk this
+        // append is answered `DiskFull` and the partition goes on.
+        let end = self.len + (self.buf.len() + prepared.bytes.len()) as u64;
+        if let Err(e) = self.reserve(end) {
+            let _ = reply.send(Err(self.disk_full(&e)));
+            return;
+        }
         match self.admit(&prepared) {
             Ok(None) => {}
             Ok(Some(stored)) => {
@@ -964,21 +977,6 @@ impl Writer {
             }
             Err(e) => {
                 let _ = reply.send(Err(e));
-                return;
-            }
-        }
-        if self.needs_roll(prepared.bytes.len() as u64, count) {
-            // The staged batches must be written before the segment is sealed; if
-            // that fails the partition has stopped and this append is refused too.
-            if !self.write_buf() {
-                let _ = reply.send(Err(self
-                    .p
-                    .failed(Arc::clone(self.failed.as_ref().expect("set by write_buf")))));
-                return;
-            }
-            if let Err(e) = self.roll() {
-                let err = self.fail("seal the segment", &e);
-                let _ = reply.send(Err(err));
                 return;
             }
         }
@@ -1122,7 +1120,9 @@ impl Writer {
         if self.buf.is_empty() || self.failed.is_some() {
             return self.failed.is_none();
         }
-        self.reserve(self.len + self.buf.len() as u64);
+        // Staging reserved the space already where the file system allows;
+        // where it does not, a full disk fails the write below.
+        let _ = self.reserve(self.len + self.buf.len() as u64);
         if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
             self.fail("write the segment", &e);
             return false;
@@ -1228,24 +1228,56 @@ impl Writer {
     /// `fdatasync` has no size change to commit to the file system's journal: a
     /// quarter less time per sync, and far fewer slow ones. The space reads as
     /// zeros, which recovery recognises as the end of the data; sealing and a clean
-    /// close cut it off. Preallocation only saves time: where the file system
-    /// refuses it, the writer goes on without.
-    fn reserve(&mut self, end: u64) {
+    /// close cut it off. Where the file system refuses to preallocate, the writer
+    /// goes on without.
+    ///
+    /// It is also how a full disk is met without stopping: a write into
+    /// allocated space needs no new blocks, so staging reserves each append's
+    /// space first, and an append that finds no room is answered
+    /// [`AppendError::DiskFull`] before anything changed. On a nearly full disk
+    /// the step ahead may not fit where the append itself does; then exactly the
+    /// append's end is allocated. An error means the disk is full up to `end`.
+    fn reserve(&mut self, end: u64) -> io::Result<()> {
         if !self.preallocate || end + PREALLOCATE_BYTES / 2 <= self.allocated {
-            return;
+            return Ok(());
         }
         let target = (end + PREALLOCATE_BYTES).min(self.config.segment_bytes.max(end));
         if target <= self.allocated {
-            return;
+            return Ok(());
         }
         match self.file.allocate(self.allocated, target - self.allocated) {
             Ok(()) => self.allocated = target,
-            // A full disk is for the write itself to report.
-            Err(e) if e.kind() == io::ErrorKind::StorageFull => {}
+            Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                if end > self.allocated {
+                    self.file.allocate(self.allocated, end - self.allocated)?;
+                    self.allocated = end;
+                }
+            }
             Err(e) => {
                 self.preallocate = false;
                 tracing::info!(segment = %self.active.path.display(), error = %e, "the file system does not preallocate; appending without");
             }
+        }
+        Ok(())
+    }
+
+    /// The answer to an append that found the disk full.
+    fn disk_full(&self, e: &io::Error) -> AppendError {
+        tracing::warn!(topic = %self.p.topic, partition = %self.p.id, segment = %self.active.path.display(), error = %e, "disk full: append refused");
+        AppendError::DiskFull {
+            topic: self.p.topic.clone(),
+            partition: self.p.id,
+            path: self.active.path.clone(),
+        }
+    }
+
+    /// [`Writer::roll`], answering a full disk without stopping the partition
+    /// and any other failure by stopping it.
+    fn try_roll(&mut self) -> Result<(), AppendError> {
+        match self.roll() {
+            Ok(()) => Ok(()),
+            Err(Roll::Full(e)) => Err(self.disk_full(&e)),
+            Err(Roll::Failed(e)) => Err(self.fail("seal the segment", &e)),
         }
     }
 
@@ -1260,7 +1292,13 @@ impl Writer {
     }
 
     /// Seals the active segment and starts a new one at the next offset.
-    fn roll(&mut self) -> io::Result<()> {
+    ///
+    /// The new segment's files are created after the old segment is synced
+    /// and cut to its data (recovery takes every segment but the last as
+    /// sealed), and before anything marks the old one sealed. When the disk
+    /// has no room for them, what was created is removed durably and the old
+    /// segment stays active: [`Roll::Full`], and the next append tries again.
+    fn roll(&mut self) -> Result<(), Roll> {
         debug_assert!(self.buf.is_empty() && self.failed.is_none());
         if self.len == 0 {
             return Ok(());
@@ -1269,17 +1307,44 @@ impl Writer {
         // A sealed segment ends at its data, and is durably so before the next
         // segment exists.
         self.trim()?;
-        let end_rel = u32::try_from(self.next.0 - self.active.base.0).expect("bounded");
-        let last = self.builder.final_entry(end_rel);
-        self.index_files.push_time(last)?;
-        self.index_files.sync()?;
-        self.active.push_index(None, Some(last));
 
         let dir = &self.p.dir;
         let base = self.next;
         let storage = &self.p.options.storage;
-        let file = storage.create_durably(&index::log_path(dir, base), &[])?;
-        let index_files = IndexFiles::create(&**storage, dir, base)?;
+        let created = storage
+            .create_durably(&index::log_path(dir, base), &[])
+            .and_then(|file| Ok((file, IndexFiles::create(&**storage, dir, base)?)));
+        let (file, index_files) = match created {
+            Ok(created) => created,
+            Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                for path in [
+                    index::log_path(dir, base),
+                    index::offset_index_path(dir, base),
+                    index::time_index_path(dir, base),
+                ] {
+                    match storage.remove_file(&path) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+                storage.sync_dir(dir)?;
+                return Err(Roll::Full(e));
+            }
+            Err(e) => return Err(e.into()),
+        };
+
+        let end_rel = u32::try_from(self.next.0 - self.active.base.0).expect("bounded");
+        let last = self.builder.final_entry(end_rel);
+        // The index is derived: a sealed segment whose index lacks its final
+        // entry has it rebuilt when first read.
+        if let Err(e) = self
+            .index_files
+            .push_time(last)
+            .and_then(|()| self.index_files.sync())
+        {
+            tracing::warn!(segment = %self.active.path.display(), error = %e, "cannot complete the sealed segment's index; it will be rebuilt");
+        }
+        self.active.push_index(None, Some(last));
         let new = Arc::new(Segment::active(
             storage,
             dir,
@@ -1407,6 +1472,20 @@ impl Writer {
     }
 }
 
+/// Why a roll did not happen.
+enum Roll {
+    /// No room for the new segment's files; nothing changed.
+    Full(io::Error),
+    /// Anything else: the partition stops.
+    Failed(io::Error),
+}
+
+impl From<io::Error> for Roll {
+    fn from(e: io::Error) -> Roll {
+        Roll::Failed(e)
+    }
+}
+
 /// `first` and whatever else is queued, up to one group commit's worth of bytes.
 fn gather(first: Command, rx: &mut mpsc::Receiver<Command>) -> Vec<Command> {
     let mut group = vec![first];
@@ -1458,6 +1537,32 @@ fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A segment's damage met while opening the partition in `dir`, as the
+/// refusal that names the file.
+fn damage(dir: &Path, e: ReadError) -> RecoveryError {
+    match e {
+        ReadError::Corrupt {
+            file,
+            position,
+            fault,
+        } => RecoveryError::Corrupt {
+            file,
+            position,
+            fault,
+        },
+        ReadError::Io { path, source } => RecoveryError::Io {
+            action: "read",
+            path,
+            source,
+        },
+        other => RecoveryError::Io {
+            action: "rebuild the producer state of",
+            path: dir.to_owned(),
+            source: io::Error::other(other.to_string()),
+        },
+    }
+}
+
 /// The producer state of a partition just recovered: the newest snapshot that
 /// reads back, then every batch after it. Without a snapshot, the log from the
 /// first segment whose newest timestamp is within the expiration (producers'
@@ -1468,13 +1573,19 @@ fn rebuild_producers(
     next: Offset,
     config: &TopicConfig,
     options: &LogOptions,
-) -> io::Result<(Producers, bool)> {
+) -> Result<(Producers, bool), RecoveryError> {
+    let io_err = |source| RecoveryError::Io {
+        action: "rebuild the producer state of",
+        path: dir.to_owned(),
+        source,
+    };
     let now = options.clock.now().0;
     let expiration = ms(options.producer_id_expiration);
-    let (from, mut state) = match producers::newest_snapshot(&*options.storage, dir, next)? {
-        Some((offset, state)) => (Some(offset), state),
-        None => (None, Producers::default()),
-    };
+    let (from, mut state) =
+        match producers::newest_snapshot(&*options.storage, dir, next).map_err(io_err)? {
+            Some((offset, state)) => (Some(offset), state),
+            None => (None, Producers::default()),
+        };
     let mut seen = from.is_some();
     let mut first = 0;
     if from.is_none() {
@@ -1485,7 +1596,7 @@ fn rebuild_producers(
                 .with_index(end, config.index_interval_bytes, |ix| {
                     ix.sealed_max_timestamp()
                 })
-                .map_err(|e| io::Error::other(e.to_string()))?;
+                .map_err(|e| damage(dir, e))?;
             if newest.is_some_and(|ts| ts >= cutoff) {
                 break;
             }
@@ -1499,9 +1610,7 @@ fn rebuild_producers(
         if end <= from {
             continue;
         }
-        let file = seg
-            .open_file()
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let file = seg.open_file().map_err(|e| damage(dir, e))?;
         segment::scan(
             &*file,
             seg.base,
@@ -1523,7 +1632,8 @@ fn rebuild_producers(
                 }
                 ControlFlow::Continue(())
             },
-        )?;
+        )
+        .map_err(io_err)?;
     }
     state.expire(now, expiration);
     if scanned > 0 {

@@ -136,9 +136,7 @@ impl dyn Storage + '_ {
     /// Replaces `path` with `contents` atomically: write a temporary file, sync
     /// it, rename it over `path`, sync the directory.
     pub fn replace_durably(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
+        let tmp = temporary_path(path);
         let file = self.open(&tmp, OpenMode::Replace)?;
         file.write_all_at(contents, 0)?;
         file.sync_all()?;
@@ -146,6 +144,28 @@ impl dyn Storage + '_ {
         self.rename(&tmp, path)?;
         self.sync_dir(path.parent().expect("files live in a directory"))
     }
+}
+
+/// The longest file name Linux file systems take, in bytes.
+const FILE_NAME_BYTES_MAX: usize = 255;
+
+/// Where [`replace_durably`](Storage::replace_durably) writes before the
+/// rename: `<name>.tmp`, or for a name too long to take the suffix (a topic
+/// name of Kafka's 249 characters plus `.meta`), its first 200 bytes, a
+/// checksum of the whole name and `.tmp`. Either way it ends in `.tmp`,
+/// which is how leftovers are found.
+fn temporary_path(path: &Path) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let name = path.file_name().expect("files have names").as_bytes();
+    let mut tmp = Vec::with_capacity(FILE_NAME_BYTES_MAX);
+    if name.len() + b".tmp".len() <= FILE_NAME_BYTES_MAX {
+        tmp.extend_from_slice(name);
+    } else {
+        tmp.extend_from_slice(&name[..200]);
+        tmp.extend_from_slice(format!("-{:08x}", crc32c::crc32c(name)).as_bytes());
+    }
+    tmp.extend_from_slice(b".tmp");
+    path.with_file_name(std::ffi::OsStr::from_bytes(&tmp))
 }
 
 /// The operating system's file system.
@@ -275,5 +295,27 @@ impl StorageFile for OsFile {
             None,
             rustix::fs::Advice::DontNeed,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_too_long_for_the_suffix_gets_a_short_temporary_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("{}.meta", "t".repeat(249));
+        let path = dir.path().join(&name);
+        assert_eq!(
+            temporary_path(&dir.path().join("a.meta")),
+            dir.path().join("a.meta.tmp")
+        );
+        let tmp = temporary_path(&path);
+        let tmp_name = tmp.file_name().unwrap().to_str().unwrap();
+        assert!(tmp_name.len() <= FILE_NAME_BYTES_MAX && tmp_name.ends_with(".tmp"));
+        OsStorage::shared().replace_durably(&path, b"one").unwrap();
+        OsStorage::shared().replace_durably(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
     }
 }

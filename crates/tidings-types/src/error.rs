@@ -69,4 +69,7 @@ pub enum ErrorKind {
     Unavailable,
     /// The storage failed: a file could not be read, written or synced.
     StorageFailed,
+    /// The disk is full: nothing was written, and the same request succeeds
+    /// once space is freed.
+    StorageFull,
 }

@@ -443,6 +443,13 @@ impl CloudEvent {
         for (name, value) in attributes {
             check_len(name, value)?;
         }
+        // The specification's types: `source` is a URI-reference, `dataschema`
+        // a URI (RFC 3986); anything else is refused here rather than stored
+        // and served as an event no consumer's schema accepts.
+        check_uri("source", &self.source, false)?;
+        if let Some(schema) = &self.dataschema {
+            check_uri("dataschema", schema, true)?;
+        }
         if self.extensions.len() > EXTENSIONS_MAX {
             return Err(EventError::TooManyExtensions(self.extensions.len()));
         }
@@ -478,6 +485,86 @@ fn check_len(name: &str, value: &str) -> Result<(), EventError> {
             name: name.to_owned(),
             len: value.len(),
         });
+    }
+    Ok(())
+}
+
+/// Checks `value` against RFC 3986: a URI-reference, or with `absolute` a
+/// URI (a scheme first). Characters must be unreserved, delimiters or
+/// percent-encoded octets; a scheme is a letter followed by letters, digits,
+/// `+`, `-` or `.`; a relative reference's first segment has no `:`; square
+/// brackets only enclose an IP literal host.
+pub(crate) fn check_uri(name: &str, value: &str, absolute: bool) -> Result<(), EventError> {
+    let invalid = |reason: String| EventError::InvalidAttribute {
+        name: name.to_owned(),
+        reason,
+    };
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return Err(invalid(format!(
+                        "'%' at byte {i} does not start a percent-encoded octet"
+                    )));
+                }
+                i += 3;
+                continue;
+            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => {}
+            b'-' | b'.' | b'_' | b'~' => {}
+            b':' | b'/' | b'?' | b'#' | b'[' | b']' | b'@' => {}
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
+            _ => {
+                let c = value[i..].chars().next().unwrap_or('?');
+                return Err(invalid(format!(
+                    "{c:?} at byte {i} is not allowed in a URI; percent-encode it"
+                )));
+            }
+        }
+        i += 1;
+    }
+    if value.matches('#').count() > 1 {
+        return Err(invalid("more than one '#'".into()));
+    }
+    // The scheme, if any: what precedes the first ':' that comes before any
+    // '/', '?' or '#'.
+    let end = value.find(['/', '?', '#']).unwrap_or(value.len());
+    let scheme = value[..end].find(':').map(|at| &value[..at]);
+    match scheme {
+        Some(scheme) => {
+            let mut chars = scheme.chars();
+            let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+            if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
+                return Err(invalid(format!(
+                    "{scheme:?} is not a URI scheme (and a relative reference's first segment may not hold ':')"
+                )));
+            }
+        }
+        None if absolute => {
+            return Err(invalid(
+                "a URI with a scheme is required, such as https://example.com/schema".into(),
+            ));
+        }
+        None => {}
+    }
+    // Brackets only around the host of an authority: "//[...]".
+    let after_scheme = scheme.map_or(value, |s| &value[s.len() + 1..]);
+    let authority = after_scheme
+        .strip_prefix("//")
+        .map(|rest| &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())]);
+    let brackets_in_host = authority.is_some_and(|a| {
+        let host = a.rsplit_once('@').map_or(a, |(_, h)| h);
+        host.starts_with('[') && host.matches('[').count() == 1 && host.matches(']').count() == 1
+    });
+    let brackets = value.matches(['[', ']']).count();
+    if brackets > 0 && !(brackets == 2 && brackets_in_host) {
+        return Err(invalid(
+            "'[' and ']' may only enclose an IP literal host".into(),
+        ));
     }
     Ok(())
 }
@@ -559,6 +646,50 @@ fn is_json_media_type(content_type: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_are_uri_references_and_dataschemas_uris() {
+        for good in [
+            "/orders",
+            "orders",
+            "urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66",
+            "https://example.com/shop?x=1#frag",
+            "//[::1]:8080/a",
+            "mailto:ops@example.com",
+            "a%20b",
+            "./x;y=1",
+            "https://user@[2001:db8::7]/c",
+        ] {
+            assert_eq!(check_uri("source", good, false), Ok(()), "{good}");
+        }
+        for bad in [
+            "×ø",
+            "order service",
+            "a%2",
+            "%zz",
+            "1abc:rest",
+            "a#b#c",
+            "/x[1]",
+            "http://[::1/x",
+            "bad\\path",
+            "tab\there",
+        ] {
+            assert!(
+                matches!(
+                    check_uri("source", bad, false),
+                    Err(EventError::InvalidAttribute { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(check_uri("dataschema", "https://example.com/s.json", true).is_ok());
+        assert!(check_uri("dataschema", "/schemas/s.json", true).is_err());
+        let mut e = CloudEvent::new("not a uri", "t");
+        e.id = "1".into();
+        assert!(
+            matches!(e.validate(), Err(EventError::InvalidAttribute { ref name, .. }) if name == "source")
+        );
+    }
 
     #[test]
     fn time_text_without_allocating_is_the_same_text() {

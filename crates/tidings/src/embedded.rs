@@ -75,7 +75,7 @@ pub(crate) fn from_kind(backend: &'static str, kind: ErrorKind, message: String)
         | ErrorKind::NotAssigned
         | ErrorKind::UnknownMember => Error::LeaseExpired(message),
         ErrorKind::ShuttingDown => Error::ShuttingDown,
-        ErrorKind::Unavailable => Error::transient(backend, message),
+        ErrorKind::Unavailable | ErrorKind::StorageFull => Error::transient(backend, message),
         _ => Error::backend(backend, message),
     }
 }

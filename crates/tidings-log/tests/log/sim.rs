@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 
 use tidings_log::sim::{Crash, Faults, SimDisk, Stats};
 use tidings_log::{
-    FsyncPolicy, Log, LogOptions, OpenError, ReadError, Record, RecoveryError, Storage, TopicConfig,
+    AppendError, FsyncPolicy, Log, LogOptions, OpenError, ReadError, Record, RecoveryError,
+    Storage, TopicConfig,
 };
 use tidings_types::{Offset, PartitionId, TimestampMs};
 
@@ -83,6 +84,10 @@ struct Expected {
 pub struct Outcome {
     pub appends_acked: u64,
     pub appends_failed: u64,
+    /// Appends answered "disk full": never written, never to appear.
+    pub appends_full: u64,
+    /// Appends acknowledged after space was freed, without a restart.
+    pub appends_after_space_freed: u64,
     pub crashes: u64,
     pub reopens_refused: u64,
     pub refused_as_corrupt: u64,
@@ -105,6 +110,8 @@ struct Run {
     rotted: Option<PathBuf>,
     /// Power losses that reordered writes, when last looked at.
     reordered_seen: u64,
+    /// A full disk was given its space back in this process.
+    space_freed: bool,
     outcome: Outcome,
 }
 
@@ -143,6 +150,7 @@ impl Run {
             next_id: 0,
             rotted: None,
             reordered_seen: 0,
+            space_freed: false,
             outcome: Outcome::default(),
             rng,
         }
@@ -211,6 +219,7 @@ impl Run {
     }
 
     fn crash(&mut self, crash: Crash) {
+        self.space_freed = false;
         if std::env::var_os("TIDINGS_SIM_TRACE").is_some() {
             eprintln!("crash {crash:?}: {:?}", self.disk.stats());
         }
@@ -376,6 +385,7 @@ impl Run {
         match result {
             Ok(appended) => {
                 self.outcome.appends_acked += 1;
+                self.outcome.appends_after_space_freed += u64::from(self.space_freed);
                 if part.damaged {
                     return Ok(());
                 }
@@ -394,6 +404,22 @@ impl Run {
                 if always {
                     part.durable = part.known.len();
                 }
+            }
+            Err(AppendError::DiskFull { path, .. }) => {
+                if self.faults.capacity_bytes.is_none() {
+                    return Err(self.fail(format!(
+                        "partition {i}: answered disk full ({}) with space to spare",
+                        path.display()
+                    )));
+                }
+                // Refused before anything was written: these never appear,
+                // and the partition goes on once space is freed.
+                if let Some(reason) = p.failure() {
+                    return Err(self.fail(format!(
+                        "partition {i} stopped after answering disk full: {reason}"
+                    )));
+                }
+                self.outcome.appends_full += 1;
             }
             Err(_) => {
                 self.outcome.appends_failed += 1;
@@ -498,7 +524,13 @@ impl Run {
             match roll {
                 0..=64 if self.created => self.append(i)?,
                 65..=79 if self.created => self.read_one(i)?,
-                80..=83 => self.clock.advance(Duration::from_secs(1)),
+                80..=81 => self.clock.advance(Duration::from_secs(1)),
+                82..=83 if self.faults.capacity_bytes.is_some() => {
+                    // Space returns while the log runs: appends go on, no restart.
+                    self.faults.capacity_bytes = None;
+                    self.disk.set_faults(self.faults);
+                    self.space_freed = true;
+                }
                 _ => {
                     let crash = match self.rng.below(3) {
                         0 => None,
@@ -608,6 +640,8 @@ fn run_seeds(base: u64, count: u64) -> (Vec<String>, Outcome, Duration) {
 fn add(total: &mut Outcome, o: &Outcome) {
     total.appends_acked += o.appends_acked;
     total.appends_failed += o.appends_failed;
+    total.appends_full += o.appends_full;
+    total.appends_after_space_freed += o.appends_after_space_freed;
     total.crashes += o.crashes;
     total.reopens_refused += o.reopens_refused;
     total.refused_as_corrupt += o.refused_as_corrupt;
@@ -655,6 +689,10 @@ fn seeds() {
         );
         assert!(
             total.reads_refused + total.refused_as_corrupt > 0,
+            "{total:?}"
+        );
+        assert!(
+            total.appends_full > 0 && total.appends_after_space_freed > 0,
             "{total:?}"
         );
     }
