@@ -395,7 +395,7 @@ fn typed_payloads_round_trip_and_mismatches_are_errors() {
 fn arb_event() -> impl Strategy<Value = CloudEvent> {
     let ext = prop::collection::btree_map("[a-z][a-z0-9]{0,15}", "[ -~]{0,30}", 0..5);
     (
-        "[ -~]{1,40}",
+        "(/[A-Za-z0-9._~-]{1,12}){1,3}|urn:[a-z]{1,8}:[A-Za-z0-9-]{1,20}|https://[a-z]{1,10}\\.example/[a-z0-9]{0,10}",
         "[a-z]{1,10}\\.[a-z]{1,10}",
         prop::option::of("[ -~]{0,40}"),
         ext,
@@ -471,6 +471,20 @@ fn arb_event_object() -> impl Strategy<Value = serde_json::Map<String, Value>> {
             ],
         )
     };
+    // A source is a URI-reference: escapes in JSON, but percent-encoding in
+    // the URI.
+    let sources = || {
+        mostly(
+            vec![Some(json!("x")), Some(json!("/orders/a%20b?q=1&r=%22#f"))],
+            vec![
+                None,
+                Some(json!("")),
+                Some(Value::Null),
+                Some(json!(5)),
+                Some(json!("not a uri \u{e9}")),
+            ],
+        )
+    };
     let optional = |good: Vec<Value>, bad: Vec<Value>| {
         let mut good: Vec<Option<Value>> = good.into_iter().map(Some).collect();
         good.push(None);
@@ -506,7 +520,7 @@ fn arb_event_object() -> impl Strategy<Value = serde_json::Map<String, Value>> {
                 Some(json!(["1.0"])),
             ],
         ),
-        (strings(), strings(), strings(), strings()),
+        (strings(), sources(), strings(), strings()),
         optional(
             vec![
                 json!("2018-04-05T17:31:00Z"),
