@@ -475,10 +475,25 @@ impl<L: GroupLog> Source for StreamSource<L> {
                 let s = self.state.lock().expect("stream state");
                 s.parts.keys().copied().collect()
             };
+            // A partition the group gave to another member while this one
+            // was busy is no longer this member's to commit: its new owner
+            // delivers what was not committed again (another attempt), so a
+            // refusal for it is not the close's failure. Any other failure
+            // is, but the member still leaves first.
+            let mut failed = None;
             for p in parts {
-                self.commit_floor(p, false).await?;
+                match self.commit_floor(p, false).await {
+                    Ok(()) | Err(Error::LeaseExpired(_)) => {}
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
             }
-            self.log.leave().await
+            let left = self.log.leave().await;
+            match failed {
+                Some(e) => Err(e),
+                None => left,
+            }
         })
     }
 }
@@ -626,6 +641,116 @@ mod tests {
         for (i, (offset, attempt, _)) in entries.iter().enumerate() {
             assert_eq!((*offset, *attempt), (1_000_000 + i as u64, 7));
         }
+    }
+
+    /// A member that owns partition 0 and reads one event at offset 5 from
+    /// it; its commits fail with `refusal`.
+    struct Refused {
+        refusal: fn() -> Error,
+        polls: std::sync::atomic::AtomicU32,
+        left: std::sync::atomic::AtomicBool,
+    }
+
+    impl GroupLog for Refused {
+        fn poll<'a>(
+            &'a self,
+            _max: usize,
+            _wait: Duration,
+            _stop: &'a CancellationToken,
+        ) -> BoxFuture<'a, Result<Polled, Error>> {
+            let first = self.polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            let entries = if first {
+                vec![Incoming {
+                    ticket: Ticket {
+                        partition: 0,
+                        offset: 5,
+                        lease: 0,
+                        reply: None,
+                    },
+                    attempt: 1,
+                    timestamp_ms: 0,
+                    payload: Payload::Event(crate::CloudEvent::new("/test", "test.event")),
+                }]
+            } else {
+                Vec::new()
+            };
+            Box::pin(async move {
+                Ok(Polled {
+                    generation: 1,
+                    assignment: vec![0],
+                    entries,
+                    positions: vec![(0, 6)],
+                    restarted: Vec::new(),
+                    notes: Vec::new(),
+                })
+            })
+        }
+        fn commit<'a>(&'a self, _commits: &'a [Commit]) -> BoxFuture<'a, Result<(), Error>> {
+            Box::pin(async move { Err((self.refusal)()) })
+        }
+        fn read_one(&self, _: u32, _: u64) -> BoxFuture<'_, Result<Option<Incoming>, Error>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn dead_letter<'a>(
+            &'a self,
+            _: Payload,
+            _: DeadLetterInfo<'a>,
+        ) -> BoxFuture<'a, Result<(), Error>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn heartbeat(&self) -> BoxFuture<'_, Result<(), Error>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn rejoin(&self) -> BoxFuture<'_, Result<(), Error>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn leave(&self) -> BoxFuture<'_, Result<(), Error>> {
+            self.left.store(true, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Receives the event, acks it (the commit is refused), and closes.
+    async fn ack_then_close(
+        refusal: fn() -> Error,
+    ) -> (Result<(), Error>, Result<(), Error>, bool) {
+        let source = StreamSource::new(
+            Refused {
+                refusal,
+                polls: Default::default(),
+                left: Default::default(),
+            },
+            "t",
+            5,
+            Backoff::default(),
+        );
+        let got = source.receive(1, Duration::ZERO).await.unwrap();
+        assert_eq!(got.len(), 1);
+        let acked = source.answer(&got[0].ticket, Answer::Ack).await;
+        let closed = source.close().await;
+        let left = source.log.left.load(std::sync::atomic::Ordering::SeqCst);
+        (acked, closed, left)
+    }
+
+    #[tokio::test]
+    async fn a_partition_given_to_another_member_does_not_fail_the_close() {
+        let (acked, closed, left) =
+            ack_then_close(|| Error::LeaseExpired("partition 0 is not assigned".into())).await;
+        assert!(matches!(acked, Err(Error::LeaseExpired(_))), "{acked:?}");
+        assert!(closed.is_ok(), "{closed:?}");
+        assert!(left, "the member left its group");
+    }
+
+    #[tokio::test]
+    async fn a_failed_final_commit_fails_the_close_after_leaving() {
+        let (_, closed, left) = ack_then_close(|| Error::Backend {
+            backend: "test",
+            message: "connection refused".into(),
+            transient: true,
+        })
+        .await;
+        assert!(matches!(closed, Err(Error::Backend { .. })), "{closed:?}");
+        assert!(left, "the member left its group all the same");
     }
 
     #[test]

@@ -144,7 +144,10 @@ impl Subscription {
     }
 
     /// Stops, releases what was received but not handed out, and closes the
-    /// subscription (a stream member leaves its group).
+    /// subscription: a stream member commits what was acked and leaves its
+    /// group. A partition the group already gave to another member is not
+    /// committed and is no failure (the new owner delivers its unacked
+    /// events again); any other failure to commit is, after the member left.
     pub async fn close(mut self) -> Result<(), Error> {
         self.stopped.cancel();
         self.source.stop();

@@ -13,8 +13,8 @@ use tidings::{CloudEvent, Error, Publisher, Support};
 use tokio::time::Instant;
 
 use crate::support::{
-    dead_letters, event, fresh, n_of, options, spawn_router, subscribe, take_acked, until, Harness,
-    PATIENCE,
+    dead_letters, event, fresh, n_of, no_dead_letters, options, spawn_router, subscribe,
+    take_acked, take_acked_then_quiet, until, Harness, PATIENCE,
 };
 
 /// Runs every check of the suite against the harness `$make` yields (`None`
@@ -388,9 +388,14 @@ pub(crate) async fn publish_dedup_stores_an_event_once(h: &impl Harness) {
         (again.partition, again.offset),
         (first.partition, first.offset)
     );
+    // Event 6 in the same partition, behind where a stored duplicate would be.
+    publisher
+        .publish(&topic, event(6, Some("k")))
+        .await
+        .unwrap();
     let mut sub = subscribe(h, options(h, &topic, &group)).await;
-    let got = take_acked(&mut sub, 2).await;
-    assert_eq!(got, BTreeMap::from([(5, 1)]));
+    let got = take_acked_then_quiet(&mut sub, 2).await;
+    assert_eq!(got, BTreeMap::from([(5, 1), (6, 1)]));
     sub.close().await.unwrap();
 }
 
@@ -674,7 +679,7 @@ pub(crate) async fn an_open_breaker_pauses_without_spending_deliveries(h: &impl 
         report.nacked <= 2,
         "failures before the breaker opened: {report:?}"
     );
-    let dead = dead_letters(h, &topic, &group, 1).await;
+    let dead = no_dead_letters(h, &topic, &group).await;
     assert!(dead.is_empty(), "{dead:?}");
 }
 

@@ -100,13 +100,79 @@ pub(crate) async fn take_acked(sub: &mut Subscription, n: usize) -> BTreeMap<u64
     seen
 }
 
+/// How long a check that expects nothing more goes on reading after what
+/// it expects came: what is stored by then reaches a subscription that is
+/// already reading well within it.
+pub(crate) const QUIET: Duration = Duration::from_secs(1);
+
+/// Receives and acks until `n` events were received, then for [`QUIET`]
+/// more: how many times each `n` came. For a check that must see nothing
+/// beyond `n` without waiting out [`PATIENCE`] for it.
+pub(crate) async fn take_acked_then_quiet(sub: &mut Subscription, n: usize) -> BTreeMap<u64, u32> {
+    let mut seen = take_acked(sub, n).await;
+    let quiet = tokio::time::Instant::now() + QUIET;
+    while tokio::time::Instant::now() < quiet {
+        for d in sub
+            .next_batch(64, Duration::from_millis(100))
+            .await
+            .unwrap()
+        {
+            *seen.entry(n_of(d.event().unwrap())).or_insert(0) += 1;
+            d.ack().await.unwrap();
+        }
+    }
+    seen
+}
+
+/// The `n` of the event [`no_dead_letters`] publishes to mark where its
+/// reading may stop.
+const SENTINEL: u64 = u64::MAX;
+
 /// The events of a group's dead-letter topic, read by a queue group of
-/// their own: (n, dlqattempts, dlqerror) in order of arrival.
+/// their own: (n, dlqattempts, dlqerror) in order of arrival, once
+/// `expected` came (or [`PATIENCE`] ran out).
 pub(crate) async fn dead_letters(
     h: &impl Harness,
     topic: &str,
     group: &str,
     expected: usize,
+) -> Vec<(u64, u32, String)> {
+    read_dead_letters(h, topic, group, |got, _| got.len() >= expected).await
+}
+
+/// The dead letters of a group that should have none: a sentinel event is
+/// published to the dead-letter topic, and reading stops [`QUIET`] after it
+/// came (what is stored before it has come by then, from any partition)
+/// instead of after [`PATIENCE`].
+pub(crate) async fn no_dead_letters(
+    h: &impl Harness,
+    topic: &str,
+    group: &str,
+) -> Vec<(u64, u32, String)> {
+    let dlq = h.backend().dead_letter_topic(topic, group);
+    tidings::Publisher::new(h.backend())
+        .publish(&dlq, event(SENTINEL, None))
+        .await
+        .unwrap();
+    let mut quiet_from = None;
+    read_dead_letters(h, topic, group, |_, sentinel| {
+        if sentinel {
+            let since = *quiet_from.get_or_insert_with(tokio::time::Instant::now);
+            since.elapsed() >= QUIET
+        } else {
+            false
+        }
+    })
+    .await
+}
+
+/// Reads a group's dead letters until `done(read so far, sentinel seen)`
+/// or [`PATIENCE`] ran out.
+async fn read_dead_letters(
+    h: &impl Harness,
+    topic: &str,
+    group: &str,
+    mut done: impl FnMut(&[(u64, u32, String)], bool) -> bool,
 ) -> Vec<(u64, u32, String)> {
     let backend = h.backend();
     let dlq = backend.dead_letter_topic(topic, group);
@@ -114,9 +180,9 @@ pub(crate) async fn dead_letters(
         .subscribe(SubscribeOptions::queue(&dlq, fresh("dlq-reader")))
         .await
         .unwrap();
-    let mut out = Vec::new();
+    let (mut out, mut sentinel) = (Vec::new(), false);
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while out.len() < expected && tokio::time::Instant::now() < deadline {
+    while !done(&out, sentinel) && tokio::time::Instant::now() < deadline {
         for d in sub
             .next_batch(64, Duration::from_millis(200))
             .await
@@ -128,11 +194,14 @@ pub(crate) async fn dead_letters(
                     .map(|v| v.to_canonical_string())
                     .unwrap_or_default()
             };
-            out.push((
-                n_of(e),
-                text("dlqattempts").parse().unwrap_or(0),
-                text("dlqerror"),
-            ));
+            match n_of(e) {
+                SENTINEL => sentinel = true,
+                n => out.push((
+                    n,
+                    text("dlqattempts").parse().unwrap_or(0),
+                    text("dlqerror"),
+                )),
+            }
             d.ack().await.unwrap();
         }
     }
