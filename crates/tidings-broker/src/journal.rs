@@ -55,7 +55,7 @@ impl std::fmt::Debug for Journal {
     }
 }
 
-fn header(generation: u64) -> Vec<u8> {
+pub(crate) fn header(generation: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(HEADER_BYTES as usize);
     h.extend_from_slice(&MAGIC);
     h.extend_from_slice(&format::FORMAT_VERSION.to_le_bytes());

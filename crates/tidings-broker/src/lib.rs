@@ -58,6 +58,9 @@ mod append;
 mod catalog;
 mod dedup;
 mod error;
+#[cfg(feature = "fuzz")]
+#[doc(hidden)]
+pub mod fuzz;
 mod groups;
 mod journal;
 mod names;

@@ -59,7 +59,7 @@ pub(crate) struct ProducerIds {
     state: Mutex<State>,
 }
 
-fn encode(next: i64) -> Vec<u8> {
+pub(crate) fn encode(next: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(FILE_BYTES);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -69,7 +69,7 @@ fn encode(next: i64) -> Vec<u8> {
     out
 }
 
-fn decode(bytes: &[u8]) -> Result<i64, String> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<i64, String> {
     if bytes.len() != FILE_BYTES {
         return Err(format!("{} bytes; the file has {FILE_BYTES}", bytes.len()));
     }

@@ -46,10 +46,10 @@ use tidings_types::{ErrorKind, Offset, PartitionId, TimestampMs, TopicName};
 use crate::journal::Journal;
 use crate::{Entry, GroupName, ReadError};
 
-mod codec;
+pub(crate) mod codec;
 mod dead_letters;
 mod delivery;
-mod state;
+pub(crate) mod state;
 
 pub use dead_letters::{RedriveTarget, DLQ_HEADER_PREFIX, ORIGIN_OFFSET, ORIGIN_PARTITION};
 use state::QueueState;

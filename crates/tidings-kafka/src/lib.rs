@@ -426,6 +426,31 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves the Kafka protocol on one connection that is not a socket of a
+/// listener — a byte stream the caller made (the fuzzers feed requests this
+/// way) — as [`serve`] serves each accepted connection without TLS or a
+/// gate, telling clients to reconnect to 127.0.0.1:9092. Returns when the
+/// connection closes. No group ticker runs: session time-outs pass only
+/// when requests come.
+#[doc(hidden)]
+pub async fn serve_stream<S>(stream: S, broker: Arc<Broker>, config: KafkaConfig)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = Arc::new(Shared {
+        broker,
+        config,
+        advertised: Advertised {
+            host: "127.0.0.1".into(),
+            port: 9092,
+        },
+        shutdown: CancellationToken::new(),
+        gate: None,
+    });
+    let peer = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+    conn::serve_connection(stream, peer, shared, None).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

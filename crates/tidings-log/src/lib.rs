@@ -59,6 +59,9 @@ mod compression;
 mod config;
 mod error;
 pub mod format;
+#[cfg(feature = "fuzz")]
+#[doc(hidden)]
+pub mod fuzz;
 mod index;
 pub mod limits;
 mod partition;

@@ -129,9 +129,9 @@ impl Batches {
 type Reply<T> = oneshot::Sender<Result<T, AppendError>>;
 
 /// Validated batches on their way to the writer.
-struct Prepared {
-    bytes: BytesMut,
-    headers: Vec<BatchHeader>,
+pub(crate) struct Prepared {
+    pub(crate) bytes: BytesMut,
+    pub(crate) headers: Vec<BatchHeader>,
 }
 
 enum Command {
@@ -784,7 +784,7 @@ fn prepare_built(batch: crate::BatchBuilder) -> Result<Prepared, AppendError> {
     })
 }
 
-fn prepare_batches(bytes: BytesMut) -> Result<Prepared, AppendError> {
+pub(crate) fn prepare_batches(bytes: BytesMut) -> Result<Prepared, AppendError> {
     if bytes.is_empty() {
         return Err(AppendError::Empty);
     }

@@ -12,7 +12,7 @@ use crate::format::{self, Fields, FormatError};
 use crate::partition::Partition;
 
 pub(crate) const TOPIC_META_FILE: &str = "topic.meta";
-const TOPIC_META_MAGIC: [u8; 4] = *b"TDTP";
+pub(crate) const TOPIC_META_MAGIC: [u8; 4] = *b"TDTP";
 pub(crate) const TOPIC_META_BODY_BYTES: usize = 56;
 
 type Slot = Result<Arc<Partition>, Arc<RecoveryError>>;

@@ -99,6 +99,28 @@ fn spec_example_with_a_json_string_and_no_content_type() {
 }
 
 #[test]
+fn binary_data_without_a_content_type_is_not_labelled_json() {
+    // HTTP binary mode without a Content-Type: the body is bytes of no
+    // declared type, and a binding must not declare one for it.
+    let headers = [
+        ("ce-specversion", &b"1.0"[..]),
+        ("ce-id", b"1"),
+        ("ce-source", b"/billing"),
+        ("ce-type", b"payment.failed"),
+    ];
+    let body = Bytes::from_static(b"\x00\x01card declined");
+    let event = CloudEvent::from_http_binary(headers, body).unwrap();
+    assert_eq!(event.datacontenttype(), None);
+    let msg = event.to_kafka().unwrap();
+    assert!(
+        msg.headers.iter().all(|(name, _)| name != "content-type"),
+        "{:?}",
+        msg.headers
+    );
+    assert_eq!(CloudEvent::from_kafka(&msg).unwrap(), event);
+}
+
+#[test]
 fn spec_batch_example_round_trips() {
     let batch = json!([
         {

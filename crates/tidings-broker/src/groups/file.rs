@@ -45,7 +45,7 @@ pub(crate) fn path(dir: &Path, group: &GroupName) -> PathBuf {
 }
 
 /// A group file in revision 2 (see ARCHITECTURE.md, "Group offsets").
-pub(super) fn encode(committed: &Offsets) -> Vec<u8> {
+pub(crate) fn encode(committed: &Offsets) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + 32 * committed.len());
     out.extend_from_slice(&GROUP_MAGIC);
     out.extend_from_slice(&GROUP_FILE_V2.to_le_bytes());
@@ -109,7 +109,7 @@ impl<'a> Fields<'a> {
 }
 
 /// A group file of either revision, and whether it is the old one.
-pub(super) fn decode(bytes: &[u8]) -> Result<(Offsets, u16), String> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<(Offsets, u16), String> {
     if bytes.len() < GROUP_FILE_FRAME_BYTES as usize {
         return Err("too short".into());
     }

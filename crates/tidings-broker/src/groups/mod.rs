@@ -16,7 +16,7 @@ use std::time::Duration;
 use tidings_log::format;
 use tidings_types::{ErrorKind, Offset, PartitionId, TimestampMs, TopicName};
 
-mod file;
+pub(crate) mod file;
 mod kafka;
 mod members;
 mod protocol;

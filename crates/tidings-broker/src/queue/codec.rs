@@ -304,13 +304,18 @@ pub(crate) fn encode(
     for offset in &state.dlq_handled {
         o.u64(*offset);
     }
-    let body = o.0;
+    frame_snapshot(STATE_REVISION, &o.0)
+}
+
+/// A snapshot file around `body`: magic, format version, `revision`, length,
+/// and the checksum of all of it.
+pub(crate) fn frame_snapshot(revision: u16, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 16);
     out.extend_from_slice(&STATE_MAGIC);
     out.extend_from_slice(&format::FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&STATE_REVISION.to_le_bytes());
+    out.extend_from_slice(&revision.to_le_bytes());
     out.extend_from_slice(&u32::try_from(body.len()).expect("bounded").to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out

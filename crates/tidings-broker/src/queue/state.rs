@@ -46,7 +46,7 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    fn new(key: Option<Bytes>) -> Pending {
+    pub(crate) fn new(key: Option<Bytes>) -> Pending {
         Pending {
             key,
             attempts: 0,

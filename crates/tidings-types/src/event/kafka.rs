@@ -80,11 +80,15 @@ impl CloudEvent {
             }
         }
         // Data with no declared type is JSON by the JSON format's rule; say so
-        // explicitly when the type would otherwise be lost.
+        // explicitly when the type would otherwise be lost — but only when
+        // it is JSON: data that came in binary mode without a Content-Type
+        // (any bytes) stays without one rather than being labelled wrongly.
         match (&self.datacontenttype, &self.data) {
             (Some(ct), _) => header(CONTENT_TYPE.as_bytes(), ct.as_bytes()),
-            (None, Some(_)) => header(CONTENT_TYPE.as_bytes(), b"application/json"),
-            (None, None) => {}
+            (None, Some(data)) if is_json(data) => {
+                header(CONTENT_TYPE.as_bytes(), b"application/json");
+            }
+            (None, _) => {}
         }
     }
 
@@ -166,6 +170,11 @@ impl CloudEvent {
         event.validate()?;
         Ok(event)
     }
+}
+
+/// Whether `data` is one JSON value.
+fn is_json(data: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok()
 }
 
 /// The reverse of the key mapping: a record key becomes the `partitionkey` of an
