@@ -14,13 +14,11 @@
 //! partitions do): memory may then be ahead of the disk, so nothing more is
 //! answered until a restart reloads the group from what is durable.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use tidings_log::format;
+use tidings_log::{format, OpenMode, Storage, StorageFile};
 use tokio::sync::Notify;
 
 const MAGIC: [u8; 4] = *b"TDQJ";
@@ -29,7 +27,7 @@ pub(crate) const HEADER_BYTES: u64 = 16;
 pub(crate) const RECORD_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 struct State {
-    file: Arc<File>,
+    file: Arc<dyn StorageFile>,
     generation: u64,
     /// Framed records not yet written.
     staged: Vec<u8>,
@@ -44,6 +42,7 @@ struct State {
 }
 
 pub(crate) struct Journal {
+    storage: Arc<dyn Storage>,
     path: PathBuf,
     state: Mutex<State>,
     flushed: Notify,
@@ -76,28 +75,37 @@ pub(crate) fn records(bytes: &[u8]) -> (Vec<Vec<u8>>, usize) {
     (frames.into_iter().map(<[u8]>::to_vec).collect(), end)
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).open(path)
-}
-
 impl Journal {
     /// Starts an empty journal following the snapshot of `generation`, replacing
     /// any file at `path`.
-    pub(crate) fn create(path: &Path, generation: u64) -> io::Result<Journal> {
-        format::replace_durably(path, &header(generation))?;
+    pub(crate) fn create(
+        storage: Arc<dyn Storage>,
+        path: &Path,
+        generation: u64,
+    ) -> io::Result<Journal> {
+        storage.replace_durably(path, &header(generation))?;
+        let file = storage.open(path, OpenMode::ReadWrite)?;
         Ok(Journal::with_file(
+            storage,
             path,
-            open_append(path)?,
+            file,
             generation,
             HEADER_BYTES,
         ))
     }
 
-    fn with_file(path: &Path, file: File, generation: u64, len: u64) -> Journal {
+    fn with_file(
+        storage: Arc<dyn Storage>,
+        path: &Path,
+        file: Arc<dyn StorageFile>,
+        generation: u64,
+        len: u64,
+    ) -> Journal {
         Journal {
+            storage,
             path: path.to_owned(),
             state: Mutex::new(State {
-                file: Arc::new(file),
+                file,
                 generation,
                 staged: Vec::new(),
                 staged_seq: 0,
@@ -113,19 +121,36 @@ impl Journal {
     /// Opens the journal following the snapshot of `generation` and returns its
     /// records, in order. A missing journal, or one from another generation,
     /// holds nothing to replay and is started afresh; a torn tail is cut off.
-    pub(crate) fn open(path: &Path, generation: u64) -> io::Result<(Journal, Vec<Vec<u8>>)> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+    ///
+    /// What is read is what the disk holds: the file is synced, then its
+    /// clean cached pages dropped, before it is read — as the log's recovery
+    /// does, for the same reason: after a failed sync the page cache can hold
+    /// records that never reached the disk, marked clean, and a process
+    /// started later on the same boot would replay them.
+    pub(crate) fn open(
+        storage: Arc<dyn Storage>,
+        path: &Path,
+        generation: u64,
+    ) -> io::Result<(Journal, Vec<Vec<u8>>)> {
+        let file = match storage.open(path, OpenMode::ReadWrite) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok((Journal::create(storage, path, generation)?, Vec::new()));
+            }
             Err(e) => return Err(e),
         };
+        file.sync_data()?;
+        file.evict_clean()?;
+        let len = usize::try_from(file.len()?).map_err(io::Error::other)?;
+        let mut bytes = vec![0u8; len];
+        file.read_exact_at(&mut bytes, 0)?;
         if bytes.len() < HEADER_BYTES as usize
             || bytes[..HEADER_BYTES as usize] != header(generation)
         {
-            return Ok((Journal::create(path, generation)?, Vec::new()));
+            drop(file);
+            return Ok((Journal::create(storage, path, generation)?, Vec::new()));
         }
         let (records, end) = records(&bytes);
-        let file = open_append(path)?;
         if end < bytes.len() {
             tracing::warn!(
                 path = %path.display(),
@@ -136,7 +161,7 @@ impl Journal {
             file.sync_all()?;
         }
         Ok((
-            Journal::with_file(path, file, generation, end as u64),
+            Journal::with_file(storage, path, file, generation, end as u64),
             records,
         ))
     }
@@ -281,11 +306,13 @@ impl Journal {
     pub(crate) fn restart(&self, generation: u64) -> io::Result<()> {
         let mut s = self.lock();
         debug_assert!(s.staged.is_empty() && !s.flushing);
-        let reopened = format::replace_durably(&self.path, &header(generation))
-            .and_then(|()| open_append(&self.path));
+        let reopened = self
+            .storage
+            .replace_durably(&self.path, &header(generation))
+            .and_then(|()| self.storage.open(&self.path, OpenMode::ReadWrite));
         match reopened {
             Ok(file) => {
-                s.file = Arc::new(file);
+                s.file = file;
                 s.generation = generation;
                 s.len = HEADER_BYTES;
                 Ok(())

@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tidings_log::Log;
+use tidings_log::{Log, Storage};
 // The parts of the log that the broker's own API speaks in: front ends take
 // them from here and never depend on the log themselves.
 pub use tidings_log::limits::{BATCH_BYTES_MAX, PARTITIONS_MAX};
@@ -126,6 +126,8 @@ impl Default for BrokerOptions {
 pub struct Broker {
     log: Log,
     dir: PathBuf,
+    /// The log's storage, which the broker's own files go through too.
+    storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     topics: RwLock<topics::Topics>,
     groups: groups::Groups,
@@ -148,6 +150,27 @@ pub struct Broker {
     catalog: catalog::Catalog,
 }
 
+/// The broker's directories under the data directory, made durable: each
+/// one created is synced into its parent, so no power loss forgets a
+/// directory that files were made durable in (a group's offsets, a queue's
+/// snapshot). The log made the data directory itself durable.
+fn create_dirs(storage: &dyn Storage, dir: &Path) -> Result<(), OpenError> {
+    let broker = dir.join("broker");
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |e: std::io::Error| OpenError::Settings {
+            path,
+            reason: e.to_string(),
+        }
+    };
+    for sub in ["groups", "queues", "topics"] {
+        let path = broker.join(sub);
+        storage.create_dir_all(&path).map_err(io(&path))?;
+    }
+    storage.sync_dir(&broker).map_err(io(&broker))?;
+    storage.sync_dir(dir).map_err(io(dir))
+}
+
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker").field("dir", &self.dir).finish()
@@ -167,24 +190,27 @@ impl Broker {
             )));
         }
         let clock = Arc::clone(&options.log.clock);
+        let storage = Arc::clone(&options.log.storage);
         let producer_id_expiration = options.log.producer_id_expiration;
         let log = Log::open(&dir, options.log)?;
-        let topics = topics::load(&log, &dir, clock.now().0)?;
-        let groups = groups::Groups::load(&dir)
+        create_dirs(&*storage, &dir)?;
+        let topics = topics::load(&log, &*storage, &dir, clock.now().0)?;
+        let groups = groups::Groups::load(&*storage, &dir)
             .map_err(|(path, reason)| OpenError::Settings { path, reason })?;
         let seen = topics
             .values()
             .flat_map(|t| (0..t.partitions()).filter_map(|p| t.partition(PartitionId(p)).ok()))
             .filter_map(|p| p.producer_id_max())
             .max();
-        let producer_ids = producer_ids::ProducerIds::load(&dir, seen)
+        let producer_ids = producer_ids::ProducerIds::load(Arc::clone(&storage), &dir, seen)
             .map_err(|(path, reason)| OpenError::Settings { path, reason })?;
         let started_ms = clock.now().0;
-        let queues = queue::Queues::load(&dir, queue::first_lease(started_ms))
+        let queues = queue::Queues::load(&storage, &dir, queue::first_lease(started_ms))
             .map_err(|(path, reason)| OpenError::Settings { path, reason })?;
         Ok(Broker {
             log,
             dir,
+            storage,
             clock,
             topics: RwLock::new(topics),
             groups,

@@ -11,9 +11,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use tidings_log::format;
+use tidings_log::Storage;
 
 const MAGIC: [u8; 4] = *b"TDPI";
 const VERSION: u16 = 1;
@@ -55,6 +55,7 @@ struct State {
 }
 
 pub(crate) struct ProducerIds {
+    storage: Arc<dyn Storage>,
     path: PathBuf,
     state: Mutex<State>,
 }
@@ -94,15 +95,20 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<i64, String> {
 impl ProducerIds {
     /// Loads the recorded end of the last block, and starts above it and
     /// above `seen` (the largest id the partitions keep state for).
-    pub(crate) fn load(dir: &Path, seen: Option<i64>) -> Result<ProducerIds, (PathBuf, String)> {
+    pub(crate) fn load(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        seen: Option<i64>,
+    ) -> Result<ProducerIds, (PathBuf, String)> {
         let path = dir.join("broker").join("producer-ids");
-        let recorded = match std::fs::read(&path) {
+        let recorded = match storage.read_bounded(&path, FILE_BYTES as u64) {
             Ok(bytes) => decode(&bytes).map_err(|why| (path.clone(), why))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
             Err(e) => return Err((path, e.to_string())),
         };
         let next = recorded.max(seen.map_or(0, |s| s.saturating_add(1)));
         Ok(ProducerIds {
+            storage,
             path,
             state: Mutex::new(State {
                 next,
@@ -119,14 +125,12 @@ impl ProducerIds {
         }
         if s.next >= s.reserved_end {
             let end = s.next.saturating_add(PRODUCER_ID_BLOCK);
-            let write = || -> io::Result<()> {
-                std::fs::create_dir_all(self.path.parent().expect("a directory"))?;
-                format::replace_durably(&self.path, &encode(end))
-            };
-            write().map_err(|source| ProducerIdError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+            self.storage
+                .replace_durably(&self.path, &encode(end))
+                .map_err(|source| ProducerIdError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
             s.reserved_end = end;
         }
         let id = s.next;
@@ -153,41 +157,43 @@ impl crate::Broker {
 mod tests {
     use super::*;
 
+    fn load(dir: &Path, seen: Option<i64>) -> Result<ProducerIds, (PathBuf, String)> {
+        std::fs::create_dir_all(dir.join("broker")).unwrap();
+        ProducerIds::load(Arc::new(tidings_log::OsStorage), dir, seen)
+    }
+
     #[test]
     fn ids_are_never_handed_out_twice_across_restarts_and_start_above_what_partitions_keep() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = ProducerIds::load(dir.path(), None).unwrap();
+        let ids = load(dir.path(), None).unwrap();
         let first: Vec<i64> = (0..3).map(|_| ids.allocate().unwrap()).collect();
         assert_eq!(first, [0, 1, 2]);
         // A restart (clean or not) goes on after the reserved block.
-        let ids = ProducerIds::load(dir.path(), None).unwrap();
+        let ids = load(dir.path(), None).unwrap();
         assert_eq!(ids.allocate().unwrap(), PRODUCER_ID_BLOCK);
         // Partitions that know a larger id win over the file.
-        let ids = ProducerIds::load(dir.path(), Some(5 * PRODUCER_ID_BLOCK)).unwrap();
+        let ids = load(dir.path(), Some(5 * PRODUCER_ID_BLOCK)).unwrap();
         assert_eq!(ids.allocate().unwrap(), 5 * PRODUCER_ID_BLOCK + 1);
         // Lost file: the partitions' ids still count.
         std::fs::remove_file(dir.path().join("broker/producer-ids")).unwrap();
-        let ids = ProducerIds::load(dir.path(), Some(41)).unwrap();
+        let ids = load(dir.path(), Some(41)).unwrap();
         assert_eq!(ids.allocate().unwrap(), 42);
     }
 
     #[test]
     fn a_damaged_file_is_refused_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
-        ProducerIds::load(dir.path(), None)
-            .unwrap()
-            .allocate()
-            .unwrap();
+        load(dir.path(), None).unwrap().allocate().unwrap();
         let path = dir.path().join("broker/producer-ids");
         let mut bytes = std::fs::read(&path).unwrap();
         for at in 0..bytes.len() {
             bytes[at] ^= 1;
             std::fs::write(&path, &bytes).unwrap();
-            let (p, _) = ProducerIds::load(dir.path(), None).err().expect("refused");
+            let (p, _) = load(dir.path(), None).err().expect("refused");
             assert_eq!(p, path);
             bytes[at] ^= 1;
         }
         std::fs::write(&path, &bytes[..5]).unwrap();
-        assert!(ProducerIds::load(dir.path(), None).is_err());
+        assert!(load(dir.path(), None).is_err());
     }
 }

@@ -43,6 +43,8 @@ use std::time::Duration;
 
 use tidings_types::{ErrorKind, Offset, PartitionId, TimestampMs, TopicName};
 
+use tidings_log::Storage;
+
 use crate::journal::Journal;
 use crate::{Entry, GroupName, ReadError};
 
@@ -506,16 +508,20 @@ pub(crate) struct Queues {
 impl Queues {
     /// Loads every group: its snapshot, then its journal replayed on top. Lease
     /// ids start at `first_lease`, above any handed out before the restart.
-    pub(crate) fn load(dir: &Path, first_lease: u64) -> Result<Queues, (PathBuf, String)> {
+    pub(crate) fn load(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        first_lease: u64,
+    ) -> Result<Queues, (PathBuf, String)> {
         let queues = Queues::default();
         let qdir = dir.join("broker").join("queues");
-        let entries = match std::fs::read_dir(&qdir) {
+        let entries = match storage.list(&qdir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(queues),
             Err(e) => return Err((qdir, e.to_string())),
         };
         for entry in entries {
-            let path = entry.map_err(|e| (qdir.clone(), e.to_string()))?.path();
+            let path = qdir.join(&entry.name);
             let Some(name) = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -524,13 +530,18 @@ impl Queues {
                 continue;
             };
             let name = GroupName::new(name).map_err(|e| (path.clone(), e.to_string()))?;
-            let bytes = std::fs::read(&path).map_err(|e| (path.clone(), e.to_string()))?;
+            // No bound but the file's own size yet: a snapshot holds what the
+            // queue window and the partitions allow.
+            let bytes = storage
+                .read_bounded(&path, u64::MAX)
+                .map_err(|e| (path.clone(), e.to_string()))?;
             let snapshot = codec::decode(&bytes).map_err(|e| (path.clone(), e))?;
             let mut state = snapshot.state;
             state.rng ^= bytes.len() as u64;
             let jpath = journal_path(dir, &name);
-            let (journal, records) = Journal::open(&jpath, snapshot.generation)
-                .map_err(|e| (jpath.clone(), e.to_string()))?;
+            let (journal, records) =
+                Journal::open(Arc::clone(storage), &jpath, snapshot.generation)
+                    .map_err(|e| (jpath.clone(), e.to_string()))?;
             for (n, record) in records.iter().enumerate() {
                 state
                     .apply(record)

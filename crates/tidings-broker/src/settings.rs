@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tidings_log::format::{self, Fields};
+use tidings_log::Storage;
 use tidings_types::TopicName;
 
 /// Longest dedup window a topic may have.
@@ -36,9 +37,13 @@ pub(crate) fn path(dir: &Path, topic: &TopicName) -> PathBuf {
 }
 
 /// Writes the settings durably.
-pub(crate) fn write(dir: &Path, topic: &TopicName, settings: Settings) -> io::Result<()> {
+pub(crate) fn write(
+    storage: &dyn Storage,
+    dir: &Path,
+    topic: &TopicName,
+    settings: Settings,
+) -> io::Result<()> {
     let path = path(dir, topic);
-    std::fs::create_dir_all(path.parent().expect("a directory"))?;
     let ms = settings
         .dedup_window
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -50,15 +55,19 @@ pub(crate) fn write(dir: &Path, topic: &TopicName, settings: Settings) -> io::Re
     let mut body = [0u8; BODY_BYTES];
     body[..8].copy_from_slice(&ms.to_le_bytes());
     body[8..].copy_from_slice(&flags.to_le_bytes());
-    format::replace_durably(&path, &format::encode_record(MAGIC, &body))
+    storage.replace_durably(&path, &format::encode_record(MAGIC, &body))
 }
 
 /// Reads the settings. A topic created before the broker existed (by the log
 /// alone) has none and gets the defaults.
-pub(crate) fn read(dir: &Path, topic: &TopicName) -> Result<Settings, String> {
+pub(crate) fn read(
+    storage: &dyn Storage,
+    dir: &Path,
+    topic: &TopicName,
+) -> Result<Settings, String> {
     let path = path(dir, topic);
-    let len = match std::fs::metadata(&path) {
-        Ok(m) => m.len(),
+    let len = match storage.file_len(&path) {
+        Ok(len) => len,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let spec = crate::TopicSpec::default();
             return Ok(Settings {
@@ -73,7 +82,7 @@ pub(crate) fn read(dir: &Path, topic: &TopicName) -> Result<Settings, String> {
     } else {
         BODY_BYTES
     };
-    let bytes = format::read_record_file(&path, body_len).map_err(|e| e.to_string())?;
+    let bytes = format::read_record_from(storage, &path, body_len).map_err(|e| e.to_string())?;
     let body = format::decode_record(&bytes, MAGIC, body_len).map_err(|e| e.to_string())?;
     let mut fields = Fields(body);
     let ms = fields.u64();
@@ -93,8 +102,8 @@ pub(crate) fn read(dir: &Path, topic: &TopicName) -> Result<Settings, String> {
     })
 }
 
-pub(crate) fn remove(dir: &Path, topic: &TopicName) -> io::Result<()> {
-    match std::fs::remove_file(path(dir, topic)) {
+pub(crate) fn remove(storage: &dyn Storage, dir: &Path, topic: &TopicName) -> io::Result<()> {
+    match storage.remove_file(&path(dir, topic)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
@@ -107,7 +116,9 @@ mod tests {
     #[test]
     fn settings_round_trip_and_a_window_only_file_reads_with_validation_off() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("broker/topics")).unwrap();
         let topic = TopicName::new("orders").unwrap();
+        let os = tidings_log::OsStorage::shared();
         for s in [
             Settings {
                 dedup_window: Some(Duration::from_secs(5)),
@@ -118,14 +129,14 @@ mod tests {
                 validate_schemas: false,
             },
         ] {
-            write(dir.path(), &topic, s).unwrap();
-            assert_eq!(read(dir.path(), &topic).unwrap(), s);
+            write(os, dir.path(), &topic, s).unwrap();
+            assert_eq!(read(os, dir.path(), &topic).unwrap(), s);
         }
         // The layout before the flags: the window alone.
         let old = format::encode_record(MAGIC, &7000u64.to_le_bytes());
         std::fs::write(path(dir.path(), &topic), old).unwrap();
         assert_eq!(
-            read(dir.path(), &topic).unwrap(),
+            read(os, dir.path(), &topic).unwrap(),
             Settings {
                 dedup_window: Some(Duration::from_millis(7000)),
                 validate_schemas: false,
@@ -139,6 +150,6 @@ mod tests {
             format::encode_record(MAGIC, &body),
         )
         .unwrap();
-        assert!(read(dir.path(), &topic).unwrap_err().contains("flags"));
+        assert!(read(os, dir.path(), &topic).unwrap_err().contains("flags"));
     }
 }

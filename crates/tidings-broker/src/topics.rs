@@ -416,16 +416,18 @@ pub(crate) type Topics = BTreeMap<TopicName, Arc<BrokerTopic>>;
 /// settings file and its dedup index refilled from the log.
 pub(crate) fn load(
     log: &tidings_log::Log,
+    storage: &dyn tidings_log::Storage,
     dir: &std::path::Path,
     now: i64,
 ) -> Result<Topics, crate::OpenError> {
     let mut topics = BTreeMap::new();
     for topic in log.topics() {
         let name = topic.name().clone();
-        let settings = settings::read(dir, &name).map_err(|reason| crate::OpenError::Settings {
-            path: settings::path(dir, &name),
-            reason,
-        })?;
+        let settings =
+            settings::read(storage, dir, &name).map_err(|reason| crate::OpenError::Settings {
+                path: settings::path(dir, &name),
+                reason,
+            })?;
         let t = BrokerTopic::new(
             topic,
             Dedup::new(settings.dedup_window),
@@ -494,9 +496,11 @@ impl Broker {
         // The settings go first: a crash before the topic exists leaves a file
         // that the next create overwrites; a topic never exists without them.
         self.check_validation(&spec)?;
-        settings::write(&self.dir, &name, spec.settings()).map_err(|source| AdminError::Io {
-            path: settings::path(&self.dir, &name),
-            source,
+        settings::write(&*self.storage, &self.dir, &name, spec.settings()).map_err(|source| {
+            AdminError::Io {
+                path: settings::path(&self.dir, &name),
+                source,
+            }
         })?;
         let topic = self.log.create_topic(name.as_str(), spec.log)?;
         let bt = Arc::new(BrokerTopic::new(
@@ -580,12 +584,12 @@ impl Broker {
             self.log.alter_topic(name, wanted.log.clone())?;
         }
         if wanted.schema_validation != current.schema_validation {
-            settings::write(&self.dir, &t.name, wanted.settings()).map_err(|source| {
-                AdminError::Io {
+            settings::write(&*self.storage, &self.dir, &t.name, wanted.settings()).map_err(
+                |source| AdminError::Io {
                     path: settings::path(&self.dir, &t.name),
                     source,
-                }
-            })?;
+                },
+            )?;
             t.validate_schemas.store(
                 wanted.schema_validation == SchemaValidation::Validate,
                 Ordering::Release,
@@ -593,12 +597,12 @@ impl Broker {
         }
         let window = wanted.dedup_window;
         if window != current.dedup_window {
-            settings::write(&self.dir, &t.name, wanted.settings()).map_err(|source| {
-                AdminError::Io {
+            settings::write(&*self.storage, &self.dir, &t.name, wanted.settings()).map_err(
+                |source| AdminError::Io {
                     path: settings::path(&self.dir, &t.name),
                     source,
-                }
-            })?;
+                },
+            )?;
             let was_on = t.dedup.enabled();
             t.dedup.set_window(window);
             if !was_on {
@@ -622,7 +626,7 @@ impl Broker {
                 .ok_or_else(|| AdminError::UnknownTopic(name.to_owned()))?
         };
         self.log.delete_topic(topic.name.as_str())?;
-        settings::remove(&self.dir, &topic.name).map_err(|source| AdminError::Io {
+        settings::remove(&*self.storage, &self.dir, &topic.name).map_err(|source| AdminError::Io {
             path: settings::path(&self.dir, &topic.name),
             source,
         })

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tidings_log::format;
+use tidings_log::Storage;
 use tidings_types::{ErrorKind, Offset, PartitionId, TimestampMs, TopicName};
 
 pub(crate) mod file;
@@ -273,17 +273,16 @@ pub(crate) struct Groups {
 
 impl Groups {
     /// Loads every group's committed offsets.
-    pub(crate) fn load(dir: &Path) -> Result<Groups, (PathBuf, String)> {
+    pub(crate) fn load(storage: &dyn Storage, dir: &Path) -> Result<Groups, (PathBuf, String)> {
         let groups = Groups::default();
         let groups_dir = dir.join("broker").join("groups");
-        let entries = match std::fs::read_dir(&groups_dir) {
+        let entries = match storage.list(&groups_dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(groups),
             Err(e) => return Err((groups_dir, e.to_string())),
         };
         for entry in entries {
-            let entry = entry.map_err(|e| (groups_dir.clone(), e.to_string()))?;
-            let path = entry.path();
+            let path = groups_dir.join(&entry.name);
             let Some(name) = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -295,19 +294,15 @@ impl Groups {
                 tracing::warn!(path = %path.display(), "ignoring a group file whose name is not a group name");
                 continue;
             };
-            let len = entry
-                .metadata()
-                .map_err(|e| (path.clone(), e.to_string()))?
-                .len();
-            if len > GROUP_FILE_BYTES_MAX {
-                return Err((path, format!("{len} bytes is larger than any group file")));
-            }
-            let bytes = std::fs::read(&path).map_err(|e| (path.clone(), e.to_string()))?;
+            let bytes = storage
+                .read_bounded(&path, GROUP_FILE_BYTES_MAX)
+                .map_err(|e| (path.clone(), e.to_string()))?;
             let (committed, revision) = decode(&bytes).map_err(|e| (path.clone(), e))?;
             if revision == GROUP_FILE_V1 {
                 // Replaced whole or not at all: a crash leaves either file,
                 // and both read.
-                format::replace_durably(&path, &encode(&committed))
+                storage
+                    .replace_durably(&path, &encode(&committed))
                     .map_err(|e| (path.clone(), format!("migrating to revision 2: {e}")))?;
                 tracing::info!(group = %name, path = %path.display(), "group offsets file migrated to revision 2");
             }
@@ -409,14 +404,12 @@ impl Broker {
             return Err(GroupError::UnknownGroup(g.name.to_string()));
         }
         let path = path(&self.dir, &g.name);
-        let write = || -> io::Result<()> {
-            std::fs::create_dir_all(path.parent().expect("a directory"))?;
-            format::replace_durably(&path, &encode(&g.committed))
-        };
-        write().map_err(|source| GroupError::Io {
-            path: path.clone(),
-            source,
-        })
+        self.storage
+            .replace_durably(&path, &encode(&g.committed))
+            .map_err(|source| GroupError::Io {
+                path: path.clone(),
+                source,
+            })
     }
 
     /// The group of HTTP member `member`, its sessions checked.
@@ -874,8 +867,8 @@ impl Broker {
             });
         }
         let path = path(&self.dir, &locked.name);
-        let removed = match std::fs::remove_file(&path) {
-            Ok(()) => format::sync_dir(path.parent().expect("a directory")),
+        let removed = match self.storage.remove_file(&path) {
+            Ok(()) => self.storage.sync_dir(path.parent().expect("a directory")),
             // A group that never committed has no file.
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),

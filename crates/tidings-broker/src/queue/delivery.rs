@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tracing::Instrument as _;
 
-use tidings_log::{format, FsyncPolicy, Partition, StoredRecord};
+use tidings_log::{FsyncPolicy, Partition, StoredRecord};
 use tidings_types::{ErrorKind, Offset, PartitionId, TimestampMs, TopicName};
 
 use super::state::{Failure, Outcome, QueueState, LANE};
@@ -138,8 +138,7 @@ impl Broker {
         let state = QueueState::new(config, starts, first_lease(self.started_ms), seed);
         // The journal first: a snapshot is what makes the group exist.
         let jpath = journal_path(&self.dir, &name);
-        let created = std::fs::create_dir_all(jpath.parent().expect("a directory"))
-            .and_then(|()| Journal::create(&jpath, 0));
+        let created = Journal::create(Arc::clone(&self.storage), &jpath, 0);
         let journal = created.map_err(|e| QueueError::State {
             path: jpath.clone(),
             reason: e.to_string(),
@@ -168,10 +167,12 @@ impl Broker {
     fn write_snapshot(&self, g: &mut QueueGroup) -> Result<(), QueueError> {
         let path = state_path(&self.dir, &g.name);
         let bytes = codec::encode(g.generation, &g.topic, &g.dead_letters, &g.state);
-        format::replace_durably(&path, &bytes).map_err(|e| QueueError::State {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        self.storage
+            .replace_durably(&path, &bytes)
+            .map_err(|e| QueueError::State {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         g.snapshot_bytes = bytes.len() as u64;
         Ok(())
     }
@@ -409,14 +410,22 @@ impl Broker {
         let mut g = self.queues.lock(group).await?;
         let span = settle_span(operation, &g);
         async move {
-            self.expire_leases(&mut g).await?;
-            let (p, off) = g.state.held(lease)?;
-            let result = match failure {
-                None => {
+            // A lease that is unknown or ran out is refused after what the
+            // expiries changed (a dead letter's resolution among it) is
+            // durable, as for any answer: returned early, it would wait in
+            // memory for the next operation, and a crash meanwhile would
+            // deliver an event that is in the dead-letter topic again.
+            let held = match self.expire_leases(&mut g).await {
+                Ok(_) => g.state.held(lease),
+                Err(e) => Err(e),
+            };
+            let result = match (held, failure) {
+                (Err(e), _) => Err(e),
+                (Ok((p, off)), None) => {
                     g.state.ack(p, off);
                     Ok(())
                 }
-                Some(f) => {
+                (Ok((p, off)), Some(f)) => {
                     let now = self.clock.now().0;
                     let outcome = match f {
                         Failure::Retry(delay, error) => g.state.nack(p, off, now, delay, error),
@@ -539,17 +548,19 @@ impl Broker {
         }
         let mut g = self.queues.lock(group).await?;
         self.expire_leases(&mut g).await?;
-        let (p, off) = g.state.held(lease)?;
+        let held = g.state.held(lease);
         let deadline = self.clock.now().0.saturating_add(ms(timeout));
-        g.state.extend(p, off, deadline);
+        if let Ok((p, off)) = held {
+            g.state.extend(p, off, deadline);
+        }
         // Leases live in memory only; the expiries above may have changed
-        // what is durable.
+        // what is durable, and are made so before any answer, a refusal too.
         if g.state.changed() {
             let staged = self.stage(&mut g).await?;
             drop(g);
             staged.durable().await?;
         }
-        Ok(deadline)
+        held.map(|_| deadline)
     }
 
     /// Gives held leases back unhandled — a consumer stopping with events it
@@ -613,8 +624,10 @@ impl Broker {
             path: path.to_owned(),
             reason: e.to_string(),
         };
-        std::fs::remove_file(&state).map_err(|e| io(&state, e))?;
-        format::sync_dir(&dir).map_err(|e| io(&dir, e))?;
+        self.storage
+            .remove_file(&state)
+            .map_err(|e| io(&state, e))?;
+        self.storage.sync_dir(&dir).map_err(|e| io(&dir, e))?;
         g.deleted = true;
         self.queues
             .groups
@@ -622,7 +635,7 @@ impl Broker {
             .expect("queues lock")
             .remove(group);
         let journal = journal_path(&self.dir, &g.name);
-        if let Err(e) = std::fs::remove_file(&journal) {
+        if let Err(e) = self.storage.remove_file(&journal) {
             tracing::warn!(path = %journal.display(), error = %e, "cannot remove a deleted queue group's journal");
         }
         let retry = super::dead_letters::retry_topic_name(&g)?;

@@ -9,4 +9,5 @@ mod kafka_groups;
 mod publish;
 mod queue;
 mod schemas;
+mod sim;
 mod support;
