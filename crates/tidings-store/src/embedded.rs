@@ -19,14 +19,14 @@ mod codec;
 mod index;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tidings_log::{
-    FsyncPolicy, Log, LogOptions, Partition, Record, StoredRecord, TopicConfig, TopicError,
+    FsyncPolicy, Log, LogOptions, OpenMode, Partition, Record, Storage, StoredRecord, TopicConfig,
+    TopicError,
 };
 use tidings_types::{Clock, Offset, PartitionId};
 
@@ -45,6 +45,12 @@ const TOPIC: &str = "events";
 
 /// Bytes of log read at a time when scanning.
 const READ_BYTES: usize = 256 * 1024;
+
+/// The largest checkpoints file read: checked before it is read into memory.
+const CHECKPOINTS_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// The largest snapshot file read.
+const SNAPSHOT_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
 /// How a store is opened.
 #[derive(Clone, Debug)]
@@ -88,6 +94,9 @@ pub struct EmbeddedStore {
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
+    /// The log's storage, which the store's own files (snapshots,
+    /// checkpoints) go through too.
+    storage: Arc<dyn Storage>,
     log: Log,
     partition: Arc<Partition>,
     clock: Arc<dyn Clock>,
@@ -115,6 +124,7 @@ impl EmbeddedStore {
     ) -> Result<EmbeddedStore, OpenError> {
         let dir = dir.as_ref().to_owned();
         let clock = Arc::clone(&options.log.clock);
+        let storage = Arc::clone(&options.log.storage);
         let log = Log::open(dir.join("log"), options.log)?;
         let config = TopicConfig {
             partitions: 1,
@@ -141,6 +151,7 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 dir,
+                storage,
                 log,
                 partition,
                 clock,
@@ -365,7 +376,11 @@ impl EmbeddedStore {
 
     fn read_checkpoints(&self) -> Result<HashMap<String, u64>, StoreError> {
         let path = self.checkpoints_path();
-        match std::fs::read(&path) {
+        match self
+            .inner
+            .storage
+            .read_bounded(&path, CHECKPOINTS_BYTES_MAX)
+        {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Io {
                 path,
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
@@ -407,26 +422,26 @@ fn rebuild(partition: &Partition) -> Result<Index, StoreError> {
 
 /// Writes `bytes` to `path` through a temporary file and a rename; `sync` makes the
 /// file and the rename durable first.
-fn replace_file(path: &Path, bytes: &[u8], sync: bool) -> Result<(), StoreError> {
+fn replace_file(
+    storage: &dyn Storage,
+    path: &Path,
+    bytes: &[u8],
+    sync: bool,
+) -> Result<(), StoreError> {
     let io = |source| StoreError::Io {
         path: path.to_owned(),
         source,
     };
     let dir = path.parent().expect("store files live in a directory");
-    std::fs::create_dir_all(dir).map_err(io)?;
+    storage.create_dir_all(dir).map_err(io)?;
+    if sync {
+        return storage.replace_durably(path, bytes).map_err(io);
+    }
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    if sync {
-        file.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if sync {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-    }
-    Ok(())
+    let file = storage.open(&tmp, OpenMode::Replace).map_err(io)?;
+    file.write_all_at(bytes, 0).map_err(io)?;
+    drop(file);
+    storage.rename(&tmp, path).map_err(io)
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -672,7 +687,8 @@ impl EventStore for EmbeddedStore {
         bytes.push(b'\n');
         bytes.extend_from_slice(&snapshot.state);
         let path = self.snapshot_path(&snapshot.stream);
-        tokio::task::spawn_blocking(move || replace_file(&path, &bytes, false))
+        let storage = Arc::clone(&self.inner.storage);
+        tokio::task::spawn_blocking(move || replace_file(&*storage, &path, &bytes, false))
             .await
             .expect("snapshot writer does not panic")
     }
@@ -681,7 +697,8 @@ impl EventStore for EmbeddedStore {
         let path = self.snapshot_path(stream);
         let read = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || std::fs::read(path))
+            let storage = Arc::clone(&self.inner.storage);
+            tokio::task::spawn_blocking(move || storage.read_bounded(&path, SNAPSHOT_BYTES_MAX))
                 .await
                 .expect("snapshot reader does not panic")
         };
@@ -719,7 +736,7 @@ impl EventStore for EmbeddedStore {
             let mut all = this.read_checkpoints()?;
             all.insert(name, position.0);
             let bytes = serde_json::to_vec(&all).expect("checkpoints serialize");
-            replace_file(&this.checkpoints_path(), &bytes, true)
+            replace_file(&*this.inner.storage, &this.checkpoints_path(), &bytes, true)
         })
         .await
         .expect("checkpoint writer does not panic")

@@ -8,7 +8,7 @@
 //! Each seed draws its faults and 40–120 steps: publishes (events with ids
 //! of their own, and now and then one published before, which dedup must
 //! answer with its first place and not store), receives, answers (ack, nack, reject), commits of a stream
-//! group's offsets, clock moves, clean closes, process kills and power
+//! group's offsets, producer ids, clock moves, clean closes, process kills and power
 //! losses. Then the faults are lifted, the broker restarts, and everything
 //! left is received and acked. The oracle:
 //!
@@ -18,7 +18,8 @@
 //!   none lost — and none is dead-lettered twice or both acked and
 //!   dead-lettered; nothing is delivered that was never published (an event
 //!   whose publish failed may appear or not);
-//! - a committed offset whose commit was answered never goes back;
+//! - a committed offset whose commit was answered never goes back, and no
+//!   producer id is handed out twice;
 //! - an event published again is answered as a duplicate at the place its
 //!   first publish was answered with (the dedup index, rebuilt from the log
 //!   at every open).
@@ -91,6 +92,8 @@ struct Sim {
     held: HashMap<String, Delivery>,
     /// The highest offset whose commit was answered, per partition.
     committed: BTreeMap<u32, u64>,
+    /// Producer ids handed out (Kafka's InitProducerId): never twice.
+    producer_ids: BTreeSet<i64>,
     /// What each partition's stream reader has read up to (next offset).
     read_to: BTreeMap<u32, u64>,
     /// Counts, for the report.
@@ -134,6 +137,7 @@ impl Sim {
             unsure: BTreeSet::new(),
             held: HashMap::new(),
             committed: BTreeMap::new(),
+            producer_ids: BTreeSet::new(),
             read_to: BTreeMap::new(),
             power_losses: 0,
             kills: 0,
@@ -190,14 +194,16 @@ impl Sim {
         }
     }
 
-    /// Opens the broker; a try under faults that fails is followed by one
-    /// without them (an open refused for a failed sync is the fault's, not
-    /// a finding), then the faults come back.
+    /// Opens the broker; a try under faults that fails (an open refused for
+    /// a failed sync is the fault's, not a finding) ends its process, and
+    /// another opens without faults; then they come back.
     fn open(&mut self) {
         let _entered = self.rt.enter();
         let broker = match Broker::open(DATA, self.options()) {
             Ok(b) => b,
             Err(_) => {
+                // The process that failed to open exits; another starts.
+                self.disk.crash(Crash::Process);
                 self.disk.set_faults(Faults::default());
                 let b = Broker::open(DATA, self.options())
                     .unwrap_or_else(|e| self.fail(format!("the broker does not open: {e}")));
@@ -393,6 +399,16 @@ impl Sim {
         }
     }
 
+    /// A new idempotent producer's id: never one handed out before, across
+    /// every restart (ids come in blocks whose end is made durable first).
+    fn producer_id(&mut self) {
+        if let Ok(id) = self.b().init_producer_id() {
+            if !self.producer_ids.insert(id) {
+                self.fail(format!("producer id {id} handed out twice"));
+            }
+        }
+    }
+
     fn step(&mut self) {
         let healthy = match self.rng.below(20) {
             0..=5 => {
@@ -402,7 +418,11 @@ impl Sim {
             6..=9 => self.receive(),
             10..=13 => self.answer(),
             14 => {
-                self.commit();
+                if self.rng.below(3) == 0 {
+                    self.producer_id();
+                } else {
+                    self.commit();
+                }
                 true
             }
             15..=16 => {

@@ -4,4 +4,5 @@
 mod conformance;
 mod embedded;
 mod postgres;
+mod sim;
 mod support;
