@@ -167,12 +167,20 @@ impl MetaOp {
     }
 }
 
-/// SplitMix64: small, fast and the same everywhere.
+/// SplitMix64: small, fast and the same everywhere. The disk draws its
+/// faults with one; the simulations' workloads draw with their own, from
+/// the same seed.
 #[derive(Clone, Debug)]
-struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -180,8 +188,14 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// True `per_mille` times in a thousand.
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
     }
 }
 
@@ -357,7 +371,8 @@ impl State {
                 1 => tear.hole = true,
                 _ => {
                     tear.hole = true;
-                    let garbage: Vec<u8> = (0..part.len()).map(|_| self.rng.next() as u8).collect();
+                    let garbage: Vec<u8> =
+                        (0..part.len()).map(|_| self.rng.next_u64() as u8).collect();
                     write_into(disk, from, &garbage);
                 }
             }
@@ -439,7 +454,7 @@ impl SimDisk {
         dirs.insert(ROOT, BTreeMap::new());
         SimDisk {
             state: Arc::new(Mutex::new(State {
-                rng: Rng(seed),
+                rng: Rng::new(seed),
                 faults,
                 files: BTreeMap::new(),
                 boot_dirs: dirs.clone(),

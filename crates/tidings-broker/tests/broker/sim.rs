@@ -25,7 +25,7 @@
 //!   at every open).
 //!
 //! `TIDINGS_BROKER_SIM_SEED=<n>` replays one seed; `TIDINGS_BROKER_SIM_SEEDS`
-//! sets how many the test runs (default 1000).
+//! sets how many the test runs and `TIDINGS_BROKER_SIM_BASE` the first (defaults 1000 and 0).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -35,7 +35,7 @@ use tidings_broker::{
     Backoff, Broker, BrokerOptions, CommittedOffset, Delivery, LogOptions, QueueConfig, QueueError,
     StartPosition, TopicSpec,
 };
-use tidings_log::sim::{Crash, Faults, SimDisk};
+use tidings_log::sim::{Crash, Faults, Rng, SimDisk};
 use tidings_log::Storage;
 use tidings_types::{CloudEvent, ManualClock, Offset, PartitionId, TimestampMs, TopicName};
 
@@ -44,23 +44,6 @@ const TOPIC: &str = "jobs";
 const QUEUE: &str = "workers";
 const STREAM: &str = "readers";
 const PARTITIONS: u32 = 2;
-
-/// SplitMix64, for the workload (the disk has its own, from the same seed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 fn id_of(d: &Delivery) -> String {
     match &d.entry.payload {
@@ -111,7 +94,7 @@ impl Sim {
     }
 
     fn new(seed: u64) -> Sim {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let faults = Faults {
             sync_failure_per_mille: [0, 0, 5, 40][rng.below(4) as usize],
             capacity_bytes: None,
@@ -539,9 +522,13 @@ fn seeds() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
+    let base: u64 = std::env::var("TIDINGS_BROKER_SIM_BASE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let started = std::time::Instant::now();
     let mut total = Outcome::default();
-    for seed in 0..count {
+    for seed in base..base + count {
         let o = run(seed);
         total.published += o.published;
         total.acked += o.acked;

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tidings_log::sim::{Crash, Faults, SimDisk, Stats};
+use tidings_log::sim::{Crash, Faults, Rng, SimDisk, Stats};
 use tidings_log::{
     AppendError, FsyncPolicy, Log, LogOptions, OpenError, ReadError, Record, RecoveryError,
     Storage, TopicConfig,
@@ -40,27 +40,6 @@ use crate::support::{record, ManualClock};
 
 const DATA: &str = "/data";
 const TOPIC: &str = "t";
-
-/// SplitMix64, for the workload (the disk has its own, from the same seed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
 
 /// What one partition must hold.
 #[derive(Default)]
@@ -117,7 +96,7 @@ struct Run {
 
 impl Run {
     fn new(seed: u64) -> Run {
-        let mut rng = Rng(seed ^ 0x005E_ED0F_7D1D_1265);
+        let mut rng = Rng::new(seed ^ 0x005E_ED0F_7D1D_1265);
         let faults = Faults {
             sync_failure_per_mille: [0, 0, 5, 40][rng.below(4) as usize],
             capacity_bytes: rng.chance(250).then(|| 4_000 + rng.below(40_000)),

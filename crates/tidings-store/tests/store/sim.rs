@@ -16,12 +16,12 @@
 //! - the checkpoint is never behind the last save that was answered.
 //!
 //! `TIDINGS_STORE_SIM_SEED=<n>` replays one seed; `TIDINGS_STORE_SIM_SEEDS`
-//! sets how many the test runs (default 500).
+//! sets how many the test runs and `TIDINGS_STORE_SIM_BASE` the first (defaults 500 and 0).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_log::sim::{Crash, Faults, SimDisk};
+use tidings_log::sim::{Crash, Faults, Rng, SimDisk};
 use tidings_log::Storage;
 use tidings_store::{
     EmbeddedOptions, EmbeddedStore, EventStore, ExpectedVersion, LogOptions, Position, ReadStream,
@@ -32,23 +32,6 @@ use tidings_types::{CloudEvent, ManualClock, TimestampMs};
 const DIR: &str = "/store";
 const STREAMS: usize = 4;
 const CHECKPOINT: &str = "projection";
-
-/// SplitMix64, for the workload (the disk has its own, from the same seed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// One stream's events as the oracle knows them.
 #[derive(Default)]
@@ -80,7 +63,7 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64) -> Sim {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let faults = Faults {
             sync_failure_per_mille: [0, 0, 5, 40][rng.below(4) as usize],
             capacity_bytes: None,
@@ -362,9 +345,13 @@ fn seeds() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(500);
+    let base: u64 = std::env::var("TIDINGS_STORE_SIM_BASE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let started = std::time::Instant::now();
     let (mut appends, mut losses, mut refused) = (0, 0, 0);
-    for seed in 0..count {
+    for seed in base..base + count {
         let o = run(seed);
         appends += o.appends;
         losses += o.power_losses;
