@@ -28,7 +28,13 @@ fn every_seed_and_corpus_input_passes_its_target() {
         let mut replayed = 0;
         for kind in ["corpus", "regressions"] {
             for path in inputs(&fuzz.join(kind).join(target)) {
-                let data = std::fs::read(&path).expect("read an input");
+                // A campaign running beside the tests minimises the corpus
+                // as it goes: an input listed a moment ago may be gone.
+                let data = match std::fs::read(&path) {
+                    Ok(data) => data,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => panic!("read {}: {e}", path.display()),
+                };
                 eprintln!("{target}: {}", path.display());
                 check(&data);
                 replayed += 1;
