@@ -121,6 +121,21 @@ fn binary_data_without_a_content_type_is_not_labelled_json() {
 }
 
 #[test]
+fn a_lone_surrogate_escape_is_refused_not_a_panic() {
+    // Found by the cloudevents fuzzer: the raw scan let it through and
+    // reading the string's value panicked.
+    let text = br#"{"specversion":"1.0","id":"a\udc24b","source":"/s","type":"t"}"#;
+    let err = CloudEvent::from_json(text).unwrap_err().to_string();
+    assert!(
+        err.contains("'id'") && err.contains("valid JSON string"),
+        "{err}"
+    );
+    // A surrogate pair is a character, and reads.
+    let text = br#"{"specversion":"1.0","id":"a\ud83d\ude00b","source":"/s","type":"t"}"#;
+    assert_eq!(CloudEvent::from_json(text).unwrap().id(), "a\u{1F600}b");
+}
+
+#[test]
 fn spec_batch_example_round_trips() {
     let batch = json!([
         {

@@ -524,8 +524,13 @@ impl QueueState {
         self.dlq_floor = self.dlq_floor.max(floor);
         let below = self.dlq_floor;
         self.dlq_handled.retain(|o| *o >= below);
+        // A floor at the end of the offsets (only a damaged file gets
+        // there) stays there rather than wrapping.
         while self.dlq_handled.remove(&self.dlq_floor) {
-            self.dlq_floor += 1;
+            match self.dlq_floor.checked_add(1) {
+                Some(next) => self.dlq_floor = next,
+                None => break,
+            }
         }
     }
 

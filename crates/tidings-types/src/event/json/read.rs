@@ -301,6 +301,18 @@ impl<'de: 'a, 'a> Visitor<'de> for MembersVisitor<'a> {
         let mut members = Members::default();
         while let Some(Name(name)) = map.next_key::<Name<'a>>()? {
             let value: &'a RawValue = map.next_value()?;
+            // The raw scan lets through an escape that is no character (a
+            // lone surrogate, `\udc24`), which reading the string's value
+            // later refuses: a string with escapes is read here, where the
+            // refusal is the event's error.
+            let text = value.get();
+            if text.starts_with('"') && text.contains('\\') {
+                if let Err(e) = serde_json::from_str::<String>(text) {
+                    return Err(de::Error::custom(format_args!(
+                        "the attribute '{name}' is not a valid JSON string: {e}"
+                    )));
+                }
+            }
             // Whether a specification attribute was named before.
             let known = members
                 .slot(&name)
