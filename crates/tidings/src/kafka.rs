@@ -100,6 +100,27 @@ fn err(e: KafkaError) -> Error {
     }
 }
 
+/// A commit's error. A commit the group coordinator refused because the
+/// group has moved on — a rebalance under way, a newer generation, this
+/// member forgotten (its session or its poll interval ran out), its
+/// assignment lost — is the member's lease on those partitions running out:
+/// what it acked since its last commit is delivered again, here after the
+/// rebalance or to the partition's new owner. Any other error is `err`'s.
+fn commit_err(e: KafkaError) -> Error {
+    use RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(
+            C::RebalanceInProgress
+            | C::IllegalGeneration
+            | C::UnknownMemberId
+            | C::AssignmentLost
+            | C::FencedMemberEpoch
+            | C::StaleMemberEpoch,
+        ) => Error::LeaseExpired(format!("the commit (the group has moved on: {e})")),
+        _ => err(e),
+    }
+}
+
 /// A thread for a blocking librdkafka call.
 async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> Result<T, Error> + Send + 'static,
@@ -869,8 +890,45 @@ struct Commits {
 #[derive(Default)]
 struct CommitState {
     pending: HashMap<u32, (u64, String)>,
-    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    waiters: Vec<oneshot::Sender<Result<(), Refused>>>,
     running: bool,
+}
+
+/// A commit's failure, shared by every ack that waited for it.
+#[derive(Clone, Debug)]
+enum Refused {
+    /// The group moved on ([`commit_err`]).
+    Moved(String),
+    Failed {
+        message: String,
+        transient: bool,
+    },
+}
+
+impl Refused {
+    fn of(e: Error) -> Refused {
+        match e {
+            Error::LeaseExpired(message) => Refused::Moved(message),
+            Error::Backend {
+                message, transient, ..
+            } => Refused::Failed { message, transient },
+            e => Refused::Failed {
+                message: e.to_string(),
+                transient: e.is_transient(),
+            },
+        }
+    }
+
+    fn error(self, topic: &str) -> Error {
+        match self {
+            Refused::Moved(message) => Error::LeaseExpired(format!("{topic}: {message}")),
+            Refused::Failed { message, transient } => Error::Backend {
+                backend: NAME,
+                message,
+                transient,
+            },
+        }
+    }
 }
 
 impl Commits {
@@ -892,7 +950,7 @@ impl Commits {
         }
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(Error::transient(NAME, message)),
+            Ok(Err(refused)) => Err(refused.error(topic)),
             Err(_) => Err(Error::Closed),
         }
     }
@@ -928,10 +986,10 @@ impl Commits {
                         }
                     }
                 }
-                consumer.commit(&list, CommitMode::Sync).map_err(err)
+                consumer.commit(&list, CommitMode::Sync).map_err(commit_err)
             })
             .await
-            .map_err(|e| e.to_string());
+            .map_err(Refused::of);
             for waiter in waiters {
                 let _ = waiter.send(result.clone());
             }
@@ -942,6 +1000,45 @@ impl Commits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_commit_the_group_refused_is_a_lost_lease() {
+        use RDKafkaErrorCode as C;
+        for moved in [
+            C::RebalanceInProgress,
+            C::IllegalGeneration,
+            C::UnknownMemberId,
+            C::AssignmentLost,
+            C::StaleMemberEpoch,
+        ] {
+            let e = commit_err(KafkaError::ConsumerCommit(moved));
+            assert!(matches!(e, Error::LeaseExpired(_)), "{moved:?}: {e:?}");
+        }
+        let e = commit_err(KafkaError::ConsumerCommit(C::BrokerTransportFailure));
+        assert!(e.is_transient(), "{e:?}");
+        let e = commit_err(KafkaError::ConsumerCommit(C::GroupAuthorizationFailed));
+        assert!(
+            matches!(
+                e,
+                Error::Backend {
+                    transient: false,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // The waiters of one commit share its failure, class and all.
+        for code in [
+            C::IllegalGeneration,
+            C::GroupAuthorizationFailed,
+            C::BrokerTransportFailure,
+        ] {
+            let e = commit_err(KafkaError::ConsumerCommit(code));
+            let shared = Refused::of(commit_err(KafkaError::ConsumerCommit(code))).error("orders");
+            assert_eq!(std::mem::discriminant(&shared), std::mem::discriminant(&e));
+            assert_eq!(shared.is_transient(), e.is_transient(), "{code:?}");
+        }
+    }
 
     #[test]
     fn urls_name_servers_and_properties() {

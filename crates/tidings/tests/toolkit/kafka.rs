@@ -19,7 +19,7 @@ use tidings::kafka::Kafka;
 use tidings::{Backend, Mode};
 
 use crate::conformance::conformance;
-use crate::support::{Harness, ServerProcess, PATIENCE};
+use crate::support::{event, fresh, n_of, Harness, ServerProcess, PATIENCE};
 
 /// A `tidings serve` reached through its Kafka listener.
 pub(crate) struct ListenerHarness {
@@ -122,6 +122,81 @@ async fn an_apache_kafka_restart_loses_nothing_acknowledged() {
         own: Some(Mutex::new(broker)),
     };
     crate::conformance::a_backend_restart_loses_nothing_acknowledged(&harness).await;
+}
+
+/// A member that stops polling for longer than its `max.poll.interval.ms`
+/// is forgotten and its partition goes to the other member. Its late ack is
+/// refused by the broker's coordinator: the ack answers that the lease ran
+/// out (the event goes to another attempt, here the other member), not a
+/// backend failure, and the late member still closes cleanly. Apache
+/// Kafka's smallest session (6 s, `group.min.session.timeout.ms`) bounds
+/// how fast this can go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_after_the_group_moved_on_is_a_lost_lease() {
+    use tidings::{Error, Publisher, SubscribeOptions, Subscriber};
+
+    let address = std::env::var("TIDINGS_TEST_KAFKA").expect(
+        "TIDINGS_TEST_KAFKA must name an Apache Kafka broker (scripts/test starts one with scripts/kafka)",
+    );
+    let impatient: Arc<dyn Backend> = Arc::new(
+        Kafka::connect(&format!(
+            "kafka://{address}?max.poll.interval.ms=6000&session.timeout.ms=6000"
+        ))
+        .await
+        .unwrap(),
+    );
+    let patient: Arc<dyn Backend> =
+        Arc::new(Kafka::connect(&format!("kafka://{address}")).await.unwrap());
+    let (topic, group) = (fresh("moved-on"), fresh("moved-on"));
+    Publisher::new(Arc::clone(&patient))
+        .publish_all(&topic, vec![event(7, None)])
+        .await
+        .unwrap();
+    let mut late = Subscriber::new(impatient)
+        .subscribe(SubscribeOptions::queue(&topic, &group))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let held = loop {
+        let mut batch = late
+            .next_batch(1, Duration::from_millis(200))
+            .await
+            .unwrap();
+        if let Some(d) = batch.pop() {
+            break d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no delivery");
+    };
+    assert_eq!(n_of(held.event().unwrap()), 7);
+    // The other member joins; the late one stops polling until the group
+    // has forgotten it and given the partition away.
+    let mut other = Subscriber::new(patient)
+        .subscribe(SubscribeOptions::queue(&topic, &group))
+        .await
+        .unwrap();
+    let again = loop {
+        let mut batch = other
+            .next_batch(1, Duration::from_millis(200))
+            .await
+            .unwrap();
+        if let Some(d) = batch.pop() {
+            break d;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the partition never went to the other member"
+        );
+    };
+    assert_eq!(n_of(again.event().unwrap()), 7, "delivered again");
+    match held.ack().await {
+        Err(Error::LeaseExpired(message)) => {
+            assert!(message.contains(&topic), "{message}");
+        }
+        answer => panic!("a late ack answered {answer:?}, not a lost lease"),
+    }
+    late.close().await.unwrap();
+    again.ack().await.unwrap();
+    other.close().await.unwrap();
 }
 
 /// The jars `kafka_install` (scripts/kafka) put in place.
