@@ -118,6 +118,19 @@ fn binary_data_without_a_content_type_is_not_labelled_json() {
         msg.headers
     );
     assert_eq!(CloudEvent::from_kafka(&msg).unwrap(), event);
+    // Nor for bytes that only look like JSON (found by the cloudevents
+    // fuzzer): invalid UTF-8 inside a string, a lone surrogate escape.
+    for body in [&b"{\"total\x8b\":1}"[..], br#"{"total":"\ud800"}"#] {
+        let event = CloudEvent::from_http_binary(headers, Bytes::copy_from_slice(body)).unwrap();
+        assert_eq!(event.datacontenttype(), None);
+        let msg = event.to_kafka().unwrap();
+        assert!(
+            msg.headers.iter().all(|(name, _)| name != "content-type"),
+            "{body:?}: {:?}",
+            msg.headers
+        );
+        assert_eq!(CloudEvent::from_kafka(&msg).unwrap(), event);
+    }
 }
 
 #[test]

@@ -172,9 +172,13 @@ impl CloudEvent {
     }
 }
 
-/// Whether `data` is one JSON value.
+/// Whether `data` is one JSON value, by the rule the JSON event format
+/// writes `data` with (`to_json_value`): UTF-8 throughout, strings and
+/// escapes valid. (`IgnoredAny` would let invalid UTF-8 inside a string and
+/// lone surrogate escapes pass, and label such bytes JSON here but not
+/// there.)
 fn is_json(data: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok()
+    serde_json::from_slice::<serde_json::Value>(data).is_ok()
 }
 
 /// The reverse of the key mapping: a record key becomes the `partitionkey` of an
