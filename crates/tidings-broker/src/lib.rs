@@ -84,7 +84,7 @@ pub use groups::{
     GROUP_OFFSETS_MAX, HTTP_CLIENT_ID, KAFKA_SESSION_TIMEOUT_MAX, KAFKA_SESSION_TIMEOUT_MIN,
     SESSION_TIMEOUT_MAX,
 };
-pub use names::GroupName;
+pub use names::{GroupName, GroupNameError, GROUP_NAME_BYTES_MAX};
 pub use producer_ids::{ProducerIdError, PRODUCER_ID_BLOCK};
 pub use queue::{
     Backoff, DeadLetter, Delivery, DeliveryState, LeaseId, PendingDelivery, QueueConfig,

@@ -198,7 +198,19 @@ pub struct DeadLetter {
 pub enum QueueError {
     /// The group name is invalid.
     #[error("invalid group name: {0}")]
-    InvalidName(#[from] tidings_types::TopicNameError),
+    InvalidName(#[from] crate::names::GroupNameError),
+    /// The group's dead-letter or retry topic (`<topic>.<group>.dlq`,
+    /// `<topic>.<group>.retry`) would not be a valid topic name: the topic
+    /// and group names are too long together.
+    #[error("queue group {group} on topic {topic}: {reason}")]
+    DerivedTopicName {
+        /// The group.
+        group: String,
+        /// The group's topic.
+        topic: String,
+        /// Which topic name, and why it is refused.
+        reason: String,
+    },
     /// No such topic.
     #[error("topic {0} does not exist")]
     UnknownTopic(String),
@@ -252,7 +264,9 @@ impl QueueError {
     /// What kind of failure this is, for the front ends.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            QueueError::InvalidName(_) => ErrorKind::InvalidGroupName,
+            QueueError::InvalidName(_) | QueueError::DerivedTopicName { .. } => {
+                ErrorKind::InvalidGroupName
+            }
             QueueError::InvalidConfig(_) => ErrorKind::InvalidRequest,
             QueueError::UnknownTopic(_) => ErrorKind::UnknownTopic,
             QueueError::UnknownGroup(_) => ErrorKind::UnknownGroup,

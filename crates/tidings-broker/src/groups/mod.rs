@@ -162,7 +162,7 @@ pub struct GroupDescription {
 pub enum GroupError {
     /// The group name is not a valid name.
     #[error("invalid group name: {0}")]
-    InvalidName(#[from] tidings_types::TopicNameError),
+    InvalidName(#[from] crate::names::GroupNameError),
     /// No such topic.
     #[error("topic {0} does not exist")]
     UnknownTopic(String),

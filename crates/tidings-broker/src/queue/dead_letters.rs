@@ -66,7 +66,27 @@ pub(super) fn retry_topic_of(
 
 /// The name of a group's retry topic (worked out once, with the group).
 pub(super) fn retry_topic_name(g: &QueueGroup) -> Result<TopicName, QueueError> {
-    g.retry.clone().map_err(QueueError::from)
+    g.retry
+        .clone()
+        .map_err(|e| derived_name_error(&g.topic, &g.name, "retry", &e))
+}
+
+/// The error for a group whose `what` topic (`dlq` or `retry`) has no
+/// valid name.
+pub(super) fn derived_name_error(
+    topic: &TopicName,
+    group: &crate::GroupName,
+    what: &str,
+    e: &tidings_types::TopicNameError,
+) -> QueueError {
+    QueueError::DerivedTopicName {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        reason: format!(
+            "its {what} topic {topic}.{group}.{what} is no topic name ({e}); \
+             the topic's and the group's names are too long together"
+        ),
+    }
 }
 
 /// `record` as a lane record's content: its origin headers taken off and read.

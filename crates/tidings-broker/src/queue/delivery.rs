@@ -113,8 +113,14 @@ impl Broker {
         {
             return Err(QueueError::Exists(group.to_owned()));
         }
+        // Both topics derived from the group's name are checked now: a
+        // retry topic found invalid only at the first delayed nack or
+        // redrive would fail the group in use.
         let dlq = format!("{topic}.{group}.dlq");
-        let dead_letters = TopicName::new(&dlq)?;
+        let dead_letters = TopicName::new(&dlq)
+            .map_err(|e| super::dead_letters::derived_name_error(&t.name, &name, "dlq", &e))?;
+        let retry = super::dead_letters::retry_topic_of(&t.name, &name)
+            .map_err(|e| super::dead_letters::derived_name_error(&t.name, &name, "retry", &e))?;
         if self.topic(&dlq).is_none() {
             let mut spec = TopicSpec {
                 dedup_window: None,
@@ -144,7 +150,7 @@ impl Broker {
             reason: e.to_string(),
         })?;
         let mut g = QueueGroup {
-            retry: super::dead_letters::retry_topic_of(&t.name, &name),
+            retry: Ok(retry),
             name: name.clone(),
             topic: t.name.clone(),
             dead_letters,

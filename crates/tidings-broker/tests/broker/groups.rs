@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tidings_broker::{
     Broker, BrokerOptions, CommittedOffset, GroupError, JoinOptions, Payload, StartPosition,
-    TopicSpec, COMMIT_METADATA_BYTES_MAX,
+    TopicSpec, COMMIT_METADATA_BYTES_MAX, GROUP_NAME_BYTES_MAX,
 };
 use tidings_types::Clock;
 use tidings_types::{CloudEvent, Offset, PartitionId};
@@ -135,6 +135,34 @@ fn members_together_read_every_event_once() {
     }
     let unique: BTreeSet<&String> = seen.iter().collect();
     assert_eq!((seen.len(), unique.len()), (100, 100));
+}
+
+#[test]
+fn the_longest_group_name_commits_and_a_longer_one_is_refused_by_name() {
+    // The offsets file is `<group>.offsets`: at the limit it is a name
+    // Linux takes (255 bytes); past it the join is refused before any file.
+    let mut fx = Fixture::new(1);
+    fx.publish(3);
+    let longest = "g".repeat(GROUP_NAME_BYTES_MAX);
+    let m = fx
+        .b()
+        .join_group(&longest, "orders", JoinOptions::default())
+        .unwrap();
+    assert_eq!(fx.poll_group(&longest, &m).entries.len(), 3);
+    fx.b()
+        .commit(&longest, &m, &[(PartitionId(0), Offset(2))])
+        .unwrap();
+    fx.reopen();
+    let described = fx.b().describe_group(&longest).unwrap();
+    assert_eq!(described.partitions[0].lag, 1);
+    let longer = format!("{longest}g");
+    match fx.b().join_group(&longer, "orders", JoinOptions::default()) {
+        Err(e @ GroupError::InvalidName(_)) => assert_eq!(
+            e.to_string(),
+            "invalid group name: group name is 248 bytes long; the limit is 247"
+        ),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

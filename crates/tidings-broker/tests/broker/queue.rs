@@ -309,6 +309,31 @@ fn bad_requests_get_typed_errors_and_change_nothing() {
         ),
         Err(QueueError::InvalidName(_))
     ));
+    // The group's dead-letter topic `jobs.<group>.dlq` would be a valid
+    // name (249 bytes) but its retry topic `jobs.<group>.retry` not (251):
+    // refused when the group is made, not at its first delayed nack.
+    let long = "w".repeat(249 - "jobs..dlq".len());
+    match b.create_queue_group(
+        &long,
+        "jobs",
+        QueueConfig::default(),
+        StartPosition::Earliest,
+    ) {
+        Err(e @ QueueError::DerivedTopicName { .. }) => {
+            let e = e.to_string();
+            assert!(
+                e.contains(&format!(
+                    "its retry topic jobs.{long}.retry is no topic name"
+                )) && e.contains("251 bytes long"),
+                "{e}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        fx.rt.block_on(b.receive(&long, 1)),
+        Err(QueueError::UnknownGroup(_))
+    ));
     assert!(matches!(
         fx.rt.block_on(b.receive("nope", 1)),
         Err(QueueError::UnknownGroup(_))
