@@ -28,7 +28,7 @@ use tidings_log::{
     FsyncPolicy, Log, LogOptions, OpenMode, Partition, Record, Storage, StoredRecord, TopicConfig,
     TopicError,
 };
-use tidings_types::{Clock, Offset, PartitionId};
+use tidings_types::{Clock, ErrorKind, Offset, PartitionId};
 
 use crate::error::{AppendError, StoreError};
 use crate::store::{check_append, metadata_written, repeated_append, EventStore};
@@ -91,6 +91,26 @@ pub struct EmbeddedStore {
     inner: Arc<Inner>,
 }
 
+/// Why the store stopped writing, until it is reopened.
+#[derive(Clone, Debug)]
+struct Stopped {
+    reason: String,
+    /// The log found the disk full: nothing of the batch was written, but
+    /// the index had placed it, and batches queued behind it would land
+    /// where it was meant to be.
+    disk_full: bool,
+}
+
+impl Stopped {
+    fn error(&self) -> StoreError {
+        if self.disk_full {
+            StoreError::DiskFull(self.reason.clone())
+        } else {
+            StoreError::Failed(self.reason.clone())
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
@@ -103,7 +123,7 @@ struct Inner {
     index: Mutex<Index>,
     /// Serializes writers from checking expected versions to queueing in the log.
     writer: tokio::sync::Mutex<()>,
-    failed: Mutex<Option<String>>,
+    failed: Mutex<Option<Stopped>>,
     checkpoints: Mutex<()>,
 }
 
@@ -183,15 +203,32 @@ impl EmbeddedStore {
 
     fn check_failed(&self) -> Result<(), StoreError> {
         match &*self.inner.failed.lock().expect("failed lock") {
-            Some(reason) => Err(StoreError::Failed(reason.clone())),
+            Some(stopped) => Err(stopped.error()),
             None => Ok(()),
         }
     }
 
     fn fail(&self, reason: String) -> StoreError {
-        tracing::error!(%reason, "event store write failed; it refuses writes until reopened");
+        self.stop(Stopped {
+            reason,
+            disk_full: false,
+        })
+    }
+
+    /// Stops after the log refused a queued batch. A full disk is told
+    /// apart, so that every refusal until the reopen says so (507 over
+    /// HTTP) rather than a storage failure.
+    fn fail_append(&self, e: &tidings_log::AppendError) -> StoreError {
+        self.stop(Stopped {
+            reason: e.to_string(),
+            disk_full: e.kind() == ErrorKind::StorageFull,
+        })
+    }
+
+    fn stop(&self, stopped: Stopped) -> StoreError {
+        tracing::error!(reason = %stopped.reason, disk_full = stopped.disk_full, "event store write failed; it refuses writes until reopened");
         let mut failed = self.inner.failed.lock().expect("failed lock");
-        StoreError::Failed(failed.get_or_insert(reason).clone())
+        failed.get_or_insert(stopped).error()
     }
 
     /// Queues `records` after their index changes were made, and waits until the
@@ -231,7 +268,7 @@ impl EmbeddedStore {
                     done.base_offset
                 ))
                 .into()),
-            Err(e) => Err(self.fail(e.to_string()).into()),
+            Err(e) => Err(self.fail_append(&e).into()),
         }
     }
 

@@ -35,6 +35,11 @@ pub enum StoreError {
     /// rebuilds its index from the log.
     #[error("the event store stopped after a failed write ({0}); reopen it")]
     Failed(String),
+    /// A write found the disk full; nothing of it was written. As after
+    /// [`Failed`](Self::Failed), the embedded store refuses writes until it
+    /// is reopened — once space is free.
+    #[error("the event store stopped after the disk filled up ({0}); free space and reopen it")]
+    DiskFull(String),
     /// PostgreSQL answered with an error or the connection broke.
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] tokio_postgres::Error),
@@ -95,9 +100,22 @@ pub enum AppendError {
 }
 
 impl StoreError {
-    /// What kind of failure this is, for the front ends: always the storage's.
+    /// What kind of failure this is, for the front ends: a full disk, the
+    /// log shutting down or busy, or else the storage's failure.
     pub fn kind(&self) -> ErrorKind {
-        ErrorKind::StorageFailed
+        match self {
+            StoreError::DiskFull(_) => ErrorKind::StorageFull,
+            StoreError::Append(e) => match e.kind() {
+                kind @ (ErrorKind::StorageFull
+                | ErrorKind::ShuttingDown
+                | ErrorKind::Unavailable) => kind,
+                _ => ErrorKind::StorageFailed,
+            },
+            StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                ErrorKind::StorageFull
+            }
+            _ => ErrorKind::StorageFailed,
+        }
     }
 }
 

@@ -374,3 +374,90 @@ fn one_seed() {
     };
     run(seed);
 }
+
+/// A full disk (the simulated one, 64 KiB past what the opened store
+/// uses): the append that finds it is refused as a full disk — which the
+/// front ends answer 507 `storage_full` — and so is every write after it,
+/// saying what to do, until the store is reopened; reads go on. Once there
+/// is space again (the simulated disk's capacity lifted, as when someone
+/// deletes other files), the reopened store appends again, and holds every
+/// answered event and none of the refused ones.
+#[test]
+fn a_full_disk_is_told_apart_and_the_reopened_store_writes_again() {
+    use tidings_types::ErrorKind;
+
+    let room = Faults {
+        sync_failure_per_mille: 0,
+        capacity_bytes: None,
+    };
+    let disk = SimDisk::new(7, room);
+    let storage: Arc<dyn Storage> = Arc::new(disk.process());
+    let clock = Arc::new(ManualClock::new(TimestampMs(1_700_000_000_000)));
+    let options = || EmbeddedOptions {
+        log: LogOptions {
+            clock: clock.clone(),
+            storage: Arc::clone(&storage),
+            retention_check_interval: Duration::from_secs(3_600),
+            ..LogOptions::default()
+        },
+        ..EmbeddedOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = rt.enter();
+    let store = EmbeddedStore::open(DIR, options()).unwrap();
+    disk.set_faults(Faults {
+        capacity_bytes: Some(disk.used_bytes() + 64 * 1024),
+        ..room
+    });
+    let stream = StreamName::new("order-1").unwrap();
+    let event = |n: usize| {
+        CloudEvent::new("/orders", "order.changed")
+            .with_id(format!("e-{n}"))
+            .with_data("application/octet-stream", vec![b'x'; 2048])
+    };
+    let mut answered = 0;
+    let refused = loop {
+        assert!(answered < 1_000, "the disk never filled");
+        let append = StreamAppend::new(stream.clone(), ExpectedVersion::Any, vec![event(answered)]);
+        match rt.block_on(store.append(vec![append])) {
+            Ok(_) => answered += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(answered >= 2, "the disk filled after {answered} appends");
+    assert_eq!(refused.kind(), ErrorKind::StorageFull, "{refused}");
+    let again = StreamAppend::new(
+        stream.clone(),
+        ExpectedVersion::Any,
+        vec![event(answered + 1)],
+    );
+    let e = rt.block_on(store.append(vec![again])).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::StorageFull, "{e}");
+    assert!(e.to_string().contains("free space and reopen"), "{e}");
+    let read = |store: &EmbeddedStore| {
+        rt.block_on(store.read_stream(&stream, ReadStream::forward(StreamVersion(0))))
+            .unwrap()
+            .events
+            .iter()
+            .map(|r| r.event.id().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let expected: Vec<String> = (0..answered).map(|n| format!("e-{n}")).collect();
+    assert_eq!(read(&store), expected, "reads go on");
+    store.close().unwrap();
+    drop(store);
+
+    disk.set_faults(room);
+    let store = EmbeddedStore::open(DIR, options()).unwrap();
+    assert_eq!(read(&store), expected, "answered events, no refused one");
+    let append = StreamAppend::new(
+        stream.clone(),
+        ExpectedVersion::Exact(StreamVersion(answered as u64 - 1)),
+        vec![event(answered + 2)],
+    );
+    rt.block_on(store.append(vec![append])).unwrap();
+    store.close().unwrap();
+}
