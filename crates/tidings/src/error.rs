@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// A toolkit call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// The backend address or an option is not one the toolkit can use.
     #[error("invalid configuration: {0}")]

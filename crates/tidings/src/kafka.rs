@@ -103,10 +103,11 @@ fn err(e: KafkaError) -> Error {
 /// A commit's error. A commit the group coordinator refused because the
 /// group has moved on — a rebalance under way, a newer generation, this
 /// member forgotten (its session or its poll interval ran out), its
-/// assignment lost — is the member's lease on those partitions running out:
-/// what it acked since its last commit is delivered again, here after the
-/// rebalance or to the partition's new owner. Any other error is `err`'s.
-fn commit_err(e: KafkaError) -> Error {
+/// assignment lost — is the member's lease on `topic`'s partitions running
+/// out: what it acked since its last commit is delivered again, here after
+/// the rebalance or to the partition's new owner. Any other error is
+/// `err`'s.
+fn commit_err(topic: &str, e: KafkaError) -> Error {
     use RDKafkaErrorCode as C;
     match e.rdkafka_error_code() {
         Some(
@@ -116,7 +117,7 @@ fn commit_err(e: KafkaError) -> Error {
             | C::AssignmentLost
             | C::FencedMemberEpoch
             | C::StaleMemberEpoch,
-        ) => Error::LeaseExpired(format!("the commit (the group has moved on: {e})")),
+        ) => Error::LeaseExpired(format!("{topic}: the commit (the group has moved on: {e})")),
         _ => err(e),
     }
 }
@@ -890,45 +891,8 @@ struct Commits {
 #[derive(Default)]
 struct CommitState {
     pending: HashMap<u32, (u64, String)>,
-    waiters: Vec<oneshot::Sender<Result<(), Refused>>>,
+    waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     running: bool,
-}
-
-/// A commit's failure, shared by every ack that waited for it.
-#[derive(Clone, Debug)]
-enum Refused {
-    /// The group moved on ([`commit_err`]).
-    Moved(String),
-    Failed {
-        message: String,
-        transient: bool,
-    },
-}
-
-impl Refused {
-    fn of(e: Error) -> Refused {
-        match e {
-            Error::LeaseExpired(message) => Refused::Moved(message),
-            Error::Backend {
-                message, transient, ..
-            } => Refused::Failed { message, transient },
-            e => Refused::Failed {
-                message: e.to_string(),
-                transient: e.is_transient(),
-            },
-        }
-    }
-
-    fn error(self, topic: &str) -> Error {
-        match self {
-            Refused::Moved(message) => Error::LeaseExpired(format!("{topic}: {message}")),
-            Refused::Failed { message, transient } => Error::Backend {
-                backend: NAME,
-                message,
-                transient,
-            },
-        }
-    }
 }
 
 impl Commits {
@@ -950,7 +914,7 @@ impl Commits {
         }
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(refused)) => Err(refused.error(topic)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Closed),
         }
     }
@@ -986,10 +950,11 @@ impl Commits {
                         }
                     }
                 }
-                consumer.commit(&list, CommitMode::Sync).map_err(commit_err)
+                consumer
+                    .commit(&list, CommitMode::Sync)
+                    .map_err(|e| commit_err(&topic, e))
             })
-            .await
-            .map_err(Refused::of);
+            .await;
             for waiter in waiters {
                 let _ = waiter.send(result.clone());
             }
@@ -1011,12 +976,21 @@ mod tests {
             C::AssignmentLost,
             C::StaleMemberEpoch,
         ] {
-            let e = commit_err(KafkaError::ConsumerCommit(moved));
-            assert!(matches!(e, Error::LeaseExpired(_)), "{moved:?}: {e:?}");
+            let e = commit_err("orders", KafkaError::ConsumerCommit(moved));
+            assert!(
+                matches!(&e, Error::LeaseExpired(m) if m.starts_with("orders: ")),
+                "{moved:?}: {e:?}"
+            );
         }
-        let e = commit_err(KafkaError::ConsumerCommit(C::BrokerTransportFailure));
+        let e = commit_err(
+            "orders",
+            KafkaError::ConsumerCommit(C::BrokerTransportFailure),
+        );
         assert!(e.is_transient(), "{e:?}");
-        let e = commit_err(KafkaError::ConsumerCommit(C::GroupAuthorizationFailed));
+        let e = commit_err(
+            "orders",
+            KafkaError::ConsumerCommit(C::GroupAuthorizationFailed),
+        );
         assert!(
             matches!(
                 e,
@@ -1027,17 +1001,6 @@ mod tests {
             ),
             "{e:?}"
         );
-        // The waiters of one commit share its failure, class and all.
-        for code in [
-            C::IllegalGeneration,
-            C::GroupAuthorizationFailed,
-            C::BrokerTransportFailure,
-        ] {
-            let e = commit_err(KafkaError::ConsumerCommit(code));
-            let shared = Refused::of(commit_err(KafkaError::ConsumerCommit(code))).error("orders");
-            assert_eq!(std::mem::discriminant(&shared), std::mem::discriminant(&e));
-            assert_eq!(shared.is_transient(), e.is_transient(), "{code:?}");
-        }
     }
 
     #[test]

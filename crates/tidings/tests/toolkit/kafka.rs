@@ -156,17 +156,7 @@ async fn an_ack_after_the_group_moved_on_is_a_lost_lease() {
         .subscribe(SubscribeOptions::queue(&topic, &group))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let held = loop {
-        let mut batch = late
-            .next_batch(1, Duration::from_millis(200))
-            .await
-            .unwrap();
-        if let Some(d) = batch.pop() {
-            break d;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no delivery");
-    };
+    let held = first_delivery(&mut late, "no delivery").await;
     assert_eq!(n_of(held.event().unwrap()), 7);
     // The other member joins; the late one stops polling until the group
     // has forgotten it and given the partition away.
@@ -174,19 +164,7 @@ async fn an_ack_after_the_group_moved_on_is_a_lost_lease() {
         .subscribe(SubscribeOptions::queue(&topic, &group))
         .await
         .unwrap();
-    let again = loop {
-        let mut batch = other
-            .next_batch(1, Duration::from_millis(200))
-            .await
-            .unwrap();
-        if let Some(d) = batch.pop() {
-            break d;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the partition never went to the other member"
-        );
-    };
+    let again = first_delivery(&mut other, "the partition never went to the other member").await;
     assert_eq!(n_of(again.event().unwrap()), 7, "delivered again");
     match held.ack().await {
         Err(Error::LeaseExpired(message)) => {
@@ -197,6 +175,18 @@ async fn an_ack_after_the_group_moved_on_is_a_lost_lease() {
     late.close().await.unwrap();
     again.ack().await.unwrap();
     other.close().await.unwrap();
+}
+
+/// The first delivery `sub` gets within [`PATIENCE`]; fails with `never`.
+async fn first_delivery(sub: &mut tidings::Subscription, never: &str) -> tidings::Delivery {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut batch = sub.next_batch(1, Duration::from_millis(200)).await.unwrap();
+        if let Some(d) = batch.pop() {
+            return d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{never}");
+    }
 }
 
 /// The jars `kafka_install` (scripts/kafka) put in place.
